@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Debian packages clip's tests and benchmarks use. Installs what is missing (as root);
+# otherwise names what is missing and fails.
+set -euo pipefail
+# binary:package
+NEEDED=(
+  docker-registry:docker-registry
+  redis-server:redis-server
+  umoci:umoci
+  skopeo:skopeo
+  zstd:zstd
+  pigz:pigz
+  fusermount3:fuse3
+  mount:mount
+)
+missing=()
+for pair in "${NEEDED[@]}"; do
+  bin=${pair%%:*}; pkg=${pair#*:}
+  command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${missing[*]} (install them: apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,47 @@
+/**
+ * What reading a layer yields: tar entries with their byte offsets in the uncompressed stream,
+ * and checkpoints from which decompression can resume anywhere.
+ */
+
+export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
+
+export interface TarEntry {
+  /** Normalised path relative to the root: no leading "./" or "/", no trailing "/", no "." or ".." parts. */
+  path: string;
+  type: EntryType;
+  /** Permission bits including setuid/setgid/sticky (mask 0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  uname: string;
+  gname: string;
+  /** Content length in bytes (0 for everything but regular files). */
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  /** Symlink target, or for a hardlink the normalised path of the entry it links to. */
+  linkTarget: string;
+  devMajor: number;
+  devMinor: number;
+  /** PAX SCHILY.xattr.* values, keyed by attribute name ("security.capability"). */
+  xattrs: Map<string, Buffer>;
+  /** Offset of the entry's first header block (including any PAX or GNU long-name blocks). */
+  headerOffset: number;
+  /** Offset of the entry's content in the uncompressed layer. */
+  dataOffset: number;
+}
+
+/**
+ * A point at a deflate block boundary from which inflation can resume without the bytes before it.
+ * For zstd layers, a frame start (bits 0, empty window).
+ */
+export interface Checkpoint {
+  /** Offset in the uncompressed stream. */
+  out: number;
+  /** Offset in the compressed blob of the first byte holding bits of the next block. */
+  in: number;
+  /** How many bits of the byte at `in - 1` belong to the next block (0 when byte-aligned), zran's convention. */
+  bits: number;
+  /** Up to 32 KiB of uncompressed data ending at `out` (the inflate dictionary), raw. */
+  window: Buffer;
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { isClipError } from '../util/errors.js';
+
+const program = new Command('clip')
+  .description('Lazy-loading container image filesystem: index an OCI image once, mount it, fetch only what is read.')
+  .version('0.1.0')
+  .showHelpAfterError();
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (isClipError(err)) {
+    process.stderr.write(`clip: ${err.message}\n`);
+    process.exitCode = 1;
+  } else {
+    process.stderr.write(`clip: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 2;
+  }
+});
