@@ -45,3 +45,23 @@ export interface Checkpoint {
   /** Up to 32 KiB of uncompressed data ending at `out` (the inflate dictionary), raw. */
   window: Buffer;
 }
+
+export type LayerCompression = 'gzip' | 'zstd' | 'none';
+
+/** Everything one pass over a layer learns; the index is built from one of these per layer. */
+export interface LayerScan {
+  compression: LayerCompression;
+  compressedSize: number;
+  uncompressedSize: number;
+  /** sha256 of the blob as stored ("sha256:<hex>"); verified against the manifest by the caller. */
+  digest: string;
+  /** sha256 of the uncompressed tar ("sha256:<hex>"); verified against the config's diff_id by the caller. */
+  diffId: string;
+  /** Entries in stream order, as the tar has them (no overlay rules applied). */
+  entries: TarEntry[];
+  /** Ascending by `out`; the first is always at out = 0. */
+  checkpoints: Checkpoint[];
+  chunkSize: number;
+  /** sha256 of each chunkSize piece of the uncompressed layer, 32 bytes each, concatenated. */
+  chunkDigests: Buffer;
+}
