@@ -1,0 +1,292 @@
+/** Serialise an image's merged tree and its layers' random-access data into the index file format. */
+import { createHash } from 'node:crypto';
+import { open, rename, unlink } from 'node:fs/promises';
+import { deflateRawSync } from 'node:zlib';
+import type { LayerScan } from '../archive/types.js';
+import { ClipError } from '../util/errors.js';
+import * as F from './format.js';
+import { OverlayMerger, type MergedInode, type MergedNode, type MergedTree } from './merge.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFCHR, S_IFBLK, type ImageMeta, type IndexedLayer } from './types.js';
+
+/** What the index keeps of a layer scan besides its entries. */
+export type LayerAccess = Pick<LayerScan, 'checkpoints' | 'chunkSize' | 'chunkDigests'>;
+
+/**
+ * Builds an index one layer at a time, bottom first: each layer's entries are merged as it is added
+ * and can be dropped by the caller afterwards; only checkpoints and chunk digests are kept.
+ */
+export class IndexBuilder {
+  private readonly merger = new OverlayMerger();
+  private readonly layers: IndexedLayer[] = [];
+  private readonly access: LayerAccess[] = [];
+
+  constructor(private readonly image: Omit<ImageMeta, 'layers'>) {}
+
+  addLayer(layer: IndexedLayer, scan: LayerScan): void {
+    if (scan.digest !== layer.digest || scan.diffId !== layer.diffId) {
+      throw new ClipError('EDIGEST', `scan of layer ${this.layers.length} has digest ${scan.digest} and diff_id ${scan.diffId}, expected ${layer.diffId}`, { object: layer.digest });
+    }
+    if (this.layers.length >= F.NO_LAYER) throw new ClipError('EUNSUPPORTED', `more than ${F.NO_LAYER - 1} layers`, { object: this.image.reference });
+    this.merger.applyLayer(scan, this.layers.length, layer.digest);
+    this.layers.push(layer);
+    this.access.push({ checkpoints: scan.checkpoints, chunkSize: scan.chunkSize, chunkDigests: scan.chunkDigests });
+  }
+
+  /** The bytes of the index file. */
+  build(): Buffer {
+    return serializeIndex({ ...this.image, layers: this.layers }, this.access, this.merger.tree());
+  }
+}
+
+/** Merge the layers and serialise everything: the bytes of an index file. */
+export function buildIndex(meta: ImageMeta, scans: readonly LayerScan[]): Buffer {
+  if (scans.length !== meta.layers.length) {
+    throw new ClipError('EINVAL', `${scans.length} layer scans for ${meta.layers.length} layers`, { object: meta.reference });
+  }
+  const { layers, ...image } = meta;
+  const builder = new IndexBuilder(image);
+  scans.forEach((scan, i) => builder.addLayer(layers[i]!, scan));
+  return builder.build();
+}
+
+/** Append-only byte heap with deduplication by key. */
+class Heap {
+  private readonly parts: Buffer[] = [];
+  private readonly seen = new Map<string, number>();
+  size = 0;
+
+  add(key: string, bytes: Buffer): number {
+    const known = this.seen.get(key);
+    if (known !== undefined) return known;
+    const off = this.size;
+    this.parts.push(bytes);
+    this.size += bytes.length;
+    this.seen.set(key, off);
+    return off;
+  }
+
+  bytes(): Buffer {
+    return Buffer.concat(this.parts, this.size);
+  }
+}
+
+function serializeXattrs(xattrs: Map<string, Buffer>): Buffer {
+  const names = [...xattrs.keys()].sort();
+  const parts: Buffer[] = [Buffer.alloc(2)];
+  parts[0]!.writeUInt16LE(names.length);
+  for (const name of names) {
+    const nameBytes = Buffer.from(name, 'utf8');
+    const value = xattrs.get(name)!;
+    const head = Buffer.alloc(6);
+    head.writeUInt16LE(nameBytes.length, 0);
+    head.writeUInt32LE(value.length, 2);
+    parts.push(head, nameBytes, value);
+  }
+  return Buffer.concat(parts);
+}
+
+interface TreeLayout {
+  nodes: MergedNode[];
+  names: Buffer[];
+  parentRecord: Int32Array;
+  firstChild: Uint32Array;
+  childCount: Uint32Array;
+}
+
+/** Breadth-first records: every directory's children contiguous, sorted by name bytes. */
+function layoutTree(tree: MergedTree): TreeLayout {
+  const nodes: MergedNode[] = [tree.root];
+  const names: Buffer[] = [Buffer.alloc(0)];
+  const parents: number[] = [-1];
+  const first: number[] = [];
+  const count: number[] = [];
+  for (let r = 0; r < nodes.length; r++) {
+    const node = nodes[r]!;
+    first[r] = 0;
+    count[r] = 0;
+    if (!node.children) continue;
+    const kids = [...node.children.values()].map((k) => ({ node: k, name: Buffer.from(k.name, 'utf8') }));
+    kids.sort((a, b) => Buffer.compare(a.name, b.name));
+    first[r] = nodes.length;
+    count[r] = kids.length;
+    for (const kid of kids) {
+      nodes.push(kid.node);
+      names.push(kid.name);
+      parents.push(r);
+    }
+  }
+  return { nodes, names, parentRecord: Int32Array.from(parents), firstChild: Uint32Array.from(first), childCount: Uint32Array.from(count) };
+}
+
+function alignTo8(n: number): number {
+  return (n + 7) & ~7;
+}
+
+export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], tree: MergedTree): Buffer {
+  if (meta.layers.length >= F.NO_LAYER) throw new ClipError('EUNSUPPORTED', `${meta.layers.length} layers`, { object: meta.reference });
+  const { nodes, names, parentRecord, firstChild, childCount } = layoutTree(tree);
+
+  // Inode numbers in record order, root = 1, one per hardlink group; nlink counts the group.
+  const links = new Map<MergedInode, number>();
+  for (const n of nodes) links.set(n.inode, (links.get(n.inode) ?? 0) + 1);
+  const inoOf = new Map<MergedInode, number>();
+  const inoRecords: number[] = [0];
+  const recordIno = new Uint32Array(nodes.length);
+  nodes.forEach((n, r) => {
+    let ino = inoOf.get(n.inode);
+    if (ino === undefined) {
+      ino = inoRecords.length;
+      inoOf.set(n.inode, ino);
+      inoRecords.push(r);
+    }
+    recordIno[r] = ino;
+  });
+
+  const strings = new Heap();
+  const xattrs = new Heap();
+  const entries = Buffer.alloc(nodes.length * F.ENTRY_RECORD_SIZE);
+  const view = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
+  nodes.forEach((node, r) => {
+    const ind = node.inode;
+    const at = r * F.ENTRY_RECORD_SIZE;
+    const name = names[r]!;
+    if (name.length > 0xffff) throw new ClipError('EUNSUPPORTED', `name of ${name.length} bytes`, { object: node.name });
+    const type = ind.mode & S_IFMT;
+    let nlink = links.get(ind)!;
+    if (type === S_IFDIR) {
+      nlink = 2;
+      for (const c of node.children!.values()) if (c.children) nlink++;
+    }
+    view.setUint32(at + F.E_INO, recordIno[r]!, true);
+    view.setUint32(at + F.E_PARENT, r === 0 ? 1 : recordIno[parentRecord[r]!]!, true);
+    view.setUint32(at + F.E_MODE, ind.mode, true);
+    view.setUint32(at + F.E_UID, ind.uid, true);
+    view.setUint32(at + F.E_GID, ind.gid, true);
+    view.setUint32(at + F.E_NLINK, nlink, true);
+    view.setUint32(at + F.E_NSEC, ind.mtimeNsec, true);
+    view.setUint32(at + F.E_NAME_OFF, strings.add(node.name, name), true);
+    view.setUint16(at + F.E_NAME_LEN, name.length, true);
+    view.setUint16(at + F.E_LAYER, type === S_IFREG && ind.layer >= 0 ? ind.layer : F.NO_LAYER, true);
+    view.setFloat64(at + F.E_SIZE, ind.size, true);
+    view.setFloat64(at + F.E_SEC, ind.mtimeSec, true);
+    if (type === S_IFREG) {
+      view.setFloat64(at + F.E_UNION, ind.dataOffset, true);
+    } else if (type === S_IFDIR) {
+      view.setUint32(at + F.E_UNION, firstChild[r]!, true);
+      view.setUint32(at + F.E_UNION2, childCount[r]!, true);
+    } else if (type === S_IFLNK) {
+      const target = Buffer.from(ind.linkTarget, 'utf8');
+      view.setUint32(at + F.E_UNION, strings.add(ind.linkTarget, target), true);
+      view.setUint32(at + F.E_UNION2, target.length, true);
+    } else if (type === S_IFCHR || type === S_IFBLK) {
+      view.setUint32(at + F.E_UNION, ind.devMajor, true);
+      view.setUint32(at + F.E_UNION2, ind.devMinor, true);
+    }
+    if (ind.xattrs.size > 0) {
+      const set = serializeXattrs(ind.xattrs);
+      view.setUint32(at + F.E_XATTR, xattrs.add(set.toString('latin1'), set) + 1, true);
+    }
+  });
+
+  const inodes = Buffer.alloc(inoRecords.length * 4);
+  inoRecords.forEach((r, ino) => inodes.writeUInt32LE(r, ino * 4));
+
+  const layerTable = Buffer.alloc(layers.length * F.LAYER_RECORD_SIZE);
+  const cpCount = layers.reduce((n, l) => n + l.checkpoints.length, 0);
+  const checkpoints = Buffer.alloc(cpCount * F.CHECKPOINT_RECORD_SIZE);
+  const windows: Buffer[] = [];
+  let windowBytes = 0;
+  let cpIndex = 0;
+  let chunkIndex = 0;
+  layers.forEach((layer, i) => {
+    const name = meta.layers[i]?.digest ?? `#${i}`;
+    if (layer.chunkDigests.length % F.DIGEST_SIZE !== 0) throw new ClipError('ECORRUPT', 'chunk digests are not 32 bytes each', { object: name });
+    const lt = i * F.LAYER_RECORD_SIZE;
+    layerTable.writeUInt32LE(cpIndex, lt + F.L_CP_FIRST);
+    layerTable.writeUInt32LE(layer.checkpoints.length, lt + F.L_CP_COUNT);
+    layerTable.writeUInt32LE(chunkIndex, lt + F.L_CHUNK_FIRST);
+    layerTable.writeUInt32LE(layer.chunkDigests.length / F.DIGEST_SIZE, lt + F.L_CHUNK_COUNT);
+    layerTable.writeUInt32LE(layer.chunkSize, lt + F.L_CHUNK_SIZE);
+    chunkIndex += layer.chunkDigests.length / F.DIGEST_SIZE;
+    for (const cp of layer.checkpoints) {
+      if (cp.window.length > 0xffff) throw new ClipError('ECORRUPT', `checkpoint window of ${cp.window.length} bytes`, { object: name });
+      const packed = cp.window.length > 0 ? deflateRawSync(cp.window, { level: 9 }) : Buffer.alloc(0);
+      const at = cpIndex * F.CHECKPOINT_RECORD_SIZE;
+      checkpoints.writeDoubleLE(cp.out, at + F.C_OUT);
+      checkpoints.writeDoubleLE(cp.in, at + F.C_IN);
+      checkpoints.writeDoubleLE(windowBytes, at + F.C_WIN_OFF);
+      checkpoints.writeUInt32LE(packed.length, at + F.C_WIN_LEN);
+      checkpoints.writeUInt16LE(cp.window.length, at + F.C_WIN_RAW);
+      checkpoints.writeUInt8(cp.bits, at + F.C_BITS);
+      windows.push(packed);
+      windowBytes += packed.length;
+      cpIndex++;
+    }
+  });
+
+  const metaJson = {
+    reference: meta.reference,
+    location: meta.location,
+    manifestDigest: meta.manifestDigest,
+    manifestMediaType: meta.manifestMediaType,
+    platform: meta.platform,
+    layers: meta.layers.map((l) => ({
+      digest: l.digest, diffId: l.diffId, mediaType: l.mediaType, compression: l.compression,
+      compressedSize: l.compressedSize, uncompressedSize: l.uncompressedSize,
+    })),
+  };
+
+  return assemble([
+    [F.Section.Meta, Buffer.from(JSON.stringify(metaJson), 'utf8')],
+    [F.Section.Config, meta.config],
+    [F.Section.Layers, layerTable],
+    [F.Section.Checkpoints, checkpoints],
+    [F.Section.Windows, Buffer.concat(windows, windowBytes)],
+    [F.Section.Chunks, Buffer.concat(layers.map((l) => l.chunkDigests))],
+    [F.Section.Entries, entries],
+    [F.Section.Inodes, inodes],
+    [F.Section.Strings, strings.bytes()],
+    [F.Section.Xattrs, xattrs.bytes()],
+  ]);
+}
+
+function assemble(sections: Array<[F.SectionId, Buffer]>): Buffer {
+  const tableEnd = F.HEADER_SIZE + sections.length * F.SECTION_ENTRY_SIZE;
+  let off = alignTo8(tableEnd);
+  const placed = sections.map(([id, bytes]) => {
+    const at = off;
+    off = alignTo8(off + bytes.length);
+    return { id, bytes, at };
+  });
+  const total = off + F.CHECKSUM_SIZE;
+  const out = Buffer.alloc(total);
+  F.MAGIC.copy(out, 0);
+  out.writeUInt32LE(F.FORMAT_VERSION, 8);
+  out.writeUInt32LE(sections.length, 12);
+  out.writeDoubleLE(total, 16);
+  placed.forEach(({ id, bytes, at }, i) => {
+    const e = F.HEADER_SIZE + i * F.SECTION_ENTRY_SIZE;
+    out.writeUInt32LE(id, e);
+    out.writeDoubleLE(at, e + 8);
+    out.writeDoubleLE(bytes.length, e + 16);
+    bytes.copy(out, at);
+  });
+  createHash('sha256').update(out.subarray(0, total - F.CHECKSUM_SIZE)).digest().copy(out, total - F.CHECKSUM_SIZE);
+  return out;
+}
+
+/** Write index bytes so that a reader never sees a partial file: temporary file, fsync, rename. */
+export async function writeIndexFile(path: string, bytes: Buffer): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  const fh = await open(tmp, 'wx', 0o644);
+  try {
+    await fh.writeFile(bytes);
+    await fh.sync();
+  } catch (err) {
+    await fh.close();
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+  await fh.close();
+  await rename(tmp, path);
+}

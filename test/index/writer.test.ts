@@ -1,0 +1,217 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as F from '../../src/index/format.js';
+import { ImageIndex } from '../../src/index/reader.js';
+import { IndexBuilder, buildIndex, writeIndexFile } from '../../src/index/writer.js';
+import { isClipError } from '../../src/util/errors.js';
+import { dir, file, metaOf, scanOf, sha256, symlink } from './layers.js';
+
+let tmp: string;
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'clip-index-format-'));
+});
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+/** A window with structure, so that compression has something to do, and random bytes, so that it cannot cheat. */
+function windowOf(seed: number, length: number): Buffer {
+  const w = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) w[i] = (i * 7 + seed) % 64;
+  randomBytes(64).copy(w, length >> 1);
+  return w;
+}
+
+function sample(): { bytes: Buffer; scans: ReturnType<typeof scanOf>[]; meta: ReturnType<typeof metaOf> } {
+  const digests0 = Buffer.concat([1, 2, 3].map((i) => createHash('sha256').update(`c${i}`).digest()));
+  const scans = [
+    scanOf([dir('etc'), file('etc/os-release', { size: 100 }), symlink('bin', 'usr/bin')], 0, {
+      checkpoints: [
+        { out: 0, in: 10, bits: 0, window: Buffer.alloc(0) },
+        { out: 2 * 1024 * 1024 + 17, in: 700_001, bits: 3, window: windowOf(1, 32768) },
+        { out: 4 * 1024 * 1024 + 5, in: 1_400_000, bits: 7, window: windowOf(2, 32768) },
+      ],
+      chunkSize: 1 << 20,
+      chunkDigests: digests0,
+      uncompressedSize: 3 * (1 << 20),
+    }),
+    scanOf([file('etc/os-release', { size: 200 })], 1, {
+      compression: 'zstd',
+      checkpoints: [{ out: 0, in: 0, bits: 0, window: Buffer.alloc(0) }],
+      chunkSize: 4096,
+      chunkDigests: createHash('sha256').update('only').digest(),
+    }),
+  ];
+  const meta = metaOf(scans);
+  meta.layers[1]!.mediaType = 'application/vnd.oci.image.layer.v1.tar+zstd';
+  meta.platform = { os: 'linux', architecture: 'arm64', variant: 'v8' };
+  return { bytes: buildIndex(meta, scans), scans, meta };
+}
+
+describe('index file round trip', () => {
+  it('keeps image metadata, config bytes, layers, checkpoints and chunk digests', async () => {
+    const { bytes, scans, meta } = sample();
+    const path = join(tmp, 'img.clipindex');
+    await writeIndexFile(path, bytes);
+    const idx = await ImageIndex.open(path);
+    expect(idx.image).toEqual({
+      reference: meta.reference, location: meta.location, manifestDigest: meta.manifestDigest,
+      manifestMediaType: meta.manifestMediaType, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+    });
+    expect(idx.config.equals(meta.config)).toBe(true);
+    expect(idx.layers).toEqual(meta.layers.map((l, i) => ({
+      ...l, chunkSize: scans[i]!.chunkSize, chunkCount: scans[i]!.chunkDigests.length / 32, checkpointCount: scans[i]!.checkpoints.length,
+    })));
+    expect(idx.layers[1]!.compression).toBe('zstd');
+    for (let i = 0; i < 3; i++) expect(idx.chunkDigest(0, i)).toEqual(scans[0]!.chunkDigests.subarray(i * 32, i * 32 + 32));
+    expect(idx.chunkDigest(1, 0)).toEqual(scans[1]!.chunkDigests);
+    expect(idx.chunkSize(1)).toBe(4096);
+    for (const [i, cp] of scans[0]!.checkpoints.entries()) {
+      const got = idx.checkpoint(0, i);
+      expect({ ...got, window: got.window.toString('hex') }).toEqual({ ...cp, window: cp.window.toString('hex') });
+    }
+    // The windows are stored compressed: the file is far smaller than two raw windows.
+    expect(bytes.length).toBeLessThan(32768);
+    expect(idx.resolvePath('/etc/os-release')).toBeGreaterThan(1);
+    expect(idx.dataLocation(idx.resolvePath('/etc/os-release'))).toMatchObject({ layer: 1, size: 200 });
+  });
+
+  it('finds the nearest checkpoint at or before an offset', () => {
+    const idx = new ImageIndex(sample().bytes, 'x');
+    const mib = 1024 * 1024;
+    const cases: Array<[number, number]> = [[0, 0], [1, 0], [2 * mib + 16, 0], [2 * mib + 17, 1], [4 * mib, 1], [4 * mib + 5, 2], [1e12, 2]];
+    for (const [offset, want] of cases) {
+      expect(idx.checkpointIndexBefore(0, offset)).toBe(want);
+      expect(idx.checkpointBefore(0, offset).out).toBe([0, 2 * mib + 17, 4 * mib + 5][want]);
+    }
+    expect(idx.checkpointIndexBefore(1, 123)).toBe(0);
+  });
+
+  it('answers out-of-range layer, chunk and checkpoint numbers with EINVAL', () => {
+    const idx = new ImageIndex(sample().bytes, 'x');
+    for (const fn of [() => idx.chunkDigest(0, 3), () => idx.chunkDigest(2, 0), () => idx.checkpoint(0, 3), () => idx.chunkSize(-1)]) {
+      expect(fn).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    }
+  });
+
+  it('refuses scans that do not match the layer list', () => {
+    const { scans, meta } = sample();
+    expect(() => buildIndex(meta, scans.slice(0, 1))).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    const wrong = [{ ...scans[0]!, diffId: sha256('other') }, scans[1]!];
+    expect(() => buildIndex(meta, wrong)).toThrow(expect.objectContaining({ code: 'EDIGEST', object: meta.layers[0]!.digest }));
+  });
+});
+
+describe('damaged index files', () => {
+  function expectCorrupt(bytes: Buffer, what: string): void {
+    let err: unknown;
+    try {
+      new ImageIndex(bytes, '/cache/img.clipindex');
+    } catch (e) {
+      err = e;
+    }
+    expect(isClipError(err, 'ECORRUPT'), `${what}: ${String(err)}`).toBe(true);
+    expect((err as Error).message).toContain('/cache/img.clipindex');
+  }
+
+  it('reports truncation at every section boundary, and at every length in the header, as ECORRUPT naming the file', () => {
+    const { bytes } = sample();
+    const count = bytes.readUInt32LE(12);
+    const cuts = new Set<number>([0, 1, 7, 8, 12, 16, 23, 24, bytes.length - 32, bytes.length - 1]);
+    for (let i = 0; i < count; i++) {
+      const e = F.HEADER_SIZE + i * F.SECTION_ENTRY_SIZE;
+      const at = bytes.readDoubleLE(e + 8);
+      cuts.add(e).add(at).add(at + bytes.readDoubleLE(e + 16)).add(at + 1);
+    }
+    for (const cut of cuts) if (cut < bytes.length) expectCorrupt(bytes.subarray(0, cut), `cut at ${cut}`);
+    expectCorrupt(Buffer.concat([bytes, Buffer.alloc(1)]), 'one byte appended');
+  });
+
+  it('reports any flipped byte as ECORRUPT naming the file', () => {
+    const { bytes } = sample();
+    for (let i = 0; i < bytes.length; i++) {
+      const bad = Buffer.from(bytes);
+      bad[i] = bad[i]! ^ 0x10;
+      expectCorrupt(bad, `flip at ${i}`);
+    }
+  });
+
+  it('reports another format version clearly, not as damage', () => {
+    const { bytes } = sample();
+    const v2 = Buffer.from(bytes);
+    v2.writeUInt32LE(2, 8);
+    createHash('sha256').update(v2.subarray(0, v2.length - 32)).digest().copy(v2, v2.length - 32);
+    expect(() => new ImageIndex(v2, 'v2.clipindex')).toThrow(expect.objectContaining({
+      code: 'EUNSUPPORTED', message: expect.stringMatching(/v2\.clipindex: index format version 2, this clip reads version 1/),
+    }));
+  });
+
+  it('says which file is missing or is not an index at all', async () => {
+    await expect(ImageIndex.open(join(tmp, 'absent.clipindex'))).rejects.toMatchObject({ code: 'ENOTFOUND', object: join(tmp, 'absent.clipindex') });
+    const notIndex = join(tmp, 'config.json');
+    await writeFile(notIndex, '{"not":"an index"}');
+    await expect(ImageIndex.open(notIndex)).rejects.toThrow(/config\.json: not a clip index file/);
+  });
+
+  it('writes atomically: no temporary file is left, the result reads back', async () => {
+    const path = join(tmp, 'atomic.clipindex');
+    const { bytes } = sample();
+    await writeIndexFile(path, bytes);
+    await writeIndexFile(path, bytes);
+    expect((await readFile(path)).equals(bytes)).toBe(true);
+    const { readdir } = await import('node:fs/promises');
+    expect((await readdir(tmp)).filter((n) => n.includes('.tmp-'))).toEqual([]);
+  });
+});
+
+describe('inconsistent index files (valid checksum, wrong structure)', () => {
+  function section(bytes: Buffer, id: number): number {
+    for (let i = 0; i < bytes.readUInt32LE(12); i++) {
+      const e = F.HEADER_SIZE + i * F.SECTION_ENTRY_SIZE;
+      if (bytes.readUInt32LE(e) === id) return bytes.readDoubleLE(e + 8);
+    }
+    throw new Error(`no section ${id}`);
+  }
+  function reseal(bytes: Buffer): Buffer {
+    createHash('sha256').update(bytes.subarray(0, bytes.length - 32)).digest().copy(bytes, bytes.length - 32);
+    return bytes;
+  }
+  const base = (): Buffer => Buffer.from(sample().bytes);
+  // Records: 0 root, 1 bin, 2 etc, 3 etc/os-release (breadth first, sorted).
+  const rec = (b: Buffer, r: number): number => section(b, F.Section.Entries) + r * F.ENTRY_RECORD_SIZE;
+
+  const cases: Array<[string, (b: Buffer) => void, RegExp]> = [
+    ['a directory whose children run past the table', (b) => b.writeUInt32LE(99, rec(b, 2) + F.E_UNION2), /children out of order or bounds/],
+    ['a directory listing itself as its child', (b) => b.writeUInt32LE(0, rec(b, 0) + F.E_UNION), /children out of order or bounds/],
+    ['a parent that comes after its child', (b) => b.writeUInt32LE(b.readUInt32LE(rec(b, 3) + F.E_INO), rec(b, 2) + F.E_PARENT), /parent after it/],
+    ['an inode slot pointing at another record', (b) => b.writeUInt32LE(2, section(b, F.Section.Inodes) + 4 * 2), /inode 2 points to a record of another inode/],
+    ['a name past the string heap', (b) => b.writeUInt32LE(1e6, rec(b, 1) + F.E_NAME_OFF), /name out of bounds/],
+    ['a file in a layer that does not exist', (b) => b.writeUInt16LE(7, rec(b, 3) + F.E_LAYER), /names layer 7/],
+    ['an unknown file type', (b) => b.writeUInt32LE(0o140644, rec(b, 3) + F.E_MODE), /unknown file type/],
+    ['a checkpoint window past the window section', (b) => b.writeDoubleLE(1e9, section(b, F.Section.Checkpoints) + F.CHECKPOINT_RECORD_SIZE + F.C_WIN_OFF), /window out of bounds/],
+    ['metadata without a reference', (b) => b.write('"referencX"', b.indexOf('"reference"', section(b, F.Section.Meta))), /metadata lacks required fields/],
+  ];
+  it.each(cases)('%s is ECORRUPT', (_what, damage, message) => {
+    const b = base();
+    damage(b);
+    expect(() => new ImageIndex(reseal(b), 'edited.clipindex')).toThrow(expect.objectContaining({
+      code: 'ECORRUPT', message: expect.stringMatching(message),
+    }));
+  });
+
+  it('the same input gives the same bytes (stable inode numbers), whole or layer by layer', () => {
+    const { scans, meta } = sample();
+    const whole = buildIndex(meta, scans);
+    expect(buildIndex(meta, scans).equals(whole)).toBe(true);
+    const { layers, ...image } = meta;
+    const builder = new IndexBuilder(image);
+    scans.forEach((scan, i) => {
+      builder.addLayer(layers[i]!, scan);
+      scan.entries.length = 0; // the caller may drop a layer's entries once it is merged
+    });
+    expect(builder.build().equals(whole)).toBe(true);
+  });
+});
