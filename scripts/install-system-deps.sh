@@ -12,6 +12,8 @@ NEEDED=(
   pigz:pigz
   fusermount3:fuse3
   mount:mount
+  python3:python3
+  setfattr:attr
 )
 missing=()
 for pair in "${NEEDED[@]}"; do
