@@ -1,0 +1,14 @@
+import type { ErrorCode } from '../util/errors.js';
+import type { ScanOptions } from './scan.js';
+import type { LayerScan } from './types.js';
+
+/** Messages between scanLayerInWorker and its worker. */
+export type WorkerRequest =
+  | { type: 'start'; opts: Omit<ScanOptions, 'onProgress'> }
+  | { type: 'data'; chunk: Uint8Array }
+  | { type: 'end' };
+
+export type WorkerReply =
+  | { type: 'ack'; bytes: number }
+  | { type: 'done'; scan: LayerScan }
+  | { type: 'error'; message: string; code: ErrorCode | undefined; object: string | undefined };

@@ -1,0 +1,33 @@
+/** Worker thread body for scanLayerInWorker: one LayerScanner per job, fed chunks by the parent. */
+import { parentPort } from 'node:worker_threads';
+import { isClipError } from '../util/errors.js';
+import { LayerScanner } from './scan.js';
+import type { WorkerReply, WorkerRequest } from './scan-protocol.js';
+
+const port = parentPort!;
+let scanner: LayerScanner | null = null;
+
+function reply(msg: WorkerReply): void {
+  port.postMessage(msg);
+}
+
+port.on('message', (msg: WorkerRequest) => {
+  try {
+    if (msg.type === 'start') {
+      scanner = new LayerScanner(msg.opts);
+    } else if (msg.type === 'data') {
+      if (!scanner) return; // the job already failed; the parent is told once
+      scanner.write(msg.chunk);
+      reply({ type: 'ack', bytes: msg.chunk.length });
+    } else if (msg.type === 'end') {
+      if (!scanner) return;
+      const scan = scanner.finish();
+      scanner = null;
+      reply({ type: 'done', scan });
+    }
+  } catch (err) {
+    scanner = null;
+    const e = err as Error;
+    reply({ type: 'error', message: e.message, code: isClipError(err) ? err.code : undefined, object: isClipError(err) ? err.object : undefined });
+  }
+});

@@ -1,0 +1,128 @@
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { ClipError } from '../util/errors.js';
+import type { Checkpoint, LayerCompression, LayerScan, TarEntry } from './types.js';
+import { ChunkDigester } from './chunk-digests.js';
+import { CheckpointPlanner } from './checkpoint-planner.js';
+import { GzipInflater } from './gzip-inflater.js';
+import { TarWalker } from './tar-walker.js';
+import type { UnsafePathPolicy } from './tar-path.js';
+import { ZstdDecoder } from './zstd-decoder.js';
+
+export interface ScanOptions {
+  compression: LayerCompression;
+  /** Output between periodic gzip checkpoints (default 2 MiB). */
+  span?: number;
+  /** Files larger than this get a checkpoint just before their data (default 512 KiB). */
+  bigFileThreshold?: number;
+  /** Size of the pieces of the uncompressed layer that get a sha256 each (default 1 MiB). */
+  chunkSize?: number;
+  /** Names the layer (its digest) in errors. */
+  name?: string;
+  unsafePaths?: UnsafePathPolicy;
+  /** Called after each input chunk with the compressed bytes consumed so far. */
+  onProgress?: (compressedBytes: number) => void;
+}
+
+export const DEFAULT_SPAN = 2 * 1024 * 1024;
+export const DEFAULT_BIG_FILE = 512 * 1024;
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
+
+/**
+ * One layer scan as a push state machine, so that the same code runs in the caller's thread
+ * (scanLayer) and in a worker fed with transferred chunks (scanLayerInWorker).
+ */
+export class LayerScanner {
+  private readonly opts: ScanOptions;
+  private readonly blobHash = createHash('sha256');
+  private readonly tarHash = createHash('sha256');
+  private readonly chunks: ChunkDigester;
+  private readonly walker: TarWalker;
+  private readonly entries: TarEntry[] = [];
+  private readonly decoder: { write(c: Uint8Array, onData: (o: Uint8Array) => void): void; finish(): void } | null;
+  private readonly planner: CheckpointPlanner | null = null;
+  private readonly frameStarts: Checkpoint[] = [];
+  private compressed = 0;
+  private uncompressed = 0;
+  private readonly bigFile: number;
+  private readonly onData = (out: Uint8Array): void => this.consume(out);
+
+  constructor(opts: ScanOptions) {
+    this.opts = opts;
+    this.bigFile = opts.bigFileThreshold ?? DEFAULT_BIG_FILE;
+    this.chunks = new ChunkDigester(opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
+    this.walker = new TarWalker({ name: opts.name, unsafePaths: opts.unsafePaths });
+    switch (opts.compression) {
+      case 'gzip': {
+        const planner = new CheckpointPlanner(opts.span ?? DEFAULT_SPAN);
+        this.planner = planner;
+        this.decoder = new GzipInflater({ name: opts.name, reuseOutput: true, onBoundary: (b, strm) => planner.onBoundary(b, strm) });
+        break;
+      }
+      case 'zstd':
+        this.decoder = new ZstdDecoder({
+          name: opts.name,
+          onFrameStart: (inOffset, out) => this.frameStarts.push({ out, in: inOffset, bits: 0, window: Buffer.alloc(0) }),
+        });
+        break;
+      case 'none':
+        this.decoder = null;
+        break;
+      default:
+        throw new ClipError('EUNSUPPORTED', `unknown layer compression "${String(opts.compression)}"`, { object: opts.name });
+    }
+  }
+
+  get compressedBytes(): number {
+    return this.compressed;
+  }
+
+  write(chunk: Uint8Array): void {
+    this.blobHash.update(chunk);
+    this.compressed += chunk.length;
+    if (this.decoder) this.decoder.write(chunk, this.onData);
+    else this.consume(chunk);
+  }
+
+  finish(): LayerScan {
+    this.decoder?.finish();
+    this.walker.end();
+    const checkpoints = this.planner?.checkpoints ?? this.frameStarts;
+    if (this.opts.compression === 'none' || checkpoints.length === 0) checkpoints.unshift({ out: 0, in: 0, bits: 0, window: Buffer.alloc(0) });
+    return {
+      compression: this.opts.compression,
+      compressedSize: this.compressed,
+      uncompressedSize: this.uncompressed,
+      digest: `sha256:${this.blobHash.digest('hex')}`,
+      diffId: `sha256:${this.tarHash.digest('hex')}`,
+      entries: this.entries,
+      checkpoints,
+      chunkSize: this.opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
+      chunkDigests: this.chunks.finish(),
+    };
+  }
+
+  private consume(out: Uint8Array): void {
+    this.uncompressed += out.length;
+    this.tarHash.update(out);
+    this.chunks.update(out);
+    const found = this.walker.push(out);
+    for (const e of found) {
+      this.entries.push(e);
+      if (e.type === 'file' && e.size > this.bigFile) this.planner?.before(e.dataOffset);
+    }
+  }
+}
+
+/**
+ * Read a layer once: digests of the blob and of the tar, per-chunk digests, tar entries with
+ * offsets and the checkpoints random access needs. Streams; never holds the layer.
+ */
+export async function scanLayer(input: Readable | AsyncIterable<Uint8Array>, opts: ScanOptions): Promise<LayerScan> {
+  const scanner = new LayerScanner(opts);
+  for await (const chunk of input as AsyncIterable<Uint8Array>) {
+    scanner.write(chunk);
+    opts.onProgress?.(scanner.compressedBytes);
+  }
+  return scanner.finish();
+}

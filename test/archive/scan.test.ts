@@ -1,0 +1,91 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { scanLayer } from '../../src/archive/scan.js';
+import { closeScanPool, scanLayerInWorker } from '../../src/archive/scan-pool.js';
+import type { LayerCompression } from '../../src/archive/types.js';
+import { isClipError } from '../../src/util/errors.js';
+import { makeTar, tmpDir } from './fixtures.js';
+
+let dir: string;
+let tar: Buffer;
+const files: Record<LayerCompression, string> = { none: '', gzip: '', zstd: '' };
+
+function sha256sum(file: string): string {
+  return `sha256:${execFileSync('sha256sum', [file]).toString().split(' ')[0]}`;
+}
+
+beforeAll(() => {
+  dir = tmpDir('clip-scan-');
+  tar = makeTar(dir);
+  files.none = path.join(dir, 'layer.tar');
+  fs.writeFileSync(files.none, tar);
+  execFileSync('gzip', ['-k', files.none]);
+  execFileSync('zstd', ['-q', '-k', files.none]);
+  files.gzip = `${files.none}.gz`;
+  files.zstd = `${files.none}.zst`;
+});
+
+afterAll(async () => {
+  await closeScanPool();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe.each(['gzip', 'zstd', 'none'] as const)('scanLayer of a %s layer', (compression) => {
+  it('digests match sha256sum of the blob and of the tar', async () => {
+    const progress: number[] = [];
+    const scan = await scanLayer(fs.createReadStream(files[compression]), { compression, onProgress: (n) => progress.push(n) });
+    expect(scan.digest).toBe(sha256sum(files[compression]));
+    expect(scan.diffId).toBe(sha256sum(files.none));
+    expect(scan.compressedSize).toBe(fs.statSync(files[compression]).size);
+    expect(scan.uncompressedSize).toBe(tar.length);
+    expect(progress.at(-1)).toBe(scan.compressedSize);
+  });
+
+  it('chunk digests are the sha256 of each chunkSize piece', async () => {
+    const chunkSize = 256 * 1024;
+    const scan = await scanLayer(fs.createReadStream(files[compression]), { compression, chunkSize });
+    const expected: Buffer[] = [];
+    for (let i = 0; i < tar.length; i += chunkSize) expected.push(createHash('sha256').update(tar.subarray(i, i + chunkSize)).digest());
+    expect(scan.chunkSize).toBe(chunkSize);
+    expect(scan.chunkDigests.equals(Buffer.concat(expected))).toBe(true);
+  });
+
+  it('the worker gives the same result', async () => {
+    const here = await scanLayer(fs.createReadStream(files[compression]), { compression, span: 256 * 1024 });
+    const there = await scanLayerInWorker(fs.createReadStream(files[compression]), { compression, span: 256 * 1024 });
+    expect(there).toEqual(here);
+    expect(Buffer.isBuffer(there.chunkDigests)).toBe(true);
+  });
+});
+
+describe('scanLayerInWorker', () => {
+  it('scans several layers at once', async () => {
+    const all = await Promise.all((['gzip', 'zstd', 'none', 'gzip'] as const).map((c) =>
+      scanLayerInWorker(async () => fs.createReadStream(files[c]), { compression: c })));
+    expect(new Set(all.map((s) => s.diffId)).size).toBe(1);
+  });
+
+  it('passes on a failing source and stays usable', async () => {
+    const blob = fs.readFileSync(files.gzip);
+    async function* broken() {
+      yield blob.subarray(0, 100_000);
+      throw new Error('connection reset');
+    }
+    await expect(scanLayerInWorker(broken(), { compression: 'gzip' })).rejects.toThrow('connection reset');
+    const ok = await scanLayerInWorker(fs.createReadStream(files.gzip), { compression: 'gzip' });
+    expect(ok.uncompressedSize).toBe(tar.length);
+  });
+
+  it('reports corrupt input as the same ClipError, and the pool keeps working', async () => {
+    const bad = Buffer.from(fs.readFileSync(files.gzip));
+    bad.fill(0x55, 5000, 6000);
+    const err = await scanLayerInWorker((async function* () { yield bad; })(), { compression: 'gzip', name: 'sha256:bad' }).catch((e: unknown) => e);
+    expect(isClipError(err, 'ECORRUPT')).toBe(true);
+    expect((err as Error).message).toMatch(/^sha256:bad: /);
+    const ok = await scanLayerInWorker(fs.createReadStream(files.gzip), { compression: 'gzip' });
+    expect(ok.uncompressedSize).toBe(tar.length);
+  });
+});
