@@ -1,11 +1,16 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { isClipError } from '../util/errors.js';
+import { registerDemo } from './commands/demo.js';
+import { registerInspect } from './commands/inspect.js';
 
 const program = new Command('clip')
   .description('Lazy-loading container image filesystem: index an OCI image once, mount it, fetch only what is read.')
   .version('0.1.0')
   .showHelpAfterError();
+
+registerInspect(program);
+registerDemo(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (isClipError(err)) {

@@ -1,0 +1,169 @@
+/** Bearer token auth against the real registry, credentials from docker's config.json. */
+import { Writable, type Readable } from 'node:stream';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseChallenge } from '../../src/oci/auth.js';
+import { DockerConfigCredentials } from '../../src/oci/credentials.js';
+import { openImage, pushLayout } from '../../src/oci/index.js';
+import { usesPlainHttp } from '../../src/oci/registry-client.js';
+import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { LayoutWriter, writeImage, type TestImage } from './images.js';
+
+const PASSWORD = 'correct-horse-battery-staple';
+
+describe('parseChallenge', () => {
+  it('reads Bearer and Basic challenges', () => {
+    expect(parseChallenge('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"')).toEqual({
+      scheme: 'bearer', realm: 'https://auth.example/token', service: 'registry.example', scope: 'repository:a/b:pull',
+    });
+    expect(parseChallenge('Basic realm="Registry Realm"')).toEqual({ scheme: 'basic', realm: 'Registry Realm' });
+    expect(parseChallenge('Bearer service="x"')).toBeUndefined();
+    expect(parseChallenge(undefined)).toBeUndefined();
+  });
+});
+
+describe('plain HTTP only for loopback and insecure hosts', () => {
+  it.each([
+    ['localhost:5000', [], true], ['127.0.0.1:5000', [], true], ['127.8.9.10', [], true], ['[::1]:5000', [], true],
+    ['registry.example', [], false], ['10.0.0.1:5000', [], false], ['10.0.0.1:5000', ['10.0.0.1:5000'], true],
+    ['reg.lan:5000', ['reg.lan'], true], ['reg.lan:5000', ['reg.lan:6000'], false], ['localhost.evil.com', [], false],
+  ] as const)('%s insecure=%j -> %s', (host, insecure, plain) => {
+    expect(usesPlainHttp(host, [...insecure])).toBe(plain);
+  });
+});
+
+describe('bearer token flow against the real registry', () => {
+  let registry: TestRegistry;
+  let work: string;
+  let img: TestImage;
+  let goodConfig: string;
+
+  beforeAll(async () => {
+    registry = await startRegistry({ tokenAuth: { users: { alice: PASSWORD }, refreshTokens: { 'refresh-for-alice': 'alice' } } });
+    work = await mkdtemp(join(tmpdir(), 'clip-oci-auth-'));
+    goodConfig = join(work, 'docker-good');
+    await mkdir(goodConfig);
+    await writeFile(join(goodConfig, 'config.json'), JSON.stringify({ auths: { [registry.host]: { auth: Buffer.from(`alice:${PASSWORD}`).toString('base64') } } }));
+    const w = new LayoutWriter(join(work, 'layout'));
+    img = await writeImage(w, { layers: [{ a: 'one' }, { b: 'two' }] });
+    w.tag(img.manifest, 'v1');
+    await w.save();
+  });
+  afterAll(async () => {
+    await registry?.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it('pushes and pulls with credentials from DOCKER_CONFIG, caching one token per scope, logging no secret', async () => {
+    const saved = process.env.DOCKER_CONFIG;
+    process.env.DOCKER_CONFIG = goodConfig;
+    let logged = '';
+    const logger = pino({ level: 'trace' }, new Writable({ write(c: Buffer, _e, cb) { logged += c.toString(); cb(); } }));
+    try {
+      await pushLayout(join(work, 'layout'), 'v1', `${registry.host}/team/app:v1`, { logger });
+      const before = registry.tokenRequests!.length;
+      const source = openImage(`${registry.host}/team/app:v1`, { logger });
+      const r = await source.resolve();
+      expect(r.manifestDigest).toBe(img.manifest.digest);
+      for (const l of r.layers) for await (const _ of (await source.openBlob(l.descriptor)) as Readable) void _;
+      await source.close?.();
+      const pulls = registry.tokenRequests!.slice(before);
+      expect(pulls).toEqual([{ user: 'alice', scope: 'repository:team/app:pull', service: 'clip-test-registry' }]);
+      expect(registry.tokenRequests!.some((t) => t.scope === 'repository:team/app:pull,push' && t.user === 'alice')).toBe(true);
+    } finally {
+      if (saved === undefined) delete process.env.DOCKER_CONFIG;
+      else process.env.DOCKER_CONFIG = saved;
+    }
+    expect(logged).toContain('registry request'); // the log was really written
+    expect(logged).not.toContain(PASSWORD);
+    expect(logged).not.toContain(Buffer.from(`alice:${PASSWORD}`).toString('base64'));
+    expect(logged).not.toMatch(/Bearer|eyJ/);
+  });
+
+  it('exchanges an identity token (OAuth2 refresh token) from config.json for access tokens', async () => {
+    const d = join(work, 'docker-idtoken');
+    await mkdir(d);
+    await writeFile(join(d, 'config.json'), JSON.stringify({ auths: { [registry.host]: { identitytoken: 'refresh-for-alice' } } }));
+    const before = registry.tokenRequests!.length;
+    const source = openImage(`${registry.host}/team/app:v1`, { credentials: new DockerConfigCredentials(d) });
+    expect((await source.resolve()).manifestDigest).toBe(img.manifest.digest);
+    await source.close?.();
+    expect(registry.tokenRequests!.slice(before)).toEqual([{ user: 'alice', scope: 'repository:team/app:pull', service: 'clip-test-registry' }]);
+  });
+
+  it('refuses a wrong password with EAUTH naming the registry', async () => {
+    const d = join(work, 'docker-bad');
+    await mkdir(d);
+    await writeFile(join(d, 'config.json'), JSON.stringify({ auths: { [registry.host]: { username: 'alice', password: 'wrong' } } }));
+    const source = openImage(`${registry.host}/team/app:v1`, { credentials: new DockerConfigCredentials(d) });
+    await expect(source.resolve()).rejects.toMatchObject({ code: 'EAUTH', message: expect.stringContaining(registry.host) });
+    await source.close?.();
+  });
+
+  it('an anonymous pull that gets no access is EAUTH naming the repository', async () => {
+    const source = openImage(`${registry.host}/team/app:v1`, { credentials: new DockerConfigCredentials(join(work, 'none')) });
+    await expect(source.resolve()).rejects.toMatchObject({ code: 'EAUTH', message: expect.stringContaining(`${registry.host}/team/app`) });
+    await source.close?.();
+  });
+});
+
+describe('Basic auth against the real registry (htpasswd)', () => {
+  let registry: TestRegistry;
+  let work: string;
+
+  beforeAll(async () => {
+    registry = await startRegistry({ basicAuth: { users: { carol: PASSWORD } } });
+    work = await mkdtemp(join(tmpdir(), 'clip-oci-basic-'));
+    const w = new LayoutWriter(join(work, 'layout'));
+    w.tag((await writeImage(w, { layers: [{ c: 'basic' }] })).manifest, 'v1');
+    await w.save();
+  });
+  afterAll(async () => {
+    await registry?.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it('pushes and resolves with Basic credentials from a credential store', async () => {
+    const d = join(work, 'docker');
+    await mkdir(d);
+    await writeFile(join(d, 'config.json'), JSON.stringify({ auths: { [`http://${registry.host}`]: { username: 'carol', password: PASSWORD } } }));
+    const credentials = new DockerConfigCredentials(d);
+    const digest = await pushLayout(join(work, 'layout'), 'v1', `${registry.host}/basic/app:v1`, { credentials });
+    const source = openImage(`${registry.host}/basic/app:v1`, { credentials });
+    expect((await source.resolve()).manifestDigest).toBe(digest);
+    await source.close?.();
+  });
+
+  it('without credentials is EAUTH saying none were found', async () => {
+    const source = openImage(`${registry.host}/basic/app:v1`, { credentials: new DockerConfigCredentials(join(work, 'none')) });
+    await expect(source.resolve()).rejects.toMatchObject({ code: 'EAUTH', message: expect.stringMatching(/Basic.*no credentials/) });
+    await source.close?.();
+  });
+});
+
+describe('CLIP_INSECURE_REGISTRIES', () => {
+  it('makes the client speak plain HTTP to listed hosts only', async () => {
+    const { RegistryClient } = await import('../../src/oci/registry-client.js');
+    const saved = process.env.CLIP_INSECURE_REGISTRIES;
+    process.env.CLIP_INSECURE_REGISTRIES = 'env.lan:5000';
+    try {
+      const url = (host: string, insecure: string[] = []) => new RegistryClient(host, { insecureRegistries: insecure }).baseUrl.toString();
+      expect(url('env.lan:5000')).toBe('http://env.lan:5000/');
+      expect(url('opt.lan', ['opt.lan'])).toBe('http://opt.lan/');
+      expect(url('secure.lan:5000')).toBe('https://secure.lan:5000/');
+      expect(url('docker.io')).toBe('https://registry-1.docker.io/');
+    } finally {
+      if (saved === undefined) delete process.env.CLIP_INSECURE_REGISTRIES;
+      else process.env.CLIP_INSECURE_REGISTRIES = saved;
+    }
+  });
+
+  it('is a comma separated list', async () => {
+    const { insecureRegistriesFromEnv } = await import('../../src/oci/registry-client.js');
+    expect(insecureRegistriesFromEnv({ CLIP_INSECURE_REGISTRIES: 'a.lan:5000, b.lan ,' })).toEqual(['a.lan:5000', 'b.lan']);
+    expect(insecureRegistriesFromEnv({})).toEqual([]);
+  });
+});
