@@ -1,8 +1,13 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { isClipError } from '../util/errors.js';
+import { registerCat } from './commands/cat.js';
 import { registerDemo } from './commands/demo.js';
+import { registerExtract } from './commands/extract.js';
+import { registerIndex } from './commands/index.js';
 import { registerInspect } from './commands/inspect.js';
+import { registerLs } from './commands/ls.js';
+import { registerStat } from './commands/stat.js';
 
 const program = new Command('clip')
   .description('Lazy-loading container image filesystem: index an OCI image once, mount it, fetch only what is read.')
@@ -10,6 +15,11 @@ const program = new Command('clip')
   .showHelpAfterError();
 
 registerInspect(program);
+registerIndex(program);
+registerLs(program);
+registerStat(program);
+registerCat(program);
+registerExtract(program);
 registerDemo(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

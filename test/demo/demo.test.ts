@@ -57,6 +57,15 @@ describe('the demo image', () => {
     expect(report.inspect.layers.map((l) => l.digest)).toEqual(image.layers.map((l) => l.digest));
     expect(report.inspect.layers.map((l) => l.diffId)).toEqual(image.layers.map((l) => l.diffId));
     expect(report.inspect.config.entrypoint).toEqual([process.execPath]);
+    // It indexes the image and reads /app/main.js lazily: first from the blobs, then from the disk cache.
+    expect(report.index.entries).toBeGreaterThan(20);
+    expect(report.index.shareOfImage).toBeLessThan(0.01);
+    expect(report.file.content).toContain('hello from the clip demo image');
+    const [first, second] = report.file.reads;
+    expect(first!.bytes).toBe(Buffer.byteLength(report.file.content));
+    expect(first!.byTier.source).toBeGreaterThanOrEqual(first!.bytes);
+    expect(first!.byTier.disk).toBe(0);
+    expect(second!.byTier).toEqual({ disk: second!.bytes, remote: 0, source: 0 });
   });
 });
 

@@ -1,12 +1,19 @@
 /**
  * `clip demo`: builds (or reuses) a runnable image from this machine's own files, with no network,
- * then shows clip using it. At this stage: resolve it through the oci module and list its layers.
+ * then shows clip using it: resolve it and list its layers, index it, and read a file lazily twice
+ * (the first read comes from the image's blobs through the nearest checkpoint, the second from the
+ * disk cache), counting the bytes each tier served.
  */
+import { rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { buildDemoImage, defaultDemoDir, type DemoImage } from '../../demo/index.js';
 import { openImage } from '../../oci/index.js';
 import { formatSize } from '../../util/size.js';
+import { silentLogger } from '../../util/log.js';
+import { openImageArg, openImageStorage } from '../image-arg.js';
 import { formatTable, printJson } from '../output.js';
+import { fileAt } from './cat.js';
 import { formatSummary, summarize, type InspectSummary } from './inspect.js';
 
 interface DemoOptions {
@@ -15,10 +22,62 @@ interface DemoOptions {
   json?: boolean;
 }
 
+/** The file the demo reads through clip's read path. */
+export const DEMO_FILE = '/app/main.js';
+
+export interface DemoRead {
+  tier: string;
+  bytes: number;
+  /** Bytes served by each tier during this read. */
+  byTier: Record<string, number>;
+}
+
 export interface DemoReport {
   image: DemoImage;
   seconds: number;
   inspect: InspectSummary;
+  index: { file: string; entries: number; bytes: number; seconds: number; shareOfImage: number };
+  file: { path: string; content: string; reads: DemoRead[] };
+}
+
+async function tierBytes(snapshot: Promise<Record<string, number>>): Promise<Record<string, number>> {
+  const s = await snapshot;
+  return { disk: s['bytes.disk'] ?? 0, remote: s['bytes.remote'] ?? 0, source: s['bytes.source'] ?? 0 };
+}
+
+/** Index the image into a fresh cache of its own, then read DEMO_FILE twice through the tiers. */
+async function indexAndRead(ref: string, demoDir: string): Promise<Pick<DemoReport, 'index' | 'file'>> {
+  const cacheDir = join(demoDir, 'cache');
+  await rm(cacheDir, { recursive: true, force: true });
+  const started = Date.now();
+  const img = await openImageArg(ref, { cacheDir, logger: silentLogger });
+  try {
+    const seconds = (Date.now() - started) / 1000;
+    const uncompressed = img.index.layers.reduce((n, l) => n + l.uncompressedSize, 0);
+    const indexBytes = img.index.buffer.length;
+    const file = fileAt(img.index, DEMO_FILE);
+    const storage = await openImageStorage(img, { logger: silentLogger });
+    try {
+      const reads: DemoRead[] = [];
+      let content = '';
+      for (const tier of ['first read', 'second read']) {
+        const before = await tierBytes(storage.metrics.snapshot());
+        const bytes = await storage.read(img.layers[file.layer]!, file.offset, file.size);
+        const after = await tierBytes(storage.metrics.snapshot());
+        const byTier = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]));
+        reads.push({ tier, bytes: bytes.length, byTier });
+        content = bytes.toString('utf8');
+      }
+      return {
+        index: { file: img.indexFile ?? '', entries: img.index.entryCount, bytes: indexBytes, seconds, shareOfImage: indexBytes / uncompressed },
+        file: { path: DEMO_FILE, content, reads },
+      };
+    } finally {
+      await storage.close();
+    }
+  } finally {
+    await img.close();
+  }
 }
 
 export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
@@ -26,11 +85,29 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
   const image = await buildDemoImage({ ...(opts.dir ? { dir: opts.dir } : {}), rebuild: opts.rebuild ?? false });
   const seconds = (Date.now() - started) / 1000;
   const source = openImage(image.ref);
+  let inspect: InspectSummary;
   try {
-    return { image, seconds, inspect: summarize(await source.resolve()) };
+    inspect = summarize(await source.resolve());
   } finally {
     await source.close?.();
   }
+  return { image, seconds, inspect, ...(await indexAndRead(image.ref, dirname(image.layoutDir))) };
+}
+
+function formatRead(r: DemoReport): string {
+  const { index, file } = r;
+  const tiers = (d: DemoRead) => Object.entries(d.byTier).map(([t, n]) => `${t} ${formatSize(n)}`).join(', ');
+  return [
+    '',
+    `$ clip index ${r.image.ref}`,
+    `  ${index.entries} entries, index ${formatSize(index.bytes)} (${(index.shareOfImage * 100).toFixed(2)} % of the uncompressed image), made in ${index.seconds.toFixed(1)} s`,
+    `  ${index.file}`,
+    '',
+    `$ clip cat ${r.image.ref} ${file.path}`,
+    ...file.content.trimEnd().split('\n').map((l) => `  | ${l}`),
+    ...file.reads.map((d) => `  ${d.tier}: ${d.bytes} bytes; bytes per tier: ${tiers(d)}`),
+    '',
+  ].join('\n');
 }
 
 function formatBuild(r: DemoReport): string {
@@ -67,6 +144,7 @@ export function registerDemo(program: Command): void {
       process.stdout.write(formatBuild(report));
       process.stdout.write(`\n$ clip inspect ${image.ref}\n`);
       process.stdout.write(formatSummary(report.inspect));
+      process.stdout.write(formatRead(report));
       process.stdout.write(
         [
           '',

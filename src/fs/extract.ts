@@ -1,0 +1,274 @@
+/**
+ * Materialise an image's merged root filesystem in a directory, as `umoci unpack` does: every
+ * type (devices and FIFOs through mknod/mkfifo, which node lacks), hardlink groups as one inode,
+ * ownership, modes with setuid bits, xattrs and nanosecond mtimes.
+ *
+ * Nothing is ever written outside the target, whatever the index holds. The target must be empty,
+ * every directory on a path is one this run made with mkdir (which never follows a symlink), every
+ * other object is created exclusively (O_CREAT|O_EXCL, mknod, symlink, link: none follows a symlink
+ * in its last component), names are refused when they hold "/" or are "." or "..", and metadata
+ * calls are the ones that act on a symlink itself (lchown, lutimes, no chmod of symlinks).
+ */
+import { execFile } from 'node:child_process';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, symlink } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { ImageIndex } from '../index/reader.js';
+import { entryTypeOf, type Attr } from '../index/types.js';
+import { ClipError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+
+const execFileP = promisify(execFile);
+
+/** The uncompressed bytes [offset, offset + size) of one of the index's layers. */
+export type LayerReader = (layer: number, offset: number, size: number, signal?: AbortSignal) => AsyncIterable<Uint8Array>;
+
+export interface ExtractOptions {
+  /** Set owners (lchown) and make devices; default: when running as root (as umoci without --rootless). */
+  sameOwner?: boolean;
+  /** Files written at once (default 4). */
+  concurrency?: number;
+  logger?: Logger;
+  /** Content bytes written since the last call. */
+  onBytes?: (n: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface ExtractSummary {
+  dirs: number;
+  files: number;
+  symlinks: number;
+  hardlinks: number;
+  fifos: number;
+  devices: number;
+  bytes: number;
+  xattrs: number;
+  /** What could not be made (devices without root), one line each. */
+  skipped: string[];
+}
+
+interface FileJob {
+  rel: string;
+  layer: number;
+  offset: number;
+  size: number;
+}
+
+interface MetaJob {
+  rel: string;
+  attr: Attr;
+  ino: number;
+  depth: number;
+}
+
+const SLASH = 0x2f;
+const DOT = 0x2e;
+
+/** A directory entry name that is a single, safe path component, as a string; otherwise EUNSAFE. */
+export function safeName(name: Buffer, parent: string): string {
+  const bad = name.length === 0 || name.includes(SLASH) || name.includes(0)
+    || (name.length === 1 && name[0] === DOT) || (name.length === 2 && name[0] === DOT && name[1] === DOT);
+  if (bad) throw new ClipError('EUNSAFE', `refusing entry name ${JSON.stringify(name.toString('latin1'))}`, { object: parent });
+  const text = name.toString('utf8');
+  if (!Buffer.from(text, 'utf8').equals(name)) {
+    throw new ClipError('EUNSUPPORTED', `entry name is not valid UTF-8 (${name.toString('hex')})`, { object: parent });
+  }
+  return text;
+}
+
+/** Whether node's lutimes (seconds as a double, truncated to ns by libuv) sets exactly these. */
+function nodeTimeExact(sec: number, nsec: number): boolean {
+  const t = sec + nsec / 1e9;
+  const s = Math.trunc(t);
+  return s === sec && Math.trunc((t - s) * 1e9) === nsec;
+}
+
+/** The target must not exist, or be an empty directory (not a symlink to one). */
+async function prepareTarget(dir: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await mkdir(dir, { mode: 0o700 });
+    return;
+  }
+  if (!st.isDirectory()) throw new ClipError('EINVAL', 'extraction target exists and is not a directory', { object: dir });
+  if ((await readdir(dir)).length > 0) throw new ClipError('EINVAL', 'extraction target is not empty', { object: dir });
+}
+
+/** Extract the whole tree of `index` into `dir`, reading file content with `read`. */
+export async function extractTree(index: ImageIndex, dir: string, read: LayerReader, opts: ExtractOptions = {}): Promise<ExtractSummary> {
+  const log = opts.logger ?? silentLogger;
+  const root = path.resolve(dir);
+  const sameOwner = opts.sameOwner ?? process.getuid?.() === 0;
+  const signal = opts.signal;
+  const summary: ExtractSummary = { dirs: 0, files: 0, symlinks: 0, hardlinks: 0, fifos: 0, devices: 0, bytes: 0, xattrs: 0, skipped: [] };
+  const abs = (rel: string): string => (rel === '' ? root : `${root}/${rel}`);
+  const checkAbort = (): void => {
+    if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new ClipError('EINVAL', 'extraction cancelled', { object: root });
+  };
+  await prepareTarget(root);
+
+  // Pass 1, parents before children: directories, symlinks, special files; files and links listed.
+  const firstPath = new Map<number, string>();
+  const files: FileJob[] = [];
+  const links: Array<[string, string]> = [];
+  const meta: MetaJob[] = [];
+  const dirs: MetaJob[] = [{ rel: '', attr: index.getattr(index.rootIno), ino: index.rootIno, depth: 0 }];
+  const stack: Array<{ ino: number; rel: string; depth: number }> = [{ ino: index.rootIno, rel: '', depth: 0 }];
+  while (stack.length > 0) {
+    checkAbort();
+    const { ino: dirIno, rel: dirRel, depth } = stack.pop()!;
+    const children: Array<[string, number]> = [];
+    index.readdir(dirIno, 0, (name, child) => {
+      children.push([safeName(name, `/${dirRel}`), child]);
+    });
+    for (const [name, ino] of children) {
+      const rel = dirRel === '' ? name : `${dirRel}/${name}`;
+      const attr = index.getattr(ino);
+      const type = entryTypeOf(attr.mode);
+      if (type === 'dir') {
+        await mkdir(abs(rel), { mode: 0o700 });
+        const st = await lstat(abs(rel));
+        if (!st.isDirectory()) throw new ClipError('EUNSAFE', 'a directory just made is not one', { object: abs(rel) });
+        summary.dirs++;
+        dirs.push({ rel, attr, ino, depth: depth + 1 });
+        stack.push({ ino, rel, depth: depth + 1 });
+        continue;
+      }
+      const first = firstPath.get(ino);
+      if (first !== undefined) {
+        links.push([first, rel]);
+        continue;
+      }
+      firstPath.set(ino, rel);
+      if (type === 'file') {
+        const loc = index.dataLocation(ino)!;
+        files.push({ rel, layer: loc.layer, offset: loc.offset, size: loc.size });
+        summary.files++;
+      } else if (type === 'symlink') {
+        await symlink(index.readlink(ino).toString('utf8'), abs(rel));
+        summary.symlinks++;
+      } else if (type === 'fifo') {
+        await execFileP('mkfifo', ['--', abs(rel)]);
+        summary.fifos++;
+      } else if (sameOwner) {
+        await execFileP('mknod', ['--', abs(rel), type === 'char' ? 'c' : 'b', String(attr.rdevMajor), String(attr.rdevMinor)]);
+        summary.devices++;
+      } else {
+        summary.skipped.push(`/${rel}: ${type} device ${attr.rdevMajor}:${attr.rdevMinor} (needs root)`);
+        firstPath.delete(ino);
+        continue;
+      }
+      meta.push({ rel, attr, ino, depth: depth + 1 });
+    }
+  }
+
+  // Pass 2: file content in layer order (sequential reads of each layer), a few files at a time.
+  files.sort((a, b) => a.layer - b.layer || a.offset - b.offset);
+  let next = 0;
+  const writer = async (): Promise<void> => {
+    while (next < files.length) {
+      checkAbort();
+      const job = files[next++]!;
+      let n: number;
+      try {
+        n = await writeFile(abs(job.rel), job, read, opts, signal);
+      } catch (err) {
+        next = files.length; // the other writers stop after their current file
+        throw err;
+      }
+      summary.bytes += n; // not `+= await`: that would read the total before the await and lose concurrent writers' bytes
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.concurrency ?? 4, files.length)) }, writer));
+
+  // Pass 3: hardlinks to the first name of each group (linkat does not follow a symlink source).
+  for (const [target, rel] of links) {
+    await link(abs(target), abs(rel));
+    summary.hardlinks++;
+  }
+
+  // Pass 4: metadata. chown before chmod (chown clears setuid bits), xattrs after chown (it
+  // clears security.capability), directories last and deepest first (filling them moved their mtimes).
+  const precise: Array<[string, number, number]> = [];
+  const xattrs: Array<[string, string, Buffer]> = [];
+  const apply = async (job: MetaJob): Promise<void> => {
+    const p = abs(job.rel);
+    const { attr } = job;
+    const isLink = entryTypeOf(attr.mode) === 'symlink';
+    if (sameOwner) await lchown(p, attr.uid, attr.gid);
+    if (!isLink) await chmod(p, attr.mode & 0o7777);
+    for (const name of index.listxattr(job.ino)) xattrs.push([p, name, Buffer.from(index.getxattr(job.ino, name)!)]);
+    // A root with no "./" entry in any layer has time 0 in the index: leave the target's own time.
+    if (job.rel === '' && attr.mtimeSec === 0 && attr.mtimeNsec === 0) return;
+    const t = attr.mtimeSec + attr.mtimeNsec / 1e9;
+    await lutimes(p, t, t);
+    if (!nodeTimeExact(attr.mtimeSec, attr.mtimeNsec)) precise.push([p, attr.mtimeSec, attr.mtimeNsec]);
+  };
+  for (const job of meta) await apply(job);
+  dirs.sort((a, b) => b.depth - a.depth);
+  for (const job of dirs) await apply(job);
+  summary.xattrs = xattrs.length;
+  if (xattrs.length > 0 || precise.length > 0) await applyXattrsAndTimes(xattrs, precise, log);
+  return summary;
+}
+
+async function writeFile(p: string, job: FileJob, read: LayerReader, opts: ExtractOptions, signal: AbortSignal | undefined): Promise<number> {
+  const fh = await open(p, 'wx', 0o600);
+  let written = 0;
+  try {
+    for await (const piece of job.size > 0 ? read(job.layer, job.offset, job.size, signal) : []) {
+      for (let off = 0; off < piece.length; ) off += (await fh.write(piece, off, piece.length - off)).bytesWritten;
+      written += piece.length;
+      opts.onBytes?.(piece.length);
+    }
+  } finally {
+    await fh.close();
+  }
+  if (written !== job.size) throw new ClipError('ECORRUPT', `wrote ${written} bytes of ${job.size}`, { object: p });
+  return written;
+}
+
+/**
+ * Node has no setxattr and no nanosecond utimes: one python3 process sets both, for every path at
+ * once (paths and values travel as hex so any byte survives), acting on symlinks themselves.
+ */
+const XATTR_PY = String.raw`
+import json, os, sys
+job = json.load(sys.stdin)
+for p, name, value in job['xattrs']:
+    try:
+        os.setxattr(bytes.fromhex(p), name, bytes.fromhex(value), follow_symlinks=False)
+    except OSError as e:
+        sys.exit('setxattr %s on %s: %s' % (name, bytes.fromhex(p).decode('utf-8', 'replace'), e.strerror))
+for p, sec, nsec in job['times']:
+    t = sec * 1000000000 + nsec
+    os.utime(bytes.fromhex(p), ns=(t, t), follow_symlinks=False)
+`;
+
+async function applyXattrsAndTimes(xattrs: Array<[string, string, Buffer]>, times: Array<[string, number, number]>, log: Logger): Promise<void> {
+  const hex = (s: string): string => Buffer.from(s, 'utf8').toString('hex');
+  const job = JSON.stringify({
+    xattrs: xattrs.map(([p, name, value]) => [hex(p), name, value.toString('hex')]),
+    times: times.map(([p, sec, nsec]) => [hex(p), sec, nsec]),
+  });
+  const child = execFile('python3', ['-c', XATTR_PY], { maxBuffer: 1024 * 1024 });
+  const done = new Promise<void>((resolve, reject) => {
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      reject(err.code === 'ENOENT'
+        ? new ClipError('EUNSUPPORTED', 'setting extended attributes and nanosecond times needs python3 (node has no setxattr)', { object: xattrs[0]?.[0] ?? times[0]?.[0] })
+        : err);
+    });
+    child.on('close', (code) => {
+      if (code === 0) resolve();
+      else reject(new ClipError('EPERM', `could not set extended attributes: ${stderr.trim()}`, { object: xattrs[0]?.[0] }));
+    });
+  });
+  child.stdin?.end(job);
+  await done;
+  log.debug({ xattrs: xattrs.length, times: times.length }, 'xattrs and precise times set');
+}

@@ -1,0 +1,183 @@
+/**
+ * Indexing an image end to end: resolve it, stream every layer once from its source into the
+ * archive scanner (worker threads, several layers at a time), check each scan against the manifest
+ * and the config, merge bottom-up into an index. Layers are never held in memory: each flows from
+ * the blob store to a scan worker, and only what the index keeps of a scan waits for the layers
+ * below it to be merged.
+ *
+ * Indexes are cached per manifest digest under CACHE_DIR/indexes/, written atomically.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { scanLayerInWorker } from '../archive/scan-pool.js';
+import type { LayerScan } from '../archive/types.js';
+import { imageInfoOf, indexedLayerOf } from '../index/meta.js';
+import { ImageIndex } from '../index/reader.js';
+import { IndexBuilder, writeIndexFile } from '../index/writer.js';
+import type { ImageSource, Layer, Platform, ResolvedImage } from '../oci/types.js';
+import { ClipError, isClipError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { ensurePrivateDir } from './cache-dir.js';
+import { digestHex } from './types.js';
+
+export type IndexProgress =
+  /** Once, after the image is resolved: how much there is to read. */
+  | { kind: 'start'; layers: number; totalBytes: number }
+  /** Compressed bytes read from the source since the last event, across all layers. */
+  | { kind: 'bytes'; bytes: number }
+  | { kind: 'layer'; layer: number; digest: string; layersDone: number; layers: number };
+
+export interface IndexImageOptions {
+  platform?: Platform;
+  /** The image already resolved from this source (saves the manifest requests). */
+  resolved?: ResolvedImage;
+  /** Output between periodic gzip checkpoints. */
+  span?: number;
+  chunkSize?: number;
+  bigFileThreshold?: number;
+  /** Layers read at once; default: os.availableParallelism(). */
+  concurrency?: number;
+  /** Also write the index file here (atomically). */
+  output?: string;
+  /** Also store the index in this cache directory's indexes/ (atomically). */
+  cacheDir?: string;
+  logger?: Logger;
+  onProgress?: (event: IndexProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface IndexedImage {
+  bytes: Buffer;
+  index: ImageIndex;
+  image: ResolvedImage;
+  /** Where the cache copy went, when cacheDir was given. */
+  cachedAt?: string;
+}
+
+/** CACHE_DIR/indexes/<manifest digest hex>.clip */
+export function cachedIndexPath(cacheDir: string, manifestDigest: string): string {
+  return path.join(cacheDir, 'indexes', `${digestHex(manifestDigest, 'manifest digest')}.clip`);
+}
+
+/**
+ * The cached index of a manifest, or undefined when there is none. A cached file that fails to
+ * load (truncated by a crash before rename cannot happen, but a disk can corrupt) is ignored.
+ */
+export async function loadCachedIndex(cacheDir: string, manifestDigest: string, logger: Logger = silentLogger): Promise<ImageIndex | undefined> {
+  const file = cachedIndexPath(cacheDir, manifestDigest);
+  try {
+    const index = await ImageIndex.open(file);
+    if (index.image.manifestDigest !== manifestDigest) {
+      logger.warn({ file, manifestDigest, recorded: index.image.manifestDigest }, 'cached index is for another manifest; ignoring it');
+      return undefined;
+    }
+    return index;
+  } catch (err) {
+    if (isClipError(err, 'ENOTFOUND')) return undefined;
+    logger.warn({ file, err: (err as Error).message }, 'cached index unreadable; indexing again');
+    return undefined;
+  }
+}
+
+/** Store index bytes in the cache directory; returns the path. */
+export async function storeCachedIndex(cacheDir: string, manifestDigest: string, bytes: Buffer): Promise<string> {
+  const file = cachedIndexPath(cacheDir, manifestDigest);
+  await ensurePrivateDir(path.dirname(file));
+  await writeIndexFile(file, bytes);
+  return file;
+}
+
+/** Read every layer of the image once and build its index. */
+export async function indexImage(source: ImageSource, opts: IndexImageOptions = {}): Promise<IndexedImage> {
+  const log = opts.logger ?? silentLogger;
+  const image = opts.resolved ?? (await source.resolve(opts.platform ? { platform: opts.platform } : {}));
+  const layers = image.layers;
+  const totalBytes = layers.reduce((n, l) => n + l.descriptor.size, 0);
+  opts.onProgress?.({ kind: 'start', layers: layers.length, totalBytes });
+  log.info({ image: image.reference, manifest: image.manifestDigest, layers: layers.length, bytes: totalBytes }, 'indexing');
+
+  const builder = new IndexBuilder(imageInfoOf(image));
+  // Scans finish in any order; the merge takes them bottom first.
+  const finished = new Map<number, LayerScan>();
+  let merged = 0;
+  let done = 0;
+  const mergeReady = (): void => {
+    for (let scan = finished.get(merged); scan; scan = finished.get(merged)) {
+      finished.delete(merged);
+      builder.addLayer(indexedLayerOf(layers[merged]!, scan), scan);
+      merged++;
+    }
+  };
+
+  const controller = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < layers.length && !signal.aborted) {
+      const i = next++;
+      const scan = await scanOne(source, layers[i]!, i, opts, signal);
+      finished.set(i, scan);
+      done++;
+      opts.onProgress?.({ kind: 'layer', layer: i, digest: layers[i]!.descriptor.digest, layersDone: done, layers: layers.length });
+      log.debug({ layer: layers[i]!.descriptor.digest, entries: scan.entries.length, uncompressed: scan.uncompressedSize }, 'layer scanned');
+      mergeReady();
+    }
+  };
+  const width = Math.max(1, Math.min(opts.concurrency ?? os.availableParallelism(), layers.length));
+  const results = await Promise.allSettled(Array.from({ length: width }, async () => {
+    try {
+      await worker();
+    } catch (err) {
+      controller.abort(err); // stop the other layers' streams: one failure fails the index
+      throw err;
+    }
+  }));
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
+  if (opts.signal?.aborted) throw new ClipError('EINVAL', 'indexing was cancelled', { object: image.reference, cause: opts.signal.reason });
+  mergeReady();
+
+  const bytes = builder.build();
+  const index = new ImageIndex(bytes, opts.output ?? image.reference);
+  if (opts.output) await writeIndexFile(opts.output, bytes);
+  const cachedAt = opts.cacheDir ? await storeCachedIndex(opts.cacheDir, image.manifestDigest, bytes) : undefined;
+  log.info({ image: image.reference, entries: index.entryCount, bytes: bytes.length }, 'indexed');
+  return { bytes, index, image, ...(cachedAt ? { cachedAt } : {}) };
+}
+
+/** Stream one layer from the source into a scan worker and check what the scan measured. */
+async function scanOne(source: ImageSource, layer: Layer, i: number, opts: IndexImageOptions, signal: AbortSignal): Promise<LayerScan> {
+  const digest = layer.descriptor.digest;
+  let reported = 0;
+  const blob = await source.openBlob(layer.descriptor, { signal });
+  const abort = (): void => void blob.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+  signal.addEventListener('abort', abort, { once: true });
+  let scan: LayerScan;
+  try {
+    scan = await scanLayerInWorker(blob, {
+      compression: layer.compression,
+      name: digest,
+      ...(opts.span !== undefined ? { span: opts.span } : {}),
+      ...(opts.chunkSize !== undefined ? { chunkSize: opts.chunkSize } : {}),
+      ...(opts.bigFileThreshold !== undefined ? { bigFileThreshold: opts.bigFileThreshold } : {}),
+      onProgress: (n) => {
+        opts.onProgress?.({ kind: 'bytes', bytes: n - reported });
+        reported = n;
+      },
+    });
+  } catch (err) {
+    if (opts.signal?.aborted) throw opts.signal.reason;
+    if (isClipError(err)) throw err;
+    throw new ClipError('ENETWORK', `reading layer ${i} failed: ${(err as Error).message}`, { object: digest, cause: err });
+  } finally {
+    signal.removeEventListener('abort', abort);
+    blob.destroy();
+  }
+  if (scan.digest !== digest || scan.compressedSize !== layer.descriptor.size) {
+    throw new ClipError('EDIGEST', `layer ${i} blob has digest ${scan.digest} (${scan.compressedSize} bytes), the manifest says ${digest} (${layer.descriptor.size} bytes)`, { object: digest });
+  }
+  if (scan.diffId !== layer.diffId) {
+    throw new ClipError('EDIGEST', `layer ${i} uncompressed has digest ${scan.diffId}, the config's diff_id is ${layer.diffId}`, { object: digest });
+  }
+  return scan;
+}

@@ -1,0 +1,54 @@
+/** The IMAGE|INDEX argument: index files as they are, image references through the index cache. */
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closeScanPool } from '../../src/archive/scan-pool.js';
+import { indexFileKind, openImageArg } from '../../src/cli/image-arg.js';
+import type { IndexProgress } from '../../src/storage/indexer.js';
+import { fixture } from '../support/fixtures/index.js';
+
+let tmp: string;
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'clip-image-arg-'));
+});
+afterAll(async () => {
+  await closeScanPool();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+describe('openImageArg', () => {
+  it('indexes an image reference once, then answers from the cached index', async () => {
+    const fx = await fixture('overlay');
+    const cacheDir = join(tmp, 'cache');
+    const events: IndexProgress[] = [];
+    const first = await openImageArg(fx.ref, { cacheDir, onProgress: (e) => events.push(e) });
+    await first.close();
+    expect(first.origin).toBe('indexed');
+    expect(events[0]?.kind).toBe('start');
+    const second = await openImageArg(fx.ref, { cacheDir, onProgress: (e) => events.push(e) });
+    await second.close();
+    expect(second.origin).toBe('cache');
+    expect(second.indexFile).toBe(first.indexFile);
+    expect(first.indexFile).toMatch(/\/indexes\/[0-9a-f]{64}\.clip$/);
+    expect(second.index.buffer.equals(first.index.buffer)).toBe(true);
+    expect(events.filter((e) => e.kind === 'start')).toHaveLength(1);
+    const [cached] = await readdir(join(cacheDir, 'indexes'));
+    // An index file is loaded as it is; its blobs are reached through the location it records, lazily.
+    const byFile = await openImageArg(join(cacheDir, 'indexes', cached!), { cacheDir: join(tmp, 'other') });
+    expect(byFile.origin).toBe('file');
+    expect(byFile.blobs.location).toBe(`oci:${fx.layoutDir}`);
+    expect(byFile.layers.map((l) => l.diffId)).toEqual(first.index.layers.map((l) => l.diffId));
+    await byFile.close();
+  });
+
+  it('tells an index file from another file and from a reference', async () => {
+    const other = join(tmp, 'notes.txt');
+    await writeFile(other, 'not an index');
+    expect(await indexFileKind(other)).toBe('other-file');
+    expect(await indexFileKind(join(tmp, 'absent'))).toBe('none');
+    expect(await indexFileKind(tmp)).toBe('none');
+    await expect(openImageArg(other, { cacheDir: tmp })).rejects.toMatchObject({ code: 'ECORRUPT', object: other });
+    await expect(openImageArg(join(tmp, 'missing.clip'), { cacheDir: tmp })).rejects.toMatchObject({ code: 'ENOTFOUND' });
+  });
+});

@@ -1,0 +1,166 @@
+/**
+ * extractTree against `umoci unpack` of the same fixtures (every path, type, mode, owner, size,
+ * mtime, link target, device, xattr, content hash, hardlink group), content read through the real
+ * storage read path; and against hostile content: nothing is written outside the target.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readlink, lstat, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closeScanPool } from '../../src/archive/scan-pool.js';
+import { scanLayer } from '../../src/archive/scan.js';
+import { extractTree, safeName, type LayerReader } from '../../src/fs/extract.js';
+import { imageInfoOf, indexedLayerOf } from '../../src/index/meta.js';
+import { ImageIndex } from '../../src/index/reader.js';
+import { IndexBuilder } from '../../src/index/writer.js';
+import { LayoutSource } from '../../src/oci/layout.js';
+import { CheckpointSource, openStorage, type Storage } from '../../src/storage/index.js';
+import { indexLayers } from '../../src/storage/index-layers.js';
+import { indexImage } from '../../src/storage/indexer.js';
+import { skipUnlessRoot } from '../support/env.js';
+import { fixture, type FixtureName } from '../support/fixtures/index.js';
+import { snapshotTree, umociUnpack } from '../support/tools.js';
+import { diffTrees } from '../index/tree-compare.js';
+
+let tmp: string;
+const storages: Storage[] = [];
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'clip-extract-'));
+});
+afterAll(async () => {
+  for (const s of storages) await s.close();
+  await closeScanPool();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+/** A reader over the real read path: registry-less here, the layout's blobs by range from checkpoints. */
+async function readerFor(index: ImageIndex, source: LayoutSource): Promise<LayerReader> {
+  const storage = await openStorage({ source: new CheckpointSource(source), cacheDir: join(tmp, `cache-${storages.length}`) });
+  storages.push(storage);
+  const layers = indexLayers(index);
+  return (layer, offset, size) => storage.stream(layers[layer]!, offset, size);
+}
+
+describe.skipIf(skipUnlessRoot())('extract equals umoci unpack', () => {
+  const names: FixtureName[] = ['basic', 'overlay', 'longnames', 'umoci', 'docker', 'zstd', 'uncompressed'];
+  it.each(names)('%s', async (name) => {
+    const fx = await fixture(name);
+    const source = new LayoutSource(fx.layoutDir, fx.tag);
+    const { index } = await indexImage(source);
+    const target = join(tmp, `${name}-rootfs`);
+    const summary = await extractTree(index, target, await readerFor(index, source));
+    const expected = await snapshotTree(await umociUnpack(fx.layoutDir, fx.oracleTag!, join(tmp, `${name}-umoci`)));
+    const actual = await snapshotTree(target);
+    expect(diffTrees(expected, actual, { contents: true })).toEqual([]);
+    expect(actual.size).toBe(expected.size);
+    expect(summary.skipped).toEqual([]);
+    const sizes = new Map([...actual.values()].filter((n) => n.type === 'file').map((n) => [n.ino, n.size]));
+    expect(summary.bytes).toBe([...sizes.values()].reduce((a, b) => a + b, 0));
+    expect(summary.files).toBe(sizes.size);
+    // Directory mtimes are the image's (umoci stamps the directories it makes implicitly with the unpack time).
+    for (const [path, node] of actual) {
+      if (node.type !== 'dir') continue;
+      const a = index.getattr(index.resolvePath(`/${path}`));
+      expect(node.mtimeNs, path).toBe((BigInt(a.mtimeSec) * 1_000_000_000n + BigInt(a.mtimeNsec)).toString());
+    }
+    await rm(join(tmp, `${name}-umoci`), { recursive: true, force: true });
+    await rm(target, { recursive: true, force: true });
+  });
+});
+
+describe('extract target', () => {
+  it('refuses a target that is not empty, or is a symlink to a directory', async () => {
+    const fx = await fixture('overlay');
+    const source = new LayoutSource(fx.layoutDir, fx.tag);
+    const { index } = await indexImage(source);
+    const full = join(tmp, 'full');
+    await mkdir(full);
+    await writeFile(join(full, 'x'), 'x');
+    await expect(extractTree(index, full, await readerFor(index, source))).rejects.toMatchObject({ code: 'EINVAL', object: full });
+    const link = join(tmp, 'link-to-dir');
+    await mkdir(join(tmp, 'empty'));
+    await symlink(join(tmp, 'empty'), link);
+    await expect(extractTree(index, link, await readerFor(index, source))).rejects.toMatchObject({ code: 'EINVAL', object: link });
+    expect(await readdir(join(tmp, 'empty'))).toEqual([]);
+  });
+
+  it('fails naming the file when the read path gives short content or an error', async () => {
+    const fx = await fixture('overlay');
+    const { index } = await indexImage(new LayoutSource(fx.layoutDir, fx.tag));
+    const short: LayerReader = async function* () { yield Buffer.from('x'); };
+    await expect(extractTree(index, join(tmp, 'short'), short)).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/short\/.+: wrote 1 bytes of \d+/) });
+    // eslint-disable-next-line require-yield
+    const failing: LayerReader = async function* () { throw new Error('registry unreachable'); };
+    await expect(extractTree(index, join(tmp, 'failing'), failing)).rejects.toThrow('registry unreachable');
+  });
+
+  it('refuses names that are not one safe path component', () => {
+    for (const bad of ['', '.', '..', 'a/b', '../x', 'nul\0']) {
+      expect(() => safeName(Buffer.from(bad), '/dir'), JSON.stringify(bad)).toThrow(expect.objectContaining({ code: 'EUNSAFE', object: '/dir' }));
+    }
+    expect(safeName(Buffer.from('..a'), '/')).toBe('..a');
+    expect(() => safeName(Buffer.from([0x61, 0xff]), '/')).toThrow(expect.objectContaining({ code: 'EUNSUPPORTED' }));
+  });
+});
+
+/** The hostile layer indexed without its hardlink to outside (which the index refuses outright). */
+async function hostileIndex(): Promise<{ index: ImageIndex; source: LayoutSource; bytes: Buffer }> {
+  const fx = await fixture('hostile');
+  const source = new LayoutSource(fx.layoutDir, fx.tag);
+  const img = await source.resolve();
+  const l = img.layers[0]!;
+  const scan = await scanLayer(await source.openBlob(l.descriptor), { compression: l.compression, name: l.descriptor.digest });
+  const b = new IndexBuilder(imageInfoOf(img));
+  b.addLayer(indexedLayerOf(l, scan), { ...scan, entries: scan.entries.filter((e) => e.type !== 'hardlink') });
+  const bytes = b.build();
+  return { index: new ImageIndex(bytes, 'hostile.clip'), source, bytes };
+}
+
+/** Every path under `dir`, relative, never following a symlink. */
+async function listAll(dir: string, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const rel = prefix ? `${prefix}/${e.name}` : e.name;
+    out.push(rel);
+    if (e.isDirectory()) out.push(...(await listAll(join(dir, e.name), rel)));
+  }
+  return out.sort();
+}
+
+describe.skipIf(skipUnlessRoot())('hostile content', () => {
+  it('keeps every escape attempt inside the target: symlinks made as links, never followed', async () => {
+    const { index, source } = await hostileIndex();
+    const jail = join(tmp, 'jail');
+    const target = join(jail, 'a', 'b', 'c', 'rootfs');
+    await mkdir(join(jail, 'a', 'b', 'c'), { recursive: true });
+    await extractTree(index, target, await readerFor(index, source));
+    // Nothing beside the target at any level up to the jail ("../../../../" from rootfs lands in the jail).
+    const inside = await listAll(target);
+    expect(inside).toEqual(expect.arrayContaining(['evil', 'up', 'etc/clip-through-symlink', 'clip-through-relative-symlink', 'safe.txt', 'dot/slash/name']));
+    expect(await listAll(jail)).toEqual((await listAll(target)).map((p) => join('a/b/c/rootfs', p)).concat(['a', 'a/b', 'a/b/c', 'a/b/c/rootfs']).sort());
+    expect(await readlink(join(target, 'evil'))).toBe('/etc');
+    expect(await readlink(join(target, 'up'))).toBe('../../../../');
+    expect((await lstat(join(target, 'etc'))).isDirectory()).toBe(true);
+    expect(await readFile(join(target, 'etc/clip-through-symlink'), 'utf8')).toBe('written through a symlink\n');
+    expect(await readFile(join(target, 'clip-through-relative-symlink'), 'utf8')).toBe('written through a relative symlink\n');
+    await expect(lstat('/etc/clip-through-symlink')).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(lstat('/etc/clip-escape')).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('refuses an index whose entry name holds "/" or "..", writing nothing outside', async () => {
+    const { bytes, source } = await hostileIndex();
+    // Rename "safe.txt" to "../a.txt" in the string heap and fix the checksum: a forged index.
+    const forged = Buffer.from(bytes);
+    const at = forged.indexOf('safe.txt');
+    expect(at).toBeGreaterThan(0);
+    forged.write('../a.txt', at, 'latin1');
+    createHash('sha256').update(forged.subarray(0, forged.length - 32)).digest().copy(forged, forged.length - 32);
+    const index = new ImageIndex(forged, 'forged.clip');
+    const jail = join(tmp, 'jail2');
+    const target = join(jail, 'rootfs');
+    await mkdir(jail);
+    await expect(extractTree(index, target, await readerFor(index, source))).rejects.toMatchObject({ code: 'EUNSAFE' });
+    expect(await readdir(jail)).toEqual(['rootfs']);
+  });
+});
