@@ -7,6 +7,7 @@ import { registerExtract } from './commands/extract.js';
 import { registerIndex } from './commands/index.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerLs } from './commands/ls.js';
+import { registerMount } from './commands/mount.js';
 import { registerStat } from './commands/stat.js';
 
 const program = new Command('clip')
@@ -20,6 +21,7 @@ registerLs(program);
 registerStat(program);
 registerCat(program);
 registerExtract(program);
+registerMount(program);
 registerDemo(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

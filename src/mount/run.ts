@@ -1,0 +1,48 @@
+/**
+ * A mount in the foreground of this process: mount, say so once, serve until SIGINT/SIGTERM/SIGHUP
+ * (or `clip unmount`, which sends SIGTERM, or anyone's umount), then unmount and close cleanly.
+ */
+import { writeFile } from 'node:fs/promises';
+import { defaultCacheDir, ensurePrivateDir } from '../storage/cache-dir.js';
+import type { IndexProgress } from '../storage/indexer.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { abortConnection } from '../fuse/index.js';
+import { mountFiles, pidFileText, removePidFile } from './files.js';
+import { readyLine, startMount, type MountConfig, type RunningMount } from './serve.js';
+
+export interface RunOptions {
+  logger?: Logger;
+  /** Called once with the ready line when the mount serves. */
+  onReady?: (line: string, running: RunningMount) => void;
+  onProgress?: (e: IndexProgress) => void;
+}
+
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/** Serve `cfg` until told to stop; resolves when the mount is gone and everything is closed. */
+export async function runMount(cfg: MountConfig, opts: RunOptions = {}): Promise<void> {
+  const log = opts.logger ?? silentLogger;
+  const files = mountFiles(cfg.cacheDir ?? defaultCacheDir(), cfg.mountpoint);
+  const running = await startMount(cfg, { logger: log, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    log.info({ signal: sig, mountpoint: running.mountpoint }, 'mount: stopping');
+    if (signals === 1) {
+      running.stop().catch((err: unknown) => log.error({ err }, 'mount: unmount failed'));
+      return;
+    }
+    // Asked again: the user does not want to wait for a busy mount; cut the connection now.
+    void abortConnection(running.mount.connection).catch(() => undefined);
+  };
+  for (const s of SIGNALS) process.on(s, onSignal);
+  try {
+    await ensurePrivateDir(files.dir);
+    await writeFile(files.pid, pidFileText(running.mountpoint));
+    opts.onReady?.(readyLine(running), running);
+    await running.done;
+  } finally {
+    for (const s of SIGNALS) process.off(s, onSignal);
+    await removePidFile(files);
+  }
+}

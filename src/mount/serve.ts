@@ -1,0 +1,115 @@
+/**
+ * One image mounted and served by this process: the index (given, cached or made now), the storage
+ * read path, the filesystem, the FUSE mount, and an optional metrics endpoint; stopped cleanly.
+ */
+import type { Server } from 'node:http';
+import { resolve } from 'node:path';
+import { openImageArg, type OpenedImage } from '../cli/image-arg.js';
+import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
+import { mount, type Mount } from '../fuse/index.js';
+import { parsePlatform } from '../oci/index.js';
+import type { IndexProgress } from '../storage/indexer.js';
+import { CheckpointSource, openStorage, type Storage } from '../storage/index.js';
+import { ClipError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { serveMetrics } from './metrics-server.js';
+
+export interface MountConfig {
+  /** Image reference or index file. */
+  image: string;
+  mountpoint: string;
+  cacheDir?: string;
+  remoteCache?: string;
+  /** A read that no tier can answer within this fails with EIO. Default: the storage default (30 s). */
+  readTimeoutMs?: number;
+  /** "[host:]port" for a Prometheus endpoint. */
+  metricsAddr?: string;
+  /** Kernel readahead for the mount, in KiB (default: imageMountOptions'). */
+  readaheadKb?: number;
+  platform?: string;
+  insecureRegistry?: string[];
+  logLevel?: string;
+}
+
+export interface RunningMount {
+  readonly mountpoint: string;
+  readonly image: OpenedImage;
+  readonly storage: Storage;
+  readonly fs: ImageFilesystem;
+  readonly mount: Mount;
+  /** Settles once the mount is gone (by stop() or anyone's umount) and everything is closed. */
+  readonly done: Promise<void>;
+  /** Unmount (lazily if busy, aborting a stuck connection), then close storage and image. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** How long chunks still on their way to the shared cache may delay the end of a mount. */
+const FLUSH_MS = 2000;
+
+export function requireRoot(mountpoint: string): void {
+  if (process.getuid?.() !== 0) {
+    throw new ClipError('EPERM', 'mounting needs root (clip mounts through /dev/fuse with mount(8); fusermount3 is not supported yet)', {
+      object: resolve(mountpoint),
+    });
+  }
+}
+
+export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onProgress?: (e: IndexProgress) => void } = {}): Promise<RunningMount> {
+  const log = opts.logger ?? silentLogger;
+  const mountpoint = resolve(cfg.mountpoint);
+  requireRoot(mountpoint); // before any indexing: fail fast
+  const image = await openImageArg(cfg.image, {
+    ...(cfg.cacheDir ? { cacheDir: cfg.cacheDir } : {}),
+    ...(cfg.platform ? { platform: parsePlatform(cfg.platform) } : {}),
+    registry: { insecureRegistries: cfg.insecureRegistry ?? [] },
+    logger: log,
+    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+  });
+  let storage: Storage | undefined;
+  let metrics: Server | undefined;
+  try {
+    storage = await openStorage({
+      source: new CheckpointSource(image.blobs),
+      cacheDir: image.cacheDir,
+      ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}),
+      ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
+      logger: log,
+    });
+    if (cfg.metricsAddr) metrics = await serveMetrics(cfg.metricsAddr, storage.metrics.registry);
+    const fs = new ImageFilesystem(image.index, storage, { logger: log });
+    const m = await mount(fs, mountpoint, { fsname: 'clip', subtype: 'clip', logger: log, ...imageMountOptions(),
+      ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
+    });
+    const st = storage;
+    let closing: Promise<void> | undefined;
+    const closeAll = (): Promise<void> => {
+      closing ??= (async () => {
+        metrics?.close();
+        await st.close({ flushMs: FLUSH_MS }).catch((err: unknown) => log.warn({ err }, 'mount: closing storage failed'));
+        await image.close().catch((err: unknown) => log.warn({ err }, 'mount: closing the image failed'));
+        log.info({ mountpoint }, 'mount: stopped');
+      })();
+      return closing;
+    };
+    const done = m.closed.then(closeAll);
+    return {
+      mountpoint, image, storage: st, fs, mount: m, done,
+      async stop() {
+        await m.unmount();
+        await done;
+      },
+    };
+  } catch (err) {
+    metrics?.close();
+    await storage?.close().catch(() => undefined);
+    await image.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The line printed when a mount is ready. */
+export function readyLine(running: RunningMount): string {
+  const { index, origin } = running.image;
+  const how = origin === 'indexed' ? 'indexed now' : origin === 'cache' ? 'index from the cache' : `index ${running.image.indexFile}`;
+  return `clip: mounted ${index.image.reference} on ${running.mountpoint} (${index.entryCount} entries, ${how})`;
+}

@@ -1,0 +1,85 @@
+/**
+ * `clip unmount MOUNTPOINT`: ask the daemon serving it to stop (SIGTERM through its pid file) and
+ * wait; without a live daemon, unmount directly: a stale mount is aborted and removed, a live
+ * one unmounted lazily if busy and its connection aborted if it does not end.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { abortConnection, cleanStaleMount } from '../fuse/index.js';
+import { mountsAt } from '../fuse/mountinfo.js';
+import { defaultCacheDir } from '../storage/cache-dir.js';
+import { ClipError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { alive, daemonPid, mountFiles } from './files.js';
+
+export interface UnmountResult {
+  /** 'daemon': the serving process stopped itself; 'direct': unmounted here; 'stale': a dead server's mount was removed. */
+  how: 'daemon' | 'direct' | 'stale';
+  pid?: number;
+}
+
+export interface UnmountCommandOptions {
+  cacheDir?: string;
+  /** How long to wait for the daemon, then for the connection to end. Default 10 s. */
+  timeoutMs?: number;
+  logger?: Logger;
+}
+
+export async function unmountMountpoint(mountpoint: string, opts: UnmountCommandOptions = {}): Promise<UnmountResult> {
+  const log = opts.logger ?? silentLogger;
+  const target = resolve(mountpoint);
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const files = mountFiles(opts.cacheDir ?? defaultCacheDir(), target);
+  const pid = await daemonPid(files, target);
+  if (pid !== undefined) {
+    // First SIGTERM: unmount (lazily if busy). A second one after the timeout: abort the connection.
+    process.kill(pid, 'SIGTERM');
+    let stopped = await waitFor(() => !alive(pid), timeoutMs);
+    if (!stopped) {
+      log.warn({ pid, mountpoint: target }, 'unmount: the daemon is still busy; asking it to abort the connection');
+      process.kill(pid, 'SIGTERM');
+      stopped = await waitFor(() => !alive(pid), 5000);
+    }
+    if (!stopped) {
+      log.warn({ pid, mountpoint: target }, 'unmount: the daemon does not stop; killing it and unmounting directly');
+      process.kill(pid, 'SIGKILL');
+      await waitFor(() => !alive(pid), 5000);
+    }
+    if (!fuseMounted(target)) return { how: 'daemon', pid };
+  }
+  if (!fuseMounted(target)) {
+    throw new ClipError('EINVAL', 'no clip mount here', { object: target });
+  }
+  if (await cleanStaleMount(target, log).catch(() => false)) return { how: 'stale', ...(pid ? { pid } : {}) };
+  const connection = mountsAt(target).filter((m) => m.fsType.startsWith('fuse')).at(-1)?.minor ?? -1;
+  if ((await run('umount', [target])) !== 0) await run('umount', ['-l', target]);
+  if (!(await waitFor(() => !connectionOpen(connection), timeoutMs / 2))) await abortConnection(connection);
+  if (fuseMounted(target)) throw new ClipError('EPERM', 'could not unmount', { object: target });
+  return { how: 'direct', ...(pid ? { pid } : {}) };
+}
+
+function fuseMounted(target: string): boolean {
+  return mountsAt(target).some((m) => m.fsType.startsWith('fuse'));
+}
+
+function connectionOpen(n: number): boolean {
+  return n >= 0 && existsSync(`/sys/fs/fuse/connections/${n}`);
+}
+
+async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() >= until) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
+
+function run(cmd: string, args: string[]): Promise<number> {
+  return new Promise((resolveRun) => {
+    const child = spawn(cmd, args, { stdio: 'ignore' });
+    child.on('error', () => resolveRun(-1));
+    child.on('close', (code) => resolveRun(code ?? -1));
+  });
+}

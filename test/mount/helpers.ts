@@ -1,0 +1,67 @@
+/** Running the clip CLI (mount commands) as a child process, and waiting on mounts. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { mountsAt } from '../../src/fuse/mountinfo.js';
+
+export const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url));
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run `clip ARGS` to completion. */
+export function clip(args: string[], opts: { uid?: number; timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+      ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}),
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`clip ${args.join(' ')} did not finish in time\n${stdout}\n${stderr}`));
+    }, opts.timeoutMs ?? 120_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** Start `clip ARGS` and resolve with the process once it prints its first stdout line. */
+export function clipUntilLine(args: string[]): Promise<{ proc: ChildProcess; line: string; exited: Promise<CliResult> }> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const exited = new Promise<CliResult>((resolve) => proc.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve, reject) => {
+    proc.stdout!.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      const nl = stdout.indexOf('\n');
+      if (nl >= 0) resolve({ proc, line: stdout.slice(0, nl), exited });
+    });
+    void exited.then((r) => reject(new Error(`clip exited (${r.code ?? r.signal}) before a line: ${r.stderr}`)));
+  });
+}
+
+export function fuseMounted(dir: string): boolean {
+  return mountsAt(dir).some((m) => m.fsType.startsWith('fuse'));
+}
+
+export async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}

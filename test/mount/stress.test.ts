@@ -1,0 +1,118 @@
+/**
+ * 32 parallel readers doing random reads against a cold mount (the image in a real registry, an
+ * empty cache directory; page cache dropped now and then), served by a `clip mount --background` daemon: every byte compared with
+ * `umoci unpack` of the same image, no read may hang, and the mount must unmount cleanly after.
+ * CLIP_STRESS_SECONDS sets the duration (default 20; the issue's full run is 60).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { skipUnlessRoot } from '../support/env.js';
+import { fixture, pushFixture } from '../support/fixtures/index.js';
+import { freePort, startRegistry, type TestRegistry } from '../support/registry.js';
+import { umociUnpack } from '../support/tools.js';
+import { run } from '../fuse/tools.js';
+import { clip, fuseMounted } from './helpers.js';
+
+const SECONDS = Number(process.env.CLIP_STRESS_SECONDS ?? 20);
+const READERS = 32;
+
+/** Readers pick a file (the big one most often), an offset and a length, and compare with the oracle. */
+const READERS_PY = String.raw`
+import json, os, random, sys, threading, time
+mnt, oracle, seconds, readers = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+files = []
+for d, _, names in os.walk(oracle):
+    for n in names:
+        p = os.path.join(d, n)
+        if os.path.isfile(p) and not os.path.islink(p):
+            files.append((os.path.relpath(p, oracle), os.path.getsize(p)))
+big = max(files, key=lambda f: f[1])
+stats = {'reads': 0, 'bytes': 0, 'mismatches': [], 'errors': [], 'slowest': 0.0}
+lock = threading.Lock()
+deadline = time.monotonic() + seconds
+def reader(seed):
+    rnd = random.Random(seed)
+    m_fds, o_fds = {}, {}
+    reads = nbytes = 0
+    slowest = 0.0
+    while time.monotonic() < deadline:
+        rel, size = big if rnd.random() < 0.8 else rnd.choice(files)
+        if size == 0:
+            continue
+        off = rnd.randrange(size)
+        length = rnd.choice((1, 4096, 65536, 131072, 1048576, rnd.randrange(1, 300000)))
+        if rel not in m_fds:
+            m_fds[rel] = os.open(os.path.join(mnt, rel), os.O_RDONLY)
+            o_fds[rel] = os.open(os.path.join(oracle, rel), os.O_RDONLY)
+        t = time.monotonic()
+        try:
+            got = os.pread(m_fds[rel], length, off)
+        except OSError as e:
+            with lock: stats['errors'].append('%s@%d: %s' % (rel, off, e))
+            continue
+        slowest = max(slowest, time.monotonic() - t)
+        want = os.pread(o_fds[rel], length, off)
+        if got != want:
+            with lock: stats['mismatches'].append('%s@%d+%d: got %d bytes' % (rel, off, length, len(got)))
+        reads += 1
+        nbytes += len(got)
+        if rnd.random() < 0.05:
+            # Drop the file's page cache now and then, so reads keep reaching the server, not only the kernel.
+            os.posix_fadvise(m_fds[rel], 0, 0, os.POSIX_FADV_DONTNEED)
+    for fd in list(m_fds.values()) + list(o_fds.values()):
+        os.close(fd)
+    with lock:
+        stats['reads'] += reads; stats['bytes'] += nbytes; stats['slowest'] = max(stats['slowest'], slowest)
+threads = [threading.Thread(target=reader, args=(i,)) for i in range(readers)]
+for t in threads: t.start()
+for t in threads: t.join()
+stats['mismatches'] = stats['mismatches'][:10]; stats['errors'] = stats['errors'][:10]
+print(json.dumps(stats))
+`;
+
+describe.skipIf(skipUnlessRoot())('stress: parallel random reads on a cold mount', () => {
+  let registry: TestRegistry;
+  let work: string;
+
+  beforeAll(async () => {
+    registry = await startRegistry();
+    work = await mkdtemp(join(tmpdir(), 'clip-stress-'));
+  }, 120_000);
+  afterAll(async () => {
+    await registry?.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it(`${READERS} readers for ${SECONDS} s: every byte right, no hang, clean unmount`, async () => {
+    const ref = await pushFixture('big', registry.host);
+    const fx = await fixture('big');
+    const oracle = await umociUnpack(fx.layoutDir, fx.oracleTag!, join(work, 'unpack'));
+    const mnt = await mkdtemp(join(work, 'mnt-'));
+    const cache = join(work, 'cache');
+    const metricsPort = await freePort();
+    const up = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--read-timeout', '60s', '--metrics-addr', `127.0.0.1:${metricsPort}`]);
+    expect(up.code, up.stderr).toBe(0);
+    try {
+      // A hang shows up as this child outliving its time, which run() turns into a failure.
+      const r = await run('python3', ['-c', READERS_PY, mnt, oracle, String(SECONDS), String(READERS)], { timeoutMs: (SECONDS + 60) * 1000 });
+      expect(r.stderr).toBe('');
+      const stats = JSON.parse(r.stdout) as { reads: number; bytes: number; mismatches: string[]; errors: string[]; slowest: number };
+      expect(stats.errors).toEqual([]);
+      expect(stats.mismatches).toEqual([]);
+      expect(stats.reads).toBeGreaterThan(READERS);
+      // The daemon's own account: bytes came from the registry and from disk, none failed verification.
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const value = (name: string, tier: string): number => Number(new RegExp(`^${name}\\{tier="${tier}"\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
+      expect(value('clip_storage_bytes_total', 'source')).toBeGreaterThan(0);
+      expect(value('clip_storage_bytes_total', 'disk')).toBeGreaterThan(0);
+      expect(['disk', 'source'].map((t) => value('clip_storage_verify_failures_total', t))).toEqual([0, 0]);
+      console.log(`stress: ${stats.reads} reads, ${(stats.bytes / 1e6).toFixed(0)} MB in ${SECONDS} s, slowest read ${stats.slowest.toFixed(2)} s`);
+    } finally {
+      const down = await clip(['unmount', mnt, '--cache-dir', cache]);
+      expect(down.stdout).toContain('stopped its daemon');
+    }
+    expect(fuseMounted(mnt)).toBe(false);
+  }, (SECONDS + 240) * 1000);
+});
