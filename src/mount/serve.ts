@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import { resolve } from 'node:path';
-import { openImageArg, type OpenedImage } from '../cli/image-arg.js';
+import { openImageArg, type OpenedImage } from './open-image.js';
 import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
 import { mount, type Mount } from '../fuse/index.js';
 import { parsePlatform } from '../oci/index.js';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { registerDemo, type DemoReport } from '../../src/cli/commands/demo.js';
+import { registerDemo, type DemoMount, type DemoReport } from '../../src/cli/commands/demo.js';
 import { buildDemoImage, type DemoImage } from '../../src/demo/index.js';
 import { blobPath } from '../../src/oci/build/index.js';
 import { skipUnlessRoot } from '../support/env.js';
@@ -66,6 +66,18 @@ describe('the demo image', () => {
     expect(first!.byTier.source).toBeGreaterThanOrEqual(first!.bytes);
     expect(first!.byTier.disk).toBe(0);
     expect(second!.byTier).toEqual({ disk: second!.bytes, remote: 0, source: 0 });
+    // As root it mounts the image from an empty cache and runs the entrypoint from the mount.
+    if (process.getuid?.() === 0) {
+      const m = report.mount as DemoMount;
+      expect(m.command).toEqual([process.execPath, '/app/main.js']);
+      expect(m.output).toContain('hello from the clip demo image');
+      expect(m.output).toContain(`node ${process.version}`);
+      expect(m.byTier.source).toBeGreaterThan(0);
+      expect(m.byTier.remote).toBe(0);
+      expect(m.byTier.source).toBeLessThanOrEqual(m.imageUncompressedBytes);
+    } else {
+      expect(report.mount).toEqual({ skipped: 'mounting needs root' });
+    }
   });
 });
 

@@ -5,7 +5,8 @@ import type { ImageIndex } from '../../index/reader.js';
 import type { Storage } from '../../storage/storage.js';
 import type { ResumableLayer } from '../../storage/checkpoint-source.js';
 import { ClipError } from '../../util/errors.js';
-import { addReadOptions, openForCommand, openImageStorage, type ReadCommandOptions } from '../image-arg.js';
+import { openImageStorage } from '../../mount/open-image.js';
+import { addReadOptions, openForCommand, type ReadCommandOptions } from '../image-arg.js';
 
 /** How long a short-lived command waits for its chunks to reach the shared cache before exiting. */
 export const FLUSH_MS = 2000;

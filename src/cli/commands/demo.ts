@@ -4,14 +4,18 @@
  * (the first read comes from the image's blobs through the nearest checkpoint, the second from the
  * disk cache), counting the bytes each tier served.
  */
-import { rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import { buildDemoImage, defaultDemoDir, type DemoImage } from '../../demo/index.js';
 import { openImage } from '../../oci/index.js';
 import { formatSize } from '../../util/size.js';
 import { silentLogger } from '../../util/log.js';
-import { openImageArg, openImageStorage } from '../image-arg.js';
+import { openImageArg, openImageStorage } from '../../mount/open-image.js';
+import { startMount } from '../../mount/serve.js';
 import { formatTable, printJson } from '../output.js';
 import { fileAt } from './cat.js';
 import { formatSummary, summarize, type InspectSummary } from './inspect.js';
@@ -38,11 +42,43 @@ export interface DemoReport {
   inspect: InspectSummary;
   index: { file: string; entries: number; bytes: number; seconds: number; shareOfImage: number };
   file: { path: string; content: string; reads: DemoRead[] };
+  /** The image mounted and its program run from the mount (root only; otherwise why it was skipped). */
+  mount: DemoMount | { skipped: string };
+}
+
+export interface DemoMount {
+  command: string[];
+  output: string;
+  seconds: number;
+  /** Bytes each tier served while the program ran, from an empty cache. */
+  byTier: Record<string, number>;
+  imageUncompressedBytes: number;
 }
 
 async function tierBytes(snapshot: Promise<Record<string, number>>): Promise<Record<string, number>> {
   const s = await snapshot;
   return { disk: s['bytes.disk'] ?? 0, remote: s['bytes.remote'] ?? 0, source: s['bytes.source'] ?? 0 };
+}
+
+/** Mount the index with an empty cache and run the image's entrypoint from the mount under chroot. */
+async function mountAndRun(indexFile: string, demoDir: string, command: string[], imageBytes: number): Promise<DemoReport['mount']> {
+  if (process.getuid?.() !== 0) return { skipped: 'mounting needs root' };
+  const cacheDir = join(demoDir, 'mount-cache');
+  await rm(cacheDir, { recursive: true, force: true });
+  const mountpoint = await mkdtemp(join(tmpdir(), 'clip-demo-mount-'));
+  const started = Date.now();
+  const running = await startMount({ image: indexFile, mountpoint, cacheDir });
+  try {
+    const { stdout } = await promisify(execFile)('chroot', [mountpoint, ...command], {
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+      timeout: 60_000,
+    });
+    const seconds = (Date.now() - started) / 1000;
+    return { command, output: stdout, seconds, byTier: await tierBytes(running.storage.metrics.snapshot()), imageUncompressedBytes: imageBytes };
+  } finally {
+    await running.stop();
+    await rm(mountpoint, { recursive: true, force: true });
+  }
 }
 
 /** Index the image into a fresh cache of its own, then read DEMO_FILE twice through the tiers. */
@@ -91,7 +127,26 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
   } finally {
     await source.close?.();
   }
-  return { image, seconds, inspect, ...(await indexAndRead(image.ref, dirname(image.layoutDir))) };
+  const demoDir = dirname(image.layoutDir);
+  const read = await indexAndRead(image.ref, demoDir);
+  const command = [...(inspect.config.entrypoint ?? []), ...(inspect.config.cmd ?? [])];
+  const imageBytes = image.layers.reduce((n, l) => n + l.uncompressedSize, 0);
+  const mount = await mountAndRun(read.index.file, demoDir, command, imageBytes);
+  return { image, seconds, inspect, ...read, mount };
+}
+
+function formatMount(r: DemoReport): string {
+  const m = r.mount;
+  if ('skipped' in m) return `\n(clip mount skipped: ${m.skipped})\n`;
+  const fetched = m.byTier.source ?? 0;
+  return [
+    '',
+    `$ clip mount ${r.index.file} MOUNT && chroot MOUNT ${m.command.join(' ')}`,
+    ...m.output.trimEnd().split('\n').map((l) => `  | ${l}`),
+    `  ran in ${m.seconds.toFixed(1)} s from an empty cache; bytes per tier: ${Object.entries(m.byTier).map(([t, n]) => `${t} ${formatSize(n)}`).join(', ')}`,
+    `  the program needed ${formatSize(fetched)} of the image's ${formatSize(m.imageUncompressedBytes)} (${((100 * fetched) / m.imageUncompressedBytes).toFixed(1)} %)`,
+    '',
+  ].join('\n');
 }
 
 function formatRead(r: DemoReport): string {
@@ -145,12 +200,14 @@ export function registerDemo(program: Command): void {
       process.stdout.write(`\n$ clip inspect ${image.ref}\n`);
       process.stdout.write(formatSummary(report.inspect));
       process.stdout.write(formatRead(report));
+      process.stdout.write(formatMount(report));
       process.stdout.write(
         [
           '',
-          'The image runs as it is. To see it (as root):',
-          `  umoci unpack --image ${image.layoutDir}:${image.tag} /tmp/clip-demo-bundle`,
-          `  chroot /tmp/clip-demo-bundle/rootfs ${[...(report.inspect.config.entrypoint ?? []), ...(report.inspect.config.cmd ?? [])].join(' ')}`,
+          'Try it yourself (as root):',
+          `  clip mount ${image.ref} /mnt/demo --background`,
+          `  chroot /mnt/demo ${[...(report.inspect.config.entrypoint ?? []), ...(report.inspect.config.cmd ?? [])].join(' ')}`,
+          '  clip unmount /mnt/demo',
           '',
         ].join('\n'),
       );

@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { extractTree, type ExtractSummary } from '../../fs/extract.js';
 import { formatSize } from '../../util/size.js';
-import { addReadOptions, openForCommand, openImageStorage, type ReadCommandOptions } from '../image-arg.js';
+import { openImageStorage } from '../../mount/open-image.js';
+import { addReadOptions, openForCommand, type ReadCommandOptions } from '../image-arg.js';
 import { printJson } from '../output.js';
 import { createProgress } from '../progress.js';
 import { FLUSH_MS } from './cat.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
-import { indexFileKind, openImageArg } from '../../src/cli/image-arg.js';
+import { indexFileKind, openImageArg } from '../../src/mount/open-image.js';
 import type { IndexProgress } from '../../src/storage/indexer.js';
 import { fixture } from '../support/fixtures/index.js';
 
