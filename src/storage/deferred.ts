@@ -1,0 +1,56 @@
+export interface Deferred<T> {
+  readonly promise: Promise<T>;
+  readonly settled: boolean;
+  resolve(value: T): void;
+  reject(err: unknown): void;
+}
+
+/** A promise settled from outside; never reported as an unhandled rejection (its waiters handle it). */
+export function deferred<T>(): Deferred<T> {
+  let res!: (v: T) => void;
+  let rej!: (e: unknown) => void;
+  const promise = new Promise<T>((a, b) => {
+    res = a;
+    rej = b;
+  });
+  promise.catch(() => {});
+  let settled = false;
+  return {
+    promise,
+    get settled() {
+      return settled;
+    },
+    resolve(v) {
+      if (settled) return;
+      settled = true;
+      res(v);
+    },
+    reject(e) {
+      if (settled) return;
+      settled = true;
+      rej(e);
+    },
+  };
+}
+
+/** `p`, or a rejection as soon as `signal` aborts. */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal, onAbort: (reason: unknown) => unknown): Promise<T> {
+  if (signal.aborted) return Promise.reject(onAbort(signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const abort = (): void => reject(onAbort(signal.reason));
+    signal.addEventListener('abort', abort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
+  });
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

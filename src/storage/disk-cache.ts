@@ -1,0 +1,260 @@
+/**
+ * Tier 1: CACHE_DIR/layers/sha256_<hex of diff_id>, one LayerFile per uncompressed layer, shared by
+ * every image (and every process) that contains it.
+ *
+ * Eviction removes whole layers, least recently used first (atime, set explicitly on use at most
+ * every `touchIntervalMs`). It only unlinks: a read in flight holds an open fd on the old inode and
+ * finishes on it. Handles notice that their file was evicted (by us or another process) when they
+ * next touch it, and are reopened on the path for later reads.
+ */
+import { readdir, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../util/log.js';
+import { silentLogger } from '../util/log.js';
+import { ensurePrivateDir } from './cache-dir.js';
+import { LayerFile, UncachedLayer, type CachedLayer } from './layer-file.js';
+import type { StorageMetrics } from './metrics.js';
+import { digestHex, type LayerRecord } from './types.js';
+
+const LAYER_NAME = /^sha256_[0-9a-f]{64}$/;
+
+export interface DiskCacheOptions {
+  dir: string;
+  /** Evict least recently used layers when the cache holds more than this (allocated bytes). */
+  maxBytes?: number;
+  /** fdatasync each chunk before marking it present: survives power loss, not just kill -9. */
+  durable?: boolean;
+  touchIntervalMs?: number;
+  logger?: Logger;
+  metrics?: StorageMetrics;
+}
+
+export interface CachedLayerInfo {
+  name: string;
+  path: string;
+  /** Bytes allocated on disk (sparse files count what is really there). */
+  bytes: number;
+  atimeMs: number;
+}
+
+export interface CacheStats {
+  dir: string;
+  layers: number;
+  bytes: number;
+}
+
+export interface GcResult {
+  evicted: number;
+  freedBytes: number;
+  remainingBytes: number;
+}
+
+interface Entry {
+  file: LayerFile;
+  refs: number;
+  stale: boolean;
+  lastTouch: number;
+}
+
+/** A handle on one cached layer; call release() when the read is done. */
+export interface LayerLease {
+  readonly file: CachedLayer;
+  release(): void;
+}
+
+export class DiskCache {
+  readonly dir: string;
+  readonly layersDir: string;
+  private readonly opts: DiskCacheOptions;
+  private readonly log: Logger;
+  private readonly entries = new Map<string, Entry>();
+  private readonly opening = new Map<string, Promise<Entry>>();
+  private estimatedBytes: number | undefined;
+  private gcRunning: Promise<GcResult> | undefined;
+
+  private constructor(opts: DiskCacheOptions) {
+    this.opts = opts;
+    this.dir = opts.dir;
+    this.layersDir = path.join(opts.dir, 'layers');
+    this.log = opts.logger ?? silentLogger;
+  }
+
+  static async open(opts: DiskCacheOptions): Promise<DiskCache> {
+    const cache = new DiskCache(opts);
+    await ensurePrivateDir(cache.dir);
+    await ensurePrivateDir(cache.layersDir);
+    return cache;
+  }
+
+  pathOf(diffId: string): string {
+    return path.join(this.layersDir, `sha256_${digestHex(diffId, 'diff_id')}`);
+  }
+
+  /** The lease without waiting, if the layer's file is already open (the hot path of cached reads). */
+  tryAcquire(layer: LayerRecord): LayerLease | undefined {
+    const entry = this.entries.get(layer.diffId);
+    if (!entry || entry.stale || entry.file.layer.chunkSize !== layer.chunkSize) return undefined;
+    return this.lease(layer.diffId, entry);
+  }
+
+  /**
+   * A lease on the layer's cache file. If the file cannot be opened (permissions, a read-only or
+   * broken cache directory), the lease caches nothing and reads go to the slower tiers.
+   */
+  async acquire(layer: LayerRecord): Promise<LayerLease> {
+    const key = layer.diffId;
+    let entry = this.entries.get(key);
+    if (!entry || entry.stale || entry.file.layer.chunkSize !== layer.chunkSize) {
+      let pending = this.opening.get(key);
+      if (!pending) {
+        pending = this.openEntry(layer).finally(() => this.opening.delete(key));
+        this.opening.set(key, pending);
+      }
+      try {
+        entry = await pending;
+      } catch (err) {
+        this.opts.metrics?.errors.inc({ tier: 'disk' });
+        this.log.warn({ layer: key, tier: 'disk', err: (err as Error).message }, 'disk cache unusable for this layer; reading through');
+        return { file: new UncachedLayer(layer, this.pathOf(key)), release: () => {} };
+      }
+    }
+    return this.lease(key, entry);
+  }
+
+  private lease(key: string, entry: Entry): LayerLease {
+    entry.refs++;
+    this.maybeTouch(key, entry);
+    const e = entry;
+    let released = false;
+    return {
+      file: e.file,
+      release: () => {
+        if (released) return;
+        released = true;
+        e.refs--;
+        if (e.stale && e.refs === 0) void e.file.close().catch(() => {});
+      },
+    };
+  }
+
+  /** Account for bytes just written; evicts in the background once over the cap. */
+  noteWritten(bytes: number): void {
+    const max = this.opts.maxBytes;
+    if (max === undefined) return;
+    if (this.estimatedBytes === undefined) {
+      if (!this.gcRunning) void this.gc().catch((err) => this.log.warn({ err }, 'cache gc failed'));
+      return;
+    }
+    this.estimatedBytes += bytes;
+    if (this.estimatedBytes > max && !this.gcRunning) {
+      void this.gc().catch((err) => this.log.warn({ err }, 'cache gc failed'));
+    }
+  }
+
+  /** Evict least recently used layers until the cache holds at most `maxBytes` (default: 90 % of the cap). */
+  gc(maxBytes?: number): Promise<GcResult> {
+    if (this.gcRunning) return this.gcRunning;
+    const target = maxBytes ?? (this.opts.maxBytes === undefined ? Infinity : Math.floor(this.opts.maxBytes * 0.9));
+    this.gcRunning = this.runGc(target).finally(() => (this.gcRunning = undefined));
+    return this.gcRunning;
+  }
+
+  async list(): Promise<CachedLayerInfo[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.layersDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const out: CachedLayerInfo[] = [];
+    for (const name of names) {
+      if (!LAYER_NAME.test(name)) continue;
+      const p = path.join(this.layersDir, name);
+      try {
+        const st = await stat(p);
+        out.push({ name, path: p, bytes: st.blocks * 512, atimeMs: st.atimeMs });
+      } catch {
+        // evicted meanwhile
+      }
+    }
+    return out;
+  }
+
+  async stats(): Promise<CacheStats> {
+    const layers = await this.list();
+    return { dir: this.dir, layers: layers.length, bytes: layers.reduce((n, l) => n + l.bytes, 0) };
+  }
+
+  async close(): Promise<void> {
+    await this.gcRunning?.catch(() => {});
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.all(all.map((e) => e.file.close().catch(() => {})));
+  }
+
+  private async openEntry(layer: LayerRecord): Promise<Entry> {
+    const old = this.entries.get(layer.diffId);
+    if (old) this.retire(layer.diffId, old);
+    const file = await LayerFile.open(layer, this.pathOf(layer.diffId), this.opts.durable ?? false);
+    const entry: Entry = { file, refs: 0, stale: false, lastTouch: 0 };
+    this.entries.set(layer.diffId, entry);
+    return entry;
+  }
+
+  private retire(key: string, entry: Entry): void {
+    entry.stale = true;
+    if (this.entries.get(key) === entry) this.entries.delete(key);
+    if (entry.refs === 0) void entry.file.close().catch(() => {});
+  }
+
+  /** Record use (LRU) and notice eviction by another process; throttled, in the background. */
+  private maybeTouch(key: string, entry: Entry): void {
+    const now = Date.now();
+    if (now - entry.lastTouch < (this.opts.touchIntervalMs ?? 10_000)) return;
+    entry.lastTouch = now;
+    void (async () => {
+      try {
+        const st = await stat(entry.file.path);
+        if (st.ino !== entry.file.ino) return this.retire(key, entry);
+        await entry.file.touch();
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.retire(key, entry);
+        else this.log.debug({ err, layer: key }, 'cache touch failed');
+      }
+    })();
+  }
+
+  private async runGc(target: number): Promise<GcResult> {
+    const layers = await this.list();
+    let total = layers.reduce((n, l) => n + l.bytes, 0);
+    let evicted = 0;
+    let freed = 0;
+    const inUse = new Set<string>();
+    for (const [key, e] of this.entries) if (e.refs > 0) inUse.add(`sha256_${key.slice(7)}`);
+    // Oldest first; layers this process is reading go last.
+    layers.sort((a, b) => Number(inUse.has(a.name)) - Number(inUse.has(b.name)) || a.atimeMs - b.atimeMs);
+    for (const l of layers) {
+      if (total <= target) break;
+      try {
+        await unlink(l.path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+          this.log.warn({ path: l.path, err: (err as Error).message }, 'cannot evict cache file');
+          continue;
+        }
+      }
+      total -= l.bytes;
+      freed += l.bytes;
+      evicted++;
+      this.opts.metrics?.evictions.inc();
+      this.opts.metrics?.evictedBytes.inc(l.bytes);
+      const key = `sha256:${l.name.slice(7)}`;
+      const entry = this.entries.get(key);
+      if (entry) this.retire(key, entry);
+      this.log.info({ layer: key, bytes: l.bytes }, 'evicted layer from disk cache');
+    }
+    this.estimatedBytes = total;
+    return { evicted, freedBytes: freed, remainingBytes: total };
+  }
+}

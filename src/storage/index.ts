@@ -1,0 +1,95 @@
+/**
+ * Storage: one read path over the disk cache, the shared Redis cache and a source (the registry
+ * through checkpoints, or a local uncompressed layer).
+ *
+ *   const storage = await openStorage({ source: new CheckpointSource(blobStore), remoteCache: 'redis://...' });
+ *   const bytes = await storage.read(layer, offset, length);
+ *   await storage.close({ flushMs: 2000 });
+ */
+import type { Logger } from '../util/log.js';
+import { defaultCacheDir } from './cache-dir.js';
+import { DiskCache, type CacheStats, type GcResult } from './disk-cache.js';
+import { StorageMetrics } from './metrics.js';
+import { RedisChunkCache } from './remote-cache.js';
+import { Storage } from './storage.js';
+import type { LayerSource } from './types.js';
+
+export { defaultCacheDir, ensurePrivateDir } from './cache-dir.js';
+export { DiskCache, type CacheStats, type CachedLayerInfo, type GcResult, type LayerLease, type DiskCacheOptions } from './disk-cache.js';
+export { StorageMetrics, type Tier } from './metrics.js';
+export { RedisChunkCache, DEFAULT_PREFIX, type RemoteCacheOptions } from './remote-cache.js';
+export { parseRedisUrl, type RedisTarget } from './redis-url.js';
+export { Storage, type StorageOptions, type ReadOptions } from './storage.js';
+export { CheckpointSource, layerFromScan, isResumable, type ResumableLayer, type CompressedRange } from './checkpoint-source.js';
+export { FileLayerSource, UncompressedBlobSource } from './file-source.js';
+export { indexLayers } from './index-layers.js';
+export { layerRecord, chunkCount, chunkLength, type LayerRecord, type LayerRecordFields, type LayerSource } from './types.js';
+
+export interface StorageConfig {
+  source: LayerSource;
+  /** Default: defaultCacheDir(). */
+  cacheDir?: string;
+  cacheMaxBytes?: number;
+  /** fdatasync each chunk before marking it present (survives power loss). */
+  durable?: boolean;
+  /** redis://, rediss://, redis+cluster://; none by default. */
+  remoteCache?: string;
+  remotePrefix?: string;
+  remoteTtlSeconds?: number;
+  remoteTimeoutMs?: number;
+  readTimeoutMs?: number;
+  metrics?: StorageMetrics;
+  logger?: Logger;
+}
+
+export async function openStorage(cfg: StorageConfig): Promise<Storage> {
+  const metrics = cfg.metrics ?? new StorageMetrics();
+  const disk = await DiskCache.open({
+    dir: cfg.cacheDir ?? defaultCacheDir(),
+    ...(cfg.cacheMaxBytes !== undefined ? { maxBytes: cfg.cacheMaxBytes } : {}),
+    ...(cfg.durable ? { durable: true } : {}),
+    metrics,
+    ...(cfg.logger ? { logger: cfg.logger } : {}),
+  });
+  const remote = cfg.remoteCache
+    ? await RedisChunkCache.connect({
+        url: cfg.remoteCache,
+        metrics,
+        ...(cfg.remotePrefix !== undefined ? { prefix: cfg.remotePrefix } : {}),
+        ...(cfg.remoteTtlSeconds !== undefined ? { ttlSeconds: cfg.remoteTtlSeconds } : {}),
+        ...(cfg.remoteTimeoutMs !== undefined ? { commandTimeoutMs: cfg.remoteTimeoutMs } : {}),
+        ...(cfg.logger ? { logger: cfg.logger } : {}),
+      }).catch(async (err: unknown) => {
+        await disk.close();
+        throw err;
+      })
+    : undefined;
+  return new Storage({
+    disk,
+    ...(remote ? { remote } : {}),
+    source: cfg.source,
+    metrics,
+    ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
+    ...(cfg.logger ? { logger: cfg.logger } : {}),
+  });
+}
+
+/** For `clip cache stats`: layers and allocated bytes under `dir`. */
+export async function cacheStats(dir = defaultCacheDir()): Promise<CacheStats> {
+  const disk = await DiskCache.open({ dir });
+  try {
+    return await disk.stats();
+  } finally {
+    await disk.close();
+  }
+}
+
+/** For `clip cache gc`: evict least recently used layers until at most `maxBytes` remain (0: all). */
+export async function cacheGc(maxBytes: number, dir = defaultCacheDir()): Promise<GcResult> {
+  const disk = await DiskCache.open({ dir });
+  try {
+    return await disk.gc(maxBytes);
+  } finally {
+    await disk.close();
+  }
+}

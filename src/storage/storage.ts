@@ -1,0 +1,506 @@
+/**
+ * The one read path: read(layer, offset, length) from the fastest tier holding verified bytes —
+ * disk, then the remote cache, then the source — filling the faster tiers on the way back.
+ *
+ * Work is per chunk. Missing chunks already being fetched (by any reader in this process) are
+ * waited on, never fetched twice. The rest are asked of the remote cache one by one, and what it
+ * lacks is fetched from the source in one request per run of adjacent chunks. Every chunk is
+ * checked against its sha256 before it is written to disk, published or returned.
+ */
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { ClipError, isClipError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { silentLogger } from '../util/log.js';
+import { deferred, sleep, untilAborted, type Deferred } from './deferred.js';
+import type { DiskCache, LayerLease } from './disk-cache.js';
+import { StorageMetrics, type Tier } from './metrics.js';
+import type { RedisChunkCache } from './remote-cache.js';
+import { chunkCount, chunkLength, type LayerRecord, type LayerSource } from './types.js';
+
+export interface StorageOptions {
+  disk: DiskCache;
+  remote?: RedisChunkCache;
+  source: LayerSource;
+  /** A read that the tiers cannot satisfy within this fails (ETIMEOUT/ENETWORK/EDIGEST). */
+  readTimeoutMs?: number;
+  /** First pause between source retries; doubles up to 2 s. */
+  retryBackoffMs?: number;
+  /** Remote chunk GETs in flight per fetch. */
+  remoteConcurrency?: number;
+  /** Chunks fetched ahead of a sequential reader, in the same request as its misses (0: none). */
+  readaheadChunks?: number;
+  metrics?: StorageMetrics;
+  logger?: Logger;
+}
+
+export interface ReadOptions {
+  signal?: AbortSignal;
+}
+
+/** Errors from a source that no retry will fix. */
+const PERMANENT = new Set(['ENOTFOUND', 'EAUTH', 'EUNSUPPORTED', 'ECORRUPT', 'EINVAL', 'EPERM', 'EUNSAFE']);
+
+export class Storage {
+  readonly metrics: StorageMetrics;
+  readonly disk: DiskCache;
+  readonly remote: RedisChunkCache | undefined;
+  private readonly source: LayerSource;
+  private readonly readTimeoutMs: number;
+  private readonly backoffMs: number;
+  private readonly remoteConcurrency: number;
+  private readonly readahead: number;
+  /** The last chunk each layer's previous read ended in, to spot sequential readers. */
+  private readonly lastChunk = new Map<string, number>();
+  private readonly log: Logger;
+  private readonly inflight = new Map<string, Promise<Buffer>>();
+  /** The last source failure per layer, given as the cause of a read that times out. */
+  private readonly lastSourceError = new Map<string, unknown>();
+  /** When a consumer last asked for bytes; background completion yields to them. */
+  private lastReadAt = 0;
+  /** Labelled children for the disk hit path, which runs for every cached read. */
+  private readonly disk$;
+
+  constructor(opts: StorageOptions) {
+    this.disk = opts.disk;
+    this.remote = opts.remote;
+    this.source = opts.source;
+    this.readTimeoutMs = opts.readTimeoutMs ?? 30_000;
+    this.backoffMs = opts.retryBackoffMs ?? 100;
+    this.remoteConcurrency = opts.remoteConcurrency ?? 8;
+    this.readahead = opts.readaheadChunks ?? 4;
+    this.metrics = opts.metrics ?? new StorageMetrics();
+    this.log = opts.logger ?? silentLogger;
+    const tier = { tier: 'disk' } as const;
+    this.disk$ = {
+      seconds: this.metrics.fetchSeconds.labels(tier),
+      requests: this.metrics.requests.labels(tier),
+      hits: this.metrics.hits.labels(tier),
+      misses: this.metrics.misses.labels(tier),
+      bytes: this.metrics.bytes.labels(tier),
+    };
+  }
+
+  /** Bytes [offset, offset + length) of the uncompressed layer, cut at its end. */
+  async read(layer: LayerRecord, offset: number, length: number, opts: ReadOptions = {}): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new ClipError('EINVAL', `bad range offset=${offset} length=${length}`, { object: layer.diffId });
+    }
+    const end = Math.min(offset + length, layer.uncompressedSize);
+    if (end <= offset) return Buffer.alloc(0);
+    const out = Buffer.allocUnsafe(end - offset);
+    this.lastReadAt = Date.now();
+    await this.fill(layer, offset, out, opts.signal);
+    return out;
+  }
+
+  /**
+   * Fill `target` with the layer's bytes from `offset` (a caller's reusable buffer: no allocation
+   * on a disk hit). Returns how many bytes were filled (fewer at the layer's end).
+   */
+  async readInto(layer: LayerRecord, offset: number, target: Buffer, opts: ReadOptions = {}): Promise<number> {
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new ClipError('EINVAL', `bad offset ${offset}`, { object: layer.diffId });
+    const n = Math.max(0, Math.min(target.length, layer.uncompressedSize - offset));
+    this.lastReadAt = Date.now();
+    if (n > 0) await this.fill(layer, offset, n === target.length ? target : target.subarray(0, n), opts.signal);
+    return n;
+  }
+
+  /**
+   * The same bytes as a stream, for big reads: windows of a few chunks, the next one fetched while
+   * the current one is consumed, so memory stays at two windows whatever the length.
+   */
+  stream(layer: LayerRecord, offset: number, length: number, opts: ReadOptions & { windowBytes?: number } = {}): Readable {
+    const cs = layer.chunkSize;
+    const window = Math.max(cs, Math.ceil((opts.windowBytes ?? 4 * 1024 * 1024) / cs) * cs);
+    const end = Math.min(offset + Math.max(0, length), layer.uncompressedSize);
+    const readWindow = (from: number, n: number): Promise<Buffer> => this.read(layer, from, n, opts);
+    async function* windows(): AsyncGenerator<Buffer> {
+      let pos = offset;
+      const next = (from: number): Promise<Buffer> | undefined => {
+        if (from >= end) return undefined;
+        const to = Math.min(end, (Math.floor(from / window) + 1) * window);
+        const p = readWindow(from, to - from);
+        p.catch(() => {});
+        return p;
+      };
+      let current = next(pos);
+      while (current) {
+        const buf = await current;
+        pos += buf.length;
+        current = next(pos);
+        yield buf;
+      }
+    }
+    return Readable.from(windows(), { objectMode: false, highWaterMark: 1 });
+  }
+
+  /**
+   * Fetch every chunk of `layer` not yet on disk, `windowChunks` at a time, at most `bytesPerSecond`,
+   * and with `idleMs` only after consumers have been quiet that long (background completion, so a
+   * long-running reader stops depending on the network).
+   */
+  async complete(
+    layer: LayerRecord,
+    opts: { bytesPerSecond?: number; windowChunks?: number; idleMs?: number; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    const count = chunkCount(layer);
+    const step = opts.windowChunks ?? 8;
+    for (let first = 0; first < count && !opts.signal?.aborted; first += step) {
+      if (opts.idleMs) {
+        for (let quiet = Date.now() - this.lastReadAt; quiet < opts.idleMs && !opts.signal?.aborted; quiet = Date.now() - this.lastReadAt) {
+          await sleep(opts.idleMs - quiet, opts.signal);
+        }
+        if (opts.signal?.aborted) break;
+      }
+      const last = Math.min(count, first + step) - 1;
+      const started = Date.now();
+      const lease = await this.disk.acquire(layer);
+      let fetched = 0;
+      try {
+        const missing = await lease.file.missing(first, last);
+        if (missing.length === 0) continue;
+        await this.ensure(layer, lease, missing, this.deadline(opts.signal));
+        fetched = missing.reduce((n, i) => n + chunkLength(layer, i), 0);
+      } finally {
+        lease.release();
+      }
+      if (opts.bytesPerSecond) {
+        const wait = (fetched / opts.bytesPerSecond) * 1000 - (Date.now() - started);
+        if (wait > 0) await sleep(wait, opts.signal);
+      }
+    }
+  }
+
+  /** Wait (at most `deadlineMs`) for chunks still being published to the remote cache. */
+  async flush(deadlineMs: number): Promise<number> {
+    return this.remote ? this.remote.flush(deadlineMs) : 0;
+  }
+
+  /** Flush publications (at most `flushMs`), then close the remote cache and the disk cache. */
+  async close(opts: { flushMs?: number } = {}): Promise<void> {
+    if (this.remote) {
+      if (opts.flushMs) await this.remote.flush(opts.flushMs);
+      await this.remote.close();
+    }
+    await this.disk.close();
+  }
+
+  private deadline(signal?: AbortSignal): AbortSignal {
+    const timeout = AbortSignal.timeout(this.readTimeoutMs);
+    return signal ? AbortSignal.any([signal, timeout]) : timeout;
+  }
+
+  private async fill(layer: LayerRecord, offset: number, out: Buffer, signal?: AbortSignal): Promise<void> {
+    const cs = layer.chunkSize;
+    const end = offset + out.length;
+    const first = Math.floor(offset / cs);
+    const last = Math.floor((end - 1) / cs);
+    const ahead = this.aheadOf(layer, first, last);
+    const lease = this.disk.tryAcquire(layer) ?? (await this.disk.acquire(layer));
+    try {
+      const missing = lease.file.allKnown(first, last) ? [] : await lease.file.missing(first, last);
+      if (missing.length) this.disk$.misses.inc(missing.length);
+      // Keep a sequential reader's window filled: refill once half of it is used up.
+      const refill = ahead && this.needsRefill(layer, lease, ahead) ? ahead : undefined;
+      if (refill && !missing.length) {
+        void this.prefetch(layer, refill).catch((err: unknown) => this.log.debug({ err, layer: layer.diffId }, 'readahead failed'));
+      }
+      const got = missing.length ? await this.ensure(layer, lease, missing, this.deadline(signal), refill) : new Map<number, Buffer>();
+      for (let i = first; i <= last; ) {
+        const chunk = got.get(i);
+        if (chunk) {
+          const s = Math.max(offset, i * cs);
+          const e = Math.min(end, (i + 1) * cs);
+          chunk.copy(out, s - offset, s - i * cs, e - i * cs);
+          i++;
+          continue;
+        }
+        let j = i;
+        while (j < last && !got.has(j + 1)) j++;
+        const s = Math.max(offset, i * cs);
+        const e = Math.min(end, (j + 1) * cs);
+        const endTimer = this.disk$.seconds.startTimer();
+        await lease.file.read(out.subarray(s - offset, e - offset), s);
+        endTimer();
+        this.disk$.requests.inc();
+        this.disk$.hits.inc(j - i + 1);
+        this.disk$.bytes.inc(e - s);
+        i = j + 1;
+      }
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** The verified bytes of each chunk in `missing` not on disk by now (those on disk are left out). */
+  private async ensure(
+    layer: LayerRecord,
+    lease: LayerLease,
+    missing: number[],
+    signal: AbortSignal,
+    ahead?: [number, number],
+  ): Promise<Map<number, Buffer>> {
+    const extra = ahead ? await lease.file.missing(ahead[0], ahead[1]) : [];
+    const waits: [number, Promise<Buffer>][] = [];
+    const owned = new Map<number, Deferred<Buffer>>();
+    for (const i of missing) {
+      const key = `${layer.diffId}/${layer.chunkSize}/${i}`;
+      const flying = this.inflight.get(key);
+      if (flying) {
+        this.metrics.singleflightJoins.inc();
+        waits.push([i, flying]);
+        continue;
+      }
+      if (lease.file.knownPresent(i)) continue; // filled since we looked
+      const d = deferred<Buffer>();
+      this.inflight.set(key, d.promise);
+      const forget = (): void => void this.inflight.delete(key);
+      d.promise.then(forget, forget);
+      owned.set(i, d);
+      waits.push([i, d.promise]);
+    }
+    // Read-ahead chunks ride in the same request; nobody waits for them here.
+    this.claim(layer, lease, extra, owned);
+    if (owned.size > 0) void this.fetch(layer, owned);
+    const bufs = await untilAborted(Promise.all(waits.map((w) => w[1])), signal, (reason) =>
+      (reason as Error)?.name === 'TimeoutError'
+        ? new ClipError('ETIMEOUT', `read not satisfied within ${this.readTimeoutMs} ms`, {
+            object: layer.diffId,
+            cause: this.lastSourceError.get(layer.diffId),
+          })
+        : reason,
+    );
+    return new Map(waits.map((w, k) => [w[0], bufs[k]!]));
+  }
+
+  /** [first, last] chunks to read ahead of a read of chunks first..last, if the layer is read sequentially. */
+  private aheadOf(layer: LayerRecord, first: number, last: number): [number, number] | undefined {
+    const previous = this.lastChunk.get(layer.diffId);
+    this.lastChunk.set(layer.diffId, last);
+    const count = chunkCount(layer);
+    if (this.readahead <= 0 || previous === undefined || (first !== previous && first !== previous + 1) || last + 1 >= count) return undefined;
+    return [last + 1, Math.min(count - 1, last + this.readahead)];
+  }
+
+  /** True when the first half of the read-ahead window has a chunk neither on disk nor in flight. */
+  private needsRefill(layer: LayerRecord, lease: LayerLease, ahead: [number, number]): boolean {
+    const stop = Math.min(ahead[1], ahead[0] + (this.readahead >> 1));
+    for (let i = ahead[0]; i <= stop; i++) {
+      if (!lease.file.knownPresent(i) && !this.inflight.has(`${layer.diffId}/${layer.chunkSize}/${i}`)) return true;
+    }
+    return false;
+  }
+
+  /** Fetch chunks ahead of a sequential reader that are neither on disk nor in flight. */
+  private async prefetch(layer: LayerRecord, ahead: [number, number]): Promise<void> {
+    const lease = this.disk.tryAcquire(layer) ?? (await this.disk.acquire(layer));
+    try {
+      const owned = new Map<number, Deferred<Buffer>>();
+      this.claim(layer, lease, await lease.file.missing(ahead[0], ahead[1]), owned);
+      if (owned.size > 0) {
+        this.log.debug({ layer: layer.diffId, first: ahead[0], chunks: owned.size }, 'reading ahead');
+        void this.fetch(layer, owned);
+      }
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** Register a fetch for each chunk no one is fetching and not on disk; adds them to `owned`. */
+  private claim(layer: LayerRecord, lease: LayerLease, chunks: number[], owned: Map<number, Deferred<Buffer>>): void {
+    for (const i of chunks) {
+      const key = `${layer.diffId}/${layer.chunkSize}/${i}`;
+      if (owned.has(i) || this.inflight.has(key) || lease.file.knownPresent(i)) continue;
+      const d = deferred<Buffer>();
+      this.inflight.set(key, d.promise);
+      const forget = (): void => void this.inflight.delete(key);
+      d.promise.then(forget, forget);
+      owned.set(i, d);
+    }
+  }
+
+  /** Settle every deferred in `owned`: from the remote cache, else from the source. Never throws. */
+  private async fetch(layer: LayerRecord, owned: Map<number, Deferred<Buffer>>): Promise<void> {
+    const signal = AbortSignal.timeout(this.readTimeoutMs);
+    let lease: LayerLease | undefined;
+    try {
+      lease = await this.disk.acquire(layer);
+      let pending = [...owned.keys()].sort((a, b) => a - b);
+      if (this.remote?.available) pending = await this.fetchRemote(layer, lease, pending, owned);
+      if (pending.length > 0) await this.fetchSource(layer, lease, pending, owned, signal);
+    } catch (err) {
+      this.log.error({ err, layer: layer.diffId }, 'chunk fetch failed');
+      for (const d of owned.values()) d.reject(isClipError(err) ? err : new ClipError('ENETWORK', 'chunk fetch failed', { object: layer.diffId, cause: err }));
+    } finally {
+      lease?.release();
+    }
+  }
+
+  /** Returns the chunks the remote cache could not give. */
+  private async fetchRemote(layer: LayerRecord, lease: LayerLease, chunks: number[], owned: Map<number, Deferred<Buffer>>): Promise<number[]> {
+    const remote = this.remote!;
+    const misses: number[] = [];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < chunks.length) {
+        const i = chunks[next++]!;
+        const buf = remote.available ? await remote.fetchChunk(layer.chunkDigest(i), chunkLength(layer, i), { layer: layer.diffId, chunk: i }) : null;
+        if (!buf) {
+          misses.push(i);
+          continue;
+        }
+        await this.keep(lease, i, buf, 'remote');
+        owned.get(i)!.resolve(buf);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.remoteConcurrency, chunks.length) }, worker));
+    const got = chunks.length - misses.length;
+    this.log.debug({ layer: layer.diffId, tier: 'remote', hits: got, misses: misses.length }, 'remote cache lookup');
+    return misses.sort((a, b) => a - b);
+  }
+
+  private async fetchSource(
+    layer: LayerRecord,
+    lease: LayerLease,
+    chunks: number[],
+    owned: Map<number, Deferred<Buffer>>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const pending = new Set(chunks);
+    const digestFailures = new Map<number, number>();
+    let lastErr: unknown;
+    let corruptRuns = 0;
+    for (let attempt = 0; pending.size > 0 && !signal.aborted; attempt++) {
+      if (attempt > 0) await sleep(Math.min(this.backoffMs * 2 ** (attempt - 1), 2000), signal);
+      if (signal.aborted) break;
+      for (const [first, last] of runs([...pending].sort((a, b) => a - b))) {
+        try {
+          await this.fetchRun(layer, lease, first, last, owned, pending, digestFailures, signal);
+        } catch (err) {
+          lastErr = err;
+          this.lastSourceError.set(layer.diffId, err);
+          this.metrics.errors.inc({ tier: 'source' });
+          this.log.warn({ layer: layer.diffId, tier: 'source', first, last, attempt, err: (err as Error).message }, 'source fetch failed');
+          // Undecodable bytes (a flipped bit in the compressed stream) are a verification failure:
+          // retried once, like a chunk whose digest does not match.
+          if (isClipError(err) && (err.code === 'ECORRUPT' || err.code === 'EDIGEST')) {
+            this.metrics.verifyFailures.inc({ tier: 'source' });
+            if (++corruptRuns < 2) continue;
+          }
+          if (isClipError(err) && PERMANENT.has(err.code)) {
+            for (const i of pending) owned.get(i)!.reject(err);
+            return;
+          }
+        }
+      }
+    }
+    if (pending.size === 0) this.lastSourceError.delete(layer.diffId);
+    for (const i of pending) {
+      owned
+        .get(i)!
+        .reject(
+          signal.aborted
+            ? new ClipError('ETIMEOUT', `chunk ${i} not fetched within ${this.readTimeoutMs} ms`, { object: layer.diffId, cause: lastErr })
+            : new ClipError('ENETWORK', `chunk ${i} could not be fetched`, { object: layer.diffId, cause: lastErr }),
+        );
+    }
+  }
+
+  /** One source request for chunks first..last; settles each chunk as its bytes arrive. */
+  private async fetchRun(
+    layer: LayerRecord,
+    lease: LayerLease,
+    first: number,
+    last: number,
+    owned: Map<number, Deferred<Buffer>>,
+    pending: Set<number>,
+    digestFailures: Map<number, number>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const cs = layer.chunkSize;
+    const start = first * cs;
+    const end = Math.min((last + 1) * cs, layer.uncompressedSize);
+    const m = this.metrics;
+    m.requests.inc({ tier: 'source' });
+    this.log.debug({ layer: layer.diffId, tier: 'source', start, end, chunks: last - first + 1 }, 'fetching from source');
+    const endTimer = m.fetchSeconds.startTimer({ tier: 'source' });
+    try {
+      const body = await this.source.readUncompressed(layer, start, end, signal);
+      let i = first;
+      let buf = Buffer.allocUnsafe(chunkLength(layer, i));
+      let fill = 0;
+      for await (const piece of body) {
+        let off = 0;
+        while (off < piece.length && i <= last) {
+          const n = Math.min(piece.length - off, buf.length - fill);
+          buf.set(piece.subarray(off, off + n), fill);
+          fill += n;
+          off += n;
+          m.bytes.inc({ tier: 'source' }, n);
+          if (fill < buf.length) continue;
+          await this.acceptFromSource(layer, lease, i, buf, owned, pending, digestFailures);
+          i++;
+          if (i <= last) {
+            buf = Buffer.allocUnsafe(chunkLength(layer, i));
+            fill = 0;
+          }
+        }
+        if (i > last) break;
+      }
+      if (i <= last) throw new ClipError('ENETWORK', `source ended at byte ${i * cs + fill} of ${end}`, { object: layer.diffId });
+    } finally {
+      endTimer();
+    }
+  }
+
+  private async acceptFromSource(
+    layer: LayerRecord,
+    lease: LayerLease,
+    i: number,
+    buf: Buffer,
+    owned: Map<number, Deferred<Buffer>>,
+    pending: Set<number>,
+    digestFailures: Map<number, number>,
+  ): Promise<void> {
+    const digest = layer.chunkDigest(i);
+    if (!createHash('sha256').update(buf).digest().equals(digest)) {
+      const failures = (digestFailures.get(i) ?? 0) + 1;
+      digestFailures.set(i, failures);
+      this.metrics.verifyFailures.inc({ tier: 'source' });
+      this.log.warn({ layer: layer.diffId, tier: 'source', chunk: i, failures }, 'source chunk failed verification');
+      if (failures >= 2) {
+        pending.delete(i);
+        owned.get(i)!.reject(new ClipError('EDIGEST', `chunk ${i} does not match its recorded sha256 (twice)`, { object: layer.diffId }));
+      }
+      return;
+    }
+    this.metrics.hits.inc({ tier: 'source' });
+    await this.keep(lease, i, buf, 'source');
+    if (this.remote) this.remote.publish(digest, buf);
+    pending.delete(i);
+    owned.get(i)!.resolve(buf);
+  }
+
+  /** Write a verified chunk to the disk cache; a failing disk costs the cache, not the read. */
+  private async keep(lease: LayerLease, i: number, buf: Buffer, from: Tier): Promise<void> {
+    try {
+      await lease.file.writeChunk(i, buf);
+      this.disk.noteWritten(buf.length);
+    } catch (err) {
+      this.metrics.errors.inc({ tier: 'disk' });
+      this.log.warn({ layer: lease.file.layer.diffId, tier: 'disk', from, chunk: i, err: (err as Error).message }, 'cache write failed');
+    }
+  }
+}
+
+/** Sorted chunk indexes as [first, last] runs of adjacent chunks. */
+export function runs(sorted: number[]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const i of sorted) {
+    const r = out[out.length - 1];
+    if (r && r[1] + 1 === i) r[1] = i;
+    else out.push([i, i]);
+  }
+  return out;
+}

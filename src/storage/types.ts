@@ -1,0 +1,85 @@
+/**
+ * What storage needs to know of a layer, and the slowest tier it reads from. The index produces
+ * LayerRecords; the registry (through a checkpoint and inflate) or a local file is a LayerSource.
+ */
+import type { LayerCompression } from '../archive/types.js';
+import { ClipError } from '../util/errors.js';
+
+export interface LayerRecord {
+  /** sha256 of the uncompressed tar ("sha256:<hex>"): the disk cache's key. */
+  readonly diffId: string;
+  /** sha256 of the blob as stored. */
+  readonly digest: string;
+  readonly compression: LayerCompression;
+  readonly compressedSize: number;
+  readonly uncompressedSize: number;
+  /** A power of two: chunk i covers [i * chunkSize, min((i + 1) * chunkSize, uncompressedSize)). */
+  readonly chunkSize: number;
+  /** The sha256 of chunk i, 32 bytes. */
+  chunkDigest(index: number): Buffer;
+}
+
+/**
+ * The slowest tier: the bytes [start, end) of a layer's uncompressed stream, not yet verified (the
+ * caller checks every chunk). `signal` aborts the request.
+ */
+export interface LayerSource {
+  readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+}
+
+const SHA256 = /^sha256:[0-9a-f]{64}$/;
+
+export function chunkCount(layer: Pick<LayerRecord, 'uncompressedSize' | 'chunkSize'>): number {
+  return Math.ceil(layer.uncompressedSize / layer.chunkSize);
+}
+
+export function chunkLength(layer: Pick<LayerRecord, 'uncompressedSize' | 'chunkSize'>, index: number): number {
+  return Math.min(layer.chunkSize, layer.uncompressedSize - index * layer.chunkSize);
+}
+
+/** The hex part of "sha256:<hex>", checked, for file names and keys. */
+export function digestHex(digest: string, what = 'digest'): string {
+  if (!SHA256.test(digest)) throw new ClipError('EINVAL', `not a sha256 ${what}`, { object: digest });
+  return digest.slice('sha256:'.length);
+}
+
+export interface LayerRecordFields {
+  diffId: string;
+  digest: string;
+  compression: LayerCompression;
+  compressedSize: number;
+  uncompressedSize: number;
+  chunkSize: number;
+  /** 32 bytes per chunk, concatenated (LayerScan.chunkDigests). */
+  chunkDigests: Buffer;
+}
+
+/** A LayerRecord over plain fields (a LayerScan fits), checked for consistency. */
+export function layerRecord(fields: LayerRecordFields): LayerRecord {
+  digestHex(fields.diffId, 'diff_id');
+  const { chunkSize, uncompressedSize, chunkDigests } = fields;
+  if (!Number.isSafeInteger(uncompressedSize) || uncompressedSize < 0) {
+    throw new ClipError('EINVAL', `bad uncompressed size ${uncompressedSize}`, { object: fields.diffId });
+  }
+  if (!Number.isSafeInteger(chunkSize) || chunkSize < 512 || chunkSize > 2 ** 30 || (chunkSize & (chunkSize - 1)) !== 0) {
+    throw new ClipError('EUNSUPPORTED', `chunk size ${chunkSize} is not a power of two between 512 B and 1 GiB`, { object: fields.diffId });
+  }
+  const count = chunkCount(fields);
+  if (chunkDigests.length !== count * 32) {
+    throw new ClipError('ECORRUPT', `expected ${count} chunk digests, got ${chunkDigests.length / 32}`, { object: fields.diffId });
+  }
+  return {
+    diffId: fields.diffId,
+    digest: fields.digest,
+    compression: fields.compression,
+    compressedSize: fields.compressedSize,
+    uncompressedSize,
+    chunkSize,
+    chunkDigest(index: number): Buffer {
+      if (!Number.isInteger(index) || index < 0 || index >= count) {
+        throw new ClipError('EINVAL', `chunk ${index} out of range (0..${count - 1})`, { object: fields.diffId });
+      }
+      return chunkDigests.subarray(index * 32, index * 32 + 32);
+    },
+  };
+}

@@ -1,0 +1,121 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile, rm, stat, utimes } from 'node:fs/promises';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DiskCache } from '../../src/storage/disk-cache.js';
+import { presenceOffset } from '../../src/storage/layer-file.js';
+import { StorageMetrics } from '../../src/storage/metrics.js';
+import { layerRecord, type LayerRecord } from '../../src/storage/types.js';
+import { tempDir } from './helpers.js';
+
+/** A layer held in memory (small), with its record. */
+function memLayer(size: number, chunkSize: number): { data: Buffer; record: LayerRecord } {
+  const data = randomBytes(size);
+  const digests: Buffer[] = [];
+  for (let o = 0; o < size; o += chunkSize) digests.push(createHash('sha256').update(data.subarray(o, o + chunkSize)).digest());
+  const diffId = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  return {
+    data,
+    record: layerRecord({ diffId, digest: diffId, compression: 'none', compressedSize: size, uncompressedSize: size, chunkSize, chunkDigests: Buffer.concat(digests) }),
+  };
+}
+
+describe('disk cache', () => {
+  const dirs: string[] = [];
+  const caches: DiskCache[] = [];
+  afterEach(async () => {
+    for (const c of caches.splice(0)) await c.close();
+    for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+  });
+  async function open(opts: { maxBytes?: number } = {}): Promise<DiskCache> {
+    const dir = await tempDir();
+    dirs.push(dir);
+    const c = await DiskCache.open({ dir, ...opts, metrics: new StorageMetrics() });
+    caches.push(c);
+    return c;
+  }
+
+  it('stores chunks in a sparse file named by diff_id and marks them present after writing', async () => {
+    const cache = await open();
+    const { data, record } = memLayer(10_000, 4096);
+    const lease = await cache.acquire(record);
+    expect(await lease.file.missing(0, 2)).toEqual([0, 1, 2]);
+    await lease.file.writeChunk(1, data.subarray(4096, 8192));
+    expect(await lease.file.missing(0, 2)).toEqual([0, 2]);
+    const got = Buffer.alloc(100);
+    await lease.file.read(got, 5000);
+    expect(got).toEqual(data.subarray(5000, 5100));
+    lease.release();
+
+    const file = cache.pathOf(record.diffId);
+    expect(file).toMatch(/layers\/sha256_[0-9a-f]{64}$/);
+    const raw = await readFile(file);
+    expect(raw.length).toBe(presenceOffset(10_000) + 3);
+    expect([...raw.subarray(presenceOffset(10_000))]).toEqual([0, 12, 0]); // log2(4096) marks chunk 1
+    expect((await stat(file)).blocks * 512).toBeLessThan(raw.length); // sparse: the holes take no space
+    expect((await stat(cache.layersDir)).mode & 0o777).toBe(0o700);
+  });
+
+  it('sees chunks another handle (another process) filled, and ignores marks of another chunk size', async () => {
+    const cache = await open();
+    const other = await DiskCache.open({ dir: cache.dir });
+    caches.push(other);
+    const { data, record } = memLayer(8192, 4096);
+    const a = await cache.acquire(record);
+    expect(await a.file.missing(0, 1)).toEqual([0, 1]);
+    const b = await other.acquire(record);
+    await b.file.writeChunk(0, data.subarray(0, 4096));
+    expect(await a.file.missing(0, 1)).toEqual([1]);
+
+    const halfChunks = layerRecord({
+      ...record,
+      chunkSize: 2048,
+      chunkDigests: Buffer.alloc(32 * 4),
+    });
+    const c = await other.acquire(halfChunks);
+    expect(await c.file.missing(0, 3)).toEqual([0, 1, 2, 3]);
+    a.release();
+    b.release();
+    c.release();
+  });
+
+  it('reports layers and allocated bytes, and evicts least recently used layers first', async () => {
+    const cache = await open();
+    const layers = [memLayer(64 * 1024, 16 * 1024), memLayer(64 * 1024, 16 * 1024), memLayer(64 * 1024, 16 * 1024)];
+    for (const l of layers) {
+      const lease = await cache.acquire(l.record);
+      for (let i = 0; i < 4; i++) await lease.file.writeChunk(i, l.data.subarray(i * 16384, (i + 1) * 16384));
+      lease.release();
+    }
+    // Layer 1 is the oldest in use, then 0, then 2.
+    await utimes(cache.pathOf(layers[1]!.record.diffId), new Date(1000_000), new Date());
+    await utimes(cache.pathOf(layers[0]!.record.diffId), new Date(2000_000), new Date());
+    const before = await cache.stats();
+    expect(before.layers).toBe(3);
+    expect(before.bytes).toBeGreaterThanOrEqual(3 * 64 * 1024);
+
+    const result = await cache.gc(before.bytes - 1);
+    expect(result.evicted).toBe(1);
+    expect((await cache.list()).map((l) => l.name).sort()).toEqual(
+      [layers[0]!, layers[2]!].map((l) => `sha256_${l.record.diffId.slice(7)}`).sort(),
+    );
+    expect(await cache.gc(0)).toMatchObject({ evicted: 2, remainingBytes: 0 });
+    expect(await cache.stats()).toMatchObject({ layers: 0, bytes: 0 });
+  });
+
+  it('never breaks a read in flight: an evicted layer stays readable through its open handle', async () => {
+    const cache = await open();
+    const { data, record } = memLayer(32 * 1024, 8192);
+    const lease = await cache.acquire(record);
+    for (let i = 0; i < 4; i++) await lease.file.writeChunk(i, data.subarray(i * 8192, (i + 1) * 8192));
+    await cache.gc(0);
+    await expect(stat(cache.pathOf(record.diffId))).rejects.toThrow(/ENOENT/);
+    const got = Buffer.alloc(data.length);
+    await lease.file.read(got, 0);
+    expect(got).toEqual(data);
+    lease.release();
+    // The next use starts a fresh, empty file.
+    const again = await cache.acquire(record);
+    expect(await again.file.missing(0, 3)).toEqual([0, 1, 2, 3]);
+    again.release();
+  });
+});

@@ -1,0 +1,237 @@
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { buffer } from 'node:stream/consumers';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DiskCache } from '../../src/storage/disk-cache.js';
+import { StorageMetrics } from '../../src/storage/metrics.js';
+import { Storage } from '../../src/storage/storage.js';
+import { chunkCount } from '../../src/storage/types.js';
+import { makeTarLayer, ProbeSource, tempDir, type TestLayer } from './helpers.js';
+
+const CHUNK = 64 * 1024;
+
+describe('the read path over disk and source', () => {
+  let root: string;
+  let layer: TestLayer;
+  let bytes: Buffer;
+  const opened: { storage: Storage; dir: string }[] = [];
+
+  beforeAll(async () => {
+    root = await tempDir();
+    layer = await makeTarLayer(root, { files: 12, bytesEach: 300_000, chunkSize: CHUNK });
+    bytes = await readFile(layer.file);
+  });
+  afterAll(async () => {
+    for (const o of opened) {
+      await o.storage.disk.close();
+      await rm(o.dir, { recursive: true, force: true });
+    }
+    await rm(root, { recursive: true, force: true });
+  });
+
+  /** Read-ahead is off unless asked for, so that tests can count requests exactly. */
+  async function make(source: ProbeSource, opts: { readTimeoutMs?: number; maxBytes?: number; readaheadChunks?: number } = {}): Promise<Storage> {
+    const dir = await tempDir();
+    const metrics = new StorageMetrics();
+    const disk = await DiskCache.open({ dir, metrics, ...(opts.maxBytes ? { maxBytes: opts.maxBytes } : {}) });
+    const storage = new Storage({
+      disk,
+      source,
+      metrics,
+      readTimeoutMs: opts.readTimeoutMs ?? 10_000,
+      retryBackoffMs: 10,
+      readaheadChunks: opts.readaheadChunks ?? 0,
+    });
+    opened.push({ storage, dir });
+    return storage;
+  }
+
+  it('serves any range byte-exact, fetching each missing run once and then from disk', async () => {
+    const source = new ProbeSource([layer]);
+    const s = await make(source);
+    const size = bytes.length;
+    const ranges: [number, number][] = [
+      [0, 512],
+      [CHUNK - 10, 20],
+      [3 * CHUNK + 5, 2 * CHUNK],
+      [size - 700, 5000],
+      [size, 10],
+      [1_000_000, 0],
+    ];
+    for (const [off, len] of ranges) {
+      expect((await s.read(layer.record, off, len)).equals(bytes.subarray(off, Math.min(off + len, size))), `${off}+${len}`).toBe(true);
+    }
+    // Chunk 0, chunks 0-1 minus 0, 3-5, the last chunk: each a single request from a chunk boundary.
+    expect(source.calls).toEqual([
+      [0, CHUNK],
+      [CHUNK, 2 * CHUNK],
+      [3 * CHUNK, 6 * CHUNK],
+      [(chunkCount(layer.record) - 1) * CHUNK, size],
+    ]);
+    const before = source.calls.length;
+    expect((await s.read(layer.record, 3 * CHUNK + 100, CHUNK)).equals(bytes.subarray(3 * CHUNK + 100, 4 * CHUNK + 100))).toBe(true);
+    expect(source.calls.length).toBe(before);
+    const snap = await s.metrics.snapshot();
+    expect(snap['hits.disk']).toBeGreaterThanOrEqual(2);
+    expect(snap['bytes.source']).toBe(5 * CHUNK + (size - (chunkCount(layer.record) - 1) * CHUNK));
+  });
+
+  it('any sequence of reads, over any mix of cached and missing chunks, returns the file bytes', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.nat({ max: bytes.length + 100 }), fc.nat({ max: 5 * CHUNK })), { minLength: 1, maxLength: 8 }),
+        async (reads) => {
+          const s = await make(new ProbeSource([layer]));
+          for (const [off, len] of reads) {
+            const want = bytes.subarray(Math.min(off, bytes.length), Math.min(off + len, bytes.length));
+            const got = await s.read(layer.record, off, len);
+            if (!got.equals(want)) return false;
+            const into = Buffer.alloc(len);
+            const n = await s.readInto(layer.record, off, into);
+            if (n !== want.length || !into.subarray(0, n).equals(want)) return false;
+          }
+          return true;
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+
+  it('reads ahead of a sequential reader in batches, not one request per chunk', async () => {
+    const source = new ProbeSource([layer]);
+    const s = await make(source, { readaheadChunks: 4 });
+    const piece = 16 * 1024;
+    for (let off = 0; off < bytes.length; off += piece) {
+      expect((await s.read(layer.record, off, piece)).equals(bytes.subarray(off, off + piece))).toBe(true);
+    }
+    const n = chunkCount(layer.record);
+    const fetched = source.calls.flatMap(([a, b]) => Array.from({ length: Math.ceil((b - a) / CHUNK) }, (_, k) => a / CHUNK + k));
+    expect(new Set(fetched).size).toBe(n);
+    expect(fetched.length).toBe(n); // no chunk fetched twice
+    expect(source.calls.length).toBeLessThanOrEqual(Math.ceil(n / 2) + 1);
+    // A random reader gets no read-ahead.
+    const random = new ProbeSource([layer]);
+    const r = await make(random, { readaheadChunks: 4 });
+    await r.read(layer.record, 9 * CHUNK, 10);
+    await r.read(layer.record, 2 * CHUNK, 10);
+    expect(random.calls).toEqual([
+      [9 * CHUNK, 10 * CHUNK],
+      [2 * CHUNK, 3 * CHUNK],
+    ]);
+  });
+
+  it('merges adjacent misses into one request and skips chunks already on disk', async () => {
+    const source = new ProbeSource([layer]);
+    const s = await make(source);
+    await s.read(layer.record, 2 * CHUNK, 1);
+    await s.read(layer.record, 0, 5 * CHUNK);
+    expect(source.calls).toEqual([
+      [2 * CHUNK, 3 * CHUNK],
+      [0, 2 * CHUNK],
+      [3 * CHUNK, 5 * CHUNK],
+    ]);
+  });
+
+  it('singleflight: 50 concurrent readers of a cold layer cause one source request per needed range', async () => {
+    const source = new ProbeSource([layer]);
+    source.delayMs = 50;
+    const s = await make(source);
+    const size = bytes.length;
+    const reads = Array.from({ length: 50 }, (_, k) => {
+      const off = (k % 5) * 101 + (k % 2) * CHUNK; // all inside chunks 0-1
+      return s.read(layer.record, off, CHUNK).then((b) => expect(b.equals(bytes.subarray(off, Math.min(off + CHUNK, size)))).toBe(true));
+    });
+    await Promise.all(reads);
+    // Readers of chunk 0 alone start first; readers of chunks 0-2 join chunk 0 and fetch the rest once.
+    const fetched = source.calls.flatMap(([a, b]) => Array.from({ length: (b - a) / CHUNK }, (_, k) => a / CHUNK + k));
+    expect(fetched.sort()).toEqual([0, 1, 2]);
+    expect((await s.metrics.snapshot()).singleflightJoins).toBeGreaterThanOrEqual(47);
+  });
+
+  it('retries a corrupted or cut-off response and serves right bytes, counting the failure', async () => {
+    const source = new ProbeSource([layer]);
+    source.mode = 'corrupt-once';
+    const s = await make(source);
+    expect((await s.read(layer.record, 10, 3 * CHUNK)).equals(bytes.subarray(10, 10 + 3 * CHUNK))).toBe(true);
+    expect(source.calls).toEqual([
+      [0, 4 * CHUNK],
+      [0, CHUNK],
+    ]);
+    expect((await s.metrics.snapshot())['verifyFailures.source']).toBe(1);
+
+    source.mode = 'truncate-once';
+    expect((await s.read(layer.record, 8 * CHUNK, 4 * CHUNK)).equals(bytes.subarray(8 * CHUNK, 12 * CHUNK))).toBe(true);
+    expect(source.calls.slice(2)).toEqual([
+      [8 * CHUNK, 12 * CHUNK],
+      [10 * CHUNK, 12 * CHUNK],
+    ]);
+  });
+
+  it('fails with EDIGEST when the source keeps sending wrong bytes, and caches nothing wrong', async () => {
+    const source = new ProbeSource([layer]);
+    source.mode = 'corrupt';
+    const s = await make(source);
+    await expect(s.read(layer.record, 0, 100)).rejects.toMatchObject({ code: 'EDIGEST', object: layer.record.diffId });
+    expect(source.calls.length).toBe(2);
+    const lease = await s.disk.acquire(layer.record);
+    expect(await lease.file.missing(0, 0)).toEqual([0]);
+    lease.release();
+    source.mode = 'ok';
+    expect((await s.read(layer.record, 0, 100)).equals(bytes.subarray(0, 100))).toBe(true);
+  });
+
+  it('fails with ETIMEOUT after the read deadline when the source hangs, and ENETWORK-coded causes when it is down', async () => {
+    const source = new ProbeSource([layer]);
+    source.mode = 'hang';
+    const s = await make(source, { readTimeoutMs: 300 });
+    await expect(s.read(layer.record, 0, 10)).rejects.toMatchObject({ code: 'ETIMEOUT' });
+    source.mode = 'down';
+    const err = await s.read(layer.record, CHUNK, 10).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ETIMEOUT' });
+    expect((err as Error & { cause?: { code?: string } }).cause?.code).toBe('ENETWORK');
+    expect(source.calls.length).toBeGreaterThan(2); // retried until the deadline
+  });
+
+  it('streams a large range in windows, byte-exact', async () => {
+    const source = new ProbeSource([layer]);
+    const s = await make(source);
+    const got = await buffer(s.stream(layer.record, 1234, bytes.length, { windowBytes: 3 * CHUNK }));
+    expect(got.equals(bytes.subarray(1234))).toBe(true);
+  });
+
+  it('completes a whole layer in the background; afterwards the source is never asked', async () => {
+    const source = new ProbeSource([layer]);
+    const s = await make(source);
+    await s.read(layer.record, 5 * CHUNK, 10);
+    await s.complete(layer.record, { windowChunks: 4 });
+    source.mode = 'down';
+    expect((await s.read(layer.record, 0, bytes.length)).equals(bytes)).toBe(true);
+  });
+
+  it('reads through when the cache file cannot be opened, instead of failing', async () => {
+    const source = new ProbeSource([layer]);
+    const s = await make(source);
+    await mkdir(s.disk.pathOf(layer.record.diffId)); // a directory where the layer file belongs: EISDIR
+    for (let k = 0; k < 2; k++) expect((await s.read(layer.record, 1000, 2 * CHUNK)).equals(bytes.subarray(1000, 1000 + 2 * CHUNK))).toBe(true);
+    const snap = await s.metrics.snapshot();
+    expect(snap['errors.disk']).toBeGreaterThanOrEqual(2);
+    expect(source.calls.length).toBe(2); // nothing cached, so each read goes to the source
+  });
+
+  it('evicts under a size cap while a read is in flight, without breaking it', async () => {
+    const other = await makeTarLayer(root, { files: 4, bytesEach: 200_000, chunkSize: CHUNK, name: 'other' });
+    const source = new ProbeSource([layer, other]);
+    const s = await make(source, { maxBytes: bytes.length });
+    await s.read(other.record, 0, 800_000); // other is cached, and older
+    source.delayMs = 100;
+    const inFlight = s.read(layer.record, 0, bytes.length);
+    // While the big read waits on the source, filling it pushes the cache over its cap.
+    const got = await inFlight;
+    expect(got.equals(bytes)).toBe(true);
+    await s.disk.gc(); // let any background gc finish
+    const snap = await s.metrics.snapshot();
+    expect(snap.evictions).toBeGreaterThanOrEqual(1);
+    expect((await s.disk.stats()).bytes).toBeLessThanOrEqual(bytes.length + 4096 * 2);
+    expect((await s.read(layer.record, 100, 1000)).equals(bytes.subarray(100, 1100))).toBe(true);
+  });
+});

@@ -1,0 +1,157 @@
+/**
+ * Real redis-server processes for tests: a single server on a free loopback port, and a 3-master
+ * Redis Cluster made with `redis-cli --cluster create`. Each lives in its own temporary directory
+ * and is stopped (and its directory removed) by `stop()`.
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
+
+export interface RedisServer {
+  host: string;
+  port: number;
+  url: string;
+  pid: number;
+  /** Freeze the server (SIGSTOP): connections stay open, nothing answers. */
+  pause(): void;
+  resume(): void;
+  stop(): Promise<void>;
+}
+
+export interface RedisCluster {
+  nodes: { host: string; port: number }[];
+  url: string;
+  stop(): Promise<void>;
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A free loopback port; with `busOffset`, port + busOffset is free too (the cluster bus port). */
+export async function freePort(busOffset?: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => {
+        const addr = srv.address();
+        srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
+      });
+    });
+    if (busOffset === undefined) return port;
+    if (port + busOffset < 65536 && (await portIsFree(port + busOffset))) return port;
+  }
+  throw new Error('no free port pair found');
+}
+
+async function redisCli(port: number, ...args: string[]): Promise<string> {
+  const { stdout } = await execFileP('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: 10_000 });
+  return stdout.trim();
+}
+
+async function waitForPing(port: number, child: ChildProcess, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${child.exitCode}`);
+    try {
+      if ((await redisCli(port, 'PING')) === 'PONG') return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > until) throw new Error(`redis-server on port ${port} did not answer PING`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    try {
+      child.kill('SIGCONT');
+    } catch {
+      // already gone
+    }
+    child.kill('SIGKILL');
+  });
+}
+
+async function spawnServer(port: number, dir: string, extra: string[] = []): Promise<ChildProcess> {
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  child.stderr?.resume();
+  await waitForPing(port, child);
+  return child;
+}
+
+export async function startRedis(): Promise<RedisServer> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'clip-redis-'));
+  const port = await freePort();
+  const child = await spawnServer(port, dir);
+  return {
+    host: '127.0.0.1',
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    pid: child.pid!,
+    pause: () => void child.kill('SIGSTOP'),
+    resume: () => void child.kill('SIGCONT'),
+    async stop() {
+      await stopChild(child);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'clip-redis-cluster-'));
+  const children: ChildProcess[] = [];
+  const ports: number[] = [];
+  const stop = async (): Promise<void> => {
+    await Promise.all(children.map(stopChild));
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < masters; i++) {
+      const port = await freePort(10_000);
+      const nodeDir = path.join(dir, String(port));
+      await mkdir(nodeDir);
+      children.push(
+        await spawnServer(port, nodeDir, ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '5000']),
+      );
+      ports.push(port);
+    }
+    await execFileP(
+      'redis-cli',
+      ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'],
+      { timeout: 30_000 },
+    );
+    const until = Date.now() + 30_000;
+    for (;;) {
+      const states = await Promise.all(ports.map((p) => redisCli(p, 'CLUSTER', 'INFO')));
+      if (states.every((s) => s.includes('cluster_state:ok'))) break;
+      if (Date.now() > until) throw new Error('redis cluster did not reach cluster_state:ok');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    nodes: ports.map((port) => ({ host: '127.0.0.1', port })),
+    url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`,
+    stop,
+  };
+}
