@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { isClipError } from '../util/errors.js';
+import { registerCache } from './commands/cache.js';
 import { registerCat } from './commands/cat.js';
 import { registerDemo } from './commands/demo.js';
 import { registerExtract } from './commands/extract.js';
@@ -22,6 +23,7 @@ registerStat(program);
 registerCat(program);
 registerExtract(program);
 registerMount(program);
+registerCache(program);
 registerDemo(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -124,12 +124,22 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
   }
 }
 
+export interface ImageStorageOptions {
+  remoteCache?: string;
+  /** Cap on the disk cache; least recently used layers are evicted beyond it. */
+  cacheMaxBytes?: number;
+  readTimeoutMs?: number;
+  logger?: Logger;
+}
+
 /** The storage read path over an opened image's blobs (close it before the image). */
-export function openImageStorage(img: OpenedImage, opts: { remoteCache?: string; logger?: Logger } = {}): Promise<Storage> {
+export function openImageStorage(img: OpenedImage, opts: ImageStorageOptions = {}): Promise<Storage> {
   return openStorage({
     source: new CheckpointSource(img.blobs),
     cacheDir: img.cacheDir,
     ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
+    ...(opts.cacheMaxBytes !== undefined ? { cacheMaxBytes: opts.cacheMaxBytes } : {}),
+    ...(opts.readTimeoutMs !== undefined ? { readTimeoutMs: opts.readTimeoutMs } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
   });
 }

@@ -4,12 +4,12 @@
  */
 import type { Server } from 'node:http';
 import { resolve } from 'node:path';
-import { openImageArg, type OpenedImage } from './open-image.js';
+import { openImageArg, openImageStorage, type OpenedImage } from './open-image.js';
 import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
 import { mount, type Mount } from '../fuse/index.js';
 import { parsePlatform } from '../oci/index.js';
 import type { IndexProgress } from '../storage/indexer.js';
-import { CheckpointSource, openStorage, type Storage } from '../storage/index.js';
+import { startBackgroundFetch, type BackgroundFetch, type Storage } from '../storage/index.js';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { serveMetrics } from './metrics-server.js';
@@ -20,6 +20,10 @@ export interface MountConfig {
   mountpoint: string;
   cacheDir?: string;
   remoteCache?: string;
+  /** Cap on the disk cache (bytes): least recently used layers are evicted beyond it. */
+  cacheMaxBytes?: number;
+  /** While readers are idle, fetch the rest of every layer to disk at this rate. */
+  backgroundFetch?: { bytesPerSecond: number };
   /** A read that no tier can answer within this fails with EIO. Default: the storage default (30 s). */
   readTimeoutMs?: number;
   /** "[host:]port" for a Prometheus endpoint. */
@@ -37,6 +41,8 @@ export interface RunningMount {
   readonly storage: Storage;
   readonly fs: ImageFilesystem;
   readonly mount: Mount;
+  /** The background fetch, when configured (stopped by the unmount). */
+  readonly background?: BackgroundFetch;
   /** Settles once the mount is gone (by stop() or anyone's umount) and everything is closed. */
   readonly done: Promise<void>;
   /** Unmount (lazily if busy, aborting a stuck connection), then close storage and image. Idempotent. */
@@ -68,10 +74,9 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
   let storage: Storage | undefined;
   let metrics: Server | undefined;
   try {
-    storage = await openStorage({
-      source: new CheckpointSource(image.blobs),
-      cacheDir: image.cacheDir,
+    storage = await openImageStorage(image, {
       ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}),
+      ...(cfg.cacheMaxBytes !== undefined ? { cacheMaxBytes: cfg.cacheMaxBytes } : {}),
       ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
       logger: log,
     });
@@ -81,10 +86,14 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
     });
     const st = storage;
+    const background: BackgroundFetch | undefined = cfg.backgroundFetch
+      ? startBackgroundFetch(st, image.layers, { bytesPerSecond: cfg.backgroundFetch.bytesPerSecond, logger: log })
+      : undefined;
     let closing: Promise<void> | undefined;
     const closeAll = (): Promise<void> => {
       closing ??= (async () => {
         metrics?.close();
+        await background?.stop();
         await st.close({ flushMs: FLUSH_MS }).catch((err: unknown) => log.warn({ err }, 'mount: closing storage failed'));
         await image.close().catch((err: unknown) => log.warn({ err }, 'mount: closing the image failed'));
         log.info({ mountpoint }, 'mount: stopped');
@@ -93,7 +102,7 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
     };
     const done = m.closed.then(closeAll);
     return {
-      mountpoint, image, storage: st, fs, mount: m, done,
+      mountpoint, image, storage: st, fs, mount: m, done, ...(background ? { background } : {}),
       async stop() {
         await m.unmount();
         await done;

@@ -12,11 +12,15 @@ import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { ensurePrivateDir } from './cache-dir.js';
-import { LayerFile, UncachedLayer, type CachedLayer } from './layer-file.js';
+import { countPresent, LayerFile, layerMetaPath, readLayerMeta, UncachedLayer, type CachedLayer } from './layer-file.js';
 import type { StorageMetrics } from './metrics.js';
 import { digestHex, type LayerRecord } from './types.js';
 
 const LAYER_NAME = /^sha256_[0-9a-f]{64}$/;
+/** Beside a layer file: its metadata (<name>.json) and that file's temporaries (<name>.<hex>.tmp). */
+const SIDE_FILE = /^(sha256_[0-9a-f]{64})\.(?:json|[0-9a-f]+\.tmp)$/;
+/** A temporary this old belongs to a writer that died. */
+const STALE_TMP_MS = 10 * 60_000;
 
 export interface DiskCacheOptions {
   dir: string;
@@ -35,6 +39,16 @@ export interface CachedLayerInfo {
   /** Bytes allocated on disk (sparse files count what is really there). */
   bytes: number;
   atimeMs: number;
+}
+
+/** A cached layer as `clip cache stats` shows it (chunk figures when its metadata is readable). */
+export interface CachedLayerReport extends CachedLayerInfo {
+  diffId: string;
+  /** The uncompressed layer's size. */
+  size?: number;
+  chunkSize?: number;
+  presentChunks?: number;
+  totalChunks?: number;
 }
 
 export interface CacheStats {
@@ -181,6 +195,22 @@ export class DiskCache {
     return out;
   }
 
+  /** Every cached layer with its presence (chunks marked present for the chunk size it was last grown with). */
+  async describe(): Promise<CachedLayerReport[]> {
+    const out: CachedLayerReport[] = [];
+    for (const l of await this.list()) {
+      const row: CachedLayerReport = { ...l, diffId: `sha256:${l.name.slice('sha256_'.length)}` };
+      const meta = await readLayerMeta(l.path);
+      if (meta && meta.diffId === row.diffId) {
+        const counted = await countPresent(l.path, meta).catch(() => undefined);
+        Object.assign(row, { size: meta.uncompressedSize, chunkSize: meta.chunkSize });
+        if (counted) Object.assign(row, { presentChunks: counted.present, totalChunks: counted.total });
+      }
+      out.push(row);
+    }
+    return out;
+  }
+
   async stats(): Promise<CacheStats> {
     const layers = await this.list();
     return { dir: this.dir, layers: layers.length, bytes: layers.reduce((n, l) => n + l.bytes, 0) };
@@ -235,7 +265,8 @@ export class DiskCache {
     // Oldest first; layers this process is reading go last.
     layers.sort((a, b) => Number(inUse.has(a.name)) - Number(inUse.has(b.name)) || a.atimeMs - b.atimeMs);
     for (const l of layers) {
-      if (total <= target) break;
+      // A target of 0 empties the cache, layers that hold no blocks yet included.
+      if (total <= target && target > 0) break;
       try {
         await unlink(l.path);
       } catch (err) {
@@ -244,6 +275,7 @@ export class DiskCache {
           continue;
         }
       }
+      await unlink(layerMetaPath(l.path)).catch(() => undefined);
       total -= l.bytes;
       freed += l.bytes;
       evicted++;
@@ -255,6 +287,25 @@ export class DiskCache {
       this.log.info({ layer: key, bytes: l.bytes }, 'evicted layer from disk cache');
     }
     this.estimatedBytes = total;
+    await this.removeLeftovers();
     return { evicted, freedBytes: freed, remainingBytes: total };
+  }
+
+  /** Metadata whose layer file is gone, and temporaries of writers that died. */
+  private async removeLeftovers(): Promise<void> {
+    const names = await readdir(this.layersDir).catch(() => [] as string[]);
+    const layers = new Set(names.filter((n) => LAYER_NAME.test(n)));
+    const now = Date.now();
+    for (const name of names) {
+      const m = SIDE_FILE.exec(name);
+      if (!m) continue;
+      const p = path.join(this.layersDir, name);
+      if (name.endsWith('.tmp')) {
+        const st = await stat(p).catch(() => undefined);
+        if (st && now - st.mtimeMs > STALE_TMP_MS) await unlink(p).catch(() => undefined);
+      } else if (!layers.has(m[1]!)) {
+        await unlink(p).catch(() => undefined);
+      }
+    }
   }
 }

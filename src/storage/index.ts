@@ -8,14 +8,17 @@
  */
 import type { Logger } from '../util/log.js';
 import { defaultCacheDir } from './cache-dir.js';
-import { DiskCache, type CacheStats, type GcResult } from './disk-cache.js';
+import { DiskCache, type CachedLayerReport, type CacheStats, type GcResult } from './disk-cache.js';
 import { StorageMetrics } from './metrics.js';
 import { RedisChunkCache } from './remote-cache.js';
+import { compactStats, readStats, type Counters } from './stats-log.js';
 import { Storage } from './storage.js';
 import type { LayerSource } from './types.js';
 
 export { defaultCacheDir, ensurePrivateDir } from './cache-dir.js';
-export { DiskCache, type CacheStats, type CachedLayerInfo, type GcResult, type LayerLease, type DiskCacheOptions } from './disk-cache.js';
+export { DiskCache, type CacheStats, type CachedLayerInfo, type CachedLayerReport, type GcResult, type LayerLease, type DiskCacheOptions } from './disk-cache.js';
+export { startBackgroundFetch, DEFAULT_BACKGROUND_RATE, type BackgroundFetch, type BackgroundFetchOptions } from './background-fetch.js';
+export { recordStats, readStats, compactStats, statsDir, type Counters, type StatsTotals } from './stats-log.js';
 export { StorageMetrics, type Tier } from './metrics.js';
 export { RedisChunkCache, DEFAULT_PREFIX, type RemoteCacheOptions } from './remote-cache.js';
 export { parseRedisUrl, type RedisTarget } from './redis-url.js';
@@ -38,6 +41,8 @@ export interface StorageConfig {
   remoteTtlSeconds?: number;
   remoteTimeoutMs?: number;
   readTimeoutMs?: number;
+  /** How often a long-lived store adds its counters to CACHE_DIR/stats/ (besides at close). */
+  statsIntervalMs?: number;
   metrics?: StorageMetrics;
   logger?: Logger;
 }
@@ -70,6 +75,7 @@ export async function openStorage(cfg: StorageConfig): Promise<Storage> {
     source: cfg.source,
     metrics,
     ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
+    ...(cfg.statsIntervalMs !== undefined ? { statsIntervalMs: cfg.statsIntervalMs } : {}),
     ...(cfg.logger ? { logger: cfg.logger } : {}),
   });
 }
@@ -84,11 +90,42 @@ export async function cacheStats(dir = defaultCacheDir()): Promise<CacheStats> {
   }
 }
 
-/** For `clip cache gc`: evict least recently used layers until at most `maxBytes` remain (0: all). */
-export async function cacheGc(maxBytes: number, dir = defaultCacheDir()): Promise<GcResult> {
+export interface CacheReport extends CacheStats {
+  /** One row per cached layer, least recently used first. */
+  rows: CachedLayerReport[];
+  /** Counters summed over every process that used this directory ("hits.disk", "bytes.source", ...). */
+  counters: Counters;
+  /** Stats records summed. */
+  records: number;
+}
+
+/** For `clip cache stats`: the layers with their presence, and the tiers' counters over all processes. */
+export async function cacheReport(dir = defaultCacheDir()): Promise<CacheReport> {
   const disk = await DiskCache.open({ dir });
   try {
-    return await disk.gc(maxBytes);
+    const rows = (await disk.describe()).sort((a, b) => a.atimeMs - b.atimeMs);
+    const totals = await readStats(dir);
+    return { dir, layers: rows.length, bytes: rows.reduce((n, r) => n + r.bytes, 0), rows, counters: totals.counters, records: totals.records };
+  } finally {
+    await disk.close();
+  }
+}
+
+export interface CacheGcResult extends GcResult {
+  /** Stats records folded into one. */
+  statsRecordsCompacted: number;
+}
+
+/**
+ * For `clip cache gc`: evict least recently used layers until at most `maxBytes` remain (0: all;
+ * Infinity: none), then fold the stats records into one.
+ */
+export async function cacheGc(maxBytes: number, dir = defaultCacheDir()): Promise<CacheGcResult> {
+  const disk = await DiskCache.open({ dir });
+  try {
+    const gc = await disk.gc(maxBytes);
+    const { absorbed } = await compactStats(dir);
+    return { ...gc, statsRecordsCompacted: absorbed };
   } finally {
     await disk.close();
   }

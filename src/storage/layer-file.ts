@@ -13,7 +13,8 @@
  * - The mark is log2(chunkSize), so a reader indexing the layer with another chunk size sees other
  *   marks as absent rather than trusting ranges it never verified.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { ClipError } from '../util/errors.js';
 import { chunkCount, type LayerRecord } from './types.js';
@@ -57,7 +58,10 @@ export class LayerFile {
       const st = await fh.stat();
       const want = presenceOffset(layer.uncompressedSize) + chunkCount(layer);
       // Only ever grow: a shrink could drop another process's marks (safe, but wasteful).
-      if (st.size < want) await fh.truncate(want);
+      if (st.size < want) {
+        await fh.truncate(want);
+        await writeLayerMeta(path, layer).catch(() => undefined); // only `cache stats` needs it
+      }
       return new LayerFile(layer, path, fh, st.ino, durable);
     } catch (err) {
       await fh.close().catch(() => {});
@@ -135,6 +139,56 @@ export class LayerFile {
       }
       done += bytesRead;
     }
+  }
+}
+
+/** What `clip cache stats` needs to read a layer file's marks: beside it, as <file>.json. */
+export interface LayerMeta {
+  diffId: string;
+  uncompressedSize: number;
+  chunkSize: number;
+}
+
+export function layerMetaPath(layerPath: string): string {
+  return `${layerPath}.json`;
+}
+
+/** Written (atomically: temporary, then rename) by whoever grows the layer file; last writer wins. */
+async function writeLayerMeta(layerPath: string, layer: LayerRecord): Promise<void> {
+  const meta: LayerMeta = { diffId: layer.diffId, uncompressedSize: layer.uncompressedSize, chunkSize: layer.chunkSize };
+  const tmp = `${layerPath}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(tmp, `${JSON.stringify(meta)}\n`, { mode: 0o600 });
+  await rename(tmp, layerMetaPath(layerPath));
+}
+
+export async function readLayerMeta(layerPath: string): Promise<LayerMeta | undefined> {
+  try {
+    const m = JSON.parse(await readFile(layerMetaPath(layerPath), 'utf8')) as Partial<LayerMeta>;
+    const ok = typeof m.diffId === 'string' && Number.isSafeInteger(m.uncompressedSize) && Number.isSafeInteger(m.chunkSize) && m.chunkSize! >= 512;
+    return ok ? (m as LayerMeta) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Chunks marked present for `meta`'s chunk size in the layer file at `layerPath`, of how many. */
+export async function countPresent(layerPath: string, meta: LayerMeta): Promise<{ present: number; total: number }> {
+  const total = chunkCount(meta);
+  const marker = Math.log2(meta.chunkSize);
+  const fh = await open(layerPath, 'r');
+  try {
+    const buf = Buffer.alloc(Math.min(total, 1 << 20));
+    let present = 0;
+    for (let done = 0; done < total; ) {
+      const n = Math.min(buf.length, total - done);
+      const { bytesRead } = await fh.read(buf, 0, n, presenceOffset(meta.uncompressedSize) + done);
+      for (let i = 0; i < bytesRead; i++) if (buf[i] === marker) present++;
+      if (bytesRead < n) break;
+      done += n;
+    }
+    return { present, total };
+  } finally {
+    await fh.close();
   }
 }
 

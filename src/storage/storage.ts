@@ -16,6 +16,7 @@ import { deferred, sleep, untilAborted, type Deferred } from './deferred.js';
 import type { DiskCache, LayerLease } from './disk-cache.js';
 import { StorageMetrics, type Tier } from './metrics.js';
 import type { RedisChunkCache } from './remote-cache.js';
+import { recordStats, type Counters } from './stats-log.js';
 import { chunkCount, chunkLength, type LayerRecord, type LayerSource } from './types.js';
 
 export interface StorageOptions {
@@ -32,6 +33,12 @@ export interface StorageOptions {
   readaheadChunks?: number;
   metrics?: StorageMetrics;
   logger?: Logger;
+  /**
+   * Add this store's counters to CACHE_DIR/stats/ (for `clip cache stats`) at close and every
+   * this many ms (default 5 minutes; 0: only at close). Give each store its own metrics: two stores
+   * recording one StorageMetrics would count it twice.
+   */
+  statsIntervalMs?: number;
 }
 
 export interface ReadOptions {
@@ -60,6 +67,10 @@ export class Storage {
   private lastReadAt = 0;
   /** Labelled children for the disk hit path, which runs for every cached read. */
   private readonly disk$;
+  /** Counter values already written to the stats record, so each record holds increments only. */
+  private recorded: Counters = {};
+  private recording: Promise<void> = Promise.resolve();
+  private readonly statsTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: StorageOptions) {
     this.disk = opts.disk;
@@ -79,6 +90,30 @@ export class Storage {
       misses: this.metrics.misses.labels(tier),
       bytes: this.metrics.bytes.labels(tier),
     };
+    const every = opts.statsIntervalMs ?? 300_000;
+    if (every > 0) {
+      this.statsTimer = setInterval(() => void this.recordStats(), every);
+      this.statsTimer.unref();
+    }
+  }
+
+  /** Write the counters' increments since the last record to the cache directory's stats; never throws. */
+  recordStats(): Promise<void> {
+    this.recording = this.recording.then(async () => {
+      try {
+        const now = await this.metrics.snapshot();
+        const delta: Counters = {};
+        for (const [k, v] of Object.entries(now)) {
+          if (k === 'breakerOpen') continue; // a state, not a count
+          delta[k] = v - (this.recorded[k] ?? 0);
+        }
+        await recordStats(this.disk.dir, delta);
+        this.recorded = now;
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message, dir: this.disk.dir }, 'cannot record cache stats');
+      }
+    });
+    return this.recording;
   }
 
   /** Bytes [offset, offset + length) of the uncompressed layer, cut at its end. */
@@ -90,7 +125,7 @@ export class Storage {
     if (end <= offset) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - offset);
     this.lastReadAt = Date.now();
-    await this.fill(layer, offset, out, opts.signal);
+    await this.fill(layer, offset, end - offset, opts.signal, out);
     return out;
   }
 
@@ -102,34 +137,42 @@ export class Storage {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new ClipError('EINVAL', `bad offset ${offset}`, { object: layer.diffId });
     const n = Math.max(0, Math.min(target.length, layer.uncompressedSize - offset));
     this.lastReadAt = Date.now();
-    if (n > 0) await this.fill(layer, offset, n === target.length ? target : target.subarray(0, n), opts.signal);
+    if (n > 0) await this.fill(layer, offset, n, opts.signal, n === target.length ? target : target.subarray(0, n));
     return n;
   }
 
   /**
    * The same bytes as a stream, for big reads: windows of a few chunks, the next one fetched while
-   * the current one is consumed, so memory stays at two windows whatever the length.
+   * the current one is consumed, so memory stays at two windows whatever the length. Pieces may be
+   * verified chunks shared with other readers and the remote cache's queue: never modify them.
    */
   stream(layer: LayerRecord, offset: number, length: number, opts: ReadOptions & { windowBytes?: number } = {}): Readable {
     const cs = layer.chunkSize;
     const window = Math.max(cs, Math.ceil((opts.windowBytes ?? 4 * 1024 * 1024) / cs) * cs);
     const end = Math.min(offset + Math.max(0, length), layer.uncompressedSize);
-    const readWindow = (from: number, n: number): Promise<Buffer> => this.read(layer, from, n, opts);
+    // Pieces, not one copied window: fetched chunks go out as they are (less to allocate and collect).
+    const readWindow = (from: number, n: number): Promise<Buffer[]> => {
+      this.lastReadAt = Date.now();
+      return this.fill(layer, from, n, opts.signal);
+    };
     async function* windows(): AsyncGenerator<Buffer> {
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+        throw new ClipError('EINVAL', `bad range offset=${offset} length=${length}`, { object: layer.diffId });
+      }
       let pos = offset;
-      const next = (from: number): Promise<Buffer> | undefined => {
+      const next = (from: number): [Promise<Buffer[]>, number] | undefined => {
         if (from >= end) return undefined;
         const to = Math.min(end, (Math.floor(from / window) + 1) * window);
         const p = readWindow(from, to - from);
         p.catch(() => {});
-        return p;
+        return [p, to];
       };
       let current = next(pos);
       while (current) {
-        const buf = await current;
-        pos += buf.length;
+        const pieces = await current[0];
+        pos = current[1];
         current = next(pos);
-        yield buf;
+        yield* pieces;
       }
     }
     return Readable.from(windows(), { objectMode: false, highWaterMark: 1 });
@@ -179,10 +222,12 @@ export class Storage {
 
   /** Flush publications (at most `flushMs`), then close the remote cache and the disk cache. */
   async close(opts: { flushMs?: number } = {}): Promise<void> {
+    clearInterval(this.statsTimer);
     if (this.remote) {
       if (opts.flushMs) await this.remote.flush(opts.flushMs);
       await this.remote.close();
     }
+    await this.recordStats();
     await this.disk.close();
   }
 
@@ -191,28 +236,39 @@ export class Storage {
     return signal ? AbortSignal.any([signal, timeout]) : timeout;
   }
 
-  private async fill(layer: LayerRecord, offset: number, out: Buffer, signal?: AbortSignal): Promise<void> {
+  /**
+   * Bytes [offset, offset + length) (within the layer): copied into `out` when given (then [out]),
+   * else as pieces in order: fetched chunks (sliced, not copied) and runs read from disk.
+   */
+  private async fill(layer: LayerRecord, offset: number, length: number, signal?: AbortSignal, out?: Buffer): Promise<Buffer[]> {
     const cs = layer.chunkSize;
-    const end = offset + out.length;
+    const end = offset + length;
     const first = Math.floor(offset / cs);
     const last = Math.floor((end - 1) / cs);
     const ahead = this.aheadOf(layer, first, last);
     const lease = this.disk.tryAcquire(layer) ?? (await this.disk.acquire(layer));
     try {
       const missing = lease.file.allKnown(first, last) ? [] : await lease.file.missing(first, last);
-      if (missing.length) this.disk$.misses.inc(missing.length);
+      if (missing.length) {
+        this.disk$.misses.inc(missing.length);
+        this.log.debug({ layer: layer.diffId, tier: 'disk', first, last, missing: missing.length }, 'disk cache miss: fetching');
+      } else if (this.log.isLevelEnabled('trace')) {
+        this.log.trace({ layer: layer.diffId, tier: 'disk', offset, length }, 'disk cache hit');
+      }
       // Keep a sequential reader's window filled: refill once half of it is used up.
       const refill = ahead && this.needsRefill(layer, lease, ahead) ? ahead : undefined;
       if (refill && !missing.length) {
         void this.prefetch(layer, refill).catch((err: unknown) => this.log.debug({ err, layer: layer.diffId }, 'readahead failed'));
       }
       const got = missing.length ? await this.ensure(layer, lease, missing, this.deadline(signal), refill) : new Map<number, Buffer>();
+      const pieces: Buffer[] = [];
       for (let i = first; i <= last; ) {
         const chunk = got.get(i);
         if (chunk) {
           const s = Math.max(offset, i * cs);
           const e = Math.min(end, (i + 1) * cs);
-          chunk.copy(out, s - offset, s - i * cs, e - i * cs);
+          if (out) chunk.copy(out, s - offset, s - i * cs, e - i * cs);
+          else pieces.push(chunk.subarray(s - i * cs, e - i * cs));
           i++;
           continue;
         }
@@ -220,14 +276,17 @@ export class Storage {
         while (j < last && !got.has(j + 1)) j++;
         const s = Math.max(offset, i * cs);
         const e = Math.min(end, (j + 1) * cs);
+        const target = out ? out.subarray(s - offset, e - offset) : Buffer.allocUnsafe(e - s);
         const endTimer = this.disk$.seconds.startTimer();
-        await lease.file.read(out.subarray(s - offset, e - offset), s);
+        await lease.file.read(target, s);
         endTimer();
+        if (!out) pieces.push(target);
         this.disk$.requests.inc();
         this.disk$.hits.inc(j - i + 1);
         this.disk$.bytes.inc(e - s);
         i = j + 1;
       }
+      return out ? [out] : pieces;
     } finally {
       lease.release();
     }

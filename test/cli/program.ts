@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { registerCache } from '../../src/cli/commands/cache.js';
 import { registerCat } from '../../src/cli/commands/cat.js';
 import { registerExtract } from '../../src/cli/commands/extract.js';
 import { registerIndex } from '../../src/cli/commands/index.js';
@@ -14,7 +15,7 @@ import { registerStat } from '../../src/cli/commands/stat.js';
 
 export function clipProgram(): Command {
   const program = new Command('clip').exitOverride();
-  for (const register of [registerIndex, registerLs, registerStat, registerCat, registerExtract]) register(program);
+  for (const register of [registerIndex, registerLs, registerStat, registerCat, registerExtract, registerCache]) register(program);
   return program;
 }
 

@@ -135,6 +135,23 @@ describe('commands against a real registry', () => {
     }
   });
 
+  it('--read-timeout: cat against a registry that stalls fails with ETIMEOUT at the deadline, never hangs', async () => {
+    const indexFile = join(tmp, 'stall.clip');
+    await clip('index', refs.get('basic')!, '-o', indexFile, '--cache-dir', join(tmp, 'cache'), '--no-progress');
+    const index = await ImageIndex.open(indexFile);
+    const digests = index.layers.map((l) => l.digest);
+    try {
+      proxy.inject({ kind: 'stall', match: (r) => r.method === 'GET' && digests.some((d) => r.path.includes(`/blobs/${d}`)), times: 1000 });
+      const started = Date.now();
+      await expect(clip('cat', indexFile, '/usr/lib/libdemo.so.1', '--cache-dir', join(tmp, 'stall-cache'), '--read-timeout', '1500ms')).rejects.toMatchObject({ code: 'ETIMEOUT' });
+      const took = Date.now() - started;
+      expect(took).toBeGreaterThanOrEqual(1500); // the deadline given, not the 30 s default
+      expect(took).toBeLessThan(25_000);
+    } finally {
+      proxy.clearFaults();
+    }
+  });
+
   it('an index file needs no registry: ls and stat offline, cat from the disk cache', async () => {
     const indexFile = join(tmp, 'basic.clip');
     const cacheDir = join(tmp, 'warm-cache');

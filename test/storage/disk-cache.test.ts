@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, rm, stat, utimes } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DiskCache } from '../../src/storage/disk-cache.js';
-import { presenceOffset } from '../../src/storage/layer-file.js';
+import { layerMetaPath, presenceOffset } from '../../src/storage/layer-file.js';
 import { StorageMetrics } from '../../src/storage/metrics.js';
 import { layerRecord, type LayerRecord } from '../../src/storage/types.js';
 import { tempDir } from './helpers.js';
@@ -117,5 +118,32 @@ describe('disk cache', () => {
     const again = await cache.acquire(record);
     expect(await again.file.missing(0, 3)).toEqual([0, 1, 2, 3]);
     again.release();
+  });
+
+  it('describes each layer: size, chunks present of the total, last use; gc removes its metadata with it', async () => {
+    const cache = await open();
+    const a = memLayer(40_000, 4096); // 10 chunks
+    const b = memLayer(9000, 1024); // 9 chunks
+    const la = await cache.acquire(a.record);
+    for (const i of [0, 3, 9]) await la.file.writeChunk(i, a.data.subarray(i * 4096, (i + 1) * 4096));
+    la.release();
+    const lb = await cache.acquire(b.record);
+    lb.release();
+    const rows = await cache.describe();
+    const byId = new Map(rows.map((r) => [r.diffId, r]));
+    expect(byId.get(a.record.diffId)).toMatchObject({ size: 40_000, chunkSize: 4096, presentChunks: 3, totalChunks: 10 });
+    expect(byId.get(b.record.diffId)).toMatchObject({ size: 9000, chunkSize: 1024, presentChunks: 0, totalChunks: 9 });
+    expect(byId.get(a.record.diffId)!.atimeMs).toBeGreaterThan(0);
+    // Metadata that is missing or names another layer: the row stays, without chunk figures.
+    await writeFile(layerMetaPath(cache.pathOf(b.record.diffId)), JSON.stringify({ diffId: a.record.diffId, uncompressedSize: 1, chunkSize: 1024 }));
+    const other = (await cache.describe()).find((r) => r.diffId === b.record.diffId)!;
+    expect(other.presentChunks).toBeUndefined();
+    expect(other.size).toBeUndefined();
+    // A temporary of a writer that died long ago goes with the next gc; so does metadata without a layer.
+    const stale = path.join(cache.layersDir, `${path.basename(cache.pathOf(a.record.diffId))}.0badc0de.tmp`);
+    await writeFile(stale, '{');
+    await utimes(stale, new Date(0), new Date(0));
+    expect(await cache.gc(0)).toMatchObject({ evicted: 2, remainingBytes: 0 });
+    expect(await readdir(cache.layersDir)).toEqual([]);
   });
 });

@@ -6,7 +6,7 @@ import type { Storage } from '../../storage/storage.js';
 import type { ResumableLayer } from '../../storage/checkpoint-source.js';
 import { ClipError } from '../../util/errors.js';
 import { openImageStorage } from '../../mount/open-image.js';
-import { addReadOptions, openForCommand, type ReadCommandOptions } from '../image-arg.js';
+import { addReadOptions, openForCommand, storageSettingsOf, type ReadCommandOptions } from '../image-arg.js';
 
 /** How long a short-lived command waits for its chunks to reach the shared cache before exiting. */
 export const FLUSH_MS = 2000;
@@ -59,10 +59,11 @@ export function registerCat(program: Command): void {
     .argument('<image>', 'image reference or index file')
     .argument('<path>', 'path inside the image (symlinks are followed inside the image)');
   addReadOptions(cmd, { json: false }).action(async (image: string, path: string, opts: ReadCommandOptions) => {
+    const settings = storageSettingsOf(opts); // bad values fail before any indexing
     const { img, logger } = await openForCommand(image, opts);
     try {
       fileAt(img.index, path); // a missing path or a directory fails before any storage is opened
-      const storage = await openImageStorage(img, { ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}), logger });
+      const storage = await openImageStorage(img, { ...settings, logger });
       try {
         await catFile(img.index, img.layers, storage, path, process.stdout);
       } finally {

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { extractTree, type ExtractSummary } from '../../fs/extract.js';
 import { formatSize } from '../../util/size.js';
 import { openImageStorage } from '../../mount/open-image.js';
-import { addReadOptions, openForCommand, type ReadCommandOptions } from '../image-arg.js';
+import { addReadOptions, openForCommand, storageSettingsOf, type ReadCommandOptions } from '../image-arg.js';
 import { printJson } from '../output.js';
 import { createProgress } from '../progress.js';
 import { FLUSH_MS } from './cat.js';
@@ -32,9 +32,10 @@ export function registerExtract(program: Command): void {
     .option('--no-progress', 'no progress display');
   addReadOptions(cmd).action(async (image: string, dir: string, opts: ExtractCommandOptions) => {
     const started = Date.now();
+    const settings = storageSettingsOf(opts); // bad values fail before any indexing
     const { img, logger } = await openForCommand(image, opts);
     try {
-      const storage = await openImageStorage(img, { ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}), logger });
+      const storage = await openImageStorage(img, { ...settings, logger });
       const progress = createProgress({ label: 'extracting', quiet: opts.progress === false, ...(opts.json ? { plain: true } : {}) });
       try {
         const total = new Map<string, number>();

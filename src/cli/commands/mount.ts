@@ -10,32 +10,35 @@ import { runMount } from '../../mount/run.js';
 import { unmountMountpoint } from '../../mount/unmount.js';
 import { ClipError } from '../../util/errors.js';
 import { createLogger } from '../../util/log.js';
-import { addReadOptions, openForCommand, type ReadCommandOptions } from '../image-arg.js';
+import { formatSize, parseSize } from '../../util/size.js';
+import { DEFAULT_BACKGROUND_RATE } from '../../storage/index.js';
+import { addReadOptions, openForCommand, parseDuration, storageSettingsOf, type ReadCommandOptions } from '../image-arg.js';
 import { createProgress } from '../progress.js';
 
-interface MountCommandOptions extends ReadCommandOptions {
+export { parseDuration } from '../image-arg.js';
+
+export interface MountCommandOptions extends ReadCommandOptions {
   background?: boolean;
-  readTimeout?: string;
+  backgroundFetch?: string | boolean;
   metricsAddr?: string;
 }
 
-/** "30s", "500ms", "2m" or a plain number of seconds, as milliseconds. */
-export function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!m) throw new ClipError('EINVAL', 'not a duration (use e.g. 500ms, 30s, 2m)', { object: text });
-  const n = Number(m[1]);
-  const ms = m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000;
-  if (!(ms > 0)) throw new ClipError('EINVAL', 'a duration must be positive', { object: text });
-  return Math.round(ms);
+/** "16MiB", "16MiB/s" or "512k": bytes per second. */
+export function parseRate(text: string): number {
+  const bytes = parseSize(text.replace(/\/s$/i, ''));
+  if (!(bytes > 0)) throw new ClipError('EINVAL', 'a rate must be positive', { object: text });
+  return bytes;
 }
 
-function configOf(image: string, mountpoint: string, opts: MountCommandOptions): MountConfig {
+export function mountConfigOf(image: string, mountpoint: string, opts: MountCommandOptions): MountConfig {
   return {
     image,
     mountpoint: resolve(mountpoint),
     ...(opts.cacheDir ? { cacheDir: resolve(opts.cacheDir) } : {}),
-    ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
-    ...(opts.readTimeout ? { readTimeoutMs: parseDuration(opts.readTimeout) } : {}),
+    ...storageSettingsOf(opts),
+    ...(opts.backgroundFetch
+      ? { backgroundFetch: { bytesPerSecond: typeof opts.backgroundFetch === 'string' ? parseRate(opts.backgroundFetch) : DEFAULT_BACKGROUND_RATE } }
+      : {}),
     ...(opts.metricsAddr ? { metricsAddr: opts.metricsAddr } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
     ...(opts.insecureRegistry ? { insecureRegistry: opts.insecureRegistry } : {}),
@@ -57,11 +60,11 @@ export function registerMount(program: Command): void {
     .argument('<image>', 'image reference or index file')
     .argument('<mountpoint>', 'an existing directory')
     .option('--background', 'return once the mount is ready, leaving a daemon (pid and log under CACHE_DIR/mounts/)')
-    .option('--read-timeout <duration>', 'a read no tier can answer within this fails with EIO (e.g. 30s, 500ms)', '30s')
+    .option('--background-fetch [rate]', `while idle, fetch the rest of every layer to disk, at most RATE per second (default ${formatSize(DEFAULT_BACKGROUND_RATE)}/s)`)
     .option('--metrics-addr <[host:]port>', 'serve Prometheus metrics on this address');
   addReadOptions(mount, { json: false }).action(async (image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command) => {
     requireRoot(mountpoint);
-    const cfg = configOf(image, mountpoint, opts);
+    const cfg = mountConfigOf(image, mountpoint, opts);
     if (opts.background) {
       // The daemon's log is a file: worth more than warnings unless the user chose a level.
       if (cmd.getOptionValueSource('logLevel') === 'default') cfg.logLevel = 'info';
