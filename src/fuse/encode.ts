@@ -1,0 +1,154 @@
+import { ATTR_OUT_SIZE, DIRENT_HEADER_SIZE, ENTRY_OUT_SIZE, STATFS_OUT_SIZE } from './protocol.js';
+import type { DirEntry, DirEntryPlus, FuseAttr, FuseEntry, StatFs } from './types.js';
+
+/** Encoders for the reply structs. Each writes at `off` into a buffer the caller sized. */
+
+function u64(buf: Buffer, value: number, off: number): void {
+  buf.writeBigUInt64LE(BigInt(Math.max(0, Math.trunc(value))), off);
+}
+
+/** A timeout in seconds as the (u64 seconds, u32 nanoseconds) pair the protocol wants. */
+export function splitSeconds(seconds: number): [number, number] {
+  if (!(seconds > 0)) return [0, 0];
+  const sec = Math.floor(seconds);
+  return [sec, Math.min(999_999_999, Math.round((seconds - sec) * 1e9))];
+}
+
+export function writeAttr(buf: Buffer, a: FuseAttr, off: number): void {
+  u64(buf, a.ino, off);
+  u64(buf, a.size, off + 8);
+  u64(buf, a.blocks, off + 16);
+  // Times are signed seconds in the kernel's struct (u64 on the wire, two's complement).
+  buf.writeBigInt64LE(BigInt(Math.trunc(a.atime.sec)), off + 24);
+  buf.writeBigInt64LE(BigInt(Math.trunc(a.mtime.sec)), off + 32);
+  buf.writeBigInt64LE(BigInt(Math.trunc(a.ctime.sec)), off + 40);
+  buf.writeUInt32LE(a.atime.nsec >>> 0, off + 48);
+  buf.writeUInt32LE(a.mtime.nsec >>> 0, off + 52);
+  buf.writeUInt32LE(a.ctime.nsec >>> 0, off + 56);
+  buf.writeUInt32LE(a.mode >>> 0, off + 60);
+  buf.writeUInt32LE(a.nlink >>> 0, off + 64);
+  buf.writeUInt32LE(a.uid >>> 0, off + 68);
+  buf.writeUInt32LE(a.gid >>> 0, off + 72);
+  buf.writeUInt32LE(a.rdev >>> 0, off + 76);
+  buf.writeUInt32LE((a.blksize ?? 0) >>> 0, off + 80);
+  buf.writeUInt32LE(0, off + 84); // flags (FUSE_ATTR_SUBMOUNT, ...): none
+}
+
+export interface Timeouts {
+  entry: number;
+  attr: number;
+}
+
+/** fuse_attr_out: attr_valid, attr_valid_nsec, dummy, attr. */
+export function writeAttrOut(buf: Buffer, attr: FuseAttr, attrTimeout: number, off: number): void {
+  const [sec, nsec] = splitSeconds(attrTimeout);
+  u64(buf, sec, off);
+  buf.writeUInt32LE(nsec, off + 8);
+  buf.writeUInt32LE(0, off + 12);
+  writeAttr(buf, attr, off + 16);
+}
+
+/** fuse_entry_out: nodeid, generation, entry_valid, attr_valid, their nsecs, attr. */
+export function writeEntryOut(buf: Buffer, entry: FuseEntry, defaults: Timeouts, off: number): void {
+  const [esec, ensec] = splitSeconds(entry.entryTimeout ?? defaults.entry);
+  const [asec, ansec] = splitSeconds(entry.attrTimeout ?? defaults.attr);
+  u64(buf, entry.ino, off);
+  u64(buf, entry.generation ?? 0, off + 8);
+  u64(buf, esec, off + 16);
+  u64(buf, asec, off + 24);
+  buf.writeUInt32LE(ensec, off + 32);
+  buf.writeUInt32LE(ansec, off + 36);
+  writeAttr(buf, entry.attr, off + 40);
+}
+
+/** A negative entry: nodeid 0 tells the kernel to remember "no such name" for `timeout` seconds. */
+export function negativeEntryOut(timeout: number): Buffer {
+  const buf = Buffer.alloc(ENTRY_OUT_SIZE);
+  const [sec, nsec] = splitSeconds(timeout);
+  u64(buf, sec, 16);
+  buf.writeUInt32LE(nsec, 32);
+  return buf;
+}
+
+export function attrOut(attr: FuseAttr, attrTimeout: number): Buffer {
+  const buf = Buffer.allocUnsafe(ATTR_OUT_SIZE);
+  writeAttrOut(buf, attr, attrTimeout, 0);
+  return buf;
+}
+
+export function entryOut(entry: FuseEntry, defaults: Timeouts): Buffer {
+  const buf = Buffer.allocUnsafe(ENTRY_OUT_SIZE);
+  writeEntryOut(buf, entry, defaults, 0);
+  return buf;
+}
+
+export function statfsOut(s: StatFs): Buffer {
+  const buf = Buffer.alloc(STATFS_OUT_SIZE);
+  u64(buf, s.blocks, 0);
+  u64(buf, s.bfree, 8);
+  u64(buf, s.bavail, 16);
+  u64(buf, s.files, 24);
+  u64(buf, s.ffree, 32);
+  buf.writeUInt32LE(s.bsize >>> 0, 40);
+  buf.writeUInt32LE(s.namelen >>> 0, 44);
+  buf.writeUInt32LE(s.frsize >>> 0, 48);
+  return buf;
+}
+
+const align8 = (n: number): number => (n + 7) & ~7;
+
+function nameBytes(name: string | Buffer): Buffer {
+  return typeof name === 'string' ? Buffer.from(name) : name;
+}
+
+/** DT_* of a mode: the type bits shifted down, as the kernel's dirent type expects. */
+export function direntType(mode: number): number {
+  return (mode >>> 12) & 0o17;
+}
+
+/**
+ * Pack fuse_dirent records (ino, off, namelen, type, name, padded to 8 bytes) until `size` would be
+ * exceeded. Returns the packed bytes; entries that did not fit are asked for again with a later cookie.
+ */
+export function packDirents(entries: readonly DirEntry[], size: number): Buffer {
+  const out = Buffer.alloc(Math.min(size, entries.reduce((n, e) => n + align8(DIRENT_HEADER_SIZE + nameBytes(e.name).length), 0)));
+  let pos = 0;
+  for (const e of entries) {
+    const name = nameBytes(e.name);
+    const rec = align8(DIRENT_HEADER_SIZE + name.length);
+    if (pos + rec > out.length) break;
+    u64(out, e.ino, pos);
+    u64(out, e.next, pos + 8);
+    out.writeUInt32LE(name.length, pos + 16);
+    out.writeUInt32LE(direntType(e.mode), pos + 20);
+    name.copy(out, pos + DIRENT_HEADER_SIZE);
+    pos += rec;
+  }
+  return out.subarray(0, pos);
+}
+
+/**
+ * Pack fuse_direntplus records (entry_out then dirent). Entries without attributes get nodeid 0,
+ * which the kernel takes as "no attributes offered", not as a lookup.
+ * Only the entries that fit count as lookups in the kernel; the others come again in a later request.
+ */
+export function packDirentsPlus(entries: readonly DirEntryPlus[], size: number, defaults: Timeouts): Buffer {
+  let total = 0;
+  for (const e of entries) total += ENTRY_OUT_SIZE + align8(DIRENT_HEADER_SIZE + nameBytes(e.name).length);
+  const out = Buffer.alloc(Math.min(size, total));
+  let pos = 0;
+  for (const e of entries) {
+    const name = nameBytes(e.name);
+    const rec = ENTRY_OUT_SIZE + align8(DIRENT_HEADER_SIZE + name.length);
+    if (pos + rec > out.length) break;
+    if (e.entry) writeEntryOut(out, e.entry, defaults, pos);
+    const d = pos + ENTRY_OUT_SIZE;
+    u64(out, e.ino, d);
+    u64(out, e.next, d + 8);
+    out.writeUInt32LE(name.length, d + 16);
+    out.writeUInt32LE(direntType(e.mode), d + 20);
+    name.copy(out, d + DIRENT_HEADER_SIZE);
+    pos += rec;
+  }
+  return out.subarray(0, pos);
+}

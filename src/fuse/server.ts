@@ -1,0 +1,375 @@
+import type { Logger } from '../util/log.js';
+import { silentLogger } from '../util/log.js';
+import { FuseChannel } from './channel.js';
+import { attrOut, entryOut, negativeEntryOut, packDirents, packDirentsPlus, statfsOut, type Timeouts } from './encode.js';
+import { Errno, FuseErrno, toErrno } from './errno.js';
+import {
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  FUSE_MIN_READ_BUFFER,
+  IN_HEADER_SIZE,
+  INIT_OUT_SIZE,
+  InitFlag,
+  OPEN_OUT_SIZE,
+  Opcode,
+  OpenFlag,
+  WRITE_IN_SIZE,
+  WRITE_OPCODES,
+  opcodeName,
+  readCString,
+  readInHeader,
+  type InHeader,
+} from './protocol.js';
+import type { FuseFilesystem, OpenResult, RequestContext, StatFs } from './types.js';
+
+export interface FuseServerOptions {
+  logger?: Logger;
+  /** Seconds the kernel may trust a name lookup (an immutable tree wants long ones). Default 1. */
+  entryTimeout?: number;
+  /** Seconds the kernel may trust attributes. Default 1. */
+  attrTimeout?: number;
+  /** Seconds the kernel remembers that a name does not exist; 0 turns negative caching off. Default 0. */
+  negativeTimeout?: number;
+  /** FOPEN_KEEP_CACHE for opens whose result does not say. Default false. */
+  keepCache?: boolean;
+  /** FOPEN_CACHE_DIR for opendirs whose result does not say. Default false. */
+  cacheDir?: boolean;
+  /** Largest READ the kernel sends, in pages of 4 KiB (MAX_PAGES). Default 256 (1 MiB). */
+  maxPages?: number;
+  /** Largest WRITE the kernel may send; also sizes the request buffer. Default 1 MiB. */
+  maxWrite?: number;
+  /** Async requests (readahead, background reads) the kernel keeps in flight. Default 128. */
+  maxBackground?: number;
+  /** Above this many background requests the kernel counts the filesystem congested. Default 3/4 of maxBackground. */
+  congestionThreshold?: number;
+}
+
+/** What INIT settled on, for logs and tests. */
+export interface InitInfo {
+  major: number;
+  minor: number;
+  kernelMinor: number;
+  /** Flags the kernel offered and the ones we accepted (bits 32+ come from flags2). */
+  offered: bigint;
+  accepted: bigint;
+  maxReadahead: number;
+  maxWrite: number;
+  maxPages: number;
+}
+
+interface InFlight {
+  controller: AbortController;
+  opcode: number;
+}
+
+type Payload = Uint8Array | readonly Uint8Array[] | undefined;
+
+const PAGE = 4096;
+
+/** Flags a read-only server wants whenever the kernel offers them. */
+const WANTED =
+  InitFlag.ASYNC_READ |
+  InitFlag.BIG_WRITES |
+  InitFlag.ASYNC_DIO |
+  InitFlag.PARALLEL_DIROPS |
+  InitFlag.MAX_PAGES |
+  InitFlag.CACHE_SYMLINKS |
+  InitFlag.INIT_EXT;
+
+/**
+ * Serves one FUSE connection: decodes requests, calls the filesystem, encodes replies. Many requests
+ * run at once; a slow one only holds its own reply. Write-type requests answer EROFS.
+ */
+export class FuseServer {
+  readonly ready: Promise<InitInfo>;
+  /** Count of requests by opcode name, since start. */
+  readonly opCounts = new Map<string, number>();
+  private channel: FuseChannel | undefined;
+  private readonly inflight = new Map<bigint, InFlight>();
+  private readonly log: Logger;
+  private readonly timeouts: Timeouts;
+  private readonly maxWrite: number;
+  private initInfo: InitInfo | undefined;
+  private resolveReady!: (info: InitInfo) => void;
+  private rejectReady!: (err: Error) => void;
+
+  constructor(
+    private readonly fs: FuseFilesystem,
+    private readonly opts: FuseServerOptions = {},
+  ) {
+    this.log = opts.logger ?? silentLogger;
+    this.timeouts = { entry: opts.entryTimeout ?? 1, attr: opts.attrTimeout ?? 1 };
+    this.maxWrite = opts.maxWrite ?? 1024 * 1024;
+    this.ready = new Promise((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    this.ready.catch(() => undefined); // observed by whoever awaits it; never an unhandled rejection
+  }
+
+  /** Start serving an open, mounted /dev/fuse. Resolves when the connection has ended. */
+  async serve(fd: number): Promise<{ code: string; message: string }> {
+    const bufferSize = Math.max(FUSE_MIN_READ_BUFFER, this.maxWrite + IN_HEADER_SIZE + WRITE_IN_SIZE, this.maxWrite + PAGE);
+    const channel = new FuseChannel(fd, bufferSize, (req) => this.handle(req), this.log);
+    this.channel = channel;
+    const stopped = await channel.stopped;
+    for (const f of this.inflight.values()) f.controller.abort(new Error('FUSE connection ended'));
+    this.inflight.clear();
+    this.rejectReady(new Error(`FUSE connection ended before INIT: ${stopped.code} ${stopped.message}`));
+    if (stopped.code !== 'ENODEV') this.log.warn(stopped, 'fuse: reading /dev/fuse failed');
+    return stopped;
+  }
+
+  get init(): InitInfo | undefined {
+    return this.initInfo;
+  }
+
+  /** Requests received but not answered yet. */
+  get pending(): number {
+    return this.inflight.size;
+  }
+
+  private handle(req: Buffer): void {
+    const h = readInHeader(req);
+    const name = opcodeName(h.opcode);
+    this.opCounts.set(name, (this.opCounts.get(name) ?? 0) + 1);
+    switch (h.opcode) {
+      case Opcode.INIT:
+        this.handleInit(h, req);
+        return;
+      case Opcode.FORGET:
+        this.fs.forget?.(Number(h.nodeid), Number(req.readBigUInt64LE(IN_HEADER_SIZE)));
+        return;
+      case Opcode.BATCH_FORGET:
+        this.handleBatchForget(req);
+        return;
+      case Opcode.INTERRUPT:
+        this.handleInterrupt(req.readBigUInt64LE(IN_HEADER_SIZE));
+        return;
+      case Opcode.NOTIFY_REPLY:
+        return;
+    }
+    const channel = this.channel!;
+    if (!this.initInfo) {
+      channel.reply(h.unique, Errno.EIO);
+      return;
+    }
+    if (WRITE_OPCODES.has(h.opcode)) {
+      channel.reply(h.unique, Errno.EROFS);
+      return;
+    }
+    const controller = new AbortController();
+    const flight: InFlight = { controller, opcode: h.opcode };
+    this.inflight.set(h.unique, flight);
+    const ctx: RequestContext = { uid: h.uid, gid: h.gid, pid: h.pid, signal: controller.signal };
+    let result: Promise<Payload>;
+    try {
+      result = this.dispatch(h, req, ctx);
+    } catch (err) {
+      result = Promise.reject(err);
+    }
+    result.then(
+      (payload) => {
+        if (this.inflight.get(h.unique) !== flight) return; // interrupted: already answered
+        this.inflight.delete(h.unique);
+        channel.reply(h.unique, 0, payload);
+      },
+      (err: unknown) => {
+        if (this.inflight.get(h.unique) !== flight) return;
+        this.inflight.delete(h.unique);
+        channel.reply(h.unique, this.errnoOf(err, h), undefined);
+      },
+    );
+  }
+
+  private errnoOf(err: unknown, h: InHeader): number {
+    const errno = toErrno(err);
+    if (errno !== undefined) return errno;
+    this.log.warn({ err, op: opcodeName(h.opcode), nodeid: h.nodeid.toString() }, 'fuse: operation failed');
+    return Errno.EIO;
+  }
+
+  private handleInterrupt(target: bigint): void {
+    const flight = this.inflight.get(target);
+    // Not found: already answered. (One reader thread delivers requests in order, so never "not yet seen".)
+    if (!flight) return;
+    this.inflight.delete(target);
+    flight.controller.abort(new Error('interrupted'));
+    this.channel!.reply(target, Errno.EINTR);
+  }
+
+  private handleBatchForget(req: Buffer): void {
+    const count = req.readUInt32LE(IN_HEADER_SIZE);
+    for (let i = 0, off = IN_HEADER_SIZE + 8; i < count && off + 16 <= req.length; i++, off += 16) {
+      this.fs.forget?.(Number(req.readBigUInt64LE(off)), Number(req.readBigUInt64LE(off + 8)));
+    }
+  }
+
+  private handleInit(h: InHeader, req: Buffer): void {
+    const channel = this.channel!;
+    const major = req.readUInt32LE(IN_HEADER_SIZE);
+    const kernelMinor = req.readUInt32LE(IN_HEADER_SIZE + 4);
+    if (major !== FUSE_KERNEL_VERSION) {
+      // A newer major: answer with ours and the kernel retries or gives up; an older one we cannot serve.
+      this.log.error({ major, kernelMinor }, 'fuse: unsupported kernel protocol major version');
+      channel.reply(h.unique, Errno.EPROTO);
+      return;
+    }
+    const maxReadahead = req.readUInt32LE(IN_HEADER_SIZE + 8);
+    let offered = BigInt(req.readUInt32LE(IN_HEADER_SIZE + 12));
+    if (offered & InitFlag.INIT_EXT && req.length >= IN_HEADER_SIZE + 20) {
+      offered |= BigInt(req.readUInt32LE(IN_HEADER_SIZE + 16)) << 32n;
+    }
+    let wanted = WANTED;
+    if (this.fs.readdirplus) wanted |= InitFlag.DO_READDIRPLUS | InitFlag.READDIRPLUS_AUTO;
+    const accepted = offered & wanted;
+    const minor = Math.min(kernelMinor, FUSE_KERNEL_MINOR_VERSION);
+    const maxPages = Math.max(1, Math.min(this.opts.maxPages ?? 256, 0xffff));
+    const maxBackground = Math.min(this.opts.maxBackground ?? 128, 0xffff);
+    const congestion = Math.min(this.opts.congestionThreshold ?? Math.floor((maxBackground * 3) / 4), 0xffff);
+
+    const out = Buffer.alloc(INIT_OUT_SIZE);
+    out.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
+    out.writeUInt32LE(minor, 4);
+    out.writeUInt32LE(maxReadahead, 8);
+    out.writeUInt32LE(Number(accepted & 0xffffffffn), 12);
+    out.writeUInt16LE(maxBackground, 16);
+    out.writeUInt16LE(congestion, 18);
+    out.writeUInt32LE(this.maxWrite, 20);
+    out.writeUInt32LE(1, 24); // time_gran: nanosecond timestamps
+    out.writeUInt16LE(maxPages, 28);
+    out.writeUInt16LE(0, 30); // map_alignment
+    out.writeUInt32LE(Number(accepted >> 32n), 32); // flags2
+    // max_stack_depth, request_timeout, unused: zero.
+    // Kernels before 7.23 expect the 24-byte reply.
+    channel.reply(h.unique, 0, minor < 23 ? out.subarray(0, 24) : out);
+
+    this.initInfo = { major, minor, kernelMinor, offered, accepted, maxReadahead, maxWrite: this.maxWrite, maxPages };
+    this.log.debug({ ...this.initInfo, offered: offered.toString(16), accepted: accepted.toString(16) }, 'fuse: INIT');
+    this.resolveReady(this.initInfo);
+  }
+
+  private async dispatch(h: InHeader, req: Buffer, ctx: RequestContext): Promise<Payload> {
+    const fs = this.fs;
+    const ino = Number(h.nodeid);
+    const body = IN_HEADER_SIZE;
+    const end = req.length - h.extlen;
+    switch (h.opcode) {
+      case Opcode.LOOKUP: {
+        const name = readCString(req, body, end).value.toString();
+        const entry = await fs.lookup(ino, name, ctx);
+        if (entry) return entryOut(entry, this.timeouts);
+        const negative = this.opts.negativeTimeout ?? 0;
+        if (negative > 0) return negativeEntryOut(negative);
+        throw new FuseErrno('ENOENT');
+      }
+      case Opcode.GETATTR:
+        return attrOut(await fs.getattr(ino, ctx), this.timeouts.attr);
+      case Opcode.READLINK: {
+        if (!fs.readlink) throw new FuseErrno('ENOSYS');
+        const target = await fs.readlink(ino, ctx);
+        return typeof target === 'string' ? Buffer.from(target) : target;
+      }
+      case Opcode.OPEN: {
+        const flags = req.readUInt32LE(body);
+        const result = fs.open ? await fs.open(ino, flags, ctx) : undefined;
+        return openOut(result ?? {}, this.opts.keepCache ?? false, false);
+      }
+      case Opcode.OPENDIR: {
+        const flags = req.readUInt32LE(body);
+        const result = fs.opendir ? await fs.opendir(ino, flags, ctx) : undefined;
+        return openOut(result ?? {}, false, this.opts.cacheDir ?? false);
+      }
+      case Opcode.READ: {
+        const fh = Number(req.readBigUInt64LE(body));
+        const offset = Number(req.readBigUInt64LE(body + 8));
+        const size = req.readUInt32LE(body + 16);
+        const data = await fs.read(ino, fh, offset, size, ctx);
+        return data.length > size ? data.subarray(0, size) : data;
+      }
+      case Opcode.READDIR:
+      case Opcode.READDIRPLUS: {
+        const dirReq = {
+          fh: Number(req.readBigUInt64LE(body)),
+          offset: Number(req.readBigUInt64LE(body + 8)),
+          size: req.readUInt32LE(body + 16),
+        };
+        if (h.opcode === Opcode.READDIR) return packDirents(await fs.readdir(ino, dirReq, ctx), dirReq.size);
+        if (!fs.readdirplus) throw new FuseErrno('ENOSYS');
+        return packDirentsPlus(await fs.readdirplus(ino, dirReq, ctx), dirReq.size, this.timeouts);
+      }
+      case Opcode.RELEASE:
+        await fs.release?.(ino, Number(req.readBigUInt64LE(body)));
+        return undefined;
+      case Opcode.RELEASEDIR:
+        await fs.releasedir?.(ino, Number(req.readBigUInt64LE(body)));
+        return undefined;
+      case Opcode.FLUSH:
+        await fs.flush?.(ino, Number(req.readBigUInt64LE(body)), ctx);
+        return undefined;
+      case Opcode.FSYNC:
+      case Opcode.FSYNCDIR:
+      case Opcode.SYNCFS:
+        return undefined; // nothing is ever dirty
+      case Opcode.STATFS:
+        return statfsOut(fs.statfs ? await fs.statfs(ino, ctx) : EMPTY_STATFS);
+      case Opcode.GETXATTR: {
+        if (!fs.getxattr) throw new FuseErrno('ENOSYS');
+        const size = req.readUInt32LE(body);
+        const name = readCString(req, body + 8, end).value.toString();
+        return sizedReply(await fs.getxattr(ino, name, ctx), size);
+      }
+      case Opcode.LISTXATTR: {
+        if (!fs.listxattr) throw new FuseErrno('ENOSYS');
+        const size = req.readUInt32LE(body);
+        const names = await fs.listxattr(ino, ctx);
+        return sizedReply(Buffer.concat(names.map((n) => Buffer.from(`${n}\0`))), size);
+      }
+      case Opcode.ACCESS:
+        if (!fs.access) throw new FuseErrno('ENOSYS');
+        await fs.access(ino, req.readUInt32LE(body), ctx);
+        return undefined;
+      case Opcode.LSEEK: {
+        if (!fs.lseek) throw new FuseErrno('ENOSYS');
+        const fh = Number(req.readBigUInt64LE(body));
+        const offset = Number(req.readBigUInt64LE(body + 8));
+        const whence = req.readUInt32LE(body + 16);
+        const out = Buffer.allocUnsafe(8);
+        out.writeBigUInt64LE(BigInt(await fs.lseek(ino, fh, offset, whence, ctx)));
+        return out;
+      }
+      case Opcode.DESTROY:
+        await this.fs.destroy?.();
+        return undefined;
+      default:
+        throw new FuseErrno('ENOSYS');
+    }
+  }
+}
+
+const EMPTY_STATFS: StatFs = { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: PAGE, namelen: 255, frsize: PAGE };
+
+function openOut(result: OpenResult, keepCacheDefault: boolean, cacheDirDefault: boolean): Buffer {
+  const out = Buffer.alloc(OPEN_OUT_SIZE);
+  out.writeBigUInt64LE(BigInt(result.fh ?? 0), 0);
+  let flags = 0;
+  if (result.keepCache ?? keepCacheDefault) flags |= OpenFlag.KEEP_CACHE;
+  if (result.directIo) flags |= OpenFlag.DIRECT_IO;
+  if (result.cacheDir ?? cacheDirDefault) flags |= OpenFlag.CACHE_DIR;
+  out.writeUInt32LE(flags, 8);
+  return out;
+}
+
+/**
+ * GETXATTR/LISTXATTR: a size of 0 asks only how big the value is (getxattr_out); a buffer too
+ * small for it is ERANGE; otherwise the value itself.
+ */
+function sizedReply(value: Buffer, size: number): Buffer {
+  if (size === 0) {
+    const out = Buffer.alloc(8);
+    out.writeUInt32LE(value.length, 0);
+    return out;
+  }
+  if (value.length > size) throw new FuseErrno('ERANGE');
+  return value;
+}

@@ -1,0 +1,177 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { mount, S_IFLNK, type FuseFilesystem } from '../../src/fuse/index.js';
+import { mountsAt } from '../../src/fuse/mountinfo.js';
+import { skipUnlessRoot } from '../support/env.js';
+import { MemFs } from './memfs.js';
+import { python, run, spawn } from './tools.js';
+
+const child = fileURLToPath(new URL('./serve-child.ts', import.meta.url));
+
+/** Start serve-child.ts; resolves with its first line of output and the process. */
+function startChild(mountpoint: string, mode = '', uid?: number): Promise<{ line: string; proc: ReturnType<typeof spawn> }> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', child, mountpoint, mode], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    ...(uid === undefined ? {} : { uid, gid: uid }),
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve({ line: out.split('\n')[0]!, proc });
+    });
+    proc.on('exit', (code) => reject(new Error(`child exited with ${code}: ${out}`)));
+  });
+}
+
+describe.skipIf(skipUnlessRoot())('FUSE mount lifecycle', () => {
+  let dir: string;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'clip-fuse-life-'));
+  });
+  afterEach(async () => {
+    if (mountsAt(dir).length > 0) await run('umount', ['-l', dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('unmount is clean: the connection ends and the mountpoint is an empty directory again', async () => {
+    const fs = new MemFs();
+    fs.file(1, 'a', Buffer.from('a'));
+    const m = await mount(fs, dir);
+    expect(await readdir(dir)).toEqual(['a']);
+    await m.unmount();
+    await m.closed;
+    expect(mountsAt(dir)).toEqual([]);
+    expect(await readdir(dir)).toEqual([]);
+    await m.unmount(); // twice is harmless
+  });
+
+  test('closed settles when someone else unmounts', async () => {
+    const m = await mount(new MemFs(), dir);
+    expect((await run('umount', [dir])).code).toBe(0);
+    await m.closed;
+  });
+
+  test('a busy mount is unmounted lazily and its connection aborted after the timeout', async () => {
+    const fs = new MemFs();
+    fs.file(1, 'held', Buffer.from('held open'));
+    const m = await mount(fs, dir);
+    const fh = await open(join(dir, 'held'));
+    try {
+      const started = Date.now();
+      await m.unmount({ timeoutMs: 300 });
+      await m.closed;
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+      expect(mountsAt(dir)).toEqual([]);
+      // The open file's connection is gone: reads fail instead of hanging.
+      await expect(fh.read(Buffer.alloc(4), 0, 4, 0)).rejects.toMatchObject({ code: 'ENOTCONN' });
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  });
+
+  test('a stale mount left by a killed server is detected and cleaned by the next mount', async () => {
+    const { line, proc } = await startChild(dir);
+    expect(line).toBe('ready');
+    expect(await readFile(join(dir, 'hello'), 'utf8')).toBe('hello from the child\n');
+    const exited = new Promise((r) => proc.on('exit', r));
+    proc.kill('SIGKILL');
+    await exited;
+    await expect(stat(dir)).rejects.toMatchObject({ code: 'ENOTCONN' });
+
+    const fs = new MemFs();
+    fs.file(1, 'fresh', Buffer.from('new server'));
+    const m = await mount(fs, dir);
+    try {
+      expect(await readdir(dir)).toEqual(['fresh']);
+      expect(mountsAt(dir)).toHaveLength(1);
+    } finally {
+      await m.unmount();
+    }
+  });
+
+  test('mounting on a live FUSE mount is refused', async () => {
+    const m = await mount(new MemFs(), dir);
+    try {
+      await expect(mount(new MemFs(), dir)).rejects.toMatchObject({ name: 'ClipError', code: 'EINVAL' });
+    } finally {
+      await m.unmount();
+    }
+  });
+
+  test('without root, mount fails with EPERM saying so', async () => {
+    const { line } = await startChild(dir, 'try', 65534);
+    expect(line).toMatch(/^error EPERM .*needs root/);
+  });
+});
+
+/** Only the required operations: everything optional answers ENOSYS or its default. */
+function minimalFs(): FuseFilesystem {
+  const t = { sec: 0, nsec: 0 };
+  const root = { ino: 1, size: 0, blocks: 0, atime: t, mtime: t, ctime: t, mode: 0o40755, nlink: 2, uid: 0, gid: 0, rdev: 0 };
+  const file = { ...root, ino: 2, size: 3, mode: 0o100644, nlink: 1 };
+  const link = { ...root, ino: 3, size: 1, mode: S_IFLNK | 0o777, nlink: 1 };
+  const byName: Record<string, typeof root> = { f: file, l: link };
+  return {
+    async lookup(_parent, name) {
+      const attr = byName[name];
+      return attr ? { ino: attr.ino, attr } : null;
+    },
+    async getattr(ino) {
+      return [root, file, link][ino - 1]!;
+    },
+    async read(_ino, _fh, offset, size) {
+      return Buffer.from('abc').subarray(offset, offset + size);
+    },
+    async readdir(_ino, req) {
+      return [
+        { name: '.', ino: 1, mode: 0o40000, next: 1 },
+        { name: '..', ino: 1, mode: 0o40000, next: 2 },
+        { name: 'f', ino: 2, mode: 0o100000, next: 3 },
+        { name: 'l', ino: 3, mode: S_IFLNK, next: 4 },
+      ].slice(req.offset);
+    },
+  };
+}
+
+describe.skipIf(skipUnlessRoot())('FUSE server answers for what the filesystem lacks', () => {
+  test('write operations reaching the server answer EROFS; missing operations ENOSYS', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'clip-fuse-min-'));
+    // Mounted read-write so that the kernel passes write requests on instead of refusing them itself.
+    const m = await mount(minimalFs(), dir, { readOnly: false });
+    try {
+      for (const [cmd, args] of [
+        ['touch', [join(dir, 'new')]],
+        ['touch', [join(dir, 'f')]],
+        ['mkdir', [join(dir, 'd')]],
+        ['rm', ['-f', join(dir, 'f')]],
+        ['mv', [join(dir, 'f'), join(dir, 'g')]],
+        ['ln', ['-s', 'x', join(dir, 'sym')]],
+      ] as const) {
+        const r = await run(cmd, [...args]);
+        expect(r.stderr, `${cmd} ${args.join(' ')}`).toMatch(/Read-only file system/);
+      }
+      for (const op of ['CREATE', 'MKDIR', 'UNLINK', 'RENAME2', 'SYMLINK']) expect(m.server.opCounts.get(op), op).toBeGreaterThan(0);
+      const xattr = await python(
+        'import os,sys,errno\nfor f in (os.listxattr, lambda p: os.getxattr(p, "user.x")):\n  try: f(sys.argv[1])\n  except OSError as e: print(errno.errorcode[e.errno])',
+        join(dir, 'f'),
+      );
+      expect(xattr.stdout.split('\n').filter(Boolean)).toEqual(['EOPNOTSUPP', 'EOPNOTSUPP']);
+      const rl = await python('import os,sys,errno\ntry: os.readlink(sys.argv[1])\nexcept OSError as e: print(errno.errorcode[e.errno])', join(dir, 'l'));
+      expect(rl.stdout.trim()).toBe('ENOSYS');
+      expect(await readFile(join(dir, 'f'), 'utf8')).toBe('abc');
+      // No lseek: the kernel falls back to its own (the whole file is data).
+      const seek = await python('import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); print(os.lseek(fd, 0, os.SEEK_HOLE))', join(dir, 'f'));
+      expect(seek.stdout.trim()).toBe('3');
+      expect(m.server.opCounts.get('READDIRPLUS')).toBeUndefined(); // not offered without readdirplus
+    } finally {
+      await m.unmount();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
