@@ -15,6 +15,8 @@ export interface CompressedRange {
   /** Blob bytes [start, end) to fetch: start is where inflation from `checkpoint` begins. */
   start: number;
   end: number;
+  /** Where inflating [start, end) reaches in the uncompressed stream: the end checkpoint's out, or the layer's size. */
+  endOut?: number;
 }
 
 /** A layer that knows where in its compressed blob a range of its uncompressed stream begins. */
@@ -39,6 +41,13 @@ export class CheckpointSource implements LayerSource {
     const body = await store.openBlobRange(desc, range.start, range.end, { signal });
     return cut(inflateFrom(range.checkpoint, body, { compression: layer.compression, name: layer.digest }), range.checkpoint.out, start, end);
   }
+
+  /** From the checkpoint before `start` to the one after `end`: all of it is inflated to serve [start, end). */
+  span(layer: LayerRecord, start: number, end: number): { start: number; end: number } {
+    if (layer.compression === 'none' || !isResumable(layer)) return { start, end };
+    const range = layer.compressedRange(start, end);
+    return { start: Math.min(start, range.checkpoint.out), end: Math.max(end, Math.min(range.endOut ?? end, layer.uncompressedSize)) };
+  }
 }
 
 /** The part [start, end) of a stream that begins at uncompressed offset `at`. */
@@ -60,6 +69,10 @@ export function layerFromScan(scan: LayerScan): ResumableLayer {
   return {
     ...record,
     chunkDigest: record.chunkDigest,
-    compressedRange: (start, end) => compressedRangeFor(access, start, end - start),
+    compressedRange: (start, end) => {
+      const range = compressedRangeFor(access, start, end - start);
+      const stop = range.end < scan.compressedSize ? scan.checkpoints.find((c) => c.out >= end && c.in === range.end) : undefined;
+      return { ...range, endOut: stop ? stop.out : range.end < scan.compressedSize ? end : scan.uncompressedSize };
+    },
   };
 }

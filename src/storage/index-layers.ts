@@ -21,17 +21,19 @@ export function indexLayers(index: ImageIndex): ResumableLayer[] {
         const checkpoint = index.checkpoint(n, k);
         // Every block that ends before a checkpoint's `out` ends before its `in`.
         let stop = info.compressedSize;
+        let endOut = info.uncompressedSize;
         const j = index.checkpointIndexBefore(n, end);
         for (const c of [j, j + 1]) {
           if (c > k && c < cpCount) {
             const cp = index.checkpoint(n, c);
             if (cp.out >= end) {
               stop = cp.in;
+              endOut = cp.out;
               break;
             }
           }
         }
-        return { checkpoint, start: checkpoint.bits ? checkpoint.in - 1 : checkpoint.in, end: stop };
+        return { checkpoint, start: checkpoint.bits ? checkpoint.in - 1 : checkpoint.in, end: stop, endOut };
       },
     };
   });

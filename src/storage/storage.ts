@@ -4,8 +4,10 @@
  *
  * Work is per chunk. Missing chunks already being fetched (by any reader in this process) are
  * waited on, never fetched twice. The rest are asked of the remote cache one by one, and what it
- * lacks is fetched from the source in one request per run of adjacent chunks. Every chunk is
- * checked against its sha256 before it is written to disk, published or returned.
+ * lacks is fetched from the source in one request per run of adjacent chunks, widened to the
+ * whole chunks the source inflates anyway (a checkpoint's span), which are kept too. Every chunk
+ * is checked against its sha256 before it is written to disk, published or returned. Read-ahead
+ * is for sequential readers only: a read that starts where a recent read of the layer ended.
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -45,6 +47,21 @@ export interface ReadOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Settles a chunk claimed only because a wider fetch inflated it anyway, when that fetch did not
+ * deliver it verified: whoever joined it fetches it for themselves.
+ */
+const NOT_DELIVERED = new ClipError('ENETWORK', 'chunk not delivered by the fetch that was to bring it along');
+
+/**
+ * At most this many bytes past a request are brought along: a layer with few checkpoints (one
+ * zstd frame) would otherwise have a one-chunk read inflate the rest of it.
+ */
+const BROUGHT_ALONG_MAX_BYTES = 32 * 1024 * 1024;
+
+/** Recent read ends kept per layer, to recognise several sequential readers at once. */
+const READERS_TRACKED = 8;
+
 /** Errors from a source that no retry will fix. */
 const PERMANENT = new Set(['ENOTFOUND', 'EAUTH', 'EUNSUPPORTED', 'ECORRUPT', 'EINVAL', 'EPERM', 'EUNSAFE']);
 
@@ -57,8 +74,8 @@ export class Storage {
   private readonly backoffMs: number;
   private readonly remoteConcurrency: number;
   private readonly readahead: number;
-  /** The last chunk each layer's previous read ended in, to spot sequential readers. */
-  private readonly lastChunk = new Map<string, number>();
+  /** Where each layer's recent reads ended: a read starting at one of them continues a sequential reader. */
+  private readonly readEnds = new Map<string, number[]>();
   private readonly log: Logger;
   private readonly inflight = new Map<string, Promise<Buffer>>();
   /** The last source failure per layer, given as the cause of a read that times out. */
@@ -245,7 +262,7 @@ export class Storage {
     const end = offset + length;
     const first = Math.floor(offset / cs);
     const last = Math.floor((end - 1) / cs);
-    const ahead = this.aheadOf(layer, first, last);
+    const ahead = this.aheadOf(layer, offset, end, last);
     const lease = this.disk.tryAcquire(layer) ?? (await this.disk.acquire(layer));
     try {
       const missing = lease.file.allKnown(first, last) ? [] : await lease.file.missing(first, last);
@@ -301,14 +318,16 @@ export class Storage {
     ahead?: [number, number],
   ): Promise<Map<number, Buffer>> {
     const extra = ahead ? await lease.file.missing(ahead[0], ahead[1]) : [];
-    const waits: [number, Promise<Buffer>][] = [];
+    const waits: [number, Promise<Buffer | undefined>][] = [];
     const owned = new Map<number, Deferred<Buffer>>();
     for (const i of missing) {
       const key = `${layer.diffId}/${layer.chunkSize}/${i}`;
       const flying = this.inflight.get(key);
       if (flying) {
         this.metrics.singleflightJoins.inc();
-        waits.push([i, flying]);
+        // A chunk brought along by a wider fetch may not arrive: then fetch it as if no one had.
+        const joined = flying.catch((err: unknown) => (err === NOT_DELIVERED ? this.ensure(layer, lease, [i], signal).then((m) => m.get(i)) : Promise.reject(err)));
+        waits.push([i, joined]);
         continue;
       }
       if (lease.file.knownPresent(i)) continue; // filled since we looked
@@ -330,15 +349,27 @@ export class Storage {
           })
         : reason,
     );
-    return new Map(waits.map((w, k) => [w[0], bufs[k]!]));
+    const got = new Map<number, Buffer>();
+    waits.forEach((w, k) => {
+      const buf = bufs[k];
+      if (buf) got.set(w[0], buf);
+    });
+    return got;
   }
 
-  /** [first, last] chunks to read ahead of a read of chunks first..last, if the layer is read sequentially. */
-  private aheadOf(layer: LayerRecord, first: number, last: number): [number, number] | undefined {
-    const previous = this.lastChunk.get(layer.diffId);
-    this.lastChunk.set(layer.diffId, last);
+  /**
+   * [first, last] chunks to read ahead of a read of [offset, end) ending in chunk `last`, if it
+   * starts where a recent read of the layer ended (a sequential reader); none for random access.
+   */
+  private aheadOf(layer: LayerRecord, offset: number, end: number, last: number): [number, number] | undefined {
+    let ends = this.readEnds.get(layer.diffId);
+    if (!ends) this.readEnds.set(layer.diffId, (ends = []));
+    const k = ends.indexOf(offset);
+    if (k >= 0) ends.splice(k, 1);
+    ends.push(end);
+    if (ends.length > READERS_TRACKED) ends.shift();
     const count = chunkCount(layer);
-    if (this.readahead <= 0 || previous === undefined || (first !== previous && first !== previous + 1) || last + 1 >= count) return undefined;
+    if (this.readahead <= 0 || k < 0 || last + 1 >= count) return undefined;
     return [last + 1, Math.min(count - 1, last + this.readahead)];
   }
 
@@ -433,7 +464,12 @@ export class Storage {
     for (let attempt = 0; pending.size > 0 && !signal.aborted; attempt++) {
       if (attempt > 0) await sleep(Math.min(this.backoffMs * 2 ** (attempt - 1), 2000), signal);
       if (signal.aborted) break;
-      for (const [first, last] of runs([...pending].sort((a, b) => a - b))) {
+      // Run by run, from the pending set as it is now: one fetch may bring later runs along.
+      for (let from = 0; ; ) {
+        const run = runs([...pending].filter((i) => i >= from).sort((a, b) => a - b))[0];
+        if (!run) break;
+        const [first, last] = run;
+        from = last + 1;
         try {
           await this.fetchRun(layer, lease, first, last, owned, pending, digestFailures, signal);
         } catch (err) {
@@ -466,7 +502,12 @@ export class Storage {
     }
   }
 
-  /** One source request for chunks first..last; settles each chunk as its bytes arrive. */
+  /**
+   * One source request for chunks first..last, widened to every whole chunk the source inflates
+   * anyway; settles each chunk as its bytes arrive, one chunk in memory at a time. Chunks of the
+   * widening that are neither on disk nor being fetched are claimed (readers may join them),
+   * verified and kept like requested ones; edge chunks the span only partly covers are not fetched.
+   */
   private async fetchRun(
     layer: LayerRecord,
     lease: LayerLease,
@@ -478,39 +519,85 @@ export class Storage {
     signal: AbortSignal,
   ): Promise<void> {
     const cs = layer.chunkSize;
-    const start = first * cs;
-    const end = Math.min((last + 1) * cs, layer.uncompressedSize);
+    const count = chunkCount(layer);
+    let [wideFirst, wideLast] = [first, last];
+    const span = this.source.span?.(layer, first * cs, Math.min((last + 1) * cs, layer.uncompressedSize));
+    if (span) {
+      wideFirst = Math.min(first, Math.ceil(span.start / cs));
+      wideLast = span.end >= layer.uncompressedSize ? count - 1 : Math.max(last, Math.floor(span.end / cs) - 1);
+      wideLast = Math.min(wideLast, last + Math.max(1, Math.floor(BROUGHT_ALONG_MAX_BYTES / cs)));
+    }
+    const extras = new Map<number, Deferred<Buffer>>();
+    if (wideFirst < first || wideLast > last) {
+      const around = (await lease.file.missing(wideFirst, wideLast)).filter((i) => i < first || i > last);
+      this.claim(layer, lease, around, extras);
+    }
+    // Chunks this request settles: the run, pending chunks of this fetch it reaches, claimed extras.
+    const wanted = (i: number): boolean => pending.has(i) || extras.has(i);
+    let stop = last;
+    for (let i = wideLast; i > last; i--) {
+      if (wanted(i)) {
+        stop = i;
+        break;
+      }
+    }
+    let begin = first;
+    for (let i = wideFirst; i < first; i++) {
+      if (wanted(i)) {
+        begin = i;
+        break;
+      }
+    }
+    const start = begin * cs;
+    const end = Math.min((stop + 1) * cs, layer.uncompressedSize);
     const m = this.metrics;
     m.requests.inc({ tier: 'source' });
-    this.log.debug({ layer: layer.diffId, tier: 'source', start, end, chunks: last - first + 1 }, 'fetching from source');
+    this.log.debug({ layer: layer.diffId, tier: 'source', start, end, chunks: stop - begin + 1, extra: extras.size }, 'fetching from source');
     const endTimer = m.fetchSeconds.startTimer({ tier: 'source' });
     try {
       const body = await this.source.readUncompressed(layer, start, end, signal);
-      let i = first;
-      let buf = Buffer.allocUnsafe(chunkLength(layer, i));
+      let i = begin;
+      // Chunks nobody here wants (on disk, or another fetch's) are counted through, not copied.
+      let buf: Buffer | undefined = wanted(i) ? Buffer.allocUnsafe(chunkLength(layer, i)) : undefined;
       let fill = 0;
       for await (const piece of body) {
         let off = 0;
-        while (off < piece.length && i <= last) {
-          const n = Math.min(piece.length - off, buf.length - fill);
-          buf.set(piece.subarray(off, off + n), fill);
+        while (off < piece.length && i <= stop) {
+          const n = Math.min(piece.length - off, chunkLength(layer, i) - fill);
+          buf?.set(piece.subarray(off, off + n), fill);
           fill += n;
           off += n;
           m.bytes.inc({ tier: 'source' }, n);
-          if (fill < buf.length) continue;
-          await this.acceptFromSource(layer, lease, i, buf, owned, pending, digestFailures);
+          if (fill < chunkLength(layer, i)) continue;
+          if (buf && pending.has(i)) await this.acceptFromSource(layer, lease, i, buf, owned, pending, digestFailures);
+          else if (buf && extras.has(i)) await this.acceptExtra(layer, lease, i, buf, extras.get(i)!);
+          extras.delete(i);
           i++;
-          if (i <= last) {
-            buf = Buffer.allocUnsafe(chunkLength(layer, i));
-            fill = 0;
-          }
+          fill = 0;
+          buf = i <= stop && wanted(i) ? Buffer.allocUnsafe(chunkLength(layer, i)) : undefined;
         }
-        if (i > last) break;
+        if (i > stop) break;
       }
       if (i <= last) throw new ClipError('ENETWORK', `source ended at byte ${i * cs + fill} of ${end}`, { object: layer.diffId });
     } finally {
       endTimer();
+      for (const d of extras.values()) d.reject(NOT_DELIVERED);
     }
+  }
+
+  /** A chunk brought along by a wider fetch: kept only if verified; never retried. */
+  private async acceptExtra(layer: LayerRecord, lease: LayerLease, i: number, buf: Buffer, d: Deferred<Buffer>): Promise<void> {
+    const digest = layer.chunkDigest(i);
+    if (!createHash('sha256').update(buf).digest().equals(digest)) {
+      this.metrics.verifyFailures.inc({ tier: 'source' });
+      this.log.warn({ layer: layer.diffId, tier: 'source', chunk: i }, 'source chunk (brought along) failed verification');
+      d.reject(NOT_DELIVERED);
+      return;
+    }
+    this.metrics.hits.inc({ tier: 'source' });
+    await this.keep(lease, i, buf, 'source');
+    if (this.remote) this.remote.publish(digest, buf);
+    d.resolve(buf);
   }
 
   private async acceptFromSource(

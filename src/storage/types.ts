@@ -25,6 +25,12 @@ export interface LayerRecord {
  */
 export interface LayerSource {
   readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+  /**
+   * The uncompressed range that producing [start, end) yields anyway (a compressed source inflates
+   * from one checkpoint to the next), to read whole chunks of it at no extra transfer. It contains
+   * [start, end), and reading any range inside it costs the same request. Absent: [start, end).
+   */
+  span?(layer: LayerRecord, start: number, end: number): { start: number; end: number };
 }
 
 const SHA256 = /^sha256:[0-9a-f]{64}$/;

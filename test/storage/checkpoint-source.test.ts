@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LayoutSource } from '../../src/oci/layout.js';
 import type { BlobReadOptions, BlobStore, Descriptor } from '../../src/oci/types.js';
 import { CheckpointSource, layerFromScan, type ResumableLayer } from '../../src/storage/checkpoint-source.js';
+import type { LayerRecord, LayerSource } from '../../src/storage/types.js';
 import { DiskCache } from '../../src/storage/disk-cache.js';
 import { Storage } from '../../src/storage/storage.js';
 import { makeGzipLayout, tempDir } from './helpers.js';
@@ -13,6 +14,8 @@ const CHUNK = 64 * 1024;
 class CountingStore implements BlobStore {
   readonly ranges: [number, number][] = [];
   bytes = 0;
+  /** When set, range requests wait for it (to let other readers arrive meanwhile). */
+  gate: Promise<void> | undefined;
   constructor(private readonly inner: BlobStore) {}
   get location(): string {
     return this.inner.location;
@@ -20,9 +23,37 @@ class CountingStore implements BlobStore {
   openBlob(desc: Pick<Descriptor, 'digest' | 'size'>, opts?: BlobReadOptions) {
     return this.inner.openBlob(desc, opts);
   }
-  openBlobRange(desc: Pick<Descriptor, 'digest' | 'size'>, start: number, end: number, opts: BlobReadOptions = {}) {
+  async openBlobRange(desc: Pick<Descriptor, 'digest' | 'size'>, start: number, end: number, opts: BlobReadOptions = {}) {
     this.ranges.push([start, end]);
+    await this.gate;
     return this.inner.openBlobRange(desc, start, end, { ...opts, onBytes: (n) => (this.bytes += n) });
+  }
+}
+
+/** A real checkpoint source that flips one uncompressed byte at `at` in its first response. */
+class FlippingSource implements LayerSource {
+  private flipped = false;
+  constructor(
+    private readonly inner: CheckpointSource,
+    private readonly at: number,
+  ) {}
+  span(layer: LayerRecord, start: number, end: number) {
+    return this.inner.span(layer, start, end);
+  }
+  async readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal) {
+    const body = await this.inner.readUncompressed(layer, start, end, signal);
+    const flip = !this.flipped && start <= this.at && this.at < end;
+    if (flip) this.flipped = true;
+    const at = this.at;
+    return (async function* () {
+      let pos = start;
+      for await (const piece of body) {
+        const b = Buffer.from(piece);
+        if (flip && pos <= at && at < pos + b.length) b[at - pos]! ^= 0x20;
+        pos += b.length;
+        yield b;
+      }
+    })();
   }
 }
 
@@ -31,16 +62,150 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
   let tar: Buffer;
   let layer: ResumableLayer;
   let store: CountingStore;
+  let layoutDir: string;
 
   beforeAll(async () => {
     root = await tempDir();
     const made = await makeGzipLayout(root, { files: 16, bytesEach: 200_000, chunkSize: CHUNK, span: 256 * 1024 });
     tar = made.tar;
     layer = layerFromScan(made.scan);
-    store = new CountingStore(new LayoutSource(made.layoutDir));
+    layoutDir = made.layoutDir;
+    store = new CountingStore(new LayoutSource(layoutDir));
   });
   afterAll(async () => {
     await rm(root, { recursive: true, force: true });
+  });
+
+  /** A fresh store over an empty cache directory, given to `body` and closed afterwards. */
+  async function withStorage(source: LayerSource, body: (s: Storage) => Promise<void>, readaheadChunks = 0): Promise<void> {
+    const dir = await tempDir();
+    const disk = await DiskCache.open({ dir });
+    try {
+      await body(new Storage({ disk, source, readaheadChunks }));
+    } finally {
+      await disk.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** A chunk k whose fetch (from its checkpoint to the next) also inflates all of chunks k + 1 and k + 2. */
+  function chunkWithTwoAfter(): number {
+    for (let k = 1; (k + 3) * CHUNK <= tar.length; k++) {
+      if (layer.compressedRange(k * CHUNK, (k + 1) * CHUNK).endOut! >= (k + 3) * CHUNK) return k;
+    }
+    throw new Error('no checkpoint span holds three chunks: make the span bigger');
+  }
+
+  const missingOf = async (s: Storage, first: number, last: number): Promise<number[]> => {
+    const lease = await s.disk.acquire(layer);
+    try {
+      return await lease.file.missing(first, last);
+    } finally {
+      lease.release();
+    }
+  };
+
+  it('keeps every whole chunk a fetch inflates: chunk k then k + 1 costs one source request', async () => {
+    const k = chunkWithTwoAfter();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    await withStorage(new CheckpointSource(counting), async (s) => {
+      expect((await s.read(layer, k * CHUNK + 5, 100)).equals(tar.subarray(k * CHUNK + 5, k * CHUNK + 105))).toBe(true);
+      const r = layer.compressedRange(k * CHUNK, (k + 1) * CHUNK);
+      expect(counting.ranges).toEqual([[r.start, r.end]]);
+      // The read is served once its chunk is in; the rest of the span follows in the background.
+      await expect.poll(() => counting.bytes).toBe(r.end - r.start);
+      // Whole chunks from the checkpoint to the span's end are on disk; the partial edges are not.
+      const wholeFirst = Math.ceil(r.checkpoint.out / CHUNK);
+      const wholeLast = r.endOut === tar.length ? Math.ceil(tar.length / CHUNK) - 1 : Math.floor(r.endOut! / CHUNK) - 1;
+      await expect.poll(() => missingOf(s, wholeFirst, wholeLast)).toEqual([]);
+      if (wholeFirst > 0 && r.checkpoint.out % CHUNK) expect(await missingOf(s, wholeFirst - 1, wholeFirst - 1)).toEqual([wholeFirst - 1]);
+      if (r.endOut! % CHUNK) expect(await missingOf(s, wholeLast + 1, wholeLast + 1)).toEqual([wholeLast + 1]);
+      expect((await s.read(layer, (k + 1) * CHUNK, CHUNK)).equals(tar.subarray((k + 1) * CHUNK, (k + 2) * CHUNK))).toBe(true);
+      expect(counting.ranges.length).toBe(1);
+      const m = await s.metrics.snapshot();
+      expect(m['verifyFailures.source']).toBe(0);
+      expect(m['requests.source']).toBe(1);
+    });
+  });
+
+  it('delivers a chunk being brought along to a reader who asks for it meanwhile (singleflight)', async () => {
+    const k = chunkWithTwoAfter();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    let open!: () => void;
+    counting.gate = new Promise((r) => (open = r));
+    await withStorage(new CheckpointSource(counting), async (s) => {
+      const first = s.read(layer, k * CHUNK, CHUNK);
+      await expect.poll(() => counting.ranges.length).toBe(1);
+      const second = s.read(layer, (k + 2) * CHUNK + 9, 1000);
+      open();
+      expect((await first).equals(tar.subarray(k * CHUNK, (k + 1) * CHUNK))).toBe(true);
+      expect((await second).equals(tar.subarray((k + 2) * CHUNK + 9, (k + 2) * CHUNK + 1009))).toBe(true);
+      expect(counting.ranges.length).toBe(1);
+      expect((await s.metrics.snapshot())['singleflightJoins']).toBeGreaterThanOrEqual(1);
+    });
+  });
+
+  it('verifies the chunks brought along: a flipped byte is a verification failure, never kept, and a waiting reader fetches right bytes', async () => {
+    const k = chunkWithTwoAfter();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    let open!: () => void;
+    counting.gate = new Promise((r) => (open = r));
+    const flipAt = (k + 1) * CHUNK + 777;
+    await withStorage(new FlippingSource(new CheckpointSource(counting), flipAt), async (s) => {
+      const first = s.read(layer, k * CHUNK, 10);
+      await expect.poll(() => counting.ranges.length).toBe(1);
+      const joiner = s.read(layer, flipAt - 7, 20);
+      open();
+      expect((await first).equals(tar.subarray(k * CHUNK, k * CHUNK + 10))).toBe(true);
+      expect((await joiner).equals(tar.subarray(flipAt - 7, flipAt + 13))).toBe(true);
+      const m = await s.metrics.snapshot();
+      expect(m['verifyFailures.source']).toBe(1);
+      expect(counting.ranges.length).toBe(2); // the joiner's own fetch, after the bad one
+      expect(await missingOf(s, k, k + 2)).toEqual([]);
+    });
+    // Without a joiner: the bad chunk stays missing, its neighbours are kept.
+    const again = new CountingStore(new LayoutSource(layoutDir));
+    await withStorage(new FlippingSource(new CheckpointSource(again), flipAt), async (s) => {
+      await s.read(layer, k * CHUNK, 10);
+      await expect.poll(async () => (await s.metrics.snapshot())['verifyFailures.source']).toBe(1);
+      await expect.poll(() => missingOf(s, k, k + 2)).toEqual([k + 1]);
+    });
+  });
+
+  it('reads ahead of sequential readers only: random reads fetch just their checkpoint spans', async () => {
+    const chunks = Math.ceil(tar.length / CHUNK);
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    await withStorage(
+      new CheckpointSource(counting),
+      async (s) => {
+        // Each read starts in a chunk next to the last one read, but not where it ended.
+        const order = [chunks - 3, chunks - 2, 3, 4, Math.floor(chunks / 2)];
+        const expected: [number, number][] = [];
+        for (const c of order) {
+          const off = c * CHUNK + 1234;
+          const before = counting.ranges.length;
+          expect((await s.read(layer, off, 50)).equals(tar.subarray(off, off + 50))).toBe(true);
+          if (counting.ranges.length > before) {
+            const r = layer.compressedRange(c * CHUNK, (c + 1) * CHUNK);
+            expected.push([r.start, r.end]);
+          }
+        }
+        expect(counting.ranges).toEqual(expected);
+        // A sequential reader does get read-ahead beyond its span: reading the layer's first
+        // span in small pieces fetches more than that span.
+        const seq = new CountingStore(new LayoutSource(layoutDir));
+        await withStorage(
+          new CheckpointSource(seq),
+          async (t) => {
+            const r0 = layer.compressedRange(0, CHUNK);
+            for (let off = 0; off < r0.endOut!; off += 16 * 1024) await t.read(layer, off, 16 * 1024);
+            await expect.poll(() => Math.max(...seq.ranges.map((r) => r[1]))).toBeGreaterThan(r0.end);
+          },
+          4,
+        );
+      },
+      4,
+    );
   });
 
   it('serves verified bytes through the read path, fetching a small part of the blob for a small read', async () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImageIndex } from '../../src/index/reader.js';
 import { buildIndex } from '../../src/index/writer.js';
 import { LayoutSource } from '../../src/oci/layout.js';
-import { CheckpointSource } from '../../src/storage/checkpoint-source.js';
+import { CheckpointSource, layerFromScan } from '../../src/storage/checkpoint-source.js';
 import { DiskCache } from '../../src/storage/disk-cache.js';
 import { indexLayers } from '../../src/storage/index-layers.js';
 import { Storage } from '../../src/storage/storage.js';
@@ -65,6 +65,18 @@ describe('layers of an index file', () => {
     } finally {
       await disk.close();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the same compressed range, and where its inflation ends, as the scan does, for every chunk', () => {
+    const [layer] = indexLayers(index);
+    const fromScan = layerFromScan(made.scan);
+    const cs = layer!.chunkSize;
+    for (let start = 0; start < made.tar.length; start += cs) {
+      const end = Math.min(start + cs, made.tar.length);
+      const r = layer!.compressedRange(start, end);
+      expect({ ...r, checkpoint: r.checkpoint.out }, `${start}`).toEqual({ ...fromScan.compressedRange(start, end), checkpoint: fromScan.compressedRange(start, end).checkpoint.out });
+      expect(r.endOut! >= end && r.endOut! <= made.tar.length).toBe(true);
     }
   });
 });

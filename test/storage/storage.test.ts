@@ -114,10 +114,30 @@ describe('the read path over disk and source', () => {
     const r = await make(random, { readaheadChunks: 4 });
     await r.read(layer.record, 9 * CHUNK, 10);
     await r.read(layer.record, 2 * CHUNK, 10);
+    // The next chunk, but not where the last read ended: still random.
+    await r.read(layer.record, 3 * CHUNK + 7, 10);
     expect(random.calls).toEqual([
       [9 * CHUNK, 10 * CHUNK],
       [2 * CHUNK, 3 * CHUNK],
+      [3 * CHUNK, 4 * CHUNK],
     ]);
+  });
+
+  it('recognises two sequential readers of one layer whose reads interleave', async () => {
+    const source = new ProbeSource([layer]);
+    const s = await make(source, { readaheadChunks: 4 });
+    const piece = 32 * 1024;
+    const starts = [0, 30 * CHUNK];
+    for (let k = 0; k < (8 * CHUNK) / piece; k++) {
+      for (const at of starts) {
+        const off = at + k * piece;
+        expect((await s.read(layer.record, off, piece)).equals(bytes.subarray(off, off + piece))).toBe(true);
+      }
+    }
+    // 16 chunks read, one request each without read-ahead; with it, each reader's misses come in batches.
+    expect(source.calls.length).toBeLessThanOrEqual(12);
+    expect(source.calls.some(([a, b]) => b - a > CHUNK && a >= 30 * CHUNK)).toBe(true);
+    expect(source.calls.some(([a, b]) => b - a > CHUNK && a < 30 * CHUNK)).toBe(true);
   });
 
   it('merges adjacent misses into one request and skips chunks already on disk', async () => {
