@@ -1,67 +1,13 @@
 /**
- * The options and progress display of the commands that read an image (IMAGE|INDEX argument);
- * opening the image itself is src/mount/open-image.ts.
+ * Opening a reading command's IMAGE|INDEX argument with a progress display; the options themselves
+ * are read-options.ts, opening the image itself is src/mount/open-image.ts.
  */
-import type { Command } from 'commander';
 import { openImageArg, type OpenedImage } from '../mount/open-image.js';
-import { parsePlatform } from '../oci/index.js';
+import { parsePlatform } from '../oci/platform.js';
 import type { IndexProgress } from '../storage/indexer.js';
-import { defaultCacheDir } from '../storage/index.js';
-import { ClipError } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
-import { parseSize } from '../util/size.js';
 import { createProgress, type Progress } from './progress.js';
-
-/** The option values every reading command shares (as commander hands them over). */
-export interface ReadCommandOptions {
-  cacheDir?: string;
-  platform?: string;
-  insecureRegistry?: string[];
-  remoteCache?: string;
-  cacheMaxSize?: string;
-  readTimeout?: string;
-  logLevel?: string;
-  json?: boolean;
-}
-
-/** "30s", "500ms", "2m" or a plain number of seconds, as milliseconds. */
-export function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!m) throw new ClipError('EINVAL', 'not a duration (use e.g. 500ms, 30s, 2m)', { object: text });
-  const n = Number(m[1]);
-  const ms = m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000;
-  if (!(ms > 0)) throw new ClipError('EINVAL', 'a duration must be positive', { object: text });
-  return Math.round(ms);
-}
-
-/** The storage settings of a reading command's options, parsed (bad values fail here, before any work). */
-export interface StorageSettings {
-  remoteCache?: string;
-  cacheMaxBytes?: number;
-  readTimeoutMs?: number;
-}
-
-export function storageSettingsOf(opts: ReadCommandOptions): StorageSettings {
-  return {
-    ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
-    ...(opts.cacheMaxSize !== undefined ? { cacheMaxBytes: parseSize(opts.cacheMaxSize) } : {}),
-    ...(opts.readTimeout !== undefined ? { readTimeoutMs: parseDuration(opts.readTimeout) } : {}),
-  };
-}
-
-/** Add the shared options of commands that read an image. */
-export function addReadOptions(cmd: Command, opts: { json?: boolean } = {}): Command {
-  cmd
-    .option('--cache-dir <dir>', `cache directory (default: ${defaultCacheDir()})`)
-    .option('--platform <os/arch[/variant]>', 'platform to choose from a multi-platform image (default: this machine)')
-    .option('--insecure-registry <host...>', 'registry hosts to reach over plain HTTP (loopback hosts always are)')
-    .option('--remote-cache <url>', 'shared chunk cache: redis://[:password@]host:port, rediss://..., redis+cluster://h1:p1,h2:p2')
-    .option('--cache-max-size <size>', 'cap on the disk cache (e.g. 20GiB): least recently used layers are evicted beyond it')
-    .option('--read-timeout <duration>', 'a read no tier can answer within this fails (e.g. 30s, 500ms)', '30s')
-    .option('--log-level <level>', 'log level on stderr: trace, debug, info, warn, error, silent', process.env.CLIP_LOG_LEVEL ?? 'warn');
-  if (opts.json !== false) cmd.option('--json', 'print JSON for scripts');
-  return cmd;
-}
+import type { ReadCommandOptions } from './read-options.js';
 
 /** Feed indexing events into a progress display. */
 export function progressOf(progress: Progress): (event: IndexProgress) => void {

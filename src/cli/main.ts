@@ -1,9 +1,11 @@
 #!/usr/bin/env node
+// Every command is defined here with its options and help, but its action's module is loaded only
+// when it runs: `clip --version` or `clip --help` loads no registry, storage or mount code.
 import { Command } from 'commander';
 import { isClipError } from '../util/errors.js';
 import { registerCache } from './commands/cache.js';
 import { registerCat } from './commands/cat.js';
-import { registerDemo } from './commands/demo.js';
+import { describeDemoDefaults, registerDemo } from './commands/demo.js';
 import { registerExtract } from './commands/extract.js';
 import { registerIndex } from './commands/index.js';
 import { registerInspect } from './commands/inspect.js';
@@ -25,6 +27,7 @@ registerExtract(program);
 registerMount(program);
 registerCache(program);
 registerDemo(program);
+await describeDemoDefaults(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (isClipError(err)) {

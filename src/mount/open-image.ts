@@ -3,14 +3,16 @@
  * blobs are reached lazily through the location it records, so everything already cached is served
  * without the registry); an image reference is resolved, and its cached index used or made.
  */
-import { open } from 'node:fs/promises';
-import { MAGIC } from '../index/format.js';
+// Registry, indexing and storage code is imported where it is used: a command answered from an
+// index file alone (ls, stat) then loads none of it.
 import { ImageIndex } from '../index/reader.js';
-import { openBlobStore, openImage, type BlobStore, type ImageSource, type OpenOptions, type Platform } from '../oci/index.js';
+import type { BlobStore, ImageSource, OpenOptions, Platform } from '../oci/index.js';
+import { defaultCacheDir } from '../storage/cache-dir.js';
 import { indexLayers } from '../storage/index-layers.js';
-import { indexImage, loadCachedIndex, type IndexProgress } from '../storage/indexer.js';
-import { CheckpointSource, defaultCacheDir, openStorage, type ResumableLayer, type Storage } from '../storage/index.js';
+import type { IndexProgress } from '../storage/indexer.js';
+import type { ResumableLayer, Storage } from '../storage/index.js';
 import { ClipError } from '../util/errors.js';
+import { indexFileKind } from './index-file.js';
 import type { Logger } from '../util/log.js';
 
 export interface ImageArgOptions {
@@ -36,48 +38,27 @@ export interface OpenedImage {
   close(): Promise<void>;
 }
 
-/**
- * 'index' for a regular file that starts with the index magic, 'other-file' for any other regular
- * file, 'none' when there is no regular file at that path (then it is an image reference).
- */
-export async function indexFileKind(file: string): Promise<'index' | 'other-file' | 'none'> {
-  let fh;
-  try {
-    fh = await open(file, 'r');
-  } catch {
-    return 'none';
-  }
-  try {
-    if (!(await fh.stat()).isFile()) return 'none';
-    const head = Buffer.alloc(MAGIC.length);
-    const { bytesRead } = await fh.read(head, 0, head.length, 0);
-    return bytesRead === head.length && head.equals(MAGIC) ? 'index' : 'other-file';
-  } finally {
-    await fh.close();
-  }
-}
-
 /** A BlobStore opened on first use, so a command served from the caches never touches the registry. */
 class LazyBlobStore implements BlobStore {
-  private store: BlobStore | undefined;
+  private store: Promise<BlobStore> | undefined;
 
   constructor(readonly location: string, private readonly opts: OpenOptions) {}
 
-  private get(): BlobStore {
-    this.store ??= openBlobStore(this.location, this.opts);
+  private get(): Promise<BlobStore> {
+    this.store ??= import('../oci/index.js').then(({ openBlobStore }) => openBlobStore(this.location, this.opts));
     return this.store;
   }
 
-  openBlob(...args: Parameters<BlobStore['openBlob']>): ReturnType<BlobStore['openBlob']> {
-    return this.get().openBlob(...args);
+  async openBlob(...args: Parameters<BlobStore['openBlob']>): ReturnType<BlobStore['openBlob']> {
+    return (await this.get()).openBlob(...args);
   }
 
-  openBlobRange(...args: Parameters<BlobStore['openBlobRange']>): ReturnType<BlobStore['openBlobRange']> {
-    return this.get().openBlobRange(...args);
+  async openBlobRange(...args: Parameters<BlobStore['openBlobRange']>): ReturnType<BlobStore['openBlobRange']> {
+    return (await this.get()).openBlobRange(...args);
   }
 
   async close(): Promise<void> {
-    await this.store?.close?.();
+    if (this.store) await (await this.store).close?.();
   }
 }
 
@@ -98,6 +79,7 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     // Most likely a mistyped index file, not an image on Docker Hub.
     throw new ClipError('ENOTFOUND', 'no such index file (and it does not look like an image reference)', { object: arg });
   }
+  const [{ openImage }, { indexImage, loadCachedIndex }] = await Promise.all([import('../oci/index.js'), import('../storage/indexer.js')]);
   const source: ImageSource = openImage(arg, registry);
   try {
     const image = await source.resolve(opts.platform ? { platform: opts.platform } : {});
@@ -133,7 +115,8 @@ export interface ImageStorageOptions {
 }
 
 /** The storage read path over an opened image's blobs (close it before the image). */
-export function openImageStorage(img: OpenedImage, opts: ImageStorageOptions = {}): Promise<Storage> {
+export async function openImageStorage(img: OpenedImage, opts: ImageStorageOptions = {}): Promise<Storage> {
+  const { CheckpointSource, openStorage } = await import('../storage/index.js');
   return openStorage({
     source: new CheckpointSource(img.blobs),
     cacheDir: img.cacheDir,

@@ -7,12 +7,14 @@ import { resolve } from 'node:path';
 import { openImageArg, openImageStorage, type OpenedImage } from './open-image.js';
 import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
 import { mount, type Mount } from '../fuse/index.js';
-import { parsePlatform } from '../oci/index.js';
+import { parsePlatform } from '../oci/platform.js';
 import type { IndexProgress } from '../storage/indexer.js';
-import { startBackgroundFetch, type BackgroundFetch, type Storage } from '../storage/index.js';
-import { ClipError } from '../util/errors.js';
+import type { BackgroundFetch, Storage } from '../storage/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { serveMetrics } from './metrics-server.js';
+import { requireRoot } from './require-root.js';
+
+export { requireRoot } from './require-root.js';
 
 export interface MountConfig {
   /** Image reference or index file. */
@@ -23,7 +25,8 @@ export interface MountConfig {
   /** Cap on the disk cache (bytes): least recently used layers are evicted beyond it. */
   cacheMaxBytes?: number;
   /** While readers are idle, fetch the rest of every layer to disk at this rate. */
-  backgroundFetch?: { bytesPerSecond: number };
+  /** Without bytesPerSecond: storage's DEFAULT_BACKGROUND_RATE. */
+  backgroundFetch?: { bytesPerSecond?: number };
   /** A read that no tier can answer within this fails with EIO. Default: the storage default (30 s). */
   readTimeoutMs?: number;
   /** "[host:]port" for a Prometheus endpoint. */
@@ -52,13 +55,6 @@ export interface RunningMount {
 /** How long chunks still on their way to the shared cache may delay the end of a mount. */
 const FLUSH_MS = 2000;
 
-export function requireRoot(mountpoint: string): void {
-  if (process.getuid?.() !== 0) {
-    throw new ClipError('EPERM', 'mounting needs root (clip mounts through /dev/fuse with mount(8); fusermount3 is not supported yet)', {
-      object: resolve(mountpoint),
-    });
-  }
-}
 
 export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onProgress?: (e: IndexProgress) => void } = {}): Promise<RunningMount> {
   const log = opts.logger ?? silentLogger;
@@ -81,13 +77,15 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
       logger: log,
     });
     if (cfg.metricsAddr) metrics = await serveMetrics(cfg.metricsAddr, storage.metrics.registry);
+    // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
+    const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
     const fs = new ImageFilesystem(image.index, storage, { logger: log });
     const m = await mount(fs, mountpoint, { fsname: 'clip', subtype: 'clip', logger: log, ...imageMountOptions(),
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
     });
     const st = storage;
-    const background: BackgroundFetch | undefined = cfg.backgroundFetch
-      ? startBackgroundFetch(st, image.layers, { bytesPerSecond: cfg.backgroundFetch.bytesPerSecond, logger: log })
+    const background: BackgroundFetch | undefined = fetcher && cfg.backgroundFetch
+      ? fetcher.startBackgroundFetch(st, image.layers, { ...cfg.backgroundFetch, logger: log })
       : undefined;
     let closing: Promise<void> | undefined;
     const closeAll = (): Promise<void> => {

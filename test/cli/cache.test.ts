@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
 import type { CacheStatsJson } from '../../src/cli/commands/cache.js';
-import { storageSettingsOf } from '../../src/cli/image-arg.js';
+import { storageSettingsOf } from '../../src/cli/read-options.js';
 import { seededBytes } from '../../src/oci/build/index.js';
 import { fixture } from '../support/fixtures/index.js';
 import { clip, clipProcess } from './program.js';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
-import { modeString } from '../../src/cli/commands/ls.js';
+import { modeString } from '../../src/cli/actions/ls.js';
 import { ImageIndex } from '../../src/index/reader.js';
 import { seededBytes } from '../../src/oci/build/index.js';
 import { fixture, FIXTURE_NAMES, type FixtureName } from '../support/fixtures/index.js';

@@ -7,10 +7,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mountConfigOf, parseRate } from '../../src/cli/commands/mount.js';
+import { DEFAULT_RATE_TEXT, mountConfigOf, parseRate } from '../../src/cli/commands/mount.js';
 import { startMount } from '../../src/mount/serve.js';
 import { seededBytes } from '../../src/oci/build/index.js';
 import { DEFAULT_BACKGROUND_RATE } from '../../src/storage/index.js';
+import { formatSize } from '../../src/util/size.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { pushFixture } from '../support/fixtures/index.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
@@ -20,7 +21,9 @@ describe('clip mount options', () => {
     expect(mountConfigOf('img', '/mnt', { cacheMaxSize: '2GiB', readTimeout: '5s', backgroundFetch: '4MiB/s', remoteCache: 'redis://h:1' })).toMatchObject({
       image: 'img', mountpoint: '/mnt', cacheMaxBytes: 2 * 2 ** 30, readTimeoutMs: 5000, backgroundFetch: { bytesPerSecond: 4 * 2 ** 20 }, remoteCache: 'redis://h:1',
     });
-    expect(mountConfigOf('img', '/mnt', { backgroundFetch: true }).backgroundFetch).toEqual({ bytesPerSecond: DEFAULT_BACKGROUND_RATE });
+    // No rate given: the storage default, which the help text names.
+    expect(mountConfigOf('img', '/mnt', { backgroundFetch: true }).backgroundFetch).toEqual({});
+    expect(DEFAULT_RATE_TEXT).toBe(`${formatSize(DEFAULT_BACKGROUND_RATE)}/s`);
     expect(mountConfigOf('img', '/mnt', {}).backgroundFetch).toBeUndefined();
     expect(parseRate('512k')).toBe(512 * 1024);
     expect(() => parseRate('0/s')).toThrow(/positive/);

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
-import { indexFileKind, openImageArg } from '../../src/mount/open-image.js';
+import { indexFileKind } from '../../src/mount/index-file.js';
+import { openImageArg } from '../../src/mount/open-image.js';
 import type { IndexProgress } from '../../src/storage/indexer.js';
 import { fixture } from '../support/fixtures/index.js';
 

@@ -1,100 +1,8 @@
-/** `clip inspect IMAGE`: what an image reference resolves to, without reading any layer. */
+/** `clip inspect IMAGE`: its definition; the action is ../actions/inspect.ts, loaded when it runs. */
 import type { Command } from 'commander';
-import { formatPlatform, openImage, parsePlatform, type ResolvedImage } from '../../oci/index.js';
-import { createLogger } from '../../util/log.js';
-import { formatSize } from '../../util/size.js';
-import { formatTable, printJson } from '../output.js';
+import type { InspectOptions } from '../actions/inspect.js';
 
-export interface InspectLayer {
-  index: number;
-  digest: string;
-  mediaType: string;
-  size: number;
-  diffId: string;
-  compression: string;
-}
-
-export interface InspectSummary {
-  reference: string;
-  location: string;
-  manifestDigest: string;
-  manifestMediaType: string;
-  platform: string;
-  config: {
-    digest: string;
-    mediaType: string;
-    env: string[];
-    entrypoint: string[] | null;
-    cmd: string[] | null;
-    workingDir: string;
-    user: string;
-    created: string | null;
-  };
-  layers: InspectLayer[];
-  totalSize: number;
-}
-
-export function summarize(image: ResolvedImage): InspectSummary {
-  const c = image.config.config ?? {};
-  return {
-    reference: image.reference,
-    location: image.location,
-    manifestDigest: image.manifestDigest,
-    manifestMediaType: image.manifestMediaType,
-    platform: formatPlatform(image.platform),
-    config: {
-      digest: image.configDescriptor.digest,
-      mediaType: image.configDescriptor.mediaType,
-      env: c.Env ?? [],
-      entrypoint: c.Entrypoint ?? null,
-      cmd: c.Cmd ?? null,
-      workingDir: c.WorkingDir ?? '',
-      user: c.User ?? '',
-      created: image.config.created ?? null,
-    },
-    layers: image.layers.map((l, index) => ({
-      index,
-      digest: l.descriptor.digest,
-      mediaType: l.descriptor.mediaType,
-      size: l.descriptor.size,
-      diffId: l.diffId,
-      compression: l.compression,
-    })),
-    totalSize: image.layers.reduce((n, l) => n + l.descriptor.size, 0),
-  };
-}
-
-const short = (digest: string): string => digest.replace(/^(sha256:[a-f0-9]{12})[a-f0-9]*$/, '$1');
-
-export function formatSummary(s: InspectSummary): string {
-  const field = (name: string, value: string): string => `${`${name}:`.padEnd(13)}${value}`;
-  const lines = [
-    field('Image', s.reference),
-    field('Digest', s.manifestDigest),
-    field('Media type', s.manifestMediaType),
-    field('Platform', s.platform),
-    field('Config', `${s.config.digest} (${s.config.mediaType})`),
-    field('Entrypoint', s.config.entrypoint ? JSON.stringify(s.config.entrypoint) : '-'),
-    field('Cmd', s.config.cmd ? JSON.stringify(s.config.cmd) : '-'),
-    field('WorkingDir', s.config.workingDir || '-'),
-    field('User', s.config.user || '-'),
-    field('Env', s.config.env[0] ?? '-'),
-    ...s.config.env.slice(1).map((e) => `${''.padEnd(13)}${e}`),
-    '',
-    `Layers: ${s.layers.length}, ${formatSize(s.totalSize)} stored`,
-    formatTable(
-      ['#', 'DIGEST', 'SIZE', 'COMPRESSION', 'DIFF_ID', 'MEDIA TYPE'],
-      s.layers.map((l) => [String(l.index), short(l.digest), formatSize(l.size), l.compression, short(l.diffId), l.mediaType]),
-    ),
-  ];
-  return `${lines.join('\n')}\n`;
-}
-
-interface InspectOptions {
-  json?: boolean;
-  platform?: string;
-  insecureRegistry?: string[];
-}
+export type { InspectLayer, InspectSummary } from '../actions/inspect.js';
 
 /** Repeatable and comma separated, so that a host list never swallows the IMAGE argument. */
 function collectHosts(value: string, previous: string[]): string[] {
@@ -109,15 +17,5 @@ export function registerInspect(program: Command): void {
     .option('--json', 'print a JSON object (with a "layers" array) instead of a table')
     .option('--platform <os/arch[/variant]>', 'platform to choose from a multi-platform image (default: this machine)')
     .option('--insecure-registry <host>', 'registry host to reach over plain HTTP; repeatable or comma separated (loopback hosts always are)', collectHosts, [])
-    .action(async (image: string, opts: InspectOptions) => {
-      const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
-      const source = openImage(image, { insecureRegistries: opts.insecureRegistry ?? [], logger: createLogger() });
-      try {
-        const summary = summarize(await source.resolve(platform ? { platform } : {}));
-        if (opts.json) printJson(summary);
-        else process.stdout.write(formatSummary(summary));
-      } finally {
-        await source.close?.();
-      }
-    });
+    .action(async (image: string, opts: InspectOptions) => (await import('../actions/inspect.js')).inspectCommand(image, opts));
 }

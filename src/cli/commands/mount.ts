@@ -1,21 +1,21 @@
 /**
- * `clip mount IMAGE|INDEX MOUNTPOINT` and `clip unmount MOUNTPOINT`: the image's root filesystem,
- * read-only through FUSE, fetching only what programs read.
+ * `clip mount IMAGE|INDEX MOUNTPOINT` and `clip unmount MOUNTPOINT`: their definitions and the
+ * mount's configuration from its options; the actions are ../actions/mount.ts, loaded when one runs.
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { startBackground } from '../../mount/background.js';
-import { requireRoot, type MountConfig } from '../../mount/serve.js';
-import { runMount } from '../../mount/run.js';
-import { unmountMountpoint } from '../../mount/unmount.js';
+import type { MountConfig } from '../../mount/serve.js';
 import { ClipError } from '../../util/errors.js';
-import { createLogger } from '../../util/log.js';
-import { formatSize, parseSize } from '../../util/size.js';
-import { DEFAULT_BACKGROUND_RATE } from '../../storage/index.js';
-import { addReadOptions, openForCommand, parseDuration, storageSettingsOf, type ReadCommandOptions } from '../image-arg.js';
-import { createProgress } from '../progress.js';
+import { parseSize } from '../../util/size.js';
+import { addReadOptions, storageSettingsOf, type ReadCommandOptions } from '../read-options.js';
 
-export { parseDuration } from '../image-arg.js';
+export { parseDuration } from '../read-options.js';
+
+/**
+ * What the help shows as --background-fetch's default rate; storage's DEFAULT_BACKGROUND_RATE is
+ * the rate itself (a test holds them equal). Not imported: that module loads the logger.
+ */
+export const DEFAULT_RATE_TEXT = '16.0 MiB/s';
 
 export interface MountCommandOptions extends ReadCommandOptions {
   background?: boolean;
@@ -37,7 +37,7 @@ export function mountConfigOf(image: string, mountpoint: string, opts: MountComm
     ...(opts.cacheDir ? { cacheDir: resolve(opts.cacheDir) } : {}),
     ...storageSettingsOf(opts),
     ...(opts.backgroundFetch
-      ? { backgroundFetch: { bytesPerSecond: typeof opts.backgroundFetch === 'string' ? parseRate(opts.backgroundFetch) : DEFAULT_BACKGROUND_RATE } }
+      ? { backgroundFetch: typeof opts.backgroundFetch === 'string' ? { bytesPerSecond: parseRate(opts.backgroundFetch) } : {} }
       : {}),
     ...(opts.metricsAddr ? { metricsAddr: opts.metricsAddr } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
@@ -47,7 +47,7 @@ export function mountConfigOf(image: string, mountpoint: string, opts: MountComm
 }
 
 /** The daemon runs from "/" (so it holds no directory busy): make a local image argument absolute. */
-function absoluteImageArg(image: string, isIndexFile: boolean): string {
+export function absoluteImageArg(image: string, isIndexFile: boolean): string {
   if (isIndexFile) return resolve(image);
   if (image.startsWith('oci:') && !image.startsWith('oci:/')) return `oci:${resolve(image.slice('oci:'.length))}`;
   return image;
@@ -60,38 +60,9 @@ export function registerMount(program: Command): void {
     .argument('<image>', 'image reference or index file')
     .argument('<mountpoint>', 'an existing directory')
     .option('--background', 'return once the mount is ready, leaving a daemon (pid and log under CACHE_DIR/mounts/)')
-    .option('--background-fetch [rate]', `while idle, fetch the rest of every layer to disk, at most RATE per second (default ${formatSize(DEFAULT_BACKGROUND_RATE)}/s)`)
+    .option('--background-fetch [rate]', `while idle, fetch the rest of every layer to disk, at most RATE per second (default ${DEFAULT_RATE_TEXT})`)
     .option('--metrics-addr <[host:]port>', 'serve Prometheus metrics on this address');
-  addReadOptions(mount, { json: false }).action(async (image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command) => {
-    requireRoot(mountpoint);
-    const cfg = mountConfigOf(image, mountpoint, opts);
-    if (opts.background) {
-      // The daemon's log is a file: worth more than warnings unless the user chose a level.
-      if (cmd.getOptionValueSource('logLevel') === 'default') cfg.logLevel = 'info';
-      // Index here, where a progress display can be seen; the daemon then finds the index cached.
-      const { img } = await openForCommand(image, opts);
-      await img.close();
-      const bg = await startBackground({ ...cfg, image: absoluteImageArg(image, img.origin === 'file') });
-      process.stdout.write(`${bg.line}\n`);
-      process.stderr.write(`clip: serving in the background (pid ${bg.pid}, log ${bg.files.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
-      return;
-    }
-    const logger = createLogger(opts.logLevel);
-    let progress: ReturnType<typeof createProgress> | undefined;
-    await runMount(cfg, {
-      logger,
-      onProgress: (e) => {
-        progress ??= createProgress({ label: 'indexing' });
-        if (e.kind === 'start') progress.addTotal(e.totalBytes);
-        else if (e.kind === 'bytes') progress.advance(e.bytes);
-        else progress.status(`layers ${e.layersDone}/${e.layers}`);
-      },
-      onReady: (line) => {
-        progress?.stop();
-        process.stdout.write(`${line}\n`);
-      },
-    });
-  });
+  addReadOptions(mount, { json: false }).action(async (image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command) => (await import('../actions/mount.js')).mountCommand(image, mountpoint, opts, cmd));
 
   program
     .command('unmount')
@@ -101,13 +72,5 @@ export function registerMount(program: Command): void {
     .option('--cache-dir <dir>', 'cache directory the mount was started with')
     .option('--timeout <duration>', 'how long to wait for the mount to end before aborting it', '10s')
     .option('--log-level <level>', 'log level on stderr', process.env.CLIP_LOG_LEVEL ?? 'warn')
-    .action(async (mountpoint: string, opts: { cacheDir?: string; timeout: string; logLevel: string }) => {
-      const result = await unmountMountpoint(mountpoint, {
-        ...(opts.cacheDir ? { cacheDir: resolve(opts.cacheDir) } : {}),
-        timeoutMs: parseDuration(opts.timeout),
-        logger: createLogger(opts.logLevel),
-      });
-      const how = result.how === 'daemon' ? `stopped its daemon (pid ${result.pid})` : result.how === 'stale' ? 'removed a stale mount' : 'unmounted';
-      process.stdout.write(`clip: ${resolve(mountpoint)}: ${how}\n`);
-    });
+    .action(async (mountpoint: string, opts: { cacheDir?: string; timeout: string; logLevel: string }) => (await import('../actions/mount.js')).unmountCommand(mountpoint, opts));
 }

@@ -1,0 +1,70 @@
+/**
+ * The actions of `clip mount` and `clip unmount`. A background mount of an index file loads
+ * nothing heavy here: the parent only checks the file's magic, and the daemon opens it.
+ */
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { startBackground } from '../../mount/background.js';
+import { indexFileKind } from '../../mount/index-file.js';
+import { requireRoot } from '../../mount/require-root.js';
+import { ClipError, isClipError } from '../../util/errors.js';
+import { parseDuration } from '../read-options.js';
+import { absoluteImageArg, mountConfigOf, type MountCommandOptions } from '../commands/mount.js';
+
+export async function mountCommand(image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command): Promise<void> {
+  requireRoot(mountpoint);
+  const cfg = mountConfigOf(image, mountpoint, opts);
+  if (opts.background) {
+    // The daemon's log is a file: worth more than warnings unless the user chose a level.
+    if (cmd.getOptionValueSource('logLevel') === 'default') cfg.logLevel = 'info';
+    // An index file is only checked for its magic here: the daemon loads it, and reports its errors.
+    // An image reference is indexed here, where a progress display can be seen; the daemon then
+    // finds the index cached.
+    const isIndexFile = (await indexFileKind(image)) === 'index';
+    if (!isIndexFile) {
+      const { openForCommand } = await import('../image-arg.js');
+      const { img } = await openForCommand(image, opts);
+      await img.close();
+    }
+    const absolute = absoluteImageArg(image, isIndexFile);
+    const bg = await startBackground({ ...cfg, image: absolute }).catch((err: unknown) => {
+      // The daemon names the image as it was given to it (absolute): name it as the user wrote it.
+      if (isClipError(err) && absolute !== image && err.message.startsWith(`${absolute}: `)) {
+        throw new ClipError(err.code, err.message.slice(absolute.length + 2), { object: image, cause: err });
+      }
+      throw err;
+    });
+    process.stdout.write(`${bg.line}\n`);
+    process.stderr.write(`clip: serving in the background (pid ${bg.pid}, log ${bg.files.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
+    return;
+  }
+  const [{ createLogger }, { createProgress }, { runMount }] = await Promise.all([
+    import('../../util/log.js'), import('../progress.js'), import('../../mount/run.js'),
+  ]);
+  const logger = createLogger(opts.logLevel);
+  let progress: ReturnType<typeof createProgress> | undefined;
+  await runMount(cfg, {
+    logger,
+    onProgress: (e) => {
+      progress ??= createProgress({ label: 'indexing' });
+      if (e.kind === 'start') progress.addTotal(e.totalBytes);
+      else if (e.kind === 'bytes') progress.advance(e.bytes);
+      else progress.status(`layers ${e.layersDone}/${e.layers}`);
+    },
+    onReady: (line) => {
+      progress?.stop();
+      process.stdout.write(`${line}\n`);
+    },
+  });
+}
+
+export async function unmountCommand(mountpoint: string, opts: { cacheDir?: string; timeout: string; logLevel: string }): Promise<void> {
+  const [{ createLogger }, { unmountMountpoint }] = await Promise.all([import('../../util/log.js'), import('../../mount/unmount.js')]);
+  const result = await unmountMountpoint(mountpoint, {
+    ...(opts.cacheDir ? { cacheDir: resolve(opts.cacheDir) } : {}),
+    timeoutMs: parseDuration(opts.timeout),
+    logger: createLogger(opts.logLevel),
+  });
+  const how = result.how === 'daemon' ? `stopped its daemon (pid ${result.pid})` : result.how === 'stale' ? 'removed a stale mount' : 'unmounted';
+  process.stdout.write(`clip: ${resolve(mountpoint)}: ${how}\n`);
+}
