@@ -19,6 +19,8 @@ export interface BlockBoundary {
 export interface GzipInflaterOptions {
   /** Start inside a layer from this checkpoint; the first byte written must be `in - 1` if bits, else `in`. */
   resume?: Checkpoint;
+  /** Start at the trailer of a member whose start was not seen (`in`: the trailer's offset); it is not checked. */
+  resumeAtTrailer?: { in: number; out: number };
   /** Called at every block boundary that is not the end of a member. */
   onBoundary?: (b: BlockBoundary, strm: PakoZStream) => void;
   /** Hand out views of one reused output buffer (the consumer must finish with them at once). */
@@ -68,6 +70,11 @@ export class GzipInflater {
       this.checkTrailer = false;
       this.primeBits = r.bits;
       if (r.window.length) pakoInflate.inflateSetDictionary(this.strm, r.window);
+    } else if (opts.resumeAtTrailer) {
+      this.phase = 'trailer';
+      this.inPos = opts.resumeAtTrailer.in;
+      this.outTotal = opts.resumeAtTrailer.out;
+      this.checkTrailer = false;
     } else {
       this.phase = 'header';
       this.inPos = 0;
@@ -135,7 +142,7 @@ export class GzipInflater {
 
   /** Call at end of input: a stream that stops inside a member is truncated. */
   finish(): void {
-    if (this.opts.resume) return;
+    if (this.opts.resume || this.opts.resumeAtTrailer) return;
     const complete = (this.phase === 'member-start' || this.phase === 'padding') && this.members > 0;
     if (!complete) throw this.corrupt(`truncated gzip data: ends at byte ${this.inPos} inside a member`);
   }

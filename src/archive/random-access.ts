@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { ClipError } from '../util/errors.js';
 import type { Checkpoint, LayerCompression } from './types.js';
-import { GzipInflater } from './gzip-inflater.js';
+import { inflateGzipNative } from './native-resume.js';
 import { ZstdDecoder } from './zstd-decoder.js';
 
 export type CompressedSource = Readable | AsyncIterable<Uint8Array>;
@@ -23,13 +23,16 @@ export async function* inflateFrom(
   opts: { compression?: LayerCompression; name?: string } = {},
 ): AsyncGenerator<Buffer> {
   const compression = opts.compression ?? 'gzip';
+  if (compression === 'gzip') {
+    yield* inflateGzipNative(checkpoint, compressed as AsyncIterable<Uint8Array>, opts.name);
+    return;
+  }
   const pending: Buffer[] = [];
   const sink = (out: Uint8Array): void => {
     pending.push(Buffer.from(out.buffer, out.byteOffset, out.length));
   };
   let decoder: { write(c: Uint8Array, onData: (o: Uint8Array) => void): void } | null = null;
-  if (compression === 'gzip') decoder = new GzipInflater({ resume: checkpoint, name: opts.name });
-  else if (compression === 'zstd') decoder = new ZstdDecoder({ name: opts.name, startOut: checkpoint.out });
+  if (compression === 'zstd') decoder = new ZstdDecoder({ name: opts.name, startOut: checkpoint.out });
   else if (compression !== 'none') throw new ClipError('EUNSUPPORTED', `unknown layer compression "${String(compression)}"`, { object: opts.name });
   for await (const chunk of compressed as AsyncIterable<Uint8Array>) {
     if (!decoder) {
