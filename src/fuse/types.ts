@@ -118,15 +118,7 @@ export interface FuseFilesystem {
   destroy?(): Promise<void> | void;
 }
 
-/** File type bits of st_mode. */
-export const S_IFMT = 0o170000;
-export const S_IFSOCK = 0o140000;
-export const S_IFLNK = 0o120000;
-export const S_IFREG = 0o100000;
-export const S_IFBLK = 0o060000;
-export const S_IFDIR = 0o040000;
-export const S_IFCHR = 0o020000;
-export const S_IFIFO = 0o010000;
+export { S_IFMT, S_IFSOCK, S_IFLNK, S_IFREG, S_IFBLK, S_IFDIR, S_IFCHR, S_IFIFO } from '../util/file-mode.js';
 
 /** The kernel's 32-bit device encoding (new_encode_dev), which is what FUSE's rdev carries. */
 export function makeDev(major: number, minor: number): number {

@@ -3,6 +3,7 @@
  * fills ImageMeta from the oci module's ResolvedImage; the index never imports oci.
  */
 import type { EntryType, LayerCompression } from '../archive/types.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG } from '../util/file-mode.js';
 
 export type { EntryType, LayerCompression };
 
@@ -82,14 +83,7 @@ export interface IndexCheckpoint {
   window: Buffer;
 }
 
-export const S_IFMT = 0o170000;
-export const S_IFSOCK = 0o140000;
-export const S_IFLNK = 0o120000;
-export const S_IFREG = 0o100000;
-export const S_IFBLK = 0o060000;
-export const S_IFDIR = 0o040000;
-export const S_IFCHR = 0o020000;
-export const S_IFIFO = 0o010000;
+export { S_IFMT, S_IFSOCK, S_IFLNK, S_IFREG, S_IFBLK, S_IFDIR, S_IFCHR, S_IFIFO } from '../util/file-mode.js';
 
 const TYPE_BITS: Record<Exclude<EntryType, 'hardlink'>, number> = {
   file: S_IFREG,
