@@ -106,22 +106,28 @@ export function direntType(mode: number): number {
   return (mode >>> 12) & 0o17;
 }
 
+/** One fuse_dirent (ino, off, namelen, type, name) at `at`; the padding stays zero. */
+function writeDirent(out: Buffer, e: DirEntry, name: Buffer, at: number): void {
+  u64(out, e.ino, at);
+  u64(out, e.next, at + 8);
+  out.writeUInt32LE(name.length, at + 16);
+  out.writeUInt32LE(direntType(e.mode), at + 20);
+  name.copy(out, at + DIRENT_HEADER_SIZE);
+}
+
 /**
  * Pack fuse_dirent records (ino, off, namelen, type, name, padded to 8 bytes) until `size` would be
  * exceeded. Returns the packed bytes; entries that did not fit are asked for again with a later cookie.
  */
 export function packDirents(entries: readonly DirEntry[], size: number): Buffer {
-  const out = Buffer.alloc(Math.min(size, entries.reduce((n, e) => n + align8(DIRENT_HEADER_SIZE + nameBytes(e.name).length), 0)));
+  const names = entries.map((e) => nameBytes(e.name));
+  const out = Buffer.alloc(Math.min(size, names.reduce((n, name) => n + align8(DIRENT_HEADER_SIZE + name.length), 0)));
   let pos = 0;
-  for (const e of entries) {
-    const name = nameBytes(e.name);
+  for (let i = 0; i < entries.length; i++) {
+    const name = names[i]!;
     const rec = align8(DIRENT_HEADER_SIZE + name.length);
     if (pos + rec > out.length) break;
-    u64(out, e.ino, pos);
-    u64(out, e.next, pos + 8);
-    out.writeUInt32LE(name.length, pos + 16);
-    out.writeUInt32LE(direntType(e.mode), pos + 20);
-    name.copy(out, pos + DIRENT_HEADER_SIZE);
+    writeDirent(out, entries[i]!, name, pos);
     pos += rec;
   }
   return out.subarray(0, pos);
@@ -133,21 +139,16 @@ export function packDirents(entries: readonly DirEntry[], size: number): Buffer 
  * Only the entries that fit count as lookups in the kernel; the others come again in a later request.
  */
 export function packDirentsPlus(entries: readonly DirEntryPlus[], size: number, defaults: Timeouts): Buffer {
-  let total = 0;
-  for (const e of entries) total += ENTRY_OUT_SIZE + align8(DIRENT_HEADER_SIZE + nameBytes(e.name).length);
-  const out = Buffer.alloc(Math.min(size, total));
+  const names = entries.map((e) => nameBytes(e.name));
+  const out = Buffer.alloc(Math.min(size, names.reduce((n, name) => n + ENTRY_OUT_SIZE + align8(DIRENT_HEADER_SIZE + name.length), 0)));
   let pos = 0;
-  for (const e of entries) {
-    const name = nameBytes(e.name);
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    const name = names[i]!;
     const rec = ENTRY_OUT_SIZE + align8(DIRENT_HEADER_SIZE + name.length);
     if (pos + rec > out.length) break;
     if (e.entry) writeEntryOut(out, e.entry, defaults, pos);
-    const d = pos + ENTRY_OUT_SIZE;
-    u64(out, e.ino, d);
-    u64(out, e.next, d + 8);
-    out.writeUInt32LE(name.length, d + 16);
-    out.writeUInt32LE(direntType(e.mode), d + 20);
-    name.copy(out, d + DIRENT_HEADER_SIZE);
+    writeDirent(out, e, name, pos + ENTRY_OUT_SIZE);
     pos += rec;
   }
   return out.subarray(0, pos);
