@@ -10,7 +10,6 @@ import type { Logger } from '../util/log.js';
 import { defaultCacheDir } from './cache-dir.js';
 import { DiskCache, type CachedLayerReport, type CacheStats, type GcResult } from './disk-cache.js';
 import { StorageMetrics } from './metrics.js';
-import { RedisChunkCache } from './remote-cache.js';
 import { compactStats, readStats, type Counters } from './stats-log.js';
 import { Storage } from './storage.js';
 import type { LayerSource } from './types.js';
@@ -20,7 +19,8 @@ export { DiskCache, type CacheStats, type CachedLayerInfo, type CachedLayerRepor
 export { startBackgroundFetch, DEFAULT_BACKGROUND_RATE, type BackgroundFetch, type BackgroundFetchOptions } from './background-fetch.js';
 export { recordStats, readStats, compactStats, statsDir, type Counters, type StatsTotals } from './stats-log.js';
 export { StorageMetrics, type Tier } from './metrics.js';
-export { RedisChunkCache, DEFAULT_PREFIX, type RemoteCacheOptions } from './remote-cache.js';
+// The Redis tier (and ioredis) loads only when a remote cache is configured: import it from './remote-cache.js'.
+export type { RedisChunkCache, RemoteCacheOptions } from './remote-cache.js';
 export { parseRedisUrl, type RedisTarget } from './redis-url.js';
 export { Storage, type StorageOptions, type ReadOptions } from './storage.js';
 export { CheckpointSource, layerFromScan, isResumable, type ResumableLayer, type CompressedRange } from './checkpoint-source.js';
@@ -57,7 +57,7 @@ export async function openStorage(cfg: StorageConfig): Promise<Storage> {
     ...(cfg.logger ? { logger: cfg.logger } : {}),
   });
   const remote = cfg.remoteCache
-    ? await RedisChunkCache.connect({
+    ? await (await import('./remote-cache.js')).RedisChunkCache.connect({
         url: cfg.remoteCache,
         metrics,
         ...(cfg.remotePrefix !== undefined ? { prefix: cfg.remotePrefix } : {}),
