@@ -15,8 +15,8 @@ import { makeTarLayer, ProbeSource, tempDir, type TestLayer } from './helpers.js
 
 const RECORDER = fileURLToPath(new URL('./fixtures/record-stats.ts', import.meta.url));
 
-function runRecorder(cacheDir: string, layer: TestLayer, extraRecords: number): Promise<Record<string, number>> {
-  const child = spawn(process.execPath, ['--import', 'tsx', RECORDER, JSON.stringify({ cacheDir, layerFile: layer.file, fields: layer.fields, extraRecords })], {
+function runRecorder(cacheDir: string, layer: TestLayer, extraRecords: number, pauseMs = 0): Promise<Record<string, number>> {
+  const child = spawn(process.execPath, ['--import', 'tsx', RECORDER, JSON.stringify({ cacheDir, layerFile: layer.file, fields: layer.fields, extraRecords, pauseMs })], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -53,7 +53,8 @@ describe('stats records in the cache directory', () => {
   it('two processes recording at once, with compactions and readers meanwhile: exact sums', async () => {
     const dir = path.join(root, 'two');
     let running = true;
-    const both = Promise.all([runRecorder(dir, layer, 150), runRecorder(dir, layer, 150)]).finally(() => (running = false));
+    // Records 2 ms apart keep the writers busy for ~300 ms, so compactions overlap them however fast the machine.
+    const both = Promise.all([runRecorder(dir, layer, 150, 2), runRecorder(dir, layer, 150, 2)]).finally(() => (running = false));
     let compactions = 0;
     const compactor = (async () => {
       while (running) {
