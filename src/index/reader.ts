@@ -328,20 +328,35 @@ export class ImageIndex {
     return this.layerTable.readUInt32LE(this.layerRecord(layer) + F.L_CP_COUNT);
   }
 
+  /** Where checkpoint `i` of a layer sits, without its window: enough to bound a fetch. */
+  checkpointPosition(layer: number, i: number): { out: number; in: number; bits: number } {
+    return this.positionAt(this.checkpointRecord(layer, i));
+  }
+
   /** Checkpoint `i` of a layer, its window inflated. */
   checkpoint(layer: number, i: number): IndexCheckpoint {
-    const lt = this.layerRecord(layer);
-    if (!(i >= 0 && i < this.layerTable.readUInt32LE(lt + F.L_CP_COUNT))) {
-      throw new ClipError('EINVAL', `no checkpoint ${i} in layer ${this.layers[layer]!.digest}`, { object: this.file });
-    }
-    const at = (this.layerTable.readUInt32LE(lt + F.L_CP_FIRST) + i) * F.CHECKPOINT_RECORD_SIZE;
+    const at = this.checkpointRecord(layer, i);
     const c = this.checkpoints;
     const winOff = c.readDoubleLE(at + F.C_WIN_OFF);
     const packed = this.windows.subarray(winOff, winOff + c.readUInt32LE(at + F.C_WIN_LEN));
     const rawLen = c.readUInt16LE(at + F.C_WIN_RAW);
     const window = rawLen === 0 ? Buffer.alloc(0) : inflateRawSync(packed);
     if (window.length !== rawLen) throw new ClipError('ECORRUPT', `checkpoint ${i} window is ${window.length} bytes, expected ${rawLen}`, { object: this.file });
-    return { out: c.readDoubleLE(at + F.C_OUT), in: c.readDoubleLE(at + F.C_IN), bits: c.readUInt8(at + F.C_BITS), window };
+    return { ...this.positionAt(at), window };
+  }
+
+  private positionAt(at: number): { out: number; in: number; bits: number } {
+    const c = this.checkpoints;
+    return { out: c.readDoubleLE(at + F.C_OUT), in: c.readDoubleLE(at + F.C_IN), bits: c.readUInt8(at + F.C_BITS) };
+  }
+
+  /** Byte offset of checkpoint `i`'s record in the checkpoint table. */
+  private checkpointRecord(layer: number, i: number): number {
+    const lt = this.layerRecord(layer);
+    if (!(i >= 0 && i < this.layerTable.readUInt32LE(lt + F.L_CP_COUNT))) {
+      throw new ClipError('EINVAL', `no checkpoint ${i} in layer ${this.layers[layer]!.digest}`, { object: this.file });
+    }
+    return (this.layerTable.readUInt32LE(lt + F.L_CP_FIRST) + i) * F.CHECKPOINT_RECORD_SIZE;
   }
 
   /** Index of the last checkpoint at or before `offset` in the uncompressed stream. */

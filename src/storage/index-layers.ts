@@ -25,7 +25,7 @@ export function indexLayers(index: ImageIndex): ResumableLayer[] {
         const j = index.checkpointIndexBefore(n, end);
         for (const c of [j, j + 1]) {
           if (c > k && c < cpCount) {
-            const cp = index.checkpoint(n, c);
+            const cp = index.checkpointPosition(n, c); // the end needs no window
             if (cp.out >= end) {
               stop = cp.in;
               endOut = cp.out;
