@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, promises as fsp, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, promises as fsp, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -84,6 +84,11 @@ export class Mount {
  * Mount `fs` on `mountpoint` (root only): open /dev/fuse, let util-linux `mount` attach it (the child
  * gets the device as fd 3), then serve requests until the mount goes away. A stale mount left on the
  * mountpoint by a dead server is cleaned first.
+ *
+ * The serving process must not spawn a child while it holds files of its own mount open, nor one whose
+ * exec resolves through the mount: libuv's spawn blocks this thread until the child has exec'd, and the
+ * child's exec (closing the inherited file sends FLUSH; loading the program sends READ) waits for this
+ * thread to answer. Unmounting spawns `umount`, so the same holds for unmount().
  */
 export async function mount(fs: FuseFilesystem, mountpoint: string, opts: MountOptions = {}): Promise<Mount> {
   const log = opts.logger ?? silentLogger;
@@ -96,7 +101,7 @@ export async function mount(fs: FuseFilesystem, mountpoint: string, opts: MountO
   if (await cleanStaleMount(target, log)) log.info({ mountpoint: target }, 'fuse: cleaned a stale mount');
   let st;
   try {
-    st = statSync(target);
+    st = await fsp.stat(target);
   } catch (err) {
     throw new ClipError('ENOTFOUND', 'mountpoint does not exist', { object: target, cause: err });
   }
@@ -158,7 +163,9 @@ export async function cleanStaleMount(mountpoint: string, log: Logger = silentLo
   const target = resolve(mountpoint);
   let stale = false;
   try {
-    await fsp.stat(target);
+    // statfs, not stat: the kernel answers stat from cached attributes even after the server died,
+    // while STATFS always goes to the server and fails with ENOTCONN once the connection is gone.
+    await fsp.statfs(target);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOTCONN' && code !== 'ECONNABORTED') return false;
