@@ -2,11 +2,11 @@
 
 export const BLOCK = 512;
 
-/** A NUL-terminated string field. */
-export function stringField(block: Uint8Array, start: number, length: number): string {
+/** A NUL-terminated string field; names keep their bytes ('latin1', see bytePath), other text is UTF-8. */
+export function stringField(block: Uint8Array, start: number, length: number, encoding: 'utf8' | 'latin1' = 'utf8'): string {
   const field = block.subarray(start, start + length);
   const nul = field.indexOf(0);
-  return Buffer.from(field.buffer, field.byteOffset, nul < 0 ? length : nul).toString('utf8');
+  return Buffer.from(field.buffer, field.byteOffset, nul < 0 ? length : nul).toString(encoding);
 }
 
 /**

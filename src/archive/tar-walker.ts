@@ -1,7 +1,7 @@
 import { ClipError } from '../util/errors.js';
 import type { EntryType, TarEntry } from './types.js';
 import { BLOCK, checksumOk, isZeroBlock, numericField, parsePaxRecords, parsePaxTime, stringField } from './tar-fields.js';
-import { normaliseTarPath, type UnsafePathPolicy } from './tar-path.js';
+import { normaliseTarPath, shownPath, type UnsafePathPolicy } from './tar-path.js';
 
 export interface TarWalkerOptions {
   /** Names the layer in errors. */
@@ -119,9 +119,9 @@ export class TarWalker {
     const flag = String.fromCharCode(b[156]!);
     const magic = b.toString('latin1', 257, 263);
     const isUstar = magic === 'ustar\0';
-    let name = stringField(b, 0, 100);
+    let name = stringField(b, 0, 100, 'latin1');
     if (isUstar) {
-      const prefix = stringField(b, 345, 155);
+      const prefix = stringField(b, 345, 155, 'latin1');
       if (prefix) name = `${prefix}/${name}`;
     }
     const headerSize = this.number(b, 124, 12, at, 'size');
@@ -144,11 +144,13 @@ export class TarWalker {
       else pax.set(k, v);
     }
     const paxText = (key: string): string | undefined => pax.get(key)?.toString('utf8');
-    const rawPath = paxText('path') ?? prelude?.longName ?? name;
-    this.entryPath = rawPath;
+    const paxPath = (key: string): string | undefined => pax.get(key)?.toString('latin1');
+    const rawPath = paxPath('path') ?? prelude?.longName ?? name;
+    const shown = shownPath(rawPath);
+    this.entryPath = shown;
 
     if (flag === 'S' || [...pax.keys()].some((k) => k.startsWith('GNU.sparse.'))) {
-      throw new ClipError('EUNSUPPORTED', `GNU sparse tar entry "${rawPath}" at byte ${at} is not supported`, { object: this.opts.name });
+      throw new ClipError('EUNSUPPORTED', `GNU sparse tar entry "${shown}" at byte ${at} is not supported`, { object: this.opts.name });
     }
     let type: EntryType | undefined = TYPES[flag];
     if (flag === 'D') type = 'dir'; // GNU dumpdir: a directory whose data lists its contents
@@ -157,7 +159,7 @@ export class TarWalker {
       this.startSkip(roundUp(headerSize));
       return null;
     }
-    if (!type) throw new ClipError('EUNSUPPORTED', `tar entry "${rawPath}" at byte ${at} has unsupported type '${flag}'`, { object: this.opts.name });
+    if (!type) throw new ClipError('EUNSUPPORTED', `tar entry "${shown}" at byte ${at} has unsupported type '${flag}'`, { object: this.opts.name });
 
     const paxSize = paxText('size');
     const size = paxSize !== undefined ? this.paxNumber(paxSize, at, 'size') : headerSize;
@@ -166,11 +168,11 @@ export class TarWalker {
 
     const object = this.opts.name;
     const path = normaliseTarPath(rawPath, this.policy, object);
-    if (path === '' && type !== 'dir') throw new ClipError('EUNSAFE', `tar entry "${rawPath}" at byte ${at} would replace the root`, { object });
-    let linkTarget = paxText('linkpath') ?? prelude?.longLink ?? stringField(b, 157, 100);
+    if (path === '' && type !== 'dir') throw new ClipError('EUNSAFE', `tar entry "${shown}" at byte ${at} would replace the root`, { object });
+    let linkTarget = paxPath('linkpath') ?? prelude?.longLink ?? stringField(b, 157, 100, 'latin1');
     if (type === 'hardlink') {
       linkTarget = normaliseTarPath(linkTarget, this.policy, object);
-      if (linkTarget === '') throw new ClipError('EUNSAFE', `hardlink "${rawPath}" at byte ${at} points at the root`, { object });
+      if (linkTarget === '') throw new ClipError('EUNSAFE', `hardlink "${shown}" at byte ${at} points at the root`, { object });
     }
 
     let mtimeSec = this.number(b, 136, 12, at, 'mtime');
@@ -178,7 +180,7 @@ export class TarWalker {
     const paxMtime = paxText('mtime');
     if (paxMtime !== undefined) {
       const t = parsePaxTime(paxMtime);
-      if (!t) throw this.corrupt(`bad PAX mtime "${paxMtime}" for "${rawPath}" at byte ${at}`);
+      if (!t) throw this.corrupt(`bad PAX mtime "${paxMtime}" for "${shown}" at byte ${at}`);
       mtimeSec = t.sec;
       mtimeNsec = t.nsec;
     }
@@ -220,7 +222,7 @@ export class TarWalker {
   private applyMeta(kind: string, buf: Buffer, at: number): void {
     if (kind === 'L' || kind === 'K') {
       const nul = buf.indexOf(0);
-      const text = buf.toString('utf8', 0, nul < 0 ? buf.length : nul);
+      const text = buf.toString('latin1', 0, nul < 0 ? buf.length : nul);
       if (kind === 'L') this.prelude!.longName = text;
       else this.prelude!.longLink = text;
       return;

@@ -6,7 +6,10 @@
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
 
 export interface TarEntry {
-  /** Normalised path relative to the root: no leading "./" or "/", no trailing "/", no "." or ".." parts. */
+  /**
+   * Normalised path relative to the root: no leading "./" or "/", no trailing "/", no "." or ".." parts.
+   * A byte string (see tar-path.ts): pathBytes() gives the bytes, shownPath() the text.
+   */
   path: string;
   type: EntryType;
   /** Permission bits including setuid/setgid/sticky (mask 0o7777). */
@@ -19,7 +22,7 @@ export interface TarEntry {
   size: number;
   mtimeSec: number;
   mtimeNsec: number;
-  /** Symlink target, or for a hardlink the normalised path of the entry it links to. */
+  /** Symlink target, or for a hardlink the normalised path of the entry it links to. A byte string, as path. */
   linkTarget: string;
   devMajor: number;
   devMinor: number;

@@ -8,11 +8,14 @@
  * other object is created exclusively (O_CREAT|O_EXCL, mknod, symlink, link: none follows a symlink
  * in its last component), names are refused when they hold "/" or are "." or "..", and metadata
  * calls are the ones that act on a symlink itself (lchown, lutimes, no chmod of symlinks).
+ * Names keep their bytes: paths here are byte strings (see archive/tar-path.ts) made into Buffers.
  */
 import { execFile } from 'node:child_process';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, symlink } from 'node:fs/promises';
+import { isUtf8 } from 'node:buffer';
+import { chmod, lchown, link, lstat, lutimes, mkdir, mkdtemp, open, readdir, rename, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { pathBytes, shownBytes, shownPath } from '../archive/tar-path.js';
 import type { ImageIndex } from '../index/reader.js';
 import { entryTypeOf, type Attr } from '../index/types.js';
 import { ClipError } from '../util/errors.js';
@@ -64,16 +67,12 @@ interface MetaJob {
 const SLASH = 0x2f;
 const DOT = 0x2e;
 
-/** A directory entry name that is a single, safe path component, as a string; otherwise EUNSAFE. */
+/** A directory entry name that is a single, safe path component, as a byte string; otherwise EUNSAFE. */
 export function safeName(name: Buffer, parent: string): string {
   const bad = name.length === 0 || name.includes(SLASH) || name.includes(0)
     || (name.length === 1 && name[0] === DOT) || (name.length === 2 && name[0] === DOT && name[1] === DOT);
-  if (bad) throw new ClipError('EUNSAFE', `refusing entry name ${JSON.stringify(name.toString('latin1'))}`, { object: parent });
-  const text = name.toString('utf8');
-  if (!Buffer.from(text, 'utf8').equals(name)) {
-    throw new ClipError('EUNSUPPORTED', `entry name is not valid UTF-8 (${name.toString('hex')})`, { object: parent });
-  }
-  return text;
+  if (bad) throw new ClipError('EUNSAFE', `refusing entry name ${JSON.stringify(shownBytes(name))}`, { object: parent });
+  return name.toString('latin1');
 }
 
 /** Whether node's lutimes (seconds as a double, truncated to ns by libuv) sets exactly these. */
@@ -104,7 +103,10 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
   const sameOwner = opts.sameOwner ?? process.getuid?.() === 0;
   const signal = opts.signal;
   const summary: ExtractSummary = { dirs: 0, files: 0, symlinks: 0, hardlinks: 0, fifos: 0, devices: 0, bytes: 0, xattrs: 0, skipped: [] };
-  const abs = (rel: string): string => (rel === '' ? root : `${root}/${rel}`);
+  const rootBytes = Buffer.from(root);
+  const abs = (rel: string): Buffer => (rel === '' ? rootBytes : Buffer.concat([rootBytes, pathBytes(`/${rel}`)]));
+  const shown = (rel: string): string => `${root}/${shownPath(rel)}`;
+  const special = new SpecialFiles(root);
   const checkAbort = (): void => {
     if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new ClipError('EINVAL', 'extraction cancelled', { object: root });
   };
@@ -122,7 +124,7 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
     const { ino: dirIno, rel: dirRel, depth } = stack.pop()!;
     const children: Array<[string, number]> = [];
     index.readdir(dirIno, 0, (name, child) => {
-      children.push([safeName(name, `/${dirRel}`), child]);
+      children.push([safeName(name, `/${shownPath(dirRel)}`), child]);
     });
     for (const [name, ino] of children) {
       const rel = dirRel === '' ? name : `${dirRel}/${name}`;
@@ -131,7 +133,7 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
       if (type === 'dir') {
         await mkdir(abs(rel), { mode: 0o700 });
         const st = await lstat(abs(rel));
-        if (!st.isDirectory()) throw new ClipError('EUNSAFE', 'a directory just made is not one', { object: abs(rel) });
+        if (!st.isDirectory()) throw new ClipError('EUNSAFE', 'a directory just made is not one', { object: shown(rel) });
         summary.dirs++;
         dirs.push({ rel, attr, ino, depth: depth + 1 });
         stack.push({ ino, rel, depth: depth + 1 });
@@ -148,16 +150,16 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
         files.push({ rel, layer: loc.layer, offset: loc.offset, size: loc.size });
         summary.files++;
       } else if (type === 'symlink') {
-        await symlink(index.readlink(ino).toString('utf8'), abs(rel));
+        await symlink(index.readlink(ino), abs(rel));
         summary.symlinks++;
       } else if (type === 'fifo') {
-        await execFileP('mkfifo', ['--', abs(rel)]);
+        await special.make(abs(rel), ['p']);
         summary.fifos++;
       } else if (sameOwner) {
-        await execFileP('mknod', ['--', abs(rel), type === 'char' ? 'c' : 'b', String(attr.rdevMajor), String(attr.rdevMinor)]);
+        await special.make(abs(rel), [type === 'char' ? 'c' : 'b', String(attr.rdevMajor), String(attr.rdevMinor)]);
         summary.devices++;
       } else {
-        summary.skipped.push(`/${rel}: ${type} device ${attr.rdevMajor}:${attr.rdevMinor} (needs root)`);
+        summary.skipped.push(`/${shownPath(rel)}: ${type} device ${attr.rdevMajor}:${attr.rdevMinor} (needs root)`);
         firstPath.delete(ino);
         continue;
       }
@@ -182,6 +184,7 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
       summary.bytes += n; // not `+= await`: that would read the total before the await and lose concurrent writers' bytes
     }
   };
+  await special.done();
   await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.concurrency ?? 4, files.length)) }, writer));
 
   // Pass 3: hardlinks to the first name of each group (linkat does not follow a symlink source).
@@ -192,8 +195,8 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
 
   // Pass 4: metadata. chown before chmod (chown clears setuid bits), xattrs after chown (it
   // clears security.capability), directories last and deepest first (filling them moved their mtimes).
-  const precise: Array<[string, number, number]> = [];
-  const xattrs: Array<[string, string, Buffer]> = [];
+  const precise: Array<[Buffer, number, number]> = [];
+  const xattrs: Array<[Buffer, string, Buffer]> = [];
   const apply = async (job: MetaJob): Promise<void> => {
     const p = abs(job.rel);
     const { attr } = job;
@@ -215,7 +218,7 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
   return summary;
 }
 
-async function writeFile(p: string, job: FileJob, read: LayerReader, opts: ExtractOptions, signal: AbortSignal | undefined): Promise<number> {
+async function writeFile(p: Buffer, job: FileJob, read: LayerReader, opts: ExtractOptions, signal: AbortSignal | undefined): Promise<number> {
   const fh = await open(p, 'wx', 0o600);
   let written = 0;
   try {
@@ -227,7 +230,7 @@ async function writeFile(p: string, job: FileJob, read: LayerReader, opts: Extra
   } finally {
     await fh.close();
   }
-  if (written !== job.size) throw new ClipError('ECORRUPT', `wrote ${written} bytes of ${job.size}`, { object: p });
+  if (written !== job.size) throw new ClipError('ECORRUPT', `wrote ${written} bytes of ${job.size}`, { object: p.toString() });
   return written;
 }
 
@@ -248,8 +251,8 @@ for p, sec, nsec in job['times']:
     os.utime(bytes.fromhex(p), ns=(t, t), follow_symlinks=False)
 `;
 
-async function applyXattrsAndTimes(xattrs: Array<[string, string, Buffer]>, times: Array<[string, number, number]>, log: Logger): Promise<void> {
-  const hex = (s: string): string => Buffer.from(s, 'utf8').toString('hex');
+async function applyXattrsAndTimes(xattrs: Array<[Buffer, string, Buffer]>, times: Array<[Buffer, number, number]>, log: Logger): Promise<void> {
+  const hex = (p: Buffer): string => p.toString('hex');
   const job = JSON.stringify({
     xattrs: xattrs.map(([p, name, value]) => [hex(p), name, value.toString('hex')]),
     times: times.map(([p, sec, nsec]) => [hex(p), sec, nsec]),
@@ -260,15 +263,45 @@ async function applyXattrsAndTimes(xattrs: Array<[string, string, Buffer]>, time
     child.stderr?.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
     child.on('error', (err: NodeJS.ErrnoException) => {
       reject(err.code === 'ENOENT'
-        ? new ClipError('EUNSUPPORTED', 'setting extended attributes and nanosecond times needs python3 (node has no setxattr)', { object: xattrs[0]?.[0] ?? times[0]?.[0] })
+        ? new ClipError('EUNSUPPORTED', 'setting extended attributes and nanosecond times needs python3 (node has no setxattr)', { object: (xattrs[0]?.[0] ?? times[0]?.[0])?.toString() })
         : err);
     });
     child.on('close', (code) => {
       if (code === 0) resolve();
-      else reject(new ClipError('EPERM', `could not set extended attributes: ${stderr.trim()}`, { object: xattrs[0]?.[0] }));
+      else reject(new ClipError('EPERM', `could not set extended attributes: ${stderr.trim()}`, { object: xattrs[0]?.[0]?.toString() }));
     });
   });
   child.stdin?.end(job);
   await done;
   log.debug({ xattrs: xattrs.length, times: times.length }, 'xattrs and precise times set');
+}
+
+/**
+ * FIFOs and devices, which node cannot make: mkfifo(1) and mknod(1) take their path as an argument,
+ * which cannot carry a name that is not UTF-8, so those are made under a temporary ASCII name in a
+ * directory of our own inside the target and renamed into place (a rename within one filesystem).
+ */
+class SpecialFiles {
+  private scratch: Promise<string> | undefined;
+  private made = 0;
+
+  constructor(private readonly root: string) {}
+
+  async make(target: Buffer, spec: string[]): Promise<void> {
+    const [kind, ...dev] = spec;
+    const tool = (at: string): Promise<unknown> => (kind === 'p' ? execFileP('mkfifo', ['--', at]) : execFileP('mknod', ['--', at, kind!, ...dev]));
+    if (isUtf8(target)) {
+      await tool(target.toString());
+      return;
+    }
+    this.scratch ??= mkdtemp(path.join(this.root, '.clip-extract-'));
+    const tmp = path.join(await this.scratch, String(this.made++));
+    await tool(tmp);
+    await rename(tmp, target);
+  }
+
+  /** Remove the scratch directory, if one was made. */
+  async done(): Promise<void> {
+    if (this.scratch) await rm(await this.scratch, { recursive: true, force: true });
+  }
 }

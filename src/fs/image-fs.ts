@@ -70,6 +70,9 @@ interface OpenFile {
   size: number;
 }
 
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+
 export class ImageFilesystem implements FuseFilesystem {
   private readonly layers: LayerRecord[];
   private readonly open$ = new Map<number, OpenFile>();
@@ -137,9 +140,9 @@ export class ImageFilesystem implements FuseFilesystem {
     return ino;
   }
 
-  async lookup(parent: number, name: string): Promise<FuseEntry | null> {
-    if (name === '.') return this.entry(this.known(parent));
-    if (name === '..') return this.entry(this.index.parent(this.known(parent)));
+  async lookup(parent: number, name: Buffer): Promise<FuseEntry | null> {
+    if (name.equals(DOT)) return this.entry(this.known(parent));
+    if (name.equals(DOTDOT)) return this.entry(this.index.parent(this.known(parent)));
     const ino = this.index.lookup(parent, name);
     return ino === 0 ? null : this.entry(ino);
   }

@@ -256,8 +256,7 @@ export class FuseServer {
     const end = req.length - h.extlen;
     switch (h.opcode) {
       case Opcode.LOOKUP: {
-        const name = readCString(req, body, end).value.toString();
-        const entry = await fs.lookup(ino, name, ctx);
+        const entry = await fs.lookup(ino, readCString(req, body, end).value, ctx);
         if (entry) return entryOut(entry, this.timeouts);
         const negative = this.opts.negativeTimeout ?? 0;
         if (negative > 0) return negativeEntryOut(negative);

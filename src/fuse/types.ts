@@ -90,8 +90,11 @@ export interface ReaddirRequest {
  * answer ENOSYS, or a harmless default where the kernel expects one (open, release, flush, statfs).
  */
 export interface FuseFilesystem {
-  /** A child of `parent` by name; null for "no such entry" (cached by the kernel when negativeTimeout > 0). */
-  lookup(parent: number, name: string, ctx: RequestContext): Promise<FuseEntry | null>;
+  /**
+   * A child of `parent` by name; null for "no such entry" (cached by the kernel when negativeTimeout > 0).
+   * The name is the kernel's bytes: names need not be UTF-8.
+   */
+  lookup(parent: number, name: Buffer, ctx: RequestContext): Promise<FuseEntry | null>;
   /** The kernel dropped `nlookup` references to `ino`. */
   forget?(ino: number, nlookup: number): void;
   getattr(ino: number, ctx: RequestContext): Promise<FuseAttr>;

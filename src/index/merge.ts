@@ -11,6 +11,7 @@
  * - a hardlink shares its target's inode and ignores its own header metadata; a target that does not
  *   exist when the link is applied is an error (umoci fails the unpack the same way).
  */
+import { shownPath } from '../archive/tar-path.js';
 import type { LayerScan, TarEntry } from '../archive/types.js';
 import { ClipError } from '../util/errors.js';
 import { splitEntryPath, whiteoutKind } from './paths.js';
@@ -62,7 +63,7 @@ function inodeOf(entry: TarEntry, layer: number): MergedInode {
     mode: typeBits(entry.type) | (entry.mode & 0o7777),
     uid: entry.uid,
     gid: entry.gid,
-    size: entry.type === 'file' ? entry.size : entry.type === 'symlink' ? Buffer.byteLength(entry.linkTarget) : 0,
+    size: entry.type === 'file' ? entry.size : entry.type === 'symlink' ? Buffer.byteLength(entry.linkTarget, 'latin1') : 0,
     mtimeSec: entry.mtimeSec,
     mtimeNsec: entry.mtimeNsec,
     devMajor: entry.type === 'char' || entry.type === 'block' ? entry.devMajor : 0,
@@ -103,7 +104,7 @@ export class OverlayMerger {
   applyLayer(scan: Pick<LayerScan, 'entries'>, layerIndex: number, name: string): void {
     this.layer = layerIndex;
     for (const entry of scan.entries) {
-      this.object = `layer ${name}: ${entry.path}`;
+      this.object = `layer ${name}: ${shownPath(entry.path)}`;
       this.applyEntry(entry);
     }
   }
@@ -137,9 +138,9 @@ export class OverlayMerger {
     if (entry.type === 'hardlink') {
       const target = this.resolveNode(entry.linkTarget);
       if (!target || target === existing) {
-        throw new ClipError('ECORRUPT', `hardlink target "${entry.linkTarget}" does not exist`, { object: this.object });
+        throw new ClipError('ECORRUPT', `hardlink target "${shownPath(entry.linkTarget)}" does not exist`, { object: this.object });
       }
-      if (isDir(target)) throw new ClipError('ECORRUPT', `hardlink to directory "${entry.linkTarget}"`, { object: this.object });
+      if (isDir(target)) throw new ClipError('ECORRUPT', `hardlink to directory "${shownPath(entry.linkTarget)}"`, { object: this.object });
       if (existing) dir.children!.delete(name);
       dir.children!.set(name, { name, inode: target.inode, parent: dir, children: null, layer: this.layer });
       return;

@@ -4,6 +4,7 @@
  */
 import { open } from 'node:fs/promises';
 import { inflateRawSync } from 'node:zlib';
+import { shownBytes } from '../archive/tar-path.js';
 import { ClipError } from '../util/errors.js';
 import * as F from './format.js';
 import { readSections } from './sections.js';
@@ -442,18 +443,18 @@ export class ImageIndex {
     return ino;
   }
 
-  /** One path of an inode ("/" for the root; a hardlink group answers with its first name). */
+  /** One path of an inode, as shown (shownBytes); "/" for the root; a hardlink group answers with its first name. */
   pathOf(ino: number): string {
     const names: string[] = [];
     let at = this.recordOrThrow(ino);
     while (this.u32(at + F.E_INO) !== this.rootIno) {
-      names.push(this.nameAt(at).toString('utf8'));
+      names.push(shownBytes(this.nameAt(at)));
       at = this.recordOf(this.u32(at + F.E_PARENT));
     }
     return '/' + names.reverse().join('/');
   }
 
-  /** Depth-first walk in name order from `ino` (the root by default), yielding each entry's path and inode. */
+  /** Depth-first walk in name order from `ino` (the root by default), yielding each entry's path (as shown) and inode. */
   *walk(ino: number = this.rootIno): Generator<{ path: string; ino: number }> {
     const base = ino === this.rootIno ? '' : this.pathOf(ino);
     yield { path: base || '/', ino };
@@ -472,7 +473,7 @@ export class ImageIndex {
       }
       const rec = (top.first + top.next++) * F.ENTRY_RECORD_SIZE;
       const child = this.u32(rec + F.E_INO);
-      const path = `${top.path}/${this.nameAt(rec).toString('utf8')}`;
+      const path = `${top.path}/${shownBytes(this.nameAt(rec))}`;
       yield { path, ino: child };
       push(child, path);
     }

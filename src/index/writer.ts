@@ -105,7 +105,7 @@ function layoutTree(tree: MergedTree): TreeLayout {
     first[r] = 0;
     count[r] = 0;
     if (!node.children) continue;
-    const kids = [...node.children.values()].map((k) => ({ node: k, name: Buffer.from(k.name, 'utf8') }));
+    const kids = [...node.children.values()].map((k) => ({ node: k, name: Buffer.from(k.name, 'latin1') }));
     kids.sort((a, b) => Buffer.compare(a.name, b.name));
     first[r] = nodes.length;
     count[r] = kids.length;
@@ -175,7 +175,7 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
       view.setUint32(at + F.E_UNION, firstChild[r]!, true);
       view.setUint32(at + F.E_UNION2, childCount[r]!, true);
     } else if (type === S_IFLNK) {
-      const target = Buffer.from(ind.linkTarget, 'utf8');
+      const target = Buffer.from(ind.linkTarget, 'latin1');
       view.setUint32(at + F.E_UNION, strings.add(ind.linkTarget, target), true);
       view.setUint32(at + F.E_UNION2, target.length, true);
     } else if (type === S_IFCHR || type === S_IFBLK) {

@@ -68,3 +68,6 @@ export function pax(records: [string, Buffer | string][], type: 'x' | 'g' = 'x')
 }
 
 export const END = Buffer.alloc(1024);
+
+/** Tests write paths as text; a TarEntry carries them as byte strings (see src/archive/tar-path.ts). */
+export const asBytePath = (text: string): string => Buffer.from(text, 'utf8').toString('latin1');

@@ -74,11 +74,11 @@ describe('ImageFilesystem operations', () => {
     expect(lib.blocks).toBe(Math.ceil(1_500_000 / 512));
     expect((await fs.getattr(index.resolvePathOrThrow('dev/loop0'))).rdev).toBe(makeDev(7, 0));
     expect((await fs.getattr(index.resolvePathOrThrow('home/user/notes.txt'))).mtime.nsec).toBe(999_999_999);
-    const tool = await fs.lookup(index.resolvePathOrThrow('usr/bin'), 'tool');
-    const alias = await fs.lookup(index.resolvePathOrThrow('usr/bin'), 'tool-lower-link');
+    const tool = await fs.lookup(index.resolvePathOrThrow('usr/bin'), Buffer.from('tool'));
+    const alias = await fs.lookup(index.resolvePathOrThrow('usr/bin'), Buffer.from('tool-lower-link'));
     expect(alias!.ino).toBe(tool!.ino);
     expect(tool!.attr.nlink).toBe(3);
-    expect(await fs.lookup(1, 'nope')).toBeNull();
+    expect(await fs.lookup(1, Buffer.from('nope'))).toBeNull();
     expect(await errnoOf(fs.getattr(index.inodeCount + 1))).toBe(Errno.ENOENT);
   });
 

@@ -166,7 +166,7 @@ function minimalFs(): FuseFilesystem {
   const byName: Record<string, typeof root> = { f: file, l: link };
   return {
     async lookup(_parent, name) {
-      const attr = byName[name];
+      const attr = byName[name.toString()];
       return attr ? { ino: attr.ino, attr } : null;
     },
     async getattr(ino) {

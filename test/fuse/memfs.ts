@@ -145,7 +145,8 @@ export class MemFs implements FuseFilesystem {
     return { ino, attr: this.attr(ino) };
   }
 
-  async lookup(parent: number, name: string): Promise<FuseEntry | null> {
+  async lookup(parent: number, nameBytes: Buffer): Promise<FuseEntry | null> {
+    const name = nameBytes.toString();
     this.count('lookup');
     const ino = this.node(parent).children?.get(name);
     return ino === undefined ? null : this.entry(ino);

@@ -4,16 +4,20 @@ import type { LayerScan, TarEntry } from '../../src/archive/types.js';
 import { ImageIndex } from '../../src/index/reader.js';
 import { type ImageMeta, S_IFMT, entryTypeOf } from '../../src/index/types.js';
 import { buildIndex } from '../../src/index/writer.js';
+import { asBytePath } from '../archive/tar-builder.js';
 
 let nextOffset = 512;
 
+/** Tests write paths as text; entry() turns them into the byte strings a TarEntry carries. */
 export function entry(path: string, over: Partial<TarEntry> = {}): TarEntry {
   const headerOffset = nextOffset;
   nextOffset += 1024;
   return {
-    path, type: 'file', mode: 0o644, uid: 0, gid: 0, uname: '', gname: '', size: 0,
-    mtimeSec: 1_700_000_000, mtimeNsec: 0, linkTarget: '', devMajor: 0, devMinor: 0,
+    type: 'file', mode: 0o644, uid: 0, gid: 0, uname: '', gname: '', size: 0,
+    mtimeSec: 1_700_000_000, mtimeNsec: 0, devMajor: 0, devMinor: 0,
     xattrs: new Map(), headerOffset, dataOffset: headerOffset + 512, ...over,
+    path: asBytePath(path),
+    linkTarget: asBytePath(over.linkTarget ?? ''),
   };
 }
 

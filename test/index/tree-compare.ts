@@ -4,6 +4,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { TreeNode } from '../support/tools.js';
+import { shownBytes } from '../../src/archive/tar-path.js';
 import type { ImageIndex } from '../../src/index/reader.js';
 import { entryTypeOf, S_IFMT } from '../../src/index/types.js';
 
@@ -22,7 +23,7 @@ export function indexTree(index: ImageIndex, hashes?: Map<number, string>): Map<
       mtimeNs: (BigInt(a.mtimeSec) * 1_000_000_000n + BigInt(a.mtimeNsec)).toString(),
       ino, nlink: a.nlink, xattrs: {},
     };
-    if (type === 'symlink') node.linkTarget = index.readlink(ino).toString('utf8');
+    if (type === 'symlink') node.linkTarget = shownBytes(index.readlink(ino));
     if (type === 'char' || type === 'block') {
       node.devMajor = a.rdevMajor;
       node.devMinor = a.rdevMinor;

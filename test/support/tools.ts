@@ -133,6 +133,8 @@ const SNAPSHOT_PY = String.raw`
 import hashlib, json, os, stat, sys
 root = sys.argv[1]
 out = {}
+# Names that are not UTF-8 keep their bytes as \xNN, as clip's shownBytes() prints them.
+shown = lambda s: os.fsencode(s).decode('utf-8', 'backslashreplace')
 for dirpath, dirnames, filenames in os.walk(root):
     for name in dirnames + filenames:
         p = os.path.join(dirpath, name)
@@ -142,7 +144,7 @@ for dirpath, dirnames, filenames in os.walk(root):
              else 'char' if stat.S_ISCHR(m) else 'block' if stat.S_ISBLK(m) else 'fifo' if stat.S_ISFIFO(m) else 'socket')
         n = {'type': t, 'mode': stat.S_IMODE(m), 'uid': st.st_uid, 'gid': st.st_gid,
              'size': st.st_size if t == 'file' else 0, 'mtimeNs': str(st.st_mtime_ns), 'ino': st.st_ino, 'nlink': st.st_nlink, 'xattrs': {}}
-        if t == 'symlink': n['linkTarget'] = os.readlink(p)
+        if t == 'symlink': n['linkTarget'] = shown(os.readlink(p))
         if t in ('char', 'block'): n['devMajor'] = os.major(st.st_rdev); n['devMinor'] = os.minor(st.st_rdev)
         if t == 'file':
             h = hashlib.sha256()
@@ -153,7 +155,7 @@ for dirpath, dirnames, filenames in os.walk(root):
             for k in sorted(os.listxattr(p, follow_symlinks=False)): n['xattrs'][k] = os.getxattr(p, k, follow_symlinks=False).hex()
         except OSError:
             pass
-        out[os.path.relpath(p, root)] = n
+        out[shown(os.path.relpath(p, root))] = n
 json.dump(out, sys.stdout)
 `;
 

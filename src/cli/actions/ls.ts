@@ -1,4 +1,5 @@
 /** `clip ls IMAGE|INDEX [PATH]`: directory listings answered from the index alone. */
+import { shownBytes } from '../../archive/tar-path.js';
 import type { ImageIndex } from '../../index/reader.js';
 import { entryTypeOf, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK, type Attr } from '../../index/types.js';
 import { openForCommand } from '../image-arg.js';
@@ -56,7 +57,7 @@ export function describeEntry(index: ImageIndex, path: string, ino: number): Lis
     path, name: path === '/' ? '/' : path.slice(path.lastIndexOf('/') + 1), type, mode: modeString(a.mode), perm: a.mode & 0o7777,
     ino, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size, mtimeNs: mtimeNs(a),
   };
-  if (type === 'symlink') e.linkTarget = index.readlink(ino).toString('utf8');
+  if (type === 'symlink') e.linkTarget = shownBytes(index.readlink(ino));
   if (type === 'char' || type === 'block') e.rdev = `${a.rdevMajor}:${a.rdevMinor}`;
   return e;
 }
@@ -73,7 +74,7 @@ export function listPath(index: ImageIndex, path: string, recursive: boolean): L
   const visit = (dir: number, dirPath: string): void => {
     const children: Array<[string, number]> = [];
     index.readdir(dir, 0, (name, child) => {
-      children.push([name.toString('utf8'), child]);
+      children.push([shownBytes(name), child]);
     });
     for (const [name, child] of children) out.push(describeEntry(index, join(dirPath, name), child));
     if (recursive) for (const [name, child] of children) if (entryTypeOf(index.mode(child)) === 'dir') visit(child, join(dirPath, name));
