@@ -26,6 +26,7 @@ import type { Storage } from '../storage/storage.js';
 import type { LayerRecord } from '../storage/types.js';
 import { isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { ReadBuffers } from './read-buffers.js';
 
 /** One day: the tree cannot change while it is mounted. */
 export const IMMUTABLE_TIMEOUT_SECONDS = 86_400;
@@ -76,6 +77,7 @@ const DOTDOT = Buffer.from('..');
 export class ImageFilesystem implements FuseFilesystem {
   private readonly layers: LayerRecord[];
   private readonly open$ = new Map<number, OpenFile>();
+  private readonly buffers = new ReadBuffers();
   private nextFh = 1;
   private readonly scratch: Attr = emptyAttr();
   private readonly timeout: number;
@@ -96,6 +98,11 @@ export class ImageFilesystem implements FuseFilesystem {
   /** Files open now (for tests and metrics). */
   get openFiles(): number {
     return this.open$.size;
+  }
+
+  /** READ buffers whose replies have not been written yet (for tests: 0 when idle). */
+  get readsInFlight(): number {
+    return this.buffers.outstanding;
   }
 
   attr(ino: number): FuseAttr {
@@ -183,14 +190,21 @@ export class ImageFilesystem implements FuseFilesystem {
     }
     const n = Math.min(size, file.size - offset);
     if (n <= 0) return EMPTY;
+    const buf = this.buffers.take(n);
     try {
-      return await this.storage.read(file.layer, file.offset + offset, n, { signal: ctx.signal });
+      const got = await this.storage.readInto(file.layer, file.offset + offset, buf, { signal: ctx.signal });
+      return got === n ? buf : buf.subarray(0, got);
     } catch (err) {
+      this.buffers.give(buf);
       if (ctx.signal.aborted) throw new FuseErrno('EINTR');
       // Never a wrong byte and never a hang: what the tiers cannot give in time is an I/O error.
       this.log.warn({ err, ino, offset, size: n, layer: file.layer.diffId, code: isClipError(err) ? err.code : undefined }, 'fs: read failed');
       throw new FuseErrno('EIO', err instanceof Error ? err.message : String(err));
     }
+  }
+
+  readDone(data: Uint8Array): void {
+    this.buffers.give(data);
   }
 
   async opendir(ino: number): Promise<OpenResult> {

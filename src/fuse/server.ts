@@ -170,9 +170,13 @@ export class FuseServer {
     }
     result.then(
       (payload) => {
-        if (this.inflight.get(h.unique) !== flight) return; // interrupted: already answered
-        this.inflight.delete(h.unique);
-        channel.reply(h.unique, 0, payload);
+        // Not in flight any more: interrupted, and already answered.
+        if (this.inflight.get(h.unique) === flight) {
+          this.inflight.delete(h.unique);
+          channel.reply(h.unique, 0, payload);
+        }
+        // The reply went out with a synchronous write: the buffer is free again.
+        if (h.opcode === Opcode.READ && payload instanceof Uint8Array) this.fs.readDone?.(payload);
       },
       (err: unknown) => {
         if (this.inflight.get(h.unique) !== flight) return;

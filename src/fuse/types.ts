@@ -102,6 +102,11 @@ export interface FuseFilesystem {
   open?(ino: number, flags: number, ctx: RequestContext): Promise<OpenResult | void>;
   /** Up to `size` bytes at `offset`; fewer only at end of file. */
   read(ino: number, fh: number, offset: number, size: number, ctx: RequestContext): Promise<Uint8Array>;
+  /**
+   * The reply carrying `data` from read() has been written to the kernel, or dropped (interrupted,
+   * disconnected): the server holds no reference any more, so the buffer may be reused.
+   */
+  readDone?(data: Uint8Array): void;
   release?(ino: number, fh: number): Promise<void> | void;
   flush?(ino: number, fh: number, ctx: RequestContext): Promise<void>;
   opendir?(ino: number, flags: number, ctx: RequestContext): Promise<OpenResult | void>;

@@ -100,5 +100,7 @@ with open(os.path.join(root, 'usr/share/many/file-199.txt'), 'rb') as f:
     const expected = await snapshotTree(await umociUnpack((await fixture('basic')).layoutDir, 'latest', join(work, 'unpack2')));
     expect(whole.stdout.split(' ')[0]).toBe(expected.get('opt/app/large.bin')!.sha256);
     expect(tail.stdout.trim()).toBe('10');
+    // Every READ buffer came back once its reply was written.
+    expect(mounted.fs.readsInFlight).toBe(0);
   });
 });
