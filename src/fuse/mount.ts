@@ -156,17 +156,24 @@ function setReadahead(major: number | undefined, minor: number | undefined, kb: 
 }
 
 /**
- * If `mountpoint` holds a FUSE mount whose server is gone (stat fails with ENOTCONN), abort its
- * connection and unmount it. Returns whether something was cleaned. A live mount is an error.
+ * If `mountpoint` holds a FUSE mount whose server is gone (statfs fails with ENOTCONN), abort its
+ * connection and unmount it. Returns whether something was cleaned. A live mount is an error, and
+ * so is one whose server does not answer within `answerMs` (it may be busy: not ours to abort).
  */
-export async function cleanStaleMount(mountpoint: string, log: Logger = silentLogger): Promise<boolean> {
+export async function cleanStaleMount(mountpoint: string, log: Logger = silentLogger, answerMs = 5000): Promise<boolean> {
   const target = resolve(mountpoint);
   let stale = false;
   try {
     // statfs, not stat: the kernel answers stat from cached attributes even after the server died,
     // while STATFS always goes to the server and fails with ENOTCONN once the connection is gone.
-    await fsp.statfs(target);
+    const answered = fsp.statfs(target);
+    if (!(await settlesWithin(answered, answerMs))) {
+      answered.catch(() => undefined);
+      throw new ClipError('ETIMEOUT', `the filesystem mounted here does not answer within ${answerMs} ms; unmount it first (clip unmount, or umount -l)`, { object: target });
+    }
+    await answered;
   } catch (err) {
+    if (err instanceof ClipError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOTCONN' && code !== 'ECONNABORTED') return false;
     stale = true;

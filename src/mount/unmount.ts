@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { abortConnection, cleanStaleMount } from '../fuse/index.js';
 import { mountsAt } from '../fuse/mountinfo.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
-import { ClipError } from '../util/errors.js';
+import { ClipError, isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { alive, daemonPid, mountFiles } from './files.js';
 
@@ -51,12 +51,28 @@ export async function unmountMountpoint(mountpoint: string, opts: UnmountCommand
   if (!fuseMounted(target)) {
     throw new ClipError('EINVAL', 'no clip mount here', { object: target });
   }
-  if (await cleanStaleMount(target, log).catch(() => false)) return { how: 'stale', ...(pid ? { pid } : {}) };
+  if (await cleanStuckOrStale(target, timeoutMs / 2, log)) return { how: 'stale', ...(pid ? { pid } : {}) };
   const connection = mountsAt(target).filter((m) => m.fsType.startsWith('fuse')).at(-1)?.minor ?? -1;
   if ((await run('umount', [target])) !== 0) await run('umount', ['-l', target]);
   if (!(await waitFor(() => !connectionOpen(connection), timeoutMs / 2))) await abortConnection(connection);
   if (fuseMounted(target)) throw new ClipError('EPERM', 'could not unmount', { object: target });
   return { how: 'direct', ...(pid ? { pid } : {}) };
+}
+
+/**
+ * A dead server's mount is removed. So is the mount of a server that does not answer at all: its
+ * connection is aborted first, since umount(8) itself would wait on it forever (it asks statfs).
+ */
+async function cleanStuckOrStale(target: string, answerMs: number, log: Logger): Promise<boolean> {
+  try {
+    return await cleanStaleMount(target, log, answerMs);
+  } catch (err) {
+    if (!isClipError(err, 'ETIMEOUT')) return false;
+    const connection = mountsAt(target).filter((m) => m.fsType.startsWith('fuse')).at(-1)?.minor ?? -1;
+    log.warn({ mountpoint: target, connection }, 'unmount: the filesystem does not answer; aborting its connection');
+    await abortConnection(connection);
+    return cleanStaleMount(target, log, answerMs);
+  }
 }
 
 function fuseMounted(target: string): boolean {

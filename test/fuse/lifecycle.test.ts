@@ -1,31 +1,13 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { mount, S_IFLNK, type FuseFilesystem } from '../../src/fuse/index.js';
+import { mount, S_IFLNK, type FuseFilesystem, type StatFs } from '../../src/fuse/index.js';
+import { cleanStaleMount } from '../../src/fuse/mount.js';
 import { mountsAt } from '../../src/fuse/mountinfo.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { MemFs } from './memfs.js';
-import { python, run, spawn } from './tools.js';
-
-const child = fileURLToPath(new URL('./serve-child.ts', import.meta.url));
-
-/** Start serve-child.ts; resolves with its first line of output and the process. */
-function startChild(mountpoint: string, mode = '', uid?: number): Promise<{ line: string; proc: ReturnType<typeof spawn> }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', child, mountpoint, mode], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    ...(uid === undefined ? {} : { uid, gid: uid }),
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('\n')) resolve({ line: out.split('\n')[0]!, proc });
-    });
-    proc.on('exit', (code) => reject(new Error(`child exited with ${code}: ${out}`)));
-  });
-}
+import { python, run, spawn, startServeChild } from './tools.js';
 
 /**
  * A python process that opens `file`, prints its first line, and on a line from us asks the
@@ -122,7 +104,7 @@ describe.skipIf(skipUnlessRoot())('FUSE mount lifecycle', () => {
   });
 
   test('a stale mount left by a killed server is detected and cleaned by the next mount', async () => {
-    const { line, proc } = await startChild(dir);
+    const { line, proc } = await startServeChild(dir);
     expect(line).toBe('ready');
     expect(await readFile(join(dir, 'hello'), 'utf8')).toBe('hello from the child\n');
     const exited = new Promise((r) => proc.on('exit', r));
@@ -151,8 +133,30 @@ describe.skipIf(skipUnlessRoot())('FUSE mount lifecycle', () => {
     }
   });
 
+  test('mounting on a mount whose server does not answer fails with ETIMEOUT instead of waiting', async () => {
+    const fs = new MemFs();
+    const answer: StatFs = { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
+    const held: (() => void)[] = [];
+    let hang = true;
+    // STATFS hangs until released (then answers at once: umount(8) asks too).
+    const hung = Object.assign(Object.create(fs) as MemFs, {
+      statfs: (): Promise<StatFs> => (hang ? new Promise((resolve) => held.push(() => resolve(answer))) : Promise.resolve(answer)),
+    });
+    const m = await mount(hung, dir);
+    try {
+      const started = Date.now();
+      await expect(cleanStaleMount(dir, undefined, 300)).rejects.toMatchObject({ name: 'ClipError', code: 'ETIMEOUT', object: dir });
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(mountsAt(dir)).toHaveLength(1); // left alone: it is someone's live mount
+    } finally {
+      hang = false;
+      for (const release of held) release();
+      await m.unmount();
+    }
+  });
+
   test('without root, mount fails with EPERM saying so', async () => {
-    const { line } = await startChild(dir, 'try', 65534);
+    const { line } = await startServeChild(dir, 'try', 65534);
     expect(line).toMatch(/^error EPERM .*needs root/);
   });
 });

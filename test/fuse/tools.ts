@@ -1,4 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 export interface RunResult {
   code: number;
@@ -25,3 +26,21 @@ export function python(code: string, ...args: string[]): Promise<RunResult> {
 }
 
 export { spawn };
+
+const serveChild = fileURLToPath(new URL('./serve-child.ts', import.meta.url));
+
+/** Start serve-child.ts (its own process); resolves with its first line of output and the process. */
+export function startServeChild(mountpoint: string, mode = '', uid?: number): Promise<{ line: string; proc: ReturnType<typeof spawn> }> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', serveChild, mountpoint, mode], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    ...(uid === undefined ? {} : { uid, gid: uid }),
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve({ line: out.split('\n')[0]!, proc });
+    });
+    proc.on('exit', (code) => reject(new Error(`child exited with ${code}: ${out}`)));
+  });
+}
