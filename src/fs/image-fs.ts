@@ -50,11 +50,13 @@ export const DEFAULT_READAHEAD_KB = 8192;
 /** Mount options that suit an immutable image: long timeouts, negative lookups cached, page cache kept. */
 export function imageMountOptions(timeoutSeconds = IMMUTABLE_TIMEOUT_SECONDS): Pick<
   MountOptions,
-  'entryTimeout' | 'attrTimeout' | 'negativeTimeout' | 'keepCache' | 'cacheDir' | 'readaheadKb'
+  'entryTimeout' | 'attrTimeout' | 'negativeTimeout' | 'keepCache' | 'cacheDir' | 'readaheadKb' | 'posixAcl'
 > {
   return {
     entryTimeout: timeoutSeconds, attrTimeout: timeoutSeconds, negativeTimeout: timeoutSeconds,
     keepCache: true, cacheDir: true, readaheadKb: DEFAULT_READAHEAD_KB,
+    // `ls -l` asks every entry for its ACLs; with this the kernel asks us once per inode.
+    posixAcl: true,
   };
 }
 

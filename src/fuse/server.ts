@@ -34,6 +34,11 @@ export interface FuseServerOptions {
   keepCache?: boolean;
   /** FOPEN_CACHE_DIR for opendirs whose result does not say. Default false. */
   cacheDir?: boolean;
+  /**
+   * Negotiate FUSE_POSIX_ACL: the kernel reads system.posix_acl_* through GETXATTR once per inode,
+   * caches the answer ("none" included) and enforces it. Default false.
+   */
+  posixAcl?: boolean;
   /** Largest READ the kernel sends, in pages of 4 KiB (MAX_PAGES). Default 256 (1 MiB). */
   maxPages?: number;
   /** Largest WRITE the kernel may send; also sizes the request buffer. Default 1 MiB. */
@@ -226,6 +231,7 @@ export class FuseServer {
     }
     let wanted = WANTED;
     if (this.fs.readdirplus) wanted |= InitFlag.DO_READDIRPLUS | InitFlag.READDIRPLUS_AUTO;
+    if (this.opts.posixAcl && this.fs.getxattr) wanted |= InitFlag.POSIX_ACL;
     const accepted = offered & wanted;
     const minor = Math.min(kernelMinor, FUSE_KERNEL_MINOR_VERSION);
     const maxPages = Math.max(1, Math.min(this.opts.maxPages ?? 256, 0xffff));

@@ -226,4 +226,21 @@ describe.skipIf(skipUnlessRoot())('FUSE server answers for what the filesystem l
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  test('with posixAcl the kernel asks for a file\'s ACL once and caches the answer, "none" included', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'clip-fuse-acl-'));
+    const fs = new MemFs();
+    fs.file(1, 'f', Buffer.from('x'));
+    const m = await mount(fs, dir, { posixAcl: true, entryTimeout: 60, attrTimeout: 60 });
+    try {
+      expect(m.server.init!.accepted & (1n << 20n)).toBe(1n << 20n);
+      const probe = 'import os,sys,errno\nfor _ in range(5):\n  try: os.getxattr(sys.argv[1], "system.posix_acl_access")\n  except OSError as e: print(errno.errorcode[e.errno])';
+      const r = await python(probe, join(dir, 'f'));
+      expect(r.stdout.split('\n').filter(Boolean)).toEqual(Array(5).fill('ENODATA'));
+      expect(m.server.opCounts.get('GETXATTR')).toBe(1);
+    } finally {
+      await m.unmount();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
