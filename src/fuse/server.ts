@@ -63,7 +63,8 @@ export interface InitInfo {
 }
 
 interface InFlight {
-  controller: AbortController;
+  /** Made on first use of the request's signal: most requests never look at it. */
+  controller?: AbortController;
   opcode: number;
 }
 
@@ -118,7 +119,8 @@ export class FuseServer {
     const channel = new FuseChannel(fd, bufferSize, (req) => this.handle(req), this.log);
     this.channel = channel;
     const stopped = await channel.stopped;
-    for (const f of this.inflight.values()) f.controller.abort(new Error('FUSE connection ended'));
+    // An operation that looks at its signal later must still see it aborted.
+    for (const f of this.inflight.values()) (f.controller ??= new AbortController()).abort(new Error('FUSE connection ended'));
     this.inflight.clear();
     this.rejectReady(new Error(`FUSE connection ended before INIT: ${stopped.code} ${stopped.message}`));
     if (stopped.code !== 'ENODEV') this.log.warn(stopped, 'fuse: reading /dev/fuse failed');
@@ -163,10 +165,16 @@ export class FuseServer {
       channel.reply(h.unique, Errno.EROFS);
       return;
     }
-    const controller = new AbortController();
-    const flight: InFlight = { controller, opcode: h.opcode };
+    const flight: InFlight = { opcode: h.opcode };
     this.inflight.set(h.unique, flight);
-    const ctx: RequestContext = { uid: h.uid, gid: h.gid, pid: h.pid, signal: controller.signal };
+    const ctx: RequestContext = {
+      uid: h.uid,
+      gid: h.gid,
+      pid: h.pid,
+      get signal(): AbortSignal {
+        return (flight.controller ??= new AbortController()).signal;
+      },
+    };
     let result: Promise<Payload>;
     try {
       result = this.dispatch(h, req, ctx);
@@ -203,7 +211,7 @@ export class FuseServer {
     // Not found: already answered. (One reader thread delivers requests in order, so never "not yet seen".)
     if (!flight) return;
     this.inflight.delete(target);
-    flight.controller.abort(new Error('interrupted'));
+    (flight.controller ??= new AbortController()).abort(new Error('interrupted'));
     this.channel!.reply(target, Errno.EINTR);
   }
 
