@@ -2,7 +2,7 @@
 
 export const BLOCK = 512;
 
-/** A NUL-terminated string field; names keep their bytes ('latin1', see bytePath), other text is UTF-8. */
+/** A NUL-terminated string field; names keep their bytes ('latin1', see tar-path.ts), other text is UTF-8. */
 export function stringField(block: Uint8Array, start: number, length: number, encoding: 'utf8' | 'latin1' = 'utf8'): string {
   const field = block.subarray(start, start + length);
   const nul = field.indexOf(0);

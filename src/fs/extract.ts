@@ -230,7 +230,7 @@ async function writeFile(p: Buffer, job: FileJob, read: LayerReader, opts: Extra
   } finally {
     await fh.close();
   }
-  if (written !== job.size) throw new ClipError('ECORRUPT', `wrote ${written} bytes of ${job.size}`, { object: p.toString() });
+  if (written !== job.size) throw new ClipError('ECORRUPT', `wrote ${written} bytes of ${job.size}`, { object: shownBytes(p) });
   return written;
 }
 
@@ -251,6 +251,8 @@ for p, sec, nsec in job['times']:
     os.utime(bytes.fromhex(p), ns=(t, t), follow_symlinks=False)
 `;
 
+const shownOf = (p: Buffer | undefined): string | undefined => (p ? shownBytes(p) : undefined);
+
 async function applyXattrsAndTimes(xattrs: Array<[Buffer, string, Buffer]>, times: Array<[Buffer, number, number]>, log: Logger): Promise<void> {
   const hex = (p: Buffer): string => p.toString('hex');
   const job = JSON.stringify({
@@ -263,12 +265,12 @@ async function applyXattrsAndTimes(xattrs: Array<[Buffer, string, Buffer]>, time
     child.stderr?.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
     child.on('error', (err: NodeJS.ErrnoException) => {
       reject(err.code === 'ENOENT'
-        ? new ClipError('EUNSUPPORTED', 'setting extended attributes and nanosecond times needs python3 (node has no setxattr)', { object: (xattrs[0]?.[0] ?? times[0]?.[0])?.toString() })
+        ? new ClipError('EUNSUPPORTED', 'setting extended attributes and nanosecond times needs python3 (node has no setxattr)', { object: shownOf(xattrs[0]?.[0] ?? times[0]?.[0]) })
         : err);
     });
     child.on('close', (code) => {
       if (code === 0) resolve();
-      else reject(new ClipError('EPERM', `could not set extended attributes: ${stderr.trim()}`, { object: xattrs[0]?.[0]?.toString() }));
+      else reject(new ClipError('EPERM', `could not set extended attributes: ${stderr.trim()}`, { object: shownOf(xattrs[0]?.[0]) }));
     });
   });
   child.stdin?.end(job);

@@ -22,6 +22,7 @@ import { skipUnlessRoot } from '../support/env.js';
 import { fixture, type FixtureName } from '../support/fixtures/index.js';
 import { snapshotTree, umociUnpack } from '../support/tools.js';
 import { diffTrees } from '../index/tree-compare.js';
+import { entry, indexOf } from '../index/layers.js';
 
 let tmp: string;
 const storages: Storage[] = [];
@@ -93,6 +94,22 @@ describe('extract target', () => {
     // eslint-disable-next-line require-yield
     const failing: LayerReader = async function* () { throw new Error('registry unreachable'); };
     await expect(extractTree(index, join(tmp, 'failing'), failing)).rejects.toThrow('registry unreachable');
+  });
+
+  it.skipIf(skipUnlessRoot())('makes FIFOs and devices whose names are not UTF-8, and leaves no scratch behind', async () => {
+    const fifo = entry('x', { type: 'fifo', mode: 0o640 });
+    fifo.path = 'fifo-\xe9'; // the byte 0xe9 alone: not UTF-8
+    const dev = entry('y', { type: 'char', mode: 0o600, devMajor: 1, devMinor: 3 });
+    dev.path = 'null-\xff';
+    const target = join(tmp, 'special-names');
+    const summary = await extractTree(indexOf([fifo, dev]), target, () => (async function* () {})());
+    expect(summary).toMatchObject({ fifos: 1, devices: 1 });
+    const at = (name: string): Buffer => Buffer.concat([Buffer.from(`${target}/`), Buffer.from(name, 'latin1')]);
+    expect((await lstat(at('fifo-\xe9'))).isFIFO()).toBe(true);
+    const st = await lstat(at('null-\xff'));
+    expect([st.isCharacterDevice(), st.rdev]).toEqual([true, (1 << 8) | 3]);
+    expect((await readdir(target, { encoding: 'buffer' })).map((n) => n.toString('hex')).sort())
+      .toEqual([Buffer.from('fifo-\xe9', 'latin1'), Buffer.from('null-\xff', 'latin1')].map((n) => n.toString('hex')).sort());
   });
 
   it('refuses names that are not one safe path component', () => {
