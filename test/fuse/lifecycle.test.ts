@@ -221,6 +221,14 @@ describe.skipIf(skipUnlessRoot())('FUSE server answers for what the filesystem l
       const seek = await python('import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); print(os.lseek(fd, 0, os.SEEK_HOLE))', join(dir, 'f'));
       expect(seek.stdout.trim()).toBe('3');
       expect(m.server.opCounts.get('READDIRPLUS')).toBeUndefined(); // not offered without readdirplus
+      // An opcode the server has no case for (POLL) answers ENOSYS: the kernel then reports the file
+      // always ready and never sends POLL again.
+      const polled = await python(
+        'import os,sys,select\nfd=os.open(sys.argv[1], os.O_RDONLY)\np=select.poll(); p.register(fd, select.POLLIN)\nfor _ in range(2): print([e == select.POLLIN for f, e in p.poll(0) if f == fd])',
+        join(dir, 'f'),
+      );
+      expect(polled.stdout.split('\n').filter(Boolean)).toEqual(['[True]', '[True]']); // readable at once, twice
+      expect(m.server.opCounts.get('POLL')).toBe(1);
     } finally {
       await m.unmount();
       await rm(dir, { recursive: true, force: true });
