@@ -3,7 +3,7 @@ import { closeSync, existsSync, openSync, promises as fsp, writeFileSync } from 
 import { resolve } from 'node:path';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { mountsAt } from './mountinfo.js';
+import { isFuse, mountsAt } from './mountinfo.js';
 import { FuseServer, type FuseServerOptions } from './server.js';
 import type { FuseFilesystem } from './types.js';
 
@@ -180,13 +180,13 @@ export async function cleanStaleMount(mountpoint: string, log: Logger = silentLo
   }
   const mounts = mountsAt(target);
   if (!stale) {
-    if (mounts.some((m) => m.fsType.startsWith('fuse'))) {
+    if (mounts.some(isFuse)) {
       throw new ClipError('EINVAL', 'a FUSE filesystem is already mounted here; unmount it first', { object: target });
     }
     return false;
   }
   for (const m of mounts.reverse()) {
-    if (m.fsType.startsWith('fuse')) await abortConnection(m.minor).catch((err: unknown) => log.warn({ err }, 'fuse: abort failed'));
+    if (isFuse(m)) await abortConnection(m.minor).catch((err: unknown) => log.warn({ err }, 'fuse: abort failed'));
     const plain = await run('umount', [target]);
     if (plain.code !== 0) {
       const lazy = await run('umount', ['-l', target]);

@@ -35,6 +35,11 @@ export function parseMountInfo(text: string): MountInfo[] {
   return mounts;
 }
 
+/** A FUSE filesystem ("fuse", "fuseblk", "fuse.<subtype>"); not fusectl, which only shares the prefix. */
+export function isFuse(m: Pick<MountInfo, 'fsType'>): boolean {
+  return /^fuse(blk)?(\.|$)/.test(m.fsType);
+}
+
 /** The mounts on `mountPoint` (an absolute path), the topmost last. */
 export function mountsAt(mountPoint: string, path = '/proc/self/mountinfo'): MountInfo[] {
   return parseMountInfo(readFileSync(path, 'utf8')).filter((m) => m.mountPoint === mountPoint);

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { abortConnection, cleanStaleMount } from '../fuse/index.js';
-import { mountsAt } from '../fuse/mountinfo.js';
+import { isFuse, mountsAt } from '../fuse/mountinfo.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
 import { ClipError, isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -52,7 +52,7 @@ export async function unmountMountpoint(mountpoint: string, opts: UnmountCommand
     throw new ClipError('EINVAL', 'no clip mount here', { object: target });
   }
   if (await cleanStuckOrStale(target, timeoutMs / 2, log)) return { how: 'stale', ...(pid ? { pid } : {}) };
-  const connection = mountsAt(target).filter((m) => m.fsType.startsWith('fuse')).at(-1)?.minor ?? -1;
+  const connection = mountsAt(target).filter(isFuse).at(-1)?.minor ?? -1;
   if ((await run('umount', [target])) !== 0) await run('umount', ['-l', target]);
   if (!(await waitFor(() => !connectionOpen(connection), timeoutMs / 2))) await abortConnection(connection);
   if (fuseMounted(target)) throw new ClipError('EPERM', 'could not unmount', { object: target });
@@ -68,7 +68,7 @@ async function cleanStuckOrStale(target: string, answerMs: number, log: Logger):
     return await cleanStaleMount(target, log, answerMs);
   } catch (err) {
     if (!isClipError(err, 'ETIMEOUT')) return false;
-    const connection = mountsAt(target).filter((m) => m.fsType.startsWith('fuse')).at(-1)?.minor ?? -1;
+    const connection = mountsAt(target).filter(isFuse).at(-1)?.minor ?? -1;
     log.warn({ mountpoint: target, connection }, 'unmount: the filesystem does not answer; aborting its connection');
     await abortConnection(connection);
     return cleanStaleMount(target, log, answerMs);
@@ -76,7 +76,7 @@ async function cleanStuckOrStale(target: string, answerMs: number, log: Logger):
 }
 
 function fuseMounted(target: string): boolean {
-  return mountsAt(target).some((m) => m.fsType.startsWith('fuse'));
+  return mountsAt(target).some(isFuse);
 }
 
 function connectionOpen(n: number): boolean {

@@ -32,4 +32,12 @@ describe.skipIf(skipUnlessRoot())('clip unmount of a mount with no daemon of our
       proc.kill('SIGKILL');
     }
   });
+
+  it('refuses what is not a FUSE filesystem, fusectl included (its type only begins like one)', async () => {
+    const fusectl = '/sys/fs/fuse/connections';
+    if (mountsAt(fusectl).length === 0) expect((await run('mount', ['-t', 'fusectl', 'fusectl', fusectl])).code).toBe(0);
+    await expect(unmountMountpoint(fusectl, { cacheDir })).rejects.toMatchObject({ code: 'EINVAL' });
+    expect(mountsAt(fusectl).map((m) => m.fsType)).toContain('fusectl');
+    await expect(unmountMountpoint(dir, { cacheDir })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/no clip mount here/) });
+  });
 });
