@@ -52,7 +52,7 @@ export async function unmountMountpoint(mountpoint: string, opts: UnmountCommand
     throw new ClipError('EINVAL', 'no clip mount here', { object: target });
   }
   if (await cleanStuckOrStale(target, timeoutMs / 2, log)) return { how: 'stale', ...(pid ? { pid } : {}) };
-  const connection = mountsAt(target).filter(isFuse).at(-1)?.minor ?? -1;
+  const connection = connectionAt(target);
   if ((await run('umount', [target])) !== 0) await run('umount', ['-l', target]);
   if (!(await waitFor(() => !connectionOpen(connection), timeoutMs / 2))) await abortConnection(connection);
   if (fuseMounted(target)) throw new ClipError('EPERM', 'could not unmount', { object: target });
@@ -68,11 +68,16 @@ async function cleanStuckOrStale(target: string, answerMs: number, log: Logger):
     return await cleanStaleMount(target, log, answerMs);
   } catch (err) {
     if (!isClipError(err, 'ETIMEOUT')) return false;
-    const connection = mountsAt(target).filter(isFuse).at(-1)?.minor ?? -1;
+    const connection = connectionAt(target);
     log.warn({ mountpoint: target, connection }, 'unmount: the filesystem does not answer; aborting its connection');
     await abortConnection(connection);
     return cleanStaleMount(target, log, answerMs);
   }
+}
+
+/** The FUSE connection of the topmost FUSE mount on `target`, or -1. */
+function connectionAt(target: string): number {
+  return mountsAt(target).filter(isFuse).at(-1)?.minor ?? -1;
 }
 
 function fuseMounted(target: string): boolean {
