@@ -3,8 +3,8 @@
  * all responses (one network link), and records every request: range, status, body bytes and when
  * it started, got its first byte and ended. What the cold-start bench measures and profiles with.
  */
-import { request as httpRequest, createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { listenOnLoopback } from '../../test/support/loopback-server.js';
 
 export interface ServedRequest {
   method: string;
@@ -39,7 +39,6 @@ export async function startThrottleProxy(upstream: string, opts: { rateBytesPerS
   let epoch = performance.now();
   /** When the link is free again: each chunk books its transmission time after the one before. */
   let linkFreeAt = 0;
-  const sockets = new Set<Socket>();
 
   /** Milliseconds to wait before sending `n` bytes at the link's rate. */
   const book = (n: number): number => {
@@ -92,15 +91,9 @@ export async function startThrottleProxy(upstream: string, opts: { rateBytesPerS
     req.pipe(up);
   };
 
-  const server = createServer(handle);
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
+  const server = await listenOnLoopback(handle);
   return {
-    host: `127.0.0.1:${port}`,
+    host: server.host,
     get served() {
       return served;
     },
@@ -108,9 +101,6 @@ export async function startThrottleProxy(upstream: string, opts: { rateBytesPerS
       served = [];
       epoch = performance.now();
     },
-    async stop() {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
+    stop: () => server.stop(),
   };
 }

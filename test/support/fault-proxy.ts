@@ -3,8 +3,8 @@
  * resets after N body bytes, clean truncation, a flipped byte) for requests that match, and count
  * what went through (by method, path and Range).
  */
-import { request as httpRequest, createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { listenOnLoopback } from './loopback-server.js';
 
 export interface ProxiedRequest {
   method: string;
@@ -54,7 +54,6 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const [upHost, upPort] = upstream.split(':') as [string, string];
   const requests: ProxiedRequest[] = [];
   const faults: (Fault & { left: number })[] = [];
-  const sockets = new Set<Socket>();
 
   const takeFault = (r: ProxiedRequest): FaultAction | undefined => {
     const i = faults.findIndex((f) => f.left > 0 && (!f.match || f.match(r)));
@@ -121,15 +120,9 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     req.pipe(up);
   };
 
-  const server = createServer(handle);
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
+  const server = await listenOnLoopback(handle);
   return {
-    host: `127.0.0.1:${port}`,
+    host: server.host,
     requests,
     inject(fault) {
       faults.push({ ...fault, left: fault.times ?? 1 });
@@ -140,9 +133,6 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     count(match) {
       return match ? requests.filter(match).length : requests.length;
     },
-    async stop() {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
+    stop: () => server.stop(),
   };
 }
