@@ -32,25 +32,28 @@ describe('clip mount options', () => {
   });
 });
 
-describe.skipIf(skipUnlessRoot())('clip mount --background-fetch', () => {
-  let registry: TestRegistry;
-  let ref: string;
-  let tmp: string;
-
+/** Each describe gets a registry of its own holding the basic fixture (a test may stop it). */
+function basicInRegistry(prefix: string): { registry: TestRegistry; ref: string; tmp: string } {
+  const env = {} as { registry: TestRegistry; ref: string; tmp: string };
   beforeAll(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'clip-cli-bgfetch-'));
-    registry = await startRegistry();
-    ref = await pushFixture('basic', registry.host);
+    env.tmp = await mkdtemp(join(tmpdir(), prefix));
+    env.registry = await startRegistry();
+    env.ref = await pushFixture('basic', env.registry.host);
   }, 120_000);
   afterAll(async () => {
-    await registry?.stop();
-    await rm(tmp, { recursive: true, force: true });
+    await env.registry?.stop();
+    await rm(env.tmp, { recursive: true, force: true });
   });
+  return env;
+}
+
+describe.skipIf(skipUnlessRoot())('clip mount --background-fetch', () => {
+  const env = basicInRegistry('clip-cli-bgfetch-');
 
   it('completes every layer on disk while idle; then reads need no registry', async () => {
-    const mnt = await mkdtemp(join(tmp, 'mnt-'));
-    const cacheDir = join(tmp, 'cache-a');
-    const running = await startMount({ image: ref, mountpoint: mnt, cacheDir, backgroundFetch: { bytesPerSecond: 1 << 30 } });
+    const mnt = await mkdtemp(join(env.tmp, 'mnt-'));
+    const cacheDir = join(env.tmp, 'cache-a');
+    const running = await startMount({ image: env.ref, mountpoint: mnt, cacheDir, backgroundFetch: { bytesPerSecond: 1 << 30 } });
     try {
       expect(running.background).toBeDefined();
       await running.background!.done;
@@ -58,7 +61,7 @@ describe.skipIf(skipUnlessRoot())('clip mount --background-fetch', () => {
       expect(rows.length).toBe(new Set(running.image.layers.map((l) => l.diffId)).size);
       for (const r of rows) expect(r.presentChunks, r.diffId).toBe(r.totalChunks);
       const fromSource = (await running.storage.metrics.snapshot())['bytes.source'];
-      await registry.stop();
+      await env.registry.stop();
       expect((await readFile(join(mnt, 'usr/lib/libdemo.so.1'))).equals(seededBytes('basic/lib', 1_500_000, { compressible: 0.7 }))).toBe(true);
       expect((await readFile(join(mnt, 'etc/hostname'), 'utf8'))).toBe('clip-basic-2\n');
       expect((await running.storage.metrics.snapshot())['bytes.source']).toBe(fromSource);
@@ -70,23 +73,11 @@ describe.skipIf(skipUnlessRoot())('clip mount --background-fetch', () => {
 });
 
 describe.skipIf(skipUnlessRoot())('clip mount --background-fetch, stopped by the unmount', () => {
-  let registry: TestRegistry;
-  let ref: string;
-  let tmp: string;
-
-  beforeAll(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'clip-cli-bgstop-'));
-    registry = await startRegistry();
-    ref = await pushFixture('basic', registry.host);
-  }, 120_000);
-  afterAll(async () => {
-    await registry?.stop();
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const env = basicInRegistry('clip-cli-bgstop-');
 
   it('an unmount stops a slow fetch under way, leaving the layers incomplete', async () => {
-    const mnt = await mkdtemp(join(tmp, 'mnt-'));
-    const running = await startMount({ image: ref, mountpoint: mnt, cacheDir: join(tmp, 'cache'), backgroundFetch: { bytesPerSecond: 64 * 1024 } });
+    const mnt = await mkdtemp(join(env.tmp, 'mnt-'));
+    const running = await startMount({ image: env.ref, mountpoint: mnt, cacheDir: join(env.tmp, 'cache'), backgroundFetch: { bytesPerSecond: 64 * 1024 } });
     await new Promise((r) => setTimeout(r, 300));
     const layers = new Set(running.image.layers.map((l) => l.diffId)).size;
     const started = Date.now();
@@ -95,7 +86,7 @@ describe.skipIf(skipUnlessRoot())('clip mount --background-fetch, stopped by the
     expect(Date.now() - started).toBeLessThan(20_000); // not after the paces the rate would take
     await rm(mnt, { recursive: true, force: true });
     const { DiskCache } = await import('../../src/storage/disk-cache.js');
-    const disk = await DiskCache.open({ dir: join(tmp, 'cache') });
+    const disk = await DiskCache.open({ dir: join(env.tmp, 'cache') });
     const rows = await disk.describe();
     await disk.close();
     expect(layers).toBeGreaterThan(1);
