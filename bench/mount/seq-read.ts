@@ -59,7 +59,7 @@ async function main(): Promise<void> {
     const index = running.image.index;
     const ino = index.resolvePathOrThrow(FILE);
     const loc = index.dataLocation(ino)!;
-    const layerFile = running.storage.disk.pathOf(index.layers[loc.layer]!.diffId);
+    const layerFile = running.storage.disk.pathOf(running.image.layers[loc.layer]!);
     console.log(`warming the disk cache: ${(await ddSeconds(path.join(mnt, FILE))).toFixed(1)} s`);
     const snap = await running.storage.metrics.snapshot();
     console.log(`  bytes from source ${snap['bytes.source']}, disk ${snap['bytes.disk']}; layer file ${layerFile}`);

@@ -159,7 +159,7 @@ async function warmBench(file: string, record: LayerRecord): Promise<void> {
   await rm(cacheDir, { recursive: true, force: true });
   const storage = new Storage({ disk: await DiskCache.open({ dir: cacheDir }), source: new FileLayerSource({ [record.diffId]: file }), statsIntervalMs: 0 });
   for await (const _ of storage.stream(record, 0, SIZE)) void _; // fill the disk cache
-  const cached = storage.disk.pathOf(record.diffId);
+  const cached = storage.disk.pathOf(record);
   const raw = await open(cached);
   // Warm the page cache for both sides.
   const big = Buffer.alloc(MB);

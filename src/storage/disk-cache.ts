@@ -1,6 +1,6 @@
 /**
- * Tier 1: CACHE_DIR/layers/sha256_<hex of diff_id>, one LayerFile per uncompressed layer, shared by
- * every image (and every process) that contains it.
+ * Tier 1: CACHE_DIR/layers/sha256_<hex of diff_id>-<chunk table binding>, one LayerFile per
+ * uncompressed layer and chunk table, shared by every image (and every process) that contains it.
  *
  * Eviction removes whole layers, least recently used first (atime, set explicitly on use at most
  * every `touchIntervalMs`). It only unlinks: a read in flight holds an open fd on the old inode and
@@ -12,13 +12,15 @@ import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { ensurePrivateDir } from './cache-dir.js';
-import { countPresent, LayerFile, layerMetaPath, readLayerMeta, UncachedLayer, type CachedLayer } from './layer-file.js';
+import { cacheFileName, countPresent, LayerFile, layerMetaPath, readLayerMeta, UncachedLayer, type CachedLayer } from './layer-file.js';
 import type { StorageMetrics } from './metrics.js';
-import { digestHex, type LayerRecord } from './types.js';
+import type { LayerRecord } from './types.js';
 
-const LAYER_NAME = /^sha256_[0-9a-f]{64}$/;
+const LAYER_NAME = /^sha256_([0-9a-f]{64})-[0-9a-f]{32}$/;
 /** Beside a layer file: its metadata (<name>.json) and that file's temporaries (<name>.<hex>.tmp). */
-const SIDE_FILE = /^(sha256_[0-9a-f]{64})\.(?:json|[0-9a-f]+\.tmp)$/;
+const SIDE_FILE = /^(sha256_[0-9a-f]{64}-[0-9a-f]{32})\.(?:json|[0-9a-f]+\.tmp)$/;
+/** A layer file of the format before chunk tables were bound into the name: never trusted, removed by gc. */
+const UNBOUND_NAME = /^sha256_[0-9a-f]{64}(?:\.json)?$/;
 /** A temporary this old belongs to a writer that died. */
 const STALE_TMP_MS = 10 * 60_000;
 
@@ -100,15 +102,16 @@ export class DiskCache {
     return cache;
   }
 
-  pathOf(diffId: string): string {
-    return path.join(this.layersDir, `sha256_${digestHex(diffId, 'diff_id')}`);
+  pathOf(layer: LayerRecord): string {
+    return path.join(this.layersDir, cacheFileName(layer));
   }
 
   /** The lease without waiting, if the layer's file is already open (the hot path of cached reads). */
   tryAcquire(layer: LayerRecord): LayerLease | undefined {
-    const entry = this.entries.get(layer.diffId);
-    if (!entry || entry.stale || entry.file.layer.chunkSize !== layer.chunkSize) return undefined;
-    return this.lease(layer.diffId, entry);
+    const key = cacheFileName(layer);
+    const entry = this.entries.get(key);
+    if (!entry || entry.stale) return undefined;
+    return this.lease(key, entry);
   }
 
   /**
@@ -116,9 +119,9 @@ export class DiskCache {
    * broken cache directory), the lease caches nothing and reads go to the slower tiers.
    */
   async acquire(layer: LayerRecord): Promise<LayerLease> {
-    const key = layer.diffId;
+    const key = cacheFileName(layer);
     let entry = this.entries.get(key);
-    if (!entry || entry.stale || entry.file.layer.chunkSize !== layer.chunkSize) {
+    if (!entry || entry.stale) {
       let pending = this.opening.get(key);
       if (!pending) {
         pending = this.openEntry(layer).finally(() => this.opening.delete(key));
@@ -128,8 +131,8 @@ export class DiskCache {
         entry = await pending;
       } catch (err) {
         this.opts.metrics?.errors.inc({ tier: 'disk' });
-        this.log.warn({ layer: key, tier: 'disk', err: (err as Error).message }, 'disk cache unusable for this layer; reading through');
-        return { file: new UncachedLayer(layer, this.pathOf(key)), release: () => {} };
+        this.log.warn({ layer: layer.diffId, tier: 'disk', err: (err as Error).message }, 'disk cache unusable for this layer; reading through');
+        return { file: new UncachedLayer(layer, this.pathOf(layer)), release: () => {} };
       }
     }
     return this.lease(key, entry);
@@ -199,7 +202,7 @@ export class DiskCache {
   async describe(): Promise<CachedLayerReport[]> {
     const out: CachedLayerReport[] = [];
     for (const l of await this.list()) {
-      const row: CachedLayerReport = { ...l, diffId: `sha256:${l.name.slice('sha256_'.length)}` };
+      const row: CachedLayerReport = { ...l, diffId: diffIdOf(l.name) };
       const meta = await readLayerMeta(l.path);
       if (meta && meta.diffId === row.diffId) {
         const counted = await countPresent(l.path, meta).catch(() => undefined);
@@ -224,11 +227,12 @@ export class DiskCache {
   }
 
   private async openEntry(layer: LayerRecord): Promise<Entry> {
-    const old = this.entries.get(layer.diffId);
-    if (old) this.retire(layer.diffId, old);
-    const file = await LayerFile.open(layer, this.pathOf(layer.diffId), this.opts.durable ?? false);
+    const key = cacheFileName(layer);
+    const old = this.entries.get(key);
+    if (old) this.retire(key, old);
+    const file = await LayerFile.open(layer, this.pathOf(layer), this.opts.durable ?? false);
     const entry: Entry = { file, refs: 0, stale: false, lastTouch: 0 };
-    this.entries.set(layer.diffId, entry);
+    this.entries.set(key, entry);
     return entry;
   }
 
@@ -261,7 +265,7 @@ export class DiskCache {
     let evicted = 0;
     let freed = 0;
     const inUse = new Set<string>();
-    for (const [key, e] of this.entries) if (e.refs > 0) inUse.add(`sha256_${key.slice(7)}`);
+    for (const [key, e] of this.entries) if (e.refs > 0) inUse.add(key);
     // Oldest first; layers this process is reading go last.
     layers.sort((a, b) => Number(inUse.has(a.name)) - Number(inUse.has(b.name)) || a.atimeMs - b.atimeMs);
     for (const l of layers) {
@@ -281,22 +285,25 @@ export class DiskCache {
       evicted++;
       this.opts.metrics?.evictions.inc();
       this.opts.metrics?.evictedBytes.inc(l.bytes);
-      const key = `sha256:${l.name.slice(7)}`;
-      const entry = this.entries.get(key);
-      if (entry) this.retire(key, entry);
-      this.log.info({ layer: key, bytes: l.bytes }, 'evicted layer from disk cache');
+      const entry = this.entries.get(l.name);
+      if (entry) this.retire(l.name, entry);
+      this.log.info({ layer: diffIdOf(l.name), bytes: l.bytes }, 'evicted layer from disk cache');
     }
     this.estimatedBytes = total;
     await this.removeLeftovers();
     return { evicted, freedBytes: freed, remainingBytes: total };
   }
 
-  /** Metadata whose layer file is gone, and temporaries of writers that died. */
+  /** Metadata whose layer file is gone, temporaries of writers that died, and files of the unbound format. */
   private async removeLeftovers(): Promise<void> {
     const names = await readdir(this.layersDir).catch(() => [] as string[]);
     const layers = new Set(names.filter((n) => LAYER_NAME.test(n)));
     const now = Date.now();
     for (const name of names) {
+      if (UNBOUND_NAME.test(name)) {
+        await unlink(path.join(this.layersDir, name)).catch(() => undefined);
+        continue;
+      }
       const m = SIDE_FILE.exec(name);
       if (!m) continue;
       const p = path.join(this.layersDir, name);
@@ -308,4 +315,9 @@ export class DiskCache {
       }
     }
   }
+}
+
+/** "sha256:<hex>" of a layer file's name. */
+function diffIdOf(name: string): string {
+  return `sha256:${LAYER_NAME.exec(name)![1]}`;
 }

@@ -10,16 +10,45 @@
  *   written (and optionally fdatasync'ed). kill -9 at any instant leaves either no mark (the chunk is
  *   fetched again) or a mark over complete data. Writers never read-modify-write: two processes
  *   filling the same chunk write the same bytes and the same mark.
- * - The mark is log2(chunkSize), so a reader indexing the layer with another chunk size sees other
- *   marks as absent rather than trusting ranges it never verified.
+ * - The file is named by the diff_id and by a digest of the chunk table it is filled against (chunk
+ *   size and every chunk's sha256: `cacheFileName`). Two indexes that disagree about a diff_id (one
+ *   of them crafted) fill two files and never share a byte; honest indexes of one layer agree and
+ *   share one file.
+ * - A mark only says "written after verification by some process". A process verifies each chunk
+ *   again the first time it reads it from disk (bytes on disk can rot or be changed by hand), and
+ *   trusts it from then on until the file is closed; a chunk that fails is a miss, and its mark
+ *   is cleared.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { ClipError } from '../util/errors.js';
-import { chunkCount, type LayerRecord } from './types.js';
+import { chunkCount, chunkLength, digestHex, type LayerRecord } from './types.js';
 
 const PAGE = 4096;
+
+/** Per chunk, what this process knows: nothing yet, marked present on disk, or verified here. */
+const UNKNOWN = 0;
+const MARKED = 1;
+const VERIFIED = 2;
+
+const names = new WeakMap<LayerRecord, string>();
+
+/**
+ * `sha256_<diff_id hex>-<binding>`: the binding is the first 128 bits of a sha256 over the chunk
+ * size, the layer's size and every chunk digest, so a file only ever holds bytes verified against
+ * one chunk table. Computed once per record (32 bytes per chunk hashed).
+ */
+export function cacheFileName(layer: LayerRecord): string {
+  let name = names.get(layer);
+  if (name) return name;
+  const h = createHash('sha256').update(`clip-layer-v1\0${layer.diffId}\0${layer.uncompressedSize}\0${layer.chunkSize}\0`);
+  const count = chunkCount(layer);
+  for (let i = 0; i < count; i++) h.update(layer.chunkDigest(i));
+  name = `sha256_${digestHex(layer.diffId, 'diff_id')}-${h.digest('hex').slice(0, 32)}`;
+  names.set(layer, name);
+  return name;
+}
 
 export function presenceOffset(uncompressedSize: number): number {
   return Math.ceil(uncompressedSize / PAGE) * PAGE;
@@ -33,8 +62,10 @@ export class LayerFile {
   private readonly durable: boolean;
   private readonly marker: number;
   private readonly presenceAt: number;
-  /** Chunks this process knows are present; 0 means "ask the file" (another process may have filled it). */
+  /** UNKNOWN means "ask the file" (another process may have filled it); VERIFIED chunks are served without a check. */
   private readonly known: Uint8Array;
+  /** Chunks being read and checked, so concurrent readers check each once. */
+  private readonly checking = new Map<number, Promise<Buffer | undefined>>();
 
   private constructor(layer: LayerRecord, path: string, fh: FileHandle, ino: number, durable: boolean) {
     this.layer = layer;
@@ -50,12 +81,14 @@ export class LayerFile {
   static async open(layer: LayerRecord, path: string, durable: boolean): Promise<LayerFile> {
     let fh: FileHandle;
     try {
-      fh = await open(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+      // Never through a link planted in the cache directory.
+      fh = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
     } catch (err) {
       throw new ClipError('EPERM', `cannot open cache file ${path}`, { object: layer.diffId, cause: err });
     }
     try {
       const st = await fh.stat();
+      if (!st.isFile()) throw new ClipError('EPERM', `cache file ${path} is not a regular file`, { object: layer.diffId });
       const want = presenceOffset(layer.uncompressedSize) + chunkCount(layer);
       // Only ever grow: a shrink could drop another process's marks (safe, but wasteful).
       if (st.size < want) {
@@ -69,11 +102,11 @@ export class LayerFile {
     }
   }
 
-  /** Chunk indexes in [first, last] not present on disk, in order. One pread of marks at most. */
+  /** Chunk indexes in [first, last] not marked present on disk, in order. One pread of marks at most. */
   async missing(first: number, last: number): Promise<number[]> {
     let unknownFrom = -1;
     for (let i = first; i <= last; i++) {
-      if (this.known[i] === 0) {
+      if (this.known[i] === UNKNOWN) {
         unknownFrom = i;
         break;
       }
@@ -83,25 +116,43 @@ export class LayerFile {
     await this.readFully(marks, this.presenceAt + unknownFrom);
     const out: number[] = [];
     for (let i = unknownFrom; i <= last; i++) {
-      if (this.known[i] === 1) continue;
-      if (marks[i - unknownFrom] === this.marker) this.known[i] = 1;
+      if (this.known[i] !== UNKNOWN) continue;
+      if (marks[i - unknownFrom] === this.marker) this.known[i] = MARKED;
       else out.push(i);
     }
     return out;
   }
 
-  /** True if this process has seen every chunk in [first, last] present (no I/O). */
-  allKnown(first: number, last: number): boolean {
-    for (let i = first; i <= last; i++) if (this.known[i] !== 1) return false;
+  /** True if this process has verified every chunk in [first, last] (no I/O). */
+  allVerified(first: number, last: number): boolean {
+    for (let i = first; i <= last; i++) if (this.known[i] !== VERIFIED) return false;
     return true;
   }
 
-  /** True if this process has seen chunk `index` present (no I/O). */
-  knownPresent(index: number): boolean {
-    return this.known[index] === 1;
+  /** True if this process has verified chunk `index`: its bytes on disk may be served as they are. */
+  verified(index: number): boolean {
+    return this.known[index] === VERIFIED;
   }
 
-  /** Fill `target` with the layer's bytes from `position` (the caller knows they are present). */
+  /** True if this process has seen chunk `index` marked present (verified or not yet; no I/O). */
+  knownPresent(index: number): boolean {
+    return this.known[index] !== UNKNOWN;
+  }
+
+  /**
+   * Chunk `index` (marked present) read whole and checked against its sha256: its bytes if they
+   * match (the chunk is VERIFIED from then on), undefined if not (the mark is cleared: a miss).
+   */
+  readVerified(index: number): Promise<Buffer | undefined> {
+    let p = this.checking.get(index);
+    if (!p) {
+      p = this.check(index).finally(() => this.checking.delete(index));
+      this.checking.set(index, p);
+    }
+    return p;
+  }
+
+  /** Fill `target` with the layer's bytes from `position` (the caller knows they are verified). */
   async read(target: Buffer, position: number): Promise<void> {
     await this.readFully(target, position);
   }
@@ -116,7 +167,20 @@ export class LayerFile {
     }
     if (this.durable) await this.fh.datasync();
     await this.fh.write(Buffer.of(this.marker), 0, 1, this.presenceAt + index);
-    this.known[index] = 1;
+    this.known[index] = VERIFIED;
+  }
+
+  private async check(index: number): Promise<Buffer | undefined> {
+    const buf = Buffer.allocUnsafe(chunkLength(this.layer, index));
+    await this.readFully(buf, index * this.layer.chunkSize);
+    if (createHash('sha256').update(buf).digest().equals(this.layer.chunkDigest(index))) {
+      this.known[index] = VERIFIED;
+      return buf;
+    }
+    this.known[index] = UNKNOWN;
+    // Unmarked, the chunk is fetched again and rewritten; a failed clear only costs another check.
+    await this.fh.write(Buffer.of(0), 0, 1, this.presenceAt + index).catch(() => undefined);
+    return undefined;
   }
 
   async touch(): Promise<void> {
@@ -193,7 +257,7 @@ export async function countPresent(layerPath: string, meta: LayerMeta): Promise<
 }
 
 /** The operations the read path uses on a cached layer. */
-export type CachedLayer = Pick<LayerFile, 'layer' | 'path' | 'missing' | 'knownPresent' | 'allKnown' | 'read' | 'writeChunk'>;
+export type CachedLayer = Pick<LayerFile, 'layer' | 'path' | 'missing' | 'knownPresent' | 'verified' | 'allVerified' | 'readVerified' | 'read' | 'writeChunk'>;
 
 /**
  * Stands in for a layer file that could not be opened (unwritable or full cache directory): every
@@ -207,8 +271,14 @@ export class UncachedLayer implements CachedLayer {
   knownPresent(): boolean {
     return false;
   }
-  allKnown(first: number, last: number): boolean {
+  verified(): boolean {
+    return false;
+  }
+  allVerified(first: number, last: number): boolean {
     return first > last;
+  }
+  async readVerified(): Promise<undefined> {
+    return undefined;
   }
   async read(): Promise<void> {
     throw new ClipError('EPERM', 'layer is not cached', { object: this.layer.diffId });

@@ -265,7 +265,13 @@ export class Storage {
     const ahead = this.aheadOf(layer, offset, end, last);
     const lease = this.disk.tryAcquire(layer) ?? (await this.disk.acquire(layer));
     try {
-      const missing = lease.file.allKnown(first, last) ? [] : await lease.file.missing(first, last);
+      let missing: number[] = [];
+      // Chunks read whole from disk and verified just now (the first read of each in this process).
+      let checked: Map<number, Buffer> | undefined;
+      if (!lease.file.allVerified(first, last)) {
+        missing = await lease.file.missing(first, last);
+        checked = await this.checkDisk(layer, lease, first, last, missing);
+      }
       if (missing.length) {
         this.disk$.misses.inc(missing.length);
         this.log.debug({ layer: layer.diffId, tier: 'disk', first, last, missing: missing.length }, 'disk cache miss: fetching');
@@ -278,6 +284,7 @@ export class Storage {
         void this.prefetch(layer, refill).catch((err: unknown) => this.log.debug({ err, layer: layer.diffId }, 'readahead failed'));
       }
       const got = missing.length ? await this.ensure(layer, lease, missing, this.deadline(signal), refill) : new Map<number, Buffer>();
+      if (checked) for (const [i, buf] of checked) got.set(i, buf);
       const pieces: Buffer[] = [];
       for (let i = first; i <= last; ) {
         const chunk = got.get(i);
@@ -286,6 +293,10 @@ export class Storage {
           const e = Math.min(end, (i + 1) * cs);
           if (out) chunk.copy(out, s - offset, s - i * cs, e - i * cs);
           else pieces.push(chunk.subarray(s - i * cs, e - i * cs));
+          if (checked?.has(i)) {
+            this.disk$.hits.inc();
+            this.disk$.bytes.inc(e - s);
+          }
           i++;
           continue;
         }
@@ -309,7 +320,35 @@ export class Storage {
     }
   }
 
-  /** The verified bytes of each chunk in `missing` not on disk by now (those on disk are left out). */
+  /**
+   * Read and verify the chunks of [first, last] that are marked on disk but not yet verified by
+   * this process. Returns their bytes; a chunk that fails its sha256 is a miss: counted, logged,
+   * and added to `missing` (kept sorted) to be fetched again.
+   */
+  private async checkDisk(layer: LayerRecord, lease: LayerLease, first: number, last: number, missing: number[]): Promise<Map<number, Buffer>> {
+    const todo: number[] = [];
+    for (let i = first, k = 0; i <= last; i++) {
+      if (missing[k] === i) k++;
+      else if (!lease.file.verified(i)) todo.push(i);
+    }
+    const checked = new Map<number, Buffer>();
+    if (!todo.length) return checked;
+    const endTimer = this.disk$.seconds.startTimer();
+    const bufs = await Promise.all(todo.map((i) => lease.file.readVerified(i)));
+    endTimer();
+    this.disk$.requests.inc(todo.length);
+    todo.forEach((i, k) => {
+      const buf = bufs[k];
+      if (buf) return void checked.set(i, buf);
+      this.metrics.verifyFailures.inc({ tier: 'disk' });
+      this.log.warn({ layer: layer.diffId, tier: 'disk', chunk: i, path: lease.file.path }, 'cached chunk failed verification: fetching it again');
+      missing.push(i);
+    });
+    missing.sort((a, b) => a - b);
+    return checked;
+  }
+
+  /** The verified bytes of each chunk in `missing` not verified on disk by now (those are left out). */
   private async ensure(
     layer: LayerRecord,
     lease: LayerLease,
@@ -330,7 +369,7 @@ export class Storage {
         waits.push([i, joined]);
         continue;
       }
-      if (lease.file.knownPresent(i)) continue; // filled since we looked
+      if (lease.file.verified(i)) continue; // filled since we looked (marked by another process: fetched, not trusted unchecked)
       const d = deferred<Buffer>();
       this.inflight.set(key, d.promise);
       const forget = (): void => void this.inflight.delete(key);

@@ -47,8 +47,8 @@ describe('disk cache', () => {
     expect(got).toEqual(data.subarray(5000, 5100));
     lease.release();
 
-    const file = cache.pathOf(record.diffId);
-    expect(file).toMatch(/layers\/sha256_[0-9a-f]{64}$/);
+    const file = cache.pathOf(record);
+    expect(file).toMatch(/layers\/sha256_[0-9a-f]{64}-[0-9a-f]{32}$/);
     const raw = await readFile(file);
     expect(raw.length).toBe(presenceOffset(10_000) + 3);
     expect([...raw.subarray(presenceOffset(10_000))]).toEqual([0, 12, 0]); // log2(4096) marks chunk 1
@@ -88,8 +88,8 @@ describe('disk cache', () => {
       lease.release();
     }
     // Layer 1 is the oldest in use, then 0, then 2.
-    await utimes(cache.pathOf(layers[1]!.record.diffId), new Date(1000_000), new Date());
-    await utimes(cache.pathOf(layers[0]!.record.diffId), new Date(2000_000), new Date());
+    await utimes(cache.pathOf(layers[1]!.record), new Date(1000_000), new Date());
+    await utimes(cache.pathOf(layers[0]!.record), new Date(2000_000), new Date());
     const before = await cache.stats();
     expect(before.layers).toBe(3);
     expect(before.bytes).toBeGreaterThanOrEqual(3 * 64 * 1024);
@@ -97,7 +97,7 @@ describe('disk cache', () => {
     const result = await cache.gc(before.bytes - 1);
     expect(result.evicted).toBe(1);
     expect((await cache.list()).map((l) => l.name).sort()).toEqual(
-      [layers[0]!, layers[2]!].map((l) => `sha256_${l.record.diffId.slice(7)}`).sort(),
+      [layers[0]!, layers[2]!].map((l) => path.basename(cache.pathOf(l.record))).sort(),
     );
     expect(await cache.gc(0)).toMatchObject({ evicted: 2, remainingBytes: 0 });
     expect(await cache.stats()).toMatchObject({ layers: 0, bytes: 0 });
@@ -109,7 +109,7 @@ describe('disk cache', () => {
     const lease = await cache.acquire(record);
     for (let i = 0; i < 4; i++) await lease.file.writeChunk(i, data.subarray(i * 8192, (i + 1) * 8192));
     await cache.gc(0);
-    await expect(stat(cache.pathOf(record.diffId))).rejects.toThrow(/ENOENT/);
+    await expect(stat(cache.pathOf(record))).rejects.toThrow(/ENOENT/);
     const got = Buffer.alloc(data.length);
     await lease.file.read(got, 0);
     expect(got).toEqual(data);
@@ -135,12 +135,12 @@ describe('disk cache', () => {
     expect(byId.get(b.record.diffId)).toMatchObject({ size: 9000, chunkSize: 1024, presentChunks: 0, totalChunks: 9 });
     expect(byId.get(a.record.diffId)!.atimeMs).toBeGreaterThan(0);
     // Metadata that is missing or names another layer: the row stays, without chunk figures.
-    await writeFile(layerMetaPath(cache.pathOf(b.record.diffId)), JSON.stringify({ diffId: a.record.diffId, uncompressedSize: 1, chunkSize: 1024 }));
+    await writeFile(layerMetaPath(cache.pathOf(b.record)), JSON.stringify({ diffId: a.record.diffId, uncompressedSize: 1, chunkSize: 1024 }));
     const other = (await cache.describe()).find((r) => r.diffId === b.record.diffId)!;
     expect(other.presentChunks).toBeUndefined();
     expect(other.size).toBeUndefined();
     // A temporary of a writer that died long ago goes with the next gc; so does metadata without a layer.
-    const stale = path.join(cache.layersDir, `${path.basename(cache.pathOf(a.record.diffId))}.0badc0de.tmp`);
+    const stale = path.join(cache.layersDir, `${path.basename(cache.pathOf(a.record))}.0badc0de.tmp`);
     await writeFile(stale, '{');
     await utimes(stale, new Date(0), new Date(0));
     expect(await cache.gc(0)).toMatchObject({ evicted: 2, remainingBytes: 0 });

@@ -231,7 +231,7 @@ describe('the read path over disk and source', () => {
   it('reads through when the cache file cannot be opened, instead of failing', async () => {
     const source = new ProbeSource([layer]);
     const s = await make(source);
-    await mkdir(s.disk.pathOf(layer.record.diffId)); // a directory where the layer file belongs: EISDIR
+    await mkdir(s.disk.pathOf(layer.record)); // a directory where the layer file belongs: EISDIR
     for (let k = 0; k < 2; k++) expect((await s.read(layer.record, 1000, 2 * CHUNK)).equals(bytes.subarray(1000, 1000 + 2 * CHUNK))).toBe(true);
     const snap = await s.metrics.snapshot();
     expect(snap['errors.disk']).toBeGreaterThanOrEqual(2);
