@@ -1,7 +1,7 @@
 /**
  * clip index, ls, stat, cat and extract on fixture OCI layouts, in-process, as a user calls them.
  */
-import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -155,6 +155,33 @@ describe('clip cat', () => {
     const bad = await clipProcess(['cat', basicIndex, '/etc', '--cache-dir', cacheDir]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^clip: \/etc: is a directory/m);
+  });
+});
+
+describe('clip cat over a tampered disk cache', () => {
+  it('never prints bytes changed on disk after they were cached: they fail verification and are fetched again', async () => {
+    const own = join(tmp, 'tamper-cache');
+    const want = seededBytes('basic/lib', 1_500_000, { compressible: 0.7 });
+    expect((await clipProcess(['cat', basicIndex, '/usr/lib/libdemo.so', '--cache-dir', own])).stdout.equals(want)).toBe(true);
+    // Flip one byte in every 64 KiB of every cached layer's data.
+    let flipped = 0;
+    for (const name of (await readdir(join(own, 'layers'))).filter((n) => /^sha256_[0-9a-f-]+$/.test(n))) {
+      const file = join(own, 'layers', name);
+      const { uncompressedSize } = JSON.parse(await readFile(`${file}.json`, 'utf8')) as { uncompressedSize: number };
+      const fh = await open(file, 'r+');
+      const b = Buffer.alloc(1);
+      for (let at = 100; at < uncompressedSize; at += 65_536, flipped++) {
+        await fh.read(b, 0, 1, at);
+        b[0]! ^= 0x5a;
+        await fh.write(b, 0, 1, at);
+      }
+      await fh.close();
+    }
+    expect(flipped).toBeGreaterThan(20);
+    const again = await clipProcess(['cat', basicIndex, '/usr/lib/libdemo.so', '--cache-dir', own, '--log-level', 'warn']);
+    expect(again.code).toBe(0);
+    expect(again.stdout.equals(want)).toBe(true);
+    expect(again.stderr).toMatch(/cached chunk failed verification/);
   });
 });
 
