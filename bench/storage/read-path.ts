@@ -208,9 +208,67 @@ async function warmBench(file: string, record: LayerRecord): Promise<void> {
     directPerSec: Math.round(n / t1m.direct), readPerSec: Math.round(n / t1m.read), readIntoPerSec: Math.round(n / t1m.readInto),
     ratioRead: +(t1m.direct / t1m.read).toFixed(2), ratioReadInto: +(t1m.direct / t1m.readInto).toFixed(2),
   });
+  await verifyBench(cacheDir, raw, record, file);
   await raw.close();
   await storage.close();
   await rm(cacheDir, { recursive: true, force: true });
+}
+
+/**
+ * What checking the disk tier costs: a process verifies each chunk on its first read from disk
+ * (the whole chunk read and hashed), then serves it as it is. Each round opens a fresh store over
+ * the filled cache (as a new process would) and reads its slice of the layer three ways, in turn:
+ * the fs read of the cache file, the first pass (verifying) and a second pass (verified).
+ */
+async function verifyBench(cacheDir: string, raw: Awaited<ReturnType<typeof open>>, record: LayerRecord, file: string): Promise<void> {
+  const ROUNDS = 5;
+  const n = Math.floor(SIZE / MB);
+  const big = Buffer.alloc(MB);
+  const buf4k = Buffer.alloc(4096);
+  const seq = { direct: 0, first: 0, again: 0 };
+  const rnd = { direct: 0, first: 0, again: 0, reads: 0 };
+  for (let r = 0; r < ROUNDS; r++) {
+    const from = Math.floor((r * n) / ROUNDS);
+    const to = Math.floor(((r + 1) * n) / ROUNDS);
+    const fresh = async (): Promise<Storage> =>
+      new Storage({ disk: await DiskCache.open({ dir: cacheDir }), source: new FileLayerSource({ [record.diffId]: file }), statsIntervalMs: 0 });
+    // Sequential 1 MiB reads of this round's chunks.
+    seq.direct += await seconds(async () => {
+      for (let i = from; i < to; i++) await raw.read(big, 0, MB, i * MB);
+    });
+    let s = await fresh();
+    seq.first += await seconds(async () => {
+      for (let i = from; i < to; i++) await s.readInto(record, i * MB, big);
+    });
+    seq.again += await seconds(async () => {
+      for (let i = from; i < to; i++) await s.readInto(record, i * MB, big);
+    });
+    await s.close();
+    // One 4 KiB read in each chunk: the worst case, a whole chunk checked for each small read.
+    const small = Array.from({ length: to - from }, (_, k) => (from + k) * MB + ((k * 7919 * 4096) % (MB - 4096)));
+    rnd.reads += small.length;
+    rnd.direct += await seconds(async () => {
+      for (const o of small) await raw.read(buf4k, 0, 4096, o);
+    });
+    s = await fresh();
+    rnd.first += await seconds(async () => {
+      for (const o of small) await s.readInto(record, o, buf4k);
+    });
+    rnd.again += await seconds(async () => {
+      for (const o of small) await s.readInto(record, o, buf4k);
+    });
+    await s.close();
+  }
+  report({
+    bench: 'warm-verify-seq-1m', reads: n, chunkKiB: record.chunkSize / 1024,
+    directMBps: Math.round(n / seq.direct), firstPassMBps: Math.round(n / seq.first), verifiedMBps: Math.round(n / seq.again),
+    ratioFirst: +(seq.direct / seq.first).toFixed(2), ratioVerified: +(seq.direct / seq.again).toFixed(2),
+  });
+  report({
+    bench: 'warm-verify-4k-one-per-chunk', reads: rnd.reads,
+    directPerSec: Math.round(rnd.reads / rnd.direct), firstPerSec: Math.round(rnd.reads / rnd.first), verifiedPerSec: Math.round(rnd.reads / rnd.again),
+    ratioFirst: +(rnd.direct / rnd.first).toFixed(2), ratioVerified: +(rnd.direct / rnd.again).toFixed(2),
+  });
 }
 
 /** A BlobStore that counts the blob bytes it hands out. */

@@ -88,6 +88,9 @@ export class Storage {
   private recorded: Counters = {};
   private recording: Promise<void> = Promise.resolve();
   private readonly statsTimer: NodeJS.Timeout | undefined;
+  /** Work nobody awaits (fetches, read-ahead): close() lets it finish, or aborts it, before closing the caches. */
+  private readonly background = new Set<Promise<void>>();
+  private readonly closing = new AbortController();
 
   constructor(opts: StorageOptions) {
     this.disk = opts.disk;
@@ -237,9 +240,19 @@ export class Storage {
     return this.remote ? this.remote.flush(deadlineMs) : 0;
   }
 
-  /** Flush publications (at most `flushMs`), then close the remote cache and the disk cache. */
+  /**
+   * Let fetches in flight finish and flush publications (at most `flushMs` each), abort what is
+   * left, then close the remote cache and the disk cache: no chunk write is cut off by a closed file.
+   */
   async close(opts: { flushMs?: number } = {}): Promise<void> {
     clearInterval(this.statsTimer);
+    if (this.background.size && opts.flushMs) {
+      const grace = new AbortController();
+      await Promise.race([Promise.allSettled([...this.background]), sleep(opts.flushMs, grace.signal).catch(() => {})]);
+      grace.abort();
+    }
+    this.closing.abort();
+    while (this.background.size) await Promise.allSettled([...this.background]);
     if (this.remote) {
       if (opts.flushMs) await this.remote.flush(opts.flushMs);
       await this.remote.close();
@@ -281,7 +294,7 @@ export class Storage {
       // Keep a sequential reader's window filled: refill once half of it is used up.
       const refill = ahead && this.needsRefill(layer, lease, ahead) ? ahead : undefined;
       if (refill && !missing.length) {
-        void this.prefetch(layer, refill).catch((err: unknown) => this.log.debug({ err, layer: layer.diffId }, 'readahead failed'));
+        this.inBackground(this.prefetch(layer, refill).catch((err: unknown) => this.log.debug({ err, layer: layer.diffId }, 'readahead failed')));
       }
       const got = missing.length ? await this.ensure(layer, lease, missing, this.deadline(signal), refill) : new Map<number, Buffer>();
       if (checked) for (const [i, buf] of checked) got.set(i, buf);
@@ -379,7 +392,7 @@ export class Storage {
     }
     // Read-ahead chunks ride in the same request; nobody waits for them here.
     this.claim(layer, lease, extra, owned);
-    if (owned.size > 0) void this.fetch(layer, owned);
+    if (owned.size > 0) this.inBackground(this.fetch(layer, owned));
     const bufs = await untilAborted(Promise.all(waits.map((w) => w[1])), signal, (reason) =>
       (reason as Error)?.name === 'TimeoutError'
         ? new ClipError('ETIMEOUT', `read not satisfied within ${this.readTimeoutMs} ms`, {
@@ -421,15 +434,21 @@ export class Storage {
     return false;
   }
 
+  private inBackground(work: Promise<void>): void {
+    this.background.add(work);
+    void work.finally(() => this.background.delete(work));
+  }
+
   /** Fetch chunks ahead of a sequential reader that are neither on disk nor in flight. */
   private async prefetch(layer: LayerRecord, ahead: [number, number]): Promise<void> {
+    if (this.closing.signal.aborted) return;
     const lease = this.disk.tryAcquire(layer) ?? (await this.disk.acquire(layer));
     try {
       const owned = new Map<number, Deferred<Buffer>>();
       this.claim(layer, lease, await lease.file.missing(ahead[0], ahead[1]), owned);
       if (owned.size > 0) {
         this.log.debug({ layer: layer.diffId, first: ahead[0], chunks: owned.size }, 'reading ahead');
-        void this.fetch(layer, owned);
+        this.inBackground(this.fetch(layer, owned));
       }
     } finally {
       lease.release();
@@ -451,7 +470,7 @@ export class Storage {
 
   /** Settle every deferred in `owned`: from the remote cache, else from the source. Never throws. */
   private async fetch(layer: LayerRecord, owned: Map<number, Deferred<Buffer>>): Promise<void> {
-    const signal = AbortSignal.timeout(this.readTimeoutMs);
+    const signal = AbortSignal.any([AbortSignal.timeout(this.readTimeoutMs), this.closing.signal]);
     let lease: LayerLease | undefined;
     try {
       lease = await this.disk.acquire(layer);
@@ -513,6 +532,7 @@ export class Storage {
           await this.fetchRun(layer, lease, first, last, owned, pending, digestFailures, signal);
         } catch (err) {
           lastErr = err;
+          if (this.closing.signal.aborted) break; // abandoned at close: nobody waits for it
           this.lastSourceError.set(layer.diffId, err);
           this.metrics.errors.inc({ tier: 'source' });
           this.log.warn({ layer: layer.diffId, tier: 'source', first, last, attempt, err: (err as Error).message }, 'source fetch failed');
@@ -534,9 +554,11 @@ export class Storage {
       owned
         .get(i)!
         .reject(
-          signal.aborted
-            ? new ClipError('ETIMEOUT', `chunk ${i} not fetched within ${this.readTimeoutMs} ms`, { object: layer.diffId, cause: lastErr })
-            : new ClipError('ENETWORK', `chunk ${i} could not be fetched`, { object: layer.diffId, cause: lastErr }),
+          this.closing.signal.aborted
+            ? new ClipError('ENETWORK', `chunk ${i} not fetched: the store was closed`, { object: layer.diffId })
+            : signal.aborted
+              ? new ClipError('ETIMEOUT', `chunk ${i} not fetched within ${this.readTimeoutMs} ms`, { object: layer.diffId, cause: lastErr })
+              : new ClipError('ENETWORK', `chunk ${i} could not be fetched`, { object: layer.diffId, cause: lastErr }),
         );
     }
   }
