@@ -37,3 +37,4 @@ export { RegistryRepository } from './registry-source.js';
 export { LayoutSource } from './layout.js';
 export { pushLayout, RegistryPusher, type PushOptions } from './push.js';
 export { parseManifest, type ImageManifest, type ImageIndex } from './manifest.js';
+export { pushArtifact, listReferrers, addToReferrersTag, referrersTag, EMPTY_CONFIG, type Artifact, type ArtifactBlob, type ReferrerDescriptor } from './referrers.js';

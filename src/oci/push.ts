@@ -96,6 +96,11 @@ export class RegistryPusher {
 
   /** PUT a manifest or index under a tag or its digest; returns its digest. */
   async pushManifest(bytes: Buffer, mediaType: string, tagOrDigest: string): Promise<string> {
+    return (await this.pushManifestWithHeaders(bytes, mediaType, tagOrDigest)).digest;
+  }
+
+  /** pushManifest, also telling whether the registry indexed the manifest's subject (OCI-Subject). */
+  async pushManifestWithHeaders(bytes: Buffer, mediaType: string, tagOrDigest: string): Promise<{ digest: string; subjectHeader: string | undefined }> {
     const digest = sha256Digest(bytes);
     if (isDigest(tagOrDigest) && tagOrDigest !== digest) {
       throw new ClipError('EDIGEST', `manifest hashes to ${digest}, not the digest it is pushed as`, { object: tagOrDigest });
@@ -106,7 +111,7 @@ export class RegistryPusher {
     });
     if (res.statusCode !== 201) throw await this.repo.failure(res, `manifest ${tagOrDigest}`, `${this.repo.location}:${tagOrDigest}`);
     await res.body.dump();
-    return digest;
+    return { digest, subjectHeader: headerValue(res.headers['oci-subject']) };
   }
 }
 

@@ -1,0 +1,101 @@
+/**
+ * Artifacts with a subject on the real docker-registry 2.8, which has no referrers API: pushing one
+ * keeps the referrers tag schema, merged with what other tools put there, under concurrent pushers.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openImage, RegistryClient, RegistryPusher, RegistryRepository, type ResolvedImage } from '../../src/oci/index.js';
+import { EMPTY_CONFIG, listReferrers, pushArtifact, referrersTag } from '../../src/oci/referrers.js';
+import { sha256Digest } from '../../src/oci/digest.js';
+import * as mt from '../../src/oci/media-types.js';
+import { pushFixture } from '../support/fixtures/index.js';
+import { startRegistry, type TestRegistry } from '../support/registry.js';
+
+let registry: TestRegistry;
+let repo: RegistryRepository;
+let pusher: RegistryPusher;
+let image: ResolvedImage;
+
+beforeAll(async () => {
+  registry = await startRegistry();
+  const ref = await pushFixture('basic', registry.host);
+  const src = openImage(ref);
+  image = await src.resolve();
+  await src.close?.();
+  repo = new RegistryRepository(new RegistryClient(registry.host), 'fixtures/basic');
+  pusher = new RegistryPusher(repo);
+});
+afterAll(async () => {
+  await repo?.close();
+  await registry?.stop();
+});
+
+const subject = (): { mediaType: string; digest: string; size: number } => ({ mediaType: image.manifestMediaType, digest: image.manifestDigest, size: image.manifestBytes.length });
+
+describe('artifacts that refer to an image', () => {
+  it('an image with no referrers has an empty list, not an error', async () => {
+    expect(await listReferrers(repo, sha256Digest(Buffer.from('nothing refers to this')))).toEqual([]);
+  });
+
+  it("keeps another tool's referrers when it adds its own, and filters by artifact type", async () => {
+    // Another tool (as oras does it, by raw requests): its artifact, then the tag index listing it.
+    const theirBlob = Buffer.from('a signature, say');
+    await pusher.pushBlob({ digest: sha256Digest(theirBlob), size: theirBlob.length }, () => theirBlob);
+    await pusher.pushBlob(EMPTY_CONFIG, () => Buffer.from('{}'));
+    const theirManifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: mt.OCI_MANIFEST, artifactType: 'application/vnd.example.signature.v1', config: EMPTY_CONFIG,
+      layers: [{ mediaType: 'application/octet-stream', digest: sha256Digest(theirBlob), size: theirBlob.length }], subject: subject(),
+    }));
+    const theirs = await pusher.pushManifest(theirManifest, mt.OCI_MANIFEST, sha256Digest(theirManifest));
+    const tagIndex = { schemaVersion: 2, mediaType: mt.OCI_INDEX, manifests: [{ mediaType: mt.OCI_MANIFEST, digest: theirs, size: theirManifest.length, artifactType: 'application/vnd.example.signature.v1' }], annotations: { 'example.keep': 'me' } };
+    await pusher.pushManifest(Buffer.from(JSON.stringify(tagIndex)), mt.OCI_INDEX, referrersTag(image.manifestDigest));
+
+    const ours = await pushArtifact(repo, pusher, {
+      artifactType: 'application/vnd.example.index.v1', subject: subject(),
+      blobs: [{ mediaType: 'application/vnd.example.index.v1+gzip', bytes: Buffer.from('index bytes') }],
+      annotations: { 'example.version': '1' },
+    });
+    const all = await listReferrers(repo, image.manifestDigest);
+    expect(all.map((d) => d.digest).sort()).toEqual([theirs, ours.digest].sort());
+    expect(await listReferrers(repo, image.manifestDigest, { artifactType: 'application/vnd.example.index.v1' })).toEqual([expect.objectContaining({ digest: ours.digest, annotations: { 'example.version': '1' } })]);
+    // The tag index kept the other tool's own fields.
+    const tag = JSON.parse((await repo.getManifest(referrersTag(image.manifestDigest))).bytes.toString()) as Record<string, unknown>;
+    expect(tag.annotations).toEqual({ 'example.keep': 'me' });
+    // The artifact manifest names its subject and type, and its blob can be read back by digest.
+    const pushed = JSON.parse((await repo.getManifest(ours.digest)).bytes.toString()) as { subject: { digest: string }; artifactType: string; layers: { digest: string; size: number }[] };
+    expect(pushed.subject.digest).toBe(image.manifestDigest);
+    expect(pushed.artifactType).toBe('application/vnd.example.index.v1');
+    expect((await repo.readSmallBlob(pushed.layers[0]!)).toString()).toBe('index bytes');
+
+    // Pushing the same artifact again adds no duplicate.
+    await pushArtifact(repo, pusher, {
+      artifactType: 'application/vnd.example.index.v1', subject: subject(),
+      blobs: [{ mediaType: 'application/vnd.example.index.v1+gzip', bytes: Buffer.from('index bytes') }],
+      annotations: { 'example.version': '1' },
+    });
+    expect((await listReferrers(repo, image.manifestDigest)).length).toBe(2);
+  });
+
+  it('six pushers at once all end up in the referrers tag', async () => {
+    const before = (await listReferrers(repo, image.manifestDigest)).length;
+    const pushed = await Promise.all(Array.from({ length: 6 }, (_, k) => {
+      const own = new RegistryRepository(new RegistryClient(registry.host), 'fixtures/basic');
+      return pushArtifact(own, new RegistryPusher(own), {
+        artifactType: 'application/vnd.example.concurrent.v1', subject: subject(),
+        blobs: [{ mediaType: 'application/octet-stream', bytes: Buffer.from(`pusher ${k}`) }],
+      }).finally(() => own.close());
+    }));
+    const listed = await listReferrers(repo, image.manifestDigest, { artifactType: 'application/vnd.example.concurrent.v1' });
+    expect(listed.map((d) => d.digest).sort()).toEqual(pushed.map((d) => d.digest).sort());
+    expect((await listReferrers(repo, image.manifestDigest)).length).toBe(before + 6);
+  });
+
+  it('a referrers tag that holds something else is an error naming it, and is never overwritten', async () => {
+    const subjectDigest = sha256Digest(Buffer.from('a subject whose tag holds an image'));
+    await pusher.pushManifest(image.manifestBytes, image.manifestMediaType, referrersTag(subjectDigest));
+    const named = { code: 'ECORRUPT', message: expect.stringContaining(`${referrersTag(subjectDigest)}: referrers tag holds a ${image.manifestMediaType}`) };
+    await expect(listReferrers(repo, subjectDigest)).rejects.toMatchObject(named);
+    const other = { mediaType: mt.OCI_MANIFEST, digest: subjectDigest, size: 10 };
+    await expect(pushArtifact(repo, pusher, { artifactType: 'application/vnd.example.x', subject: other, blobs: [] })).rejects.toMatchObject(named);
+    expect((await repo.getManifest(referrersTag(subjectDigest))).digest).toBe(image.manifestDigest);
+  });
+});
