@@ -31,6 +31,8 @@ export async function openForCommand(arg: string, opts: ReadCommandOptions): Pro
       ...(opts.cacheDir ? { cacheDir: opts.cacheDir } : {}),
       ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
       registry: { insecureRegistries: opts.insecureRegistry ?? [] },
+      ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
+      ...(opts.discover === false ? { discover: false } : {}),
       logger,
       onProgress: (e) => {
         progress ??= createProgress({ label: 'indexing', ...(opts.json ? { plain: true } : {}) });

@@ -13,6 +13,8 @@ export interface ReadCommandOptions {
   platform?: string;
   insecureRegistry?: string[];
   remoteCache?: string;
+  /** false with --no-discover. */
+  discover?: boolean;
   cacheMaxSize?: string;
   readTimeout?: string;
   logLevel?: string;
@@ -50,7 +52,8 @@ export function addReadOptions(cmd: Command, opts: { json?: boolean } = {}): Com
     .option('--cache-dir <dir>', `cache directory (default: ${defaultCacheDir()})`)
     .option('--platform <os/arch[/variant]>', 'platform to choose from a multi-platform image (default: this machine)')
     .option('--insecure-registry <host...>', 'registry hosts to reach over plain HTTP (loopback hosts always are)')
-    .option('--remote-cache <url>', 'shared chunk cache: redis://[:password@]host:port, rediss://..., redis+cluster://h1:p1,h2:p2')
+    .option('--remote-cache <url>', 'shared cache of chunks and indexes: redis://[:password@]host:port, rediss://..., redis+cluster://h1:p1,h2:p2')
+    .option('--no-discover', 'do not look for a published index (shared cache, registry): index the image here when it has none cached')
     .option('--cache-max-size <size>', 'cap on the disk cache (e.g. 20GiB): least recently used layers are evicted beyond it')
     .option('--read-timeout <duration>', 'a read no tier can answer within this fails (e.g. 30s, 500ms)', '30s')
     .option('--log-level <level>', 'log level on stderr: trace, debug, info, warn, error, silent', process.env.CLIP_LOG_LEVEL ?? 'warn');

@@ -10,6 +10,7 @@ import type { BlobStore, ImageSource, OpenOptions, Platform } from '../oci/index
 import { defaultCacheDir } from '../storage/cache-dir.js';
 import { indexLayers } from '../storage/index-layers.js';
 import type { IndexProgress } from '../storage/indexer.js';
+import type { IndexOrigin } from '../storage/index-resolver.js';
 import type { ResumableLayer, Storage } from '../storage/index.js';
 import { ClipError } from '../util/errors.js';
 import { indexFileKind } from './index-file.js';
@@ -19,6 +20,10 @@ export interface ImageArgOptions {
   cacheDir?: string;
   platform?: Platform;
   registry?: OpenOptions;
+  /** The shared cache, where indexes are looked for and kept too. */
+  remoteCache?: string;
+  /** Look for a published index (shared cache, registry) before indexing; default true. */
+  discover?: boolean;
   logger?: Logger;
   /** Progress of indexing when the image has no index yet (default: none). */
   onProgress?: (event: IndexProgress) => void;
@@ -26,8 +31,11 @@ export interface ImageArgOptions {
 
 export interface OpenedImage {
   index: ImageIndex;
-  /** 'file': the argument was an index file; 'cache': a cached index; 'indexed': made just now. */
-  origin: 'file' | 'cache' | 'indexed';
+  /**
+   * 'file': the argument was an index file; 'cache': the local cache's; 'shared': the shared
+   * cache's; 'registry': published with the image; 'indexed': made just now.
+   */
+  origin: 'file' | IndexOrigin;
   /** The index file it was loaded from, when there is one. */
   indexFile?: string;
   cacheDir: string;
@@ -79,25 +87,19 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     // Most likely a mistyped index file, not an image on Docker Hub.
     throw new ClipError('ENOTFOUND', 'no such index file (and it does not look like an image reference)', { object: arg });
   }
-  const [{ openImage }, { indexImage, loadCachedIndex }] = await Promise.all([import('../oci/index.js'), import('../storage/indexer.js')]);
+  const [{ openImage }, { resolveIndex }] = await Promise.all([import('../oci/index.js'), import('../storage/index-resolver.js')]);
   const source: ImageSource = openImage(arg, registry);
   try {
     const image = await source.resolve(opts.platform ? { platform: opts.platform } : {});
-    let origin: OpenedImage['origin'] = 'cache';
-    let index = await loadCachedIndex(cacheDir, image.manifestDigest, opts.logger);
-    let indexFile = index?.file;
-    if (!index) {
-      origin = 'indexed';
-      const made = await indexImage(source, {
-        resolved: image, cacheDir,
-        ...(opts.logger ? { logger: opts.logger } : {}),
-        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-      });
-      index = made.index;
-      indexFile = made.cachedAt;
-    }
+    const { index, origin, file } = await resolveIndex(source, image, {
+      cacheDir,
+      ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
+      ...(opts.discover === false ? { discover: false } : {}),
+      ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
     return {
-      index, origin, ...(indexFile ? { indexFile } : {}), cacheDir, blobs: source, layers: indexLayers(index),
+      index, origin, indexFile: file, cacheDir, blobs: source, layers: indexLayers(index),
       close: async () => { await source.close?.(); },
     };
   } catch (err) {

@@ -22,6 +22,8 @@ export interface MountConfig {
   mountpoint: string;
   cacheDir?: string;
   remoteCache?: string;
+  /** Look for a published index (shared cache, registry) before indexing; default true. */
+  discover?: boolean;
   /** Cap on the disk cache (bytes): least recently used layers are evicted beyond it. */
   cacheMaxBytes?: number;
   /** While readers are idle, fetch the rest of every layer to disk at this rate. */
@@ -64,6 +66,8 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
     ...(cfg.cacheDir ? { cacheDir: cfg.cacheDir } : {}),
     ...(cfg.platform ? { platform: parsePlatform(cfg.platform) } : {}),
     registry: { insecureRegistries: cfg.insecureRegistry ?? [] },
+    ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}),
+    ...(cfg.discover === false ? { discover: false } : {}),
     logger: log,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
   });

@@ -199,6 +199,39 @@ export class RedisChunkCache {
     return value;
   }
 
+  /**
+   * A whole value stored under `key` by storeValue (an index, not a chunk: the caller checks it),
+   * or null when absent, unreachable or skipped.
+   */
+  async fetchValue(key: string): Promise<Buffer | null> {
+    if (this.breaker.open) return null;
+    try {
+      // Big values take longer than a chunk: the deadline grows with what may come back.
+      const value = await withTimeout(this.client.getBuffer(key), this.timeoutMs * 10, 'redis GET');
+      this.breaker.success();
+      return value;
+    } catch (err) {
+      this.breaker.failure();
+      this.log.warn({ key, tier: 'remote', err: (err as Error).message }, 'remote cache read failed');
+      return null;
+    }
+  }
+
+  /** Store a value under `key` now (replacing any), for fetchValue; false when the cache is unavailable. */
+  async storeValue(key: string, data: Buffer): Promise<boolean> {
+    if (this.breaker.open) return false;
+    try {
+      const timeout = this.timeoutMs + Math.ceil(data.length / 1e6) * 50;
+      await withTimeout(this.ttlSeconds ? this.client.set(key, data, 'EX', this.ttlSeconds) : this.client.set(key, data), timeout, 'redis SET');
+      this.breaker.success();
+      return true;
+    } catch (err) {
+      this.breaker.failure();
+      this.log.warn({ key, tier: 'remote', err: (err as Error).message }, 'remote cache write failed');
+      return false;
+    }
+  }
+
   /** Queue a verified chunk for publication; false if it was dropped. */
   publish(digest: Buffer, data: Buffer): boolean {
     const key = this.keyOf(digest);

@@ -12,6 +12,8 @@ export interface ProxiedRequest {
   range: string | undefined;
   /** Whether the request carried an Authorization header (never its value). */
   authorized: boolean;
+  /** Response body bytes passed on to the client. */
+  bytes: number;
 }
 
 export type FaultAction =
@@ -64,7 +66,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const r: ProxiedRequest = { method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0]!, range: req.headers.range, authorized: req.headers.authorization !== undefined };
+    const r: ProxiedRequest = { method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0]!, range: req.headers.range, authorized: req.headers.authorization !== undefined, bytes: 0 };
     requests.push(r);
     const fault = takeFault(r);
     if (fault?.kind === 'status') {
@@ -106,11 +108,13 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
           upRes.destroy();
           const socket = res.socket;
           sent += keep.length;
+          r.bytes += keep.length;
           // Let the kept bytes reach the peer before cutting: a reset drops whatever is still queued.
           res.write(keep, () => setTimeout(() => (fault.kind === 'reset' ? socket?.resetAndDestroy() : socket?.end()), 20));
           return;
         }
         sent += out.length;
+        r.bytes += out.length;
         res.write(out);
       });
       upRes.on('end', () => !cut && res.end());

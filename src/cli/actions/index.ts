@@ -1,5 +1,8 @@
 /** `clip index IMAGE`: read every layer once and write the image's index file. */
-import { openImage, parsePlatform } from '../../oci/index.js';
+import { openImage, parsePlatform, RegistryPusher, RegistryRepository } from '../../oci/index.js';
+import { publishIndex, storeSharedIndex } from '../../storage/index-artifact.js';
+import { RedisChunkCache } from '../../storage/remote-cache.js';
+import { ClipError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
 import { indexImage } from '../../storage/indexer.js';
 import { createLogger } from '../../util/log.js';
@@ -15,6 +18,8 @@ export interface IndexCommandOptions {
   platform?: string;
   cacheDir?: string;
   insecureRegistry?: string[];
+  remoteCache?: string;
+  push?: boolean;
   logLevel?: string;
   json?: boolean;
   progress?: boolean;
@@ -28,6 +33,10 @@ export interface IndexReport {
   output: string | null;
   /** The copy in the cache directory. */
   cached: string | null;
+  /** The artifact manifest the index was pushed as (--push). */
+  published: string | null;
+  /** Whether the shared cache took a copy (--remote-cache). */
+  shared: boolean;
   entries: number;
   inodes: number;
   layers: number;
@@ -49,6 +58,8 @@ export function formatIndexReport(r: IndexReport): string {
     `indexed ${r.reference} (${r.platform}) in ${r.seconds.toFixed(1)} s`,
     `  manifest  ${r.manifestDigest}`,
     ...where.map((w, i) => `  ${i === 0 ? 'index    ' : '         '} ${w}`),
+    ...(r.published ? [`  pushed    artifact ${r.published}, referring to the manifest`] : []),
+    ...(r.shared ? ['  shared    stored in the shared cache'] : []),
     `  entries   ${r.entries} (${r.inodes} inodes) in ${r.layers} layer${r.layers === 1 ? '' : 's'}`,
     `  size      ${formatSize(r.indexBytes)}: ${percent(r.share)} of the image's ${formatSize(r.uncompressedBytes)} uncompressed`
       + ` (${percent(r.compressedBytes ? r.indexBytes / r.compressedBytes : 0)} of ${formatSize(r.compressedBytes)} stored)`,
@@ -61,6 +72,9 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
   const logger = createLogger(opts.logLevel);
   const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
   const source = openImage(image, { insecureRegistries: opts.insecureRegistry ?? [], logger });
+  if (opts.push && !(source instanceof RegistryRepository)) {
+    throw new ClipError('EINVAL', '--push needs an image in a registry (the index is pushed to its repository)', { object: image });
+  }
   const progress = createProgress({ label: 'indexing', quiet: opts.progress === false, ...(opts.json ? { plain: true } : {}) });
   let stopped = false;
   const stopProgress = (): void => {
@@ -79,6 +93,14 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
     });
     stopProgress();
     const { index, image: img } = result;
+    const published = opts.push ? (await publishIndex(source as RegistryRepository, new RegistryPusher(source as RegistryRepository), img, result.bytes)).digest : null;
+    let shared = false;
+    if (opts.remoteCache) {
+      const remote = await RedisChunkCache.connect({ url: opts.remoteCache, logger });
+      shared = await storeSharedIndex(remote, img.manifestDigest, result.bytes);
+      await remote.close();
+      if (!shared) logger.warn({ remote: opts.remoteCache.replace(/\/\/[^@/]*@/, '//***@') }, 'the shared cache did not take the index');
+    }
     const uncompressed = index.layers.reduce((n, l) => n + l.uncompressedSize, 0);
     const report: IndexReport = {
       reference: img.reference,
@@ -86,6 +108,8 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
       platform: [img.platform.os, img.platform.architecture, img.platform.variant].filter(Boolean).join('/'),
       output: opts.output ?? null,
       cached: result.cachedAt ?? null,
+      published,
+      shared,
       entries: index.entryCount,
       inodes: index.inodeCount,
       layers: index.layers.length,

@@ -14,6 +14,8 @@ export function registerIndex(program: Command): void {
     .option('--platform <os/arch[/variant]>', 'platform to choose from a multi-platform image (default: this machine)')
     .option('--cache-dir <dir>', `cache directory (default: ${defaultCacheDir()})`)
     .option('--insecure-registry <host...>', 'registry hosts to reach over plain HTTP (loopback hosts always are)')
+    .option('--push', "push the index to the image's repository, as an OCI artifact referring to the image (docs/index-artifact.md)")
+    .option('--remote-cache <url>', 'also store the index in this shared cache (redis://…), where other nodes look for it')
     .option('--log-level <level>', 'log level on stderr', process.env.CLIP_LOG_LEVEL ?? 'warn')
     .option('--no-progress', 'no progress display')
     .option('--json', 'print a JSON object instead of text')

@@ -41,6 +41,7 @@ export function mountConfigOf(image: string, mountpoint: string, opts: MountComm
       : {}),
     ...(opts.metricsAddr ? { metricsAddr: opts.metricsAddr } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
+    ...(opts.discover === false ? { discover: false } : {}),
     ...(opts.insecureRegistry ? { insecureRegistry: opts.insecureRegistry } : {}),
     ...(opts.logLevel ? { logLevel: opts.logLevel } : {}),
   };

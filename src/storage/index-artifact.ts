@@ -1,0 +1,128 @@
+/**
+ * A clip index as it travels with its image: an OCI artifact in the image's own repository whose
+ * subject is the image manifest (docs/index-artifact.md is the written format), and the same
+ * compressed bytes in the shared cache under the manifest digest. Whatever the place, an index is
+ * only taken for an image when it describes exactly that manifest, config and layers.
+ */
+import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
+import { constants, gunzip, gzip } from 'node:zlib';
+import { ImageIndex } from '../index/reader.js';
+import { listReferrers, pushArtifact, type ReferrerDescriptor } from '../oci/referrers.js';
+import type { RegistryPusher } from '../oci/push.js';
+import type { RegistryRepository } from '../oci/registry-source.js';
+import type { RedisChunkCache } from './remote-cache.js';
+import type { ResolvedImage } from '../oci/types.js';
+import { ClipError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { FORMAT_VERSION } from '../index/format.js';
+
+export const INDEX_ARTIFACT_TYPE = 'application/vnd.clipfs.index.v1';
+export const INDEX_BLOB_TYPE = 'application/vnd.clipfs.index.v1+gzip';
+/** Annotation: the index file format version inside the blob. */
+export const FORMAT_ANNOTATION = 'dev.clipfs.index.format';
+/** Largest index a node will inflate from a published blob. */
+export const MAX_INDEX_BYTES = 1024 * 1024 * 1024;
+
+const gzipAsync = promisify(gzip);
+const gunzipAsync = promisify(gunzip);
+
+/** Index bytes as they travel (gzip: names, modes and checkpoint windows compress well). */
+export function packIndex(bytes: Buffer): Promise<Buffer> {
+  return gzipAsync(bytes, { level: constants.Z_BEST_COMPRESSION });
+}
+
+export async function unpackIndex(packed: Buffer, object: string): Promise<Buffer> {
+  try {
+    return await gunzipAsync(packed, { maxOutputLength: MAX_INDEX_BYTES });
+  } catch (err) {
+    throw new ClipError('ECORRUPT', `published index does not inflate (${(err as Error).message})`, { object, cause: err });
+  }
+}
+
+/**
+ * The index in `bytes` if it describes exactly `image` (its manifest, config and every layer),
+ * else a clear error: a valid index of another image must never be applied to this one.
+ */
+export function indexFor(image: ResolvedImage, bytes: Buffer, from: string): ImageIndex {
+  const index = new ImageIndex(bytes, from);
+  const mismatch = (what: string): ClipError => new ClipError('ECORRUPT', `index describes another image: ${what}`, { object: from });
+  if (index.image.manifestDigest !== image.manifestDigest) throw mismatch(`manifest ${index.image.manifestDigest}, not ${image.manifestDigest}`);
+  if (`sha256:${createHash('sha256').update(index.config).digest('hex')}` !== image.configDescriptor.digest) throw mismatch('another config');
+  if (index.layers.length !== image.layers.length) throw mismatch(`${index.layers.length} layers, not ${image.layers.length}`);
+  index.layers.forEach((l, i) => {
+    const want = image.layers[i]!;
+    if (l.digest !== want.descriptor.digest || l.diffId !== want.diffId || l.compressedSize !== want.descriptor.size) throw mismatch(`layer ${i} is ${l.digest}`);
+  });
+  return index;
+}
+
+/** Push `indexBytes` as an artifact referring to the image manifest. */
+export async function publishIndex(repo: RegistryRepository, pusher: RegistryPusher, image: ResolvedImage, indexBytes: Buffer): Promise<ReferrerDescriptor> {
+  const packed = await packIndex(indexBytes);
+  return pushArtifact(repo, pusher, {
+    artifactType: INDEX_ARTIFACT_TYPE,
+    subject: { mediaType: image.manifestMediaType, digest: image.manifestDigest, size: image.manifestBytes.length },
+    blobs: [{ mediaType: INDEX_BLOB_TYPE, bytes: packed }],
+    // No timestamp: the same index pushed twice is the same manifest, listed once.
+    annotations: { [FORMAT_ANNOTATION]: String(FORMAT_VERSION) },
+  });
+}
+
+export interface FoundIndex {
+  index: ImageIndex;
+  bytes: Buffer;
+  /** The artifact manifest it came from. */
+  artifact: string;
+}
+
+/**
+ * The last published index of `image` this build can read, or undefined when there is none.
+ * Artifacts that fail (unreadable, another format version, another image) are logged and skipped.
+ */
+export async function findPublishedIndex(repo: RegistryRepository, image: ResolvedImage, logger: Logger = silentLogger): Promise<FoundIndex | undefined> {
+  const found = await listReferrers(repo, image.manifestDigest, { artifactType: INDEX_ARTIFACT_TYPE });
+  // The tag schema appends: the last listed is the last pushed.
+  for (const desc of [...found].reverse()) {
+    const object = `${repo.location}@${desc.digest}`;
+    try {
+      if (desc.annotations?.[FORMAT_ANNOTATION] !== undefined && desc.annotations[FORMAT_ANNOTATION] !== String(FORMAT_VERSION)) {
+        logger.info({ artifact: object, format: desc.annotations[FORMAT_ANNOTATION] }, 'published index of another format version: skipped');
+        continue;
+      }
+      const manifest = JSON.parse((await repo.getManifest(desc.digest)).bytes.toString('utf8')) as { layers?: { mediaType?: string; digest?: string; size?: number }[] };
+      const blob = manifest.layers?.find((l) => l.mediaType === INDEX_BLOB_TYPE);
+      if (!blob || typeof blob.digest !== 'string' || !Number.isSafeInteger(blob.size) || blob.size! > MAX_INDEX_BYTES) {
+        throw new ClipError('ECORRUPT', `artifact has no ${INDEX_BLOB_TYPE} layer of a sane size`, { object });
+      }
+      const bytes = await unpackIndex(await repo.readSmallBlob({ digest: blob.digest, size: blob.size! }), object);
+      return { index: indexFor(image, bytes, object), bytes, artifact: desc.digest };
+    } catch (err) {
+      logger.warn({ artifact: object, err: (err as Error).message }, 'published index unusable: skipped');
+    }
+  }
+  return undefined;
+}
+
+/** The shared cache's key for an image's index: its manifest digest. */
+export function sharedIndexKey(manifestDigest: string): string {
+  return `clip:index:${manifestDigest}`;
+}
+
+/** The image's index from the shared cache, if one is there and describes exactly this image. */
+export async function findSharedIndex(remote: RedisChunkCache, image: ResolvedImage, logger: Logger = silentLogger): Promise<{ index: ImageIndex; bytes: Buffer } | undefined> {
+  const key = sharedIndexKey(image.manifestDigest);
+  const packed = await remote.fetchValue(key);
+  if (!packed) return undefined;
+  try {
+    const bytes = await unpackIndex(packed, `shared cache ${key}`);
+    return { index: indexFor(image, bytes, `shared cache ${key}`), bytes };
+  } catch (err) {
+    logger.warn({ key, err: (err as Error).message }, 'shared cache index unusable: skipped');
+    return undefined;
+  }
+}
+
+export async function storeSharedIndex(remote: RedisChunkCache, manifestDigest: string, indexBytes: Buffer): Promise<boolean> {
+  return remote.storeValue(sharedIndexKey(manifestDigest), await packIndex(indexBytes));
+}

@@ -1,0 +1,90 @@
+/**
+ * Where an image's index comes from, for every command: the local cache, then the shared cache,
+ * then the registry (an artifact referring to the image), and only when none has it, a scan of
+ * every layer here. What is found or made is kept locally and in the shared cache, so the next
+ * command on this node, or the next node, finds it without reading a layer.
+ */
+import type { ImageIndex } from '../index/reader.js';
+import { RegistryPusher } from '../oci/push.js';
+import { RegistryRepository } from '../oci/registry-source.js';
+import type { ImageSource, ResolvedImage } from '../oci/types.js';
+import { ClipError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { findPublishedIndex, findSharedIndex, publishIndex, storeSharedIndex } from './index-artifact.js';
+import { indexImage, loadCachedIndex, storeCachedIndex, type IndexImageOptions } from './indexer.js';
+import { RedisChunkCache } from './remote-cache.js';
+
+export type IndexOrigin = 'cache' | 'shared' | 'registry' | 'indexed';
+
+export interface ResolveIndexOptions {
+  cacheDir: string;
+  /** The shared cache (redis://…) to look in and to fill. */
+  remoteCache?: string;
+  /** Look in the shared cache and the registry before indexing (default true). */
+  discover?: boolean;
+  /** Publish the index to the image's repository when it did not come from there. */
+  push?: boolean;
+  logger?: Logger;
+  onProgress?: IndexImageOptions['onProgress'];
+  /** Settings for indexing, when it comes to that. */
+  indexing?: Pick<IndexImageOptions, 'span' | 'chunkSize' | 'bigFileThreshold' | 'concurrency'>;
+}
+
+export interface ResolvedIndex {
+  index: ImageIndex;
+  bytes: Buffer;
+  origin: IndexOrigin;
+  /** The local cache copy. */
+  file: string;
+  /** The artifact it was published as, when pushed now. */
+  published?: string;
+}
+
+export async function resolveIndex(source: ImageSource, image: ResolvedImage, opts: ResolveIndexOptions): Promise<ResolvedIndex> {
+  const log = opts.logger ?? silentLogger;
+  const cached = await loadCachedIndex(opts.cacheDir, image.manifestDigest, log);
+  if (cached && !opts.push) return { index: cached, bytes: cached.buffer, origin: 'cache', file: cached.file };
+
+  const discover = opts.discover ?? true;
+  const repo = source instanceof RegistryRepository ? source : undefined;
+  const remote = opts.remoteCache ? await RedisChunkCache.connect({ url: opts.remoteCache, logger: log }) : undefined;
+  try {
+    let found: Omit<ResolvedIndex, 'file'> | undefined = cached ? { index: cached, bytes: cached.buffer, origin: 'cache' } : undefined;
+    if (!found && discover && remote) {
+      const shared = await findSharedIndex(remote, image, log);
+      if (shared) found = { ...shared, origin: 'shared' };
+    }
+    if (!found && discover && repo) {
+      const published = await findPublishedIndex(repo, image, log).catch((err: unknown) => {
+        // A registry that cannot list referrers (old, or denying it) only costs the discovery.
+        log.warn({ image: image.reference, err: (err as Error).message }, 'cannot look for a published index');
+        return undefined;
+      });
+      if (published) {
+        found = { index: published.index, bytes: published.bytes, origin: 'registry' };
+        if (remote) await storeSharedIndex(remote, image.manifestDigest, published.bytes);
+      }
+    }
+    let file: string | undefined = cached?.file;
+    if (!found) {
+      const made = await indexImage(source, {
+        resolved: image, cacheDir: opts.cacheDir, logger: log, ...opts.indexing,
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      });
+      found = { index: made.index, bytes: made.bytes, origin: 'indexed' };
+      file = made.cachedAt;
+      if (remote) await storeSharedIndex(remote, image.manifestDigest, made.bytes);
+    }
+    file ??= await storeCachedIndex(opts.cacheDir, image.manifestDigest, found.bytes);
+    let published: string | undefined;
+    if (opts.push && found.origin !== 'registry') {
+      if (!repo) throw new ClipError('EINVAL', 'only an image in a registry can have its index pushed', { object: image.reference });
+      published = (await publishIndex(repo, new RegistryPusher(repo), image, found.bytes)).digest;
+      log.info({ image: image.reference, artifact: published }, 'index published');
+    }
+    log.info({ image: image.reference, origin: found.origin }, 'index ready');
+    return { ...found, file, ...(published ? { published } : {}) };
+  } finally {
+    await remote?.close();
+  }
+}
