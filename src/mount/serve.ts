@@ -88,8 +88,16 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
     });
     const st = storage;
+    // An index this process did not make is checked against each layer once it is whole on disk.
+    const audit = image.origin === 'indexed' ? undefined : await import('../storage/layer-audit.js');
     const background: BackgroundFetch | undefined = fetcher && cfg.backgroundFetch
-      ? fetcher.startBackgroundFetch(st, image.layers, { ...cfg.backgroundFetch, logger: log })
+      ? fetcher.startBackgroundFetch(st, image.layers, {
+        ...cfg.backgroundFetch, logger: log,
+        ...(audit ? {
+          onLayerComplete: (layer, signal) =>
+            audit.auditOrCondemn(st, image.index, image.layers.findIndex((l) => l.diffId === layer.diffId), layer, { cacheDir: image.cacheDir, logger: log, signal }),
+        } : {}),
+      })
       : undefined;
     let closing: Promise<void> | undefined;
     const closeAll = (): Promise<void> => {
@@ -121,6 +129,9 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
 /** The line printed when a mount is ready. */
 export function readyLine(running: RunningMount): string {
   const { index, origin } = running.image;
-  const how = origin === 'indexed' ? 'indexed now' : origin === 'cache' ? 'index from the cache' : `index ${running.image.indexFile}`;
+  const how = {
+    indexed: 'indexed now', cache: 'index from the cache', shared: 'index from the shared cache',
+    registry: 'index published with the image', file: `index ${running.image.indexFile}`,
+  }[origin];
   return `clip: mounted ${index.image.reference} on ${running.mountpoint} (${index.entryCount} entries, ${how})`;
 }

@@ -18,6 +18,8 @@ export interface BackgroundFetchOptions {
   retryMs?: number;
   /** Attempts per layer before leaving it to on-demand reads (default 3). */
   attempts?: number;
+  /** Called once a layer is complete on disk (the index audit); its failure is logged, not retried. */
+  onLayerComplete?: (layer: LayerRecord, signal: AbortSignal) => Promise<unknown>;
   logger?: Logger;
 }
 
@@ -43,7 +45,12 @@ export function startBackgroundFetch(storage: Storage, layers: LayerRecord[], op
         try {
           const started = Date.now();
           await storage.complete(layer, { bytesPerSecond: rate, idleMs: opts.idleMs ?? 1000, signal });
-          if (!signal.aborted) log.info({ layer: layer.diffId, seconds: (Date.now() - started) / 1000 }, 'background fetch: layer complete on disk');
+          if (!signal.aborted) {
+            log.info({ layer: layer.diffId, seconds: (Date.now() - started) / 1000 }, 'background fetch: layer complete on disk');
+            await opts.onLayerComplete?.(layer, signal).catch((err: unknown) => {
+              if (!signal.aborted) log.warn({ layer: layer.diffId, err: (err as Error).message }, 'after the layer was complete: failed');
+            });
+          }
           break;
         } catch (err) {
           if (signal.aborted) break;

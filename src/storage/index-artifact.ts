@@ -5,12 +5,16 @@
  * only taken for an image when it describes exactly that manifest, config and layers.
  */
 import { createHash } from 'node:crypto';
+import { readFile, rename, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { constants, gunzip, gzip } from 'node:zlib';
 import { ImageIndex } from '../index/reader.js';
 import { listReferrers, pushArtifact, type ReferrerDescriptor } from '../oci/referrers.js';
 import type { RegistryPusher } from '../oci/push.js';
 import type { RegistryRepository } from '../oci/registry-source.js';
+import { ensurePrivateDir } from './cache-dir.js';
+import { cachedIndexPath } from './indexer.js';
 import type { RedisChunkCache } from './remote-cache.js';
 import type { ResolvedImage } from '../oci/types.js';
 import { ClipError } from '../util/errors.js';
@@ -69,6 +73,10 @@ export async function publishIndex(repo: RegistryRepository, pusher: RegistryPus
   });
 }
 
+/** Whether an index found elsewhere may be used (false: it was condemned). */
+export type Acceptor = (indexBytes: Buffer) => Promise<boolean>;
+const acceptAll: Acceptor = () => Promise.resolve(true);
+
 export interface FoundIndex {
   index: ImageIndex;
   bytes: Buffer;
@@ -80,7 +88,7 @@ export interface FoundIndex {
  * The last published index of `image` this build can read, or undefined when there is none.
  * Artifacts that fail (unreadable, another format version, another image) are logged and skipped.
  */
-export async function findPublishedIndex(repo: RegistryRepository, image: ResolvedImage, logger: Logger = silentLogger): Promise<FoundIndex | undefined> {
+export async function findPublishedIndex(repo: RegistryRepository, image: ResolvedImage, logger: Logger = silentLogger, accept: Acceptor = acceptAll): Promise<FoundIndex | undefined> {
   const found = await listReferrers(repo, image.manifestDigest, { artifactType: INDEX_ARTIFACT_TYPE });
   // The tag schema appends: the last listed is the last pushed.
   for (const desc of [...found].reverse()) {
@@ -96,7 +104,9 @@ export async function findPublishedIndex(repo: RegistryRepository, image: Resolv
         throw new ClipError('ECORRUPT', `artifact has no ${INDEX_BLOB_TYPE} layer of a sane size`, { object });
       }
       const bytes = await unpackIndex(await repo.readSmallBlob({ digest: blob.digest, size: blob.size! }), object);
-      return { index: indexFor(image, bytes, object), bytes, artifact: desc.digest };
+      const index = indexFor(image, bytes, object);
+      if (!(await accept(bytes))) throw new ClipError('ECORRUPT', 'this index was found to lie about a layer (condemned)', { object });
+      return { index, bytes, artifact: desc.digest };
     } catch (err) {
       logger.warn({ artifact: object, err: (err as Error).message }, 'published index unusable: skipped');
     }
@@ -110,13 +120,15 @@ export function sharedIndexKey(manifestDigest: string): string {
 }
 
 /** The image's index from the shared cache, if one is there and describes exactly this image. */
-export async function findSharedIndex(remote: RedisChunkCache, image: ResolvedImage, logger: Logger = silentLogger): Promise<{ index: ImageIndex; bytes: Buffer } | undefined> {
+export async function findSharedIndex(remote: RedisChunkCache, image: ResolvedImage, logger: Logger = silentLogger, accept: Acceptor = acceptAll): Promise<{ index: ImageIndex; bytes: Buffer } | undefined> {
   const key = sharedIndexKey(image.manifestDigest);
   const packed = await remote.fetchValue(key);
   if (!packed) return undefined;
   try {
     const bytes = await unpackIndex(packed, `shared cache ${key}`);
-    return { index: indexFor(image, bytes, `shared cache ${key}`), bytes };
+    const index = indexFor(image, bytes, `shared cache ${key}`);
+    if (!(await accept(bytes))) throw new ClipError('ECORRUPT', 'this index was found to lie about a layer (condemned)', { object: `shared cache ${key}` });
+    return { index, bytes };
   } catch (err) {
     logger.warn({ key, err: (err as Error).message }, 'shared cache index unusable: skipped');
     return undefined;
@@ -125,4 +137,38 @@ export async function findSharedIndex(remote: RedisChunkCache, image: ResolvedIm
 
 export async function storeSharedIndex(remote: RedisChunkCache, manifestDigest: string, indexBytes: Buffer): Promise<boolean> {
   return remote.storeValue(sharedIndexKey(manifestDigest), await packIndex(indexBytes));
+}
+
+/** Where indexes found to lie about a layer are listed, by the sha256 of their bytes. */
+function condemnedPath(cacheDir: string, indexBytes: Buffer): string {
+  return path.join(cacheDir, 'indexes', 'bad', createHash('sha256').update(indexBytes).digest('hex'));
+}
+
+function condemnedKey(indexBytes: Buffer): string {
+  return `clip:bad-index:${createHash('sha256').update(indexBytes).digest('hex')}`;
+}
+
+/**
+ * Never use this index again: it is listed (by content) here and in the shared cache, so neither
+ * this node nor another takes it again from any place, and its cached copies are removed.
+ */
+export async function condemnIndex(cacheDir: string, manifestDigest: string, indexBytes: Buffer, reason: string, remote?: RedisChunkCache): Promise<void> {
+  const listed = condemnedPath(cacheDir, indexBytes);
+  await ensurePrivateDir(path.dirname(path.dirname(listed)));
+  await ensurePrivateDir(path.dirname(listed));
+  await writeFile(listed, `${manifestDigest}\n${reason}\n`, { mode: 0o600 });
+  const cached = cachedIndexPath(cacheDir, manifestDigest);
+  const copy = await readFile(cached).catch(() => undefined);
+  if (copy?.equals(indexBytes)) await rename(cached, `${cached}.bad`).catch(() => undefined);
+  if (remote) {
+    await remote.storeValue(condemnedKey(indexBytes), Buffer.from(reason));
+    const shared = await remote.fetchValue(sharedIndexKey(manifestDigest));
+    if (shared && (await unpackIndex(shared, 'shared cache').catch(() => undefined))?.equals(indexBytes)) await remote.deleteValue(sharedIndexKey(manifestDigest));
+  }
+}
+
+/** Whether this index was condemned, here or (with a shared cache) by any node. */
+export async function isCondemned(cacheDir: string, indexBytes: Buffer, remote?: RedisChunkCache): Promise<boolean> {
+  if (await stat(condemnedPath(cacheDir, indexBytes)).then(() => true, () => false)) return true;
+  return remote ? (await remote.fetchValue(condemnedKey(indexBytes))) !== null : false;
 }

@@ -10,7 +10,7 @@ import { RegistryRepository } from '../oci/registry-source.js';
 import type { ImageSource, ResolvedImage } from '../oci/types.js';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { findPublishedIndex, findSharedIndex, publishIndex, storeSharedIndex } from './index-artifact.js';
+import { findPublishedIndex, findSharedIndex, isCondemned, publishIndex, storeSharedIndex, type Acceptor } from './index-artifact.js';
 import { indexImage, loadCachedIndex, storeCachedIndex, type IndexImageOptions } from './indexer.js';
 import { RedisChunkCache } from './remote-cache.js';
 
@@ -50,12 +50,13 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
   const remote = opts.remoteCache ? await RedisChunkCache.connect({ url: opts.remoteCache, logger: log }) : undefined;
   try {
     let found: Omit<ResolvedIndex, 'file'> | undefined = cached ? { index: cached, bytes: cached.buffer, origin: 'cache' } : undefined;
+    const accept: Acceptor = async (bytes) => !(await isCondemned(opts.cacheDir, bytes, remote));
     if (!found && discover && remote) {
-      const shared = await findSharedIndex(remote, image, log);
+      const shared = await findSharedIndex(remote, image, log, accept);
       if (shared) found = { ...shared, origin: 'shared' };
     }
     if (!found && discover && repo) {
-      const published = await findPublishedIndex(repo, image, log).catch((err: unknown) => {
+      const published = await findPublishedIndex(repo, image, log, accept).catch((err: unknown) => {
         // A registry that cannot list referrers (old, or denying it) only costs the discovery.
         log.warn({ image: image.reference, err: (err as Error).message }, 'cannot look for a published index');
         return undefined;

@@ -22,6 +22,7 @@ export class StorageMetrics {
   readonly breakerOpen: Gauge;
   readonly publish: Counter<'result'>;
   readonly publishQueueBytes: Gauge;
+  readonly indexAuditFailures: Counter;
 
   constructor(registry = new Registry()) {
     this.registry = registry;
@@ -59,6 +60,11 @@ export class StorageMetrics {
       registers,
     });
     this.publishQueueBytes = new Gauge({ name: 'clip_storage_publish_queue_bytes', help: 'Bytes waiting to be published', registers });
+    this.indexAuditFailures = new Counter({
+      name: 'clip_index_audit_failures_total',
+      help: 'Layers, fetched whole, that their index did not describe truly (the index is condemned)',
+      registers,
+    });
     for (const tier of TIERS) {
       for (const c of [this.bytes, this.requests, this.hits, this.misses, this.verifyFailures, this.errors]) c.inc({ tier }, 0);
     }
@@ -79,6 +85,7 @@ export class StorageMetrics {
       ['evictedBytes', this.evictedBytes],
       ['breakerOpen', this.breakerOpen],
       ['publish', this.publish],
+      ['indexAuditFailures', this.indexAuditFailures],
     ];
     for (const [name, metric] of named) {
       const { values } = await metric.get();

@@ -232,6 +232,20 @@ export class RedisChunkCache {
     }
   }
 
+  /** Remove `key`; false when the cache is unavailable. */
+  async deleteValue(key: string): Promise<boolean> {
+    if (this.breaker.open) return false;
+    try {
+      await withTimeout(this.client.del(key), this.timeoutMs, 'redis DEL');
+      this.breaker.success();
+      return true;
+    } catch (err) {
+      this.breaker.failure();
+      this.log.warn({ key, tier: 'remote', err: (err as Error).message }, 'remote cache write failed');
+      return false;
+    }
+  }
+
   /** Queue a verified chunk for publication; false if it was dropped. */
   publish(digest: Buffer, data: Buffer): boolean {
     const key = this.keyOf(digest);
