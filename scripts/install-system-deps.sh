@@ -27,5 +27,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing Debian packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# Another apt (unattended upgrades, a second test run) may hold the dpkg lock: wait for it a while.
+LOCK_WAIT=(-o DPkg::Lock::Timeout=600)
+if ! apt-get "${LOCK_WAIT[@]}" update -qq >&2 || ! apt-get "${LOCK_WAIT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >&2; then
+  echo "could not install Debian packages: ${missing[*]} (is another apt holding the lock, or the mirror unreachable?)" >&2
+  exit 1
+fi

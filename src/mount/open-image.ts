@@ -5,6 +5,8 @@
  */
 // Registry, indexing and storage code is imported where it is used: a command answered from an
 // index file alone (ls, stat) then loads none of it.
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ImageIndex } from '../index/reader.js';
 import type { BlobStore, ImageSource, OpenOptions, Platform } from '../oci/index.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
@@ -70,6 +72,10 @@ class LazyBlobStore implements BlobStore {
   }
 }
 
+async function isLayoutDir(arg: string): Promise<boolean> {
+  return stat(join(arg, 'oci-layout')).then((s) => s.isFile(), () => false);
+}
+
 /** Load or make the index for a command's IMAGE|INDEX argument. */
 export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Promise<OpenedImage> {
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
@@ -82,6 +88,9 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     const index = await ImageIndex.open(arg);
     const blobs = new LazyBlobStore(index.image.location, registry);
     return { index, origin: 'file', indexFile: arg, cacheDir, blobs, layers: indexLayers(index), close: () => blobs.close() };
+  }
+  if (!arg.startsWith('oci:') && (await isLayoutDir(arg))) {
+    throw new ClipError('EINVAL', `is an OCI image layout directory: did you mean oci:${arg}?`, { object: arg });
   }
   if (arg.endsWith('.clip') && !arg.includes(':')) {
     // Most likely a mistyped index file, not an image on Docker Hub.

@@ -44,7 +44,11 @@ export class LayoutSource implements ImageSource, ManifestSource {
         text = await readFile(file, 'utf8');
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        throw new ClipError(code === 'ENOENT' ? 'ENOTFOUND' : 'EINVAL', code === 'ENOENT' ? 'not an OCI image layout (no oci-layout file)' : `cannot read oci-layout: ${(err as Error).message}`, { object: this.dir, cause: err });
+        if (code === 'ENOENT') {
+          const exists = await stat(this.dir).then((s) => s.isDirectory(), () => false);
+          throw new ClipError('ENOTFOUND', exists ? 'not an OCI image layout (no oci-layout file)' : 'no such directory', { object: this.dir, cause: err });
+        }
+        throw new ClipError('EINVAL', `cannot read oci-layout: ${(err as Error).message}`, { object: this.dir, cause: err });
       }
       let version: unknown;
       try {

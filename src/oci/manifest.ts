@@ -9,7 +9,7 @@ import {
   DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_MANIFEST,
   isImageManifestMediaType, isIndexMediaType, layerCompression,
 } from './media-types.js';
-import { formatPlatform, hostPlatform, normalizePlatform, selectPlatform } from './platform.js';
+import { formatPlatform, hostPlatform, normalizePlatform, platformMatches, selectPlatform } from './platform.js';
 import type { Descriptor, ImageConfig, Layer, Platform, ResolvedImage } from './types.js';
 
 export interface ImageManifest {
@@ -150,6 +150,10 @@ async function buildImage(
     compression: layerCompression(descriptor.mediaType, descriptor.digest),
   }));
   const platform: Platform = fromIndex ?? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) };
+  // A single-platform image asked for by another platform is a mistake worth saying, not a silent substitute.
+  if (!fromIndex && input.platform && !platformMatches(platform, input.platform)) {
+    throw new ClipError('EUNSUPPORTED', `the image is for ${formatPlatform(platform)} only, not ${formatPlatform(normalizePlatform(input.platform))}`, { object: input.reference });
+  }
   return {
     reference: input.reference,
     location: input.location,

@@ -52,4 +52,12 @@ describe('openImageArg', () => {
     await expect(openImageArg(other, { cacheDir: tmp })).rejects.toMatchObject({ code: 'ECORRUPT', object: other });
     await expect(openImageArg(join(tmp, 'missing.clip'), { cacheDir: tmp })).rejects.toMatchObject({ code: 'ENOTFOUND' });
   });
+
+  it('says "did you mean oci:DIR" for a layout directory named bare, and that oci:DIR does not exist', async () => {
+    const fx = await fixture('basic');
+    await expect(openImageArg(fx.layoutDir, { cacheDir: tmp })).rejects.toMatchObject({
+      code: 'EINVAL', message: `${fx.layoutDir}: is an OCI image layout directory: did you mean oci:${fx.layoutDir}?`,
+    });
+    await expect(openImageArg(`oci:${join(tmp, 'nowhere')}`, { cacheDir: tmp })).rejects.toMatchObject({ code: 'ENOTFOUND', message: `${join(tmp, 'nowhere')}: no such directory` });
+  });
 });

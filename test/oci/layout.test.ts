@@ -62,6 +62,12 @@ describe('OCI layout source', () => {
     expect(r.layers[0]!.descriptor.mediaType).toBe(mt.OCI_LAYER_ZSTD);
   });
 
+  it('refuses another platform than a single-platform image is for, and takes the one it is for', async () => {
+    await expect(openImage(`oci:${dir}:v1`).resolve({ platform: { os: 'windows', architecture: 'arm64' } }))
+      .rejects.toMatchObject({ code: 'EUNSUPPORTED', message: expect.stringMatching(/is for linux\/amd64 only, not windows\/arm64/) });
+    expect((await openImage(`oci:${dir}:v1`).resolve({ platform: { os: 'linux', architecture: 'amd64' } })).manifestDigest).toBe(one.manifest.digest);
+  });
+
   it('names the tags when a tag is missing or none is given among several', async () => {
     await expect(openImage(`oci:${dir}:nope`).resolve()).rejects.toMatchObject({ code: 'ENOTFOUND', message: expect.stringMatching(/"nope".*v1, multi/) });
     await expect(openImage(`oci:${dir}`).resolve()).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringContaining('v1, multi') });
