@@ -436,7 +436,8 @@ export class Storage {
 
   private inBackground(work: Promise<void>): void {
     this.background.add(work);
-    void work.finally(() => this.background.delete(work));
+    const forget = (): void => void this.background.delete(work);
+    work.then(forget, forget);
   }
 
   /** Fetch chunks ahead of a sequential reader that are neither on disk nor in flight. */
