@@ -119,7 +119,7 @@ export async function resolveImage(source: ManifestSource, input: ResolveInput):
   for (let depth = 0; ; depth++) {
     const parsed = parseManifest(current.bytes, `${input.reference} (${current.digest})`, current.mediaType);
     if (parsed.kind === 'manifest') {
-      return buildImage(source, input, current, parsed.mediaType, parsed.manifest, chosenPlatform);
+      return buildImage(source, input, current, parsed.mediaType, parsed.manifest, chosenPlatform, depth === 0);
     }
     if (depth >= 2) throw corrupt(input.reference, 'image indexes nested too deep');
     const candidates = parsed.index.manifests.filter((d) => isImageManifestMediaType(d.mediaType) || isIndexMediaType(d.mediaType));
@@ -135,6 +135,8 @@ export async function resolveImage(source: ManifestSource, input: ResolveInput):
 
 async function buildImage(
   source: ManifestSource, input: ResolveInput, fetched: FetchedManifest, mediaType: string, manifest: ImageManifest, fromIndex: Platform | undefined,
+  /** The reference named this manifest itself, not an index entry. */
+  direct: boolean,
 ): Promise<ResolvedImage> {
   if (manifest.config.size > MAX_CONFIG_BYTES) throw corrupt(manifest.config.digest, `image config of ${manifest.config.size} bytes is too large`);
   const configBytes = await source.readSmallBlob(manifest.config);
@@ -151,7 +153,7 @@ async function buildImage(
   }));
   const platform: Platform = fromIndex ?? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) };
   // A single-platform image asked for by another platform is a mistake worth saying, not a silent substitute.
-  if (!fromIndex && input.platform && !platformMatches(platform, input.platform)) {
+  if (direct && input.platform && !platformMatches(platform, input.platform)) {
     throw new ClipError('EUNSUPPORTED', `the image is for ${formatPlatform(platform)} only, not ${formatPlatform(normalizePlatform(input.platform))}`, { object: input.reference });
   }
   return {
