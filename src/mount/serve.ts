@@ -31,6 +31,10 @@ export interface MountConfig {
   readTimeoutMs?: number;
   /** "[host:]port" for a Prometheus endpoint. */
   metricsAddr?: string;
+  /** Honour setuid/setgid bits and capabilities of the image's programs (default: nosuid). */
+  allowSuid?: boolean;
+  /** Let the image's device nodes be opened (default: nodev). */
+  allowDev?: boolean;
   /** Kernel readahead for the mount, in KiB (default: imageMountOptions'). */
   readaheadKb?: number;
   platform?: string;
@@ -82,6 +86,7 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
     const fs = new ImageFilesystem(image.index, storage, { logger: log });
     const m = await mount(fs, mountpoint, { fsname: 'clip', subtype: 'clip', logger: log, ...imageMountOptions(),
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
+      suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
     });
     const st = storage;
     const background: BackgroundFetch | undefined = fetcher && cfg.backgroundFetch
