@@ -1,6 +1,9 @@
-import { mkdir, chmod } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { constants, openSync } from 'node:fs';
+import { chmod, lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { ClipError } from '../util/errors.js';
 
 /** /var/cache/clip for root, $XDG_CACHE_HOME/clip (or ~/.cache/clip) for everyone else. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.() ?? -1): string {
@@ -10,9 +13,91 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, uid = proc
   return path.join(base, 'clip');
 }
 
-/** Create a directory (and parents) readable by its owner only; an existing one is left as it is. */
+/**
+ * Create a directory (and parents) readable by its owner only, then make sure nobody else can
+ * change what is in it: whoever can write it, or swap it through a parent, could plant symlinks
+ * that make this process (often root) write where they choose.
+ */
 export async function ensurePrivateDir(dir: string): Promise<void> {
   const created = await mkdir(dir, { recursive: true, mode: 0o700 });
-  // mkdir's mode is filtered by the umask; set it exactly on what we created.
-  if (created !== undefined) await chmod(dir, 0o700);
+  // mkdir's mode is filtered by the umask; set it exactly on everything we created.
+  if (created !== undefined) {
+    for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+      await chmod(d, 0o700);
+      if (d === path.resolve(created) || d === path.dirname(d)) break;
+    }
+  }
+  await checkPrivateDir(dir);
+}
+
+/**
+ * As ssh checks its files: `dir` must be owned by this user and writable by nobody else; each of its
+ * parents must be owned by this user or root, and be writable by others only with the sticky bit
+ * (as /tmp is: then nobody can rename or remove what is not theirs in it).
+ */
+export async function checkPrivateDir(dir: string): Promise<void> {
+  const uid = process.geteuid?.() ?? -1;
+  const real = await realpath(dir);
+  const own = await lstat(real);
+  if (own.uid !== uid) {
+    throw new ClipError('EUNSAFE', `is owned by uid ${own.uid}, not by this user (uid ${uid}); it must be private to the user running clip`, { object: dir });
+  }
+  if (own.mode & 0o022) {
+    throw new ClipError('EUNSAFE', `is writable by others (mode ${modeText(own.mode)}); make it private (chmod go-w)`, { object: dir });
+  }
+  for (let d = path.dirname(real); ; d = path.dirname(d)) {
+    const st = await lstat(d);
+    if (st.uid !== uid && st.uid !== 0) {
+      throw new ClipError('EUNSAFE', `its parent ${d} is owned by uid ${st.uid}, who could replace it`, { object: dir });
+    }
+    if (st.mode & 0o022 && !(st.mode & 0o1000)) {
+      throw new ClipError('EUNSAFE', `its parent ${d} is writable by others (mode ${modeText(st.mode)}), who could replace it`, { object: dir });
+    }
+    if (d === path.dirname(d)) break;
+  }
+}
+
+function modeText(mode: number): string {
+  return `0${(mode & 0o7777).toString(8)}`;
+}
+
+const CREATE_PRIVATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/** A new file that did not exist before (never a planted link), 0600, at a unique name beside `file`. */
+export function createPrivateFileSync(file: string): { path: string; fd: number } {
+  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+  return { path: tmp, fd: openSync(tmp, CREATE_PRIVATE, 0o600) };
+}
+
+/**
+ * Write `text` as `file`, whole or not at all: a private temporary file renamed over it (rename
+ * replaces a link planted at `file` rather than following it).
+ */
+export async function writePrivateFile(file: string, text: string): Promise<void> {
+  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+  const fh = await open(tmp, CREATE_PRIVATE, 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.close();
+    await rename(tmp, file);
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Read a small file without following a link planted at its name; undefined when there is none. */
+export async function readPrivateFile(file: string): Promise<string | undefined> {
+  let fh;
+  try {
+    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+  try {
+    return await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
 }
