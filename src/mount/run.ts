@@ -2,7 +2,7 @@
  * A mount in the foreground of this process: mount, say so once, serve until SIGINT/SIGTERM/SIGHUP
  * (or `clip unmount`, which sends SIGTERM, or anyone's umount), then unmount and close cleanly.
  */
-import { defaultCacheDir, ensurePrivateDir } from '../storage/cache-dir.js';
+import { defaultCacheDir, ensurePrivateDir, isDiskFull } from '../storage/cache-dir.js';
 import type { IndexProgress } from '../storage/indexer.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { abortConnection } from '../fuse/index.js';
@@ -23,7 +23,13 @@ export async function runMount(cfg: MountConfig, opts: RunOptions = {}): Promise
   const log = opts.logger ?? silentLogger;
   const files = mountFiles(cfg.cacheDir ?? defaultCacheDir(), cfg.mountpoint);
   // Before mounting: a cache directory others could write is refused while nothing is mounted yet.
-  await ensurePrivateDir(files.dir);
+  const filesDir = await ensurePrivateDir(files.dir).then(
+    () => true,
+    (err: unknown) => {
+      if (!isDiskFull(err)) throw err;
+      return false; // the mount can serve without its pid file (below)
+    },
+  );
   const running = await startMount(cfg, { logger: log, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -38,13 +44,13 @@ export async function runMount(cfg: MountConfig, opts: RunOptions = {}): Promise
   };
   for (const s of SIGNALS) process.on(s, onSignal);
   try {
-    try {
-      await writePidFile(files, running.mountpoint);
-    } catch (err) {
-      // A full disk must cost caching only: without its pid file the mount still serves, and
-      // `clip unmount` unmounts it directly (this process then exits as after anyone's umount).
-      log.warn({ err, file: files.pid }, 'mount: cannot write the pid file; clip unmount will unmount directly');
-    }
+    // A full disk must cost caching only: without its pid file the mount still serves, and
+    // `clip unmount` unmounts it directly (this process then exits as after anyone's umount).
+    const written = filesDir && (await writePidFile(files, running.mountpoint).then(() => true, (err: unknown) => {
+      log.warn({ err }, 'mount: cannot write the pid file');
+      return false;
+    }));
+    if (!written) log.warn({ file: files.pid }, 'mount: serving without a pid file (the cache disk is full?); clip unmount will unmount directly');
     opts.onReady?.(readyLine(running), running);
     await running.done;
   } catch (err) {

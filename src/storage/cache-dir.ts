@@ -3,6 +3,7 @@ import { constants, openSync } from 'node:fs';
 import { chmod, lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { getSystemErrorMap } from 'node:util';
 import { ClipError } from '../util/errors.js';
 
 /** /var/cache/clip for root, $XDG_CACHE_HOME/clip (or ~/.cache/clip) for everyone else. */
@@ -19,15 +20,40 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, uid = proc
  * that make this process (often root) write where they choose.
  */
 export async function ensurePrivateDir(dir: string): Promise<void> {
-  const created = await mkdir(dir, { recursive: true, mode: 0o700 });
-  // mkdir's mode is filtered by the umask; set it exactly on everything we created.
-  if (created !== undefined) {
-    for (let d = path.resolve(dir); ; d = path.dirname(d)) {
-      await chmod(d, 0o700);
-      if (d === path.resolve(created) || d === path.dirname(d)) break;
+  // One level at a time, not mkdir's recursive mode: that reports a full disk as ENOENT.
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); d !== path.dirname(d); d = path.dirname(d)) {
+    const exists = await lstat(d).then(() => true, (err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw fileError(err, d);
+    });
+    if (exists) break;
+    missing.unshift(d);
+  }
+  for (const d of missing) {
+    try {
+      await mkdir(d, { mode: 0o700 });
+      await chmod(d, 0o700); // mkdir's mode is filtered by the umask
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fileError(err, d);
     }
   }
   await checkPrivateDir(dir);
+}
+
+/** A failed file system call as one clear error naming the file ("no space left on device"); others as they are. */
+export function fileError(err: unknown, file: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (err instanceof ClipError || typeof e?.code !== 'string' || typeof e.errno !== 'number') return err;
+  const text = getSystemErrorMap().get(e.errno)?.[1] ?? e.code;
+  return new ClipError('EIO', `cannot ${e.syscall ?? 'use'} it: ${text} (${e.code})`, { object: file, cause: err });
+}
+
+/** Whether `err` (or what it wraps) is a full disk or an exhausted quota: what should cost caching only. */
+export function isDiskFull(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return true;
+  return err instanceof Error && err.cause !== undefined && isDiskFull(err.cause);
 }
 
 /**
@@ -66,7 +92,11 @@ const CREATE_PRIVATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL
 /** A new file that did not exist before (never a planted link), 0600, at a unique name beside `file`. */
 export function createPrivateFileSync(file: string): { path: string; fd: number } {
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  return { path: tmp, fd: openSync(tmp, CREATE_PRIVATE, 0o600) };
+  try {
+    return { path: tmp, fd: openSync(tmp, CREATE_PRIVATE, 0o600) };
+  } catch (err) {
+    throw fileError(err, tmp);
+  }
 }
 
 /**
@@ -75,7 +105,9 @@ export function createPrivateFileSync(file: string): { path: string; fd: number 
  */
 export async function writePrivateFile(file: string, text: string): Promise<void> {
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  const fh = await open(tmp, CREATE_PRIVATE, 0o600);
+  const fh = await open(tmp, CREATE_PRIVATE, 0o600).catch((err: unknown) => {
+    throw fileError(err, tmp);
+  });
   try {
     await fh.writeFile(text);
     await fh.close();
@@ -83,7 +115,7 @@ export async function writePrivateFile(file: string, text: string): Promise<void
   } catch (err) {
     await fh.close().catch(() => undefined);
     await rm(tmp, { force: true });
-    throw err;
+    throw fileError(err, file);
   }
 }
 

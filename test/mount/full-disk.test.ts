@@ -1,6 +1,7 @@
 /**
  * A cache directory on a full disk (a small tmpfs, filled): the mount starts, in the background
- * and in the foreground, and serves the image's bytes from the registry; only caching is lost.
+ * and in the foreground, and serves the image's bytes from the registry; only caching is lost, the
+ * index's included. Where not even a directory can be made (no inodes left), one clear line.
  */
 import { readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -36,12 +37,13 @@ describe.skipIf(skipUnlessRoot())('a mount whose cache disk is full', () => {
   let full: string;
   let mnt: string;
   let indexFile: string;
+  let ref: string;
   let oracle: Map<string, TreeNode>;
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'clip-full-'));
     registry = await startRegistry();
-    const ref = await pushFixture('basic', registry.host);
+    ref = await pushFixture('basic', registry.host);
     const fx = await fixture('basic');
     oracle = await snapshotTree(await umociUnpack(fx.layoutDir, fx.oracleTag!, join(work, 'unpack')));
     // An index made with a healthy cache; the full cache then has nothing of the image.
@@ -86,5 +88,31 @@ describe.skipIf(skipUnlessRoot())('a mount whose cache disk is full', () => {
     expect(done.code).toBe(0);
     expect(done.stderr).not.toMatch(/\n\s+at /); // no stack
     expect(fuseMounted(mnt)).toBe(false);
+  });
+
+  it('in the foreground, of an image not indexed yet: indexes it in memory and serves it', async () => {
+    const fg = await clipUntilLine(['mount', ref, mnt, '--cache-dir', full]);
+    expect(fg.line).toMatch(/\(\d+ entries, indexed now\)$/);
+    expect(await sums(mnt)).toEqual(expected());
+    fg.proc.kill('SIGTERM');
+    expect((await fg.exited).code).toBe(0);
+    expect(fuseMounted(mnt)).toBe(false);
+  });
+
+  it('with no inode left: one clear line, in the background and in the foreground, and nothing mounted', async () => {
+    const noInodes = join(work, 'no-inodes');
+    await run('mkdir', ['-p', noInodes]);
+    expect((await run('mount', ['-t', 'tmpfs', '-o', 'size=1m,nr_inodes=8,mode=0700', 'tmpfs', noInodes])).code).toBe(0);
+    try {
+      await python('import os, sys\ni = 0\nwhile True:\n  try: open(os.path.join(sys.argv[1], f"f{i}"), "w").close(); i += 1\n  except OSError: break', noInodes);
+      for (const extra of [['--background'], []]) {
+        const r = await clip(['mount', indexFile, mnt, '--cache-dir', noInodes, ...extra], { timeoutMs: 60_000 });
+        expect(r.code).toBe(1);
+        expect(r.stderr).toMatch(/^clip: \/\S+: cannot mkdir it: no space left on device \(ENOSPC\)\n$/);
+        expect(fuseMounted(mnt)).toBe(false);
+      }
+    } finally {
+      await run('umount', [noInodes]);
+    }
   });
 });
