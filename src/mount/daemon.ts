@@ -10,6 +10,9 @@ import { runMount } from './run.js';
 import type { MountConfig } from './serve.js';
 
 const READY_FD = 3;
+// stdout and stderr are the log file: a write Node itself makes there (a warning) that fails on a
+// full disk must not become an uncaught error that takes the mount down.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 const cfg = JSON.parse(readFileSync(0, 'utf8')) as MountConfig;
 const logger = createLogger(cfg.logLevel ?? 'info');
 let told = false;

@@ -1,7 +1,14 @@
-/** Where a mount's cache directory may be: never under the mountpoint it is about to hide. */
+/** Where a mount's cache directory may be: private to the user, and never under the mountpoint. */
 import { realpathSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { ensurePrivateDir } from '../storage/cache-dir.js';
 import { ClipError } from '../util/errors.js';
+
+/** Before any work (indexing included): the cache directory must be fit to be written by this mount. */
+export async function checkMountCacheDir(cacheDir: string, mountpoint: string): Promise<void> {
+  refuseCacheInMountpoint(cacheDir, mountpoint);
+  await ensurePrivateDir(cacheDir);
+}
 
 /**
  * Refuse a cache directory at or below the mountpoint, before anything is mounted: the mount would

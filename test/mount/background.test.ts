@@ -2,10 +2,10 @@
  * The background daemon and what it leaves for others to see: a shared cache's password is in
  * neither its command line nor its environment; a second mount of the same mountpoint fails
  * without touching the running daemon's log, and failed mounts leave no log behind; a cache
- * directory inside the mountpoint is refused before anything is mounted.
+ * directory others can write, or one inside the mountpoint, is refused before anything is mounted.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -82,6 +82,31 @@ describe.skipIf(skipUnlessRoot())('clip mount --background: what it shows, what 
     expect(r.code).toBe(1);
     expect(r.stderr.split('\n').at(-2)).toBe(`clip: ${missing}: mountpoint does not exist`); // after the indexing progress
     expect(readdirSync(join(cache, 'mounts'))).toEqual([]);
+  });
+
+  it('refuses a cache directory others can write, and follows no link planted in it', async () => {
+    const victim = join(cache, 'victim');
+    await writeFile(victim, 'precious\n');
+    const shared = join(cache, 'shared');
+    await mkdir(join(shared, 'mounts'), { recursive: true });
+    await chmod(shared, 0o777);
+    const files = mountFiles(shared, mnt);
+    await symlink(victim, files.log);
+    await symlink(victim, files.pid);
+    for (const extra of [['--background'], []]) {
+      const r = await clip(['mount', ref, mnt, '--cache-dir', shared, ...extra], { timeoutMs: 60_000 });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`clip: ${shared}: is writable by others (mode 0777); make it private (chmod go-w)\n`);
+      expect(fuseMounted(mnt)).toBe(false);
+    }
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    // Made private by its owner, the links left in it are replaced, never followed.
+    await chmod(shared, 0o700);
+    expect((await clip(['mount', ref, mnt, '--cache-dir', shared, '--background'])).code).toBe(0);
+    expect(lstatSync(files.log).isFile()).toBe(true);
+    expect(lstatSync(files.pid).isFile()).toBe(true);
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    expect((await clip(['unmount', mnt, '--cache-dir', shared])).code).toBe(0);
   });
 
   it('refuses a cache directory inside the mountpoint before mounting anything, in the background or not', async () => {
