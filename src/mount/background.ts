@@ -93,8 +93,9 @@ export async function startBackground(cfg: MountConfig): Promise<BackgroundMount
   pipe.destroy();
   if (message.startsWith('ready ')) {
     child.unref();
-    await rename(log.path, files.log);
-    return { pid: child.pid!, line: message.slice('ready '.length), files };
+    // The mount serves: if its log cannot take its usual name, it keeps the one it has.
+    const logPath = await rename(log.path, files.log).then(() => files.log, () => log.path);
+    return { pid: child.pid!, line: message.slice('ready '.length), files: { ...files, log: logPath } };
   }
   let why: { code?: ErrorCode; message?: string } = {};
   try {
