@@ -16,6 +16,14 @@ export interface MountOptions extends FuseServerOptions {
   allowOther?: boolean;
   /** Let the kernel check permissions from the mode bits (so the filesystem need not). Default true. */
   defaultPermissions?: boolean;
+  /**
+   * Honour setuid/setgid bits and file capabilities of programs run from the mount. Default false
+   * (nosuid): with allow_other, a setuid-root file in the served tree would make anyone root. An
+   * overlay with this mount as a lower layer has mount flags of its own and still honours them.
+   */
+  suid?: boolean;
+  /** Let device nodes on the mount be opened. Default false (nodev), for the same reason. */
+  dev?: boolean;
   /** Mount read-only. Default true. */
   readOnly?: boolean;
   /** Readahead for the mount's backing device, in KiB. Default: the largest READ (maxPages × 4). */
@@ -119,6 +127,8 @@ export async function mount(fs: FuseFilesystem, mountpoint: string, opts: MountO
     ...(opts.allowOther === false ? [] : ['allow_other']),
     ...(opts.defaultPermissions === false ? [] : ['default_permissions']),
     ...(opts.readOnly === false ? [] : ['ro']),
+    ...(opts.suid ? [] : ['nosuid']),
+    ...(opts.dev ? [] : ['nodev']),
     `max_read=${maxPages * 4096}`,
     ...(opts.mountOptions ?? []),
   ];

@@ -8,6 +8,10 @@ export interface MountInfo {
   mountPoint: string;
   fsType: string;
   source: string;
+  /** Per-mount flags ("ro", "nosuid", "nodev", ...). */
+  mountOptions: string[];
+  /** The filesystem's own options (for FUSE: "user_id=0", "allow_other", ...). */
+  superOptions: string[];
 }
 
 /** mountinfo escapes space, tab, newline and backslash as \ooo. */
@@ -30,6 +34,8 @@ export function parseMountInfo(text: string): MountInfo[] {
       mountPoint: unescape(fields[4] ?? ''),
       fsType: fields[sep + 1] ?? '',
       source: unescape(fields[sep + 2] ?? ''),
+      mountOptions: (fields[5] ?? '').split(','),
+      superOptions: (fields[sep + 3] ?? '').split(','),
     });
   }
   return mounts;

@@ -1,17 +1,21 @@
 /**
  * `clip mount --background`: start the mount as a detached daemon (its own session, stdout and
  * stderr to a log file) and return once it reports the mount ready on a pipe, or fail with its error.
+ * Its configuration goes through its stdin, never its arguments: /proc/PID/cmdline is readable by
+ * every user, and the configuration may hold a shared cache's password.
+ * The daemon logs to a new file of its own; only once it is ready is that file renamed to the
+ * mountpoint's log, so a mount that fails leaves no log and never writes into a running one's.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import { closeSync } from 'node:fs';
+import { readFile, rename, rm } from 'node:fs/promises';
+import type { Readable, Writable } from 'node:stream';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { defaultCacheDir, ensurePrivateDir } from '../storage/cache-dir.js';
+import { createPrivateFileSync, defaultCacheDir, ensurePrivateDir } from '../storage/cache-dir.js';
 import { ClipError, type ErrorCode } from '../util/errors.js';
 import { siblingModule } from '../util/worker.js';
-import { mountFiles, type MountFiles } from './files.js';
+import { daemonPid, mountFiles, type MountFiles } from './files.js';
 import type { MountConfig } from './serve.js';
 
 export interface BackgroundMount {
@@ -53,18 +57,23 @@ function absoluteSpecifier(spec: string): string {
 export async function startBackground(cfg: MountConfig): Promise<BackgroundMount> {
   const files = mountFiles(cfg.cacheDir ?? defaultCacheDir(), cfg.mountpoint);
   await ensurePrivateDir(files.dir);
-  const logFd = openSync(files.log, 'a', 0o600);
+  const serving = await daemonPid(files, cfg.mountpoint);
+  if (serving !== undefined) {
+    throw new ClipError('EINVAL', `already mounted by clip (daemon pid ${serving}); clip unmount it first`, { object: cfg.mountpoint });
+  }
+  const log = createPrivateFileSync(files.log);
   const module = fileURLToPath(siblingModule(import.meta.url, 'daemon'));
   let child;
   try {
-    child = spawn(process.execPath, [...nodeArgs(module), module, JSON.stringify(cfg)], {
+    child = spawn(process.execPath, [...nodeArgs(module), module], {
       detached: true,
       cwd: '/', // hold no directory busy; the config's paths are absolute
-      stdio: ['ignore', logFd, logFd, 'pipe'],
+      stdio: ['pipe', log.fd, log.fd, 'pipe'],
     });
   } finally {
-    closeSync(logFd);
+    closeSync(log.fd);
   }
+  (child.stdin as Writable).on('error', () => undefined).end(JSON.stringify(cfg));
   const pipe = child.stdio[3] as Readable;
   const message = await new Promise<string>((resolveLine) => {
     let text = '';
@@ -84,7 +93,9 @@ export async function startBackground(cfg: MountConfig): Promise<BackgroundMount
   pipe.destroy();
   if (message.startsWith('ready ')) {
     child.unref();
-    return { pid: child.pid!, line: message.slice('ready '.length), files };
+    // The mount serves: if its log cannot take its usual name, it keeps the one it has.
+    const logPath = await rename(log.path, files.log).then(() => files.log, () => log.path);
+    return { pid: child.pid!, line: message.slice('ready '.length), files: { ...files, log: logPath } };
   }
   let why: { code?: ErrorCode; message?: string } = {};
   try {
@@ -92,8 +103,9 @@ export async function startBackground(cfg: MountConfig): Promise<BackgroundMount
   } catch {
     why = { message };
   }
-  const tail = (await readFile(files.log, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
-  // A ClipError from the daemon already names its object; anything else gets the mountpoint and the log.
+  const tail = (await readFile(log.path, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
+  await rm(log.path, { force: true });
+  // A ClipError from the daemon already names its object; anything else gets the mountpoint and the log's end.
   if (why.code) throw new ClipError(why.code, why.message ?? 'the mount daemon failed');
-  throw new ClipError('EINVAL', `${why.message ?? 'the mount daemon failed'} (log ${files.log}:\n${tail})`, { object: cfg.mountpoint });
+  throw new ClipError('EINVAL', `${why.message ?? 'the mount daemon failed'}${tail ? ` (its log ended with:\n${tail})` : ''}`, { object: cfg.mountpoint });
 }

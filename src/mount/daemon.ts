@@ -1,16 +1,19 @@
 /**
  * The background mount's own process (started by startBackground): serves the mount, tells the
  * parent through fd 3 when it is ready or why it failed, and logs to the file its stderr goes to.
- * argv[2] is the MountConfig as JSON.
+ * Its stdin is the MountConfig as JSON (not an argument: it may hold a password).
  */
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync, readFileSync, writeSync } from 'node:fs';
 import { isClipError } from '../util/errors.js';
 import { createLogger } from '../util/log.js';
 import { runMount } from './run.js';
 import type { MountConfig } from './serve.js';
 
 const READY_FD = 3;
-const cfg = JSON.parse(process.argv[2] ?? '{}') as MountConfig;
+// stdout and stderr are the log file: a write Node itself makes there (a warning) that fails on a
+// full disk must not become an uncaught error that takes the mount down.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+const cfg = JSON.parse(readFileSync(0, 'utf8')) as MountConfig;
 const logger = createLogger(cfg.logLevel ?? 'info');
 let told = false;
 

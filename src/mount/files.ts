@@ -1,7 +1,11 @@
 /** Where a mount's daemon keeps its pid and log: CACHE_DIR/mounts/<escaped mountpoint>.{pid,log}. */
 import { readFileSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { readPrivateFile, writePrivateFile } from '../storage/cache-dir.js';
+
+/** The fsname and subtype of clip's mounts: how `clip unmount` tells them from others'. */
+export const CLIP_FSNAME = 'clip';
 
 export interface MountFiles {
   dir: string;
@@ -9,10 +13,14 @@ export interface MountFiles {
   log: string;
 }
 
-/** A mountpoint as one file name: "/" becomes "-", anything unusual %XX (reversible, no collisions). */
+/**
+ * A mountpoint as one file name: the leading "/" dropped, the others "-", "-" and anything unusual
+ * %XX (reversible, no collisions); "/" itself is "%2f".
+ */
 export function escapeMountpoint(mountpoint: string): string {
   const abs = resolve(mountpoint);
-  return abs.replace(/[^A-Za-z0-9._/]|-/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, '0')}`).replace(/\//g, '-');
+  if (abs === '/') return '%2f';
+  return abs.slice(1).replace(/[^A-Za-z0-9._/]|-/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, '0')}`).replace(/\//g, '-');
 }
 
 export function mountFiles(cacheDir: string, mountpoint: string): MountFiles {
@@ -21,39 +29,45 @@ export function mountFiles(cacheDir: string, mountpoint: string): MountFiles {
   return { dir, pid: `${base}.pid`, log: `${base}.log` };
 }
 
-/** The pid file's content: the pid, then the mountpoint it serves (to tell a reused pid apart). */
-export function pidFileText(mountpoint: string, pid = process.pid): string {
-  return `${pid}\n${resolve(mountpoint)}\n`;
-}
-
-/** The live daemon recorded for `mountpoint`, or undefined (no file, dead process, or a reused pid). */
-export async function daemonPid(files: MountFiles, mountpoint: string): Promise<number | undefined> {
-  const text = await readFile(files.pid, 'utf8').catch(() => '');
-  const [pidLine, recorded] = text.split('\n');
-  const pid = Number(pidLine);
-  if (!Number.isSafeInteger(pid) || pid <= 0 || recorded !== resolve(mountpoint)) return undefined;
-  if (!alive(pid)) return undefined;
-  // The pid is alive: make sure it is still a node process (not an unrelated one that reused the pid).
+/**
+ * When process `pid` started (field 22 of /proc/PID/stat, in clock ticks since boot), or undefined
+ * if there is no such process. With the pid it names one process for sure: a pid can be reused, a
+ * (pid, start time) pair cannot.
+ */
+export function processStartTime(pid: number): string | undefined {
+  let stat: string;
   try {
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    if (!/node|clip/.test(cmdline)) return undefined;
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
     return undefined;
   }
-  return pid;
+  // The command name (field 2) is in parentheses and may hold spaces and parentheses itself.
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
 }
 
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+/** The pid file's content: the pid, the mountpoint it serves, and the process's start time. */
+export function pidFileText(mountpoint: string, pid = process.pid, startTime = processStartTime(pid)): string {
+  return `${pid}\n${resolve(mountpoint)}\n${startTime ?? ''}\n`;
+}
+
+export async function writePidFile(files: MountFiles, mountpoint: string): Promise<void> {
+  await writePrivateFile(files.pid, pidFileText(mountpoint));
+}
+
+/**
+ * The live daemon recorded for `mountpoint`, or undefined: no file, a dead process, or a process
+ * that is not the one recorded (its start time differs: the pid was reused by something else).
+ */
+export async function daemonPid(files: MountFiles, mountpoint: string): Promise<number | undefined> {
+  const text = (await readPrivateFile(files.pid)) ?? '';
+  const [pidLine, recorded, startTime] = text.split('\n');
+  const pid = Number(pidLine);
+  if (!Number.isSafeInteger(pid) || pid <= 0 || recorded !== resolve(mountpoint) || !startTime) return undefined;
+  return processStartTime(pid) === startTime ? pid : undefined;
 }
 
 /** Remove the pid file if it is still ours. */
 export async function removePidFile(files: MountFiles, pid = process.pid): Promise<void> {
-  const text = await readFile(files.pid, 'utf8').catch(() => '');
+  const text = (await readPrivateFile(files.pid)) ?? '';
   if (Number(text.split('\n')[0]) === pid) await rm(files.pid, { force: true });
 }

@@ -2,12 +2,11 @@
  * A mount in the foreground of this process: mount, say so once, serve until SIGINT/SIGTERM/SIGHUP
  * (or `clip unmount`, which sends SIGTERM, or anyone's umount), then unmount and close cleanly.
  */
-import { writeFile } from 'node:fs/promises';
-import { defaultCacheDir, ensurePrivateDir } from '../storage/cache-dir.js';
+import { defaultCacheDir, ensurePrivateDir, isDiskFull } from '../storage/cache-dir.js';
 import type { IndexProgress } from '../storage/indexer.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { abortConnection } from '../fuse/index.js';
-import { mountFiles, pidFileText, removePidFile } from './files.js';
+import { mountFiles, removePidFile, writePidFile } from './files.js';
 import { readyLine, startMount, type MountConfig, type RunningMount } from './serve.js';
 
 export interface RunOptions {
@@ -23,6 +22,14 @@ const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 export async function runMount(cfg: MountConfig, opts: RunOptions = {}): Promise<void> {
   const log = opts.logger ?? silentLogger;
   const files = mountFiles(cfg.cacheDir ?? defaultCacheDir(), cfg.mountpoint);
+  // Before mounting: a cache directory others could write is refused while nothing is mounted yet.
+  const filesDir = await ensurePrivateDir(files.dir).then(
+    () => true,
+    (err: unknown) => {
+      if (!isDiskFull(err)) throw err;
+      return false; // the mount can serve without its pid file (below)
+    },
+  );
   const running = await startMount(cfg, { logger: log, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -37,12 +44,20 @@ export async function runMount(cfg: MountConfig, opts: RunOptions = {}): Promise
   };
   for (const s of SIGNALS) process.on(s, onSignal);
   try {
-    await ensurePrivateDir(files.dir);
-    await writeFile(files.pid, pidFileText(running.mountpoint));
+    // A full disk must cost caching only: without its pid file the mount still serves, and
+    // `clip unmount` unmounts it directly (this process then exits as after anyone's umount).
+    const written = filesDir && (await writePidFile(files, running.mountpoint).then(() => true, (err: unknown) => {
+      log.warn({ err }, 'mount: cannot write the pid file');
+      return false;
+    }));
+    if (!written) log.warn({ file: files.pid }, 'mount: serving without a pid file (the cache disk is full?); clip unmount will unmount directly');
     opts.onReady?.(readyLine(running), running);
     await running.done;
+  } catch (err) {
+    await running.stop().catch(() => undefined);
+    throw err;
   } finally {
     for (const s of SIGNALS) process.off(s, onSignal);
-    await removePidFile(files);
+    await removePidFile(files).catch(() => undefined);
   }
 }

@@ -9,9 +9,12 @@ import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
 import { mount, type Mount } from '../fuse/index.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { IndexProgress } from '../storage/indexer.js';
+import { defaultCacheDir } from '../storage/cache-dir.js';
 import type { BackgroundFetch, Storage } from '../storage/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { CLIP_FSNAME } from './files.js';
 import { serveMetrics } from './metrics-server.js';
+import { checkMountCacheDir } from './placement.js';
 import { requireRoot } from './require-root.js';
 
 export { requireRoot } from './require-root.js';
@@ -33,6 +36,10 @@ export interface MountConfig {
   readTimeoutMs?: number;
   /** "[host:]port" for a Prometheus endpoint. */
   metricsAddr?: string;
+  /** Honour setuid/setgid bits and capabilities of the image's programs (default: nosuid). */
+  allowSuid?: boolean;
+  /** Let the image's device nodes be opened (default: nodev). */
+  allowDev?: boolean;
   /** Kernel readahead for the mount, in KiB (default: imageMountOptions'). */
   readaheadKb?: number;
   platform?: string;
@@ -62,6 +69,7 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
   const log = opts.logger ?? silentLogger;
   const mountpoint = resolve(cfg.mountpoint);
   requireRoot(mountpoint); // before any indexing: fail fast
+  await checkMountCacheDir(cfg.cacheDir ?? defaultCacheDir(), mountpoint);
   const image = await openImageArg(cfg.image, {
     ...(cfg.cacheDir ? { cacheDir: cfg.cacheDir } : {}),
     ...(cfg.platform ? { platform: parsePlatform(cfg.platform) } : {}),
@@ -84,8 +92,9 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
     const fs = new ImageFilesystem(image.index, storage, { logger: log });
-    const m = await mount(fs, mountpoint, { fsname: 'clip', subtype: 'clip', logger: log, ...imageMountOptions(),
+    const m = await mount(fs, mountpoint, { fsname: CLIP_FSNAME, subtype: CLIP_FSNAME, logger: log, ...imageMountOptions(),
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
+      suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
     });
     const st = storage;
     // An index this process did not make is checked against each layer once it is whole on disk.

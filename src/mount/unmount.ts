@@ -1,17 +1,19 @@
 /**
  * `clip unmount MOUNTPOINT`: ask the daemon serving it to stop (SIGTERM through its pid file) and
  * wait; without a live daemon, unmount directly: a stale mount is aborted and removed, a live
- * one unmounted lazily if busy and its connection aborted if it does not end.
+ * one unmounted lazily if busy and its connection aborted if it does not end. Only what is clip's
+ * is touched: the daemon is the process its pid file names by pid and start time, and a mount
+ * without one must be a clip mount (type fuse.clip, source "clip", mounted for this user).
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { abortConnection, cleanStaleMount } from '../fuse/index.js';
-import { isFuse, mountsAt } from '../fuse/mountinfo.js';
+import { isFuse, mountsAt, type MountInfo } from '../fuse/mountinfo.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
 import { ClipError, isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { alive, daemonPid, mountFiles } from './files.js';
+import { CLIP_FSNAME, daemonPid, mountFiles, processStartTime } from './files.js';
 
 export interface UnmountResult {
   /** 'daemon': the serving process stopped itself; 'direct': unmounted here; 'stale': a dead server's mount was removed. */
@@ -33,23 +35,31 @@ export async function unmountMountpoint(mountpoint: string, opts: UnmountCommand
   const files = mountFiles(opts.cacheDir ?? defaultCacheDir(), target);
   const pid = await daemonPid(files, target);
   if (pid !== undefined) {
+    // Each signal goes only to the process recorded, never to one that took its pid meanwhile.
+    const startTime = processStartTime(pid);
+    const running = (): boolean => processStartTime(pid) === startTime;
+    const signal = (sig: NodeJS.Signals): void => {
+      if (running()) process.kill(pid, sig);
+    };
     // First SIGTERM: unmount (lazily if busy). A second one after the timeout: abort the connection.
-    process.kill(pid, 'SIGTERM');
-    let stopped = await waitFor(() => !alive(pid), timeoutMs);
+    signal('SIGTERM');
+    let stopped = await waitFor(() => !running(), timeoutMs);
     if (!stopped) {
       log.warn({ pid, mountpoint: target }, 'unmount: the daemon is still busy; asking it to abort the connection');
-      process.kill(pid, 'SIGTERM');
-      stopped = await waitFor(() => !alive(pid), 5000);
+      signal('SIGTERM');
+      stopped = await waitFor(() => !running(), 5000);
     }
     if (!stopped) {
       log.warn({ pid, mountpoint: target }, 'unmount: the daemon does not stop; killing it and unmounting directly');
-      process.kill(pid, 'SIGKILL');
-      await waitFor(() => !alive(pid), 5000);
+      signal('SIGKILL');
+      await waitFor(() => !running(), 5000);
     }
     if (!fuseMounted(target)) return { how: 'daemon', pid };
   }
-  if (!fuseMounted(target)) {
-    throw new ClipError('EINVAL', 'no clip mount here', { object: target });
+  const top = mountsAt(target).filter(isFuse).at(-1);
+  if (!top) throw new ClipError('EINVAL', 'no clip mount here', { object: target });
+  if (!isClipMount(top)) {
+    throw new ClipError('EINVAL', `not a clip mount (a ${top.fsType} mount of "${top.source}"); clip unmounts only its own: use umount(8)`, { object: target });
   }
   if (await cleanStuckOrStale(target, timeoutMs / 2, log)) return { how: 'stale', ...(pid ? { pid } : {}) };
   const connection = connectionAt(target);
@@ -57,6 +67,11 @@ export async function unmountMountpoint(mountpoint: string, opts: UnmountCommand
   if (!(await waitFor(() => !connectionOpen(connection), timeoutMs / 2))) await abortConnection(connection);
   if (fuseMounted(target)) throw new ClipError('EPERM', 'could not unmount', { object: target });
   return { how: 'direct', ...(pid ? { pid } : {}) };
+}
+
+/** What clip's own mounts look like in mountinfo (a dead server's stale mount included). */
+export function isClipMount(m: MountInfo, uid = process.geteuid?.() ?? 0): boolean {
+  return m.fsType === `fuse.${CLIP_FSNAME}` && m.source === CLIP_FSNAME && m.superOptions.includes(`user_id=${uid}`);
 }
 
 /**

@@ -17,7 +17,7 @@ import { IndexBuilder, writeIndexFile } from '../index/writer.js';
 import type { ImageSource, Layer, Platform, ResolvedImage } from '../oci/types.js';
 import { ClipError, isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { ensurePrivateDir } from './cache-dir.js';
+import { ensurePrivateDir, isDiskFull } from './cache-dir.js';
 import { digestHex } from './types.js';
 
 export type IndexProgress =
@@ -140,7 +140,14 @@ export async function indexImage(source: ImageSource, opts: IndexImageOptions = 
   const bytes = builder.build();
   const index = new ImageIndex(bytes, opts.output ?? image.reference);
   if (opts.output) await writeIndexFile(opts.output, bytes);
-  const cachedAt = opts.cacheDir ? await storeCachedIndex(opts.cacheDir, image.manifestDigest, bytes) : undefined;
+  let cachedAt: string | undefined;
+  try {
+    cachedAt = opts.cacheDir ? await storeCachedIndex(opts.cacheDir, image.manifestDigest, bytes) : undefined;
+  } catch (err) {
+    // A full cache disk costs caching only: the index is in memory, and serves as it is.
+    if (!isDiskFull(err)) throw err;
+    log.warn({ err, image: image.reference }, 'the index is not cached: the cache disk is full');
+  }
   log.info({ image: image.reference, entries: index.entryCount, bytes: bytes.length }, 'indexed');
   return { bytes, index, image, ...(cachedAt ? { cachedAt } : {}) };
 }

@@ -1,4 +1,5 @@
-import { pino, type Logger } from 'pino';
+import { writeSync } from 'node:fs';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -6,7 +7,7 @@ export type { Logger };
  * Structured logs go to stderr so that stdout stays for command output (and --json).
  * Secrets are redacted by key wherever they appear.
  */
-export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn'): Logger {
+export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn', fd = 2): Logger {
   return pino(
     {
       level,
@@ -16,8 +17,40 @@ export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn
         censor: '[redacted]',
       },
     },
-    pino.destination({ fd: 2, sync: true }),
+    new NeverFailingDestination(fd),
   );
+}
+
+/** How long a log line may wait on a full pipe (EAGAIN) before it is dropped. */
+const BUSY_MS = 100;
+
+/**
+ * Synchronous writes to `fd` that never throw: a mount daemon's stderr is its log file, and a full
+ * disk (ENOSPC) or a closed stderr must cost log lines, never the process that serves the mount.
+ */
+export class NeverFailingDestination implements DestinationStream {
+  /** Log lines lost to write errors. */
+  dropped = 0;
+
+  constructor(private readonly fd: number) {}
+
+  write(line: string): void {
+    const buf = Buffer.from(line);
+    let off = 0;
+    const giveUp = Date.now() + BUSY_MS;
+    while (off < buf.length) {
+      try {
+        off += writeSync(this.fd, buf, off);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN' && Date.now() < giveUp) {
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+          continue;
+        }
+        this.dropped++;
+        return;
+      }
+    }
+  }
 }
 
 /** A logger that drops everything: the default for library calls that were given none. */

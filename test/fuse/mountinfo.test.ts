@@ -9,8 +9,10 @@ describe('mountinfo', () => {
       '',
     ].join('\n');
     expect(parseMountInfo(text)).toEqual([
-      { mountId: 36, major: 98, minor: 0, mountPoint: '/mnt with space', fsType: 'ext3', source: '/dev/root' },
-      { mountId: 512, major: 0, minor: 56, mountPoint: '/tmp/m', fsType: 'fuse.clip', source: 'clip' },
+      { mountId: 36, major: 98, minor: 0, mountPoint: '/mnt with space', fsType: 'ext3', source: '/dev/root',
+        mountOptions: ['rw', 'noatime'], superOptions: ['rw', 'errors=continue'] },
+      { mountId: 512, major: 0, minor: 56, mountPoint: '/tmp/m', fsType: 'fuse.clip', source: 'clip',
+        mountOptions: ['ro', 'relatime'], superOptions: ['ro', 'user_id=0', 'group_id=0'] },
     ]);
   });
 

@@ -1,6 +1,6 @@
 /**
  * `clip mount` and `clip unmount` as real processes against a real registry: foreground and
- * background, pid and log files, SIGTERM, an outside umount, a busy mount, a daemon killed with -9
+ * background (nosuid,nodev unless --allow-suid/--allow-dev), pid and log files, SIGTERM, an outside umount, a busy mount, a daemon killed with -9
  * (the next mount cleans the stale mountpoint), and the error without root.
  */
 import { spawn } from 'node:child_process';
@@ -9,6 +9,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { mountsAt } from '../../src/fuse/mountinfo.js';
 import { mountFiles } from '../../src/mount/files.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture, pushFixture } from '../support/fixtures/index.js';
@@ -75,6 +76,7 @@ describe.skipIf(skipUnlessRoot())('clip mount / clip unmount', () => {
     const first = await clipUntilLine(['mount', ref, mnt, '--cache-dir', cache]);
     expect(first.line).toMatch(/^clip: mounted .* \(\d+ entries, indexed now\)$/);
     expect((await run('cat', [join(mnt, 'opt/app/config.json')])).stdout).toBe('{"name":"basic"}\n');
+    expect(mountsAt(mnt)[0]!.mountOptions).toEqual(expect.arrayContaining(['ro', 'nosuid', 'nodev']));
     first.proc.kill('SIGTERM');
     const done = await first.exited;
     expect(done.code).toBe(0);
@@ -82,8 +84,10 @@ describe.skipIf(skipUnlessRoot())('clip mount / clip unmount', () => {
     expect(existsSync(mountFiles(cache, mnt).pid)).toBe(false);
 
     const indexFile = join(cache, 'indexes', readdirSync(join(cache, 'indexes'))[0]!);
-    const second = await clipUntilLine(['mount', indexFile, mnt, '--cache-dir', cache]);
+    const second = await clipUntilLine(['mount', indexFile, mnt, '--cache-dir', cache, '--allow-suid', '--allow-dev']);
     expect(second.line).toContain(`index ${indexFile}`);
+    expect(mountsAt(mnt)[0]!.mountOptions).not.toContain('nosuid');
+    expect(mountsAt(mnt)[0]!.mountOptions).not.toContain('nodev');
     expect((await run('cat', [join(mnt, 'etc/hostname')])).stdout).toBe('clip-basic-2\n');
     second.proc.kill('SIGINT');
     expect((await second.exited).code).toBe(0);

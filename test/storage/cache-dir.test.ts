@@ -1,9 +1,9 @@
-import { stat } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { defaultCacheDir, ensurePrivateDir } from '../../src/storage/cache-dir.js';
+import { defaultCacheDir, ensurePrivateDir, readPrivateFile, writePrivateFile } from '../../src/storage/cache-dir.js';
+import { skipUnlessRoot } from '../support/env.js';
 import { tempDir } from './helpers.js';
-import { rm } from 'node:fs/promises';
 
 describe('cache directory', () => {
   const dirs: string[] = [];
@@ -28,5 +28,49 @@ describe('cache directory', () => {
       process.umask(old);
     }
     expect((await stat(path.join(root, 'a', 'b'))).mode & 0o777).toBe(0o700);
+    expect((await stat(path.join(root, 'a'))).mode & 0o777).toBe(0o700);
+  });
+
+  it('refuses a directory others can write, directly or by replacing a parent; a sticky parent is fine', async () => {
+    const root = await tempDir();
+    dirs.push(root);
+    const open = path.join(root, 'open');
+    await mkdir(open);
+    await chmod(open, 0o777);
+    await expect(ensurePrivateDir(open)).rejects.toMatchObject({ code: 'EUNSAFE', message: `${open}: is writable by others (mode 0777); make it private (chmod go-w)` });
+    await expect(ensurePrivateDir(path.join(open, 'cache'))).rejects.toMatchObject({ code: 'EUNSAFE', message: expect.stringContaining(`its parent ${open} is writable by others`) });
+    await chmod(open, 0o1777); // as /tmp is
+    await ensurePrivateDir(path.join(open, 'cache'));
+  });
+
+  it('writes a file whole without following a link planted at its name, and reads none through one', async () => {
+    const root = await tempDir();
+    dirs.push(root);
+    const victim = path.join(root, 'victim');
+    await writeFile(victim, 'precious\n');
+    const file = path.join(root, 'x.pid');
+    await symlink(victim, file);
+    expect(await readPrivateFile(file)).toBeUndefined();
+    await writePrivateFile(file, '42\n');
+    expect(await readFile(victim, 'utf8')).toBe('precious\n');
+    expect((await lstat(file)).isFile()).toBe(true);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    expect(await readPrivateFile(file)).toBe('42\n');
+    await expect(readlink(file)).rejects.toMatchObject({ code: 'EINVAL' });
+  });
+});
+
+describe.skipIf(skipUnlessRoot())('cache directory of another user', () => {
+  it('is refused to root: its owner could plant links where root writes', async () => {
+    const root = await tempDir();
+    try {
+      const theirs = path.join(root, 'theirs');
+      await mkdir(theirs, { mode: 0o700 });
+      await chown(theirs, 65534, 65534);
+      await expect(ensurePrivateDir(theirs)).rejects.toMatchObject({ code: 'EUNSAFE', message: expect.stringContaining('is owned by uid 65534, not by this user (uid 0)') });
+      await expect(ensurePrivateDir(path.join(theirs, 'mounts'))).rejects.toMatchObject({ code: 'EUNSAFE', message: expect.stringContaining(`its parent ${theirs} is owned by uid 65534`) });
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });

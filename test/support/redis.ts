@@ -17,6 +17,8 @@ export interface RedisServer {
   port: number;
   url: string;
   pid: number;
+  /** Run a redis-cli command against it (authenticated when it has a password); its output. */
+  cli(...args: string[]): Promise<string>;
   /** Freeze the server (SIGSTOP): connections stay open, nothing answers. */
   pause(): void;
   resume(): void;
@@ -55,16 +57,16 @@ export async function freePort(busOffset?: number): Promise<number> {
 }
 
 async function redisCli(port: number, ...args: string[]): Promise<string> {
-  const { stdout } = await execFileP('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: 10_000 });
+  const { stdout } = await execFileP('redis-cli', ['-h', '127.0.0.1', '-p', String(port), '--no-auth-warning', ...args], { timeout: 10_000 });
   return stdout.trim();
 }
 
-async function waitForPing(port: number, child: ChildProcess, timeoutMs = 10_000): Promise<void> {
+async function waitForPing(port: number, child: ChildProcess, auth: string[] = [], timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${child.exitCode}`);
     try {
-      if ((await redisCli(port, 'PING')) === 'PONG') return;
+      if ((await redisCli(port, ...auth, 'PING')) === 'PONG') return;
     } catch {
       // not up yet
     }
@@ -86,25 +88,28 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-async function spawnServer(port: number, dir: string, extra: string[] = []): Promise<ChildProcess> {
+async function spawnServer(port: number, dir: string, extra: string[] = [], auth: string[] = []): Promise<ChildProcess> {
   const child = spawn(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   child.stderr?.resume();
-  await waitForPing(port, child);
+  await waitForPing(port, child, auth);
   return child;
 }
 
-export async function startRedis(): Promise<RedisServer> {
+/** With `password`, the server requires it (requirepass) and `url` carries it. */
+export async function startRedis(opts: { password?: string } = {}): Promise<RedisServer> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'clip-redis-'));
   const port = await freePort();
-  const child = await spawnServer(port, dir);
+  const auth = opts.password ? ['-a', opts.password] : [];
+  const child = await spawnServer(port, dir, opts.password ? ['--requirepass', opts.password] : [], auth);
   return {
     host: '127.0.0.1',
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url: opts.password ? `redis://:${encodeURIComponent(opts.password)}@127.0.0.1:${port}` : `redis://127.0.0.1:${port}`,
+    cli: (...args: string[]) => redisCli(port, ...auth, ...args),
     pid: child.pid!,
     pause: () => void child.kill('SIGSTOP'),
     resume: () => void child.kill('SIGCONT'),

@@ -21,6 +21,8 @@ export interface MountCommandOptions extends ReadCommandOptions {
   background?: boolean;
   backgroundFetch?: string | boolean;
   metricsAddr?: string;
+  allowSuid?: boolean;
+  allowDev?: boolean;
 }
 
 /** "16MiB", "16MiB/s" or "512k": bytes per second. */
@@ -40,6 +42,8 @@ export function mountConfigOf(image: string, mountpoint: string, opts: MountComm
       ? { backgroundFetch: typeof opts.backgroundFetch === 'string' ? { bytesPerSecond: parseRate(opts.backgroundFetch) } : {} }
       : {}),
     ...(opts.metricsAddr ? { metricsAddr: opts.metricsAddr } : {}),
+    ...(opts.allowSuid ? { allowSuid: true } : {}),
+    ...(opts.allowDev ? { allowDev: true } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
     ...(opts.discover === false ? { discover: false } : {}),
     ...(opts.insecureRegistry ? { insecureRegistry: opts.insecureRegistry } : {}),
@@ -62,7 +66,11 @@ export function registerMount(program: Command): void {
     .argument('<mountpoint>', 'an existing directory')
     .option('--background', 'return once the mount is ready, leaving a daemon (pid and log under CACHE_DIR/mounts/)')
     .option('--background-fetch [rate]', `while idle, fetch the rest of every layer to disk, at most RATE per second (default ${DEFAULT_RATE_TEXT})`)
-    .option('--metrics-addr <[host:]port>', 'serve Prometheus metrics on this address');
+    .option('--metrics-addr <[host:]port>', 'serve Prometheus metrics on this address')
+    // Off by default: the mount is open to every user (allow_other), and a setuid-root file or a
+    // device node from any image would then work for all of them.
+    .option('--allow-suid', "honour the image's setuid/setgid bits and file capabilities (default: nosuid)")
+    .option('--allow-dev', "let the image's device nodes be opened (default: nodev)");
   addReadOptions(mount, { json: false }).action(async (image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command) => (await import('../actions/mount.js')).mountCommand(image, mountpoint, opts, cmd));
 
   program
