@@ -12,7 +12,8 @@ export type ErrorCode =
   | 'EUNSUPPORTED' // a media type, tar feature or platform clip does not handle
   | 'EUNSAFE' // a path that would escape its root
   | 'ETIMEOUT'
-  | 'EPERM';
+  | 'EPERM'
+  | 'EIO'; // a local file system call failed (full disk, name too long, I/O error)
 
 export class ClipError extends Error {
   readonly code: ErrorCode;
