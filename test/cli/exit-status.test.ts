@@ -4,6 +4,7 @@
  * answers, bodies cut short, a layer compression clip cannot decode), exits non-zero within
  * seconds with one clear error line, never 0 with its work unfinished.
  */
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -120,6 +121,16 @@ describe('exit status against failing sources', () => {
     const results = await Promise.all(commandsOnIndex(lz4IndexFile).map((a) => run(...a)));
     for (const r of results) expectFailure(r, /lz4/);
     expect(results[0]!.stdout.length).toBe(0);
+    expect(existsSync(results[1]!.dir)).toBe(false); // no 0-byte files left behind: the failed extraction removed what it made
+  }, 60_000);
+
+  it('extract into a missing parent, or to a name too long: one line naming the path, no stack', async () => {
+    const [missing, long] = await Promise.all([
+      run('extract', indexFile, join(tmp, 'nope', 'rootfs'), '--no-progress'),
+      run('extract', indexFile, join(tmp, 'n'.repeat(300)), '--no-progress'),
+    ]);
+    expectFailure(missing, new RegExp(`^clip: ${join(tmp, 'nope')}: cannot extract here: the parent directory does not exist$`));
+    expectFailure(long, /n{300}: mkdir: name or path too long for the file system \(ENAMETOOLONG\)$/);
   }, 60_000);
 
   it('404 for every blob: index, cat and extract fail naming the blob', async () => {
@@ -159,6 +170,7 @@ describe('exit status against failing sources', () => {
       ]);
       for (const r of results) expectFailure(r, /interrupted|could not be fetched|not fetched|not satisfied|ended/);
       expect(results[1]!.stdout.length).toBe(0);
+      expect(existsSync(results[2]!.dir)).toBe(false);
     } finally {
       proxy.clearFaults();
     }
