@@ -205,14 +205,14 @@ async function extractStaged(index: ImageIndex, staging: Staging, read: LayerRea
   // Pass 4: metadata. chown before chmod (chown clears setuid bits), xattrs after chown (it
   // clears security.capability), directories last and deepest first (filling them moved their mtimes).
   const precise: Array<[Buffer, number, number]> = [];
-  const xattrs: Array<[Buffer, string, Buffer]> = [];
+  const xattrs: Xattr[] = [];
   const apply = (job: MetaJob): Promise<void> => on(job.rel, async () => {
     const p = abs(job.rel);
     const { attr } = job;
     const isLink = entryTypeOf(attr.mode) === 'symlink';
     if (sameOwner) await lchown(p, attr.uid, attr.gid);
     if (!isLink) await chmod(p, attr.mode & 0o7777);
-    for (const name of index.listxattr(job.ino)) xattrs.push([p, name, Buffer.from(index.getxattr(job.ino, name)!)]);
+    for (const name of index.listxattr(job.ino)) xattrs.push([p, name, Buffer.from(index.getxattr(job.ino, name)!), shown(job.rel)]);
     // A root with no "./" entry in any layer has time 0 in the index: leave the target's own time.
     if (job.rel === '' && attr.mtimeSec === 0 && attr.mtimeNsec === 0) return;
     const t = attr.mtimeSec + attr.mtimeNsec / 1e9;
@@ -255,25 +255,28 @@ async function writeFile(p: Buffer, shown: string, job: FileJob, read: LayerRead
  * Node has no setxattr and no nanosecond utimes: one python3 process sets both, for every path at
  * once (paths and values travel as hex so any byte survives), acting on symlinks themselves.
  */
+/** Path (a staging one), name, value, and the path as the user will know it, for errors. */
+type Xattr = [Buffer, string, Buffer, string];
+
 const XATTR_PY = String.raw`
 import json, os, sys
 job = json.load(sys.stdin)
-for p, name, value in job['xattrs']:
+for p, name, value, shown in job['xattrs']:
     try:
         os.setxattr(bytes.fromhex(p), name, bytes.fromhex(value), follow_symlinks=False)
     except OSError as e:
-        sys.exit('setxattr %s on %s: %s' % (name, bytes.fromhex(p).decode('utf-8', 'replace'), e.strerror))
+        sys.exit('setxattr %s on %s: %s' % (name, shown, e.strerror))
 for p, sec, nsec in job['times']:
     t = sec * 1000000000 + nsec
     os.utime(bytes.fromhex(p), ns=(t, t), follow_symlinks=False)
 `;
 
 /** `target` names the extraction in errors (the paths here are staging ones). */
-async function setXattrsAndTimes(xattrs: Array<[Buffer, string, Buffer]>, times: Array<[Buffer, number, number]>, target: string, log: Logger): Promise<void> {
+async function setXattrsAndTimes(xattrs: Xattr[], times: Array<[Buffer, number, number]>, target: string, log: Logger): Promise<void> {
   if (xattrs.length === 0 && times.length === 0) return;
   const hex = (p: Buffer): string => p.toString('hex');
   const job = JSON.stringify({
-    xattrs: xattrs.map(([p, name, value]) => [hex(p), name, value.toString('hex')]),
+    xattrs: xattrs.map(([p, name, value, shown]) => [hex(p), name, value.toString('hex'), shown]),
     times: times.map(([p, sec, nsec]) => [hex(p), sec, nsec]),
   });
   const child = execFile('python3', ['-c', XATTR_PY], { maxBuffer: 1024 * 1024 });
