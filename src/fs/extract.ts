@@ -23,7 +23,7 @@ import type { ImageIndex } from '../index/reader.js';
 import { entryTypeOf, type Attr } from '../index/types.js';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { fsError, Staging } from './staging.js';
+import { fsError, pinDir, Staging, type PinnedDir } from './staging.js';
 
 const execFileP = promisify(execFile);
 
@@ -206,8 +206,7 @@ async function extractStaged(index: ImageIndex, staging: Staging, read: LayerRea
   // clears security.capability), directories last and deepest first (filling them moved their mtimes).
   const precise: Array<[Buffer, number, number]> = [];
   const xattrs: Xattr[] = [];
-  const apply = (job: MetaJob): Promise<void> => on(job.rel, async () => {
-    const p = abs(job.rel);
+  const apply = (job: MetaJob, p = abs(job.rel)): Promise<void> => on(job.rel, async () => {
     const { attr } = job;
     const isLink = entryTypeOf(attr.mode) === 'symlink';
     if (sameOwner) await lchown(p, attr.uid, attr.gid);
@@ -221,16 +220,26 @@ async function extractStaged(index: ImageIndex, staging: Staging, read: LayerRea
   });
   for (const job of meta) await apply(job);
   dirs.sort((a, b) => b.depth - a.depth);
-  const rootJob = dirs.pop()!; // depth 0: last
-  for (const job of dirs) await apply(job);
-  // Everything staged is set (through the staging pin) before it moves; then the target's own.
+  // The root and the top-level directories are set once moved into the target: moving a directory
+  // needs write permission on it (its ".." changes), which an image's mode (0555 /proc) may deny
+  // a user who is not root. They are pinned first, so the target's names are never followed.
+  const rootJob = dirs.pop()!;
+  const top = dirs.filter((d) => d.depth === 1);
+  for (const job of dirs) if (job.depth > 1) await apply(job);
   await setXattrsAndTimes(xattrs, precise, root, log);
-  await staging.commit();
   const staged = xattrs.length;
   xattrs.length = 0;
   precise.length = 0;
-  await apply(rootJob);
-  await setXattrsAndTimes(xattrs, precise, root, log);
+  const pins: PinnedDir[] = [];
+  try {
+    for (const job of top) pins.push(await on(job.rel, () => pinDir(abs(job.rel))));
+    await staging.commit();
+    for (const [k, job] of top.entries()) await apply(job, Buffer.from(`${pins[k]!.path}/.`));
+    await apply(rootJob);
+    await setXattrsAndTimes(xattrs, precise, root, log);
+  } finally {
+    for (const pin of pins) await pin.close();
+  }
   summary.xattrs = staged + xattrs.length;
   return summary;
 }

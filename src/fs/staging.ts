@@ -45,6 +45,18 @@ function pinnedPath(fh: FileHandle): string {
   return `/proc/${process.pid}/fd/${fh.fd}`;
 }
 
+/** A directory held open, reached as `path` whatever is later renamed or swapped on the way to it. */
+export interface PinnedDir {
+  path: string;
+  close(): Promise<void>;
+}
+
+/** Pin the directory at `p` (a symlink there is refused). */
+export async function pinDir(p: Buffer | string): Promise<PinnedDir> {
+  const fh = await open(p, DIR_FLAGS);
+  return { path: pinnedPath(fh), close: () => fh.close() };
+}
+
 export class Staging {
   private constructor(
     readonly target: string,

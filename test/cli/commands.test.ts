@@ -1,7 +1,7 @@
 /**
  * clip index, ls, stat, cat and extract on fixture OCI layouts, in-process, as a user calls them.
  */
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,9 +10,13 @@ import { modeString } from '../../src/cli/actions/ls.js';
 import { ImageIndex } from '../../src/index/reader.js';
 import { buildIndex } from '../../src/index/writer.js';
 import { seededBytes } from '../../src/oci/build/index.js';
-import { entry, metaOf, scanOf } from '../index/layers.js';
+import { dir, entry, metaOf, scanOf } from '../index/layers.js';
+import { skipUnlessRoot } from '../support/env.js';
 import { fixture, FIXTURE_NAMES, type FixtureName } from '../support/fixtures/index.js';
 import { clip, clipProcess } from './program.js';
+
+/** The uid and gid of nobody, for what an unprivileged user sees. */
+const NOBODY = 65534;
 
 let tmp: string;
 let cacheDir: string;
@@ -228,5 +232,22 @@ describe('clip extract', () => {
     expect(second.stderr).not.toMatch(/^indexing: /m);
     expect(JSON.parse(second.stdout.toString())).toEqual({ ...summary, dir: join(tmp, 'x2') });
     await expect(clip('extract', fx.ref, join(tmp, 'x2'), '--cache-dir', own)).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringContaining('not empty') });
+  });
+
+  it.skipIf(skipUnlessRoot())('as a user who is not root: read-only directories (0555, as /proc) at the top and below are moved into place', async () => {
+    const entries = [dir('proc', { mode: 0o555 }), dir('usr'), dir('usr/share', { mode: 0o555 }), entry('usr/share/empty', { size: 0 })];
+    const scans = [scanOf(entries)];
+    const theirs = join(tmp, 'nobody');
+    await mkdir(theirs);
+    await chmod(tmp, 0o711);
+    await chmod(theirs, 0o777);
+    const file = join(theirs, 'readonly.clip');
+    await writeFile(file, buildIndex(metaOf(scans), scans), { mode: 0o644 });
+    const target = join(theirs, 'rootfs');
+    const r = await clipProcess(['extract', file, target, '--cache-dir', join(theirs, 'cache'), '--no-progress'], {}, { uid: NOBODY, gid: NOBODY });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const mode = async (p: string): Promise<[number, number]> => [(await stat(join(target, p))).mode & 0o7777, (await stat(join(target, p))).uid];
+    expect(await Promise.all(['proc', 'usr', 'usr/share', '.'].map(mode))).toEqual([[0o555, NOBODY], [0o755, NOBODY], [0o555, NOBODY], [0o755, NOBODY]]);
   });
 });

@@ -62,10 +62,13 @@ export interface ProcessRun extends Run {
   ms: number;
 }
 
-/** Run `clip ARGS` as its own process (this issue's commands; `entry: MAIN` for the real one), killed after `timeoutMs`. */
-export function clipProcess(args: string[], env: NodeJS.ProcessEnv = {}, opts: { entry?: string; timeoutMs?: number } = {}): Promise<ProcessRun> {
+/** Run `clip ARGS` as its own process (this issue's commands; `entry: MAIN` for the real one), killed after `timeoutMs`, as `uid`/`gid` when given. */
+export function clipProcess(args: string[], env: NodeJS.ProcessEnv = {}, opts: { entry?: string; timeoutMs?: number; uid?: number; gid?: number } = {}): Promise<ProcessRun> {
   const started = Date.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', opts.entry ?? ENTRY, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, ['--import', 'tsx', opts.entry ?? ENTRY, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}), ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+  });
   const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
   const out: Buffer[] = [];
   let stderr = '';
