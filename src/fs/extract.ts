@@ -162,10 +162,10 @@ async function extractStaged(index: ImageIndex, staging: Staging, read: LayerRea
         await on(rel, () => symlink(index.readlink(ino), abs(rel)));
         summary.symlinks++;
       } else if (type === 'fifo') {
-        await special.make(abs(rel), ['p']);
+        await on(rel, () => special.make(abs(rel), ['p']));
         summary.fifos++;
       } else if (sameOwner) {
-        await special.make(abs(rel), [type === 'char' ? 'c' : 'b', String(attr.rdevMajor), String(attr.rdevMinor)]);
+        await on(rel, () => special.make(abs(rel), [type === 'char' ? 'c' : 'b', String(attr.rdevMajor), String(attr.rdevMinor)]));
         summary.devices++;
       } else {
         summary.skipped.push(`/${shownPath(rel)}: ${type} device ${attr.rdevMajor}:${attr.rdevMinor} (needs root)`);
@@ -320,7 +320,12 @@ class SpecialFiles {
 
   async make(target: Buffer, spec: string[]): Promise<void> {
     const [kind, ...dev] = spec;
-    const tool = (at: string): Promise<unknown> => (kind === 'p' ? execFileP('mkfifo', ['--', at]) : execFileP('mknod', ['--', at, kind!, ...dev]));
+    const name = kind === 'p' ? 'mkfifo' : 'mknod';
+    const tool = (at: string): Promise<unknown> => execFileP(name, kind === 'p' ? ['--', at] : ['--', at, kind!, ...dev]).catch((err: { code?: unknown; stderr?: string }) => {
+      if (typeof err.code !== 'number') throw err; // could not run: an errno error, named by the caller
+      // "mknod: '/proc/…/x': File exists": the reason, without the staging path
+      throw new ClipError('EIO', `${name} failed: ${(err.stderr ?? '').trim().split(': ').pop() ?? ''}`);
+    });
     if (isUtf8(target)) {
       await tool(target.toString());
       return;

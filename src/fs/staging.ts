@@ -23,8 +23,9 @@ import { ClipError } from '../util/errors.js';
 
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
-/** A file system error as a ClipError naming `object` (the path as the user knows it), or `err` itself. */
+/** A file system error (or a ClipError naming nothing) as a ClipError naming `object`, the path as the user knows it; else `err` itself. */
 export function fsError(err: unknown, object: string): unknown {
+  if (err instanceof ClipError) return err.object === undefined ? new ClipError(err.code, err.message, { object, cause: err }) : err;
   const e = err as NodeJS.ErrnoException;
   if (typeof e?.code !== 'string' || typeof e.syscall !== 'string') return err;
   const why: Record<string, string> = {

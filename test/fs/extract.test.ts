@@ -3,11 +3,14 @@
  * mtime, link target, device, xattr, content hash, hardlink group), content read through the real
  * storage read path; and against hostile content: nothing is written outside the target.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, renameSync, symlinkSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readlink, lstat, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
 import { scanLayer } from '../../src/archive/scan.js';
@@ -25,6 +28,8 @@ import { snapshotTree, umociUnpack } from '../support/tools.js';
 import { diffTrees } from '../index/tree-compare.js';
 import { dir, entry, indexOf } from '../index/layers.js';
 import type { ClipError } from '../../src/util/errors.js';
+
+const execFileP = promisify(execFile);
 
 let tmp: string;
 const storages: Storage[] = [];
@@ -129,6 +134,22 @@ describe('extract target', () => {
     expect(err).toMatchObject({ code: 'EIO', message: expect.stringContaining('(ENAMETOOLONG)') });
     expect(err?.object?.startsWith(`${target}/${parts[0]}/`)).toBe(true);
     await expect(lstat(target)).rejects.toMatchObject({ code: 'ENOENT' }); // made by the run, removed with what it staged
+  });
+
+  it.skipIf(skipUnlessRoot())('a device it may not make (not root, owners asked for) fails naming the entry, and leaves nothing', async () => {
+    const open = join(tmp, 'open-to-nobody');
+    await mkdir(open);
+    await chmod(open, 0o777);
+    await chmod(tmp, 0o711);
+    const target = join(open, 'rootfs');
+    const src = (rel: string): string => JSON.stringify(fileURLToPath(new URL(rel, import.meta.url)));
+    const script = `import { extractTree } from ${src('../../src/fs/extract.ts')}; import { entry, indexOf } from ${src('../index/layers.ts')};
+      const index = indexOf([entry('dev-null', { type: 'char', mode: 0o666, devMajor: 1, devMinor: 3 })]);
+      extractTree(index, ${JSON.stringify(target)}, () => (async function* () {})(), { sameOwner: true })
+        .then(() => console.log('done'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })));`;
+    const { stdout } = await execFileP(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { uid: 65534, gid: 65534 });
+    expect(JSON.parse(stdout)).toEqual({ code: 'EIO', message: `${target}/dev-null: mknod failed: Operation not permitted` });
+    expect(await readdir(open)).toEqual([]);
   });
 
   it('refuses names that are not one safe path component', () => {
