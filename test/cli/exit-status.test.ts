@@ -147,6 +147,8 @@ describe('exit status against failing sources', () => {
   }, 120_000);
 
   it('500 for every request: every command on the reference fails', async () => {
+    const mountpoint = join(tmp, 'mnt-500');
+    await mkdir(mountpoint);
     try {
       proxy.inject({ kind: 'status', status: 500, times: 1000 });
       const results = await Promise.all([
@@ -154,8 +156,10 @@ describe('exit status against failing sources', () => {
         run('ls', ref, '/'),
         run('stat', ref, '/etc/hostname'),
         ...commandsOnIndex(indexFile).map((a) => run(...a)),
+        run('mount', ref, mountpoint),
       ]);
       for (const r of results) expectFailure(r, /HTTP 500|could not be fetched|not fetched|not satisfied/);
+      expect(await readdir(mountpoint)).toEqual([]);
     } finally {
       proxy.clearFaults();
     }
