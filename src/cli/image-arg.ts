@@ -4,10 +4,12 @@
  */
 import { openImageArg, type OpenedImage } from '../mount/open-image.js';
 import { parsePlatform } from '../oci/platform.js';
+import { timeoutsWithin } from '../oci/retry.js';
+import type { OpenOptions } from '../oci/index.js';
 import type { IndexProgress } from '../storage/indexer.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { createProgress, type Progress } from './progress.js';
-import type { ReadCommandOptions } from './read-options.js';
+import { storageSettingsOf, type ReadCommandOptions } from './read-options.js';
 
 /** Feed indexing events into a progress display. */
 export function progressOf(progress: Progress): (event: IndexProgress) => void {
@@ -17,6 +19,15 @@ export function progressOf(progress: Progress): (event: IndexProgress) => void {
       progress.status(`layers 0/${event.layers}`);
     } else if (event.kind === 'bytes') progress.advance(event.bytes);
     else progress.status(`layers ${event.layersDone}/${event.layers}`);
+  };
+}
+
+/** The registry options of a reading command: a stalled request is given up in time to retry within --read-timeout. */
+export function registryOptionsOf(opts: ReadCommandOptions): OpenOptions {
+  const { readTimeoutMs } = storageSettingsOf(opts);
+  return {
+    insecureRegistries: opts.insecureRegistry ?? [],
+    ...(readTimeoutMs !== undefined ? { timeouts: timeoutsWithin(readTimeoutMs) } : {}),
   };
 }
 
@@ -30,7 +41,7 @@ export async function openForCommand(arg: string, opts: ReadCommandOptions): Pro
     const img = await openImageArg(arg, {
       ...(opts.cacheDir ? { cacheDir: opts.cacheDir } : {}),
       ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
-      registry: { insecureRegistries: opts.insecureRegistry ?? [] },
+      registry: registryOptionsOf(opts),
       ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
       ...(opts.discover === false ? { discover: false } : {}),
       logger,

@@ -2,7 +2,6 @@
 // Every command is defined here with its options and help, but its action's module is loaded only
 // when it runs: `clip --version` or `clip --help` loads no registry, storage or mount code.
 import { Command } from 'commander';
-import { isClipError } from '../util/errors.js';
 import { registerCache } from './commands/cache.js';
 import { registerCat } from './commands/cat.js';
 import { describeDemoDefaults, registerDemo } from './commands/demo.js';
@@ -12,6 +11,7 @@ import { registerInspect } from './commands/inspect.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
 import { registerStat } from './commands/stat.js';
+import { runCommand } from './exit.js';
 
 const program = new Command('clip')
   .description('Lazy-loading container image filesystem: index an OCI image once, mount it, fetch only what is read.')
@@ -29,12 +29,4 @@ registerCache(program);
 registerDemo(program);
 await describeDemoDefaults(program);
 
-program.parseAsync(process.argv).catch((err: unknown) => {
-  if (isClipError(err)) {
-    process.stderr.write(`clip: ${err.message}\n`);
-    process.exitCode = 1;
-  } else {
-    process.stderr.write(`clip: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 2;
-  }
-});
+runCommand(() => program.parseAsync(process.argv));

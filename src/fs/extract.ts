@@ -3,16 +3,19 @@
  * type (devices and FIFOs through mknod/mkfifo, which node lacks), hardlink groups as one inode,
  * ownership, modes with setuid bits, xattrs and nanosecond mtimes.
  *
- * Nothing is ever written outside the target, whatever the index holds. The target must be empty,
- * every directory on a path is one this run made with mkdir (which never follows a symlink), every
- * other object is created exclusively (O_CREAT|O_EXCL, mknod, symlink, link: none follows a symlink
- * in its last component), names are refused when they hold "/" or are "." or "..", and metadata
- * calls are the ones that act on a symlink itself (lchown, lutimes, no chmod of symlinks).
+ * Nothing is ever written outside the target, whatever the index holds or other users do meanwhile.
+ * The target must be empty; the tree is built in a private staging directory inside it, reached
+ * through a descriptor (staging.ts), so nobody else can swap a directory on a path for a symlink,
+ * and moved into the target at the end. Inside it, every directory on a path is one this run made
+ * with mkdir (which never follows a symlink), every other object is created exclusively
+ * (O_CREAT|O_EXCL, mknod, symlink, link: none follows a symlink in its last component), names are
+ * refused when they hold "/" or are "." or "..", and metadata calls are the ones that act on a
+ * symlink itself (lchown, lutimes, no chmod of symlinks). A failed extraction removes what it staged.
  * Names keep their bytes: paths here are byte strings (see archive/tar-path.ts) made into Buffers.
  */
 import { execFile } from 'node:child_process';
 import { isUtf8 } from 'node:buffer';
-import { chmod, lchown, link, lstat, lutimes, mkdir, mkdtemp, open, readdir, rename, rm, symlink } from 'node:fs/promises';
+import { chmod, lchown, link, lutimes, mkdir, mkdtemp, open, rename, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { pathBytes, shownBytes, shownPath } from '../archive/tar-path.js';
@@ -20,6 +23,7 @@ import type { ImageIndex } from '../index/reader.js';
 import { entryTypeOf, type Attr } from '../index/types.js';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { fsError, pinDir, Staging, type PinnedDir } from './staging.js';
 
 const execFileP = promisify(execFile);
 
@@ -82,35 +86,42 @@ function nodeTimeExact(sec: number, nsec: number): boolean {
   return s === sec && Math.trunc((t - s) * 1e9) === nsec;
 }
 
-/** The target must not exist, or be an empty directory (not a symlink to one). */
-async function prepareTarget(dir: string): Promise<void> {
-  let st;
+/** Extract the whole tree of `index` into `dir` (missing, or an empty directory), reading file content with `read`. */
+export async function extractTree(index: ImageIndex, dir: string, read: LayerReader, opts: ExtractOptions = {}): Promise<ExtractSummary> {
+  const root = path.resolve(dir);
+  const staging = await Staging.create(root);
   try {
-    st = await lstat(dir);
+    return await extractStaged(index, staging, read, opts);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    await mkdir(dir, { mode: 0o700 });
-    return;
+    await staging.discard();
+    throw err;
+  } finally {
+    await staging.close();
   }
-  if (!st.isDirectory()) throw new ClipError('EINVAL', 'extraction target exists and is not a directory', { object: dir });
-  if ((await readdir(dir)).length > 0) throw new ClipError('EINVAL', 'extraction target is not empty', { object: dir });
 }
 
-/** Extract the whole tree of `index` into `dir`, reading file content with `read`. */
-export async function extractTree(index: ImageIndex, dir: string, read: LayerReader, opts: ExtractOptions = {}): Promise<ExtractSummary> {
+async function extractStaged(index: ImageIndex, staging: Staging, read: LayerReader, opts: ExtractOptions): Promise<ExtractSummary> {
   const log = opts.logger ?? silentLogger;
-  const root = path.resolve(dir);
+  const root = staging.target;
   const sameOwner = opts.sameOwner ?? process.getuid?.() === 0;
   const signal = opts.signal;
   const summary: ExtractSummary = { dirs: 0, files: 0, symlinks: 0, hardlinks: 0, fifos: 0, devices: 0, bytes: 0, xattrs: 0, skipped: [] };
-  const rootBytes = Buffer.from(root);
-  const abs = (rel: string): Buffer => (rel === '' ? rootBytes : Buffer.concat([rootBytes, pathBytes(`/${rel}`)]));
-  const shown = (rel: string): string => `${root}/${shownPath(rel)}`;
-  const special = new SpecialFiles(root);
+  // Entries under the staging directory, the root as the target itself: both through their pins.
+  const stageBytes = Buffer.from(staging.path);
+  const abs = (rel: string): Buffer => (rel === '' ? Buffer.from(`${staging.targetPath}/.`) : Buffer.concat([stageBytes, pathBytes(`/${rel}`)]));
+  const shown = (rel: string): string => (rel === '' ? root : `${root}/${shownPath(rel)}`);
+  /** An fs call on one entry: its errors name the entry where the user will look for it. */
+  const on = async <T>(rel: string, op: () => Promise<T>): Promise<T> => {
+    try {
+      return await op();
+    } catch (err) {
+      throw fsError(err, shown(rel));
+    }
+  };
+  const special = new SpecialFiles(staging.path);
   const checkAbort = (): void => {
     if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new ClipError('EINVAL', 'extraction cancelled', { object: root });
   };
-  await prepareTarget(root);
 
   // Pass 1, parents before children: directories, symlinks, special files; files and links listed.
   const firstPath = new Map<number, string>();
@@ -131,9 +142,7 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
       const attr = index.getattr(ino);
       const type = entryTypeOf(attr.mode);
       if (type === 'dir') {
-        await mkdir(abs(rel), { mode: 0o700 });
-        const st = await lstat(abs(rel));
-        if (!st.isDirectory()) throw new ClipError('EUNSAFE', 'a directory just made is not one', { object: shown(rel) });
+        await on(rel, () => mkdir(abs(rel), { mode: 0o700 }));
         summary.dirs++;
         dirs.push({ rel, attr, ino, depth: depth + 1 });
         stack.push({ ino, rel, depth: depth + 1 });
@@ -150,13 +159,13 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
         files.push({ rel, layer: loc.layer, offset: loc.offset, size: loc.size });
         summary.files++;
       } else if (type === 'symlink') {
-        await symlink(index.readlink(ino), abs(rel));
+        await on(rel, () => symlink(index.readlink(ino), abs(rel)));
         summary.symlinks++;
       } else if (type === 'fifo') {
-        await special.make(abs(rel), ['p']);
+        await on(rel, () => special.make(abs(rel), ['p']));
         summary.fifos++;
       } else if (sameOwner) {
-        await special.make(abs(rel), [type === 'char' ? 'c' : 'b', String(attr.rdevMajor), String(attr.rdevMinor)]);
+        await on(rel, () => special.make(abs(rel), [type === 'char' ? 'c' : 'b', String(attr.rdevMajor), String(attr.rdevMinor)]));
         summary.devices++;
       } else {
         summary.skipped.push(`/${shownPath(rel)}: ${type} device ${attr.rdevMajor}:${attr.rdevMinor} (needs root)`);
@@ -176,7 +185,7 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
       const job = files[next++]!;
       let n: number;
       try {
-        n = await writeFile(abs(job.rel), job, read, opts, signal);
+        n = await on(job.rel, () => writeFile(abs(job.rel), shown(job.rel), job, read, opts, signal));
       } catch (err) {
         next = files.length; // the other writers stop after their current file
         throw err;
@@ -189,36 +198,53 @@ export async function extractTree(index: ImageIndex, dir: string, read: LayerRea
 
   // Pass 3: hardlinks to the first name of each group (linkat does not follow a symlink source).
   for (const [target, rel] of links) {
-    await link(abs(target), abs(rel));
+    await on(rel, () => link(abs(target), abs(rel)));
     summary.hardlinks++;
   }
 
   // Pass 4: metadata. chown before chmod (chown clears setuid bits), xattrs after chown (it
   // clears security.capability), directories last and deepest first (filling them moved their mtimes).
   const precise: Array<[Buffer, number, number]> = [];
-  const xattrs: Array<[Buffer, string, Buffer]> = [];
-  const apply = async (job: MetaJob): Promise<void> => {
-    const p = abs(job.rel);
+  const xattrs: Xattr[] = [];
+  const apply = (job: MetaJob, p = abs(job.rel)): Promise<void> => on(job.rel, async () => {
     const { attr } = job;
     const isLink = entryTypeOf(attr.mode) === 'symlink';
     if (sameOwner) await lchown(p, attr.uid, attr.gid);
     if (!isLink) await chmod(p, attr.mode & 0o7777);
-    for (const name of index.listxattr(job.ino)) xattrs.push([p, name, Buffer.from(index.getxattr(job.ino, name)!)]);
+    for (const name of index.listxattr(job.ino)) xattrs.push([p, name, Buffer.from(index.getxattr(job.ino, name)!), shown(job.rel)]);
     // A root with no "./" entry in any layer has time 0 in the index: leave the target's own time.
     if (job.rel === '' && attr.mtimeSec === 0 && attr.mtimeNsec === 0) return;
     const t = attr.mtimeSec + attr.mtimeNsec / 1e9;
     await lutimes(p, t, t);
     if (!nodeTimeExact(attr.mtimeSec, attr.mtimeNsec)) precise.push([p, attr.mtimeSec, attr.mtimeNsec]);
-  };
+  });
   for (const job of meta) await apply(job);
   dirs.sort((a, b) => b.depth - a.depth);
-  for (const job of dirs) await apply(job);
-  summary.xattrs = xattrs.length;
-  if (xattrs.length > 0 || precise.length > 0) await applyXattrsAndTimes(xattrs, precise, log);
+  // The root and the top-level directories are set once moved into the target: moving a directory
+  // needs write permission on it (its ".." changes), which an image's mode (0555 /proc) may deny
+  // a user who is not root. They are pinned first, so the target's names are never followed.
+  const rootJob = dirs.pop()!;
+  const top = dirs.filter((d) => d.depth === 1);
+  for (const job of dirs) if (job.depth > 1) await apply(job);
+  await setXattrsAndTimes(xattrs, precise, root, log);
+  const staged = xattrs.length;
+  xattrs.length = 0;
+  precise.length = 0;
+  const pins: PinnedDir[] = [];
+  try {
+    for (const job of top) pins.push(await on(job.rel, () => pinDir(abs(job.rel))));
+    await staging.commit();
+    for (const [k, job] of top.entries()) await apply(job, Buffer.from(`${pins[k]!.path}/.`));
+    await apply(rootJob);
+    await setXattrsAndTimes(xattrs, precise, root, log);
+  } finally {
+    for (const pin of pins) await pin.close();
+  }
+  summary.xattrs = staged + xattrs.length;
   return summary;
 }
 
-async function writeFile(p: Buffer, job: FileJob, read: LayerReader, opts: ExtractOptions, signal: AbortSignal | undefined): Promise<number> {
+async function writeFile(p: Buffer, shown: string, job: FileJob, read: LayerReader, opts: ExtractOptions, signal: AbortSignal | undefined): Promise<number> {
   const fh = await open(p, 'wx', 0o600);
   let written = 0;
   try {
@@ -230,7 +256,7 @@ async function writeFile(p: Buffer, job: FileJob, read: LayerReader, opts: Extra
   } finally {
     await fh.close();
   }
-  if (written !== job.size) throw new ClipError('ECORRUPT', `wrote ${written} bytes of ${job.size}`, { object: shownBytes(p) });
+  if (written !== job.size) throw new ClipError('ECORRUPT', `wrote ${written} bytes of ${job.size}`, { object: shown });
   return written;
 }
 
@@ -238,25 +264,28 @@ async function writeFile(p: Buffer, job: FileJob, read: LayerReader, opts: Extra
  * Node has no setxattr and no nanosecond utimes: one python3 process sets both, for every path at
  * once (paths and values travel as hex so any byte survives), acting on symlinks themselves.
  */
+/** Path (a staging one), name, value, and the path as the user will know it, for errors. */
+type Xattr = [Buffer, string, Buffer, string];
+
 const XATTR_PY = String.raw`
 import json, os, sys
 job = json.load(sys.stdin)
-for p, name, value in job['xattrs']:
+for p, name, value, shown in job['xattrs']:
     try:
         os.setxattr(bytes.fromhex(p), name, bytes.fromhex(value), follow_symlinks=False)
     except OSError as e:
-        sys.exit('setxattr %s on %s: %s' % (name, bytes.fromhex(p).decode('utf-8', 'replace'), e.strerror))
+        sys.exit('setxattr %s on %s: %s' % (name, shown, e.strerror))
 for p, sec, nsec in job['times']:
     t = sec * 1000000000 + nsec
     os.utime(bytes.fromhex(p), ns=(t, t), follow_symlinks=False)
 `;
 
-const shownOf = (p: Buffer | undefined): string | undefined => (p ? shownBytes(p) : undefined);
-
-async function applyXattrsAndTimes(xattrs: Array<[Buffer, string, Buffer]>, times: Array<[Buffer, number, number]>, log: Logger): Promise<void> {
+/** `target` names the extraction in errors (the paths here are staging ones). */
+async function setXattrsAndTimes(xattrs: Xattr[], times: Array<[Buffer, number, number]>, target: string, log: Logger): Promise<void> {
+  if (xattrs.length === 0 && times.length === 0) return;
   const hex = (p: Buffer): string => p.toString('hex');
   const job = JSON.stringify({
-    xattrs: xattrs.map(([p, name, value]) => [hex(p), name, value.toString('hex')]),
+    xattrs: xattrs.map(([p, name, value, shown]) => [hex(p), name, value.toString('hex'), shown]),
     times: times.map(([p, sec, nsec]) => [hex(p), sec, nsec]),
   });
   const child = execFile('python3', ['-c', XATTR_PY], { maxBuffer: 1024 * 1024 });
@@ -265,12 +294,12 @@ async function applyXattrsAndTimes(xattrs: Array<[Buffer, string, Buffer]>, time
     child.stderr?.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
     child.on('error', (err: NodeJS.ErrnoException) => {
       reject(err.code === 'ENOENT'
-        ? new ClipError('EUNSUPPORTED', 'setting extended attributes and nanosecond times needs python3 (node has no setxattr)', { object: shownOf(xattrs[0]?.[0] ?? times[0]?.[0]) })
+        ? new ClipError('EUNSUPPORTED', 'setting extended attributes and nanosecond times needs python3 (node has no setxattr)', { object: target })
         : err);
     });
     child.on('close', (code) => {
       if (code === 0) resolve();
-      else reject(new ClipError('EPERM', `could not set extended attributes: ${stderr.trim()}`, { object: shownOf(xattrs[0]?.[0]) }));
+      else reject(new ClipError('EPERM', `could not set extended attributes: ${stderr.trim()}`, { object: target }));
     });
   });
   child.stdin?.end(job);
@@ -291,7 +320,12 @@ class SpecialFiles {
 
   async make(target: Buffer, spec: string[]): Promise<void> {
     const [kind, ...dev] = spec;
-    const tool = (at: string): Promise<unknown> => (kind === 'p' ? execFileP('mkfifo', ['--', at]) : execFileP('mknod', ['--', at, kind!, ...dev]));
+    const name = kind === 'p' ? 'mkfifo' : 'mknod';
+    const tool = (at: string): Promise<unknown> => execFileP(name, kind === 'p' ? ['--', at] : ['--', at, kind!, ...dev]).catch((err: { code?: unknown; stderr?: string }) => {
+      if (typeof err.code !== 'number') throw err; // could not run: an errno error, named by the caller
+      // "mknod: '/proc/…/x': File exists": the reason, without the staging path
+      throw new ClipError('EIO', `${name} failed: ${(err.stderr ?? '').trim().split(': ').pop() ?? ''}`);
+    });
     if (isUtf8(target)) {
       await tool(target.toString());
       return;

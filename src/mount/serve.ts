@@ -8,6 +8,7 @@ import { openImageArg, openImageStorage, type OpenedImage } from './open-image.j
 import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
 import { mount, type Mount } from '../fuse/index.js';
 import { parsePlatform } from '../oci/platform.js';
+import { timeoutsWithin } from '../oci/retry.js';
 import type { IndexProgress } from '../storage/indexer.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
 import type { BackgroundFetch, Storage } from '../storage/index.js';
@@ -73,7 +74,7 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
   const image = await openImageArg(cfg.image, {
     ...(cfg.cacheDir ? { cacheDir: cfg.cacheDir } : {}),
     ...(cfg.platform ? { platform: parsePlatform(cfg.platform) } : {}),
-    registry: { insecureRegistries: cfg.insecureRegistry ?? [] },
+    registry: { insecureRegistries: cfg.insecureRegistry ?? [], ...(cfg.readTimeoutMs !== undefined ? { timeouts: timeoutsWithin(cfg.readTimeoutMs) } : {}) },
     ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}),
     ...(cfg.discover === false ? { discover: false } : {}),
     logger: log,

@@ -11,17 +11,9 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { Authenticator } from './auth.js';
 import { DockerConfigCredentials, type CredentialStore } from './credentials.js';
 import { DOCKER_HUB } from './reference.js';
-import { backoffDelay, isTransientNetworkError, type RetryOptions } from './retry.js';
+import { backoffDelay, DEFAULT_TIMEOUTS, isTransientNetworkError, type RetryOptions, type TimeoutOptions } from './retry.js';
 
-export { backoffDelay, isTransientNetworkError, type RetryOptions };
-
-export interface TimeoutOptions {
-  connectMs?: number;
-  /** From request sent to response headers. */
-  headersMs?: number;
-  /** Longest silence while a body streams. */
-  bodyIdleMs?: number;
-}
+export { backoffDelay, isTransientNetworkError, type RetryOptions, type TimeoutOptions };
 
 export interface RegistryOptions {
   /** Hosts ("host:port" or "host") spoken to over plain HTTP; CLIP_INSECURE_REGISTRIES adds to it. */
@@ -53,7 +45,6 @@ export interface RegistryRequest {
 }
 
 const DEFAULT_RETRY: Required<RetryOptions> = { attempts: 5, baseDelayMs: 200, maxDelayMs: 10_000 };
-const DEFAULT_TIMEOUTS: Required<TimeoutOptions> = { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 30_000 };
 const MAX_REDIRECTS = 5;
 
 function isLoopback(hostname: string): boolean {

@@ -146,7 +146,7 @@ export class RegistryRepository implements ImageSource, ManifestSource {
       }
       verifier.finish();
     }
-    return Readable.from(verified(), { objectMode: false });
+    return streamOf(verified(), chunks);
   }
 
   async openBlobRange(desc: BlobDesc, start: number, end: number, opts: BlobReadOptions = {}): Promise<Readable> {
@@ -159,10 +159,21 @@ export class RegistryRepository implements ImageSource, ManifestSource {
       if (!first.done) yield first.value;
       yield* chunks;
     }
-    return Readable.from(all(), { objectMode: false });
+    return streamOf(all(), chunks);
   }
 
   async close(): Promise<void> {
     await this.client.close();
   }
+}
+
+/**
+ * `body` as a stream that ends `chunks` when it closes, however: destroyed before it was ever read,
+ * `body` never started and would not end `chunks`, whose response (opened already) would then keep
+ * its connection, and the client's close(), waiting forever.
+ */
+function streamOf(body: AsyncGenerator<Buffer>, chunks: AsyncGenerator<Buffer>): Readable {
+  const stream = Readable.from(body, { objectMode: false });
+  stream.once('close', () => void chunks.return(undefined).catch(() => undefined));
+  return stream;
 }

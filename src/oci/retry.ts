@@ -29,3 +29,29 @@ export function backoffDelay(attempt: number, retry: Required<RetryOptions>): nu
   const ceiling = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** attempt);
   return ceiling / 2 + Math.random() * (ceiling / 2); // "equal jitter": never zero, never in lockstep
 }
+
+/** How long a request may wait for a connection, for its response headers, and between body bytes. */
+export interface TimeoutOptions {
+  connectMs?: number;
+  /** From request sent to response headers. */
+  headersMs?: number;
+  /** Longest silence while a body streams. */
+  bodyIdleMs?: number;
+}
+
+/** Each wait a third of the default 30 s read deadline, so a stalled request is retried within it. */
+export const DEFAULT_TIMEOUTS: Required<TimeoutOptions> = { connectMs: 10_000, headersMs: 10_000, bodyIdleMs: 10_000 };
+const SHORTEST_WAIT_MS = 250;
+
+/**
+ * Waits that fit a read deadline: a connection that stalls (no answer, or a body gone silent) is
+ * abandoned after a third of it, leaving time to retry, and resume by Range, before the deadline.
+ */
+export function timeoutsWithin(deadlineMs: number): Required<TimeoutOptions> {
+  const wait = Math.max(SHORTEST_WAIT_MS, Math.round(deadlineMs / 3));
+  return {
+    connectMs: Math.min(wait, DEFAULT_TIMEOUTS.connectMs),
+    headersMs: Math.min(wait, DEFAULT_TIMEOUTS.headersMs),
+    bodyIdleMs: Math.min(wait, DEFAULT_TIMEOUTS.bodyIdleMs),
+  };
+}

@@ -4,6 +4,7 @@
  * after `end` (or the blob's end), inflated from the checkpoint. Bytes are not verified here: the
  * read path checks every chunk against its digest.
  */
+import type { Readable } from 'node:stream';
 import { compressedRangeFor, inflateFrom } from '../archive/random-access.js';
 import type { Checkpoint, LayerScan } from '../archive/types.js';
 import type { BlobStore } from '../oci/types.js';
@@ -35,11 +36,13 @@ export class CheckpointSource implements LayerSource {
   async readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
     const store = typeof this.stores === 'function' ? this.stores(layer) : this.stores;
     const desc = { digest: layer.digest, size: layer.compressedSize };
+    // Refused before any request: a body opened and never read would hold its connection forever.
+    if (!DECODABLE.has(layer.compression)) throw new ClipError('EUNSUPPORTED', `unknown layer compression "${String(layer.compression)}"`, { object: layer.digest });
     if (layer.compression === 'none') return store.openBlobRange(desc, start, end, { signal });
     if (!isResumable(layer)) throw new ClipError('EINVAL', 'a compressed layer needs its checkpoints to be read by range', { object: layer.digest });
     const range = layer.compressedRange(start, end);
     const body = await store.openBlobRange(desc, range.start, range.end, { signal });
-    return cut(inflateFrom(range.checkpoint, body, { compression: layer.compression, name: layer.digest }), range.checkpoint.out, start, end);
+    return closing(cut(inflateFrom(range.checkpoint, body, { compression: layer.compression, name: layer.digest }), range.checkpoint.out, start, end), body);
   }
 
   /** From the checkpoint before `start` to the one after `end`: all of it is inflated to serve [start, end). */
@@ -47,6 +50,21 @@ export class CheckpointSource implements LayerSource {
     if (layer.compression === 'none' || !isResumable(layer)) return { start, end };
     const range = layer.compressedRange(start, end);
     return { start: Math.min(start, range.checkpoint.out), end: Math.max(end, Math.min(range.endOut ?? end, layer.uncompressedSize)) };
+  }
+}
+
+const DECODABLE = new Set<string>(['gzip', 'zstd', 'none']);
+
+/**
+ * `stream`, then `body` destroyed however the reading ends: a decoder that fails (or stops) before
+ * it has read its input to the end leaves the response open otherwise, and the client's close()
+ * waits for it forever.
+ */
+async function* closing(stream: AsyncIterable<Buffer>, body: Readable): AsyncGenerator<Buffer> {
+  try {
+    yield* stream;
+  } finally {
+    body.destroy();
   }
 }
 

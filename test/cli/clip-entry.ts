@@ -1,8 +1,5 @@
-/** A `clip` process with this issue's commands, errors reported as src/cli/main.ts reports them. */
-import { isClipError } from '../../src/util/errors.js';
+/** A `clip` process with this issue's commands, its exit status set as src/cli/main.ts sets it. */
+import { runCommand } from '../../src/cli/exit.js';
 import { clipProgram } from './program.js';
 
-clipProgram().parseAsync(process.argv).catch((err: unknown) => {
-  process.stderr.write(`clip: ${isClipError(err) ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exitCode = isClipError(err) ? 1 : 2;
-});
+runCommand(() => clipProgram().parseAsync(process.argv));

@@ -1,16 +1,22 @@
 /**
  * clip index, ls, stat, cat and extract on fixture OCI layouts, in-process, as a user calls them.
  */
-import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
 import { modeString } from '../../src/cli/actions/ls.js';
 import { ImageIndex } from '../../src/index/reader.js';
+import { buildIndex } from '../../src/index/writer.js';
 import { seededBytes } from '../../src/oci/build/index.js';
+import { dir, entry, metaOf, scanOf } from '../index/layers.js';
+import { skipUnlessRoot } from '../support/env.js';
 import { fixture, FIXTURE_NAMES, type FixtureName } from '../support/fixtures/index.js';
 import { clip, clipProcess } from './program.js';
+
+/** The uid and gid of nobody, for what an unprivileged user sees. */
+const NOBODY = 65534;
 
 let tmp: string;
 let cacheDir: string;
@@ -129,6 +135,46 @@ describe('clip ls / stat (from the index alone)', () => {
   });
 });
 
+// eslint-disable-next-line no-control-regex
+const CONTROL_BUT_NEWLINE = /[\x00-\x09\x0b-\x1f\x7f-\x9f]/;
+
+describe('names with control characters', () => {
+  // A terminal title sequence, a line break, DEL and a C1 CSI (U+009B) in names, a link target and an xattr name.
+  const evil = 'evil\x1b]0;pwned\x07';
+  const names = [evil, 'new\nline', 'del\x7f', 'csi\u009b2J'];
+  let file: string;
+  beforeAll(async () => {
+    const entries = [
+      ...names.map((n) => entry(n, { type: 'file', size: 0, xattrs: new Map([['user.\x1b[31m', Buffer.from('v')]]) })),
+      entry('link', { type: 'symlink', linkTarget: '\x1b[2J' }),
+    ];
+    const scans = [scanOf(entries)];
+    file = join(tmp, 'controls.clip');
+    await writeFile(file, buildIndex(metaOf(scans), scans));
+  });
+
+  it('ls and stat print them escaped as \\xNN; --json keeps them as JSON escapes of the same names', async () => {
+    const shown = ['evil\\x1b]0;pwned\\x07', 'new\\x0aline', 'del\\x7f', 'csi\\xc2\\x9b2J'];
+    expect((await clip('ls', file, '/')).stdout.toString().split('\n').filter(Boolean).sort()).toEqual([...shown, 'link'].sort());
+    const long = (await clip('ls', file, '/', '-l')).stdout.toString();
+    expect(long).toMatch(/ link -> \\x1b\[2J\n/);
+    expect(long).toMatch(/ evil\\x1b\]0;pwned\\x07\n/);
+    const stat = (await clip('stat', file, `/${evil}`)).stdout.toString();
+    expect(stat).toContain('  File: /evil\\x1b]0;pwned\\x07\n');
+    expect(stat).toContain(' Xattr: user.\\x1b[31m=v\n');
+    for (const out of [long, stat]) expect(out).not.toMatch(CONTROL_BUT_NEWLINE);
+    const json = (await clip('ls', file, '/', '--json')).stdout.toString();
+    expect(json).not.toMatch(CONTROL_BUT_NEWLINE);
+    expect((JSON.parse(json) as Array<{ name: string }>).map((e) => e.name).sort()).toEqual([...names, 'link'].sort());
+  });
+
+  it('an error naming one is one line, escaped', async () => {
+    const r = await clipProcess(['stat', file, `/${evil}/x`]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^clip: .*evil\\x1b\]0;pwned\\x07.*\n$/);
+  });
+});
+
 describe('clip cat', () => {
   it('prints a file, through a symlinked directory, read lazily from the layout', async () => {
     const own = join(tmp, 'cat-cache');
@@ -213,5 +259,22 @@ describe('clip extract', () => {
     expect(second.stderr).not.toMatch(/^indexing: /m);
     expect(JSON.parse(second.stdout.toString())).toEqual({ ...summary, dir: join(tmp, 'x2') });
     await expect(clip('extract', fx.ref, join(tmp, 'x2'), '--cache-dir', own)).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringContaining('not empty') });
+  });
+
+  it.skipIf(skipUnlessRoot())('as a user who is not root: read-only directories (0555, as /proc) at the top and below are moved into place', async () => {
+    const entries = [dir('proc', { mode: 0o555 }), dir('usr'), dir('usr/share', { mode: 0o555 }), entry('usr/share/empty', { size: 0 })];
+    const scans = [scanOf(entries)];
+    const theirs = join(tmp, 'nobody');
+    await mkdir(theirs);
+    await chmod(tmp, 0o711);
+    await chmod(theirs, 0o777);
+    const file = join(theirs, 'readonly.clip');
+    await writeFile(file, buildIndex(metaOf(scans), scans), { mode: 0o644 });
+    const target = join(theirs, 'rootfs');
+    const r = await clipProcess(['extract', file, target, '--cache-dir', join(theirs, 'cache'), '--no-progress'], {}, { uid: NOBODY, gid: NOBODY });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const mode = async (p: string): Promise<[number, number]> => [(await stat(join(target, p))).mode & 0o7777, (await stat(join(target, p))).uid];
+    expect(await Promise.all(['proc', 'usr', 'usr/share', '.'].map(mode))).toEqual([[0o555, NOBODY], [0o755, NOBODY], [0o555, NOBODY], [0o755, NOBODY]]);
   });
 });

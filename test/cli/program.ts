@@ -53,20 +53,32 @@ export async function clip(...args: string[]): Promise<Run> {
 }
 
 const ENTRY = fileURLToPath(new URL('./clip-entry.ts', import.meta.url));
+/** The real entry point, with every command (mount included). */
+export const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
 export interface ProcessRun extends Run {
+  /** null when it was killed (by a signal, or at `timeoutMs`). */
   code: number | null;
+  ms: number;
 }
 
-/** Run `clip ARGS` as its own process. */
-export function clipProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ProcessRun> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+/** Run `clip ARGS` as its own process (this issue's commands; `entry: MAIN` for the real one), killed after `timeoutMs`, as `uid`/`gid` when given. */
+export function clipProcess(args: string[], env: NodeJS.ProcessEnv = {}, opts: { entry?: string; timeoutMs?: number; uid?: number; gid?: number } = {}): Promise<ProcessRun> {
+  const started = Date.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', opts.entry ?? ENTRY, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}), ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+  });
+  const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
   const out: Buffer[] = [];
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => out.push(d));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
   return new Promise((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr }));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out), stderr, ms: Date.now() - started });
+    });
   });
 }

@@ -152,6 +152,32 @@ describe('commands against a real registry', () => {
     }
   });
 
+  it.each<[string, { kind: 'stall'; afterBytes?: number }]>([
+    ['a body that goes silent', { kind: 'stall', afterBytes: 10 }],
+    ['a request never answered', { kind: 'stall' }],
+  ])('--read-timeout: %s on the first attempt is given up and retried within the deadline', async (_, fault) => {
+    const indexFile = join(tmp, 'stall.clip');
+    await clip('index', refs.get('basic')!, '-o', indexFile, '--cache-dir', join(tmp, 'cache'), '--no-progress');
+    const index = await ImageIndex.open(indexFile);
+    const file = index.dataLocation(index.resolvePath('/usr/lib/libdemo.so.1'))!;
+    const blob = (r: ProxiedRequest): boolean => r.method === 'GET' && r.path.endsWith(`/blobs/${index.layers[file.layer]!.digest}`);
+    try {
+      proxy.requests.length = 0;
+      proxy.inject({ ...fault, match: blob, times: 1 });
+      const started = Date.now();
+      const { stdout } = await clip('cat', indexFile, '/usr/lib/libdemo.so.1', '--cache-dir', join(tmp, `stall-retry-${fault.afterBytes ?? 'headers'}`), '--read-timeout', '6s');
+      expect(stdout.length).toBe(file.size);
+      expect(Date.now() - started).toBeLessThan(6000);
+      const gets = proxy.requests.filter(blob);
+      expect(gets.length).toBe(2);
+      // A silent body is resumed from where it stopped; an unanswered request is sent again.
+      const from = (r: ProxiedRequest): number => Number(/^bytes=(\d+)-/.exec(r.range ?? 'bytes=0-')![1]);
+      expect(from(gets[1]!) - from(gets[0]!)).toBe(fault.afterBytes ?? 0);
+    } finally {
+      proxy.clearFaults();
+    }
+  });
+
   it('an index file needs no registry: ls and stat offline, cat from the disk cache', async () => {
     const indexFile = join(tmp, 'basic.clip');
     const cacheDir = join(tmp, 'warm-cache');

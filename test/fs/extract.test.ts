@@ -3,10 +3,14 @@
  * mtime, link target, device, xattr, content hash, hardlink group), content read through the real
  * storage read path; and against hostile content: nothing is written outside the target.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readlink, lstat, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { readdirSync, renameSync, symlinkSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readdir, readlink, lstat, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
 import { scanLayer } from '../../src/archive/scan.js';
@@ -22,7 +26,10 @@ import { skipUnlessRoot } from '../support/env.js';
 import { fixture, type FixtureName } from '../support/fixtures/index.js';
 import { snapshotTree, umociUnpack } from '../support/tools.js';
 import { diffTrees } from '../index/tree-compare.js';
-import { entry, indexOf } from '../index/layers.js';
+import { dir, entry, indexOf } from '../index/layers.js';
+import type { ClipError } from '../../src/util/errors.js';
+
+const execFileP = promisify(execFile);
 
 let tmp: string;
 const storages: Storage[] = [];
@@ -112,6 +119,39 @@ describe('extract target', () => {
       .toEqual([Buffer.from('fifo-\xe9', 'latin1'), Buffer.from('null-\xff', 'latin1')].map((n) => n.toString('hex')).sort());
   });
 
+  it('fails with one clear error naming the path: a missing parent, a name or a path too long', async () => {
+    const none = (): AsyncIterable<Uint8Array> => (async function* () {})();
+    const one = indexOf([entry('x', { type: 'fifo' })]);
+    const missing = join(tmp, 'no-such-parent', 'rootfs');
+    await expect(extractTree(one, missing, none)).rejects.toMatchObject({ code: 'ENOTFOUND', object: join(tmp, 'no-such-parent') });
+    const long = join(tmp, 'n'.repeat(300));
+    await expect(extractTree(one, long, none)).rejects.toMatchObject({ code: 'EIO', object: long, message: expect.stringContaining('name or path too long') });
+    // Directories 20 deep of 250-byte names: more than PATH_MAX (4096) below the target.
+    const parts = Array.from({ length: 20 }, (_, i) => `${i}`.padEnd(250, 'd'));
+    const deep = indexOf(parts.map((_, i) => dir(parts.slice(0, i + 1).join('/'))));
+    const target = join(tmp, 'deep');
+    const err = await extractTree(deep, target, none).then(() => undefined, (e: unknown) => e as ClipError);
+    expect(err).toMatchObject({ code: 'EIO', message: expect.stringContaining('(ENAMETOOLONG)') });
+    expect(err?.object?.startsWith(`${target}/${parts[0]}/`)).toBe(true);
+    await expect(lstat(target)).rejects.toMatchObject({ code: 'ENOENT' }); // made by the run, removed with what it staged
+  });
+
+  it.skipIf(skipUnlessRoot())('a device it may not make (not root, owners asked for) fails naming the entry, and leaves nothing', async () => {
+    const open = join(tmp, 'open-to-nobody');
+    await mkdir(open);
+    await chmod(open, 0o777);
+    await chmod(tmp, 0o711);
+    const target = join(open, 'rootfs');
+    const src = (rel: string): string => JSON.stringify(fileURLToPath(new URL(rel, import.meta.url)));
+    const script = `import { extractTree } from ${src('../../src/fs/extract.ts')}; import { entry, indexOf } from ${src('../index/layers.ts')};
+      const index = indexOf([entry('dev-null', { type: 'char', mode: 0o666, devMajor: 1, devMinor: 3 })]);
+      extractTree(index, ${JSON.stringify(target)}, () => (async function* () {})(), { sameOwner: true })
+        .then(() => console.log('done'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })));`;
+    const { stdout } = await execFileP(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { uid: 65534, gid: 65534 });
+    expect(JSON.parse(stdout)).toEqual({ code: 'EIO', message: `${target}/dev-null: mknod failed: Operation not permitted` });
+    expect(await readdir(open)).toEqual([]);
+  });
+
   it('refuses names that are not one safe path component', () => {
     for (const bad of ['', '.', '..', 'a/b', '../x', 'nul\0']) {
       expect(() => safeName(Buffer.from(bad), '/dir'), JSON.stringify(bad)).toThrow(expect.objectContaining({ code: 'EUNSAFE', object: '/dir' }));
@@ -178,6 +218,76 @@ describe.skipIf(skipUnlessRoot())('hostile content', () => {
     const target = join(jail, 'rootfs');
     await mkdir(jail);
     await expect(extractTree(index, target, await readerFor(index, source))).rejects.toMatchObject({ code: 'EUNSAFE' });
-    expect(await readdir(jail)).toEqual(['rootfs']);
+    expect(await readdir(jail)).toEqual([]); // what it made, removed
+  });
+});
+
+/**
+ * Another user who can write `dirs` (the target, or its parent) and, at every chance (between the
+ * pieces of content written), renames each directory there and puts a symlink to `victim` in its place.
+ */
+function racer(dirs: string[], victim: string): { onBytes: () => void; swapped: string[] } {
+  const swapped: string[] = [];
+  const onBytes = (): void => {
+    for (const d of dirs) {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = join(d, e.name);
+        if (!e.isDirectory() || e.name.endsWith('.moved') || p === victim) continue;
+        renameSync(p, `${p}.moved`);
+        symlinkSync(victim, p);
+        swapped.push(e.name);
+      }
+    }
+  };
+  return { onBytes, swapped };
+}
+
+describe('another user racing the extraction', () => {
+  async function victimDir(name: string): Promise<string> {
+    const victim = join(tmp, name);
+    await mkdir(victim, { mode: 0o755 });
+    await chmod(victim, 0o755);
+    return victim;
+  }
+  const untouched = async (victim: string): Promise<void> => {
+    expect(await readdir(victim)).toEqual([]);
+    expect((await lstat(victim)).mode & 0o7777).toBe(0o755);
+  };
+
+  it('swapping the directories in a target they own for symlinks writes nothing through them; the tree is whole', async () => {
+    const fx = await fixture('basic');
+    const source = new LayoutSource(fx.layoutDir, fx.tag);
+    const { index } = await indexImage(source);
+    const victim = await victimDir('victim-1');
+    const target = join(tmp, 'theirs');
+    await mkdir(target);
+    await chmod(target, 0o777); // theirs: anyone may rename in it
+    const race = racer([target], victim);
+    await extractTree(index, target, await readerFor(index, source), { onBytes: race.onBytes, sameOwner: false });
+    expect(race.swapped.length).toBeGreaterThan(0);
+    await untouched(victim);
+    const clean = join(tmp, 'theirs-clean');
+    await extractTree(index, clean, await readerFor(index, source), { sameOwner: false });
+    const got = await snapshotTree(target);
+    for (const name of race.swapped) {
+      got.delete(name); // their symlink, and the (empty) directory they moved aside
+      got.delete(`${name}.moved`);
+    }
+    expect(diffTrees(await snapshotTree(clean), got, { contents: true })).toEqual([]);
+  });
+
+  it('swapping the target itself in a parent they can write: nothing written through it, and the extraction fails saying so', async () => {
+    const fx = await fixture('basic');
+    const source = new LayoutSource(fx.layoutDir, fx.tag);
+    const { index } = await indexImage(source);
+    const victim = await victimDir('victim-2');
+    const parent = join(tmp, 'shared');
+    await mkdir(parent);
+    await chmod(parent, 0o777);
+    const race = racer([parent], victim);
+    await expect(extractTree(index, join(parent, 'rootfs'), await readerFor(index, source), { onBytes: race.onBytes, sameOwner: false }))
+      .rejects.toMatchObject({ code: 'EUNSAFE', object: join(parent, 'rootfs') });
+    expect(race.swapped).toEqual(['rootfs']);
+    await untouched(victim);
   });
 });

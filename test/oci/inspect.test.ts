@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { formatSummary } from '../../src/cli/actions/inspect.js';
 import { registerInspect, type InspectSummary } from '../../src/cli/commands/inspect.js';
 import { pushLayout } from '../../src/oci/index.js';
 import * as mt from '../../src/oci/media-types.js';
@@ -69,6 +70,17 @@ describe('clip inspect', () => {
     const fromLayout = JSON.parse(await clip('inspect', `oci:${join(work, 'layout')}:multi`, '--platform', 'linux/amd64', '--json')) as InspectSummary;
     expect(fromLayout.manifestDigest).toBe(amd.manifest.digest);
     expect(fromLayout.reference).toBe(`oci:${join(work, 'layout')}:multi`);
+  });
+
+  it('escapes control characters of the image config in the table (--json keeps JSON escapes)', async () => {
+    const s = JSON.parse(await clip('inspect', `oci:${join(work, 'layout')}:one`, '--json')) as InspectSummary;
+    const text = formatSummary({ ...s, config: { ...s.config, env: ['A=1', 'B=\x1b]0;pwned\x07', 'C=\nforged'], user: 'u\u009b2J', workingDir: '/w\x7f' } });
+    expect(text).toContain('B=\\x1b]0;pwned\\x07\n');
+    expect(text).toContain('C=\\x0aforged\n');
+    expect(text).toContain('User:        u\\xc2\\x9b2J\n');
+    expect(text).toContain('WorkingDir:  /w\\x7f\n');
+    // eslint-disable-next-line no-control-regex
+    expect(text).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
   });
 
   it('prints a tidy table for people', async () => {

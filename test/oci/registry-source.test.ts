@@ -3,8 +3,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openBlobStore, openImage, pushLayout } from '../../src/oci/index.js';
+import { openBlobStore, openImage, pushLayout, type BlobStore } from '../../src/oci/index.js';
 import * as mt from '../../src/oci/media-types.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { skopeoCopy } from '../support/tools.js';
@@ -152,6 +153,16 @@ describe('blobs and errors', () => {
     }
     await expect(store.openBlobRange(layer, 10, layer.size + 1)).rejects.toThrow(/bad range/);
     await store.close?.();
+  });
+
+  it('a blob stream destroyed before it is read releases its response: close() returns at once', async () => {
+    const layer = img.layers[0]!;
+    for (const open of [(s: BlobStore) => s.openBlob(layer), (s: BlobStore) => s.openBlobRange(layer, 1000, 200_000)]) {
+      const store = openBlobStore(`${registry.host}/${repo}`);
+      (await open(store)).destroy(); // as a reader that fails before its first read does
+      const closed = store.close!().then(() => 'closed');
+      expect(await Promise.race([closed, sleep(3000).then(() => 'still waiting')])).toBe('closed');
+    }
   });
 
   it('verifies a pinned manifest digest and names what is missing', async () => {

@@ -1,5 +1,6 @@
 /** `clip extract IMAGE|INDEX DIR`: the image's root filesystem written out, as `umoci unpack` would. */
 import { extractTree, type ExtractSummary } from '../../fs/extract.js';
+import { printable } from '../../util/printable.js';
 import { formatSize } from '../../util/size.js';
 import { openImageStorage } from '../../mount/open-image.js';
 import { openForCommand } from '../image-arg.js';
@@ -17,7 +18,7 @@ export function formatExtractSummary(dir: string, s: ExtractSummary, seconds: nu
   const lines = [
     `extracted to ${dir} in ${seconds.toFixed(1)} s: ${s.files} files (${formatSize(s.bytes)}), ${s.dirs} directories, `
       + `${s.symlinks} symlinks, ${s.hardlinks} hardlinks, ${s.fifos} FIFOs, ${s.devices} devices, ${s.xattrs} xattrs`,
-    ...s.skipped.map((x) => `  skipped ${x}`),
+    ...s.skipped.map((x) => `  skipped ${printable(x)}`),
   ];
   return `${lines.join('\n')}\n`;
 }

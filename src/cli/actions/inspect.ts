@@ -1,6 +1,7 @@
 /** `clip inspect IMAGE`: what an image reference resolves to, without reading any layer. */
 import { formatPlatform, openImage, parsePlatform, type ResolvedImage } from '../../oci/index.js';
 import { createLogger } from '../../util/log.js';
+import { printable } from '../../util/printable.js';
 import { formatSize } from '../../util/size.js';
 import { formatTable, printJson } from '../output.js';
 
@@ -66,7 +67,8 @@ export function summarize(image: ResolvedImage): InspectSummary {
 const short = (digest: string): string => digest.replace(/^(sha256:[a-f0-9]{12})[a-f0-9]*$/, '$1');
 
 export function formatSummary(s: InspectSummary): string {
-  const field = (name: string, value: string): string => `${`${name}:`.padEnd(13)}${value}`;
+  // Config text comes from the image: its control characters are escaped (util/printable.ts).
+  const field = (name: string, value: string): string => `${`${name}:`.padEnd(13)}${printable(value)}`;
   const lines = [
     field('Image', s.reference),
     field('Digest', s.manifestDigest),
@@ -78,12 +80,12 @@ export function formatSummary(s: InspectSummary): string {
     field('WorkingDir', s.config.workingDir || '-'),
     field('User', s.config.user || '-'),
     field('Env', s.config.env[0] ?? '-'),
-    ...s.config.env.slice(1).map((e) => `${''.padEnd(13)}${e}`),
+    ...s.config.env.slice(1).map((e) => `${''.padEnd(13)}${printable(e)}`),
     '',
     `Layers: ${s.layers.length}, ${formatSize(s.totalSize)} stored`,
     formatTable(
       ['#', 'DIGEST', 'SIZE', 'COMPRESSION', 'DIFF_ID', 'MEDIA TYPE'],
-      s.layers.map((l) => [String(l.index), short(l.digest), formatSize(l.size), l.compression, short(l.diffId), l.mediaType]),
+      s.layers.map((l) => [String(l.index), short(l.digest), formatSize(l.size), l.compression, short(l.diffId), printable(l.mediaType)]),
     ),
   ];
   return `${lines.join('\n')}\n`;

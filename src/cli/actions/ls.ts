@@ -4,6 +4,7 @@ import type { ImageIndex } from '../../index/reader.js';
 import { entryTypeOf, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK, type Attr } from '../../index/types.js';
 import { openForCommand } from '../image-arg.js';
 import { type ReadCommandOptions } from '../read-options.js';
+import { printable } from '../../util/printable.js';
 import { printJson } from '../output.js';
 
 /** `ls -l`'s mode column: "drwxr-xr-x", "-rwsr-xr-x", "crw-rw-rw-". */
@@ -30,6 +31,7 @@ export function isoTime(a: Pick<Attr, 'mtimeSec' | 'mtimeNsec'>): string {
   return `${iso.slice(0, 19)}.${String(a.mtimeNsec).padStart(9, '0')}Z`;
 }
 
+/** An entry as --json gives it; names are text (archive/tar-path.ts shownBytes), control characters left to JSON's escaping. */
 export interface ListedEntry {
   path: string;
   name: string;
@@ -91,7 +93,7 @@ export function formatLong(entries: ListedEntry[], showPath: boolean): string {
   const sizeW = w((e) => e.rdev ?? String(e.size));
   return entries.map((e) => {
     const time = isoTime({ mtimeSec: Number(BigInt(e.mtimeNs) / 1_000_000_000n), mtimeNsec: Number(BigInt(e.mtimeNs) % 1_000_000_000n) });
-    const name = (showPath ? e.path : e.name) + (e.linkTarget !== undefined ? ` -> ${e.linkTarget}` : '');
+    const name = printable(showPath ? e.path : e.name) + (e.linkTarget !== undefined ? ` -> ${printable(e.linkTarget)}` : '');
     return `${e.mode} ${String(e.nlink).padStart(nlinkW)} ${String(e.uid).padStart(uidW)} ${String(e.gid).padStart(gidW)} ${(e.rdev ?? String(e.size)).padStart(sizeW)} ${time} ${name}\n`;
   }).join('');
 }
@@ -107,7 +109,7 @@ export async function lsCommand(image: string, path: string, opts: LsOptions): P
     const entries = listPath(img.index, path, opts.recursive ?? false);
     if (opts.json) printJson(entries);
     else if (opts.long) process.stdout.write(formatLong(entries, opts.recursive ?? false));
-    else process.stdout.write(entries.map((e) => `${opts.recursive ? e.path : e.name}\n`).join(''));
+    else process.stdout.write(entries.map((e) => `${printable(opts.recursive ? e.path : e.name)}\n`).join(''));
   } finally {
     await img.close();
   }

@@ -2,6 +2,7 @@
 import type { ImageIndex } from '../../index/reader.js';
 import { openForCommand } from '../image-arg.js';
 import { type ReadCommandOptions } from '../read-options.js';
+import { printable } from '../../util/printable.js';
 import { printJson } from '../output.js';
 import { describeEntry, isoTime, type ListedEntry } from './ls.js';
 
@@ -38,14 +39,14 @@ export function formatStat(r: StatReport): string {
   const sec = Number(BigInt(r.mtimeNs) / 1_000_000_000n);
   const nsec = Number(BigInt(r.mtimeNs) % 1_000_000_000n);
   const lines = [
-    `  File: ${r.path}${r.linkTarget !== undefined ? ` -> ${r.linkTarget}` : ''}`,
+    `  File: ${printable(r.path)}${r.linkTarget !== undefined ? ` -> ${printable(r.linkTarget)}` : ''}`,
     `  Type: ${r.type}${r.rdev ? ` (device ${r.rdev})` : ''}`,
     `  Mode: (${r.perm.toString(8).padStart(4, '0')}/${r.mode})  Uid: ${r.uid}  Gid: ${r.gid}`,
     `  Size: ${r.size}  Inode: ${r.ino}  Links: ${r.nlink}`,
     `Modify: ${isoTime({ mtimeSec: sec, mtimeNsec: nsec })} (${r.mtimeNs} ns)`,
   ];
   if (r.layer !== undefined) lines.push(`  Data: layer ${r.layer} (${r.layerDigest}) at offset ${r.offset}`);
-  for (const [k, v] of Object.entries(r.xattrs)) lines.push(` Xattr: ${k}=${v}`);
+  for (const [k, v] of Object.entries(r.xattrs)) lines.push(` Xattr: ${printable(k)}=${v}`);
   return `${lines.join('\n')}\n`;
 }
 
