@@ -243,7 +243,7 @@ const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 /** A markdown table of the image's layers. */
 export function describeImage(img: DebianPythonImage): string {
   return [
-    `${img.layoutDir}:${img.tag} (${img.manifestDigest}): ${mb(img.compressedBytes)} compressed, ${mb(img.uncompressedBytes)} (${mib(img.uncompressedBytes)}) uncompressed`,
+    `${path.relative(REPO_ROOT, img.layoutDir)}:${img.tag} (${img.manifestDigest}): ${mb(img.compressedBytes)} compressed, ${mb(img.uncompressedBytes)} (${mib(img.uncompressedBytes)}) uncompressed`,
     '',
     '| layer | created by | entries | compressed | uncompressed | digest |',
     '|---|---|---|---|---|---|',
