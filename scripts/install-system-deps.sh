@@ -14,6 +14,7 @@ NEEDED=(
   mount:mount
   python3:python3
   setfattr:attr
+  debootstrap:debootstrap
 )
 missing=()
 for pair in "${NEEDED[@]}"; do

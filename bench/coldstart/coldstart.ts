@@ -14,7 +14,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { mountFiles } from '../../src/mount/files.js';
 import { pushLayout } from '../../src/oci/push.js';
@@ -34,7 +34,7 @@ const RATE_MB = Number(process.env.RATE_MB ?? 100);
 const REPOSITORY = 'bench/python';
 const PROGRAM = [PYTHON, '-c', 'import json'];
 
-interface Trial {
+export interface Trial {
   kind: 'clip' | 'baseline';
   run: number;
   totalS: number;
@@ -48,7 +48,7 @@ interface Trial {
   served: ServedRequest[];
 }
 
-async function sh(cmd: string, args: string[]): Promise<string> {
+export async function sh(cmd: string, args: string[]): Promise<string> {
   try {
     return (await execFileP(cmd, args, { maxBuffer: 64 * 1024 * 1024 })).stdout;
   } catch (err) {
@@ -57,18 +57,18 @@ async function sh(cmd: string, args: string[]): Promise<string> {
   }
 }
 
-const clip = (...args: string[]): Promise<string> => sh(process.execPath, [CLI, ...args]);
+export const clip = (...args: string[]): Promise<string> => sh(process.execPath, [CLI, ...args]);
 
 function dropCaches(): void {
   writeFileSync('/proc/sys/vm/drop_caches', '3');
 }
 
-async function syncAndDrop(): Promise<void> {
+export async function syncAndDrop(): Promise<void> {
   await sh('sync', []);
   dropCaches();
 }
 
-const seconds = (since: number): number => (performance.now() - since) / 1000;
+export const seconds = (since: number): number => (performance.now() - since) / 1000;
 
 /** User + system CPU seconds of the daemon serving `mnt` (from its pid file and /proc; 100 ticks a second). */
 async function daemonCpuSeconds(cacheDir: string, mnt: string): Promise<number | undefined> {
@@ -82,7 +82,8 @@ async function daemonCpuSeconds(cacheDir: string, mnt: string): Promise<number |
   }
 }
 
-async function clipTrial(run: number, proxy: ThrottleProxy, indexFile: string, scratch: string): Promise<Trial> {
+/** `image`: an index file or an image reference; `extra`: more `clip mount` options (--no-discover). */
+export async function clipTrial(run: number, proxy: ThrottleProxy, image: string, scratch: string, extra: string[] = []): Promise<Trial> {
   const cacheDir = await mkdtemp(path.join(scratch, 'clip-cache-'));
   const mnt = await mkdtemp(path.join(scratch, 'mnt-'));
   let mounted = false;
@@ -90,7 +91,7 @@ async function clipTrial(run: number, proxy: ThrottleProxy, indexFile: string, s
     await syncAndDrop();
     proxy.reset();
     const t0 = performance.now();
-    await clip('mount', indexFile, mnt, '--background', '--cache-dir', cacheDir);
+    await clip('mount', image, mnt, '--background', '--cache-dir', cacheDir, ...extra);
     mounted = true;
     const firstS = seconds(t0);
     await sh('chroot', [mnt, ...PROGRAM]);
@@ -110,7 +111,7 @@ async function clipTrial(run: number, proxy: ThrottleProxy, indexFile: string, s
   }
 }
 
-async function baselineTrial(run: number, proxy: ThrottleProxy, ref: string, scratch: string): Promise<Trial> {
+export async function baselineTrial(run: number, proxy: ThrottleProxy, ref: string, scratch: string): Promise<Trial> {
   const dir = await mkdtemp(path.join(scratch, 'baseline-'));
   try {
     const layout = path.join(dir, 'oci');
@@ -132,7 +133,7 @@ async function baselineTrial(run: number, proxy: ThrottleProxy, ref: string, scr
 }
 
 const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
-const median = (xs: number[]): number => {
+export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
@@ -184,14 +185,17 @@ function report(img: ColdstartImage, trials: Trial[], ctx: { command: string; da
 const BEGIN = '<!-- figures:begin (written by coldstart.ts) -->';
 const END = '<!-- figures:end -->';
 
-/** Replace the figures between the markers, keeping whatever prose surrounds them. */
-async function writeResults(figures: string): Promise<void> {
-  const old = existsSync(RESULTS) ? await readFile(RESULTS, 'utf8') : `# Cold start benchmark\n\n${BEGIN}\n${END}\n`;
-  const a = old.indexOf(BEGIN);
-  const b = old.indexOf(END);
-  const next = a >= 0 && b > a ? `${old.slice(0, a + BEGIN.length)}\n${figures}\n${old.slice(b)}` : `${old}\n${BEGIN}\n${figures}\n${END}\n`;
-  await writeFile(RESULTS, next);
+/** Replace the figures between the markers in `file`, keeping whatever prose surrounds them (a new section at the end if none). */
+export async function writeBetweenMarkers(file: string, markers: { begin: string; end: string; fresh: string }, figures: string): Promise<void> {
+  const { begin, end } = markers;
+  const old = existsSync(file) ? await readFile(file, 'utf8') : markers.fresh;
+  const a = old.indexOf(begin);
+  const b = old.indexOf(end);
+  const next = a >= 0 && b > a ? `${old.slice(0, a + begin.length)}\n${figures}\n${old.slice(b)}` : `${old}\n${begin}\n${figures}\n${end}\n`;
+  await writeFile(file, next);
 }
+
+const writeResults = (figures: string): Promise<void> => writeBetweenMarkers(RESULTS, { begin: BEGIN, end: END, fresh: `# Cold start benchmark\n\n${BEGIN}\n${END}\n` }, figures);
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root (mounts, chroot, drop_caches)');
@@ -243,4 +247,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+// Run when executed, not when another bench imports its trials.
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) await main();
