@@ -1,7 +1,7 @@
 /**
  * clip index, ls, stat, cat and extract on fixture OCI layouts, in-process, as a user calls them.
  */
-import { chmod, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -267,7 +267,8 @@ describe('clip extract', () => {
     const theirs = join(tmp, 'nobody');
     await mkdir(theirs);
     await chmod(tmp, 0o711);
-    await chmod(theirs, 0o777);
+    // Theirs, as a home directory is: clip refuses a cache directory under a directory others can write.
+    await chown(theirs, NOBODY, NOBODY);
     const file = join(theirs, 'readonly.clip');
     await writeFile(file, buildIndex(metaOf(scans), scans), { mode: 0o644 });
     const target = join(theirs, 'rootfs');
