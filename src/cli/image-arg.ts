@@ -3,6 +3,7 @@
  * are read-options.ts, opening the image itself is src/mount/open-image.ts.
  */
 import { openImageArg, type OpenedImage } from '../mount/open-image.js';
+import { defaultCacheDir, ensurePrivateDir } from '../storage/cache-dir.js';
 import { parsePlatform } from '../oci/platform.js';
 import { timeoutsWithin } from '../oci/retry.js';
 import type { OpenOptions } from '../oci/index.js';
@@ -34,6 +35,8 @@ export function registryOptionsOf(opts: ReadCommandOptions): OpenOptions {
 /** What a reading command's action starts with: a logger, and the image opened with a progress display if it must be indexed. */
 export async function openForCommand(arg: string, opts: ReadCommandOptions): Promise<{ img: OpenedImage; logger: Logger }> {
   const logger = createLogger(opts.logLevel);
+  // Before any work: a cache directory that cannot be used is the user's mistake to hear about now.
+  await ensurePrivateDir(opts.cacheDir ?? defaultCacheDir());
   // Made on the first indexing event: a cached or given index shows no progress at all.
   let progress: Progress | undefined;
   let report: ((e: IndexProgress) => void) | undefined;

@@ -1,13 +1,27 @@
 /** Where a mount's cache directory may be: private to the user, and never under the mountpoint. */
 import { realpathSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ensurePrivateDir } from '../storage/cache-dir.js';
 import { ClipError } from '../util/errors.js';
 
-/** Before any work (indexing included): the cache directory must be fit to be written by this mount. */
-export async function checkMountCacheDir(cacheDir: string, mountpoint: string): Promise<void> {
+/**
+ * Before any work (indexing included): the mountpoint must be a directory, and the cache directory
+ * fit to be written by this mount.
+ */
+export async function checkMountPlacement(cacheDir: string, mountpoint: string): Promise<void> {
+  await requireMountpoint(mountpoint);
   refuseCacheInMountpoint(cacheDir, mountpoint);
   await ensurePrivateDir(cacheDir);
+}
+
+async function requireMountpoint(mountpoint: string): Promise<void> {
+  const target = resolve(mountpoint);
+  const st = await stat(target).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') throw new ClipError('ENOTFOUND', 'mountpoint does not exist', { object: target, cause: err });
+    return undefined; // a stale mount (ENOTCONN) is the mount's to clean; anything else the mount reports
+  });
+  if (st && !st.isDirectory()) throw new ClipError('EINVAL', 'mountpoint is not a directory', { object: target });
 }
 
 /**

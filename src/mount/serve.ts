@@ -15,7 +15,7 @@ import type { BackgroundFetch, Storage } from '../storage/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { CLIP_FSNAME } from './files.js';
 import { serveMetrics } from './metrics-server.js';
-import { checkMountCacheDir } from './placement.js';
+import { checkMountPlacement } from './placement.js';
 import { requireRoot } from './require-root.js';
 
 export { requireRoot } from './require-root.js';
@@ -70,7 +70,7 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
   const log = opts.logger ?? silentLogger;
   const mountpoint = resolve(cfg.mountpoint);
   requireRoot(mountpoint); // before any indexing: fail fast
-  await checkMountCacheDir(cfg.cacheDir ?? defaultCacheDir(), mountpoint);
+  await checkMountPlacement(cfg.cacheDir ?? defaultCacheDir(), mountpoint);
   const image = await openImageArg(cfg.image, {
     ...(cfg.cacheDir ? { cacheDir: cfg.cacheDir } : {}),
     ...(cfg.platform ? { platform: parsePlatform(cfg.platform) } : {}),

@@ -6,6 +6,8 @@
  *   const bytes = await storage.read(layer, offset, length);
  *   await storage.close({ flushMs: 2000 });
  */
+import { stat } from 'node:fs/promises';
+import { ClipError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { defaultCacheDir } from './cache-dir.js';
 import { DiskCache, type CachedLayerReport, type CacheStats, type GcResult } from './disk-cache.js';
@@ -100,7 +102,15 @@ export interface CacheReport extends CacheStats {
 }
 
 /** For `clip cache stats`: the layers with their presence, and the tiers' counters over all processes. */
+/** Inspecting or collecting a cache that does not exist is a mistake to report, not a directory to make. */
+async function requireCacheDir(dir: string): Promise<void> {
+  const st = await stat(dir).catch(() => undefined);
+  if (!st) throw new ClipError('ENOTFOUND', 'no such cache directory', { object: dir });
+  if (!st.isDirectory()) throw new ClipError('EINVAL', 'not a directory', { object: dir });
+}
+
 export async function cacheReport(dir = defaultCacheDir()): Promise<CacheReport> {
+  await requireCacheDir(dir);
   const disk = await DiskCache.open({ dir });
   try {
     const rows = (await disk.describe()).sort((a, b) => a.atimeMs - b.atimeMs);
@@ -121,6 +131,7 @@ export interface CacheGcResult extends GcResult {
  * Infinity: none), then fold the stats records into one.
  */
 export async function cacheGc(maxBytes: number, dir = defaultCacheDir()): Promise<CacheGcResult> {
+  await requireCacheDir(dir);
   const disk = await DiskCache.open({ dir });
   try {
     const gc = await disk.gc(maxBytes);

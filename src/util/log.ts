@@ -1,5 +1,6 @@
 import { writeSync } from 'node:fs';
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { ClipError } from './errors.js';
 
 export type { Logger };
 
@@ -8,6 +9,7 @@ export type { Logger };
  * Secrets are redacted by key wherever they appear.
  */
 export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn', fd = 2): Logger {
+  if (!LEVELS.includes(level)) throw new ClipError('EINVAL', `not a log level (use ${LEVELS.join(', ')})`, { object: level });
   return pino(
     {
       level,
@@ -20,6 +22,8 @@ export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn
     new NeverFailingDestination(fd),
   );
 }
+
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 /** How long a log line may wait on a full pipe (EAGAIN) before it is dropped. */
 const BUSY_MS = 100;

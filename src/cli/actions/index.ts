@@ -9,7 +9,8 @@ import { createLogger } from '../../util/log.js';
 import { formatSize, parseSize } from '../../util/size.js';
 import { progressOf } from '../image-arg.js';
 import { printJson } from '../output.js';
-import { createProgress } from '../progress.js';
+import { createProgress, type Progress } from '../progress.js';
+import type { IndexProgress } from '../../storage/indexer.js';
 
 export interface IndexCommandOptions {
   output?: string;
@@ -67,29 +68,56 @@ export function formatIndexReport(r: IndexReport): string {
   ].join('\n');
 }
 
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Uncompressed bytes between checkpoints: too small an index grows past the image, too big a read inflates too much. */
+export function parseSpan(text: string): number {
+  const n = parseSize(text);
+  if (!(n >= 64 * KiB && n <= 1024 * MiB)) throw new ClipError('EINVAL', '--span must be between 64KiB and 1GiB', { object: text });
+  return n;
+}
+
+/** Bytes per verified chunk: a power of two the disk cache and the shared cache can key. */
+export function parseChunkSize(text: string): number {
+  const n = parseSize(text);
+  if (!(n >= 4 * KiB && n <= 64 * MiB) || (n & (n - 1)) !== 0) {
+    throw new ClipError('EINVAL', '--chunk-size must be a power of two between 4KiB and 64MiB', { object: text });
+  }
+  return n;
+}
+
 export async function indexCommand(image: string, opts: IndexCommandOptions): Promise<void> {
   const started = Date.now();
   const logger = createLogger(opts.logLevel);
   const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+  // Every argument is checked before any work starts.
+  const span = opts.span === undefined ? undefined : parseSpan(opts.span);
+  const chunkSize = opts.chunkSize === undefined ? undefined : parseChunkSize(opts.chunkSize);
   const source = openImage(image, { insecureRegistries: opts.insecureRegistry ?? [], logger });
   if (opts.push && !(source instanceof RegistryRepository)) {
     throw new ClipError('EINVAL', '--push needs an image in a registry (the index is pushed to its repository)', { object: image });
   }
-  const progress = createProgress({ label: 'indexing', quiet: opts.progress === false, ...(opts.json ? { plain: true } : {}) });
-  let stopped = false;
+  // Made on the first indexing event: a command that fails before reading shows no progress.
+  let progress: Progress | undefined;
+  let feed: ((e: IndexProgress) => void) | undefined;
   const stopProgress = (): void => {
-    if (!stopped) progress.stop();
-    stopped = true;
+    progress?.stop();
+    progress = undefined;
   };
   try {
     const result = await indexImage(source, {
       cacheDir: opts.cacheDir ?? defaultCacheDir(),
       logger,
-      onProgress: progressOf(progress),
+      onProgress: (e) => {
+        progress ??= createProgress({ label: 'indexing', quiet: opts.progress === false, ...(opts.json ? { plain: true } : {}) });
+        feed ??= progressOf(progress);
+        feed(e);
+      },
       ...(platform ? { platform } : {}),
       ...(opts.output ? { output: opts.output } : {}),
-      ...(opts.span ? { span: parseSize(opts.span) } : {}),
-      ...(opts.chunkSize ? { chunkSize: parseSize(opts.chunkSize) } : {}),
+      ...(span !== undefined ? { span } : {}),
+      ...(chunkSize !== undefined ? { chunkSize } : {}),
     });
     stopProgress();
     const { index, image: img } = result;

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startBackground } from '../../mount/background.js';
 import { indexFileKind } from '../../mount/index-file.js';
-import { checkMountCacheDir } from '../../mount/placement.js';
+import { checkMountPlacement } from '../../mount/placement.js';
 import { requireRoot } from '../../mount/require-root.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
 import { ClipError, isClipError } from '../../util/errors.js';
@@ -16,7 +16,7 @@ import { absoluteImageArg, mountConfigOf, type MountCommandOptions } from '../co
 export async function mountCommand(image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command): Promise<void> {
   requireRoot(mountpoint);
   const cfg = mountConfigOf(image, mountpoint, opts);
-  await checkMountCacheDir(cfg.cacheDir ?? defaultCacheDir(), cfg.mountpoint); // before any indexing
+  await checkMountPlacement(cfg.cacheDir ?? defaultCacheDir(), cfg.mountpoint); // before any indexing
   if (opts.background) {
     // The daemon's log is a file: worth more than warnings unless the user chose a level.
     if (cmd.getOptionValueSource('logLevel') === 'default') cfg.logLevel = 'info';
