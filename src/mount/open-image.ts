@@ -108,7 +108,7 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     });
     return {
-      index, origin, indexFile: file, cacheDir, blobs: source, layers: indexLayers(index),
+      index, origin, ...(file ? { indexFile: file } : {}), cacheDir, blobs: source, layers: indexLayers(index),
       close: async () => { await source.close?.(); },
     };
   } catch (err) {

@@ -11,6 +11,7 @@ import type { ImageSource, ResolvedImage } from '../oci/types.js';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { findPublishedIndex, findSharedIndex, isCondemned, publishIndex, storeSharedIndex, type Acceptor } from './index-artifact.js';
+import { isDiskFull } from './cache-dir.js';
 import { indexImage, loadCachedIndex, storeCachedIndex, type IndexImageOptions } from './indexer.js';
 import { RedisChunkCache } from './remote-cache.js';
 
@@ -34,8 +35,8 @@ export interface ResolvedIndex {
   index: ImageIndex;
   bytes: Buffer;
   origin: IndexOrigin;
-  /** The local cache copy. */
-  file: string;
+  /** The local cache copy (none when the cache disk is full: the index serves from memory). */
+  file?: string;
   /** The artifact it was published as, when pushed now. */
   published?: string;
 }
@@ -67,6 +68,7 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
       }
     }
     let file: string | undefined = cached?.file;
+    let madeHere = false;
     if (!found) {
       const made = await indexImage(source, {
         resolved: image, cacheDir: opts.cacheDir, logger: log, ...opts.indexing,
@@ -74,9 +76,17 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
       });
       found = { index: made.index, bytes: made.bytes, origin: 'indexed' };
       file = made.cachedAt;
+      madeHere = true;
       if (remote) await storeSharedIndex(remote, image.manifestDigest, made.bytes);
     }
-    file ??= await storeCachedIndex(opts.cacheDir, image.manifestDigest, found.bytes);
+    if (!file && !madeHere) {
+      file = await storeCachedIndex(opts.cacheDir, image.manifestDigest, found.bytes).catch((err: unknown) => {
+        // A full cache disk costs caching only: the index is in memory, and serves as it is.
+        if (!isDiskFull(err)) throw err;
+        log.warn({ err: (err as Error).message, image: image.reference }, 'the index is not cached: the cache disk is full');
+        return undefined;
+      });
+    }
     let published: string | undefined;
     if (opts.push && found.origin !== 'registry') {
       if (!repo) throw new ClipError('EINVAL', 'only an image in a registry can have its index pushed', { object: image.reference });
@@ -84,7 +94,7 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
       log.info({ image: image.reference, artifact: published }, 'index published');
     }
     log.info({ image: image.reference, origin: found.origin }, 'index ready');
-    return { ...found, file, ...(published ? { published } : {}) };
+    return { ...found, ...(file ? { file } : {}), ...(published ? { published } : {}) };
   } finally {
     await remote?.close();
   }
