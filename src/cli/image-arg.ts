@@ -34,7 +34,7 @@ export function registryOptionsOf(opts: ReadCommandOptions): OpenOptions {
 
 /** What a reading command's action starts with: a logger, and the image opened with a progress display if it must be indexed. */
 export async function openForCommand(arg: string, opts: ReadCommandOptions): Promise<{ img: OpenedImage; logger: Logger }> {
-  const logger = createLogger(opts.logLevel);
+  const logger = createLogger(opts.logLevel, 2, opts.logFormat);
   // Before any work: a cache directory that cannot be used is the user's mistake to hear about now.
   await ensurePrivateDir(opts.cacheDir ?? defaultCacheDir());
   // Made on the first indexing event: a cached or given index shows no progress at all.

@@ -18,6 +18,7 @@ export interface ReadCommandOptions {
   cacheMaxSize?: string;
   readTimeout?: string;
   logLevel?: string;
+  logFormat?: string;
   json?: boolean;
 }
 
@@ -56,7 +57,8 @@ export function addReadOptions(cmd: Command, opts: { json?: boolean } = {}): Com
     .option('--no-discover', 'do not look for a published index (shared cache, registry): index the image here when it has none cached')
     .option('--cache-max-size <size>', 'cap on the disk cache (e.g. 20GiB): least recently used layers are evicted beyond it')
     .option('--read-timeout <duration>', 'a read no tier can answer within this fails (e.g. 30s, 500ms)', '30s')
-    .option('--log-level <level>', 'log level on stderr: trace, debug, info, warn, error, silent', process.env.CLIP_LOG_LEVEL ?? 'warn');
+    .option('--log-level <level>', 'log level on stderr: trace, debug, info, warn, error, silent', process.env.CLIP_LOG_LEVEL ?? 'warn')
+    .option('--log-format <format>', 'log lines as text (for people) or json; auto: text on a terminal (env CLIP_LOG_FORMAT)', process.env.CLIP_LOG_FORMAT ?? 'auto');
   if (opts.json !== false) cmd.option('--json', 'print JSON for scripts');
   return cmd;
 }

@@ -98,6 +98,8 @@ export class RedisChunkCache {
   private readonly timeoutMs: number;
   private readonly ttlSeconds: number | undefined;
   private readonly safeUrl: string;
+  /** The client's last connection error, for the warning when the breaker opens. */
+  private lastError: string | undefined;
 
   private constructor(opts: RemoteCacheOptions, target: RedisTarget) {
     this.prefix = opts.prefix ?? DEFAULT_PREFIX;
@@ -107,14 +109,19 @@ export class RedisChunkCache {
     this.ttlSeconds = opts.ttlSeconds;
     this.safeUrl = opts.url.replace(/\/\/[^@/]*@/, '//***@');
     this.client = makeClient(target, { commandTimeoutMs: this.timeoutMs, connectTimeoutMs: opts.connectTimeoutMs ?? 1000 });
-    this.client.on('error', (err: Error) => this.log.debug({ err: err.message, remote: this.safeUrl }, 'redis connection error'));
+    this.client.on('error', (err: Error) => {
+      // Why it is unreachable (refused, unknown host, auth) says more than that a call took too long.
+      this.lastError = err.message;
+      this.log.debug({ err: err.message, remote: this.safeUrl }, 'redis connection error');
+    });
     this.breaker = new Breaker({
       threshold: opts.failureThreshold ?? 1,
       probeIntervalMs: opts.probeIntervalMs ?? 2000,
       probe: () => withTimeout(this.client.ping(), this.timeoutMs, 'redis PING'),
       onChange: (open) => {
         this.metrics?.breakerOpen.set(open ? 1 : 0);
-        this.log.warn({ remote: this.safeUrl, tier: 'remote' }, open ? 'remote cache unavailable: skipping it' : 'remote cache is back');
+        if (open) this.log.warn({ remote: this.safeUrl, tier: 'remote', ...(this.lastError ? { err: this.lastError } : {}) }, 'remote cache unreachable: reading from the other tiers');
+        else this.log.warn({ remote: this.safeUrl, tier: 'remote' }, 'remote cache is back');
       },
     });
     this.queue = new PublishQueue({
@@ -144,8 +151,8 @@ export class RedisChunkCache {
     try {
       await withTimeout(cache.whenReady(), connectMs, 'redis connect');
     } catch (err) {
-      cache.log.warn({ err: (err as Error).message, remote: cache.safeUrl, tier: 'remote' }, 'remote cache not reachable');
-      cache.breaker.trip();
+      cache.lastError ??= (err as Error).message;
+      cache.breaker.trip(); // says so, with why
     }
     return cache;
   }

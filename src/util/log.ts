@@ -1,4 +1,5 @@
 import { writeSync } from 'node:fs';
+import { isatty } from 'node:tty';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { ClipError } from './errors.js';
 
@@ -8,8 +9,11 @@ export type { Logger };
  * Structured logs go to stderr so that stdout stays for command output (and --json).
  * Secrets are redacted by key wherever they appear.
  */
-export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn', fd = 2): Logger {
+export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn', fd = 2, format: string = process.env.CLIP_LOG_FORMAT ?? 'auto'): Logger {
   if (!LEVELS.includes(level)) throw new ClipError('EINVAL', `not a log level (use ${LEVELS.join(', ')})`, { object: level });
+  if (!FORMATS.includes(format)) throw new ClipError('EINVAL', `not a log format (use ${FORMATS.join(', ')})`, { object: format });
+  // People read a terminal; programs read files and pipes.
+  const text = format === 'text' || (format === 'auto' && isatty(fd));
   return pino(
     {
       level,
@@ -19,11 +23,29 @@ export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn
         censor: '[redacted]',
       },
     },
-    new NeverFailingDestination(fd),
+    new NeverFailingDestination(fd, text),
   );
 }
 
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+const FORMATS = ['auto', 'json', 'text'];
+const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+
+/** A JSON log line as a person reads it: `WARN message key=value ...`, errors by their message. */
+export function humanLine(json: string): string {
+  let rec: Record<string, unknown>;
+  try {
+    rec = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
+  const { level, time: _time, msg, ...rest } = rec;
+  const fields = Object.entries(rest).map(([k, v]) => {
+    const value = v && typeof v === 'object' && 'message' in v ? (v as { message: unknown }).message : v;
+    return `${k}=${typeof value === 'string' && !/\s/.test(value) ? value : JSON.stringify(value)}`;
+  });
+  return `${[LEVEL_NAMES[level as number] ?? String(level), msg, ...fields].join(' ')}\n`;
+}
 
 /** How long a log line may wait on a full pipe (EAGAIN) before it is dropped. */
 const BUSY_MS = 100;
@@ -36,10 +58,10 @@ export class NeverFailingDestination implements DestinationStream {
   /** Log lines lost to write errors. */
   dropped = 0;
 
-  constructor(private readonly fd: number) {}
+  constructor(private readonly fd: number, private readonly text = false) {}
 
   write(line: string): void {
-    const buf = Buffer.from(line);
+    const buf = Buffer.from(this.text ? humanLine(line) : line);
     let off = 0;
     const giveUp = Date.now() + BUSY_MS;
     while (off < buf.length) {

@@ -29,6 +29,8 @@ afterAll(() => rm(tmp, { recursive: true, force: true }));
 /** [what, args, the line it must print]; `{tmp}` is the test's directory, `{ref}` and `{layout}` the basic fixture. */
 const cases: [string, string[], RegExp][] = [
   ['an unknown log level', ['ls', '{ref}', '/', '--log-level', 'loud'], /^clip: loud: not a log level \(use trace, debug, info, warn, error, fatal, silent\)$/],
+  ['an unknown log format', ['cat', '{ref}', '/etc/hostname', '--log-format', 'xml'], /^clip: xml: not a log format \(use auto, json, text\)$/],
+  ['an unknown log level for a mount', ['mount', '{ref}', '{tmp}/mnt', '--log-level', 'loud'], /^clip: loud: not a log level/],
   ['a span of 0', ['index', '{ref}', '--span', '0'], /^clip: 0: --span must be between 64KiB and 1GiB$/],
   ['a chunk size of 3', ['index', '{ref}', '--chunk-size', '3'], /^clip: 3: --chunk-size must be a power of two between 4KiB and 64MiB$/],
   ['a chunk size of 0', ['index', '{ref}', '--chunk-size', '0'], /--chunk-size must be a power of two/],

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
+import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiskCache } from '../../src/storage/disk-cache.js';
 import { StorageMetrics } from '../../src/storage/metrics.js';
@@ -131,6 +133,20 @@ describe('the shared Redis cache', () => {
     expect(s.remote!.available).toBe(false);
     expect((await s.read(layer.record, 0, 1000)).equals(bytes.subarray(0, 1000))).toBe(true);
     expect((await s.metrics.snapshot())['requests.remote']).toBe(0);
+  });
+
+  it('says once, and why, when no server listens: refused, not slow', async () => {
+    const port = await freePort();
+    const warnings: { msg: string; err?: string }[] = [];
+    const logger = pino({ level: 'warn' }, new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split('\n')) if (l) warnings.push(JSON.parse(l) as { msg: string; err?: string });
+        done();
+      },
+    }));
+    const remote = await RedisChunkCache.connect({ url: `redis://:secret@127.0.0.1:${port}`, logger });
+    await remote.close();
+    expect(warnings).toEqual([expect.objectContaining({ msg: 'remote cache unreachable: reading from the other tiers', err: expect.stringContaining('ECONNREFUSED'), remote: `redis://***@127.0.0.1:${port}` })]);
   });
 
   it('bounds the publish queue: what does not fit is dropped and counted', async () => {

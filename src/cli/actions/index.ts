@@ -22,6 +22,7 @@ export interface IndexCommandOptions {
   remoteCache?: string;
   push?: boolean;
   logLevel?: string;
+  logFormat?: string;
   json?: boolean;
   progress?: boolean;
 }
@@ -89,7 +90,7 @@ export function parseChunkSize(text: string): number {
 
 export async function indexCommand(image: string, opts: IndexCommandOptions): Promise<void> {
   const started = Date.now();
-  const logger = createLogger(opts.logLevel);
+  const logger = createLogger(opts.logLevel, 2, opts.logFormat);
   const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
   // Every argument is checked before any work starts.
   const span = opts.span === undefined ? undefined : parseSpan(opts.span);

@@ -15,6 +15,8 @@ import { absoluteImageArg, mountConfigOf, type MountCommandOptions } from '../co
 
 export async function mountCommand(image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command): Promise<void> {
   requireRoot(mountpoint);
+  const { createLogger } = await import('../../util/log.js');
+  const logger = createLogger(opts.logLevel, 2, opts.logFormat); // a bad level or format fails here, before any work
   const cfg = mountConfigOf(image, mountpoint, opts);
   await checkMountPlacement(cfg.cacheDir ?? defaultCacheDir(), cfg.mountpoint); // before any indexing
   if (opts.background) {
@@ -41,10 +43,7 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
     process.stderr.write(`clip: serving in the background (pid ${bg.pid}, log ${bg.files.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
     return;
   }
-  const [{ createLogger }, { createProgress }, { runMount }] = await Promise.all([
-    import('../../util/log.js'), import('../progress.js'), import('../../mount/run.js'),
-  ]);
-  const logger = createLogger(opts.logLevel);
+  const [{ createProgress }, { runMount }] = await Promise.all([import('../progress.js'), import('../../mount/run.js')]);
   let progress: ReturnType<typeof createProgress> | undefined;
   await runMount(cfg, {
     logger,
