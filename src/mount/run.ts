@@ -8,6 +8,7 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { abortConnection } from '../fuse/index.js';
 import { mountFiles, removePidFile, writePidFile } from './files.js';
 import { readyLine, startMount, type MountConfig, type RunningMount } from './serve.js';
+import { keepStatus } from './status.js';
 
 export interface RunOptions {
   logger?: Logger;
@@ -43,6 +44,7 @@ export async function runMount(cfg: MountConfig, opts: RunOptions = {}): Promise
     void abortConnection(running.mount.connection).catch(() => undefined);
   };
   for (const s of SIGNALS) process.on(s, onSignal);
+  let stopStatus: (() => Promise<void>) | undefined;
   try {
     // A full disk must cost caching only: without its pid file the mount still serves, and
     // `clip unmount` unmounts it directly (this process then exits as after anyone's umount).
@@ -51,6 +53,7 @@ export async function runMount(cfg: MountConfig, opts: RunOptions = {}): Promise
       return false;
     }));
     if (!written) log.warn({ file: files.pid }, 'mount: serving without a pid file (the cache disk is full?); clip unmount will unmount directly');
+    stopStatus = filesDir ? keepStatus(files, running, (err) => log.debug({ err }, 'mount: cannot write its status')) : undefined;
     opts.onReady?.(readyLine(running), running);
     await running.done;
   } catch (err) {
@@ -58,6 +61,7 @@ export async function runMount(cfg: MountConfig, opts: RunOptions = {}): Promise
     throw err;
   } finally {
     for (const s of SIGNALS) process.off(s, onSignal);
+    await stopStatus?.().catch(() => undefined);
     await removePidFile(files).catch(() => undefined);
   }
 }

@@ -39,6 +39,10 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
       }
       throw err;
     });
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify({ mountpoint: cfg.mountpoint, pid: bg.pid, image, log: bg.files.log, ready: bg.line })}\n`);
+      return;
+    }
     process.stdout.write(`${bg.line}\n`);
     process.stderr.write(`clip: serving in the background (pid ${bg.pid}, log ${bg.files.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
     return;
@@ -53,9 +57,10 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
       else if (e.kind === 'bytes') progress.advance(e.bytes);
       else progress.status(`layers ${e.layersDone}/${e.layers}`);
     },
-    onReady: (line) => {
+    onReady: (line, running) => {
       progress?.stop();
-      process.stdout.write(`${line}\n`);
+      const json = { mountpoint: running.mountpoint, pid: process.pid, image: running.image.index.image.reference, log: null, ready: line };
+      process.stdout.write(`${opts.json ? JSON.stringify(json) : line}\n`);
     },
   });
 }

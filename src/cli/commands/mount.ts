@@ -71,7 +71,15 @@ export function registerMount(program: Command): void {
     // device node from any image would then work for all of them.
     .option('--allow-suid', "honour the image's setuid/setgid bits and file capabilities (default: nosuid)")
     .option('--allow-dev', "let the image's device nodes be opened (default: nodev)");
+  mount.option('--json', 'once ready, print {mountpoint, pid, image, log} as JSON instead of the ready line');
   addReadOptions(mount, { json: false }).action(async (image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command) => (await import('../actions/mount.js')).mountCommand(image, mountpoint, opts, cmd));
+
+  program
+    .command('mounts')
+    .description("list clip's running mounts: image, process, uptime, memory, bytes served per tier")
+    .option('--cache-dir <dir>', 'cache directory the mounts were started with')
+    .option('--json', 'print JSON for scripts')
+    .action(async (opts: { cacheDir?: string; json?: boolean }) => (await import('../actions/mounts.js')).mountsCommand(opts));
 
   program
     .command('unmount')

@@ -1,0 +1,92 @@
+/**
+ * What a running mount says about itself, for `clip mounts`: CACHE_DIR/mounts/<mountpoint>.json,
+ * rewritten every few seconds by the process serving it (temp + rename), removed when it ends.
+ * A file whose process is gone (killed) is shown as stale and removed by the next listing.
+ */
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { readPrivateFile, writePrivateFile } from '../storage/cache-dir.js';
+import type { Storage } from '../storage/storage.js';
+import { processStartTime, type MountFiles } from './files.js';
+import type { RunningMount } from './serve.js';
+
+export interface MountStatus {
+  mountpoint: string;
+  pid: number;
+  /** The process's start time (clock ticks since boot): with the pid, names it for sure. */
+  processStart: string;
+  image: string;
+  manifest: string;
+  /** Where the index came from: file, cache, shared, registry, indexed. */
+  index: string;
+  startedAt: string;
+  updatedAt: string;
+  rssBytes: number;
+  /** Bytes served from each tier since the mount started. */
+  bytes: { disk: number; remote: number; source: number };
+}
+
+/** How often a running mount rewrites its status. */
+export const STATUS_INTERVAL_MS = 5000;
+
+export function statusFile(files: MountFiles): string {
+  return files.pid.replace(/\.pid$/, '.json');
+}
+
+async function snapshot(running: RunningMount, storage: Storage, startedAt: string): Promise<MountStatus> {
+  const m = await storage.metrics.snapshot();
+  return {
+    mountpoint: running.mountpoint,
+    pid: process.pid,
+    processStart: processStartTime(process.pid) ?? '',
+    image: running.image.index.image.reference,
+    manifest: running.image.index.image.manifestDigest,
+    index: running.image.origin,
+    startedAt,
+    updatedAt: new Date().toISOString(),
+    rssBytes: process.memoryUsage.rss(),
+    bytes: { disk: m['bytes.disk'] ?? 0, remote: m['bytes.remote'] ?? 0, source: m['bytes.source'] ?? 0 },
+  };
+}
+
+/** Keep the status file of `running` current until the returned stop() (which removes it). */
+export function keepStatus(files: MountFiles, running: RunningMount, onError: (err: unknown) => void): () => Promise<void> {
+  const file = statusFile(files);
+  const startedAt = new Date().toISOString();
+  let writing: Promise<void> = Promise.resolve();
+  const write = (): void => {
+    writing = writing.then(async () => writePrivateFile(file, `${JSON.stringify(await snapshot(running, running.storage, startedAt))}\n`)).catch(onError);
+  };
+  write();
+  const timer = setInterval(write, STATUS_INTERVAL_MS);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await writing;
+    await rm(file, { force: true });
+  };
+}
+
+/** Every mount with a status file under `cacheDir`: those whose process still runs, and the stale ones (removed). */
+export async function listMounts(cacheDir: string): Promise<{ live: MountStatus[]; stale: string[] }> {
+  const dir = join(cacheDir, 'mounts');
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
+  const live: MountStatus[] = [];
+  const stale: string[] = [];
+  for (const name of names.sort()) {
+    const text = await readPrivateFile(join(dir, name)).catch(() => undefined);
+    let status: MountStatus | undefined;
+    try {
+      status = text ? (JSON.parse(text) as MountStatus) : undefined;
+    } catch {
+      status = undefined;
+    }
+    if (status && Number.isSafeInteger(status.pid) && processStartTime(status.pid) === status.processStart) {
+      live.push(status);
+    } else {
+      stale.push(status?.mountpoint ?? name);
+      await rm(join(dir, name), { force: true });
+    }
+  }
+  return { live, stale };
+}

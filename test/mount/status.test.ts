@@ -1,0 +1,71 @@
+/**
+ * `clip mounts` and `clip mount --json`: a background mount says where it is, what it serves and
+ * what it has cost (image, pid, uptime, memory, bytes per tier); an ended or killed one is gone
+ * from the list.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MountStatus } from '../../src/mount/status.js';
+import { skipUnlessRoot } from '../support/env.js';
+import { fixture } from '../support/fixtures/index.js';
+import { run } from '../fuse/tools.js';
+import { clip, fuseMounted, waitUntil } from './helpers.js';
+
+describe.skipIf(skipUnlessRoot())('clip mounts', () => {
+  let ref: string;
+  let mnt: string;
+  let cache: string;
+
+  beforeAll(async () => {
+    ref = (await fixture('basic')).ref;
+    mnt = await mkdtemp(join(tmpdir(), 'clip-status-mp-'));
+    cache = await mkdtemp(join(tmpdir(), 'clip-status-cache-'));
+  });
+  afterAll(async () => {
+    if (fuseMounted(mnt)) await clip(['unmount', mnt, '--cache-dir', cache]);
+    if (fuseMounted(mnt)) await run('umount', ['-l', mnt]);
+    await rm(mnt, { recursive: true, force: true });
+    await rm(cache, { recursive: true, force: true });
+  });
+
+  const mounts = async (): Promise<MountStatus[]> => {
+    const r = await clip(['mounts', '--cache-dir', cache, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as MountStatus[];
+  };
+
+  it('lists a background mount with its image, process and bytes per tier; forgets it once its process is killed', async () => {
+    expect(await mounts()).toEqual([]);
+    expect((await clip(['mounts', '--cache-dir', cache])).stdout).toBe('no clip mounts running\n');
+
+    const started = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--json']);
+    expect(started.code, started.stderr).toBe(0);
+    const told = JSON.parse(started.stdout) as { mountpoint: string; pid: number; image: string; log: string };
+    expect(told).toMatchObject({ mountpoint: mnt, image: ref, log: expect.stringContaining(join(cache, 'mounts')) });
+    expect(told.pid).toBeGreaterThan(0);
+
+    expect(readFileSync(join(mnt, 'etc/hostname'), 'utf8')).toBe('clip-basic-2\n');
+    // The status is rewritten every few seconds: wait for one that counts the read.
+    let listed: MountStatus[] = [];
+    for (let t = 0; t < 30 && !(listed[0]?.bytes.source); t++) {
+      listed = await mounts();
+      if (!listed[0]?.bytes.source) await sleep(500);
+    }
+    expect(listed).toEqual([expect.objectContaining({ mountpoint: mnt, pid: told.pid, index: 'cache', manifest: expect.stringMatching(/^sha256:/) })]);
+    expect(listed[0]!.bytes.source).toBeGreaterThan(0);
+    expect(listed[0]!.rssBytes).toBeGreaterThan(10 * 1024 * 1024);
+    const table = (await clip(['mounts', '--cache-dir', cache])).stdout;
+    expect(table).toMatch(/^MOUNTPOINT\s+IMAGE\s+PID\s+UP\s+RSS\s+FROM DISK\s+FROM REMOTE\s+FROM SOURCE\s+INDEX\n/);
+    expect(table).toContain(String(told.pid));
+
+    // Killed: its status is stale, shown no more, and removed.
+    process.kill(told.pid, 'SIGKILL');
+    expect(await waitUntil(() => { try { process.kill(told.pid, 0); return false; } catch { return true; } }, 5000)).toBe(true);
+    expect(await mounts()).toEqual([]);
+    await run('umount', ['-l', mnt]).catch(() => undefined);
+  });
+});
