@@ -50,9 +50,22 @@ describe('clip index', () => {
     expect(report.share).toBeCloseTo((report.indexBytes as number) / (report.uncompressedBytes as number), 9);
   });
 
+  it('does not read an image indexed before again, unless --force', async () => {
+    const fx = await fixture('overlay');
+    const own = join(tmp, 'reuse-cache');
+    const first = JSON.parse((await clip('index', fx.ref, '--cache-dir', own, '--json')).stdout.toString()) as { reused: boolean; cached: string };
+    expect(first.reused).toBe(false);
+    const again = await clip('index', fx.ref, '--cache-dir', own, '-o', join(tmp, 'reused.clip'));
+    expect(again.stdout.toString()).toMatch(/^already indexed: oci:.*overlay.*; --force reads it again$/m);
+    expect(again.stderr).toBe(''); // no progress: nothing was read
+    expect((await readFile(join(tmp, 'reused.clip'))).equals(await readFile(first.cached))).toBe(true);
+    const forced = JSON.parse((await clip('index', fx.ref, '--cache-dir', own, '--json', '--force')).stdout.toString()) as { reused: boolean };
+    expect(forced.reused).toBe(false);
+  });
+
   it('prints where the index went, its entries, layers and its share of the image', async () => {
     const fx = await fixture('overlay');
-    const { stdout, stderr } = await clip('index', fx.ref, '--cache-dir', cacheDir);
+    const { stdout, stderr } = await clip('index', fx.ref, '--cache-dir', cacheDir, '--force');
     const text = stdout.toString();
     expect(text).toMatch(/^indexed oci:.*overlay/m);
     expect(text).toMatch(new RegExp(`index +${cacheDir}/indexes/[0-9a-f]{64}\\.clip`));

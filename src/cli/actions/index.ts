@@ -1,10 +1,11 @@
 /** `clip index IMAGE`: read every layer once and write the image's index file. */
 import { openImage, parsePlatform, RegistryPusher, RegistryRepository } from '../../oci/index.js';
+import { writeIndexFile } from '../../index/writer.js';
 import { publishIndex, storeSharedIndex } from '../../storage/index-artifact.js';
 import { RedisChunkCache } from '../../storage/remote-cache.js';
 import { ClipError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
-import { indexImage } from '../../storage/indexer.js';
+import { indexImage, loadCachedIndex } from '../../storage/indexer.js';
 import { createLogger } from '../../util/log.js';
 import { formatSize, parseSize } from '../../util/size.js';
 import { progressOf } from '../image-arg.js';
@@ -23,6 +24,7 @@ export interface IndexCommandOptions {
   push?: boolean;
   logLevel?: string;
   logFormat?: string;
+  force?: boolean;
   json?: boolean;
   progress?: boolean;
 }
@@ -35,6 +37,8 @@ export interface IndexReport {
   output: string | null;
   /** The copy in the cache directory. */
   cached: string | null;
+  /** Whether the index was already in the cache (not read again: --force reads the image anyway). */
+  reused: boolean;
   /** The artifact manifest the index was pushed as (--push). */
   published: string | null;
   /** Whether the shared cache took a copy (--remote-cache). */
@@ -57,7 +61,7 @@ function percent(x: number): string {
 export function formatIndexReport(r: IndexReport): string {
   const where = [r.output, r.cached].filter((x): x is string => x !== null);
   return [
-    `indexed ${r.reference} (${r.platform}) in ${r.seconds.toFixed(1)} s`,
+    r.reused ? `already indexed: ${r.reference} (${r.platform}); --force reads it again` : `indexed ${r.reference} (${r.platform}) in ${r.seconds.toFixed(1)} s`,
     `  manifest  ${r.manifestDigest}`,
     ...where.map((w, i) => `  ${i === 0 ? 'index    ' : '         '} ${w}`),
     ...(r.published ? [`  pushed    artifact ${r.published}, referring to the manifest`] : []),
@@ -107,8 +111,14 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
     progress = undefined;
   };
   try {
-    const result = await indexImage(source, {
-      cacheDir: opts.cacheDir ?? defaultCacheDir(),
+    const cacheDir = opts.cacheDir ?? defaultCacheDir();
+    const resolved = await source.resolve(platform ? { platform } : {});
+    // An image indexed before (same manifest) is not read again, unless asked to or with other settings.
+    const cached = opts.force || span !== undefined || chunkSize !== undefined ? undefined : await loadCachedIndex(cacheDir, resolved.manifestDigest, logger);
+    if (cached && opts.output) await writeIndexFile(opts.output, cached.buffer);
+    const result = cached ? { index: cached, image: resolved, bytes: cached.buffer, cachedAt: cached.file } : await indexImage(source, {
+      resolved,
+      cacheDir,
       logger,
       onProgress: (e) => {
         progress ??= createProgress({ label: 'indexing', quiet: opts.progress === false, ...(opts.json ? { plain: true } : {}) });
@@ -137,6 +147,7 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
       platform: [img.platform.os, img.platform.architecture, img.platform.variant].filter(Boolean).join('/'),
       output: opts.output ?? null,
       cached: result.cachedAt ?? null,
+      reused: cached !== undefined,
       published,
       shared,
       entries: index.entryCount,

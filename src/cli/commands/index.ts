@@ -18,6 +18,7 @@ export function registerIndex(program: Command): void {
     .option('--remote-cache <url>', 'also store the index in this shared cache (redis://…), where other nodes look for it')
     .option('--log-level <level>', 'log level on stderr', process.env.CLIP_LOG_LEVEL ?? 'warn')
     .option('--log-format <format>', 'log lines as text (for people) or json; auto: text on a terminal (env CLIP_LOG_FORMAT)', process.env.CLIP_LOG_FORMAT ?? 'auto')
+    .option('--force', 'read the image again even if its index is cached')
     .option('--no-progress', 'no progress display')
     .option('--json', 'print a JSON object instead of text')
     .action(async (image: string, opts: IndexCommandOptions) => (await import('../actions/index.js')).indexCommand(image, opts));
