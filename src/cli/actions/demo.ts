@@ -196,7 +196,8 @@ export async function demoCommand(opts: DemoOptions): Promise<void> {
   process.stdout.write(
     [
       '',
-      'Try it yourself (as root):',
+      'Try it yourself (as root; `npm link` once puts clip on PATH, or use `npx clip` here):',
+      '  mkdir -p /mnt/demo',
       `  clip mount ${image.ref} /mnt/demo --background`,
       `  chroot /mnt/demo ${[...(report.inspect.config.entrypoint ?? []), ...(report.inspect.config.cmd ?? [])].join(' ')}`,
       '  clip unmount /mnt/demo',
