@@ -47,18 +47,43 @@ export function storageSettingsOf(opts: ReadCommandOptions): StorageSettings {
   };
 }
 
+/** Repeatable and comma separated, so that a host list never swallows the IMAGE argument. */
+function collectHosts(value: string, previous: string[]): string[] {
+  return [...previous, ...value.split(',').map((h) => h.trim()).filter(Boolean)];
+}
+
+/** The options every command that talks to a registry or logs takes, the same everywhere. */
+export function addRegistryOptions(cmd: Command): Command {
+  return cmd.option(
+    '--insecure-registry <host>',
+    'registry host to reach over plain HTTP; repeatable or comma separated (loopback hosts always are; env CLIP_INSECURE_REGISTRIES)',
+    collectHosts,
+    [],
+  );
+}
+
+export function addLogOptions(cmd: Command): Command {
+  return cmd
+    .option('--log-level <level>', 'log level on stderr: trace, debug, info, warn, error, silent (env CLIP_LOG_LEVEL)', process.env.CLIP_LOG_LEVEL ?? 'warn')
+    .option('--log-format <format>', 'log lines as text (for people) or json; auto: text on a terminal (env CLIP_LOG_FORMAT)', process.env.CLIP_LOG_FORMAT ?? 'auto');
+}
+
+/** Examples after a command's help: what people try first. */
+export function examples(cmd: Command, lines: string[]): Command {
+  return cmd.addHelpText('after', `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`);
+}
+
 /** Add the shared options of commands that read an image. */
 export function addReadOptions(cmd: Command, opts: { json?: boolean } = {}): Command {
   cmd
     .option('--cache-dir <dir>', `cache directory (default: ${defaultCacheDir()})`)
     .option('--platform <os/arch[/variant]>', 'platform to choose from a multi-platform image (default: this machine)')
-    .option('--insecure-registry <host...>', 'registry hosts to reach over plain HTTP (loopback hosts always are)')
     .option('--remote-cache <url>', 'shared cache of chunks and indexes: redis://[:password@]host:port, rediss://..., redis+cluster://h1:p1,h2:p2')
     .option('--no-discover', 'do not look for a published index (shared cache, registry): index the image here when it has none cached')
     .option('--cache-max-size <size>', 'cap on the disk cache (e.g. 20GiB): least recently used layers are evicted beyond it')
-    .option('--read-timeout <duration>', 'a read no tier can answer within this fails (e.g. 30s, 500ms)', '30s')
-    .option('--log-level <level>', 'log level on stderr: trace, debug, info, warn, error, silent', process.env.CLIP_LOG_LEVEL ?? 'warn')
-    .option('--log-format <format>', 'log lines as text (for people) or json; auto: text on a terminal (env CLIP_LOG_FORMAT)', process.env.CLIP_LOG_FORMAT ?? 'auto');
+    .option('--read-timeout <duration>', 'a read no tier can answer within this fails (e.g. 30s, 500ms)', '30s');
+  addRegistryOptions(cmd);
+  addLogOptions(cmd);
   if (opts.json !== false) cmd.option('--json', 'print JSON for scripts');
   return cmd;
 }

@@ -19,7 +19,7 @@ async function clipMain(...args: string[]): Promise<string> {
 describe('clip (src/cli/main.ts)', () => {
   it('lists every command in its help', async () => {
     const help = await clipMain('--help');
-    for (const cmd of ['inspect', 'index', 'ls', 'stat', 'cat', 'extract', 'mount', 'unmount|umount', 'cache', 'demo']) {
+    for (const cmd of ['inspect', 'index', 'ls', 'stat', 'cat', 'extract', 'mount', 'mounts', 'unmount|umount', 'cache', 'demo']) {
       expect(help).toMatch(new RegExp(`^  ${cmd.replace('|', '\\|')} `, 'm'));
     }
   });
@@ -31,5 +31,20 @@ describe('clip (src/cli/main.ts)', () => {
     expect(helpDemo).toBe(demo);
     expect(mount.replace(/\s+/g, ' ')).toContain('(default 16.0 MiB/s)');
     expect(mount).toContain('--read-timeout <duration>');
+  });
+
+  it('gives the same flags the same meaning everywhere, and examples on every command', async () => {
+    const registry = ['inspect', 'index', 'ls', 'stat', 'cat', 'extract', 'mount'];
+    const helps = await Promise.all([...registry, 'mounts', 'unmount', 'cache'].map((c) => clipMain(c, '--help')));
+    helps.forEach((help, i) => {
+      const name = [...registry, 'mounts', 'unmount', 'cache'][i];
+      expect(help, name).toMatch(/\nExamples:\n {2}\$ /);
+      expect(help.slice(help.indexOf('Examples:')), name).toMatch(/\$ .*clip /);
+      if (i >= registry.length) return;
+      expect(help, name).toContain('--insecure-registry <host>');
+      expect(help.replace(/\s+/g, ' '), name).toContain('repeatable or comma separated');
+      expect(help, name).toContain('--log-level <level>');
+      expect(help, name).toContain('--log-format <format>');
+    });
   });
 });

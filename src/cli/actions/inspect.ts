@@ -95,12 +95,14 @@ export interface InspectOptions {
   json?: boolean;
   platform?: string;
   insecureRegistry?: string[];
+  logLevel?: string;
+  logFormat?: string;
 }
 
 
 export async function inspectCommand(image: string, opts: InspectOptions): Promise<void> {
   const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
-  const source = openImage(image, { insecureRegistries: opts.insecureRegistry ?? [], logger: createLogger() });
+  const source = openImage(image, { insecureRegistries: opts.insecureRegistry ?? [], logger: createLogger(opts.logLevel, 2, opts.logFormat) });
   try {
     const summary = summarize(await source.resolve(platform ? { platform } : {}));
     if (opts.json) printJson(summary);

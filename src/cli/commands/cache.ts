@@ -5,7 +5,8 @@ import { defaultCacheDir } from '../../storage/cache-dir.js';
 export type { CacheStatsJson, TierTotals } from '../actions/cache.js';
 
 export function registerCache(program: Command): void {
-  const cache = program.command('cache').description('inspect and collect the local disk cache');
+  const cache = program.command('cache').description('inspect and collect the local disk cache')
+    .addHelpText('after', '\nExamples:\n  $ clip cache stats\n  $ clip cache gc --max-size 20GiB\n  $ clip cache gc --all\n');
   cache
     .command('stats')
     .description('layers in the cache (size, chunks present, last use) and what each tier served, over all processes')

@@ -2,9 +2,10 @@
 import type { Command } from 'commander';
 import type { IndexCommandOptions } from '../actions/index.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
+import { addLogOptions, addRegistryOptions, examples } from '../read-options.js';
 
 export function registerIndex(program: Command): void {
-  program
+  const cmd = program
     .command('index')
     .description('read each layer once and write an index: where every file lives, and checkpoints for random access')
     .argument('<image>', 'image reference (ubuntu, host:5000/repo:tag, repo@sha256:..., oci:DIR[:tag])')
@@ -13,13 +14,16 @@ export function registerIndex(program: Command): void {
     .option('--chunk-size <size>', 'bytes per verified chunk, a power of two from 4KiB to 64MiB (default 1MiB)')
     .option('--platform <os/arch[/variant]>', 'platform to choose from a multi-platform image (default: this machine)')
     .option('--cache-dir <dir>', `cache directory (default: ${defaultCacheDir()})`)
-    .option('--insecure-registry <host...>', 'registry hosts to reach over plain HTTP (loopback hosts always are)')
     .option('--push', "push the index to the image's repository, as an OCI artifact referring to the image (docs/index-artifact.md)")
     .option('--remote-cache <url>', 'also store the index in this shared cache (redis://…), where other nodes look for it')
-    .option('--log-level <level>', 'log level on stderr', process.env.CLIP_LOG_LEVEL ?? 'warn')
-    .option('--log-format <format>', 'log lines as text (for people) or json; auto: text on a terminal (env CLIP_LOG_FORMAT)', process.env.CLIP_LOG_FORMAT ?? 'auto')
     .option('--force', 'read the image again even if its index is cached')
     .option('--no-progress', 'no progress display')
-    .option('--json', 'print a JSON object instead of text')
-    .action(async (image: string, opts: IndexCommandOptions) => (await import('../actions/index.js')).indexCommand(image, opts));
+    .option('--json', 'print a JSON object instead of text');
+  addLogOptions(addRegistryOptions(cmd));
+  examples(cmd, [
+    'clip index ghcr.io/org/app:1.2            index once; later commands find it in the cache',
+    'clip index host:5000/app:1.2 --push       publish it next to the image, for every node',
+    'clip index oci:./layout:latest -o app.clip',
+  ]);
+  cmd.action(async (image: string, opts: IndexCommandOptions) => (await import('../actions/index.js')).indexCommand(image, opts));
 }

@@ -1,7 +1,7 @@
 /** `clip ls IMAGE|INDEX [PATH]`: its definition; the action is ../actions/ls.ts, loaded when it runs. */
 import type { Command } from 'commander';
 import type { LsOptions } from '../actions/ls.js';
-import { addReadOptions } from '../read-options.js';
+import { addReadOptions, examples } from '../read-options.js';
 
 export function registerLs(program: Command): void {
   const cmd = program
@@ -11,5 +11,6 @@ export function registerLs(program: Command): void {
     .argument('[path]', 'path inside the image', '/')
     .option('-l, --long', 'mode, links, owner, size, mtime')
     .option('-R, --recursive', 'list subdirectories too');
+  examples(cmd, ['clip ls debian:bookworm /etc -l', 'clip ls app.clip / -R --json']);
   addReadOptions(cmd).action(async (image: string, path: string, opts: LsOptions) => (await import('../actions/ls.js')).lsCommand(image, path, opts));
 }

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import type { MountConfig } from '../../mount/serve.js';
 import { ClipError } from '../../util/errors.js';
 import { parseSize } from '../../util/size.js';
-import { addReadOptions, storageSettingsOf, type ReadCommandOptions } from '../read-options.js';
+import { addReadOptions, examples, storageSettingsOf, type ReadCommandOptions } from '../read-options.js';
 
 export { parseDuration } from '../read-options.js';
 
@@ -72,6 +72,11 @@ export function registerMount(program: Command): void {
     .option('--allow-suid', "honour the image's setuid/setgid bits and file capabilities (default: nosuid)")
     .option('--allow-dev', "let the image's device nodes be opened (default: nodev)");
   mount.option('--json', 'once ready, print {mountpoint, pid, image, log} as JSON instead of the ready line');
+  examples(mount, [
+    'mkdir -p /mnt/app && clip mount ghcr.io/org/app:1.2 /mnt/app --background',
+    'clip mount app.clip /mnt/app --remote-cache redis://cache:6379 --background-fetch 32MiB',
+    'chroot /mnt/app /bin/sh',
+  ]);
   addReadOptions(mount, { json: false }).action(async (image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command) => (await import('../actions/mount.js')).mountCommand(image, mountpoint, opts, cmd));
 
   program
@@ -79,6 +84,7 @@ export function registerMount(program: Command): void {
     .description("list clip's running mounts: image, process, uptime, memory, bytes served per tier")
     .option('--cache-dir <dir>', 'cache directory the mounts were started with')
     .option('--json', 'print JSON for scripts')
+    .addHelpText('after', '\nExamples:\n  $ clip mounts\n  $ clip mounts --json\n')
     .action(async (opts: { cacheDir?: string; json?: boolean }) => (await import('../actions/mounts.js')).mountsCommand(opts));
 
   program
@@ -89,5 +95,6 @@ export function registerMount(program: Command): void {
     .option('--cache-dir <dir>', 'cache directory the mount was started with')
     .option('--timeout <duration>', 'how long to wait for the mount to end before aborting it', '10s')
     .option('--log-level <level>', 'log level on stderr', process.env.CLIP_LOG_LEVEL ?? 'warn')
+    .addHelpText('after', '\nExamples:\n  $ clip unmount /mnt/app\n')
     .action(async (mountpoint: string, opts: { cacheDir?: string; timeout: string; logLevel: string }) => (await import('../actions/mount.js')).unmountCommand(mountpoint, opts));
 }
