@@ -142,8 +142,10 @@ function formatMount(r: DemoReport): string {
     '',
     `$ clip mount ${r.index.file} MOUNT && chroot MOUNT ${m.command.join(' ')}`,
     ...m.output.trimEnd().split('\n').map((l) => `  | ${l}`),
-    `  ran in ${m.seconds.toFixed(1)} s from an empty cache; bytes per tier: ${Object.entries(m.byTier).map(([t, n]) => `${t} ${formatSize(n)}`).join(', ')}`,
-    `  the program needed ${formatSize(fetched)} of the image's ${formatSize(m.imageUncompressedBytes)} (${((100 * fetched) / m.imageUncompressedBytes).toFixed(1)} %)`,
+    `  ran in ${m.seconds.toFixed(1)} s, starting with an empty cache`,
+    `  fetched from the image's blobs (the source): ${formatSize(fetched)} of the image's ${formatSize(m.imageUncompressedBytes)} uncompressed`
+      + ` (${((100 * fetched) / m.imageUncompressedBytes).toFixed(1)} %): what the program read, in whole 1 MiB chunks`,
+    `  served again from the disk cache once fetched (the kernel re-reading pages): ${formatSize(m.byTier.disk ?? 0)}`,
     '',
   ].join('\n');
 }
