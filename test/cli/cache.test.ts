@@ -3,7 +3,7 @@
  * and in other processes; and the storage flags every reading command takes (--cache-max-size,
  * --read-timeout).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,6 +36,9 @@ describe('clip cache', () => {
 
   it('stats: layers with chunks present and last use; tier counts summed over processes; gc keeps the counts', async () => {
     const cacheDir = join(tmp, 'c1');
+    // A cache directory that does not exist yet is reported, not made.
+    await expect(stats(cacheDir)).rejects.toMatchObject({ code: 'ENOTFOUND', message: `${cacheDir}: no such cache directory` });
+    await mkdir(cacheDir, { mode: 0o700 });
     expect(await stats(cacheDir)).toMatchObject({ layers: 0, bytesOnDisk: 0, rows: [], records: 0 });
     const before = Date.now() - 1000;
     // Two other processes, one after the other: the first fetches, the second reads the disk.
