@@ -210,46 +210,34 @@ export class RedisChunkCache {
    * A whole value stored under `key` by storeValue (an index, not a chunk: the caller checks it),
    * or null when absent, unreachable or skipped.
    */
-  async fetchValue(key: string): Promise<Buffer | null> {
-    if (this.breaker.open) return null;
-    try {
-      // Big values take longer than a chunk: the deadline grows with what may come back.
-      const value = await withTimeout(this.client.getBuffer(key), this.timeoutMs * 10, 'redis GET');
-      this.breaker.success();
-      return value;
-    } catch (err) {
-      this.breaker.failure();
-      this.log.warn({ key, tier: 'remote', err: (err as Error).message }, 'remote cache read failed');
-      return null;
-    }
+  fetchValue(key: string): Promise<Buffer | null> {
+    // Big values take longer than a chunk: the deadline grows with what may come back.
+    return this.guarded(key, 'read', null, this.timeoutMs * 10, () => this.client.getBuffer(key));
   }
 
   /** Store a value under `key` now (replacing any), for fetchValue; false when the cache is unavailable. */
-  async storeValue(key: string, data: Buffer): Promise<boolean> {
-    if (this.breaker.open) return false;
-    try {
-      const timeout = this.timeoutMs + Math.ceil(data.length / 1e6) * 50;
-      await withTimeout(this.ttlSeconds ? this.client.set(key, data, 'EX', this.ttlSeconds) : this.client.set(key, data), timeout, 'redis SET');
-      this.breaker.success();
-      return true;
-    } catch (err) {
-      this.breaker.failure();
-      this.log.warn({ key, tier: 'remote', err: (err as Error).message }, 'remote cache write failed');
-      return false;
-    }
+  storeValue(key: string, data: Buffer): Promise<boolean> {
+    const timeout = this.timeoutMs + Math.ceil(data.length / 1e6) * 50;
+    const ttl = this.ttlSeconds;
+    return this.guarded(key, 'write', false, timeout, async () => (await (ttl ? this.client.set(key, data, 'EX', ttl) : this.client.set(key, data))) === 'OK');
   }
 
   /** Remove `key`; false when the cache is unavailable. */
-  async deleteValue(key: string): Promise<boolean> {
-    if (this.breaker.open) return false;
+  deleteValue(key: string): Promise<boolean> {
+    return this.guarded(key, 'write', false, this.timeoutMs, async () => (await this.client.del(key), true));
+  }
+
+  /** One call behind the breaker and a deadline: `failed` when skipped or failing (logged, counted by the breaker). */
+  private async guarded<T>(key: string, what: 'read' | 'write', failed: T, timeoutMs: number, call: () => Promise<T>): Promise<T> {
+    if (this.breaker.open) return failed;
     try {
-      await withTimeout(this.client.del(key), this.timeoutMs, 'redis DEL');
+      const result = await withTimeout(call(), timeoutMs, `redis ${what}`);
       this.breaker.success();
-      return true;
+      return result;
     } catch (err) {
       this.breaker.failure();
-      this.log.warn({ key, tier: 'remote', err: (err as Error).message }, 'remote cache write failed');
-      return false;
+      this.log.warn({ key, tier: 'remote', err: (err as Error).message }, `remote cache ${what} failed`);
+      return failed;
     }
   }
 
