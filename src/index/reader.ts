@@ -90,7 +90,8 @@ export class ImageIndex {
     }
     const textFields = ['reference', 'location', 'manifestDigest', 'manifestMediaType'] as const;
     if (typeof meta !== 'object' || meta === null || textFields.some((k) => typeof meta[k] !== 'string')
-      || !Array.isArray(meta.layers) || meta.layers.some((l) => typeof l?.digest !== 'string' || typeof l.diffId !== 'string')) {
+      || typeof meta.platform !== 'object' || meta.platform === null
+      || !Array.isArray(meta.layers) || meta.layers.some((l) => typeof l !== 'object' || l === null)) {
       throw corrupt('metadata lacks required fields');
     }
     this.image = {
@@ -124,7 +125,7 @@ export class ImageIndex {
     this.inodes = new DataView(inodes.buffer, inodes.byteOffset, inodes.byteLength);
     validateIndex({
       entries: this.entries, inodes: this.inodes, strings: this.strings, xattrs: this.xattrs, layerTable: this.layerTable,
-      checkpoints: this.checkpoints, windows: this.windows, chunks: this.chunks, layerCount: this.layers.length,
+      checkpoints: this.checkpoints, windows: this.windows, chunks: this.chunks, layers: meta.layers,
     }, file);
     this.entryCount = entries.length / F.ENTRY_RECORD_SIZE;
     this.inodeCount = inodes.length / 4 - 1;
