@@ -1,6 +1,7 @@
 /** Serialise an image's merged tree and its layers' random-access data into the index file format. */
 import { createHash } from 'node:crypto';
-import { open, rename, unlink } from 'node:fs/promises';
+import { lstat, open, readdir, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import type { LayerScan } from '../archive/types.js';
 import { ClipError } from '../util/errors.js';
@@ -275,6 +276,11 @@ function assemble(sections: Array<[F.SectionId, Buffer]>): Buffer {
   return out;
 }
 
+/** Temporaries of writeIndexFile: "<name>.tmp-<pid>-<ms>". */
+const TEMP_NAME = /\.tmp-\d+-\d+$/;
+/** A temporary this old is a writer's that died (kill -9) between open and rename: writing takes seconds. */
+export const STALE_TEMP_MS = 10 * 60 * 1000;
+
 /** Write index bytes so that a reader never sees a partial file: temporary file, fsync, rename. */
 export async function writeIndexFile(path: string, bytes: Buffer): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
@@ -289,4 +295,33 @@ export async function writeIndexFile(path: string, bytes: Buffer): Promise<void>
   }
   await fh.close();
   await rename(tmp, path);
+}
+
+/**
+ * Remove the temporaries writeIndexFile left in `dir` when killed, those last modified over
+ * `maxAgeMs` ago (a live writer's file is younger). Only regular files with the temporary's name
+ * pattern are touched. Returns how many were removed.
+ */
+export async function removeStaleTemps(dir: string, maxAgeMs = STALE_TEMP_MS, now = Date.now()): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw err;
+  }
+  let removed = 0;
+  for (const name of names) {
+    if (!TEMP_NAME.test(name)) continue;
+    const file = join(dir, name);
+    try {
+      const st = await lstat(file);
+      if (!st.isFile() || now - st.mtimeMs < maxAgeMs) continue;
+      await unlink(file);
+      removed++;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // another process removed it first
+    }
+  }
+  return removed;
 }

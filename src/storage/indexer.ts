@@ -18,6 +18,7 @@ import type { ImageSource, Layer, Platform, ResolvedImage } from '../oci/types.j
 import { ClipError, isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { ensurePrivateDir } from './cache-dir.js';
+import { removeStaleIndexTemps } from './index-temps.js';
 import { digestHex } from './types.js';
 
 export type IndexProgress =
@@ -79,10 +80,14 @@ export async function loadCachedIndex(cacheDir: string, manifestDigest: string, 
   }
 }
 
-/** Store index bytes in the cache directory; returns the path. */
-export async function storeCachedIndex(cacheDir: string, manifestDigest: string, bytes: Buffer): Promise<string> {
+/**
+ * Store index bytes in the cache directory; returns the path. Temporaries that writers killed
+ * mid-write left there are removed on the way (nothing else would ever remove them).
+ */
+export async function storeCachedIndex(cacheDir: string, manifestDigest: string, bytes: Buffer, logger: Logger = silentLogger): Promise<string> {
   const file = cachedIndexPath(cacheDir, manifestDigest);
   await ensurePrivateDir(path.dirname(file));
+  await removeStaleIndexTemps(cacheDir, logger);
   await writeIndexFile(file, bytes);
   return file;
 }
@@ -140,7 +145,7 @@ export async function indexImage(source: ImageSource, opts: IndexImageOptions = 
   const bytes = builder.build();
   const index = new ImageIndex(bytes, opts.output ?? image.reference);
   if (opts.output) await writeIndexFile(opts.output, bytes);
-  const cachedAt = opts.cacheDir ? await storeCachedIndex(opts.cacheDir, image.manifestDigest, bytes) : undefined;
+  const cachedAt = opts.cacheDir ? await storeCachedIndex(opts.cacheDir, image.manifestDigest, bytes, log) : undefined;
   log.info({ image: image.reference, entries: index.entryCount, bytes: bytes.length }, 'indexed');
   return { bytes, index, image, ...(cachedAt ? { cachedAt } : {}) };
 }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -157,7 +158,12 @@ describe('damaged index files', () => {
     const notIndex = join(tmp, 'config.json');
     await writeFile(notIndex, '{"not":"an index"}');
     await expect(ImageIndex.open(notIndex)).rejects.toThrow(/config\.json: not a clip index file/);
-  });
+    // A FIFO would block the open (and the read) forever: refused at once, as is any non-regular file.
+    const fifo = join(tmp, 'fifo.clipindex');
+    execFileSync('mkfifo', [fifo]);
+    await expect(ImageIndex.open(fifo)).rejects.toMatchObject({ code: 'EINVAL', object: fifo, message: expect.stringMatching(/not a regular file/) });
+    await expect(ImageIndex.open(tmp)).rejects.toMatchObject({ code: 'EINVAL', object: tmp });
+  }, 10_000);
 
   it('writes atomically: no temporary file is left, the result reads back', async () => {
     const path = join(tmp, 'atomic.clipindex');
