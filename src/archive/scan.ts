@@ -22,6 +22,23 @@ export interface ScanOptions {
   unsafePaths?: UnsafePathPolicy;
   /** Called after each input chunk with the compressed bytes consumed so far. */
   onProgress?: (compressedBytes: number) => void;
+  /**
+   * The blob's expected digest and size. Given them, a stream that turns out to be other bytes is
+   * an EDIGEST error, whatever went wrong on the way (a flipped byte in transit often breaks the
+   * tar or the inflate first), and more bytes than expected fail at once.
+   */
+  expect?: { digest: string; size: number; diffId?: string };
+}
+
+const BLOB_MISMATCH = 'downloaded blob has';
+const DIFF_ID_MISMATCH = 'uncompressed layer has digest';
+
+/**
+ * Whether an error says the downloaded bytes were not the blob's (damage in transit, a wrong
+ * answer): worth a new download. A wrong diff_id of a blob that matched its digest is not.
+ */
+export function isBlobMismatch(err: unknown): boolean {
+  return err instanceof ClipError && err.code === 'EDIGEST' && !err.message.includes(DIFF_ID_MISMATCH);
 }
 
 export const DEFAULT_SPAN = 2 * 1024 * 1024;
@@ -44,6 +61,8 @@ export class LayerScanner {
   private readonly frameStarts: Checkpoint[] = [];
   private compressed = 0;
   private uncompressed = 0;
+  /** The first error of the decoder or tar walker; the blob is still hashed to tell damage in transit from a bad blob. */
+  private failure: unknown = null;
   private readonly bigFile: number;
   private readonly onData = (out: Uint8Array): void => this.consume(out);
 
@@ -80,21 +99,41 @@ export class LayerScanner {
   write(chunk: Uint8Array): void {
     this.blobHash.update(chunk);
     this.compressed += chunk.length;
-    if (this.decoder) this.decoder.write(chunk, this.onData);
-    else this.consume(chunk);
+    const expected = this.opts.expect;
+    if (expected && this.compressed > expected.size) {
+      throw new ClipError('EDIGEST', `${BLOB_MISMATCH} more than the ${expected.size} bytes its descriptor says`, { object: expected.digest });
+    }
+    if (this.failure !== null) return;
+    try {
+      if (this.decoder) this.decoder.write(chunk, this.onData);
+      else this.consume(chunk);
+    } catch (err) {
+      if (!expected) throw err;
+      this.failure = err;
+    }
   }
 
   finish(): LayerScan {
+    const digest = `sha256:${this.blobHash.digest('hex')}`;
+    const expected = this.opts.expect;
+    if (expected && (digest !== expected.digest || this.compressed !== expected.size)) {
+      throw new ClipError('EDIGEST', `${BLOB_MISMATCH} ${digest} (${this.compressed} bytes), its descriptor says ${expected.digest} (${expected.size} bytes)`, { object: expected.digest });
+    }
+    if (this.failure !== null) throw this.failure;
     this.decoder?.finish();
     this.walker.end();
+    const diffId = `sha256:${this.tarHash.digest('hex')}`;
+    if (expected?.diffId !== undefined && diffId !== expected.diffId) {
+      throw new ClipError('EDIGEST', `${DIFF_ID_MISMATCH} ${diffId}, the config's diff_id is ${expected.diffId}`, { object: expected.digest });
+    }
     const checkpoints = this.planner?.checkpoints ?? this.frameStarts;
     if (this.opts.compression === 'none' || checkpoints.length === 0) checkpoints.unshift({ out: 0, in: 0, bits: 0, window: Buffer.alloc(0) });
     return {
       compression: this.opts.compression,
       compressedSize: this.compressed,
       uncompressedSize: this.uncompressed,
-      digest: `sha256:${this.blobHash.digest('hex')}`,
-      diffId: `sha256:${this.tarHash.digest('hex')}`,
+      digest,
+      diffId,
       entries: this.entries,
       checkpoints,
       chunkSize: this.opts.chunkSize ?? DEFAULT_CHUNK_SIZE,

@@ -10,6 +10,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { scanLayerInWorker } from '../archive/scan-pool.js';
+import { isBlobMismatch } from '../archive/scan.js';
 import type { LayerScan } from '../archive/types.js';
 import { imageInfoOf, indexedLayerOf } from '../index/meta.js';
 import { ImageIndex } from '../index/reader.js';
@@ -150,18 +151,37 @@ export async function indexImage(source: ImageSource, opts: IndexImageOptions = 
   return { bytes, index, image, ...(cachedAt ? { cachedAt } : {}) };
 }
 
-/** Stream one layer from the source into a scan worker and check what the scan measured. */
+/** Downloads of one layer before a digest mismatch is final: a flipped byte in transit is worth another try, a wrong blob is not worth many. */
+export const LAYER_ATTEMPTS = 3;
+
+/**
+ * Stream one layer from the source into a scan worker; the scan checks the blob's digest and size
+ * and the diff_id (so that damage in transit is reported as EDIGEST, not as the tar or inflate error
+ * it caused). An EDIGEST is retried with a fresh download, up to LAYER_ATTEMPTS in all.
+ */
 async function scanOne(source: ImageSource, layer: Layer, i: number, opts: IndexImageOptions, signal: AbortSignal): Promise<LayerScan> {
+  const log = opts.logger ?? silentLogger;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await scanAttempt(source, layer, i, opts, signal);
+    } catch (err) {
+      if (!isBlobMismatch(err) || attempt >= LAYER_ATTEMPTS || signal.aborted) throw err;
+      log.warn({ layer: layer.descriptor.digest, attempt, err: (err as Error).message }, 'layer download did not match its digest; downloading it again');
+    }
+  }
+}
+
+async function scanAttempt(source: ImageSource, layer: Layer, i: number, opts: IndexImageOptions, signal: AbortSignal): Promise<LayerScan> {
   const digest = layer.descriptor.digest;
   let reported = 0;
   const blob = await source.openBlob(layer.descriptor, { signal });
   const abort = (): void => void blob.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
   signal.addEventListener('abort', abort, { once: true });
-  let scan: LayerScan;
   try {
-    scan = await scanLayerInWorker(blob, {
+    return await scanLayerInWorker(blob, {
       compression: layer.compression,
       name: digest,
+      expect: { digest, size: layer.descriptor.size, diffId: layer.diffId },
       ...(opts.span !== undefined ? { span: opts.span } : {}),
       ...(opts.chunkSize !== undefined ? { chunkSize: opts.chunkSize } : {}),
       ...(opts.bigFileThreshold !== undefined ? { bigFileThreshold: opts.bigFileThreshold } : {}),
@@ -178,11 +198,4 @@ async function scanOne(source: ImageSource, layer: Layer, i: number, opts: Index
     signal.removeEventListener('abort', abort);
     blob.destroy();
   }
-  if (scan.digest !== digest || scan.compressedSize !== layer.descriptor.size) {
-    throw new ClipError('EDIGEST', `layer ${i} blob has digest ${scan.digest} (${scan.compressedSize} bytes), the manifest says ${digest} (${layer.descriptor.size} bytes)`, { object: digest });
-  }
-  if (scan.diffId !== layer.diffId) {
-    throw new ClipError('EDIGEST', `layer ${i} uncompressed has digest ${scan.diffId}, the config's diff_id is ${layer.diffId}`, { object: digest });
-  }
-  return scan;
 }

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scanLayer } from '../../src/archive/scan.js';
 import { closeScanPool, scanLayerInWorker } from '../../src/archive/scan-pool.js';
@@ -87,5 +88,34 @@ describe('scanLayerInWorker', () => {
     expect((err as Error).message).toMatch(/^sha256:bad: /);
     const ok = await scanLayerInWorker(fs.createReadStream(files.gzip), { compression: 'gzip' });
     expect(ok.uncompressedSize).toBe(tar.length);
+  });
+});
+
+describe('scanLayer told the expected digest (a store that does not verify, damage in transit)', () => {
+  it('reports a flipped byte that breaks the tar as a digest mismatch of the blob, in a worker too', async () => {
+    const blob = fs.readFileSync(files.none);
+    const expected = { digest: sha256sum(files.none), size: blob.length };
+    const damaged = Buffer.from(blob);
+    damaged[100] = damaged[100]! ^ 0xff; // inside the first tar header: its checksum fails first
+    await expect(scanLayer(Readable.from([damaged]), { compression: 'none' })).rejects.toThrow(/bad tar header checksum/);
+    for (const scan of [scanLayer, scanLayerInWorker]) {
+      await expect(scan(Readable.from([damaged]), { compression: 'none', name: expected.digest, expect: expected })).rejects.toMatchObject({
+        code: 'EDIGEST', object: expected.digest, message: expect.stringMatching(/downloaded blob has sha256:[0-9a-f]{64} \(\d+ bytes\), its descriptor says/),
+      });
+    }
+  });
+
+  it('reports a blob longer than its descriptor at once, and a wrong diff_id of a good blob as such', async () => {
+    const blob = fs.readFileSync(files.gzip);
+    const digest = sha256sum(files.gzip);
+    await expect(scanLayer(Readable.from([blob]), { compression: 'gzip', expect: { digest, size: blob.length - 1 } })).rejects.toMatchObject({
+      code: 'EDIGEST', message: expect.stringMatching(/more than the \d+ bytes its descriptor says/),
+    });
+    const diffId = `sha256:${'0'.repeat(64)}`;
+    await expect(scanLayer(Readable.from([blob]), { compression: 'gzip', expect: { digest, size: blob.length, diffId } })).rejects.toMatchObject({
+      code: 'EDIGEST', message: expect.stringMatching(/uncompressed layer has digest .* the config's diff_id is sha256:0+/),
+    });
+    const ok = await scanLayer(Readable.from([blob]), { compression: 'gzip', expect: { digest, size: blob.length, diffId: sha256sum(files.none) } });
+    expect(ok.digest).toBe(digest);
   });
 });
