@@ -28,7 +28,17 @@ export interface ScanOptions {
    * tar or the inflate first), and more bytes than expected fail at once.
    */
   expect?: { digest: string; size: number; diffId?: string };
+  /** Keep checkpoint windows deflated (Checkpoint.packed): what an indexer wants. */
+  packWindows?: boolean;
+  /** Most uncompressed bytes the layer may inflate to (default DEFAULT_MAX_INFLATED). */
+  maxInflated?: number;
+  /** Most tar entries the layer may hold (default DEFAULT_MAX_ENTRIES). */
+  maxEntries?: number;
 }
+
+/** Limits no real layer reaches, so that a bomb fails instead of costing hours and gigabytes. */
+export const DEFAULT_MAX_INFLATED = 64 * 2 ** 30;
+export const DEFAULT_MAX_ENTRIES = 4_000_000;
 
 const BLOB_MISMATCH = 'downloaded blob has';
 const DIFF_ID_MISMATCH = 'uncompressed layer has digest';
@@ -55,7 +65,10 @@ export class LayerScanner {
   private readonly tarHash = createHash('sha256');
   private readonly chunks: ChunkDigester;
   private readonly walker: TarWalker;
-  private readonly entries: TarEntry[] = [];
+  private entries: TarEntry[] = [];
+  private entryTotal = 0;
+  private readonly maxInflated: number;
+  private readonly maxEntries: number;
   private readonly decoder: { write(c: Uint8Array, onData: (o: Uint8Array) => void): void; finish(): void } | null;
   private readonly planner: CheckpointPlanner | null = null;
   private readonly frameStarts: Checkpoint[] = [];
@@ -69,11 +82,13 @@ export class LayerScanner {
   constructor(opts: ScanOptions) {
     this.opts = opts;
     this.bigFile = opts.bigFileThreshold ?? DEFAULT_BIG_FILE;
+    this.maxInflated = opts.maxInflated ?? DEFAULT_MAX_INFLATED;
+    this.maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
     this.chunks = new ChunkDigester(opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
     this.walker = new TarWalker({ name: opts.name, unsafePaths: opts.unsafePaths });
     switch (opts.compression) {
       case 'gzip': {
-        const planner = new CheckpointPlanner(opts.span ?? DEFAULT_SPAN);
+        const planner = new CheckpointPlanner(opts.span ?? DEFAULT_SPAN, opts.packWindows ?? false);
         this.planner = planner;
         this.decoder = new GzipInflater({ name: opts.name, reuseOutput: true, onBoundary: (b, strm) => planner.onBoundary(b, strm) });
         break;
@@ -94,6 +109,18 @@ export class LayerScanner {
 
   get compressedBytes(): number {
     return this.compressed;
+  }
+
+  /** Entries found so far and not yet taken. */
+  get pendingEntries(): number {
+    return this.entries.length;
+  }
+
+  /** Hand over the entries found so far (a worker streams them out rather than holding the layer's list). */
+  takeEntries(): TarEntry[] {
+    const taken = this.entries;
+    this.entries = [];
+    return taken;
   }
 
   write(chunk: Uint8Array): void {
@@ -143,9 +170,16 @@ export class LayerScanner {
 
   private consume(out: Uint8Array): void {
     this.uncompressed += out.length;
+    if (this.uncompressed > this.maxInflated) {
+      throw new ClipError('EUNSUPPORTED', `layer inflates to more than ${this.maxInflated} bytes, the limit per layer (--max-inflated)`, { object: this.opts.name });
+    }
     this.tarHash.update(out);
     this.chunks.update(out);
     const found = this.walker.push(out);
+    this.entryTotal += found.length;
+    if (this.entryTotal > this.maxEntries) {
+      throw new ClipError('EUNSUPPORTED', `layer holds more than ${this.maxEntries} entries, the limit per layer (--max-entries)`, { object: this.opts.name });
+    }
     for (const e of found) {
       this.entries.push(e);
       if (e.type === 'file' && e.size > this.bigFile) this.planner?.before(e.dataOffset);

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { scanLayerInWorker } from '../archive/scan-pool.js';
 import { isBlobMismatch } from '../archive/scan.js';
 import type { LayerScan } from '../archive/types.js';
+import { MAX_LAYER_BYTES } from '../index/limits.js';
 import { imageInfoOf, indexedLayerOf } from '../index/meta.js';
 import { ImageIndex } from '../index/reader.js';
 import { IndexBuilder, writeIndexFile } from '../index/writer.js';
@@ -37,6 +38,10 @@ export interface IndexImageOptions {
   span?: number;
   chunkSize?: number;
   bigFileThreshold?: number;
+  /** Most bytes one layer may inflate to (default DEFAULT_MAX_INFLATED, 64 GiB; at most MAX_LAYER_BYTES). */
+  maxInflated?: number;
+  /** Most tar entries one layer may hold (default DEFAULT_MAX_ENTRIES, 4 M). */
+  maxEntries?: number;
   /** Layers read at once; default: os.availableParallelism(). */
   concurrency?: number;
   /** Also write the index file here (atomically). */
@@ -96,6 +101,7 @@ export async function storeCachedIndex(cacheDir: string, manifestDigest: string,
 /** Read every layer of the image once and build its index. */
 export async function indexImage(source: ImageSource, opts: IndexImageOptions = {}): Promise<IndexedImage> {
   const log = opts.logger ?? silentLogger;
+  checkLimits(opts);
   const image = opts.resolved ?? (await source.resolve(opts.platform ? { platform: opts.platform } : {}));
   const layers = image.layers;
   const totalBytes = layers.reduce((n, l) => n + l.descriptor.size, 0);
@@ -151,6 +157,17 @@ export async function indexImage(source: ImageSource, opts: IndexImageOptions = 
   return { bytes, index, image, ...(cachedAt ? { cachedAt } : {}) };
 }
 
+/** Limits outside what an index can record are refused before anything is read. */
+function checkLimits(opts: IndexImageOptions): void {
+  const { maxInflated, maxEntries } = opts;
+  if (maxInflated !== undefined && !(Number.isSafeInteger(maxInflated) && maxInflated > 0 && maxInflated <= MAX_LAYER_BYTES)) {
+    throw new ClipError('EINVAL', `the inflated bytes limit must be between 1 and ${MAX_LAYER_BYTES} (1 TiB)`, { object: String(maxInflated) });
+  }
+  if (maxEntries !== undefined && !(Number.isSafeInteger(maxEntries) && maxEntries > 0)) {
+    throw new ClipError('EINVAL', 'the entries limit must be a positive integer', { object: String(maxEntries) });
+  }
+}
+
 /** Downloads of one layer before a digest mismatch is final: a flipped byte in transit is worth another try, a wrong blob is not worth many. */
 export const LAYER_ATTEMPTS = 3;
 
@@ -182,6 +199,9 @@ async function scanAttempt(source: ImageSource, layer: Layer, i: number, opts: I
       compression: layer.compression,
       name: digest,
       expect: { digest, size: layer.descriptor.size, diffId: layer.diffId },
+      packWindows: true,
+      ...(opts.maxInflated !== undefined ? { maxInflated: opts.maxInflated } : {}),
+      ...(opts.maxEntries !== undefined ? { maxEntries: opts.maxEntries } : {}),
       ...(opts.span !== undefined ? { span: opts.span } : {}),
       ...(opts.chunkSize !== undefined ? { chunkSize: opts.chunkSize } : {}),
       ...(opts.bigFileThreshold !== undefined ? { bigFileThreshold: opts.bigFileThreshold } : {}),

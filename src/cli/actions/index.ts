@@ -2,6 +2,7 @@
 import { openImage, parsePlatform } from '../../oci/index.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
 import { indexImage } from '../../storage/indexer.js';
+import { ClipError } from '../../util/errors.js';
 import { createLogger } from '../../util/log.js';
 import { formatSize, parseSize } from '../../util/size.js';
 import { progressOf } from '../image-arg.js';
@@ -12,6 +13,8 @@ export interface IndexCommandOptions {
   output?: string;
   span?: string;
   chunkSize?: string;
+  maxInflated?: string;
+  maxEntries?: string;
   platform?: string;
   cacheDir?: string;
   insecureRegistry?: string[];
@@ -56,6 +59,11 @@ export function formatIndexReport(r: IndexReport): string {
   ].join('\n');
 }
 
+function parseCount(text: string, flag: string): number {
+  if (!/^\d+$/.test(text)) throw new ClipError('EINVAL', `${flag} takes a whole number`, { object: text });
+  return Number(text);
+}
+
 export async function indexCommand(image: string, opts: IndexCommandOptions): Promise<void> {
   const started = Date.now();
   const logger = createLogger(opts.logLevel);
@@ -76,6 +84,8 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
       ...(opts.output ? { output: opts.output } : {}),
       ...(opts.span ? { span: parseSize(opts.span) } : {}),
       ...(opts.chunkSize ? { chunkSize: parseSize(opts.chunkSize) } : {}),
+      ...(opts.maxInflated ? { maxInflated: parseSize(opts.maxInflated) } : {}),
+      ...(opts.maxEntries ? { maxEntries: parseCount(opts.maxEntries, '--max-entries') } : {}),
     });
     stopProgress();
     const { index, image: img } = result;

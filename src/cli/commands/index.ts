@@ -11,6 +11,8 @@ export function registerIndex(program: Command): void {
     .option('-o, --output <file>', 'write the index here too (it always goes to the cache directory)')
     .option('--span <size>', 'uncompressed bytes between gzip checkpoints (e.g. 2MiB)')
     .option('--chunk-size <size>', 'bytes per verified chunk (a power of two, e.g. 1MiB)')
+    .option('--max-inflated <size>', 'refuse a layer that inflates to more than this (default 64GiB, at most 1TiB)')
+    .option('--max-entries <count>', 'refuse a layer with more tar entries than this (default 4000000)')
     .option('--platform <os/arch[/variant]>', 'platform to choose from a multi-platform image (default: this machine)')
     .option('--cache-dir <dir>', `cache directory (default: ${defaultCacheDir()})`)
     .option('--insecure-registry <host...>', 'registry hosts to reach over plain HTTP (loopback hosts always are)')
