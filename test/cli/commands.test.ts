@@ -61,6 +61,18 @@ describe('clip index', () => {
     await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress')).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringContaining('hard-outside') });
   });
 
+  it('applies --max-inflated and --max-entries per layer, naming the layer, and refuses bad values', async () => {
+    const fx = await fixture('basic');
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-inflated', '4KiB')).rejects.toMatchObject({
+      code: 'EUNSUPPORTED', object: expect.stringMatching(/^sha256:/), message: expect.stringMatching(/more than 4096 bytes, the limit per layer \(--max-inflated\)/),
+    });
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-entries', '1')).rejects.toMatchObject({
+      code: 'EUNSUPPORTED', message: expect.stringMatching(/more than 1 entries, the limit per layer \(--max-entries\)/),
+    });
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-entries', 'many')).rejects.toMatchObject({ code: 'EINVAL', object: 'many' });
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-inflated', '2TiB')).rejects.toMatchObject({ code: 'EINVAL' });
+  });
+
   it('honours --platform for a multi-platform image', async () => {
     const fx = await fixture('multiarch');
     const platforms = Object.keys(fx.platforms ?? {});
