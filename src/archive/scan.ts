@@ -76,6 +76,7 @@ export class LayerScanner {
   private uncompressed = 0;
   /** The first error of the decoder or tar walker; the blob is still hashed to tell damage in transit from a bad blob. */
   private failure: unknown = null;
+  private overLimit = false;
   private readonly bigFile: number;
   private readonly onData = (out: Uint8Array): void => this.consume(out);
 
@@ -135,7 +136,8 @@ export class LayerScanner {
       if (this.decoder) this.decoder.write(chunk, this.onData);
       else this.consume(chunk);
     } catch (err) {
-      if (!expected) throw err;
+      // A limit fails at once: going on to hash the rest of a bomb's blob costs its whole download.
+      if (!expected || this.overLimit) throw err;
       this.failure = err;
     }
   }
@@ -171,6 +173,7 @@ export class LayerScanner {
   private consume(out: Uint8Array): void {
     this.uncompressed += out.length;
     if (this.uncompressed > this.maxInflated) {
+      this.overLimit = true;
       throw new ClipError('EUNSUPPORTED', `layer inflates to more than ${this.maxInflated} bytes, the limit per layer (--max-inflated)`, { object: this.opts.name });
     }
     this.tarHash.update(out);
@@ -178,6 +181,7 @@ export class LayerScanner {
     const found = this.walker.push(out);
     this.entryTotal += found.length;
     if (this.entryTotal > this.maxEntries) {
+      this.overLimit = true;
       throw new ClipError('EUNSUPPORTED', `layer holds more than ${this.maxEntries} entries, the limit per layer (--max-entries)`, { object: this.opts.name });
     }
     for (const e of found) {

@@ -146,6 +146,22 @@ describe('limits per layer', () => {
     expect(packed.every((c) => c.window.length === 0 && c.packed!.rawLength === 32768 && c.packed!.bytes.length < 200)).toBe(true);
   });
 
+  it('stops at the limit even when told the digest (no reading the rest of the bomb to check it)', async () => {
+    const blob: Buffer[] = [];
+    for await (const c of zerosLayer(96)) blob.push(c as Buffer);
+    const whole = Buffer.concat(blob);
+    const expected = { digest: `sha256:${createHash('sha256').update(whole).digest('hex')}`, size: whole.length };
+    let fed = 0;
+    async function* counted(): AsyncGenerator<Buffer> {
+      for (let at = 0; at < whole.length; at += 4096) {
+        fed = at + 4096;
+        yield whole.subarray(at, at + 4096);
+      }
+    }
+    await expect(scanLayer(counted(), { compression: 'gzip', name: 'sha256:bomb', maxInflated: 8 * 2 ** 20, expect: expected })).rejects.toMatchObject({ code: 'EUNSUPPORTED' });
+    expect(fed).toBeLessThan(whole.length / 4);
+  });
+
   it('stops a layer with too many entries, naming it', async () => {
     const many = Buffer.concat([...Array.from({ length: 3000 }, (_, i) => header({ name: `f${i}`, size: 0 })), END]);
     await expect(scanLayer(Readable.from([many]), { compression: 'none', name: 'sha256:many', maxEntries: 2000 })).rejects.toMatchObject({
