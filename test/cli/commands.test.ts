@@ -1,15 +1,19 @@
 /**
  * clip index, ls, stat, cat and extract on fixture OCI layouts, in-process, as a user calls them.
  */
-import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
 import { modeString } from '../../src/cli/actions/ls.js';
+import * as F from '../../src/index/format.js';
 import { ImageIndex } from '../../src/index/reader.js';
+import { buildIndex } from '../../src/index/writer.js';
 import { seededBytes } from '../../src/oci/build/index.js';
 import { fixture, FIXTURE_NAMES, type FixtureName } from '../support/fixtures/index.js';
+import { rec, recordNamed, reseal } from '../index/crafted.js';
+import { dir, file, hardlink, metaOf, scanOf } from '../index/layers.js';
 import { clip, clipProcess } from './program.js';
 
 let tmp: string;
@@ -71,6 +75,21 @@ describe('clip index', () => {
     });
     await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-entries', 'many')).rejects.toMatchObject({ code: 'EINVAL', object: 'many' });
     await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-inflated', '2TiB')).rejects.toMatchObject({ code: 'EINVAL' });
+  });
+
+  it('refuses a crafted index whose directory is an alias of the root (ls -R recursed until the stack overflowed)', async () => {
+    const scans = [scanOf([dir('a'), file('h', { size: 20 }), hardlink('h2', 'h')])];
+    const b = buildIndex(metaOf(scans), scans);
+    const at = rec(b, recordNamed(b, 'h2'));
+    b.writeUInt32LE(1, at + F.E_INO);
+    b.writeUInt32LE(0o40755, at + F.E_MODE);
+    b.writeDoubleLE(0, at + F.E_SIZE);
+    b.writeDoubleLE(0, at + F.E_UNION);
+    const crafted = join(tmp, 'alias.clip');
+    await writeFile(crafted, reseal(b));
+    for (const args of [['ls', crafted, '-R'], ['extract', crafted, join(tmp, 'alias-out')]]) {
+      await expect(clip(...args)).rejects.toMatchObject({ code: 'ECORRUPT', object: crafted, message: expect.stringMatching(/second name of inode 1/) });
+    }
   });
 
   it('honours --platform for a multi-platform image', async () => {
