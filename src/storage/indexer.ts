@@ -12,7 +12,7 @@ import path from 'node:path';
 import { scanLayerInWorker } from '../archive/scan-pool.js';
 import { isBlobMismatch } from '../archive/scan.js';
 import type { LayerScan } from '../archive/types.js';
-import { MAX_LAYER_BYTES } from '../index/limits.js';
+import { MAX_CHUNK_SIZE, MAX_LAYER_BYTES, MIN_CHUNK_SIZE } from '../index/limits.js';
 import { imageInfoOf, indexedLayerOf } from '../index/meta.js';
 import { ImageIndex } from '../index/reader.js';
 import { IndexBuilder, writeIndexFile } from '../index/writer.js';
@@ -157,9 +157,12 @@ export async function indexImage(source: ImageSource, opts: IndexImageOptions = 
   return { bytes, index, image, ...(cachedAt ? { cachedAt } : {}) };
 }
 
-/** Limits outside what an index can record are refused before anything is read. */
+/** Options outside what an index can record (the reader would refuse it) are refused before anything is read. */
 function checkLimits(opts: IndexImageOptions): void {
-  const { maxInflated, maxEntries } = opts;
+  const { maxInflated, maxEntries, chunkSize } = opts;
+  if (chunkSize !== undefined && !(Number.isSafeInteger(chunkSize) && chunkSize >= MIN_CHUNK_SIZE && chunkSize <= MAX_CHUNK_SIZE && (chunkSize & (chunkSize - 1)) === 0)) {
+    throw new ClipError('EINVAL', `the chunk size must be a power of two between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE}`, { object: String(chunkSize) });
+  }
   if (maxInflated !== undefined && !(Number.isSafeInteger(maxInflated) && maxInflated > 0 && maxInflated <= MAX_LAYER_BYTES)) {
     throw new ClipError('EINVAL', `the inflated bytes limit must be between 1 and ${MAX_LAYER_BYTES} (1 TiB)`, { object: String(maxInflated) });
   }

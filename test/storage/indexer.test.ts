@@ -114,6 +114,9 @@ describe('indexImage', () => {
     });
     await expect(indexImage(source, { maxInflated: 2 ** 41 })).rejects.toMatchObject({ code: 'EINVAL' });
     await expect(indexImage(source, { maxEntries: 0 })).rejects.toMatchObject({ code: 'EINVAL' });
+    for (const chunkSize of [0, 3000, 256, 2 ** 31]) {
+      await expect(indexImage(source, { chunkSize })).rejects.toMatchObject({ code: 'EINVAL', object: String(chunkSize) });
+    }
   });
 
   it('writes the index to -o and to the cache atomically, and loads it back by manifest digest', async () => {
