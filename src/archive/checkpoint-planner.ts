@@ -1,8 +1,10 @@
+import { deflateRawSync } from 'node:zlib';
 import type { Checkpoint } from './types.js';
 import type { BlockBoundary } from './gzip-inflater.js';
 import { copyWindow, type PakoZStream } from './pako-inflate.js';
 
 const WINDOW = 32 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Decides where gzip checkpoints go: one every `span` bytes of output, and one at the last block
@@ -18,7 +20,8 @@ export class CheckpointPlanner {
   private buffers = [Buffer.alloc(WINDOW), Buffer.alloc(WINDOW)];
   private which = 0;
 
-  constructor(span: number) {
+  /** `pack`: keep windows deflated (Checkpoint.packed), as the index will store them. */
+  constructor(span: number, private readonly pack = false) {
     this.span = span;
   }
 
@@ -48,6 +51,9 @@ export class CheckpointPlanner {
     const b = this.last!;
     const prev = this.checkpoints[this.checkpoints.length - 1];
     if (prev && prev.out >= b.out) return;
-    this.checkpoints.push({ out: b.out, in: b.in, bits: b.bits, window: Buffer.from(this.lastWindow) });
+    const w = this.lastWindow;
+    this.checkpoints.push(this.pack && w.length > 0
+      ? { out: b.out, in: b.in, bits: b.bits, window: EMPTY, packed: { bytes: deflateRawSync(w, { level: 9 }), rawLength: w.length } }
+      : { out: b.out, in: b.in, bits: b.bits, window: Buffer.from(w) });
   }
 }

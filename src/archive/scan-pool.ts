@@ -5,7 +5,8 @@ import { ClipError } from '../util/errors.js';
 import { siblingModule, startWorker } from '../util/worker.js';
 import type { ScanOptions } from './scan.js';
 import type { WorkerReply, WorkerRequest } from './scan-protocol.js';
-import type { LayerScan } from './types.js';
+import { NO_XATTRS } from './tar-walker.js';
+import type { LayerScan, TarEntry } from './types.js';
 
 type Source = Readable | AsyncIterable<Uint8Array>;
 /** The layer's bytes, or a function opening them once a worker is free (so no response sits unread). */
@@ -89,12 +90,18 @@ async function runJob(worker: Worker, input: Readable | AsyncIterable<Uint8Array
     rejectDone(e);
     wake?.();
   };
+  const entries: TarEntry[] = [];
   const onMessage = (msg: WorkerReply): void => {
-    if (msg.type === 'ack') {
+    if (msg.type === 'entries') {
+      for (const e of msg.entries) entries.push(reviveEntry(e));
+    } else if (msg.type === 'ack') {
       inFlight -= msg.bytes;
       if (inFlight <= MAX_IN_FLIGHT / 2) wake?.();
-    } else if (msg.type === 'done') resolveDone(reviveScan(msg.scan));
-    else fail(msg.code ? new ClipError(msg.code, msg.message.replace(`${msg.object}: `, ''), { object: msg.object }) : new Error(msg.message));
+    } else if (msg.type === 'done') {
+      for (const e of msg.scan.entries) entries.push(reviveEntry(e));
+      msg.scan.entries = entries;
+      resolveDone(reviveScan(msg.scan));
+    } else fail(msg.code ? new ClipError(msg.code, msg.message.replace(`${msg.object}: `, ''), { object: msg.object }) : new Error(msg.message));
   };
   const onError = (e: Error): void => fail(e);
   const onExit = (code: number): void => fail(new Error(`scan worker exited (${code})`));
@@ -126,12 +133,22 @@ async function runJob(worker: Worker, input: Readable | AsyncIterable<Uint8Array
 }
 
 /** Structured clone turns Buffers into Uint8Arrays: make them Buffers again. */
+const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.length);
+
 function reviveScan(scan: LayerScan): LayerScan {
-  const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.length);
-  for (const cp of scan.checkpoints) cp.window = buf(cp.window);
-  for (const e of scan.entries) for (const [k, v] of e.xattrs) e.xattrs.set(k, buf(v));
+  for (const cp of scan.checkpoints) {
+    cp.window = buf(cp.window);
+    if (cp.packed) cp.packed.bytes = buf(cp.packed.bytes);
+  }
   scan.chunkDigests = buf(scan.chunkDigests);
   return scan;
+}
+
+/** An entry as the worker sent it: xattrs absent when empty (see scan-worker.ts). */
+function reviveEntry(e: TarEntry): TarEntry {
+  if (e.xattrs === undefined) e.xattrs = NO_XATTRS as Map<string, Buffer>;
+  else for (const [k, v] of e.xattrs) e.xattrs.set(k, buf(v));
+  return e;
 }
 
 let defaultPool: ScanPool | null = null;

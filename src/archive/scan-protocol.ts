@@ -1,6 +1,6 @@
 import type { ErrorCode } from '../util/errors.js';
 import type { ScanOptions } from './scan.js';
-import type { LayerScan } from './types.js';
+import type { LayerScan, TarEntry } from './types.js';
 
 /** Messages between scanLayerInWorker and its worker. */
 export type WorkerRequest =
@@ -10,5 +10,7 @@ export type WorkerRequest =
 
 export type WorkerReply =
   | { type: 'ack'; bytes: number }
+  /** Entries found so far, sent as they come so that the worker never holds the layer's list; xattrs absent when empty. */
+  | { type: 'entries'; entries: TarEntry[] }
   | { type: 'done'; scan: LayerScan }
   | { type: 'error'; message: string; code: ErrorCode | undefined; object: string | undefined };

@@ -22,6 +22,33 @@ export interface ScanOptions {
   unsafePaths?: UnsafePathPolicy;
   /** Called after each input chunk with the compressed bytes consumed so far. */
   onProgress?: (compressedBytes: number) => void;
+  /**
+   * The blob's expected digest and size. Given them, a stream that turns out to be other bytes is
+   * an EDIGEST error, whatever went wrong on the way (a flipped byte in transit often breaks the
+   * tar or the inflate first), and more bytes than expected fail at once.
+   */
+  expect?: { digest: string; size: number; diffId?: string };
+  /** Keep checkpoint windows deflated (Checkpoint.packed): what an indexer wants. */
+  packWindows?: boolean;
+  /** Most uncompressed bytes the layer may inflate to (default DEFAULT_MAX_INFLATED). */
+  maxInflated?: number;
+  /** Most tar entries the layer may hold (default DEFAULT_MAX_ENTRIES). */
+  maxEntries?: number;
+}
+
+/** Limits no real layer reaches, so that a bomb fails instead of costing hours and gigabytes. */
+export const DEFAULT_MAX_INFLATED = 64 * 2 ** 30;
+export const DEFAULT_MAX_ENTRIES = 4_000_000;
+
+const BLOB_MISMATCH = 'downloaded blob has';
+const DIFF_ID_MISMATCH = 'uncompressed layer has digest';
+
+/**
+ * Whether an error says the downloaded bytes were not the blob's (damage in transit, a wrong
+ * answer): worth a new download. A wrong diff_id of a blob that matched its digest is not.
+ */
+export function isBlobMismatch(err: unknown): boolean {
+  return err instanceof ClipError && err.code === 'EDIGEST' && !err.message.includes(DIFF_ID_MISMATCH);
 }
 
 export const DEFAULT_SPAN = 2 * 1024 * 1024;
@@ -38,23 +65,31 @@ export class LayerScanner {
   private readonly tarHash = createHash('sha256');
   private readonly chunks: ChunkDigester;
   private readonly walker: TarWalker;
-  private readonly entries: TarEntry[] = [];
+  private entries: TarEntry[] = [];
+  private entryTotal = 0;
+  private readonly maxInflated: number;
+  private readonly maxEntries: number;
   private readonly decoder: { write(c: Uint8Array, onData: (o: Uint8Array) => void): void; finish(): void } | null;
   private readonly planner: CheckpointPlanner | null = null;
   private readonly frameStarts: Checkpoint[] = [];
   private compressed = 0;
   private uncompressed = 0;
+  /** The first error of the decoder or tar walker; the blob is still hashed to tell damage in transit from a bad blob. */
+  private failure: unknown = null;
+  private overLimit = false;
   private readonly bigFile: number;
   private readonly onData = (out: Uint8Array): void => this.consume(out);
 
   constructor(opts: ScanOptions) {
     this.opts = opts;
     this.bigFile = opts.bigFileThreshold ?? DEFAULT_BIG_FILE;
+    this.maxInflated = opts.maxInflated ?? DEFAULT_MAX_INFLATED;
+    this.maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
     this.chunks = new ChunkDigester(opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
     this.walker = new TarWalker({ name: opts.name, unsafePaths: opts.unsafePaths });
     switch (opts.compression) {
       case 'gzip': {
-        const planner = new CheckpointPlanner(opts.span ?? DEFAULT_SPAN);
+        const planner = new CheckpointPlanner(opts.span ?? DEFAULT_SPAN, opts.packWindows ?? false);
         this.planner = planner;
         this.decoder = new GzipInflater({ name: opts.name, reuseOutput: true, onBoundary: (b, strm) => planner.onBoundary(b, strm) });
         break;
@@ -77,24 +112,57 @@ export class LayerScanner {
     return this.compressed;
   }
 
+  /** Entries found so far and not yet taken. */
+  get pendingEntries(): number {
+    return this.entries.length;
+  }
+
+  /** Hand over the entries found so far (a worker streams them out rather than holding the layer's list). */
+  takeEntries(): TarEntry[] {
+    const taken = this.entries;
+    this.entries = [];
+    return taken;
+  }
+
   write(chunk: Uint8Array): void {
     this.blobHash.update(chunk);
     this.compressed += chunk.length;
-    if (this.decoder) this.decoder.write(chunk, this.onData);
-    else this.consume(chunk);
+    const expected = this.opts.expect;
+    if (expected && this.compressed > expected.size) {
+      throw new ClipError('EDIGEST', `${BLOB_MISMATCH} more than the ${expected.size} bytes its descriptor says`, { object: expected.digest });
+    }
+    if (this.failure !== null) return;
+    try {
+      if (this.decoder) this.decoder.write(chunk, this.onData);
+      else this.consume(chunk);
+    } catch (err) {
+      // A limit fails at once: going on to hash the rest of a bomb's blob costs its whole download.
+      if (!expected || this.overLimit) throw err;
+      this.failure = err;
+    }
   }
 
   finish(): LayerScan {
+    const digest = `sha256:${this.blobHash.digest('hex')}`;
+    const expected = this.opts.expect;
+    if (expected && (digest !== expected.digest || this.compressed !== expected.size)) {
+      throw new ClipError('EDIGEST', `${BLOB_MISMATCH} ${digest} (${this.compressed} bytes), its descriptor says ${expected.digest} (${expected.size} bytes)`, { object: expected.digest });
+    }
+    if (this.failure !== null) throw this.failure;
     this.decoder?.finish();
     this.walker.end();
+    const diffId = `sha256:${this.tarHash.digest('hex')}`;
+    if (expected?.diffId !== undefined && diffId !== expected.diffId) {
+      throw new ClipError('EDIGEST', `${DIFF_ID_MISMATCH} ${diffId}, the config's diff_id is ${expected.diffId}`, { object: expected.digest });
+    }
     const checkpoints = this.planner?.checkpoints ?? this.frameStarts;
     if (this.opts.compression === 'none' || checkpoints.length === 0) checkpoints.unshift({ out: 0, in: 0, bits: 0, window: Buffer.alloc(0) });
     return {
       compression: this.opts.compression,
       compressedSize: this.compressed,
       uncompressedSize: this.uncompressed,
-      digest: `sha256:${this.blobHash.digest('hex')}`,
-      diffId: `sha256:${this.tarHash.digest('hex')}`,
+      digest,
+      diffId,
       entries: this.entries,
       checkpoints,
       chunkSize: this.opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
@@ -104,9 +172,18 @@ export class LayerScanner {
 
   private consume(out: Uint8Array): void {
     this.uncompressed += out.length;
+    if (this.uncompressed > this.maxInflated) {
+      this.overLimit = true;
+      throw new ClipError('EUNSUPPORTED', `layer inflates to more than ${this.maxInflated} bytes, the limit per layer (--max-inflated)`, { object: this.opts.name });
+    }
     this.tarHash.update(out);
     this.chunks.update(out);
     const found = this.walker.push(out);
+    this.entryTotal += found.length;
+    if (this.entryTotal > this.maxEntries) {
+      this.overLimit = true;
+      throw new ClipError('EUNSUPPORTED', `layer holds more than ${this.maxEntries} entries, the limit per layer (--max-entries)`, { object: this.opts.name });
+    }
     for (const e of found) {
       this.entries.push(e);
       if (e.type === 'file' && e.size > this.bigFile) this.planner?.before(e.dataOffset);

@@ -11,6 +11,9 @@ export interface TarWalkerOptions {
   maxMetaSize?: number;
 }
 
+/** The xattrs of every entry that has none: one shared map, never written to, instead of one per entry. */
+export const NO_XATTRS: ReadonlyMap<string, Buffer> = new Map();
+
 const TYPES: Record<string, EntryType> = {
   '0': 'file', '\0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink', '3': 'char', '4': 'block', '5': 'dir', '6': 'fifo',
 };
@@ -44,6 +47,7 @@ export class TarWalker {
   private meta: { kind: string; buf: Buffer; fill: number; padded: number } | null = null;
   private prelude: Prelude | null = null;
   private readonly global = new Map<string, Buffer>();
+  private readonly names = new Map<string, string>();
 
   constructor(opts: TarWalkerOptions = {}) {
     this.opts = opts;
@@ -184,8 +188,9 @@ export class TarWalker {
       mtimeSec = t.sec;
       mtimeNsec = t.nsec;
     }
-    const xattrs = new Map<string, Buffer>();
+    let xattrs = NO_XATTRS as Map<string, Buffer>;
     for (const [k, v] of pax) {
+      if (xattrs === NO_XATTRS && (k.startsWith('SCHILY.xattr.') || k.startsWith('LIBARCHIVE.xattr.'))) xattrs = new Map();
       if (k.startsWith('SCHILY.xattr.')) xattrs.set(k.slice('SCHILY.xattr.'.length), Buffer.from(v));
       else if (k.startsWith('LIBARCHIVE.xattr.')) xattrs.set(decodeURIComponent(k.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(v.toString('latin1'), 'base64'));
     }
@@ -198,8 +203,8 @@ export class TarWalker {
       mode: this.number(b, 100, 8, at, 'mode') & 0o7777,
       uid: paxUid !== undefined ? this.paxNumber(paxUid, at, 'uid') : this.number(b, 108, 8, at, 'uid'),
       gid: paxGid !== undefined ? this.paxNumber(paxGid, at, 'gid') : this.number(b, 116, 8, at, 'gid'),
-      uname: paxText('uname') ?? stringField(b, 265, 32),
-      gname: paxText('gname') ?? stringField(b, 297, 32),
+      uname: this.intern(paxText('uname') ?? stringField(b, 265, 32)),
+      gname: this.intern(paxText('gname') ?? stringField(b, 297, 32)),
       size: type === 'file' ? size : 0,
       mtimeSec,
       mtimeNsec,
@@ -212,6 +217,14 @@ export class TarWalker {
     };
     this.startSkip(roundUp(dataSize));
     return entry;
+  }
+
+  /** One string per distinct owner name ("root" a million times is one string), up to a bound. */
+  private intern(name: string): string {
+    const known = this.names.get(name);
+    if (known !== undefined) return known;
+    if (this.names.size < 1024) this.names.set(name, name);
+    return name;
   }
 
   private startSkip(padded: number): void {

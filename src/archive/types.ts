@@ -47,6 +47,11 @@ export interface Checkpoint {
   bits: number;
   /** Up to 32 KiB of uncompressed data ending at `out` (the inflate dictionary), raw. */
   window: Buffer;
+  /**
+   * With ScanOptions.packWindows: the window raw-deflate compressed as the index stores it, and
+   * `window` empty. Keeps a scan's memory at the index's size, not 16 MiB per GiB of layer.
+   */
+  packed?: { bytes: Buffer; rawLength: number };
 }
 
 export type LayerCompression = 'gzip' | 'zstd' | 'none';

@@ -31,6 +31,8 @@ export interface MergedInode {
   /** Layer holding the content (files), -1 for implied directories. */
   layer: number;
   dataOffset: number;
+  /** Set once a hardlink names this inode: it may have several names. */
+  linked?: boolean;
 }
 
 export interface MergedNode {
@@ -142,6 +144,7 @@ export class OverlayMerger {
       }
       if (isDir(target)) throw new ClipError('ECORRUPT', `hardlink to directory "${shownPath(entry.linkTarget)}"`, { object: this.object });
       if (existing) dir.children!.delete(name);
+      target.inode.linked = true;
       dir.children!.set(name, { name, inode: target.inode, parent: dir, children: null, layer: this.layer });
       return;
     }

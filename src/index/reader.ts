@@ -2,6 +2,7 @@
  * An index file loaded with one read and queried in place: entry records are read from the buffer
  * on demand, never turned into per-entry objects.
  */
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { inflateRawSync } from 'node:zlib';
 import { shownBytes } from '../archive/tar-path.js';
@@ -52,9 +53,12 @@ export class ImageIndex {
   static async open(file: string): Promise<ImageIndex> {
     let buf: Buffer;
     try {
-      const fh = await open(file, 'r');
+      // O_NONBLOCK and the type check: a FIFO (or device) named as an index would block or never end.
+      const fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
       try {
-        const { size } = await fh.stat();
+        const st = await fh.stat();
+        if (!st.isFile()) throw new ClipError('EINVAL', 'is not a regular file, so not an index file', { object: file });
+        const { size } = st;
         // Exactly the file's size, outside the small-buffer pool: one allocation, normally one read.
         buf = Buffer.allocUnsafeSlow(size);
         let got = 0;
@@ -68,6 +72,7 @@ export class ImageIndex {
         await fh.close();
       }
     } catch (err) {
+      if (err instanceof ClipError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       throw new ClipError(code === 'ENOENT' ? 'ENOTFOUND' : 'EINVAL', `cannot read index file: ${code ?? String(err)}`, { object: file, cause: err });
     }
@@ -90,7 +95,8 @@ export class ImageIndex {
     }
     const textFields = ['reference', 'location', 'manifestDigest', 'manifestMediaType'] as const;
     if (typeof meta !== 'object' || meta === null || textFields.some((k) => typeof meta[k] !== 'string')
-      || !Array.isArray(meta.layers) || meta.layers.some((l) => typeof l?.digest !== 'string' || typeof l.diffId !== 'string')) {
+      || typeof meta.platform !== 'object' || meta.platform === null
+      || !Array.isArray(meta.layers) || meta.layers.some((l) => typeof l !== 'object' || l === null)) {
       throw corrupt('metadata lacks required fields');
     }
     this.image = {
@@ -124,7 +130,7 @@ export class ImageIndex {
     this.inodes = new DataView(inodes.buffer, inodes.byteOffset, inodes.byteLength);
     validateIndex({
       entries: this.entries, inodes: this.inodes, strings: this.strings, xattrs: this.xattrs, layerTable: this.layerTable,
-      checkpoints: this.checkpoints, windows: this.windows, chunks: this.chunks, layerCount: this.layers.length,
+      checkpoints: this.checkpoints, windows: this.windows, chunks: this.chunks, layers: meta.layers,
     }, file);
     this.entryCount = entries.length / F.ENTRY_RECORD_SIZE;
     this.inodeCount = inodes.length / 4 - 1;

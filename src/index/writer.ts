@@ -1,6 +1,7 @@
 /** Serialise an image's merged tree and its layers' random-access data into the index file format. */
 import { createHash } from 'node:crypto';
-import { open, rename, unlink } from 'node:fs/promises';
+import { lstat, open, readdir, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import type { LayerScan } from '../archive/types.js';
 import { ClipError } from '../util/errors.js';
@@ -70,6 +71,27 @@ class Heap {
   }
 }
 
+/** The same for byte strings (one char per byte, see tar-path.ts): no Buffer per name until the end. */
+class TextHeap {
+  private readonly texts: string[] = [];
+  private readonly seen = new Map<string, number>();
+  private size = 0;
+
+  add(text: string): number {
+    const known = this.seen.get(text);
+    if (known !== undefined) return known;
+    const off = this.size;
+    this.texts.push(text);
+    this.size += text.length;
+    this.seen.set(text, off);
+    return off;
+  }
+
+  bytes(): Buffer {
+    return Buffer.from(this.texts.join(''), 'latin1');
+  }
+}
+
 function serializeXattrs(xattrs: Map<string, Buffer>): Buffer {
   const names = [...xattrs.keys()].sort();
   const parts: Buffer[] = [Buffer.alloc(2)];
@@ -87,16 +109,19 @@ function serializeXattrs(xattrs: Map<string, Buffer>): Buffer {
 
 interface TreeLayout {
   nodes: MergedNode[];
-  names: Buffer[];
   parentRecord: Int32Array;
   firstChild: Uint32Array;
   childCount: Uint32Array;
 }
 
-/** Breadth-first records: every directory's children contiguous, sorted by name bytes. */
+/** Names are byte strings (one char per byte, see tar-path.ts): comparing chars compares bytes. */
+function byName(a: MergedNode, b: MergedNode): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/** Breadth-first records: every directory's children contiguous, sorted by name bytes. No object per entry. */
 function layoutTree(tree: MergedTree): TreeLayout {
   const nodes: MergedNode[] = [tree.root];
-  const names: Buffer[] = [Buffer.alloc(0)];
   const parents: number[] = [-1];
   const first: number[] = [];
   const count: number[] = [];
@@ -105,17 +130,15 @@ function layoutTree(tree: MergedTree): TreeLayout {
     first[r] = 0;
     count[r] = 0;
     if (!node.children) continue;
-    const kids = [...node.children.values()].map((k) => ({ node: k, name: Buffer.from(k.name, 'latin1') }));
-    kids.sort((a, b) => Buffer.compare(a.name, b.name));
+    const kids = [...node.children.values()].sort(byName);
     first[r] = nodes.length;
     count[r] = kids.length;
     for (const kid of kids) {
-      nodes.push(kid.node);
-      names.push(kid.name);
+      nodes.push(kid);
       parents.push(r);
     }
   }
-  return { nodes, names, parentRecord: Int32Array.from(parents), firstChild: Uint32Array.from(first), childCount: Uint32Array.from(count) };
+  return { nodes, parentRecord: Int32Array.from(parents), firstChild: Uint32Array.from(first), childCount: Uint32Array.from(count) };
 }
 
 function alignTo8(n: number): number {
@@ -124,35 +147,36 @@ function alignTo8(n: number): number {
 
 export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], tree: MergedTree): Buffer {
   if (meta.layers.length >= F.NO_LAYER) throw new ClipError('EUNSUPPORTED', `${meta.layers.length} layers`, { object: meta.reference });
-  const { nodes, names, parentRecord, firstChild, childCount } = layoutTree(tree);
+  const { nodes, parentRecord, firstChild, childCount } = layoutTree(tree);
 
-  // Inode numbers in record order, root = 1, one per hardlink group; nlink counts the group.
+  // Inode numbers in record order, root = 1, one per hardlink group; nlink counts the group. Only
+  // inodes the merge saw hardlinked go through the maps: a map entry per entry costs ~100 B each.
   const links = new Map<MergedInode, number>();
-  for (const n of nodes) links.set(n.inode, (links.get(n.inode) ?? 0) + 1);
+  for (const n of nodes) if (n.inode.linked) links.set(n.inode, (links.get(n.inode) ?? 0) + 1);
   const inoOf = new Map<MergedInode, number>();
   const inoRecords: number[] = [0];
   const recordIno = new Uint32Array(nodes.length);
   nodes.forEach((n, r) => {
-    let ino = inoOf.get(n.inode);
+    let ino = n.inode.linked ? inoOf.get(n.inode) : undefined;
     if (ino === undefined) {
       ino = inoRecords.length;
-      inoOf.set(n.inode, ino);
+      if (n.inode.linked) inoOf.set(n.inode, ino);
       inoRecords.push(r);
     }
     recordIno[r] = ino;
   });
 
-  const strings = new Heap();
+  const strings = new TextHeap();
   const xattrs = new Heap();
   const entries = Buffer.alloc(nodes.length * F.ENTRY_RECORD_SIZE);
   const view = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
   nodes.forEach((node, r) => {
     const ind = node.inode;
     const at = r * F.ENTRY_RECORD_SIZE;
-    const name = names[r]!;
-    if (name.length > 0xffff) throw new ClipError('EUNSUPPORTED', `name of ${name.length} bytes`, { object: node.name });
+    const name = node.name;
+    if (name.length > 0xffff) throw new ClipError('EUNSUPPORTED', `name of ${name.length} bytes`, { object: name });
     const type = ind.mode & S_IFMT;
-    let nlink = links.get(ind)!;
+    let nlink = ind.linked ? links.get(ind)! : 1;
     if (type === S_IFDIR) {
       nlink = 2;
       for (const c of node.children!.values()) if (c.children) nlink++;
@@ -164,7 +188,7 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
     view.setUint32(at + F.E_GID, ind.gid, true);
     view.setUint32(at + F.E_NLINK, nlink, true);
     view.setUint32(at + F.E_NSEC, ind.mtimeNsec, true);
-    view.setUint32(at + F.E_NAME_OFF, strings.add(node.name, name), true);
+    view.setUint32(at + F.E_NAME_OFF, strings.add(name), true);
     view.setUint16(at + F.E_NAME_LEN, name.length, true);
     view.setUint16(at + F.E_LAYER, type === S_IFREG && ind.layer >= 0 ? ind.layer : F.NO_LAYER, true);
     view.setFloat64(at + F.E_SIZE, ind.size, true);
@@ -175,9 +199,8 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
       view.setUint32(at + F.E_UNION, firstChild[r]!, true);
       view.setUint32(at + F.E_UNION2, childCount[r]!, true);
     } else if (type === S_IFLNK) {
-      const target = Buffer.from(ind.linkTarget, 'latin1');
-      view.setUint32(at + F.E_UNION, strings.add(ind.linkTarget, target), true);
-      view.setUint32(at + F.E_UNION2, target.length, true);
+      view.setUint32(at + F.E_UNION, strings.add(ind.linkTarget), true);
+      view.setUint32(at + F.E_UNION2, ind.linkTarget.length, true);
     } else if (type === S_IFCHR || type === S_IFBLK) {
       view.setUint32(at + F.E_UNION, ind.devMajor, true);
       view.setUint32(at + F.E_UNION2, ind.devMinor, true);
@@ -209,14 +232,15 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
     layerTable.writeUInt32LE(layer.chunkSize, lt + F.L_CHUNK_SIZE);
     chunkIndex += layer.chunkDigests.length / F.DIGEST_SIZE;
     for (const cp of layer.checkpoints) {
-      if (cp.window.length > 0xffff) throw new ClipError('ECORRUPT', `checkpoint window of ${cp.window.length} bytes`, { object: name });
-      const packed = cp.window.length > 0 ? deflateRawSync(cp.window, { level: 9 }) : Buffer.alloc(0);
+      const rawLength = cp.packed?.rawLength ?? cp.window.length;
+      if (rawLength > 0xffff) throw new ClipError('ECORRUPT', `checkpoint window of ${rawLength} bytes`, { object: name });
+      const packed = cp.packed?.bytes ?? (cp.window.length > 0 ? deflateRawSync(cp.window, { level: 9 }) : Buffer.alloc(0));
       const at = cpIndex * F.CHECKPOINT_RECORD_SIZE;
       checkpoints.writeDoubleLE(cp.out, at + F.C_OUT);
       checkpoints.writeDoubleLE(cp.in, at + F.C_IN);
       checkpoints.writeDoubleLE(windowBytes, at + F.C_WIN_OFF);
       checkpoints.writeUInt32LE(packed.length, at + F.C_WIN_LEN);
-      checkpoints.writeUInt16LE(cp.window.length, at + F.C_WIN_RAW);
+      checkpoints.writeUInt16LE(rawLength, at + F.C_WIN_RAW);
       checkpoints.writeUInt8(cp.bits, at + F.C_BITS);
       windows.push(packed);
       windowBytes += packed.length;
@@ -275,6 +299,11 @@ function assemble(sections: Array<[F.SectionId, Buffer]>): Buffer {
   return out;
 }
 
+/** Temporaries of writeIndexFile: "<name>.tmp-<pid>-<ms>". */
+const TEMP_NAME = /\.tmp-\d+-\d+$/;
+/** A temporary this old is a writer's that died (kill -9) between open and rename: writing takes seconds. */
+export const STALE_TEMP_MS = 10 * 60 * 1000;
+
 /** Write index bytes so that a reader never sees a partial file: temporary file, fsync, rename. */
 export async function writeIndexFile(path: string, bytes: Buffer): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
@@ -289,4 +318,33 @@ export async function writeIndexFile(path: string, bytes: Buffer): Promise<void>
   }
   await fh.close();
   await rename(tmp, path);
+}
+
+/**
+ * Remove the temporaries writeIndexFile left in `dir` when killed, those last modified over
+ * `maxAgeMs` ago (a live writer's file is younger). Only regular files with the temporary's name
+ * pattern are touched. Returns how many were removed.
+ */
+export async function removeStaleTemps(dir: string, maxAgeMs = STALE_TEMP_MS, now = Date.now()): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw err;
+  }
+  let removed = 0;
+  for (const name of names) {
+    if (!TEMP_NAME.test(name)) continue;
+    const file = join(dir, name);
+    try {
+      const st = await lstat(file);
+      if (!st.isFile() || now - st.mtimeMs < maxAgeMs) continue;
+      await unlink(file);
+      removed++;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // another process removed it first
+    }
+  }
+  return removed;
 }

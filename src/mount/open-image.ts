@@ -81,6 +81,7 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
   const registry = { ...opts.registry, ...(opts.logger ? { logger: opts.logger } : {}) };
   const kind = await indexFileKind(arg);
+  if (kind === 'special') throw new ClipError('EINVAL', 'is not a regular file (a FIFO, socket or device cannot be an index)', { object: arg });
   if (kind === 'other-file') {
     throw new ClipError('ECORRUPT', 'is a file but not a clip index (for an image of that name, write its full reference, e.g. docker.io/library/NAME)', { object: arg });
   }

@@ -12,6 +12,7 @@ import type { Logger } from '../util/log.js';
 import { defaultCacheDir } from './cache-dir.js';
 import { DiskCache, type CachedLayerReport, type CacheStats, type GcResult } from './disk-cache.js';
 import { StorageMetrics } from './metrics.js';
+import { removeStaleIndexTemps } from './index-temps.js';
 import { compactStats, readStats, type Counters } from './stats-log.js';
 import { Storage } from './storage.js';
 import type { LayerSource } from './types.js';
@@ -124,6 +125,8 @@ export async function cacheReport(dir = defaultCacheDir()): Promise<CacheReport>
 export interface CacheGcResult extends GcResult {
   /** Stats records folded into one. */
   statsRecordsCompacted: number;
+  /** Temporary index files that killed writers left in indexes/. */
+  staleIndexTempsRemoved: number;
 }
 
 /**
@@ -136,7 +139,7 @@ export async function cacheGc(maxBytes: number, dir = defaultCacheDir()): Promis
   try {
     const gc = await disk.gc(maxBytes);
     const { absorbed } = await compactStats(dir);
-    return { ...gc, statsRecordsCompacted: absorbed };
+    return { ...gc, statsRecordsCompacted: absorbed, staleIndexTempsRemoved: await removeStaleIndexTemps(dir) };
   } finally {
     await disk.close();
   }

@@ -10,7 +10,9 @@
 import os from 'node:os';
 import path from 'node:path';
 import { scanLayerInWorker } from '../archive/scan-pool.js';
+import { isBlobMismatch } from '../archive/scan.js';
 import type { LayerScan } from '../archive/types.js';
+import { MAX_CHUNK_SIZE, MAX_LAYER_BYTES, MIN_CHUNK_SIZE } from '../index/limits.js';
 import { imageInfoOf, indexedLayerOf } from '../index/meta.js';
 import { ImageIndex } from '../index/reader.js';
 import { IndexBuilder, writeIndexFile } from '../index/writer.js';
@@ -18,6 +20,7 @@ import type { ImageSource, Layer, Platform, ResolvedImage } from '../oci/types.j
 import { ClipError, isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { ensurePrivateDir, isDiskFull } from './cache-dir.js';
+import { removeStaleIndexTemps } from './index-temps.js';
 import { digestHex } from './types.js';
 
 export type IndexProgress =
@@ -35,6 +38,10 @@ export interface IndexImageOptions {
   span?: number;
   chunkSize?: number;
   bigFileThreshold?: number;
+  /** Most bytes one layer may inflate to (default DEFAULT_MAX_INFLATED, 64 GiB; at most MAX_LAYER_BYTES). */
+  maxInflated?: number;
+  /** Most tar entries one layer may hold (default DEFAULT_MAX_ENTRIES, 4 M). */
+  maxEntries?: number;
   /** Layers read at once; default: os.availableParallelism(). */
   concurrency?: number;
   /** Also write the index file here (atomically). */
@@ -79,10 +86,14 @@ export async function loadCachedIndex(cacheDir: string, manifestDigest: string, 
   }
 }
 
-/** Store index bytes in the cache directory; returns the path. */
-export async function storeCachedIndex(cacheDir: string, manifestDigest: string, bytes: Buffer): Promise<string> {
+/**
+ * Store index bytes in the cache directory; returns the path. Temporaries that writers killed
+ * mid-write left there are removed on the way (nothing else would ever remove them).
+ */
+export async function storeCachedIndex(cacheDir: string, manifestDigest: string, bytes: Buffer, logger: Logger = silentLogger): Promise<string> {
   const file = cachedIndexPath(cacheDir, manifestDigest);
   await ensurePrivateDir(path.dirname(file));
+  await removeStaleIndexTemps(cacheDir, logger);
   await writeIndexFile(file, bytes);
   return file;
 }
@@ -90,6 +101,7 @@ export async function storeCachedIndex(cacheDir: string, manifestDigest: string,
 /** Read every layer of the image once and build its index. */
 export async function indexImage(source: ImageSource, opts: IndexImageOptions = {}): Promise<IndexedImage> {
   const log = opts.logger ?? silentLogger;
+  checkLimits(opts);
   const image = opts.resolved ?? (await source.resolve(opts.platform ? { platform: opts.platform } : {}));
   const layers = image.layers;
   const totalBytes = layers.reduce((n, l) => n + l.descriptor.size, 0);
@@ -142,7 +154,7 @@ export async function indexImage(source: ImageSource, opts: IndexImageOptions = 
   if (opts.output) await writeIndexFile(opts.output, bytes);
   let cachedAt: string | undefined;
   try {
-    cachedAt = opts.cacheDir ? await storeCachedIndex(opts.cacheDir, image.manifestDigest, bytes) : undefined;
+    cachedAt = opts.cacheDir ? await storeCachedIndex(opts.cacheDir, image.manifestDigest, bytes, log) : undefined;
   } catch (err) {
     // A full cache disk costs caching only: the index is in memory, and serves as it is.
     if (!isDiskFull(err)) throw err;
@@ -152,18 +164,54 @@ export async function indexImage(source: ImageSource, opts: IndexImageOptions = 
   return { bytes, index, image, ...(cachedAt ? { cachedAt } : {}) };
 }
 
-/** Stream one layer from the source into a scan worker and check what the scan measured. */
+/** Options outside what an index can record (the reader would refuse it) are refused before anything is read. */
+function checkLimits(opts: IndexImageOptions): void {
+  const { maxInflated, maxEntries, chunkSize } = opts;
+  if (chunkSize !== undefined && !(Number.isSafeInteger(chunkSize) && chunkSize >= MIN_CHUNK_SIZE && chunkSize <= MAX_CHUNK_SIZE && (chunkSize & (chunkSize - 1)) === 0)) {
+    throw new ClipError('EINVAL', `the chunk size must be a power of two between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE}`, { object: String(chunkSize) });
+  }
+  if (maxInflated !== undefined && !(Number.isSafeInteger(maxInflated) && maxInflated > 0 && maxInflated <= MAX_LAYER_BYTES)) {
+    throw new ClipError('EINVAL', `the inflated bytes limit must be between 1 and ${MAX_LAYER_BYTES} (1 TiB)`, { object: String(maxInflated) });
+  }
+  if (maxEntries !== undefined && !(Number.isSafeInteger(maxEntries) && maxEntries > 0)) {
+    throw new ClipError('EINVAL', 'the entries limit must be a positive integer', { object: String(maxEntries) });
+  }
+}
+
+/** Downloads of one layer before a digest mismatch is final: a flipped byte in transit is worth another try, a wrong blob is not worth many. */
+export const LAYER_ATTEMPTS = 3;
+
+/**
+ * Stream one layer from the source into a scan worker; the scan checks the blob's digest and size
+ * and the diff_id (so that damage in transit is reported as EDIGEST, not as the tar or inflate error
+ * it caused). An EDIGEST is retried with a fresh download, up to LAYER_ATTEMPTS in all.
+ */
 async function scanOne(source: ImageSource, layer: Layer, i: number, opts: IndexImageOptions, signal: AbortSignal): Promise<LayerScan> {
+  const log = opts.logger ?? silentLogger;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await scanAttempt(source, layer, i, opts, signal);
+    } catch (err) {
+      if (!isBlobMismatch(err) || attempt >= LAYER_ATTEMPTS || signal.aborted) throw err;
+      log.warn({ layer: layer.descriptor.digest, attempt, err: (err as Error).message }, 'layer download did not match its digest; downloading it again');
+    }
+  }
+}
+
+async function scanAttempt(source: ImageSource, layer: Layer, i: number, opts: IndexImageOptions, signal: AbortSignal): Promise<LayerScan> {
   const digest = layer.descriptor.digest;
   let reported = 0;
   const blob = await source.openBlob(layer.descriptor, { signal });
   const abort = (): void => void blob.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
   signal.addEventListener('abort', abort, { once: true });
-  let scan: LayerScan;
   try {
-    scan = await scanLayerInWorker(blob, {
+    return await scanLayerInWorker(blob, {
       compression: layer.compression,
       name: digest,
+      expect: { digest, size: layer.descriptor.size, diffId: layer.diffId },
+      packWindows: true,
+      ...(opts.maxInflated !== undefined ? { maxInflated: opts.maxInflated } : {}),
+      ...(opts.maxEntries !== undefined ? { maxEntries: opts.maxEntries } : {}),
       ...(opts.span !== undefined ? { span: opts.span } : {}),
       ...(opts.chunkSize !== undefined ? { chunkSize: opts.chunkSize } : {}),
       ...(opts.bigFileThreshold !== undefined ? { bigFileThreshold: opts.bigFileThreshold } : {}),
@@ -180,11 +228,4 @@ async function scanOne(source: ImageSource, layer: Layer, i: number, opts: Index
     signal.removeEventListener('abort', abort);
     blob.destroy();
   }
-  if (scan.digest !== digest || scan.compressedSize !== layer.descriptor.size) {
-    throw new ClipError('EDIGEST', `layer ${i} blob has digest ${scan.digest} (${scan.compressedSize} bytes), the manifest says ${digest} (${layer.descriptor.size} bytes)`, { object: digest });
-  }
-  if (scan.diffId !== layer.diffId) {
-    throw new ClipError('EDIGEST', `layer ${i} uncompressed has digest ${scan.diffId}, the config's diff_id is ${layer.diffId}`, { object: digest });
-  }
-  return scan;
 }

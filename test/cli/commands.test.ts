@@ -7,12 +7,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
 import { modeString } from '../../src/cli/actions/ls.js';
+import * as F from '../../src/index/format.js';
 import { ImageIndex } from '../../src/index/reader.js';
 import { buildIndex } from '../../src/index/writer.js';
 import { seededBytes } from '../../src/oci/build/index.js';
-import { dir, entry, metaOf, scanOf } from '../index/layers.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture, FIXTURE_NAMES, type FixtureName } from '../support/fixtures/index.js';
+import { rec, recordNamed, reseal } from '../index/crafted.js';
+import { dir, entry, file, hardlink, metaOf, scanOf } from '../index/layers.js';
 import { clip, clipProcess } from './program.js';
 
 /** The uid and gid of nobody, for what an unprivileged user sees. */
@@ -78,6 +80,33 @@ describe('clip index', () => {
   it('refuses the hostile image, naming the hardlink that points outside', async () => {
     const fx = await fixture('hostile');
     await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress')).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringContaining('hard-outside') });
+  });
+
+  it('applies --max-inflated and --max-entries per layer, naming the layer, and refuses bad values', async () => {
+    const fx = await fixture('basic');
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-inflated', '4KiB')).rejects.toMatchObject({
+      code: 'EUNSUPPORTED', object: expect.stringMatching(/^sha256:/), message: expect.stringMatching(/more than 4096 bytes, the limit per layer \(--max-inflated\)/),
+    });
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-entries', '1')).rejects.toMatchObject({
+      code: 'EUNSUPPORTED', message: expect.stringMatching(/more than 1 entries, the limit per layer \(--max-entries\)/),
+    });
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-entries', 'many')).rejects.toMatchObject({ code: 'EINVAL', object: 'many' });
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-inflated', '2TiB')).rejects.toMatchObject({ code: 'EINVAL' });
+  });
+
+  it('refuses a crafted index whose directory is an alias of the root (ls -R recursed until the stack overflowed)', async () => {
+    const scans = [scanOf([dir('a'), file('h', { size: 20 }), hardlink('h2', 'h')])];
+    const b = buildIndex(metaOf(scans), scans);
+    const at = rec(b, recordNamed(b, 'h2'));
+    b.writeUInt32LE(1, at + F.E_INO);
+    b.writeUInt32LE(0o40755, at + F.E_MODE);
+    b.writeDoubleLE(0, at + F.E_SIZE);
+    b.writeDoubleLE(0, at + F.E_UNION);
+    const crafted = join(tmp, 'alias.clip');
+    await writeFile(crafted, reseal(b));
+    for (const args of [['ls', crafted, '-R'], ['extract', crafted, join(tmp, 'alias-out')]]) {
+      await expect(clip(...args)).rejects.toMatchObject({ code: 'ECORRUPT', object: crafted, message: expect.stringMatching(/second name of inode 1/) });
+    }
   });
 
   it('honours --platform for a multi-platform image', async () => {

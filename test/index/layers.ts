@@ -37,12 +37,18 @@ export function sha256(text: string): string {
   return `sha256:${createHash('sha256').update(text).digest('hex')}`;
 }
 
+/** A scan whose sizes are consistent with its entries (the reader checks that every file lies inside its layer). */
 export function scanOf(entries: TarEntry[], i = 0, over: Partial<LayerScan> = {}): LayerScan {
+  const end = entries.reduce((n, e) => Math.max(n, e.type === 'file' ? e.dataOffset + e.size : 0), 0);
+  const uncompressedSize = Math.max(4096 * (i + 1), end);
+  const chunkSize = uncompressedSize > 2 ** 30 ? 2 ** 30 : 1 << 20;
+  const chunkDigests = Buffer.concat(Array.from({ length: Math.ceil(uncompressedSize / chunkSize) },
+    (_, c) => createHash('sha256').update(`chunk ${i}.${c}`).digest()));
   return {
-    compression: 'gzip', compressedSize: 1000 + i, uncompressedSize: 4096 * (i + 1),
+    compression: 'gzip', compressedSize: Math.max(1000 + i, Math.ceil(uncompressedSize / 4)), uncompressedSize,
     digest: sha256(`blob ${i}`), diffId: sha256(`tar ${i}`), entries,
     checkpoints: [{ out: 0, in: 10, bits: 0, window: Buffer.alloc(0) }],
-    chunkSize: 1 << 20, chunkDigests: createHash('sha256').update(`chunk ${i}`).digest(),
+    chunkSize, chunkDigests,
     ...over,
   };
 }

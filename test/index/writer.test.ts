@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,6 +8,7 @@ import * as F from '../../src/index/format.js';
 import { ImageIndex } from '../../src/index/reader.js';
 import { IndexBuilder, buildIndex, writeIndexFile } from '../../src/index/writer.js';
 import { isClipError } from '../../src/util/errors.js';
+import { rec, reseal, section } from './crafted.js';
 import { dir, file, metaOf, scanOf, sha256, symlink } from './layers.js';
 
 let tmp: string;
@@ -26,7 +28,7 @@ function windowOf(seed: number, length: number): Buffer {
 }
 
 function sample(): { bytes: Buffer; scans: ReturnType<typeof scanOf>[]; meta: ReturnType<typeof metaOf> } {
-  const digests0 = Buffer.concat([1, 2, 3].map((i) => createHash('sha256').update(`c${i}`).digest()));
+  const digests0 = Buffer.concat([1, 2, 3, 4, 5].map((i) => createHash('sha256').update(`c${i}`).digest()));
   const scans = [
     scanOf([dir('etc'), file('etc/os-release', { size: 100 }), symlink('bin', 'usr/bin')], 0, {
       checkpoints: [
@@ -36,12 +38,14 @@ function sample(): { bytes: Buffer; scans: ReturnType<typeof scanOf>[]; meta: Re
       ],
       chunkSize: 1 << 20,
       chunkDigests: digests0,
-      uncompressedSize: 3 * (1 << 20),
+      compressedSize: 2_000_000,
+      uncompressedSize: 5 * (1 << 20),
     }),
-    scanOf([file('etc/os-release', { size: 200 })], 1, {
+    scanOf([file('etc/os-release', { size: 200, headerOffset: 512, dataOffset: 1024 })], 1, {
       compression: 'zstd',
       checkpoints: [{ out: 0, in: 0, bits: 0, window: Buffer.alloc(0) }],
       chunkSize: 4096,
+      uncompressedSize: 4096,
       chunkDigests: createHash('sha256').update('only').digest(),
     }),
   ];
@@ -92,7 +96,7 @@ describe('index file round trip', () => {
 
   it('answers out-of-range layer, chunk and checkpoint numbers with EINVAL', () => {
     const idx = new ImageIndex(sample().bytes, 'x');
-    for (const fn of [() => idx.chunkDigest(0, 3), () => idx.chunkDigest(2, 0), () => idx.checkpoint(0, 3), () => idx.chunkSize(-1)]) {
+    for (const fn of [() => idx.chunkDigest(0, 5), () => idx.chunkDigest(2, 0), () => idx.checkpoint(0, 3), () => idx.chunkSize(-1)]) {
       expect(fn).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     }
   });
@@ -154,7 +158,12 @@ describe('damaged index files', () => {
     const notIndex = join(tmp, 'config.json');
     await writeFile(notIndex, '{"not":"an index"}');
     await expect(ImageIndex.open(notIndex)).rejects.toThrow(/config\.json: not a clip index file/);
-  });
+    // A FIFO would block the open (and the read) forever: refused at once, as is any non-regular file.
+    const fifo = join(tmp, 'fifo.clipindex');
+    execFileSync('mkfifo', [fifo]);
+    await expect(ImageIndex.open(fifo)).rejects.toMatchObject({ code: 'EINVAL', object: fifo, message: expect.stringMatching(/not a regular file/) });
+    await expect(ImageIndex.open(tmp)).rejects.toMatchObject({ code: 'EINVAL', object: tmp });
+  }, 10_000);
 
   it('writes atomically: no temporary file is left, the result reads back', async () => {
     const path = join(tmp, 'atomic.clipindex');
@@ -168,20 +177,8 @@ describe('damaged index files', () => {
 });
 
 describe('inconsistent index files (valid checksum, wrong structure)', () => {
-  function section(bytes: Buffer, id: number): number {
-    for (let i = 0; i < bytes.readUInt32LE(12); i++) {
-      const e = F.HEADER_SIZE + i * F.SECTION_ENTRY_SIZE;
-      if (bytes.readUInt32LE(e) === id) return bytes.readDoubleLE(e + 8);
-    }
-    throw new Error(`no section ${id}`);
-  }
-  function reseal(bytes: Buffer): Buffer {
-    createHash('sha256').update(bytes.subarray(0, bytes.length - 32)).digest().copy(bytes, bytes.length - 32);
-    return bytes;
-  }
   const base = (): Buffer => Buffer.from(sample().bytes);
   // Records: 0 root, 1 bin, 2 etc, 3 etc/os-release (breadth first, sorted).
-  const rec = (b: Buffer, r: number): number => section(b, F.Section.Entries) + r * F.ENTRY_RECORD_SIZE;
 
   const cases: Array<[string, (b: Buffer) => void, RegExp]> = [
     ['a directory whose children run past the table', (b) => b.writeUInt32LE(99, rec(b, 2) + F.E_UNION2), /children out of order or bounds/],
@@ -190,7 +187,7 @@ describe('inconsistent index files (valid checksum, wrong structure)', () => {
     ['an inode slot pointing at another record', (b) => b.writeUInt32LE(2, section(b, F.Section.Inodes) + 4 * 2), /inode 2 points to a record of another inode/],
     ['a name past the string heap', (b) => b.writeUInt32LE(1e6, rec(b, 1) + F.E_NAME_OFF), /name out of bounds/],
     ['a file in a layer that does not exist', (b) => b.writeUInt16LE(7, rec(b, 3) + F.E_LAYER), /names layer 7/],
-    ['an unknown file type', (b) => b.writeUInt32LE(0o140644, rec(b, 3) + F.E_MODE), /unknown file type/],
+    ['an unknown file type', (b) => b.writeUInt32LE(0o140644, rec(b, 3) + F.E_MODE), /bad mode/],
     ['a checkpoint window past the window section', (b) => b.writeDoubleLE(1e9, section(b, F.Section.Checkpoints) + F.CHECKPOINT_RECORD_SIZE + F.C_WIN_OFF), /window out of bounds/],
     ['metadata without a reference', (b) => b.write('"referencX"', b.indexOf('"reference"', section(b, F.Section.Meta))), /metadata lacks required fields/],
   ];

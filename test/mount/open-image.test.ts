@@ -1,4 +1,5 @@
 /** The IMAGE|INDEX argument: index files as they are, image references through the index cache. */
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,4 +61,12 @@ describe('openImageArg', () => {
     });
     await expect(openImageArg(`oci:${join(tmp, 'nowhere')}`, { cacheDir: tmp })).rejects.toMatchObject({ code: 'ENOTFOUND', message: `${join(tmp, 'nowhere')}: no such directory` });
   });
+
+  it('refuses a FIFO at once instead of waiting for a writer that never comes', async () => {
+    const fifo = join(tmp, 'index.fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(await indexFileKind(fifo)).toBe('special');
+    await expect(openImageArg(fifo, { cacheDir: tmp })).rejects.toMatchObject({ code: 'EINVAL', object: fifo, message: expect.stringMatching(/not a regular file/) });
+    await expect(openImageArg('/dev/zero', { cacheDir: tmp })).rejects.toMatchObject({ code: 'EINVAL', object: '/dev/zero' });
+  }, 10_000);
 });

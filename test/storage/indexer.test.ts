@@ -105,6 +105,20 @@ describe('indexImage', () => {
     await expect(indexImage(source)).rejects.toMatchObject({ code: 'EDIGEST', object: second!.descriptor.digest });
   });
 
+  it('refuses a layer over the inflated bytes limit naming it, and limits an index cannot record', async () => {
+    const source = await layoutOf('basic');
+    const img = await source.resolve();
+    await expect(indexImage(source, { maxInflated: 4096 })).rejects.toMatchObject({
+      code: 'EUNSUPPORTED', object: expect.stringMatching(new RegExp(img.layers.map((l) => l.descriptor.digest).join('|'))),
+      message: expect.stringMatching(/--max-inflated/),
+    });
+    await expect(indexImage(source, { maxInflated: 2 ** 41 })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(indexImage(source, { maxEntries: 0 })).rejects.toMatchObject({ code: 'EINVAL' });
+    for (const chunkSize of [0, 3000, 256, 2 ** 31]) {
+      await expect(indexImage(source, { chunkSize })).rejects.toMatchObject({ code: 'EINVAL', object: String(chunkSize) });
+    }
+  });
+
   it('writes the index to -o and to the cache atomically, and loads it back by manifest digest', async () => {
     const source = await layoutOf('overlay');
     const cacheDir = path.join(tmp, 'cache');

@@ -95,7 +95,8 @@ export function formatStats(s: CacheStatsJson): string {
 
 export function formatGc(dir: string, r: CacheGcResult): string {
   return `cache ${dir}: evicted ${r.evicted} layer${r.evicted === 1 ? '' : 's'} (${formatSize(r.freedBytes)}), `
-    + `${formatSize(r.remainingBytes)} remain; ${r.statsRecordsCompacted} stats records compacted\n`;
+    + `${formatSize(r.remainingBytes)} remain; ${r.statsRecordsCompacted} stats records compacted`
+    + `${r.staleIndexTempsRemoved ? `; ${r.staleIndexTempsRemoved} unfinished index files removed` : ''}\n`;
 }
 
 export async function cacheStatsCommand(opts: { cacheDir?: string; json?: boolean }): Promise<void> {

@@ -17,6 +17,8 @@ export interface IndexCommandOptions {
   output?: string;
   span?: string;
   chunkSize?: string;
+  maxInflated?: string;
+  maxEntries?: string;
   platform?: string;
   cacheDir?: string;
   insecureRegistry?: string[];
@@ -92,6 +94,11 @@ export function parseChunkSize(text: string): number {
   return n;
 }
 
+function parseCount(text: string, flag: string): number {
+  if (!/^\d+$/.test(text)) throw new ClipError('EINVAL', `${flag} takes a whole number`, { object: text });
+  return Number(text);
+}
+
 export async function indexCommand(image: string, opts: IndexCommandOptions): Promise<void> {
   const started = Date.now();
   const logger = createLogger(opts.logLevel, 2, opts.logFormat);
@@ -99,6 +106,8 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
   // Every argument is checked before any work starts.
   const span = opts.span === undefined ? undefined : parseSpan(opts.span);
   const chunkSize = opts.chunkSize === undefined ? undefined : parseChunkSize(opts.chunkSize);
+  const maxInflated = opts.maxInflated === undefined ? undefined : parseSize(opts.maxInflated);
+  const maxEntries = opts.maxEntries === undefined ? undefined : parseCount(opts.maxEntries, '--max-entries');
   const source = openImage(image, { insecureRegistries: opts.insecureRegistry ?? [], logger });
   if (opts.push && !(source instanceof RegistryRepository)) {
     throw new ClipError('EINVAL', '--push needs an image in a registry (the index is pushed to its repository)', { object: image });
@@ -129,6 +138,8 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
       ...(opts.output ? { output: opts.output } : {}),
       ...(span !== undefined ? { span } : {}),
       ...(chunkSize !== undefined ? { chunkSize } : {}),
+      ...(maxInflated !== undefined ? { maxInflated } : {}),
+      ...(maxEntries !== undefined ? { maxEntries } : {}),
     });
     stopProgress();
     const { index, image: img } = result;

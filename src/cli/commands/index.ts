@@ -12,6 +12,8 @@ export function registerIndex(program: Command): void {
     .option('-o, --output <file>', 'write the index here too (it always goes to the cache directory)')
     .option('--span <size>', 'uncompressed bytes between gzip checkpoints, 64KiB to 1GiB (default 2MiB)')
     .option('--chunk-size <size>', 'bytes per verified chunk, a power of two from 4KiB to 64MiB (default 1MiB)')
+    .option('--max-inflated <size>', 'refuse a layer that inflates to more than this (default 64GiB, at most 1TiB)')
+    .option('--max-entries <count>', 'refuse a layer with more tar entries than this (default 4000000)')
     .option('--platform <os/arch[/variant]>', 'platform to choose from a multi-platform image (default: this machine)')
     .option('--cache-dir <dir>', `cache directory (default: ${defaultCacheDir()})`)
     .option('--push', "push the index to the image's repository, as an OCI artifact referring to the image (docs/index-artifact.md)")
