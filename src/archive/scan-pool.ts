@@ -28,11 +28,15 @@ export class ScanPool {
 
   async scan(input: LayerSource, opts: ScanOptions): Promise<LayerScan> {
     const worker = await this.acquire();
+    // Reused only when the worker itself ended the job (its result, or its own clean error): a job
+    // abandoned from this side (the input failed, another layer failed) leaves the worker mid-scan,
+    // and its late reply would be taken for the next job's.
+    const job = { endedByWorker: false };
     let healthy = true;
     try {
-      return await runJob(worker, typeof input === 'function' ? await input() : input, opts);
+      return await runJob(worker, typeof input === 'function' ? await input() : input, opts, job);
     } catch (err) {
-      if (!(err instanceof ClipError)) healthy = false;
+      if (!(err instanceof ClipError) || !job.endedByWorker) healthy = false;
       throw err;
     } finally {
       this.release(worker, healthy);
@@ -76,7 +80,7 @@ export class ScanPool {
   }
 }
 
-async function runJob(worker: Worker, input: Readable | AsyncIterable<Uint8Array>, opts: ScanOptions): Promise<LayerScan> {
+async function runJob(worker: Worker, input: Readable | AsyncIterable<Uint8Array>, opts: ScanOptions, job: { endedByWorker: boolean }): Promise<LayerScan> {
   const { onProgress, ...workerOpts } = opts;
   let inFlight = 0;
   let wake: (() => void) | null = null;
@@ -98,10 +102,14 @@ async function runJob(worker: Worker, input: Readable | AsyncIterable<Uint8Array
       inFlight -= msg.bytes;
       if (inFlight <= MAX_IN_FLIGHT / 2) wake?.();
     } else if (msg.type === 'done') {
+      job.endedByWorker = true;
       for (const e of msg.scan.entries) entries.push(reviveEntry(e));
       msg.scan.entries = entries;
       resolveDone(reviveScan(msg.scan));
-    } else fail(msg.code ? new ClipError(msg.code, msg.message.replace(`${msg.object}: `, ''), { object: msg.object }) : new Error(msg.message));
+    } else {
+      job.endedByWorker = true;
+      fail(msg.code ? new ClipError(msg.code, msg.message.replace(`${msg.object}: `, ''), { object: msg.object }) : new Error(msg.message));
+    }
   };
   const onError = (e: Error): void => fail(e);
   const onExit = (code: number): void => fail(new Error(`scan worker exited (${code})`));

@@ -165,7 +165,7 @@ export async function indexImage(source: ImageSource, opts: IndexImageOptions = 
 }
 
 /** Options outside what an index can record (the reader would refuse it) are refused before anything is read. */
-function checkLimits(opts: IndexImageOptions): void {
+export function checkLimits(opts: Pick<IndexImageOptions, 'maxInflated' | 'maxEntries' | 'chunkSize'>): void {
   const { maxInflated, maxEntries, chunkSize } = opts;
   if (chunkSize !== undefined && !(Number.isSafeInteger(chunkSize) && chunkSize >= MIN_CHUNK_SIZE && chunkSize <= MAX_CHUNK_SIZE && (chunkSize & (chunkSize - 1)) === 0)) {
     throw new ClipError('EINVAL', `the chunk size must be a power of two between ${MIN_CHUNK_SIZE} and ${MAX_CHUNK_SIZE}`, { object: String(chunkSize) });

@@ -84,10 +84,10 @@ describe('clip index', () => {
 
   it('applies --max-inflated and --max-entries per layer, naming the layer, and refuses bad values', async () => {
     const fx = await fixture('basic');
-    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-inflated', '4KiB')).rejects.toMatchObject({
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--force', '--max-inflated', '4KiB')).rejects.toMatchObject({
       code: 'EUNSUPPORTED', object: expect.stringMatching(/^sha256:/), message: expect.stringMatching(/more than 4096 bytes, the limit per layer \(--max-inflated\)/),
     });
-    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-entries', '1')).rejects.toMatchObject({
+    await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--force', '--max-entries', '1')).rejects.toMatchObject({
       code: 'EUNSUPPORTED', message: expect.stringMatching(/more than 1 entries, the limit per layer \(--max-entries\)/),
     });
     await expect(clip('index', fx.ref, '--cache-dir', cacheDir, '--no-progress', '--max-entries', 'many')).rejects.toMatchObject({ code: 'EINVAL', object: 'many' });

@@ -5,7 +5,7 @@ import { publishIndex, storeSharedIndex } from '../../storage/index-artifact.js'
 import { RedisChunkCache } from '../../storage/remote-cache.js';
 import { ClipError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
-import { indexImage, loadCachedIndex } from '../../storage/indexer.js';
+import { checkLimits, indexImage, loadCachedIndex } from '../../storage/indexer.js';
 import { createLogger } from '../../util/log.js';
 import { formatSize, parseSize } from '../../util/size.js';
 import { progressOf } from '../image-arg.js';
@@ -108,6 +108,7 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
   const chunkSize = opts.chunkSize === undefined ? undefined : parseChunkSize(opts.chunkSize);
   const maxInflated = opts.maxInflated === undefined ? undefined : parseSize(opts.maxInflated);
   const maxEntries = opts.maxEntries === undefined ? undefined : parseCount(opts.maxEntries, '--max-entries');
+  checkLimits({ ...(maxInflated !== undefined ? { maxInflated } : {}), ...(maxEntries !== undefined ? { maxEntries } : {}) });
   const source = openImage(image, { insecureRegistries: opts.insecureRegistry ?? [], logger });
   if (opts.push && !(source instanceof RegistryRepository)) {
     throw new ClipError('EINVAL', '--push needs an image in a registry (the index is pushed to its repository)', { object: image });
