@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import { ClipError, isClipError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
-import { deferred, sleep, untilAborted, type Deferred } from './deferred.js';
+import { deadlineSignal, deferred, sleep, untilAborted, type Deferred } from './deferred.js';
 import type { DiskCache, LayerLease } from './disk-cache.js';
 import { StorageMetrics, type Tier } from './metrics.js';
 import type { RedisChunkCache } from './remote-cache.js';
@@ -223,7 +223,8 @@ export class Storage {
       try {
         const missing = await lease.file.missing(first, last);
         if (missing.length === 0) continue;
-        await this.ensure(layer, lease, missing, this.deadline(opts.signal));
+        const d = deadlineSignal(this.readTimeoutMs, opts.signal);
+        await this.ensure(layer, lease, missing, d.signal).finally(d.done);
         fetched = missing.reduce((n, i) => n + chunkLength(layer, i), 0);
       } finally {
         lease.release();
@@ -261,11 +262,6 @@ export class Storage {
     await this.disk.close();
   }
 
-  private deadline(signal?: AbortSignal): AbortSignal {
-    const timeout = AbortSignal.timeout(this.readTimeoutMs);
-    return signal ? AbortSignal.any([signal, timeout]) : timeout;
-  }
-
   /**
    * Bytes [offset, offset + length) (within the layer): copied into `out` when given (then [out]),
    * else as pieces in order: fetched chunks (sliced, not copied) and runs read from disk.
@@ -296,7 +292,11 @@ export class Storage {
       if (refill && !missing.length) {
         this.inBackground(this.prefetch(layer, refill).catch((err: unknown) => this.log.debug({ err, layer: layer.diffId }, 'readahead failed')));
       }
-      const got = missing.length ? await this.ensure(layer, lease, missing, this.deadline(signal), refill) : new Map<number, Buffer>();
+      let got = new Map<number, Buffer>();
+      if (missing.length) {
+        const d = deadlineSignal(this.readTimeoutMs, signal);
+        got = await this.ensure(layer, lease, missing, d.signal, refill).finally(d.done);
+      }
       if (checked) for (const [i, buf] of checked) got.set(i, buf);
       const pieces: Buffer[] = [];
       for (let i = first; i <= last; ) {
@@ -471,7 +471,7 @@ export class Storage {
 
   /** Settle every deferred in `owned`: from the remote cache, else from the source. Never throws. */
   private async fetch(layer: LayerRecord, owned: Map<number, Deferred<Buffer>>): Promise<void> {
-    const signal = AbortSignal.any([AbortSignal.timeout(this.readTimeoutMs), this.closing.signal]);
+    const { signal, done } = deadlineSignal(this.readTimeoutMs, this.closing.signal);
     let lease: LayerLease | undefined;
     try {
       lease = await this.disk.acquire(layer);
@@ -482,6 +482,7 @@ export class Storage {
       this.log.error({ err, layer: layer.diffId }, 'chunk fetch failed');
       for (const d of owned.values()) d.reject(isClipError(err) ? err : new ClipError('ENETWORK', 'chunk fetch failed', { object: layer.diffId, cause: err }));
     } finally {
+      done();
       lease?.release();
     }
   }
