@@ -5,8 +5,7 @@
  * directory others can write, or one inside the mountpoint, is refused before anything is mounted.
  */
 import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { mountFiles } from '../../src/mount/files.js';
@@ -16,7 +15,7 @@ import { pushFixture } from '../support/fixtures/index.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { run } from '../fuse/tools.js';
-import { clip, fuseMounted } from './helpers.js';
+import { cleanScratch, clip, daemonPidOf, fuseMounted, scratch } from './helpers.js';
 
 const SECRET = 'hunter2-clip-secret';
 
@@ -35,17 +34,11 @@ describe.skipIf(skipUnlessRoot())('clip mount --background: what it shows, what 
     await Promise.all([registry?.stop(), redis?.stop()]);
   });
   beforeEach(async () => {
-    mnt = await mkdtemp(join(tmpdir(), 'clip-bg-mp-'));
-    cache = await mkdtemp(join(tmpdir(), 'clip-bg-cache-'));
+    ({ mnt, cache } = await scratch('clip-bg'));
   });
-  afterEach(async () => {
-    if (fuseMounted(mnt)) await clip(['unmount', mnt, '--cache-dir', cache]);
-    if (fuseMounted(mnt)) await run('umount', ['-l', mnt]);
-    await rm(mnt, { recursive: true, force: true });
-    await rm(cache, { recursive: true, force: true });
-  });
+  afterEach(() => cleanScratch({ mnt, cache }));
 
-  const pidOf = (): number => Number(readFileSync(mountFiles(cache, mnt).pid, 'utf8').split('\n')[0]);
+  const pidOf = (): number => daemonPidOf(cache, mnt);
 
   it('keeps the shared cache password out of /proc/PID/cmdline and environ, and uses it', async () => {
     const r = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--remote-cache', redis.url]);

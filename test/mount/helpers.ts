@@ -1,7 +1,13 @@
 /** Running the clip CLI (mount commands) as a child process, and waiting on mounts. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mountsAt } from '../../src/fuse/mountinfo.js';
+import { mountFiles } from '../../src/mount/files.js';
+import { run } from '../fuse/tools.js';
 
 export const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url));
 
@@ -64,4 +70,22 @@ export async function waitUntil(cond: () => boolean, ms: number): Promise<boolea
     await new Promise((r) => setTimeout(r, 50));
   }
   return true;
+}
+
+/** A fresh mountpoint and cache directory for one test. */
+export async function scratch(prefix: string): Promise<{ mnt: string; cache: string }> {
+  return { mnt: await mkdtemp(join(tmpdir(), `${prefix}-mp-`)), cache: await mkdtemp(join(tmpdir(), `${prefix}-cache-`)) };
+}
+
+/** Whatever a test left mounted there is unmounted (by clip, else lazily), and both directories go. */
+export async function cleanScratch({ mnt, cache }: { mnt: string; cache: string }): Promise<void> {
+  if (fuseMounted(mnt)) await clip(['unmount', mnt, '--cache-dir', cache]);
+  if (fuseMounted(mnt)) await run('umount', ['-l', mnt]);
+  await rm(mnt, { recursive: true, force: true });
+  await rm(cache, { recursive: true, force: true });
+}
+
+/** The pid the daemon of the mount at `mnt` recorded. */
+export function daemonPidOf(cache: string, mnt: string): number {
+  return Number(readFileSync(mountFiles(cache, mnt).pid, 'utf8').split('\n')[0]);
 }

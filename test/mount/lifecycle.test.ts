@@ -5,8 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { mountsAt } from '../../src/fuse/mountinfo.js';
@@ -15,7 +14,7 @@ import { skipUnlessRoot } from '../support/env.js';
 import { fixture, pushFixture } from '../support/fixtures/index.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { python, run } from '../fuse/tools.js';
-import { clip, clipUntilLine, fuseMounted, waitUntil } from './helpers.js';
+import { cleanScratch, clip, clipUntilLine, daemonPidOf, fuseMounted, scratch, waitUntil } from './helpers.js';
 
 const alive = (pid: number): boolean => {
   try {
@@ -40,17 +39,11 @@ describe.skipIf(skipUnlessRoot())('clip mount / clip unmount', () => {
     await registry?.stop();
   });
   beforeEach(async () => {
-    mnt = await mkdtemp(join(tmpdir(), 'clip-mount-mp-'));
-    cache = await mkdtemp(join(tmpdir(), 'clip-mount-cache-'));
+    ({ mnt, cache } = await scratch('clip-mount'));
   });
-  afterEach(async () => {
-    if (fuseMounted(mnt)) await clip(['unmount', mnt, '--cache-dir', cache]);
-    if (fuseMounted(mnt)) await run('umount', ['-l', mnt]);
-    await rm(mnt, { recursive: true, force: true });
-    await rm(cache, { recursive: true, force: true });
-  });
+  afterEach(() => cleanScratch({ mnt, cache }));
 
-  const pidOf = (): number => Number(readFileSync(mountFiles(cache, mnt).pid, 'utf8').split('\n')[0]);
+  const pidOf = (): number => daemonPidOf(cache, mnt);
 
   it('--background indexes, returns once ready, leaves a daemon with pid and log files; unmount stops it', async () => {
     const r = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background']);

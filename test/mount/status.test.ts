@@ -4,8 +4,6 @@
  * from the list.
  */
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +11,7 @@ import type { MountStatus } from '../../src/mount/status.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture } from '../support/fixtures/index.js';
 import { run } from '../fuse/tools.js';
-import { clip, fuseMounted, waitUntil } from './helpers.js';
+import { cleanScratch, clip, scratch, waitUntil } from './helpers.js';
 
 describe.skipIf(skipUnlessRoot())('clip mounts', () => {
   let ref: string;
@@ -22,15 +20,9 @@ describe.skipIf(skipUnlessRoot())('clip mounts', () => {
 
   beforeAll(async () => {
     ref = (await fixture('basic')).ref;
-    mnt = await mkdtemp(join(tmpdir(), 'clip-status-mp-'));
-    cache = await mkdtemp(join(tmpdir(), 'clip-status-cache-'));
+    ({ mnt, cache } = await scratch('clip-status'));
   });
-  afterAll(async () => {
-    if (fuseMounted(mnt)) await clip(['unmount', mnt, '--cache-dir', cache]);
-    if (fuseMounted(mnt)) await run('umount', ['-l', mnt]);
-    await rm(mnt, { recursive: true, force: true });
-    await rm(cache, { recursive: true, force: true });
-  });
+  afterAll(() => cleanScratch({ mnt, cache }));
 
   const mounts = async (): Promise<MountStatus[]> => {
     const r = await clip(['mounts', '--cache-dir', cache, '--json']);
