@@ -71,7 +71,7 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
     let madeHere = false;
     if (!found) {
       const made = await indexImage(source, {
-        resolved: image, cacheDir: opts.cacheDir, logger: log, ...opts.indexing,
+        resolved: image, cacheDir: opts.cacheDir, logger: log, ...opts.indexing, ...(remote ? { remote } : {}),
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       });
       found = { index: made.index, bytes: made.bytes, origin: 'indexed' };

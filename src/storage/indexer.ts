@@ -21,6 +21,8 @@ import { ClipError, isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { ensurePrivateDir, isDiskFull } from './cache-dir.js';
 import { removeStaleIndexTemps } from './index-temps.js';
+import type { RedisChunkCache } from './remote-cache.js';
+import { loadScan, storeScan, type ScanCache } from './scan-cache.js';
 import { digestHex } from './types.js';
 
 export type IndexProgress =
@@ -51,6 +53,10 @@ export interface IndexImageOptions {
   logger?: Logger;
   onProgress?: (event: IndexProgress) => void;
   signal?: AbortSignal;
+  /** The shared cache: layer scans are looked for and kept there too. */
+  remote?: RedisChunkCache;
+  /** Take a layer's scan from CACHE_DIR/scans or the shared cache when one was kept (default true). */
+  reuseScans?: boolean;
 }
 
 export interface IndexedImage {
@@ -121,13 +127,25 @@ export async function indexImage(source: ImageSource, opts: IndexImageOptions = 
     }
   };
 
+  const scans: ScanCache = { ...(opts.cacheDir ? { cacheDir: opts.cacheDir } : {}), ...(opts.remote ? { remote: opts.remote } : {}), logger: log };
   const controller = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < layers.length && !signal.aborted) {
       const i = next++;
-      const scan = await scanOne(source, layers[i]!, i, opts, signal);
+      const layer = layers[i]!;
+      // A layer scanned before (here, or by any node sharing the cache) is not read again.
+      const reused = opts.reuseScans === false ? undefined : await loadScan(layer, opts, scans);
+      let scan: LayerScan;
+      if (reused) {
+        scan = reused.scan;
+        opts.onProgress?.({ kind: 'bytes', bytes: layer.descriptor.size });
+        log.debug({ layer: layer.descriptor.digest, from: reused.from }, 'layer scan reused');
+      } else {
+        scan = await scanOne(source, layer, i, opts, signal);
+        if (opts.reuseScans !== false) await storeScan(layer, opts, scan, scans);
+      }
       finished.set(i, scan);
       done++;
       opts.onProgress?.({ kind: 'layer', layer: i, digest: layers[i]!.descriptor.digest, layersDone: done, layers: layers.length });

@@ -120,6 +120,7 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
     progress?.stop();
     progress = undefined;
   };
+  const remote = opts.remoteCache ? await RedisChunkCache.connect({ url: opts.remoteCache, logger }) : undefined;
   try {
     const cacheDir = opts.cacheDir ?? defaultCacheDir();
     const resolved = await source.resolve(platform ? { platform } : {});
@@ -141,16 +142,17 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
       ...(chunkSize !== undefined ? { chunkSize } : {}),
       ...(maxInflated !== undefined ? { maxInflated } : {}),
       ...(maxEntries !== undefined ? { maxEntries } : {}),
+      ...(remote ? { remote } : {}),
+      // --force reads every layer again; otherwise a layer scanned before (here or by a node sharing the cache) is not.
+      ...(opts.force ? { reuseScans: false } : {}),
     });
     stopProgress();
     const { index, image: img } = result;
     const published = opts.push ? (await publishIndex(source as RegistryRepository, new RegistryPusher(source as RegistryRepository), img, result.bytes)).digest : null;
     let shared = false;
-    if (opts.remoteCache) {
-      const remote = await RedisChunkCache.connect({ url: opts.remoteCache, logger });
+    if (remote) {
       shared = await storeSharedIndex(remote, img.manifestDigest, result.bytes);
-      await remote.close();
-      if (!shared) logger.warn({ remote: opts.remoteCache.replace(/\/\/[^@/]*@/, '//***@') }, 'the shared cache did not take the index');
+      if (!shared) logger.warn({ remote: opts.remoteCache!.replace(/\/\/[^@/]*@/, '//***@') }, 'the shared cache did not take the index');
     }
     const uncompressed = index.layers.reduce((n, l) => n + l.uncompressedSize, 0);
     const report: IndexReport = {
@@ -175,6 +177,7 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
     else process.stdout.write(formatIndexReport(report));
   } finally {
     stopProgress();
+    await remote?.close();
     await source.close?.();
   }
 }
