@@ -100,16 +100,16 @@ export function createPrivateFileSync(file: string): { path: string; fd: number 
 }
 
 /**
- * Write `text` as `file`, whole or not at all: a private temporary file renamed over it (rename
+ * Write `data` as `file`, whole or not at all: a private temporary file renamed over it (rename
  * replaces a link planted at `file` rather than following it).
  */
-export async function writePrivateFile(file: string, text: string): Promise<void> {
+export async function writePrivateFile(file: string, data: string | Buffer): Promise<void> {
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   const fh = await open(tmp, CREATE_PRIVATE, 0o600).catch((err: unknown) => {
     throw fileError(err, tmp);
   });
   try {
-    await fh.writeFile(text);
+    await fh.writeFile(data);
     await fh.close();
     await rename(tmp, file);
   } catch (err) {

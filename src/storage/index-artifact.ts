@@ -5,7 +5,7 @@
  * only taken for an image when it describes exactly that manifest, config and layers.
  */
 import { createHash } from 'node:crypto';
-import { readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { readFile, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { constants, gunzip, gzip } from 'node:zlib';
@@ -13,7 +13,7 @@ import { ImageIndex } from '../index/reader.js';
 import { listReferrers, pushArtifact, type ReferrerDescriptor } from '../oci/referrers.js';
 import type { RegistryPusher } from '../oci/push.js';
 import type { RegistryRepository } from '../oci/registry-source.js';
-import { ensurePrivateDir } from './cache-dir.js';
+import { ensurePrivateDir, writePrivateFile } from './cache-dir.js';
 import { cachedIndexPath } from './indexer.js';
 import type { RedisChunkCache } from './remote-cache.js';
 import type { ResolvedImage } from '../oci/types.js';
@@ -61,9 +61,11 @@ export function indexFor(image: ResolvedImage, bytes: Buffer, from: string): Ima
   return index;
 }
 
-/** Push `indexBytes` as an artifact referring to the image manifest. */
-export async function publishIndex(repo: RegistryRepository, pusher: RegistryPusher, image: ResolvedImage, indexBytes: Buffer): Promise<ReferrerDescriptor> {
-  const packed = await packIndex(indexBytes);
+/** Push `indexBytes` as an artifact referring to the image manifest (`packed`: the same bytes packed already, when at hand). */
+export async function publishIndex(
+  repo: RegistryRepository, pusher: RegistryPusher, image: ResolvedImage, indexBytes: Buffer, packed?: Buffer,
+): Promise<ReferrerDescriptor> {
+  packed ??= await packIndex(indexBytes);
   return pushArtifact(repo, pusher, {
     artifactType: INDEX_ARTIFACT_TYPE,
     subject: { mediaType: image.manifestMediaType, digest: image.manifestDigest, size: image.manifestBytes.length },
@@ -80,6 +82,8 @@ const acceptAll: Acceptor = () => Promise.resolve(true);
 export interface FoundIndex {
   index: ImageIndex;
   bytes: Buffer;
+  /** The blob as published (packed), to store elsewhere without packing it again. */
+  packed: Buffer;
   /** The artifact manifest it came from. */
   artifact: string;
 }
@@ -103,10 +107,11 @@ export async function findPublishedIndex(repo: RegistryRepository, image: Resolv
       if (!blob || typeof blob.digest !== 'string' || !Number.isSafeInteger(blob.size) || blob.size! > MAX_INDEX_BYTES) {
         throw new ClipError('ECORRUPT', `artifact has no ${INDEX_BLOB_TYPE} layer of a sane size`, { object });
       }
-      const bytes = await unpackIndex(await repo.readSmallBlob({ digest: blob.digest, size: blob.size! }), object);
+      const packed = await repo.readSmallBlob({ digest: blob.digest, size: blob.size! });
+      const bytes = await unpackIndex(packed, object);
       const index = indexFor(image, bytes, object);
       if (!(await accept(bytes))) throw new ClipError('ECORRUPT', 'this index was found to lie about a layer (condemned)', { object });
-      return { index, bytes, artifact: desc.digest };
+      return { index, bytes, packed, artifact: desc.digest };
     } catch (err) {
       logger.warn({ artifact: object, err: (err as Error).message }, 'published index unusable: skipped');
     }
@@ -135,8 +140,9 @@ export async function findSharedIndex(remote: RedisChunkCache, image: ResolvedIm
   }
 }
 
-export async function storeSharedIndex(remote: RedisChunkCache, manifestDigest: string, indexBytes: Buffer): Promise<boolean> {
-  return remote.storeValue(sharedIndexKey(manifestDigest), await packIndex(indexBytes));
+/** Keep the index in the shared cache (`packed`: the same bytes packed already, when at hand). */
+export async function storeSharedIndex(remote: RedisChunkCache, manifestDigest: string, indexBytes: Buffer, packed?: Buffer): Promise<boolean> {
+  return remote.storeValue(sharedIndexKey(manifestDigest), packed ?? (await packIndex(indexBytes)));
 }
 
 /** Where indexes found to lie about a layer are listed, by the sha256 of their bytes. */
@@ -156,7 +162,7 @@ export async function condemnIndex(cacheDir: string, manifestDigest: string, ind
   const listed = condemnedPath(cacheDir, indexBytes);
   await ensurePrivateDir(path.dirname(path.dirname(listed)));
   await ensurePrivateDir(path.dirname(listed));
-  await writeFile(listed, `${manifestDigest}\n${reason}\n`, { mode: 0o600 });
+  await writePrivateFile(listed, `${manifestDigest}\n${reason}\n`);
   const cached = cachedIndexPath(cacheDir, manifestDigest);
   const copy = await readFile(cached).catch(() => undefined);
   if (copy?.equals(indexBytes)) await rename(cached, `${cached}.bad`).catch(() => undefined);

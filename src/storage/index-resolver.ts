@@ -5,12 +5,10 @@
  * command on this node, or the next node, finds it without reading a layer.
  */
 import type { ImageIndex } from '../index/reader.js';
-import { RegistryPusher } from '../oci/push.js';
 import { RegistryRepository } from '../oci/registry-source.js';
 import type { ImageSource, ResolvedImage } from '../oci/types.js';
-import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { findPublishedIndex, findSharedIndex, isCondemned, publishIndex, storeSharedIndex, type Acceptor } from './index-artifact.js';
+import { findPublishedIndex, findSharedIndex, isCondemned, storeSharedIndex, type Acceptor } from './index-artifact.js';
 import { isDiskFull } from './cache-dir.js';
 import { indexImage, loadCachedIndex, storeCachedIndex, type IndexImageOptions } from './indexer.js';
 import { RedisChunkCache } from './remote-cache.js';
@@ -23,8 +21,6 @@ export interface ResolveIndexOptions {
   remoteCache?: string;
   /** Look in the shared cache and the registry before indexing (default true). */
   discover?: boolean;
-  /** Publish the index to the image's repository when it did not come from there. */
-  push?: boolean;
   logger?: Logger;
   onProgress?: IndexImageOptions['onProgress'];
   /** Settings for indexing, when it comes to that. */
@@ -37,22 +33,20 @@ export interface ResolvedIndex {
   origin: IndexOrigin;
   /** The local cache copy (none when the cache disk is full: the index serves from memory). */
   file?: string;
-  /** The artifact it was published as, when pushed now. */
-  published?: string;
 }
 
 export async function resolveIndex(source: ImageSource, image: ResolvedImage, opts: ResolveIndexOptions): Promise<ResolvedIndex> {
   const log = opts.logger ?? silentLogger;
   const cached = await loadCachedIndex(opts.cacheDir, image.manifestDigest, log);
-  if (cached && !opts.push) return { index: cached, bytes: cached.buffer, origin: 'cache', file: cached.file };
+  if (cached) return { index: cached, bytes: cached.buffer, origin: 'cache', file: cached.file };
 
   const discover = opts.discover ?? true;
   const repo = source instanceof RegistryRepository ? source : undefined;
   const remote = opts.remoteCache ? await RedisChunkCache.connect({ url: opts.remoteCache, logger: log }) : undefined;
   try {
-    let found: Omit<ResolvedIndex, 'file'> | undefined = cached ? { index: cached, bytes: cached.buffer, origin: 'cache' } : undefined;
+    let found: Omit<ResolvedIndex, 'file'> | undefined;
     const accept: Acceptor = async (bytes) => !(await isCondemned(opts.cacheDir, bytes, remote));
-    if (!found && discover && remote) {
+    if (discover && remote) {
       const shared = await findSharedIndex(remote, image, log, accept);
       if (shared) found = { ...shared, origin: 'shared' };
     }
@@ -64,11 +58,10 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
       });
       if (published) {
         found = { index: published.index, bytes: published.bytes, origin: 'registry' };
-        if (remote) await storeSharedIndex(remote, image.manifestDigest, published.bytes);
+        if (remote) await storeSharedIndex(remote, image.manifestDigest, published.bytes, published.packed);
       }
     }
-    let file: string | undefined = cached?.file;
-    let madeHere = false;
+    let file: string | undefined;
     if (!found) {
       const made = await indexImage(source, {
         resolved: image, cacheDir: opts.cacheDir, logger: log, ...opts.indexing, ...(remote ? { remote } : {}),
@@ -76,10 +69,9 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
       });
       found = { index: made.index, bytes: made.bytes, origin: 'indexed' };
       file = made.cachedAt;
-      madeHere = true;
       if (remote) await storeSharedIndex(remote, image.manifestDigest, made.bytes);
     }
-    if (!file && !madeHere) {
+    if (found.origin !== 'indexed') {
       file = await storeCachedIndex(opts.cacheDir, image.manifestDigest, found.bytes).catch((err: unknown) => {
         // A full cache disk costs caching only: the index is in memory, and serves as it is.
         if (!isDiskFull(err)) throw err;
@@ -87,14 +79,8 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
         return undefined;
       });
     }
-    let published: string | undefined;
-    if (opts.push && found.origin !== 'registry') {
-      if (!repo) throw new ClipError('EINVAL', 'only an image in a registry can have its index pushed', { object: image.reference });
-      published = (await publishIndex(repo, new RegistryPusher(repo), image, found.bytes)).digest;
-      log.info({ image: image.reference, artifact: published }, 'index published');
-    }
     log.info({ image: image.reference, origin: found.origin }, 'index ready');
-    return { ...found, ...(file ? { file } : {}), ...(published ? { published } : {}) };
+    return { ...found, ...(file ? { file } : {}) };
   } finally {
     await remote?.close();
   }

@@ -10,8 +10,7 @@
  * made from it would be (the index is checked whole at load, and audited against the layer once it
  * is complete); it must at least name the blob, size and diff_id it is used for.
  */
-import { randomBytes } from 'node:crypto';
-import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { promisify } from 'node:util';
@@ -20,7 +19,7 @@ import { DEFAULT_BIG_FILE, DEFAULT_CHUNK_SIZE, DEFAULT_SPAN } from '../archive/s
 import type { LayerScan } from '../archive/types.js';
 import type { Layer } from '../oci/types.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { ensurePrivateDir } from './cache-dir.js';
+import { ensurePrivateDir, writePrivateFile } from './cache-dir.js';
 import type { RedisChunkCache } from './remote-cache.js';
 import { digestHex } from './types.js';
 
@@ -85,9 +84,7 @@ export async function storeScan(layer: Layer, settings: ScanSettings, scan: Laye
     if (cache.cacheDir) {
       const file = filePath(cache.cacheDir, key);
       await ensurePrivateDir(path.dirname(file));
-      const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-      await writeFile(tmp, packed, { mode: 0o600, flag: 'wx' });
-      await rename(tmp, file);
+      await writePrivateFile(file, packed);
     }
     if (cache.remote) await cache.remote.storeValue(remoteKey(key), packed);
   } catch (err) {

@@ -1,7 +1,7 @@
 /** `clip index IMAGE`: read every layer once and write the image's index file. */
 import { openImage, parsePlatform, RegistryPusher, RegistryRepository } from '../../oci/index.js';
 import { writeIndexFile } from '../../index/writer.js';
-import { publishIndex, storeSharedIndex } from '../../storage/index-artifact.js';
+import { packIndex, publishIndex, storeSharedIndex } from '../../storage/index-artifact.js';
 import { RedisChunkCache } from '../../storage/remote-cache.js';
 import { ClipError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
@@ -148,10 +148,12 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
     });
     stopProgress();
     const { index, image: img } = result;
-    const published = opts.push ? (await publishIndex(source as RegistryRepository, new RegistryPusher(source as RegistryRepository), img, result.bytes)).digest : null;
+    // Packed once for both places it may go.
+    const packed = opts.push || remote ? await packIndex(result.bytes) : undefined;
+    const published = opts.push ? (await publishIndex(source as RegistryRepository, new RegistryPusher(source as RegistryRepository), img, result.bytes, packed)).digest : null;
     let shared = false;
     if (remote) {
-      shared = await storeSharedIndex(remote, img.manifestDigest, result.bytes);
+      shared = await storeSharedIndex(remote, img.manifestDigest, result.bytes, packed);
       if (!shared) logger.warn({ remote: opts.remoteCache!.replace(/\/\/[^@/]*@/, '//***@') }, 'the shared cache did not take the index');
     }
     const uncompressed = index.layers.reduce((n, l) => n + l.uncompressedSize, 0);
