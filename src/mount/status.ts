@@ -6,7 +6,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readPrivateFile, writePrivateFile } from '../storage/cache-dir.js';
-import type { Storage } from '../storage/storage.js';
 import { processStartTime, type MountFiles } from './files.js';
 import type { RunningMount } from './serve.js';
 
@@ -33,8 +32,8 @@ export function statusFile(files: MountFiles): string {
   return files.pid.replace(/\.pid$/, '.json');
 }
 
-async function snapshot(running: RunningMount, storage: Storage, startedAt: string): Promise<MountStatus> {
-  const m = await storage.metrics.snapshot();
+async function snapshot(running: RunningMount, startedAt: string): Promise<MountStatus> {
+  const m = await running.storage.metrics.snapshot();
   return {
     mountpoint: running.mountpoint,
     pid: process.pid,
@@ -55,7 +54,7 @@ export function keepStatus(files: MountFiles, running: RunningMount, onError: (e
   const startedAt = new Date().toISOString();
   let writing: Promise<void> = Promise.resolve();
   const write = (): void => {
-    writing = writing.then(async () => writePrivateFile(file, `${JSON.stringify(await snapshot(running, running.storage, startedAt))}\n`)).catch(onError);
+    writing = writing.then(async () => writePrivateFile(file, `${JSON.stringify(await snapshot(running, startedAt))}\n`)).catch(onError);
   };
   write();
   const timer = setInterval(write, STATUS_INTERVAL_MS);
