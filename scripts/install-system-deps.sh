@@ -15,6 +15,10 @@ NEEDED=(
   python3:python3
   setfattr:attr
   debootstrap:debootstrap
+  runc:runc
+  containerd:containerd
+  ctr:containerd
+  ctr-remote:stargz-snapshotter
 )
 missing=()
 for pair in "${NEEDED[@]}"; do
