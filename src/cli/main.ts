@@ -10,6 +10,7 @@ import { registerIndex } from './commands/index.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
+import { registerServer } from './commands/server.js';
 import { registerStat } from './commands/stat.js';
 import { runCommand } from './exit.js';
 
@@ -25,6 +26,7 @@ registerStat(program);
 registerCat(program);
 registerExtract(program);
 registerMount(program);
+registerServer(program);
 registerCache(program);
 registerDemo(program);
 await describeDemoDefaults(program);

@@ -73,14 +73,18 @@ interface OpenFile {
   size: number;
 }
 
+/** Open files by inode, with how many opens hold each. */
+interface HeldFile extends OpenFile {
+  refs: number;
+}
+
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
 export class ImageFilesystem implements FuseFilesystem {
   private readonly layers: LayerRecord[];
-  private readonly open$ = new Map<number, OpenFile>();
+  private readonly open$ = new Map<number, HeldFile>();
   private readonly buffers = new ReadBuffers();
-  private nextFh = 1;
   private readonly scratch: Attr = emptyAttr();
   private readonly timeout: number;
   private readonly log: Logger;
@@ -171,21 +175,27 @@ export class ImageFilesystem implements FuseFilesystem {
 
   async open(ino: number, flags: number): Promise<OpenResult> {
     if ((flags & O_ACCMODE) !== 0 || flags & O_TRUNC) throw new FuseErrno('EROFS');
-    const loc = this.index.dataLocation(this.known(ino));
-    if (!loc) throw new FuseErrno('EISDIR');
-    const fh = this.nextFh++;
-    this.open$.set(fh, { layer: this.layers[loc.layer]!, offset: loc.offset, size: loc.size });
-    return { fh, keepCache: true };
+    const held = this.open$.get(ino);
+    if (held) held.refs++;
+    else {
+      const loc = this.index.dataLocation(this.known(ino));
+      if (!loc) throw new FuseErrno('EISDIR');
+      this.open$.set(ino, { layer: this.layers[loc.layer]!, offset: loc.offset, size: loc.size, refs: 1 });
+    }
+    // The handle is the inode: a server that takes over the connection after a restart finds
+    // every handle the kernel holds meaningful without any state from the one before.
+    return { fh: ino, keepCache: true };
   }
 
-  release(_ino: number, fh: number): void {
-    this.open$.delete(fh);
+  release(ino: number): void {
+    const held = this.open$.get(ino);
+    if (held && --held.refs <= 0) this.open$.delete(ino);
   }
 
-  async read(ino: number, fh: number, offset: number, size: number, ctx: RequestContext): Promise<Uint8Array> {
-    let file = this.open$.get(fh);
+  async read(ino: number, _fh: number, offset: number, size: number, ctx: RequestContext): Promise<Uint8Array> {
+    let file: OpenFile | undefined = this.open$.get(ino);
     if (!file) {
-      // A read without our open (cannot happen with a well-behaved kernel): resolve it here.
+      // Opened before this server took the connection over (or a read without an open): resolve it here.
       const loc = this.index.dataLocation(this.known(ino));
       if (!loc) throw new FuseErrno('EISDIR');
       file = { layer: this.layers[loc.layer]!, offset: loc.offset, size: loc.size };
@@ -278,8 +288,8 @@ export class ImageFilesystem implements FuseFilesystem {
     if (mask & W_OK) throw new FuseErrno('EROFS');
   }
 
-  async lseek(ino: number, fh: number, offset: number, whence: number): Promise<number> {
-    const size = this.open$.get(fh)?.size ?? this.index.dataLocation(this.known(ino))?.size ?? 0;
+  async lseek(ino: number, _fh: number, offset: number, whence: number): Promise<number> {
+    const size = this.open$.get(ino)?.size ?? this.index.dataLocation(this.known(ino))?.size ?? 0;
     if (offset >= size) throw new FuseErrno('ENXIO');
     if (whence === SEEK_DATA) return offset;
     if (whence === SEEK_HOLE) return size; // no holes: a layer's bytes are all data

@@ -43,6 +43,22 @@ export class FuseChannel {
     return this.connected;
   }
 
+  /**
+   * Send a notification (`code` from NotifyCode). Returns the errno the kernel answered, 0 when it
+   * took it: ENOSYS or EINVAL from a kernel that does not know the code.
+   */
+  notify(code: number, payload: Uint8Array = new Uint8Array(0)): number {
+    const msg = Buffer.allocUnsafe(OUT_HEADER_SIZE + payload.length);
+    writeOutHeader(msg, msg.length, code, 0n);
+    msg.set(payload, OUT_HEADER_SIZE);
+    try {
+      writeSync(this.fd, msg);
+      return 0;
+    } catch (err) {
+      return -((err as NodeJS.ErrnoException).errno ?? -5);
+    }
+  }
+
   /** Send a reply; `error` is a positive errno or 0. */
   reply(unique: bigint, error: number, payload?: Uint8Array | readonly Uint8Array[]): void {
     if (!this.connected) return;

@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { isFuse, mountsAt } from './mountinfo.js';
-import { FuseServer, type FuseServerOptions } from './server.js';
+import { FuseServer, type FuseServerOptions, type InitInfo } from './server.js';
 import type { FuseFilesystem } from './types.js';
 
 export interface MountOptions extends FuseServerOptions {
@@ -99,6 +99,25 @@ export class Mount {
  * thread to answer. Unmounting spawns `umount`, so the same holds for unmount().
  */
 export async function mount(fs: FuseFilesystem, mountpoint: string, opts: MountOptions = {}): Promise<Mount> {
+  const attached = await attach(mountpoint, opts);
+  return serveAttached(fs, attached, opts);
+}
+
+/** A /dev/fuse descriptor mounted on a mountpoint, not served yet. */
+export interface Attached {
+  fd: number;
+  mountpoint: string;
+  /** The connection number (the mount's device minor), and the device major. */
+  connection: number;
+  major: number;
+}
+
+/**
+ * Open /dev/fuse and mount it on `mountpoint` (root only) with util-linux `mount` (the child gets
+ * the device as its fd 3). Nothing answers it yet: the kernel's INIT waits for a server. A stale
+ * mount left on the mountpoint by a dead server is cleaned first.
+ */
+export async function attach(mountpoint: string, opts: MountOptions = {}): Promise<Attached> {
   const log = opts.logger ?? silentLogger;
   const target = resolve(mountpoint);
   if (process.getuid?.() !== 0) {
@@ -137,10 +156,21 @@ export async function mount(fs: FuseFilesystem, mountpoint: string, opts: MountO
     closeSync(fd);
     throw new ClipError('EPERM', `mount failed: ${mounted.stderr.trim() || `exit code ${mounted.code}`}`, { object: target });
   }
-  const server = new FuseServer(fs, opts);
-  const served = server.serve(fd);
   const info = mountsAt(target).at(-1);
-  const m = new Mount(target, server, info?.minor ?? -1, served, fd, log);
+  return { fd, mountpoint: target, connection: info?.minor ?? -1, major: info?.major ?? -1 };
+}
+
+/**
+ * Serve an attached descriptor until the connection ends. Without `resume`, wait for the kernel's
+ * INIT (unmounting again if it does not come); with it, take over a connection an earlier server
+ * set up (see FuseServer.serve).
+ */
+export async function serveAttached(fs: FuseFilesystem, attached: Attached, opts: MountOptions = {}, resume?: InitInfo): Promise<Mount> {
+  const log = opts.logger ?? silentLogger;
+  const { fd, mountpoint: target } = attached;
+  const server = new FuseServer(fs, opts);
+  const served = server.serve(fd, resume ? { resume } : {});
+  const m = new Mount(target, server, attached.connection, served, fd, log);
   try {
     const timeout = opts.initTimeoutMs ?? 10_000;
     if (!(await settlesWithin(server.ready, timeout))) throw new ClipError('ETIMEOUT', `no FUSE INIT within ${timeout} ms`, { object: target });
@@ -149,14 +179,14 @@ export async function mount(fs: FuseFilesystem, mountpoint: string, opts: MountO
     await m.unmount({ timeoutMs: 2000 }).catch(() => undefined);
     throw err;
   }
-  setReadahead(info?.major, info?.minor, opts.readaheadKb ?? maxPages * 4, log);
-  log.info({ mountpoint: target, connection: m.connection, init: server.init?.minor }, 'fuse: mounted');
+  if (!resume) setReadahead(attached.major, attached.connection, opts.readaheadKb ?? (opts.maxPages ?? 256) * 4, log);
+  log.info({ mountpoint: target, connection: m.connection, init: server.init?.minor, resumed: resume !== undefined }, 'fuse: serving');
   return m;
 }
 
 /** Raise the readahead of the mount's backing device so sequential reads arrive as large READs. */
-function setReadahead(major: number | undefined, minor: number | undefined, kb: number, log: Logger): void {
-  if (major === undefined || minor === undefined) return;
+function setReadahead(major: number, minor: number, kb: number, log: Logger): void {
+  if (major < 0 || minor < 0) return;
   const file = `/sys/class/bdi/${major}:${minor}/read_ahead_kb`;
   try {
     writeFileSync(file, String(kb));

@@ -161,6 +161,15 @@ export const SEEK_HOLE = 4;
 export const IN_HEADER_SIZE = 40;
 /** fuse_out_header: len, error, unique. */
 export const OUT_HEADER_SIZE = 16;
+
+/** Notifications the server sends unasked: an out header with unique 0 and the code as its error. */
+export const NotifyCode = {
+  /** Put every request the server read but did not answer back in the queue (protocol 7.40+). */
+  RESEND: 7,
+} as const;
+
+/** Set in `unique` of a request the kernel sent again after FUSE_NOTIFY_RESEND. */
+export const UNIQUE_RESEND = 1n << 63n;
 export const ATTR_SIZE = 88;
 export const ENTRY_OUT_SIZE = 40 + ATTR_SIZE;
 export const ATTR_OUT_SIZE = 16 + ATTR_SIZE;

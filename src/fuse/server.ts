@@ -10,6 +10,7 @@ import {
   IN_HEADER_SIZE,
   INIT_OUT_SIZE,
   InitFlag,
+  NotifyCode,
   OPEN_OUT_SIZE,
   Opcode,
   OpenFlag,
@@ -113,11 +114,18 @@ export class FuseServer {
     this.ready.catch(() => undefined); // observed by whoever awaits it; never an unhandled rejection
   }
 
-  /** Start serving an open, mounted /dev/fuse. Resolves when the connection has ended. */
-  async serve(fd: number): Promise<{ code: string; message: string }> {
+  /**
+   * Start serving an open, mounted /dev/fuse. Resolves when the connection has ended.
+   *
+   * With `resume`, the connection was set up (INIT answered) by an earlier server that died or was
+   * replaced: this one takes over with what INIT settled then, and asks the kernel to send again
+   * every request the earlier one read but never answered (FUSE_NOTIFY_RESEND, protocol 7.40+).
+   */
+  async serve(fd: number, opts: { resume?: InitInfo } = {}): Promise<{ code: string; message: string }> {
     const bufferSize = Math.max(FUSE_MIN_READ_BUFFER, this.maxWrite + IN_HEADER_SIZE + WRITE_IN_SIZE, this.maxWrite + PAGE);
     const channel = new FuseChannel(fd, bufferSize, (req) => this.handle(req), this.log);
     this.channel = channel;
+    if (opts.resume) this.resume(channel, opts.resume);
     const stopped = await channel.stopped;
     // An operation that looks at its signal later must still see it aborted.
     for (const f of this.inflight.values()) (f.controller ??= new AbortController()).abort(new Error('FUSE connection ended'));
@@ -125,6 +133,25 @@ export class FuseServer {
     this.rejectReady(new Error(`FUSE connection ended before INIT: ${stopped.code} ${stopped.message}`));
     if (stopped.code !== 'ENODEV') this.log.warn(stopped, 'fuse: reading /dev/fuse failed');
     return stopped;
+  }
+
+  /** How the takeover's resend went: 'sent', or why not (for logs, status and tests). */
+  resendResult: 'sent' | 'unsupported' | 'failed' | undefined;
+
+  private resume(channel: FuseChannel, init: InitInfo): void {
+    this.initInfo = init;
+    this.resolveReady(init);
+    if (!(init.offered & InitFlag.HAS_RESEND)) {
+      // Requests the earlier server had read are lost to us: the kernel waits on them until the
+      // connection is aborted. Say so; the new requests are served.
+      this.resendResult = 'unsupported';
+      this.log.warn({ kernelMinor: init.kernelMinor }, 'fuse: this kernel cannot resend requests (FUSE_NOTIFY_RESEND needs protocol 7.40); requests the old server had read will hang until the mount is aborted');
+      return;
+    }
+    const errno = channel.notify(NotifyCode.RESEND);
+    this.resendResult = errno === 0 ? 'sent' : 'failed';
+    if (errno !== 0) this.log.warn({ errno }, 'fuse: FUSE_NOTIFY_RESEND failed');
+    else this.log.info('fuse: took over the connection; asked the kernel to resend unanswered requests');
   }
 
   get init(): InitInfo | undefined {

@@ -6,7 +6,7 @@ import type { Server } from 'node:http';
 import { resolve } from 'node:path';
 import { openImageArg, openImageStorage, type OpenedImage } from './open-image.js';
 import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
-import { mount, type Mount } from '../fuse/index.js';
+import { attach, serveAttached, type Attached, type InitInfo, type Mount, type MountOptions } from '../fuse/index.js';
 import { parsePlatform } from '../oci/platform.js';
 import { timeoutsWithin } from '../oci/retry.js';
 import type { IndexProgress } from '../storage/indexer.js';
@@ -66,11 +66,21 @@ export interface RunningMount {
 const FLUSH_MS = 2000;
 
 
-export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onProgress?: (e: IndexProgress) => void } = {}): Promise<RunningMount> {
+export interface StartMountOptions {
+  logger?: Logger;
+  onProgress?: (e: IndexProgress) => void;
+  /** Mounts /dev/fuse on the mountpoint; default: in this process. The node's server asks its holder. */
+  attach?: (mountpoint: string, opts: MountOptions) => Promise<Attached>;
+  /** Take over a mount an earlier server set up (already attached, INIT answered then). */
+  resume?: { attached: Attached; init: InitInfo };
+}
+
+export async function startMount(cfg: MountConfig, opts: StartMountOptions = {}): Promise<RunningMount> {
   const log = opts.logger ?? silentLogger;
   const mountpoint = resolve(cfg.mountpoint);
   requireRoot(mountpoint); // before any indexing: fail fast
-  await checkMountPlacement(cfg.cacheDir ?? defaultCacheDir(), mountpoint);
+  // A resumed mount is in place already: the placement was checked when it was made.
+  if (!opts.resume) await checkMountPlacement(cfg.cacheDir ?? defaultCacheDir(), mountpoint);
   const image = await openImageArg(cfg.image, {
     ...(cfg.cacheDir ? { cacheDir: cfg.cacheDir } : {}),
     ...(cfg.platform ? { platform: parsePlatform(cfg.platform) } : {}),
@@ -93,10 +103,12 @@ export async function startMount(cfg: MountConfig, opts: { logger?: Logger; onPr
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
     const fs = new ImageFilesystem(image.index, storage, { logger: log });
-    const m = await mount(fs, mountpoint, { fsname: CLIP_FSNAME, subtype: CLIP_FSNAME, logger: log, ...imageMountOptions(),
+    const mountOpts: MountOptions = { fsname: CLIP_FSNAME, subtype: CLIP_FSNAME, logger: log, ...imageMountOptions(),
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
       suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
-    });
+    };
+    const attached = opts.resume?.attached ?? (await (opts.attach ?? attach)(mountpoint, mountOpts));
+    const m = await serveAttached(fs, attached, mountOpts, opts.resume?.init);
     const st = storage;
     // An index this process did not make is checked against each layer once it is whole on disk.
     const audit = image.origin === 'indexed' ? undefined : await import('../storage/layer-audit.js');

@@ -21,6 +21,8 @@ export interface MountStatus {
   startedAt: string;
   updatedAt: string;
   rssBytes: number;
+  /** How often the node's server serving it was restarted (0 for a foreground mount). */
+  restarts: number;
   /** Bytes served from each tier since the mount started. */
   bytes: { disk: number; remote: number; source: number };
 }
@@ -32,7 +34,8 @@ export function statusFile(files: MountFiles): string {
   return files.pid.replace(/\.pid$/, '.json');
 }
 
-async function snapshot(running: RunningMount, startedAt: string): Promise<MountStatus> {
+/** A mount's status now. */
+export async function statusOf(running: RunningMount, startedAt: string, restarts = 0): Promise<MountStatus> {
   const m = await running.storage.metrics.snapshot();
   return {
     mountpoint: running.mountpoint,
@@ -44,17 +47,18 @@ async function snapshot(running: RunningMount, startedAt: string): Promise<Mount
     startedAt,
     updatedAt: new Date().toISOString(),
     rssBytes: process.memoryUsage.rss(),
+    restarts,
     bytes: { disk: m['bytes.disk'] ?? 0, remote: m['bytes.remote'] ?? 0, source: m['bytes.source'] ?? 0 },
   };
 }
 
 /** Keep the status file of `running` current until the returned stop() (which removes it). */
-export function keepStatus(files: MountFiles, running: RunningMount, onError: (err: unknown) => void): () => Promise<void> {
+export function keepStatus(files: MountFiles, running: RunningMount, onError: (err: unknown) => void, restarts = 0): () => Promise<void> {
   const file = statusFile(files);
   const startedAt = new Date().toISOString();
   let writing: Promise<void> = Promise.resolve();
   const write = (): void => {
-    writing = writing.then(async () => writePrivateFile(file, `${JSON.stringify(await snapshot(running, startedAt))}\n`)).catch(onError);
+    writing = writing.then(async () => writePrivateFile(file, `${JSON.stringify(await statusOf(running, startedAt, restarts))}\n`)).catch(onError);
   };
   write();
   const timer = setInterval(write, STATUS_INTERVAL_MS);

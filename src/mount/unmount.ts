@@ -16,8 +16,11 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { CLIP_FSNAME, daemonPid, mountFiles, processStartTime } from './files.js';
 
 export interface UnmountResult {
-  /** 'daemon': the serving process stopped itself; 'direct': unmounted here; 'stale': a dead server's mount was removed. */
-  how: 'daemon' | 'direct' | 'stale';
+  /**
+   * 'server': the node's server unmounted it; 'daemon': the serving process (a foreground mount)
+   * stopped itself; 'direct': unmounted here; 'stale': a dead server's mount was removed.
+   */
+  how: 'server' | 'daemon' | 'direct' | 'stale';
   pid?: number;
 }
 

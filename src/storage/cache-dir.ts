@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, rmSync } from 'node:fs';
 import { chmod, lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -96,6 +96,26 @@ export function createPrivateFileSync(file: string): { path: string; fd: number 
     return { path: tmp, fd: openSync(tmp, CREATE_PRIVATE, 0o600) };
   } catch (err) {
     throw fileError(err, tmp);
+  }
+}
+
+/**
+ * Open `file` to append to it (a log), creating it private; a link planted there is removed, never
+ * followed, and anything but a regular file is refused.
+ */
+export function openPrivateLogSync(file: string): number {
+  for (;;) {
+    try {
+      const fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+      if (!fstatSync(fd).isFile()) {
+        closeSync(fd);
+        throw new ClipError('EINVAL', 'is not a regular file', { object: file });
+      }
+      return fd;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ELOOP') throw err instanceof ClipError ? err : fileError(err, file);
+      rmSync(file, { force: true });
+    }
   }
 }
 

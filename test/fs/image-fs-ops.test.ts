@@ -91,7 +91,7 @@ describe('ImageFilesystem operations', () => {
     expect(await fs.lseek(ino, fh!, 3, SEEK_DATA)).toBe(3);
     expect(await fs.lseek(ino, fh!, 3, SEEK_HOLE)).toBe(13);
     expect(await errnoOf(fs.lseek(ino, fh!, 13, SEEK_DATA))).toBe(Errno.ENXIO);
-    fs.release(ino, fh!);
+    fs.release(ino);
     expect(fs.openFiles).toBe(0);
     expect(await errnoOf(fs.open(ino, 1))).toBe(Errno.EROFS);
     expect(await errnoOf(fs.access(ino, 2))).toBe(Errno.EROFS);

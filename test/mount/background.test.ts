@@ -10,12 +10,13 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { mountFiles } from '../../src/mount/files.js';
 import { statusFile } from '../../src/mount/status.js';
+import { serverFiles } from '../../src/server/paths.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { pushFixture } from '../support/fixtures/index.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { run } from '../fuse/tools.js';
-import { cleanScratch, clip, daemonPidOf, fuseMounted, scratch } from './helpers.js';
+import { cleanScratch, clip, daemonPidOf, fuseMounted, holderPidOf, scratch } from './helpers.js';
 
 const SECRET = 'hunter2-clip-secret';
 
@@ -42,11 +43,12 @@ describe.skipIf(skipUnlessRoot())('clip mount --background: what it shows, what 
 
   it('keeps the shared cache password out of /proc/PID/cmdline and environ, and uses it', async () => {
     const r = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--remote-cache', redis.url]);
-    expect(r.stderr).toContain('serving in the background');
+    expect(r.stderr).toContain("served by the node's clip server");
     expect(r.code).toBe(0);
-    const pid = pidOf();
-    for (const file of ['cmdline', 'environ']) expect(readFileSync(`/proc/${pid}/${file}`).toString('latin1')).not.toContain(SECRET);
-    expect(readFileSync(mountFiles(cache, mnt).log, 'utf8')).not.toContain(SECRET);
+    for (const pid of [pidOf(), holderPidOf(cache)]) {
+      for (const file of ['cmdline', 'environ']) expect(readFileSync(`/proc/${pid}/${file}`).toString('latin1')).not.toContain(SECRET);
+    }
+    expect(readFileSync(serverFiles(cache).log, 'utf8')).not.toContain(SECRET);
     expect((await run('cat', [join(mnt, 'opt/app/config.json')])).stdout).toBe('{"name":"basic"}\n');
     // What was read from the registry reaches the shared cache: the daemon authenticated.
     let keys = 0;
@@ -57,16 +59,17 @@ describe.skipIf(skipUnlessRoot())('clip mount --background: what it shows, what 
     expect(keys).toBeGreaterThan(0);
   });
 
-  it('a second mount of a served mountpoint fails clearly and leaves the running daemon and its log alone', async () => {
+  it('a second mount of a served mountpoint fails clearly and leaves the running server and its log alone', async () => {
     expect((await clip(['mount', ref, mnt, '--cache-dir', cache, '--background'])).code).toBe(0);
     const files = mountFiles(cache, mnt);
     const pid = pidOf();
-    const logBefore = readFileSync(files.log, 'utf8');
+    const log = serverFiles(cache).log;
+    const logBefore = readFileSync(log, 'utf8');
     const second = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background']);
     expect(second.code).toBe(1);
-    expect(second.stderr).toBe(`clip: ${mnt}: already mounted by clip (daemon pid ${pid}); clip unmount it first\n`);
-    expect(readFileSync(files.log, 'utf8')).toBe(logBefore);
-    expect(readdirSync(files.dir).sort()).toEqual([files.pid, files.log, statusFile(files)].map((f) => f.slice(files.dir.length + 1)).sort());
+    expect(second.stderr).toBe(`clip: ${mnt}: already mounted by clip (pid ${pid}); clip unmount it first\n`);
+    expect(readFileSync(log, 'utf8')).toBe(logBefore);
+    expect(readdirSync(files.dir).sort()).toEqual([files.pid, statusFile(files)].map((f) => f.slice(files.dir.length + 1)).sort());
     expect((await run('cat', [join(mnt, 'etc/hostname')])).stdout).toBe('clip-basic-2\n');
   });
 
@@ -85,7 +88,9 @@ describe.skipIf(skipUnlessRoot())('clip mount --background: what it shows, what 
     await mkdir(join(shared, 'mounts'), { recursive: true });
     await chmod(shared, 0o777);
     const files = mountFiles(shared, mnt);
-    await symlink(victim, files.log);
+    const log = serverFiles(shared).log;
+    await mkdir(serverFiles(shared).logDir);
+    await symlink(victim, log);
     await symlink(victim, files.pid);
     for (const extra of [['--background'], []]) {
       const r = await clip(['mount', ref, mnt, '--cache-dir', shared, ...extra], { timeoutMs: 60_000 });
@@ -97,7 +102,7 @@ describe.skipIf(skipUnlessRoot())('clip mount --background: what it shows, what 
     // Made private by its owner, the links left in it are replaced, never followed.
     await chmod(shared, 0o700);
     expect((await clip(['mount', ref, mnt, '--cache-dir', shared, '--background'])).code).toBe(0);
-    expect(lstatSync(files.log).isFile()).toBe(true);
+    expect(lstatSync(log).isFile()).toBe(true);
     expect(lstatSync(files.pid).isFile()).toBe(true);
     expect(readFileSync(victim, 'utf8')).toBe('precious\n');
     expect((await clip(['unmount', mnt, '--cache-dir', shared])).code).toBe(0);

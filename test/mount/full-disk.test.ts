@@ -70,7 +70,7 @@ describe.skipIf(skipUnlessRoot())('a mount whose cache disk is full', () => {
 
   it('in the background: starts, serves the right bytes, and unmounts', async () => {
     const r = await clip(['mount', indexFile, mnt, '--cache-dir', full, '--background'], { timeoutMs: 60_000 });
-    expect(r.stderr).toContain('serving in the background');
+    expect(r.stderr).toContain("served by the node's clip server");
     expect(r.code).toBe(0);
     expect(await sums(mnt)).toEqual(expected());
     expect(await sums(mnt)).toEqual(expected()); // again: nothing was cached, nothing went wrong

@@ -1,12 +1,13 @@
 /** Running the clip CLI (mount commands) as a child process, and waiting on mounts. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mountsAt } from '../../src/fuse/mountinfo.js';
 import { mountFiles } from '../../src/mount/files.js';
+import { serverFiles } from '../../src/server/paths.js';
 import { run } from '../fuse/tools.js';
 
 export const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url));
@@ -85,7 +86,20 @@ export async function cleanScratch({ mnt, cache }: { mnt: string; cache: string 
   await rm(cache, { recursive: true, force: true });
 }
 
-/** The pid the daemon of the mount at `mnt` recorded. */
+/** The pid of the node server's holder for `cache` (from its lock file). */
+export function holderPidOf(cache: string): number {
+  return Number(readFileSync(serverFiles(cache).lock, 'utf8').split('\n')[0]);
+}
+
+/** kill -9 the holder, then the server: nothing keeps the mounts' connections any more. */
+export async function killServerAndHolder(cache: string, mnt: string): Promise<void> {
+  const server = daemonPidOf(cache, mnt);
+  process.kill(holderPidOf(cache), 'SIGKILL');
+  process.kill(server, 'SIGKILL');
+  await waitUntil(() => !existsSync(`/proc/${server}`), 5000);
+}
+
+/** The pid the process serving the mount at `mnt` recorded (the node's server for a background mount). */
 export function daemonPidOf(cache: string, mnt: string): number {
   return Number(readFileSync(mountFiles(cache, mnt).pid, 'utf8').split('\n')[0]);
 }

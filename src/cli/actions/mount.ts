@@ -4,7 +4,7 @@
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { startBackground } from '../../mount/background.js';
+import { startBackground } from '../../server/background.js';
 import { indexFileKind } from '../../mount/index-file.js';
 import { checkMountPlacement } from '../../mount/placement.js';
 import { requireRoot } from '../../mount/require-root.js';
@@ -44,7 +44,7 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
       return;
     }
     process.stdout.write(`${bg.line}\n`);
-    process.stderr.write(`clip: serving in the background (pid ${bg.pid}, log ${bg.files.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
+    process.stderr.write(`clip: served by the node's clip server (pid ${bg.pid}, log ${bg.files.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
     return;
   }
   const [{ createProgress }, { runMount }] = await Promise.all([import('../progress.js'), import('../../mount/run.js')]);
@@ -66,12 +66,12 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
 }
 
 export async function unmountCommand(mountpoint: string, opts: { cacheDir?: string; timeout: string; logLevel: string }): Promise<void> {
-  const [{ createLogger }, { unmountMountpoint }] = await Promise.all([import('../../util/log.js'), import('../../mount/unmount.js')]);
-  const result = await unmountMountpoint(mountpoint, {
+  const [{ createLogger }, { unmount }] = await Promise.all([import('../../util/log.js'), import('../../server/unmount.js')]);
+  const result = await unmount(mountpoint, {
     ...(opts.cacheDir ? { cacheDir: resolve(opts.cacheDir) } : {}),
     timeoutMs: parseDuration(opts.timeout),
     logger: createLogger(opts.logLevel),
   });
-  const how = result.how === 'daemon' ? `stopped its daemon (pid ${result.pid})` : result.how === 'stale' ? 'removed a stale mount' : 'unmounted';
+  const how = result.how === 'server' ? `unmounted (clip server pid ${result.pid})` : result.how === 'daemon' ? `stopped its daemon (pid ${result.pid})` : result.how === 'stale' ? 'removed a stale mount' : 'unmounted';
   process.stdout.write(`clip: ${resolve(mountpoint)}: ${how}\n`);
 }

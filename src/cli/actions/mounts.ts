@@ -17,9 +17,9 @@ export function formatMounts(live: MountStatus[]): string {
   if (!live.length) return 'no clip mounts running\n';
   const rows = live.map((m) => [
     printable(m.mountpoint), printable(m.image), String(m.pid), uptime(m.startedAt), formatSize(m.rssBytes),
-    formatSize(m.bytes.disk), formatSize(m.bytes.remote), formatSize(m.bytes.source), m.index,
+    formatSize(m.bytes.disk), formatSize(m.bytes.remote), formatSize(m.bytes.source), m.index, String(m.restarts ?? 0),
   ]);
-  return `${formatTable(['MOUNTPOINT', 'IMAGE', 'PID', 'UP', 'RSS', 'FROM DISK', 'FROM REMOTE', 'FROM SOURCE', 'INDEX'], rows)}\n`;
+  return `${formatTable(['MOUNTPOINT', 'IMAGE', 'PID', 'UP', 'RSS', 'FROM DISK', 'FROM REMOTE', 'FROM SOURCE', 'INDEX', 'RESTARTS'], rows)}\n`;
 }
 
 export async function mountsCommand(opts: { cacheDir?: string; json?: boolean }): Promise<void> {

@@ -64,7 +64,7 @@ export function registerMount(program: Command): void {
     .description('mount an image read-only through FUSE (as root); it is indexed first when no index is given or cached')
     .argument('<image>', 'image reference or index file')
     .argument('<mountpoint>', 'an existing directory')
-    .option('--background', 'return once the mount is ready, leaving a daemon (pid and log under CACHE_DIR/mounts/)')
+    .option('--background', "return once the mount is ready; the node's clip server serves it (one per cache directory, started when none runs; log in CACHE_DIR/server/)")
     .option('--background-fetch [rate]', `while idle, fetch the rest of every layer to disk, at most RATE per second (default ${DEFAULT_RATE_TEXT})`)
     .option('--metrics-addr <[host:]port>', 'serve Prometheus metrics on this address')
     // Off by default: the mount is open to every user (allow_other), and a setuid-root file or a
@@ -90,7 +90,7 @@ export function registerMount(program: Command): void {
   program
     .command('unmount')
     .alias('umount')
-    .description('stop the clip mount on MOUNTPOINT (its daemon, or the mount itself when no daemon serves it)')
+    .description('stop the clip mount on MOUNTPOINT (through the server or process serving it, or the mount itself when none does)')
     .argument('<mountpoint>')
     .option('--cache-dir <dir>', 'cache directory the mount was started with')
     .option('--timeout <duration>', 'how long to wait for the mount to end before aborting it', '10s')

@@ -1,0 +1,83 @@
+/**
+ * Talking to the node's server: one JSON request, one JSON reply over the control socket. A mount
+ * starts the server (through its holder) when none runs; other requests never do.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync } from 'node:fs';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { ensurePrivateDir, openPrivateLogSync } from '../storage/cache-dir.js';
+import { ClipError, type ErrorCode } from '../util/errors.js';
+import { nodeArgs } from '../util/node-args.js';
+import { siblingModule } from '../util/worker.js';
+import { serverFiles } from './paths.js';
+import type { ClientReply, ClientRequest } from './protocol.js';
+
+/** How long a starting server may take before its socket answers. */
+const START_MS = 20_000;
+
+/** The server's reply, or undefined when no server runs (and `start` is false). */
+export async function askServer(cacheDir: string, req: ClientRequest, opts: { start?: boolean } = {}): Promise<ClientReply | undefined> {
+  const files = serverFiles(cacheDir);
+  let reply = await exchange(files.socket, req);
+  if (reply !== undefined || !opts.start) return reply;
+  await startHolder(cacheDir);
+  const until = Date.now() + START_MS;
+  while (reply === undefined) {
+    if (Date.now() > until) throw new ClipError('ETIMEOUT', `the clip server did not start within ${START_MS / 1000} s (see its log ${files.log})`, { object: cacheDir });
+    await new Promise((r) => setTimeout(r, 50));
+    reply = await exchange(files.socket, req);
+  }
+  return reply;
+}
+
+/** Throw a failed reply as the error it names. */
+export function unwrap<T extends ClientReply>(reply: T): Extract<T, { ok: true }> {
+  if (!reply.ok) throw new ClipError((reply.code as ErrorCode | undefined) ?? 'EINVAL', reply.message);
+  return reply as Extract<T, { ok: true }>;
+}
+
+/** Send one request; undefined when nothing listens (no socket, or a dead server's). */
+function exchange(socket: string, req: ClientRequest): Promise<ClientReply | undefined> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(socket);
+    let text = '';
+    let connected = false;
+    sock.on('connect', () => {
+      connected = true;
+      sock.write(`${JSON.stringify(req)}\n`);
+    });
+    sock.on('data', (d: Buffer) => (text += d.toString()));
+    sock.on('end', () => {
+      try {
+        resolve(JSON.parse(text) as ClientReply);
+      } catch {
+        reject(new ClipError('EINVAL', `the clip server gave no answer${text ? ` (${text.slice(0, 200)})` : ''}`, { object: socket }));
+      }
+    });
+    sock.on('error', (err: NodeJS.ErrnoException) => {
+      if (!connected && (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')) resolve(undefined);
+      else reject(new ClipError('EINVAL', `the clip server's socket failed: ${err.message}`, { object: socket, cause: err }));
+    });
+  });
+}
+
+/** Start the holder (which starts the server) detached, logging to the server's log. */
+async function startHolder(cacheDir: string): Promise<void> {
+  const files = serverFiles(cacheDir);
+  await Promise.all([ensurePrivateDir(files.runDir), ensurePrivateDir(files.logDir)]);
+  const module = fileURLToPath(siblingModule(import.meta.url, 'holder'));
+  const log = openPrivateLogSync(files.log);
+  try {
+    const child = spawn(process.execPath, [...nodeArgs(module), module, cacheDir], {
+      detached: true,
+      cwd: '/', // hold no directory busy
+      stdio: ['ignore', log, log],
+      env: { ...process.env, CLIP_LOG_LEVEL: process.env.CLIP_LOG_LEVEL ?? 'info', CLIP_LOG_FORMAT: 'json' },
+    });
+    child.on('error', () => undefined);
+    child.unref();
+  } finally {
+    closeSync(log);
+  }
+}

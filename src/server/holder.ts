@@ -1,0 +1,189 @@
+/**
+ * The holder: one small, stable process per cache directory that owns every /dev/fuse descriptor
+ * of the node's mounts and runs the server as its child. The kernel keeps a FUSE connection while
+ * any process holds its descriptor, so when the server dies (crash, kill -9, OOM) or is replaced
+ * (`clip server upgrade`), the mounts stay and a new server takes them over: it copies the
+ * descriptors with pidfd_getfd and asks the kernel to resend what the dead one left unanswered.
+ * The holder does little on purpose: mount, keep, restart with back-off, and give up cleanly.
+ *
+ * Started by the first `clip mount --background` (src/server/client.ts) as `holder CACHE_DIR`.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { abortConnection, attach } from '../fuse/mount.js';
+import { processStartTime } from '../mount/files.js';
+import { ClipError } from '../util/errors.js';
+import { createLogger } from '../util/log.js';
+import { siblingModule } from '../util/worker.js';
+import { nodeArgs } from '../util/node-args.js';
+import { serverFiles } from './paths.js';
+import type { HeldMount, ToHolder, ToServer } from './protocol.js';
+
+/** Restarts within this window count toward the limit; past it the holder gives up. */
+const CRASH_WINDOW_MS = 60_000;
+const MAX_RESTARTS = 5;
+
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+const cacheDir = process.argv[2]!;
+const files = serverFiles(cacheDir);
+const log = createLogger(process.env.CLIP_LOG_LEVEL ?? 'info').child({ holder: process.pid });
+
+if (!takeLock()) {
+  log.info('holder: another holder serves this cache directory');
+  process.exit(0);
+}
+
+const mounts = new Map<number, HeldMount>();
+let nextId = 1;
+let stopping = false;
+/** The server said it exits to be replaced (clip server restart). */
+let replacing = false;
+let restarts = 0;
+const crashes: number[] = [];
+
+startServer();
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  // Stopping the holder would end every mount: only the server's own 'idle' (no mounts) ends it.
+  process.on(sig, () => log.warn({ signal: sig, mounts: mounts.size }, 'holder: ignoring the signal while mounts are held (clip unmount them)'));
+}
+
+function startServer(): void {
+  const module = fileURLToPath(siblingModule(import.meta.url, 'main'));
+  const child = fork(module, [cacheDir], { execArgv: nodeArgs(module), cwd: '/', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const startedAt = Date.now();
+  child.on('message', (msg: ToHolder) => void onMessage(child, msg));
+  child.on('error', (err) => log.error({ err }, 'holder: server process error'));
+  child.on('exit', (code, signal) => {
+    if (stopping) {
+      finish();
+      return;
+    }
+    if (replacing && mounts.size > 0) {
+      replacing = false;
+      restarts++;
+      log.info({ pid: child.pid, mounts: mounts.size }, 'holder: replacing the server');
+      startServer();
+      return;
+    }
+    // Mounts never served (INIT unanswered) cannot be resumed: the kernel still waits for INIT,
+    // which a new server would not know how it was asked. Drop them.
+    for (const m of mounts.values()) if (!m.init) drop(m, 'it was never served');
+    log.error({ code, signal, pid: child.pid, ranMs: Date.now() - startedAt, mounts: mounts.size }, 'holder: the server died');
+    if (mounts.size === 0) {
+      finish();
+      return;
+    }
+    const now = Date.now();
+    crashes.push(now);
+    while (crashes.length > 0 && crashes[0]! < now - CRASH_WINDOW_MS) crashes.shift();
+    if (crashes.length > MAX_RESTARTS) {
+      giveUp();
+      return;
+    }
+    const delay = Math.min(5000, 100 * 2 ** (crashes.length - 1));
+    log.warn({ delayMs: delay, restarts: restarts + 1 }, 'holder: restarting the server');
+    setTimeout(() => {
+      restarts++;
+      startServer();
+    }, delay);
+  });
+  send(child, { op: 'start', mounts: [...mounts.values()], restarts });
+}
+
+async function onMessage(child: ChildProcess, msg: ToHolder): Promise<void> {
+  switch (msg.op) {
+    case 'attach':
+      try {
+        const a = await attach(msg.mountpoint, { ...msg.options, logger: log });
+        const held: HeldMount = { id: nextId++, fd: a.fd, mountpoint: a.mountpoint, connection: a.connection, major: a.major, config: msg.config };
+        mounts.set(held.id, held);
+        send(child, { op: 'attached', req: msg.req, mount: held });
+      } catch (err) {
+        const code = err instanceof ClipError ? err.code : undefined;
+        send(child, { op: 'attached', req: msg.req, error: { ...(code ? { code } : {}), message: err instanceof Error ? err.message : String(err) } });
+      }
+      return;
+    case 'served': {
+      const m = mounts.get(msg.id);
+      if (m) m.init = msg.init;
+      return;
+    }
+    case 'detach': {
+      const m = mounts.get(msg.id);
+      if (m) {
+        mounts.delete(m.id);
+        closeSync(m.fd);
+      }
+      return;
+    }
+    case 'restart':
+      replacing = true;
+      return;
+    case 'idle':
+      if (mounts.size > 0) return;
+      stopping = true;
+      send(child, { op: 'stop' });
+      return;
+  }
+}
+
+function send(child: ChildProcess, msg: ToServer): void {
+  if (child.connected) child.send(msg, (err) => err && log.warn({ err }, 'holder: cannot reach the server'));
+}
+
+/** Abort a mount's connection and unmount it lazily: its readers get errors, never a hang. */
+function drop(m: HeldMount, why: string): void {
+  log.error({ mountpoint: m.mountpoint, why }, 'holder: dropping the mount');
+  mounts.delete(m.id);
+  void abortConnection(m.connection).catch(() => undefined);
+  try {
+    closeSync(m.fd);
+  } catch {
+    // already closed
+  }
+  void lazyUnmount(m.mountpoint);
+}
+
+async function lazyUnmount(mountpoint: string): Promise<void> {
+  await new Promise<void>((done) => spawn('umount', ['-l', mountpoint], { stdio: 'ignore' }).on('close', () => done()).on('error', () => done()));
+}
+
+function giveUp(): void {
+  log.fatal({ crashes: crashes.length, windowMs: CRASH_WINDOW_MS, mounts: [...mounts.values()].map((m) => m.mountpoint) },
+    'holder: the server keeps crashing; giving up: every mount is aborted (readers get ENOTCONN) and unmounted');
+  for (const m of [...mounts.values()]) drop(m, 'the server keeps crashing');
+  setTimeout(finish, 500);
+}
+
+function finish(): void {
+  releaseLock();
+  rmSync(files.socket, { force: true });
+  log.info('holder: exiting');
+  process.exit(0);
+}
+
+/** One holder per cache directory: the lock names it by pid and start time (a reused pid is not it). */
+function takeLock(): boolean {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(files.lock, `${process.pid}\n${processStartTime(process.pid) ?? ''}\n`, { flag: 'wx', mode: 0o600 });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const [pid, start] = readFileSync(files.lock, 'utf8').split('\n');
+      if (pid && start && processStartTime(Number(pid)) === start) return false;
+      rmSync(files.lock, { force: true });
+    }
+  }
+  return false;
+}
+
+function releaseLock(): void {
+  try {
+    const [pid] = readFileSync(files.lock, 'utf8').split('\n');
+    if (Number(pid) === process.pid) rmSync(files.lock, { force: true });
+  } catch {
+    // gone already
+  }
+}

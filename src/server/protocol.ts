@@ -1,0 +1,72 @@
+/**
+ * The messages of the node's server. Clients (`clip mount`, `clip unmount`, `clip mounts`) send one
+ * JSON line on the control socket and read one back. The holder and the server talk over Node's
+ * IPC channel between parent and child.
+ */
+import type { InitInfo, MountOptions } from '../fuse/index.js';
+import type { MountConfig } from '../mount/serve.js';
+import type { MountStatus } from '../mount/status.js';
+
+export type ClientRequest =
+  | { op: 'mount'; config: MountConfig }
+  | { op: 'unmount'; mountpoint: string; timeoutMs?: number }
+  | { op: 'status' }
+  /** Replace the server process with a new one (a new build) without unmounting anything. */
+  | { op: 'restart' };
+
+export type ClientReply =
+  | { ok: true; op: 'mount'; pid: number; line: string; log: string }
+  | { ok: true; op: 'unmount'; pid: number; served: boolean }
+  | { ok: true; op: 'restart'; pid: number }
+  | { ok: true; op: 'status'; pid: number; holderPid: number; restarts: number; rssBytes: number; mounts: MountStatus[] }
+  | { ok: false; code?: string; message: string };
+
+/** InitInfo with its bigints as hex strings, for JSON. */
+export interface SavedInit {
+  major: number;
+  minor: number;
+  kernelMinor: number;
+  offered: string;
+  accepted: string;
+  maxReadahead: number;
+  maxWrite: number;
+  maxPages: number;
+}
+
+export function saveInit(i: InitInfo): SavedInit {
+  return { ...i, offered: i.offered.toString(16), accepted: i.accepted.toString(16) };
+}
+
+export function loadInit(s: SavedInit): InitInfo {
+  return { ...s, offered: BigInt(`0x${s.offered}`), accepted: BigInt(`0x${s.accepted}`) };
+}
+
+/** A mount as the holder keeps it: its descriptor (the holder's number) and what a server needs to serve it again. */
+export interface HeldMount {
+  id: number;
+  fd: number;
+  mountpoint: string;
+  connection: number;
+  major: number;
+  config: MountConfig;
+  /** Set once a server answered INIT; a mount without it was never served and is dropped on restart. */
+  init?: SavedInit;
+}
+
+/** The mount options that cross the IPC channel (a logger does not). */
+export type AttachOptions = Omit<MountOptions, 'logger'>;
+
+/** Server to holder. */
+export type ToHolder =
+  | { op: 'attach'; req: number; mountpoint: string; options: AttachOptions; config: MountConfig }
+  | { op: 'served'; id: number; init: SavedInit }
+  | { op: 'detach'; id: number }
+  /** The server is about to exit to be replaced: start the next one at once, not as after a crash. */
+  | { op: 'restart' }
+  | { op: 'idle' };
+
+/** Holder to server. */
+export type ToServer =
+  | { op: 'start'; mounts: HeldMount[]; restarts: number }
+  | { op: 'attached'; req: number; mount?: HeldMount; error?: { code?: string; message: string } }
+  | { op: 'stop' };
