@@ -60,13 +60,14 @@ export interface BuildDemoOptions {
   dir?: string;
   /** Build even if an up-to-date image is there. */
   rebuild?: boolean;
-  nodeBinary?: string;
+  /** python3 binaries to build around, in order (default: Debian's). */
+  pythons?: readonly string[];
 }
 
 export async function buildDemoImage(opts: BuildDemoOptions = {}): Promise<DemoImage> {
   const dir = await usableDir(opts.dir);
   const layoutDir = join(dir, 'layout');
-  const plan = await planDemo(opts.nodeBinary);
+  const plan = await planDemo(opts.pythons ? { pythons: opts.pythons } : {});
   const existing = opts.rebuild ? null : await readRecord(dir);
   if (existing && existing.fingerprint === plan.fingerprint) {
     return { ref: `oci:${layoutDir}:${existing.tag}`, layoutDir, ...stripFingerprint(existing), reused: true };

@@ -3,8 +3,8 @@
  * and every symlink met on the way (/bin -> usr/bin, libfoo.so.1 -> libfoo.so.1.2.3) is recreated
  * and followed, so the image resolves paths the way the host does.
  */
-import { lstat, readlink } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import type { BigIntStats } from 'node:fs';
 import type { LayerEntry } from '../oci/build/index.js';
 import { ClipError } from '../util/errors.js';
@@ -42,6 +42,34 @@ export class HostTree {
 
   async addPath(hostPath: string): Promise<void> {
     await this.walk(resolve(hostPath), 0);
+  }
+
+  /**
+   * A host directory and everything under it (files, symlinks followed as addPath does, directories),
+   * in name order, leaving out entries `skip` names (by their path relative to `hostDir`); other
+   * file types are left out. Returns the regular files and symlinks added.
+   */
+  async addTree(hostDir: string, skip: (relPath: string) => boolean = () => false): Promise<string[]> {
+    const root = resolve(hostDir);
+    await this.addPath(root);
+    const added: string[] = [];
+    const visit = async (dir: string, rel: string): Promise<void> => {
+      for (const name of (await readdir(dir)).sort()) {
+        const r = rel ? `${rel}/${name}` : name;
+        if (skip(r)) continue;
+        const p = join(dir, name);
+        const st = await lstat(p);
+        if (st.isDirectory()) {
+          await this.addPath(p);
+          await visit(p, r);
+        } else if (st.isFile() || st.isSymbolicLink()) {
+          await this.addPath(p);
+          added.push(p);
+        }
+      }
+    };
+    await visit(root, '');
+    return added;
   }
 
   has(imagePath: string): boolean {

@@ -1,5 +1,5 @@
 /** The demo image: a real, runnable image assembled from this machine's own files, with no network. */
 export { buildDemoImage, defaultDemoDir, type DemoImage, type BuildDemoOptions } from './build.js';
-export { planDemo, DEMO_TAG, DEMO_VERSION, APP_SCRIPT, type DemoPlan } from './plan.js';
+export { planDemo, findPython, DEMO_TAG, DEMO_VERSION, APP_PATH, APP_SCRIPT, APP_CONFIG, DATA_FILES, DATA_FILE_BYTES, type DemoPlan } from './plan.js';
 export { parseLdd, sharedLibraries } from './ldd.js';
 export { HostTree } from './host-tree.js';

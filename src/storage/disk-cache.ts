@@ -8,6 +8,7 @@
  * next touch it, and are reopened on the path for later reads.
  */
 import { readdir, stat, unlink } from 'node:fs/promises';
+import { SCAN_FORMAT } from './scan-cache.js';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
@@ -21,6 +22,9 @@ const LAYER_NAME = /^sha256_([0-9a-f]{64})-[0-9a-f]{32}$/;
 const SIDE_FILE = /^(sha256_[0-9a-f]{64}-[0-9a-f]{32})\.(?:json|[0-9a-f]+\.tmp)$/;
 /** A layer file of the format before chunk tables were bound into the name: never trusted, removed by gc. */
 const UNBOUND_NAME = /^sha256_[0-9a-f]{64}(?:\.json)?$/;
+/** CACHE_DIR/scans/: a kept layer scan (scan-cache.ts), its format version, and its writers' temporaries. */
+const SCAN_NAME = /^[0-9a-f]{64}-s\d+-c\d+-b\d+-(scan-v\d+)\.scan$/;
+const SCAN_TMP = /\.scan\.[0-9a-f]+\.tmp$/;
 /** A temporary this old belongs to a writer that died. */
 const STALE_TMP_MS = 10 * 60_000;
 
@@ -60,9 +64,18 @@ export interface CacheStats {
 }
 
 export interface GcResult {
+  /** Layer files removed. */
   evicted: number;
+  /** Kept layer scans (CACHE_DIR/scans/) removed: by the same LRU rule, or of a format no longer read. */
+  scansEvicted: number;
+  /** Bytes freed and remaining, layers and scans together. */
   freedBytes: number;
   remainingBytes: number;
+}
+
+/** What gc weighs: a layer file or a kept layer scan, by size and last use. */
+interface GcItem extends CachedLayerInfo {
+  kind: 'layer' | 'scan';
 }
 
 interface Entry {
@@ -259,16 +272,46 @@ export class DiskCache {
     })();
   }
 
+  /**
+   * Kept layer scans, weighed like layer files (one LRU over both: a scan's last use is set when an
+   * index reuses it). Scans of another format version are never read again: returned apart.
+   */
+  private async listScans(): Promise<{ scans: GcItem[]; dead: string[] }> {
+    const dir = path.join(this.dir, 'scans');
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const scans: GcItem[] = [];
+    const dead: string[] = [];
+    const now = Date.now();
+    for (const name of names) {
+      const p = path.join(dir, name);
+      const m = SCAN_NAME.exec(name);
+      if (m && m[1] === SCAN_FORMAT) {
+        const st = await stat(p).catch(() => undefined);
+        if (st?.isFile()) scans.push({ kind: 'scan', name, path: p, bytes: st.blocks * 512, atimeMs: st.atimeMs });
+      } else if (m) {
+        dead.push(p);
+      } else if (SCAN_TMP.test(name)) {
+        const st = await stat(p).catch(() => undefined);
+        if (st && now - st.mtimeMs > STALE_TMP_MS) dead.push(p);
+      }
+    }
+    return { scans, dead };
+  }
+
   private async runGc(target: number): Promise<GcResult> {
-    const layers = await this.list();
-    let total = layers.reduce((n, l) => n + l.bytes, 0);
+    const layers: GcItem[] = (await this.list()).map((l) => ({ ...l, kind: 'layer' }));
+    const { scans, dead } = await this.listScans();
+    let scansEvicted = 0;
+    for (const p of dead) if (await unlink(p).then(() => true, () => false)) scansEvicted++;
+    const items = [...layers, ...scans];
+    let total = items.reduce((n, l) => n + l.bytes, 0);
     let evicted = 0;
     let freed = 0;
     const inUse = new Set<string>();
     for (const [key, e] of this.entries) if (e.refs > 0) inUse.add(key);
-    // Oldest first; layers this process is reading go last.
-    layers.sort((a, b) => Number(inUse.has(a.name)) - Number(inUse.has(b.name)) || a.atimeMs - b.atimeMs);
-    for (const l of layers) {
+    // Oldest first, layers and scans alike; layers this process is reading go last.
+    items.sort((a, b) => Number(inUse.has(a.name)) - Number(inUse.has(b.name)) || a.atimeMs - b.atimeMs);
+    for (const l of items) {
       // A target of 0 empties the cache, layers that hold no blocks yet included.
       if (total <= target && target > 0) break;
       try {
@@ -279,9 +322,14 @@ export class DiskCache {
           continue;
         }
       }
-      await unlink(layerMetaPath(l.path)).catch(() => undefined);
       total -= l.bytes;
       freed += l.bytes;
+      if (l.kind === 'scan') {
+        scansEvicted++;
+        this.log.info({ scan: l.name, bytes: l.bytes }, 'evicted layer scan from disk cache');
+        continue;
+      }
+      await unlink(layerMetaPath(l.path)).catch(() => undefined);
       evicted++;
       this.opts.metrics?.evictions.inc();
       this.opts.metrics?.evictedBytes.inc(l.bytes);
@@ -291,7 +339,7 @@ export class DiskCache {
     }
     this.estimatedBytes = total;
     await this.removeLeftovers();
-    return { evicted, freedBytes: freed, remainingBytes: total };
+    return { evicted, scansEvicted, freedBytes: freed, remainingBytes: total };
   }
 
   /** Metadata whose layer file is gone, temporaries of writers that died, and files of the unbound format. */

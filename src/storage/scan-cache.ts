@@ -10,7 +10,7 @@
  * made from it would be (the index is checked whole at load, and audited against the layer once it
  * is complete); it must at least name the blob, size and diff_id it is used for.
  */
-import { readFile, unlink } from 'node:fs/promises';
+import { readFile, stat, unlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { promisify } from 'node:util';
@@ -23,7 +23,8 @@ import { ensurePrivateDir, writePrivateFile } from './cache-dir.js';
 import type { RedisChunkCache } from './remote-cache.js';
 import { digestHex } from './types.js';
 
-const FORMAT = 'scan-v1';
+/** The format of kept scans; `clip cache gc` removes kept scans of any other. */
+export const SCAN_FORMAT = 'scan-v1';
 /** Largest stored scan inflated back (a crafted one must not take the process's memory). */
 const MAX_SCAN_BYTES = 1024 * 1024 * 1024;
 
@@ -44,7 +45,7 @@ export interface ScanCache {
 
 export function scanKey(layer: Layer, s: ScanSettings): string {
   const hex = digestHex(layer.descriptor.digest, 'layer digest');
-  return `${hex}-s${s.span ?? DEFAULT_SPAN}-c${s.chunkSize ?? DEFAULT_CHUNK_SIZE}-b${s.bigFileThreshold ?? DEFAULT_BIG_FILE}-${FORMAT}`;
+  return `${hex}-s${s.span ?? DEFAULT_SPAN}-c${s.chunkSize ?? DEFAULT_CHUNK_SIZE}-b${s.bigFileThreshold ?? DEFAULT_BIG_FILE}-${SCAN_FORMAT}`;
 }
 
 const filePath = (cacheDir: string, key: string): string => path.join(cacheDir, 'scans', `${key}.scan`);
@@ -65,6 +66,13 @@ export async function loadScan(layer: Layer, settings: ScanSettings, cache: Scan
       if (scan?.digest !== layer.descriptor.digest || scan.diffId !== layer.diffId || scan.compressedSize !== layer.descriptor.size
         || scan.compression !== layer.compression || !Array.isArray(scan.entries) || !Array.isArray(scan.checkpoints) || !Buffer.isBuffer(scan.chunkDigests)) {
         throw new Error('it describes another layer');
+      }
+      // Its last use, for `clip cache gc` (least recently used first, as layer files): atime is
+      // not updated by reads on most mounts (relatime, noatime), so it is set here.
+      if (from === 'local') {
+        const file = filePath(cache.cacheDir!, key);
+        const st = await stat(file).catch(() => undefined);
+        if (st) await utimes(file, new Date(), st.mtime).catch(() => undefined);
       }
       return { scan, from };
     } catch (err) {

@@ -4,7 +4,7 @@
  * empty cache goes from an image reference to the bytes of one file fetching the manifest, the
  * config, the index and one span, never a layer.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +18,10 @@ import { pushFixture } from '../support/fixtures/index.js';
 import { startFaultProxy, type FaultProxy, type ProxiedRequest } from '../support/fault-proxy.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
-import { clip, clipProcess } from '../cli/program.js';
+import { clip, clipProcess, MAIN } from '../cli/program.js';
+import { skipUnlessRoot } from '../support/env.js';
+import { DEFAULT_CHUNK_SIZE, DEFAULT_SPAN } from '../../src/archive/scan.js';
+import { cleanScratch, scratch } from '../mount/helpers.js';
 
 let registry: TestRegistry;
 let proxy: FaultProxy;
@@ -97,6 +100,49 @@ describe('an index published with its image', () => {
     expect(found.index.image.manifestDigest).toBe(basicImage.manifestDigest);
     expect(warnings).toEqual([expect.stringMatching(/published index unusable: skipped: .*index describes another image: manifest/)]);
   });
+});
+
+describe.skipIf(skipUnlessRoot())('a fresh node mounts an image whose index is published', () => {
+  it('clip mount --background fetches the manifest, config and index before it is ready, then about one span per small file', async () => {
+    const pushed = JSON.parse((await clip('index', big, '--push', '--cache-dir', join(tmp, 'publisher'), '--json', '--no-progress')).stdout.toString()) as { published: string };
+    const repo = new RegistryRepository(new RegistryClient(registry.host), 'fixtures/big');
+    const artifact = JSON.parse((await repo.getManifest(pushed.published)).bytes.toString()) as { layers: { digest: string; size: number }[] };
+    await repo.close();
+    const indexBlob = artifact.layers[0]!;
+    const layer = bigImage.layers[0]!.descriptor;
+    const config = bigImage.configDescriptor;
+    const where = await scratch('clip-published-mount');
+    try {
+      proxy.requests.length = 0;
+      // The real CLI, as its own process; no --remote-cache: the registry is the only place to look.
+      const up = await clipProcess(['mount', big, where.mnt, '--cache-dir', where.cache, '--background'], {}, { entry: MAIN, timeoutMs: 120_000 });
+      expect(up.stdout.toString()).toMatch(/^clip: mounted .*fixtures\/big:latest on /);
+      expect(up.code).toBe(0);
+      const blobGets = (): ProxiedRequest[] => proxy.requests.filter((r) => r.method === 'GET' && r.path.includes('/blobs/'));
+      // Ready: the index blob (whole, once) and the config (resolved by the command, then by the
+      // daemon it starts), and not one byte of the layer.
+      const fetched = blobGets().map((r) => r.path.split('/blobs/')[1]);
+      expect(new Set(fetched)).toEqual(new Set([config.digest, indexBlob.digest]));
+      expect(fetched.filter((d) => d === indexBlob.digest)).toHaveLength(1);
+      expect(blobBytes(indexBlob.digest)).toBe(indexBlob.size);
+      expect(blobBytes(config.digest)).toBeLessThanOrEqual(2 * config.size);
+      expect(blobBytes(layer.digest)).toBe(0);
+
+      expect(await readFile(join(where.mnt, 'data/after.txt'), 'utf8')).toBe('after the big file\n');
+      // One small file: one range of the layer, about a span (between checkpoints, plus the chunk
+      // being verified and the byte before an unaligned checkpoint), never the layer.
+      expect(wholeGets(layer.digest)).toEqual([]);
+      const layerGets = proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${layer.digest}`));
+      expect(layerGets).toHaveLength(1);
+      expect(blobBytes(layer.digest)).toBeGreaterThan(0);
+      expect(blobBytes(layer.digest)).toBeLessThanOrEqual(DEFAULT_SPAN + DEFAULT_CHUNK_SIZE + 1);
+      expect(layer.size).toBeGreaterThan(20 * (DEFAULT_SPAN + DEFAULT_CHUNK_SIZE)); // the bound is far below a layer
+      // And nothing more of the index: it was fetched once, before the mount was ready.
+      expect(blobBytes(indexBlob.digest)).toBe(indexBlob.size);
+    } finally {
+      await cleanScratch(where);
+    }
+  }, 180_000);
 });
 
 describe('an index in the shared cache', () => {

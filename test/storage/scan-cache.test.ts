@@ -4,7 +4,7 @@
  * shared cache; and the index equals the one made by reading every layer.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +16,7 @@ import { LayoutWriter, writeImage, type TestImage } from '../oci/images.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { clip } from '../cli/program.js';
 
 let tmp: string;
 let registry: TestRegistry;
@@ -91,5 +92,48 @@ describe('layer scans reused across images', () => {
     expect(again.read).toHaveLength(1);
     const full = await index('a', { cacheDir: join(tmp, 'node-e'), reuseScans: false });
     expect(again.bytes.equals(full.bytes)).toBe(true);
+  });
+
+  it('clip cache gc weighs kept scans like layer files: least recently used first, down to --max-size; --all removes them; other formats and dead temporaries always go', async () => {
+    const node = join(tmp, 'node-gc');
+    const scansDir = join(node, 'scans');
+    await index('b', { cacheDir: node }); // three scans: base, runtime, B's own
+    const list = async (): Promise<string[]> => (await readdir(scansDir)).sort();
+    const kept = await list();
+    expect(kept).toHaveLength(3);
+    // All three last used a day ago; then image A is indexed, reusing (so touching) the two base scans.
+    const dayAgo = new Date(Date.now() - 86_400_000);
+    for (const f of kept) await utimes(join(scansDir, f), dayAgo, dayAgo);
+    expect((await index('a', { cacheDir: node })).read).toEqual([]);
+    const ages = await Promise.all(kept.map(async (f) => ({ f, st: await stat(join(scansDir, f)) })));
+    const stale = ages.filter((x) => x.st.atimeMs < Date.now() - 3_600_000).map((x) => x.f);
+    expect(stale).toHaveLength(1); // B's own scan: not used since
+    // Leftovers gc always removes: a scan of an older format (never read again), a temporary of a
+    // writer that died; a temporary being written now stays.
+    const hex = kept[0]!.slice(0, 64);
+    const oldFormat = `${hex}-s2097152-c1048576-b524288-scan-v0.scan`;
+    const deadTmp = `${kept[0]}.0123456789ab.tmp`;
+    const liveTmp = `${kept[1]}.ba9876543210.tmp`;
+    for (const f of [oldFormat, deadTmp, liveTmp]) await writeFile(join(scansDir, f), 'x'.repeat(5000));
+    await utimes(join(scansDir, deadTmp), dayAgo, dayAgo);
+
+    const plain = JSON.parse((await clip('cache', 'gc', '--cache-dir', node, '--json')).stdout.toString()) as Record<string, number>;
+    expect(plain).toMatchObject({ evicted: 0, scansEvicted: 2 });
+    expect(await list()).toEqual([...kept, liveTmp].sort());
+
+    // A cap that holds all but one scan: the least recently used one goes, B's own.
+    const bytes = async (f: string): Promise<number> => (await stat(join(scansDir, f))).blocks * 512;
+    const total = (await Promise.all(kept.map(bytes))).reduce((n, b) => n + b, 0);
+    const text = (await clip('cache', 'gc', '--cache-dir', node, '--max-size', String(total - 1))).stdout.toString();
+    expect(text).toMatch(/evicted 0 layers and 1 layer scan \(/);
+    expect(await list()).toEqual(kept.filter((f) => f !== stale[0]).concat(liveTmp).sort());
+    // B now reads its own layer again, and only that one.
+    const again = await index('b', { cacheDir: node });
+    expect(again.read).toEqual([b.layers[2]!.digest]);
+
+    const all = JSON.parse((await clip('cache', 'gc', '--cache-dir', node, '--all', '--json')).stdout.toString()) as Record<string, number>;
+    expect(all).toMatchObject({ scansEvicted: 3, remainingBytes: 0 });
+    expect(await list()).toEqual([liveTmp]);
+    expect((await index('a', { cacheDir: node })).read).toHaveLength(2);
   });
 });

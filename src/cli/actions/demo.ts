@@ -1,15 +1,17 @@
 /**
- * `clip demo`: builds (or reuses) a runnable image from this machine's own files, with no network,
- * then shows clip using it: resolve it and list its layers, index it, and read a file lazily twice
- * (the first read comes from the image's blobs through the nearest checkpoint, the second from the
- * disk cache), counting the bytes each tier served.
+ * `clip demo`: builds (or reuses) a runnable image from this machine's own files, with no network
+ * (python3 with its standard library, and a data layer the program never reads), then shows clip
+ * using it: resolve it and list its layers, index it, read a file lazily twice (first from the
+ * image's blobs, then from the disk cache), and, as root, mount it from an empty cache and run its
+ * program twice: what the first run needed of each layer, fetched from the image's blobs, and the
+ * second run served from the disk cache.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { buildDemoImage, type DemoImage } from '../../demo/index.js';
+import { APP_PATH, buildDemoImage, type DemoImage } from '../../demo/index.js';
 import { openImage } from '../../oci/index.js';
 import { formatSize } from '../../util/size.js';
 import { silentLogger } from '../../util/log.js';
@@ -26,7 +28,7 @@ export interface DemoOptions {
 }
 
 /** The file the demo reads through clip's read path. */
-export const DEMO_FILE = '/app/main.js';
+export const DEMO_FILE = APP_PATH;
 
 export interface DemoRead {
   tier: string;
@@ -45,13 +47,24 @@ export interface DemoReport {
   mount: DemoMount | { skipped: string };
 }
 
-export interface DemoMount {
-  command: string[];
+/** One run of the image's program from the mount. */
+export interface DemoRun {
   output: string;
   seconds: number;
-  /** Bytes each tier served while the program ran, from an empty cache. */
+  /** Bytes each tier served while the program ran (uncompressed). */
   byTier: Record<string, number>;
+}
+
+export interface DemoMount {
+  command: string[];
   imageUncompressedBytes: number;
+  imageStoredBytes: number;
+  /** Per layer: its size, and what the first run (from an empty cache) fetched of it, in whole chunks. */
+  layers: { name: string; diffId: string; uncompressedBytes: number; fetchedBytes: number }[];
+  /** From an empty cache: what the program needed came from the image's blobs. */
+  first: DemoRun;
+  /** A new mount on the same cache: what the program needed came from the disk cache. */
+  second: DemoRun;
 }
 
 async function tierBytes(snapshot: Promise<Record<string, number>>): Promise<Record<string, number>> {
@@ -59,25 +72,47 @@ async function tierBytes(snapshot: Promise<Record<string, number>>): Promise<Rec
   return { disk: s['bytes.disk'] ?? 0, remote: s['bytes.remote'] ?? 0, source: s['bytes.source'] ?? 0 };
 }
 
-/** Mount the index with an empty cache and run the image's entrypoint from the mount under chroot. */
-async function mountAndRun(indexFile: string, demoDir: string, command: string[], imageBytes: number): Promise<DemoReport['mount']> {
-  if (process.getuid?.() !== 0) return { skipped: 'mounting needs root' };
-  const cacheDir = join(demoDir, 'mount-cache');
-  await rm(cacheDir, { recursive: true, force: true });
+/** Mount the index and run the image's command from the mount under chroot, once. */
+async function runOnce(indexFile: string, cacheDir: string, command: string[], after?: (running: Awaited<ReturnType<typeof startMount>>) => Promise<void>): Promise<DemoRun> {
   const mountpoint = await mkdtemp(join(tmpdir(), 'clip-demo-mount-'));
   const started = Date.now();
   const running = await startMount({ image: indexFile, mountpoint, cacheDir });
   try {
     const { stdout } = await promisify(execFile)('chroot', [mountpoint, ...command], {
-      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
       timeout: 60_000,
     });
     const seconds = (Date.now() - started) / 1000;
-    return { command, output: stdout, seconds, byTier: await tierBytes(running.storage.metrics.snapshot()), imageUncompressedBytes: imageBytes };
+    const byTier = await tierBytes(running.storage.metrics.snapshot());
+    await after?.(running);
+    return { output: stdout, seconds, byTier };
   } finally {
     await running.stop();
     await rm(mountpoint, { recursive: true, force: true });
   }
+}
+
+/** Mount the index with an empty cache and run the program; then again, a new mount on that cache. */
+async function mountAndRun(indexFile: string, demoDir: string, command: string[], image: DemoImage): Promise<DemoReport['mount']> {
+  if (process.getuid?.() !== 0) return { skipped: 'mounting needs root' };
+  const cacheDir = join(demoDir, 'mount-cache');
+  await rm(cacheDir, { recursive: true, force: true });
+  const fetched = new Map<string, number>();
+  const first = await runOnce(indexFile, cacheDir, command, async (running) => {
+    for (const row of await running.storage.disk.describe()) {
+      if (row.presentChunks === undefined || row.chunkSize === undefined || row.size === undefined) continue;
+      fetched.set(row.diffId, row.presentChunks === row.totalChunks ? row.size : Math.min(row.size, row.presentChunks * row.chunkSize));
+    }
+  });
+  const second = await runOnce(indexFile, cacheDir, command);
+  return {
+    command,
+    imageUncompressedBytes: image.layers.reduce((n, l) => n + l.uncompressedSize, 0),
+    imageStoredBytes: image.layers.reduce((n, l) => n + l.size, 0),
+    layers: image.layers.map((l, i) => ({ name: image.summary[i]?.name ?? String(i), diffId: l.diffId, uncompressedBytes: l.uncompressedSize, fetchedBytes: fetched.get(l.diffId) ?? 0 })),
+    first,
+    second,
+  };
 }
 
 /** Index the image into a fresh cache of its own, then read DEMO_FILE twice through the tiers. */
@@ -129,23 +164,36 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
   const demoDir = dirname(image.layoutDir);
   const read = await indexAndRead(image.ref, demoDir);
   const command = [...(inspect.config.entrypoint ?? []), ...(inspect.config.cmd ?? [])];
-  const imageBytes = image.layers.reduce((n, l) => n + l.uncompressedSize, 0);
-  const mount = await mountAndRun(read.index.file, demoDir, command, imageBytes);
+  const mount = await mountAndRun(read.index.file, demoDir, command, image);
   return { image, seconds, inspect, ...read, mount };
 }
+
+const pct = (part: number, whole: number): string => `${whole ? ((100 * part) / whole).toFixed(1) : '0.0'} %`;
 
 function formatMount(r: DemoReport): string {
   const m = r.mount;
   if ('skipped' in m) return `\n(clip mount skipped: ${m.skipped})\n`;
-  const fetched = m.byTier.source ?? 0;
+  const needed = m.first.byTier.source ?? 0;
+  const unread = m.layers.filter((l) => l.fetchedBytes === 0).map((l) => l.name);
   return [
     '',
-    `$ clip mount ${r.index.file} MOUNT && chroot MOUNT ${m.command.join(' ')}`,
-    ...m.output.trimEnd().split('\n').map((l) => `  | ${l}`),
-    `  ran in ${m.seconds.toFixed(1)} s, starting with an empty cache`,
-    `  fetched from the image's blobs (the source): ${formatSize(fetched)} of the image's ${formatSize(m.imageUncompressedBytes)} uncompressed`
-      + ` (${((100 * fetched) / m.imageUncompressedBytes).toFixed(1)} %): what the program read, in whole 1 MiB chunks`,
-    `  served again from the disk cache once fetched (the kernel re-reading pages): ${formatSize(m.byTier.disk ?? 0)}`,
+    `$ clip mount ${r.index.file} MOUNT      # a new, empty cache: no byte of the image's layers on this machine yet`,
+    `$ chroot MOUNT ${m.command.join(' ')}`,
+    ...m.first.output.trimEnd().split('\n').map((l) => `  | ${l}`),
+    `  The image is ${formatSize(m.imageUncompressedBytes)} of files (${formatSize(m.imageStoredBytes)} as its compressed layers are stored).`,
+    `  To run, the program needed ${formatSize(needed)} of it (${pct(needed, m.imageUncompressedBytes)}), fetched on demand from the image's`,
+    '  layer blobs (here the local OCI layout, standing in for a registry), in whole 1 MiB chunks around the',
+    `  bytes it read; the rest was never fetched. It ran in ${m.first.seconds.toFixed(1)} s. Per layer:`,
+    formatTable(
+      ['LAYER', 'FILES (UNCOMPRESSED)', 'FETCHED FOR THE RUN', 'SHARE'],
+      m.layers.map((l) => [l.name, formatSize(l.uncompressedBytes), formatSize(l.fetchedBytes), pct(l.fetchedBytes, l.uncompressedBytes)]),
+    ).replace(/^/gm, '    '),
+    ...(unread.length ? [`  Not one byte of ${unread.map((n) => `the ${n} layer`).join(' or ')} was fetched (the program lists /data, which the index answers, and reads none of it).`] : []),
+    '',
+    `$ clip mount ${r.index.file} MOUNT      # again: a new mount, the same cache`,
+    `$ chroot MOUNT ${m.command.join(' ')}`,
+    `  The same run fetched ${formatSize(m.second.byTier.source ?? 0)} from the image's blobs: the ${formatSize(m.second.byTier.disk ?? 0)} it read came from`,
+    `  the disk cache the first run filled (it ran in ${m.second.seconds.toFixed(1)} s).`,
     '',
   ].join('\n');
 }
@@ -161,7 +209,8 @@ function formatRead(r: DemoReport): string {
     '',
     `$ clip cat ${r.image.ref} ${file.path}`,
     ...file.content.trimEnd().split('\n').map((l) => `  | ${l}`),
-    ...file.reads.map((d) => `  ${d.tier}: ${d.bytes} bytes; bytes per tier: ${tiers(d)}`),
+    ...file.reads.map((d) => `  ${d.tier}: the file's ${d.bytes} bytes; ${d.tier === 'first read' ? 'from an empty cache, ' : ''}served by tier: ${tiers(d)}`),
+    `  (source: fetched from the image's layer blobs, the whole chunk of up to 1 MiB holding the file; disk: the disk cache)`,
     '',
   ].join('\n');
 }
@@ -198,12 +247,20 @@ export async function demoCommand(opts: DemoOptions): Promise<void> {
   process.stdout.write(
     [
       '',
-      'Try it yourself (as root; `npm link` once puts clip on PATH, or use `npx clip` here):',
-      '  mkdir -p /mnt/demo',
-      `  clip mount ${image.ref} /mnt/demo --background`,
-      `  chroot /mnt/demo ${[...(report.inspect.config.entrypoint ?? []), ...(report.inspect.config.cmd ?? [])].join(' ')}`,
-      '  clip unmount /mnt/demo',
+      ...tryItYourself(report),
       '',
     ].join('\n'),
   );
+}
+
+/** The commands printed for the user to run: each works as printed (as root, clip on PATH). */
+export function tryItYourself(report: Pick<DemoReport, 'image' | 'inspect'>): string[] {
+  return [
+    'Try it yourself (as root; `npm link` once puts clip on PATH, or use `npx clip` in this clone):',
+    '  mkdir -p /mnt/demo',
+    `  clip mount ${report.image.ref} /mnt/demo --background`,
+    `  chroot /mnt/demo ${[...(report.inspect.config.entrypoint ?? []), ...(report.inspect.config.cmd ?? [])].join(' ')}`,
+    '  clip cache stats      # chunks present per layer: what the run fetched',
+    '  clip unmount /mnt/demo',
+  ];
 }
