@@ -10,6 +10,7 @@ import { registerIndex } from './commands/index.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
+import { registerSnapshotter } from './commands/snapshotter.js';
 import { registerStat } from './commands/stat.js';
 import { runCommand } from './exit.js';
 
@@ -27,6 +28,7 @@ registerExtract(program);
 registerMount(program);
 registerCache(program);
 registerDemo(program);
+registerSnapshotter(program);
 await describeDemoDefaults(program);
 
 runCommand(() => program.parseAsync(process.argv));

@@ -1,0 +1,104 @@
+/**
+ * The images the snapshotter serves lazily: each mounted once (its merged view) under
+ * ROOT/images/<manifest hex>/rootfs by a clip mount daemon (startBackground), shared as the lowerdir
+ * of every container's overlay on that image, and unmounted (unmountMountpoint) when the last
+ * snapshot using it is removed. The daemons outlive the snapshotter process, so running containers
+ * keep their root filesystem while it restarts.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { startBackground } from '../mount/background.js';
+import { unmountMountpoint } from '../mount/unmount.js';
+import { isFuse, mountsAt, parseMountInfo } from '../fuse/mountinfo.js';
+import { isClipError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import type { RemoteLayer } from './store.js';
+
+export interface ImageMountOptions {
+  root: string;
+  cacheDir: string;
+  remoteCache?: string;
+  insecureRegistries?: string[];
+  logger?: Logger;
+}
+
+export class ImageMounts {
+  private readonly pending = new Map<string, Promise<string>>();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: ImageMountOptions) {
+    this.log = opts.logger ?? silentLogger;
+  }
+
+  mountpoint(manifest: string): string {
+    return join(this.opts.root, 'images', manifest.replace(/^sha256:/, ''), 'rootfs');
+  }
+
+  isMounted(manifest: string): boolean {
+    return mountsAt(this.mountpoint(manifest)).some(isFuse);
+  }
+
+  /** The image's mountpoint, mounting it first if it is not mounted. One mount at a time per image. */
+  ensure(image: Pick<RemoteLayer, 'manifest' | 'location'>): Promise<string> {
+    let p = this.pending.get(image.manifest);
+    if (!p) {
+      p = this.mount(image).finally(() => this.pending.delete(image.manifest));
+      this.pending.set(image.manifest, p);
+    }
+    return p;
+  }
+
+  private async mount(image: Pick<RemoteLayer, 'manifest' | 'location'>): Promise<string> {
+    const mountpoint = this.mountpoint(image.manifest);
+    if (this.isMounted(image.manifest)) {
+      // A live mount is kept; a stale one (its daemon died) is removed and mounted again.
+      const alive = await this.answers(mountpoint);
+      if (alive) return mountpoint;
+      await unmountMountpoint(mountpoint, { cacheDir: this.opts.cacheDir, logger: this.log }).catch(() => undefined);
+    }
+    await mkdir(mountpoint, { recursive: true, mode: 0o700 });
+    const ref = `${image.location}@${image.manifest}`;
+    try {
+      const started = await startBackground({
+        image: ref,
+        mountpoint,
+        cacheDir: this.opts.cacheDir,
+        ...(this.opts.remoteCache ? { remoteCache: this.opts.remoteCache } : {}),
+        ...(this.opts.insecureRegistries?.length ? { insecureRegistry: this.opts.insecureRegistries } : {}),
+        // As containerd's own snapshots: setuid programs and device nodes of the image work in
+        // its containers. The mount is reachable only by root (ROOT is private).
+        allowSuid: true,
+        allowDev: true,
+      });
+      this.log.info({ image: ref, mountpoint, pid: started.pid }, 'snapshotter: image mounted');
+    } catch (err) {
+      if (isClipError(err, 'EINVAL') && /already mounted by clip/.test((err as Error).message) && this.isMounted(image.manifest)) return mountpoint;
+      throw err;
+    }
+    return mountpoint;
+  }
+
+  private async answers(mountpoint: string): Promise<boolean> {
+    return stat(mountpoint).then(() => true, () => false);
+  }
+
+  async release(manifest: string): Promise<void> {
+    if (!this.isMounted(manifest)) return;
+    const mountpoint = this.mountpoint(manifest);
+    await unmountMountpoint(mountpoint, { cacheDir: this.opts.cacheDir, logger: this.log });
+    this.log.info({ manifest, mountpoint }, 'snapshotter: image unmounted');
+  }
+
+  /** Manifests of every image mounted under ROOT/images. */
+  mounted(): string[] {
+    const prefix = join(this.opts.root, 'images') + '/';
+    const out = new Set<string>();
+    for (const m of parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8'))) {
+      if (!isFuse(m) || !m.mountPoint.startsWith(prefix)) continue;
+      const hex = m.mountPoint.slice(prefix.length).split('/')[0] ?? '';
+      if (/^[0-9a-f]{64}$/.test(hex)) out.add(`sha256:${hex}`);
+    }
+    return [...out];
+  }
+}
