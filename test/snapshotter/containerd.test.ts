@@ -1,0 +1,175 @@
+/**
+ * `clip snapshotter` under a real containerd 1.6 (its own instance, root, state and socket in a
+ * temporary directory), images in the real docker-registry behind the counting proxy:
+ * - an image whose clip index is published is pulled with `ctr-remote images rpull` without a
+ *   byte of its layers, and `ctr run` runs a shell from it, reading only what it reads;
+ * - two containers of the image share one image mount and not their writes;
+ * - a restart of the snapshotter keeps snapshots and running containers;
+ * - an image without an index is unpacked by containerd (the overlayfs path) and runs;
+ * - removing the containers and the images leaves no mount behind.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { APP_SCRIPT, buildDemoImage, planDemo } from '../../src/demo/index.js';
+import { hostPlatform } from '../../src/demo/plan.js';
+import { writeImage, type LayerEntry } from '../../src/oci/build/index.js';
+import { pushLayout } from '../../src/oci/push.js';
+import { parseMountInfo } from '../../src/fuse/mountinfo.js';
+import { skipUnlessRoot } from '../support/env.js';
+import { startFaultProxy, type FaultProxy, type ProxiedRequest } from '../support/fault-proxy.js';
+import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { clipProcess, MAIN } from '../cli/program.js';
+import { startContainerd, startSnapshotterProcess, type SnapshotterProcess, type TestContainerd } from './containerd.js';
+
+const DEMO_DIR = fileURLToPath(new URL('../../.tmp/demo-snapshotter', import.meta.url));
+
+describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
+  let registry: TestRegistry;
+  let proxy: FaultProxy;
+  let tmp: string;
+  let ctrd: TestContainerd;
+  let sn: SnapshotterProcess;
+  let indexed: string; // reference of the image with a published index (through the proxy)
+  let plain: string; // reference of an image without one
+  let indexedLayers: { digest: string; size: number }[];
+  let plainLayers: { digest: string; size: number }[];
+  const socket = (): string => join(tmp, 'clip.sock');
+  const startClip = (): Promise<SnapshotterProcess> => startSnapshotterProcess(['--address', socket(), '--root', join(tmp, 'root'), '--cache-dir', join(tmp, 'cache')], join(tmp, 'snapshotter.log'));
+
+  beforeAll(async () => {
+    [registry, tmp] = await Promise.all([startRegistry(), mkdtemp(join(tmpdir(), 'clip-snap-'))]);
+    proxy = await startFaultProxy(registry.host);
+    const demo = await buildDemoImage({ dir: DEMO_DIR });
+    await pushLayout(demo.layoutDir, demo.tag, `${registry.host}/snap/indexed:demo`);
+    indexedLayers = demo.layers.map((l) => ({ digest: l.digest, size: l.size }));
+    indexed = `${proxy.host}/snap/indexed:demo`;
+    const pushed = await clipProcess(['index', indexed, '--push', '--cache-dir', join(tmp, 'publisher'), '--no-progress']);
+    expect(pushed.code, pushed.stderr).toBe(0);
+
+    // Another image, with no index anywhere: the demo's shell and tools, and a file of its own in
+    // its first layer (so that no layer chain is shared with the indexed image).
+    const plan = await planDemo();
+    const plainLayout = join(tmp, 'plain-layout');
+    const built = await writeImage(plainLayout, {
+      platform: hostPlatform(), tag: 'plain',
+      config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },
+      layers: [
+        { entries: [...(plan.spec.layers[0]!.entries as LayerEntry[]), { type: 'file', path: 'etc/plain-image', content: 'no index here\n', mode: 0o644, mtime: { sec: 1_700_000_000, nsec: 0 } }] },
+        { entries: [{ type: 'file', path: 'srv/hello', content: 'hello from the plain image\n', mode: 0o644, mtime: { sec: 1_700_000_000, nsec: 0 } }] },
+      ],
+    });
+    plainLayers = built.layers.map((l) => ({ digest: l.descriptor.digest, size: l.descriptor.size }));
+    await pushLayout(plainLayout, 'plain', `${registry.host}/snap/plain:plain`);
+    plain = `${proxy.host}/snap/plain:plain`;
+
+    sn = await startClip();
+    ctrd = await startContainerd(socket());
+  }, 600_000);
+
+  afterAll(async () => {
+    if (ctrd) {
+      for (const id of ['c-run', 'c-a', 'c-b', 'c-plain']) {
+        await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id).catch(() => undefined);
+        await sleep(200);
+        await ctrd.ctr('tasks', 'rm', '-f', id).catch(() => undefined);
+        await ctrd.ctr('containers', 'rm', id).catch(() => undefined);
+      }
+      await ctrd.stop();
+    }
+    await sn?.stop();
+    // Image mounts left by a failed test: unmounted through clip, as the snapshotter would.
+    for (const mp of imageMounts()) await clipProcess(['unmount', mp, '--cache-dir', join(tmp, 'cache')], {}, { entry: MAIN });
+    await proxy?.stop();
+    await registry?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  }, 120_000);
+
+  const imageMounts = (): string[] =>
+    parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8'))
+      .filter((m) => m.fsType === 'fuse.clip' && m.mountPoint.startsWith(join(tmp, 'root', 'images')))
+      .map((m) => m.mountPoint);
+  const blobGets = (digest: string): ProxiedRequest[] => proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${digest}`));
+  const snapshots = async (): Promise<string> => ctrd.ctr('snapshots', '--snapshotter', 'clip', 'ls');
+
+  it('ctr-remote rpull of an image with a published index fetches no layer; ctr run runs a shell from it', async () => {
+    proxy.requests.length = 0;
+    await ctrd.ctrRemote('images', 'rpull', '--plain-http', '--snapshotter', 'clip', indexed);
+    // The manifest, the config, the referrers and the index artifact: not one layer byte.
+    for (const l of indexedLayers) expect(blobGets(l.digest)).toEqual([]);
+    const listed = (await snapshots()).trim().split('\n').slice(1);
+    expect(listed).toHaveLength(indexedLayers.length);
+    for (const line of listed) expect(line).toMatch(/Committed\s*$/);
+    expect(imageMounts()).toEqual([]); // mounted only when a container needs it
+
+    proxy.requests.length = 0;
+    const out = await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/sh', '-c', 'echo hello; ls /app; sha256sum /app/main.js; cat /etc/clip-demo-release');
+    expect(out).toBe(`hello\nREADME\nmain.js\n${createHash('sha256').update(APP_SCRIPT).digest('hex')}  /app/main.js\nclip demo image (demo-v1), assembled from this machine's files\n`);
+    // Only ranges of the layers were read, never a whole layer; the node layer (the largest) barely.
+    for (const l of indexedLayers) expect(blobGets(l.digest).filter((r) => r.range === undefined)).toEqual([]);
+    const biggest = [...indexedLayers].sort((a, b) => b.size - a.size)[0]!;
+    const read = blobGets(biggest.digest).reduce((n, r) => n + r.bytes, 0);
+    expect(read).toBeLessThan(biggest.size / 4);
+  }, 300_000);
+
+  it('two containers of the image share one image mount, each with its own writable layer', async () => {
+    await ctrd.ctr('run', '-d', '--snapshotter', 'clip', indexed, 'c-a', '/bin/sleep', '600');
+    await ctrd.ctr('run', '-d', '--snapshotter', 'clip', indexed, 'c-b', '/bin/sleep', '600');
+    const mounts = imageMounts();
+    expect(mounts).toHaveLength(1);
+    // `ctr snapshots mounts` prints the mount command the snapshotter's Mounts answer makes.
+    const mountsOf = async (id: string): Promise<string> => /lowerdir=[^,\s]*/.exec(await ctrd.ctr('snapshots', '--snapshotter', 'clip', 'mounts', '/mnt', id))![0];
+    expect(await mountsOf('c-a')).toBe(`lowerdir=${mounts[0]}`);
+    expect(await mountsOf('c-b')).toBe(`lowerdir=${mounts[0]}`);
+    await ctrd.ctr('tasks', 'exec', '--exec-id', 'w1', 'c-a', '/bin/sh', '-c', 'echo mine > /app/written-by-a');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r1', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r2', 'c-b', '/bin/ls', '/app')).toBe('README\nmain.js\n');
+    // The image itself is untouched.
+    expect((await readFile(join(mounts[0]!, 'app/main.js'), 'utf8'))).toBe(APP_SCRIPT);
+  }, 300_000);
+
+  it('a restart of the snapshotter keeps its snapshots and the running containers', async () => {
+    const before = await snapshots();
+    const mountsBefore = imageMounts();
+    await sn.stop();
+    sn = await startClip();
+    // containerd redials a proxy plugin with backoff (at most 3 s apart): until then its calls fail.
+    let after: string | undefined;
+    for (let i = 0; i < 100 && after === undefined; i++) after = await snapshots().catch(() => sleep(200).then(() => undefined));
+    expect(after).toBe(before);
+    expect(imageMounts()).toEqual(mountsBefore);
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r3', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r4', 'c-b', '/bin/sh', '-c', 'head -c 5 /usr/bin/sh | wc -c')).toBe('5\n');
+    // And a new container still starts from it.
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo app: run it with the image\'s default command.\n');
+  }, 300_000);
+
+  it('an image without an index falls back: containerd unpacks it and it runs', async () => {
+    proxy.requests.length = 0;
+    await ctrd.ctrRemote('images', 'rpull', '--plain-http', '--snapshotter', 'clip', plain);
+    for (const l of plainLayers) expect(blobGets(l.digest).filter((r) => r.range === undefined).length).toBeGreaterThan(0);
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', plain, 'c-plain', '/bin/sh', '-c', 'cat /srv/hello /etc/plain-image; test -e /app/main.js || echo not the indexed image')).toBe(
+      'hello from the plain image\nno index here\nnot the indexed image\n');
+    expect(imageMounts()).toHaveLength(1); // still only the indexed image's
+  }, 300_000);
+
+  it('removing the containers and the images leaves no mount and no snapshot', async () => {
+    for (const id of ['c-a', 'c-b']) {
+      await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id);
+      for (let i = 0; i < 100 && (await ctrd.ctr('tasks', 'ls')).includes(id) && !(await ctrd.ctr('tasks', 'ls')).includes('STOPPED'); i++) await sleep(100);
+      await ctrd.ctr('tasks', 'rm', '-f', id);
+      await ctrd.ctr('containers', 'rm', id);
+    }
+    await ctrd.ctr('images', 'rm', '--sync', indexed, plain);
+    for (let i = 0; i < 100 && (imageMounts().length > 0 || (await snapshots()).trim().split('\n').length > 1); i++) await sleep(100);
+    expect(imageMounts()).toEqual([]);
+    expect((await snapshots()).trim().split('\n').slice(1)).toEqual([]);
+    const leftover = parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.mountPoint.startsWith(tmp) || m.mountPoint.startsWith(ctrd.dir));
+    expect(leftover).toEqual([]);
+  }, 300_000);
+});
