@@ -4,7 +4,7 @@
  * - an image whose clip index is published is pulled with `ctr-remote images rpull` without a
  *   byte of its layers, and `ctr run` runs a shell from it, reading only what it reads;
  * - two containers of the image share one image mount and not their writes;
- * - a restart of the snapshotter keeps snapshots and running containers;
+ * - a restart of the snapshotter after kill -9 keeps snapshots and running containers;
  * - an image without an index is unpacked by containerd (the overlayfs path) and runs;
  * - removing the containers and the images leaves no mount behind.
  */
@@ -133,10 +133,10 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     expect((await readFile(join(mounts[0]!, 'app/main.js'), 'utf8'))).toBe(APP_SCRIPT);
   }, 300_000);
 
-  it('a restart of the snapshotter keeps its snapshots and the running containers', async () => {
+  it('a restart of the snapshotter after kill -9 keeps its snapshots and the running containers', async () => {
     const before = await snapshots();
     const mountsBefore = imageMounts();
-    await sn.stop();
+    await sn.kill();
     sn = await startClip();
     // containerd redials a proxy plugin with backoff (at most 3 s apart): until then its calls fail.
     let after: string | undefined;

@@ -92,6 +92,8 @@ export interface SnapshotterProcess {
   log(): Promise<string>;
   /** SIGTERM, and wait for it to exit. */
   stop(): Promise<void>;
+  /** SIGKILL (a crash), and wait for it to be gone. */
+  kill(): Promise<void>;
 }
 
 /** `clip snapshotter ARGS` as its own process (the real entry point), its stderr appended to `logFile`; resolves once it serves. */
@@ -115,6 +117,10 @@ export async function startSnapshotterProcess(args: string[], logFile: string): 
   return {
     pid: child.pid!,
     log,
+    kill: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
     stop: async () => {
       if (child.exitCode === null) child.kill('SIGTERM');
       if (!(await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)]))) {
