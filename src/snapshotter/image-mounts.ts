@@ -6,7 +6,8 @@
  * keep their root filesystem while it restarts.
  */
 import { readFileSync } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
+import { daemonPid, mountFiles } from '../mount/files.js';
 import { join } from 'node:path';
 import { startBackground } from '../mount/background.js';
 import { unmountMountpoint } from '../mount/unmount.js';
@@ -24,7 +25,6 @@ export interface ImageMountOptions {
 }
 
 export class ImageMounts {
-  private readonly pending = new Map<string, Promise<string>>();
   private readonly log: Logger;
 
   constructor(private readonly opts: ImageMountOptions) {
@@ -39,14 +39,24 @@ export class ImageMounts {
     return mountsAt(this.mountpoint(manifest)).some(isFuse);
   }
 
-  /** The image's mountpoint, mounting it first if it is not mounted. One mount at a time per image. */
+  /**
+   * Mounting and unmounting an image are serialized per image: a release that re-checks its users
+   * under the lock can never unmount an image a Prepare has just handed to a new container.
+   */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  private withLock<T>(manifest: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(manifest) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.catch(() => undefined);
+    this.locks.set(manifest, settled);
+    void settled.then(() => this.locks.get(manifest) === settled && this.locks.delete(manifest));
+    return next;
+  }
+
+  /** The image's mountpoint, mounting it first if it is not mounted. */
   ensure(image: Pick<RemoteLayer, 'manifest' | 'location'>): Promise<string> {
-    let p = this.pending.get(image.manifest);
-    if (!p) {
-      p = this.mount(image).finally(() => this.pending.delete(image.manifest));
-      this.pending.set(image.manifest, p);
-    }
-    return p;
+    return this.withLock(image.manifest, () => this.mount(image));
   }
 
   private async mount(image: Pick<RemoteLayer, 'manifest' | 'location'>): Promise<string> {
@@ -79,15 +89,23 @@ export class ImageMounts {
     return mountpoint;
   }
 
+  /**
+   * Whether the mount is served: its daemon is alive and it lists its root (a stat alone may be
+   * answered from the kernel's attribute cache after the server died).
+   */
   private async answers(mountpoint: string): Promise<boolean> {
-    return stat(mountpoint).then(() => true, () => false);
+    if ((await daemonPid(mountFiles(this.opts.cacheDir, mountpoint), mountpoint)) === undefined) return false;
+    return readdir(mountpoint).then(() => true, () => false);
   }
 
-  async release(manifest: string): Promise<void> {
-    if (!this.isMounted(manifest)) return;
-    const mountpoint = this.mountpoint(manifest);
-    await unmountMountpoint(mountpoint, { cacheDir: this.opts.cacheDir, logger: this.log });
-    this.log.info({ manifest, mountpoint }, 'snapshotter: image unmounted');
+  /** Unmount the image unless `inUse()`, asked under the image's lock, says a snapshot still needs it. */
+  release(manifest: string, inUse: () => boolean): Promise<void> {
+    return this.withLock(manifest, async () => {
+      if (!this.isMounted(manifest) || inUse()) return;
+      const mountpoint = this.mountpoint(manifest);
+      await unmountMountpoint(mountpoint, { cacheDir: this.opts.cacheDir, logger: this.log });
+      this.log.info({ manifest, mountpoint }, 'snapshotter: image unmounted');
+    });
   }
 
   /** Manifests of every image mounted under ROOT/images. */

@@ -252,10 +252,8 @@ export class Snapshotter {
   }
 
   private async releaseUnused(): Promise<void> {
-    const used = this.imagesInUse();
     for (const manifest of this.images.mounted()) {
-      if (used.has(manifest)) continue;
-      await this.images.release(manifest).catch((err: unknown) => this.log.warn({ manifest, err: (err as Error).message }, 'snapshotter: unmounting an unused image failed'));
+      await this.images.release(manifest, () => this.imagesInUse().has(manifest)).catch((err: unknown) => this.log.warn({ manifest, err: (err as Error).message }, 'snapshotter: unmounting an unused image failed'));
     }
   }
 

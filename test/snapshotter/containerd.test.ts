@@ -4,13 +4,14 @@
  * - an image whose clip index is published is pulled with `ctr-remote images rpull` without a
  *   byte of its layers, and `ctr run` runs a shell from it, reading only what it reads;
  * - two containers of the image share one image mount and not their writes;
- * - a restart of the snapshotter after kill -9 keeps snapshots and running containers;
+ * - a restart of the snapshotter after kill -9 keeps snapshots and running containers, and mounts
+ *   again an image whose mount daemon died;
  * - an image without an index is unpacked by containerd (the overlayfs path) and runs;
  * - removing the containers and the images leaves no mount behind.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -96,6 +97,24 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
       .map((m) => m.mountPoint);
   const blobGets = (digest: string): ProxiedRequest[] => proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${digest}`));
   const snapshots = async (): Promise<string> => ctrd.ctr('snapshots', '--snapshotter', 'clip', 'ls');
+  /** containerd redials a proxy plugin with backoff (at most 3 s apart): until then its calls fail. */
+  const waitForSnapshotter = async (): Promise<string> => {
+    for (let i = 0; ; i++) {
+      try {
+        return await snapshots();
+      } catch (err) {
+        if (i >= 100) throw err;
+        await sleep(200);
+      }
+    }
+  };
+  const waitStopped = async (id: string): Promise<void> => {
+    for (let i = 0; i < 100; i++) {
+      const line = (await ctrd.ctr('tasks', 'ls')).split('\n').find((l) => l.startsWith(`${id} `));
+      if (!line || line.includes('STOPPED')) return;
+      await sleep(100);
+    }
+  };
 
   it('ctr-remote rpull of an image with a published index fetches no layer; ctr run runs a shell from it', async () => {
     proxy.requests.length = 0;
@@ -138,15 +157,37 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     const mountsBefore = imageMounts();
     await sn.kill();
     sn = await startClip();
-    // containerd redials a proxy plugin with backoff (at most 3 s apart): until then its calls fail.
-    let after: string | undefined;
-    for (let i = 0; i < 100 && after === undefined; i++) after = await snapshots().catch(() => sleep(200).then(() => undefined));
-    expect(after).toBe(before);
+    expect(await waitForSnapshotter()).toBe(before);
     expect(imageMounts()).toEqual(mountsBefore);
     expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r3', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
     expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r4', 'c-b', '/bin/sh', '-c', 'head -c 5 /usr/bin/sh | wc -c')).toBe('5\n');
     // And a new container still starts from it.
     expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo app: run it with the image\'s default command.\n');
+  }, 300_000);
+
+  it('an image mount whose daemon died is mounted again when the snapshotter starts; stopped containers start again on it', async () => {
+    for (const id of ['c-a', 'c-b']) {
+      await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id);
+      await waitStopped(id);
+      await ctrd.ctr('tasks', 'rm', id);
+    }
+    const [mp] = imageMounts();
+    await sn.kill();
+    // The image's daemon dies too (a crash, an OOM kill): its mount is left stale.
+    const pidFile = (await readdir(join(tmp, 'cache', 'mounts'))).find((f) => f.endsWith('.pid'))!;
+    const daemon = Number((await readFile(join(tmp, 'cache', 'mounts', pidFile), 'utf8')).split('\n')[0]);
+    process.kill(daemon, 'SIGKILL');
+    for (let i = 0; i < 100 && existsSync(`/proc/${daemon}`); i++) await sleep(50);
+    await expect(readFile(join(mp!, 'app/main.js'))).rejects.toThrow(/ENOTCONN|Transport endpoint/);
+    sn = await startClip();
+    expect(imageMounts()).toEqual([mp]);
+    expect(await readFile(join(mp!, 'app/main.js'), 'utf8')).toBe(APP_SCRIPT);
+    await waitForSnapshotter();
+    // The containers' writable layers are still theirs.
+    await ctrd.ctr('tasks', 'start', '-d', 'c-a');
+    await ctrd.ctr('tasks', 'start', '-d', 'c-b');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r5', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r6', 'c-b', '/bin/ls', '/app')).toBe('README\nmain.js\n');
   }, 300_000);
 
   it('an image without an index falls back: containerd unpacks it and it runs', async () => {
@@ -161,7 +202,7 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
   it('removing the containers and the images leaves no mount and no snapshot', async () => {
     for (const id of ['c-a', 'c-b']) {
       await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id);
-      for (let i = 0; i < 100 && (await ctrd.ctr('tasks', 'ls')).includes(id) && !(await ctrd.ctr('tasks', 'ls')).includes('STOPPED'); i++) await sleep(100);
+      await waitStopped(id);
       await ctrd.ctr('tasks', 'rm', '-f', id);
       await ctrd.ctr('containers', 'rm', id);
     }
