@@ -6,9 +6,9 @@
  * keep their root filesystem while it restarts.
  */
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, rmdir } from 'node:fs/promises';
 import { daemonPid, mountFiles } from '../mount/files.js';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { startBackground } from '../mount/background.js';
 import { unmountMountpoint } from '../mount/unmount.js';
 import { isFuse, mountsAt, parseMountInfo } from '../fuse/mountinfo.js';
@@ -104,6 +104,8 @@ export class ImageMounts {
       if (!this.isMounted(manifest) || inUse()) return;
       const mountpoint = this.mountpoint(manifest);
       await unmountMountpoint(mountpoint, { cacheDir: this.opts.cacheDir, logger: this.log });
+      // Its (now empty) directories go too; rmdir never removes anything else.
+      await rmdir(mountpoint).then(() => rmdir(dirname(mountpoint))).catch(() => undefined);
       this.log.info({ manifest, mountpoint }, 'snapshotter: image unmounted');
     });
   }

@@ -157,6 +157,8 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     const mountsBefore = imageMounts();
     await sn.kill();
     sn = await startClip();
+    await expect(startSnapshotterProcess(['--address', join(tmp, 'second.sock'), '--root', join(tmp, 'root')], join(tmp, 'second.log')))
+      .rejects.toThrow(/another clip snapshotter \(pid \d+\) serves this root/);
     expect(await waitForSnapshotter()).toBe(before);
     expect(imageMounts()).toEqual(mountsBefore);
     expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r3', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
@@ -209,6 +211,8 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     await ctrd.ctr('images', 'rm', '--sync', indexed, plain);
     for (let i = 0; i < 100 && (imageMounts().length > 0 || (await snapshots()).trim().split('\n').length > 1); i++) await sleep(100);
     expect(imageMounts()).toEqual([]);
+    expect(await readdir(join(tmp, 'root', 'images'))).toEqual([]);
+    expect(await readdir(join(tmp, 'root', 'snapshots'))).toEqual([]);
     expect((await snapshots()).trim().split('\n').slice(1)).toEqual([]);
     const leftover = parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.mountPoint.startsWith(tmp) || m.mountPoint.startsWith(ctrd.dir));
     expect(leftover).toEqual([]);
