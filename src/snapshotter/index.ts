@@ -37,7 +37,7 @@ export async function startSnapshotter(cfg: SnapshotterConfig): Promise<RunningS
   const store = new SnapshotStore(join(root, 'metadata.lmdb'));
   const common = { cacheDir, ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}), insecureRegistries: cfg.insecureRegistries ?? [], logger: log };
   const images = new ImageMounts({ root, ...common });
-  const sn = new Snapshotter(root, store, new RemoteImages(common), images, log);
+  const sn = new Snapshotter(root, store, new RemoteImages(common), images, log, common.insecureRegistries);
   try {
     await sn.restore();
     const server = await serveSnapshotter(sn, resolve(cfg.address), log);

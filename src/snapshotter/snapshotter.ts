@@ -14,6 +14,7 @@ import { parseFilters } from './filters.js';
 import type { ImageMounts } from './image-mounts.js';
 import { LABEL_CLIP_IMAGE, LABEL_REMOTE, LABEL_TARGET, type RemoteImages } from './remote.js';
 import type { Kind, RemoteLayer, SnapshotRecord, SnapshotStore } from './store.js';
+import { unpackRemoteLayer } from './unpack.js';
 
 export interface Mount {
   type: string;
@@ -48,6 +49,7 @@ export class Snapshotter {
     private readonly remote: RemoteImages,
     private readonly images: ImageMounts,
     logger?: Logger,
+    private readonly insecureRegistries: string[] = [],
   ) {
     this.log = logger ?? silentLogger;
   }
@@ -93,6 +95,7 @@ export class Snapshotter {
 
   private async create(kind: Kind, key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
     if (!key) throw new SnapshotError('InvalidArgument', 'a snapshot key is required');
+    await this.materialize(parent);
     const now = Date.now();
     const rec = this.store.transaction((tx): SnapshotRecord => {
       if (tx.get(key)) throw alreadyExists(key);
@@ -115,6 +118,51 @@ export class Snapshotter {
       await rm(this.dir(rec.id), { recursive: true, force: true });
       throw err;
     }
+  }
+
+  private readonly materializing = new Map<string, Promise<void>>();
+
+  /**
+   * Make every remote layer below `parent` that is not its image's last (and so has no image mount
+   * of its own) an ordinary directory, down to the first remote layer that ends its image (whose
+   * mount then serves the rest) or the bottom.
+   */
+  private async materialize(parent: string): Promise<void> {
+    for (let key = parent; key;) {
+      const rec = this.store.get(key);
+      if (!rec) return; // create() reports it
+      if (rec.remote) {
+        if (rec.remote.position === rec.remote.layers - 1) return;
+        let p = this.materializing.get(key);
+        if (!p) {
+          p = this.materializeOne(key, rec).finally(() => this.materializing.delete(key));
+          this.materializing.set(key, p);
+        }
+        await p;
+      }
+      key = rec.parent;
+    }
+  }
+
+  private async materializeOne(key: string, rec: SnapshotRecord): Promise<void> {
+    const remote = rec.remote!;
+    const image = `${remote.location}@${remote.manifest}`;
+    this.log.info({ key, image, layer: remote.position + 1 }, 'snapshotter: a snapshot stands on a remote layer that is not its image\'s last; unpacking that layer');
+    await mkdir(this.dir(rec.id), { recursive: true, mode: 0o700 });
+    try {
+      await unpackRemoteLayer(remote, this.fsDir(rec.id), this.insecureRegistries);
+    } catch (err) {
+      throw new SnapshotError('Unavailable', `cannot unpack layer ${remote.position + 1} of ${image} for snapshot ${key}: ${(err as Error).message}`);
+    }
+    const usage = await diskUsage(this.fsDir(rec.id));
+    this.store.transaction((tx) => {
+      const cur = tx.get(key);
+      if (!cur || cur.id !== rec.id) return;
+      const { remote: _remote, ...rest } = cur;
+      const labels = { ...cur.labels };
+      delete labels[LABEL_REMOTE];
+      tx.put(key, { ...rest, labels, usage, updated: Date.now() });
+    });
   }
 
   /** The parents' layers, topmost first: directories down to the first remote layer, which must end its image. */

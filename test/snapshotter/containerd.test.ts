@@ -6,7 +6,8 @@
  * - two containers of the image share one image mount and not their writes;
  * - a restart of the snapshotter after kill -9 keeps snapshots and running containers, and mounts
  *   again an image whose mount daemon died;
- * - an image without an index is unpacked by containerd (the overlayfs path) and runs;
+ * - an image without an index is unpacked by containerd (the overlayfs path) and runs, also when
+ *   its first layer is the indexed image's (that layer is then unpacked by the snapshotter);
  * - removing the containers and the images leaves no mount behind.
  */
 import { createHash } from 'node:crypto';
@@ -38,6 +39,8 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
   let sn: SnapshotterProcess;
   let indexed: string; // reference of the image with a published index (through the proxy)
   let plain: string; // reference of an image without one
+  let shared: string; // an image without one whose first layer is the indexed image's
+  let sharedLayers: { digest: string; size: number }[];
   let indexedLayers: { digest: string; size: number }[];
   let plainLayers: { digest: string; size: number }[];
   const socket = (): string => join(tmp, 'clip.sock');
@@ -69,13 +72,25 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     await pushLayout(plainLayout, 'plain', `${registry.host}/snap/plain:plain`);
     plain = `${proxy.host}/snap/plain:plain`;
 
+    // The indexed image's first layer (byte for byte) and one of its own, with no index.
+    const sharedLayout = join(tmp, 'shared-layout');
+    const sharedBuilt = await writeImage(sharedLayout, {
+      platform: hostPlatform(), tag: 'shared',
+      config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },
+      layers: [plan.spec.layers[0]!, { entries: [{ type: 'file', path: 'srv/shared', content: 'on the indexed image\'s base\n', mode: 0o644, mtime: { sec: 1_700_000_000, nsec: 0 } }] }],
+    });
+    sharedLayers = sharedBuilt.layers.map((l) => ({ digest: l.descriptor.digest, size: l.descriptor.size }));
+    expect(sharedLayers[0]!.digest).toBe(indexedLayers[0]!.digest);
+    await pushLayout(sharedLayout, 'shared', `${registry.host}/snap/shared:shared`);
+    shared = `${proxy.host}/snap/shared:shared`;
+
     sn = await startClip();
     ctrd = await startContainerd(socket());
   }, 600_000);
 
   afterAll(async () => {
     if (ctrd) {
-      for (const id of ['c-run', 'c-a', 'c-b', 'c-plain']) {
+      for (const id of ['c-run', 'c-a', 'c-b', 'c-plain', 'c-shared']) {
         await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id).catch(() => undefined);
         await sleep(200);
         await ctrd.ctr('tasks', 'rm', '-f', id).catch(() => undefined);
@@ -201,6 +216,18 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     expect(imageMounts()).toHaveLength(1); // still only the indexed image's
   }, 300_000);
 
+  it('an image without an index on the first layer of the indexed one: that layer is unpacked for it, and it runs', async () => {
+    proxy.requests.length = 0;
+    await ctrd.ctrRemote('images', 'rpull', '--plain-http', '--snapshotter', 'clip', shared);
+    // The shared layer was served lazily for the indexed image; under this one it is needed whole.
+    expect(blobGets(sharedLayers[0]!.digest).filter((r) => r.range === undefined)).toHaveLength(1);
+    expect(blobGets(sharedLayers[1]!.digest).filter((r) => r.range === undefined)).toHaveLength(1);
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', shared, 'c-shared', '/bin/sh', '-c', 'cat /srv/shared; test -e /app/main.js || echo no app; echo ok')).toBe(
+      'on the indexed image\'s base\nno app\nok\n');
+    // The indexed image still runs from its mount.
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo app: run it with the image\'s default command.\n');
+  }, 300_000);
+
   it('removing the containers and the images leaves no mount and no snapshot', async () => {
     for (const id of ['c-a', 'c-b']) {
       await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id);
@@ -208,7 +235,7 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
       await ctrd.ctr('tasks', 'rm', '-f', id);
       await ctrd.ctr('containers', 'rm', id);
     }
-    await ctrd.ctr('images', 'rm', '--sync', indexed, plain);
+    await ctrd.ctr('images', 'rm', '--sync', indexed, plain, shared);
     for (let i = 0; i < 100 && (imageMounts().length > 0 || (await snapshots()).trim().split('\n').length > 1); i++) await sleep(100);
     expect(imageMounts()).toEqual([]);
     expect(await readdir(join(tmp, 'root', 'images'))).toEqual([]);
