@@ -21,9 +21,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APP_SCRIPT, buildDemoImage, planDemo } from '../../src/demo/index.js';
 import { hostPlatform } from '../../src/demo/plan.js';
 import { writeImage, type LayerEntry } from '../../src/oci/build/index.js';
+import { openImage } from '../../src/oci/index.js';
 import { pushLayout } from '../../src/oci/push.js';
 import { parseMountInfo } from '../../src/fuse/mountinfo.js';
+import { chainIds, LABEL_CRI_LAYER, LABEL_CRI_REF, LABEL_TARGET, RemoteImages } from '../../src/snapshotter/remote.js';
 import { skipUnlessRoot } from '../support/env.js';
+import { skopeoInspect } from '../support/tools.js';
 import { startFaultProxy, type FaultProxy, type ProxiedRequest } from '../support/fault-proxy.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { clipProcess, MAIN } from '../cli/program.js';
@@ -227,6 +230,21 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     // The indexed image still runs from its mount.
     expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo app: run it with the image\'s default command.\n');
   }, 300_000);
+
+  it('takes CRI\'s labels as well as ctr-remote\'s, and serves a layer only where the image has it', async () => {
+    const lookup = new RemoteImages({ cacheDir: join(tmp, 'lookup-cache') });
+    const manifest = JSON.parse(await skopeoInspect(`docker://${indexed}`)) as { Digest: string };
+    const src = openImage(indexed);
+    const chains = chainIds((await src.resolve()).layers.map((l) => l.diffId));
+    await src.close?.();
+    const cri = (i: number, target = chains[i]!): Record<string, string> => ({
+      [LABEL_TARGET]: target, [LABEL_CRI_REF]: indexed, [LABEL_CRI_LAYER]: indexedLayers[i]!.digest,
+    });
+    expect(await lookup.lookup(cri(1))).toEqual({ manifest: manifest.Digest, location: indexed.replace(/:demo$/, ''), position: 1, layers: 3 });
+    expect(await lookup.lookup(cri(1, chains[2]))).toBeUndefined(); // the layer is not where that chain ID says
+    expect(await lookup.lookup({ [LABEL_TARGET]: chains[0]!, [LABEL_CRI_REF]: plain, [LABEL_CRI_LAYER]: plainLayers[0]!.digest })).toBeUndefined(); // no index
+    expect(await lookup.lookup({ [LABEL_TARGET]: chains[0]! })).toBeUndefined(); // no image named
+  }, 120_000);
 
   it('removing the containers and the images leaves no mount and no snapshot', async () => {
     for (const id of ['c-a', 'c-b']) {
