@@ -20,10 +20,19 @@ NEEDED=(
   ctr:containerd
   ctr-remote:stargz-snapshotter
 )
+# file:package, for files the tests read (containerd's snapshots.proto, which the snapshotter's
+# hand-written interface definition is checked against)
+FILES=(
+  /usr/share/gocode/src/github.com/containerd/containerd/api/services/snapshots/v1/snapshots.proto:golang-github-containerd-containerd-dev
+)
 missing=()
 for pair in "${NEEDED[@]}"; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
+done
+for pair in "${FILES[@]}"; do
+  file=${pair%%:*}; pkg=${pair#*:}
+  [ -e "$file" ] || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

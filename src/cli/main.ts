@@ -11,6 +11,7 @@ import { registerInspect } from './commands/inspect.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
 import { registerServer } from './commands/server.js';
+import { registerSnapshotter } from './commands/snapshotter.js';
 import { registerStat } from './commands/stat.js';
 import { runCommand } from './exit.js';
 
@@ -29,6 +30,7 @@ registerMount(program);
 registerServer(program);
 registerCache(program);
 registerDemo(program);
+registerSnapshotter(program);
 await describeDemoDefaults(program);
 
 runCommand(() => program.parseAsync(process.argv));

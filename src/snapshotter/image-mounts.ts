@@ -1,0 +1,124 @@
+/**
+ * The images the snapshotter serves lazily: each mounted once (its merged view) under
+ * ROOT/images/<manifest hex>/rootfs by the node's clip server (startBackground), shared as the lowerdir
+ * of every container's overlay on that image, and unmounted (unmountMountpoint) when the last
+ * snapshot using it is removed. The server outlives the snapshotter process, so running containers
+ * keep their root filesystem while it restarts.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdir, readdir, rmdir } from 'node:fs/promises';
+import { daemonPid, mountFiles } from '../mount/files.js';
+import { dirname, join } from 'node:path';
+import { startBackground } from '../server/background.js';
+import { unmount as unmountMountpoint } from '../server/unmount.js';
+import { isFuse, mountsAt, parseMountInfo } from '../fuse/mountinfo.js';
+import { isClipError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import type { RemoteLayer } from './store.js';
+
+export interface ImageMountOptions {
+  root: string;
+  cacheDir: string;
+  remoteCache?: string;
+  insecureRegistries?: string[];
+  logger?: Logger;
+}
+
+export class ImageMounts {
+  private readonly log: Logger;
+
+  constructor(private readonly opts: ImageMountOptions) {
+    this.log = opts.logger ?? silentLogger;
+  }
+
+  mountpoint(manifest: string): string {
+    return join(this.opts.root, 'images', manifest.replace(/^sha256:/, ''), 'rootfs');
+  }
+
+  isMounted(manifest: string): boolean {
+    return mountsAt(this.mountpoint(manifest)).some(isFuse);
+  }
+
+  /**
+   * Mounting and unmounting an image are serialized per image: a release that re-checks its users
+   * under the lock can never unmount an image a Prepare has just handed to a new container.
+   */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  private withLock<T>(manifest: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(manifest) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.catch(() => undefined);
+    this.locks.set(manifest, settled);
+    void settled.then(() => this.locks.get(manifest) === settled && this.locks.delete(manifest));
+    return next;
+  }
+
+  /** The image's mountpoint, mounting it first if it is not mounted. */
+  ensure(image: Pick<RemoteLayer, 'manifest' | 'location'>): Promise<string> {
+    return this.withLock(image.manifest, () => this.mount(image));
+  }
+
+  private async mount(image: Pick<RemoteLayer, 'manifest' | 'location'>): Promise<string> {
+    const mountpoint = this.mountpoint(image.manifest);
+    if (this.isMounted(image.manifest)) {
+      // A live mount is kept; a stale one (its daemon died) is removed and mounted again.
+      const alive = await this.answers(mountpoint);
+      if (alive) return mountpoint;
+      await unmountMountpoint(mountpoint, { cacheDir: this.opts.cacheDir, logger: this.log }).catch(() => undefined);
+    }
+    await mkdir(mountpoint, { recursive: true, mode: 0o700 });
+    const ref = `${image.location}@${image.manifest}`;
+    try {
+      const started = await startBackground({
+        image: ref,
+        mountpoint,
+        cacheDir: this.opts.cacheDir,
+        ...(this.opts.remoteCache ? { remoteCache: this.opts.remoteCache } : {}),
+        ...(this.opts.insecureRegistries?.length ? { insecureRegistry: this.opts.insecureRegistries } : {}),
+        // As containerd's own snapshots: setuid programs and device nodes of the image work in
+        // its containers. The mount is reachable only by root (ROOT is private).
+        allowSuid: true,
+        allowDev: true,
+      });
+      this.log.info({ image: ref, mountpoint, pid: started.pid }, 'snapshotter: image mounted');
+    } catch (err) {
+      if (isClipError(err, 'EINVAL') && /already mounted by clip/.test((err as Error).message) && this.isMounted(image.manifest)) return mountpoint;
+      throw err;
+    }
+    return mountpoint;
+  }
+
+  /**
+   * Whether the mount is served: its daemon is alive and it lists its root (a stat alone may be
+   * answered from the kernel's attribute cache after the server died).
+   */
+  private async answers(mountpoint: string): Promise<boolean> {
+    if ((await daemonPid(mountFiles(this.opts.cacheDir, mountpoint), mountpoint)) === undefined) return false;
+    return readdir(mountpoint).then(() => true, () => false);
+  }
+
+  /** Unmount the image unless `inUse()`, asked under the image's lock, says a snapshot still needs it. */
+  release(manifest: string, inUse: () => boolean): Promise<void> {
+    return this.withLock(manifest, async () => {
+      if (!this.isMounted(manifest) || inUse()) return;
+      const mountpoint = this.mountpoint(manifest);
+      await unmountMountpoint(mountpoint, { cacheDir: this.opts.cacheDir, logger: this.log });
+      // Its (now empty) directories go too; rmdir never removes anything else.
+      await rmdir(mountpoint).then(() => rmdir(dirname(mountpoint))).catch(() => undefined);
+      this.log.info({ manifest, mountpoint }, 'snapshotter: image unmounted');
+    });
+  }
+
+  /** Manifests of every image mounted under ROOT/images. */
+  mounted(): string[] {
+    const prefix = join(this.opts.root, 'images') + '/';
+    const out = new Set<string>();
+    for (const m of parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8'))) {
+      if (!isFuse(m) || !m.mountPoint.startsWith(prefix)) continue;
+      const hex = m.mountPoint.slice(prefix.length).split('/')[0] ?? '';
+      if (/^[0-9a-f]{64}$/.test(hex)) out.add(`sha256:${hex}`);
+    }
+    return [...out];
+  }
+}

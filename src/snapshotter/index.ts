@@ -1,0 +1,78 @@
+/** `clip snapshotter`: the store, the remote lookups, the image mounts and the gRPC service, started together. */
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import { processStartTime } from '../mount/files.js';
+import { readPrivateFile, writePrivateFile } from '../storage/cache-dir.js';
+import { ClipError } from '../util/errors.js';
+import { join, resolve } from 'node:path';
+import { silentLogger, type Logger } from '../util/log.js';
+import { ImageMounts } from './image-mounts.js';
+import { RemoteImages } from './remote.js';
+import { serveSnapshotter } from './server.js';
+import { Snapshotter } from './snapshotter.js';
+import { SnapshotStore } from './store.js';
+
+export interface SnapshotterConfig {
+  address: string;
+  root: string;
+  cacheDir: string;
+  remoteCache?: string;
+  insecureRegistries?: string[];
+  logger?: Logger;
+}
+
+export interface RunningSnapshotter {
+  address: string;
+  snapshotter: Snapshotter;
+  /** Stop serving and close the store; image mounts stay (running containers use them). */
+  stop(): Promise<void>;
+}
+
+export async function startSnapshotter(cfg: SnapshotterConfig): Promise<RunningSnapshotter> {
+  const log = cfg.logger ?? silentLogger;
+  const root = resolve(cfg.root);
+  const cacheDir = resolve(cfg.cacheDir);
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  await chmod(root, 0o700);
+  await claimRoot(root);
+  const store = new SnapshotStore(join(root, 'metadata.lmdb'));
+  const common = { cacheDir, ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}), insecureRegistries: cfg.insecureRegistries ?? [], logger: log };
+  const images = new ImageMounts({ root, ...common });
+  const sn = new Snapshotter(root, store, new RemoteImages(common), images, log, common.insecureRegistries);
+  try {
+    await sn.restore();
+    const server = await serveSnapshotter(sn, resolve(cfg.address), log);
+    log.info({ address: server.address, root }, 'snapshotter: serving');
+    return {
+      address: server.address,
+      snapshotter: sn,
+      stop: async () => {
+        await server.stop();
+        await store.close();
+        await releaseRoot(root);
+      },
+    };
+  } catch (err) {
+    await store.close();
+    await releaseRoot(root);
+    throw err;
+  }
+}
+
+/**
+ * One snapshotter per root: its pid and start time in ROOT/snapshotter.pid. A file left by a process
+ * that is gone (killed) is taken over; one naming a live snapshotter is refused.
+ */
+async function claimRoot(root: string): Promise<void> {
+  const file = join(root, 'snapshotter.pid');
+  const [pidLine, startTime] = ((await readPrivateFile(file)) ?? '').split('\n');
+  const pid = Number(pidLine);
+  if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && startTime && processStartTime(pid) === startTime) {
+    throw new ClipError('EINVAL', `another clip snapshotter (pid ${pid}) serves this root`, { object: root });
+  }
+  await writePrivateFile(file, `${process.pid}\n${processStartTime(process.pid) ?? ''}\n`);
+}
+
+async function releaseRoot(root: string): Promise<void> {
+  const file = join(root, 'snapshotter.pid');
+  if (Number(((await readPrivateFile(file)) ?? '').split('\n')[0]) === process.pid) await rm(file, { force: true });
+}

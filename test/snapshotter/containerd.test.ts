@@ -1,0 +1,265 @@
+/**
+ * `clip snapshotter` under a real containerd 1.6 (its own instance, root, state and socket in a
+ * temporary directory), images in the real docker-registry behind the counting proxy:
+ * - an image whose clip index is published is pulled with `ctr-remote images rpull` without a
+ *   byte of its layers, and `ctr run` runs a shell from it, reading only what it reads;
+ * - two containers of the image share one image mount and not their writes;
+ * - a restart of the snapshotter after kill -9 keeps snapshots and running containers, and mounts
+ *   again an image whose mount daemon died;
+ * - an image without an index is unpacked by containerd (the overlayfs path) and runs, also when
+ *   its first layer is the indexed image's (that layer is then unpacked by the snapshotter);
+ * - removing the containers and the images leaves no mount behind.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { APP_SCRIPT, buildDemoImage, planDemo } from '../../src/demo/index.js';
+import { hostPlatform } from '../../src/demo/plan.js';
+import { writeImage, type LayerEntry } from '../../src/oci/build/index.js';
+import { openImage } from '../../src/oci/index.js';
+import { pushLayout } from '../../src/oci/push.js';
+import { parseMountInfo } from '../../src/fuse/mountinfo.js';
+import { chainIds, LABEL_CRI_LAYER, LABEL_CRI_REF, LABEL_TARGET, RemoteImages } from '../../src/snapshotter/remote.js';
+import { skipUnlessRoot } from '../support/env.js';
+import { skopeoInspect } from '../support/tools.js';
+import { startFaultProxy, type FaultProxy, type ProxiedRequest } from '../support/fault-proxy.js';
+import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { clipProcess, MAIN } from '../cli/program.js';
+import { startContainerd, startSnapshotterProcess, type SnapshotterProcess, type TestContainerd } from './containerd.js';
+
+const DEMO_DIR = fileURLToPath(new URL('../../.tmp/demo-snapshotter', import.meta.url));
+
+describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
+  let registry: TestRegistry;
+  let proxy: FaultProxy;
+  let tmp: string;
+  let ctrd: TestContainerd;
+  let sn: SnapshotterProcess;
+  let indexed: string; // reference of the image with a published index (through the proxy)
+  let plain: string; // reference of an image without one
+  let shared: string; // an image without one whose first layer is the indexed image's
+  let sharedLayers: { digest: string; size: number }[];
+  let indexedLayers: { digest: string; size: number }[];
+  let plainLayers: { digest: string; size: number }[];
+  const socket = (): string => join(tmp, 'clip.sock');
+  const startClip = (): Promise<SnapshotterProcess> => startSnapshotterProcess(['--address', socket(), '--root', join(tmp, 'root'), '--cache-dir', join(tmp, 'cache')], join(tmp, 'snapshotter.log'));
+
+  beforeAll(async () => {
+    [registry, tmp] = await Promise.all([startRegistry(), mkdtemp(join(tmpdir(), 'clip-snap-'))]);
+    proxy = await startFaultProxy(registry.host);
+    const demo = await buildDemoImage({ dir: DEMO_DIR });
+    await pushLayout(demo.layoutDir, demo.tag, `${registry.host}/snap/indexed:demo`);
+    indexedLayers = demo.layers.map((l) => ({ digest: l.digest, size: l.size }));
+    indexed = `${proxy.host}/snap/indexed:demo`;
+    const pushed = await clipProcess(['index', indexed, '--push', '--cache-dir', join(tmp, 'publisher'), '--no-progress']);
+    expect(pushed.code, pushed.stderr).toBe(0);
+
+    // Another image, with no index anywhere: the demo's shell and tools, and a file of its own in
+    // its first layer (so that no layer chain is shared with the indexed image).
+    const plan = await planDemo();
+    const plainLayout = join(tmp, 'plain-layout');
+    const built = await writeImage(plainLayout, {
+      platform: hostPlatform(), tag: 'plain',
+      config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },
+      layers: [
+        { entries: [...(plan.spec.layers[0]!.entries as LayerEntry[]), { type: 'file', path: 'etc/plain-image', content: 'no index here\n', mode: 0o644, mtime: { sec: 1_700_000_000, nsec: 0 } }] },
+        { entries: [{ type: 'file', path: 'srv/hello', content: 'hello from the plain image\n', mode: 0o644, mtime: { sec: 1_700_000_000, nsec: 0 } }] },
+      ],
+    });
+    plainLayers = built.layers.map((l) => ({ digest: l.descriptor.digest, size: l.descriptor.size }));
+    await pushLayout(plainLayout, 'plain', `${registry.host}/snap/plain:plain`);
+    plain = `${proxy.host}/snap/plain:plain`;
+
+    // The indexed image's first layer (byte for byte) and one of its own, with no index.
+    const sharedLayout = join(tmp, 'shared-layout');
+    const sharedBuilt = await writeImage(sharedLayout, {
+      platform: hostPlatform(), tag: 'shared',
+      config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },
+      layers: [plan.spec.layers[0]!, { entries: [{ type: 'file', path: 'srv/shared', content: 'on the indexed image\'s base\n', mode: 0o644, mtime: { sec: 1_700_000_000, nsec: 0 } }] }],
+    });
+    sharedLayers = sharedBuilt.layers.map((l) => ({ digest: l.descriptor.digest, size: l.descriptor.size }));
+    expect(sharedLayers[0]!.digest).toBe(indexedLayers[0]!.digest);
+    await pushLayout(sharedLayout, 'shared', `${registry.host}/snap/shared:shared`);
+    shared = `${proxy.host}/snap/shared:shared`;
+
+    sn = await startClip();
+    ctrd = await startContainerd(socket());
+  }, 600_000);
+
+  afterAll(async () => {
+    if (ctrd) {
+      for (const id of ['c-run', 'c-a', 'c-b', 'c-plain', 'c-shared']) {
+        await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id).catch(() => undefined);
+        await sleep(200);
+        await ctrd.ctr('tasks', 'rm', '-f', id).catch(() => undefined);
+        await ctrd.ctr('containers', 'rm', id).catch(() => undefined);
+      }
+      await ctrd.stop();
+    }
+    await sn?.stop();
+    // Image mounts left by a failed test: unmounted through clip, as the snapshotter would.
+    for (const mp of imageMounts()) await clipProcess(['unmount', mp, '--cache-dir', join(tmp, 'cache')], {}, { entry: MAIN });
+    await proxy?.stop();
+    await registry?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  }, 120_000);
+
+  const imageMounts = (): string[] =>
+    parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8'))
+      .filter((m) => m.fsType === 'fuse.clip' && m.mountPoint.startsWith(join(tmp, 'root', 'images')))
+      .map((m) => m.mountPoint);
+  const blobGets = (digest: string): ProxiedRequest[] => proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${digest}`));
+  const snapshots = async (): Promise<string> => ctrd.ctr('snapshots', '--snapshotter', 'clip', 'ls');
+  /** containerd redials a proxy plugin with backoff (at most 3 s apart): until then its calls fail. */
+  const waitForSnapshotter = async (): Promise<string> => {
+    for (let i = 0; ; i++) {
+      try {
+        return await snapshots();
+      } catch (err) {
+        if (i >= 100) throw err;
+        await sleep(200);
+      }
+    }
+  };
+  const waitStopped = async (id: string): Promise<void> => {
+    for (let i = 0; i < 100; i++) {
+      const line = (await ctrd.ctr('tasks', 'ls')).split('\n').find((l) => l.startsWith(`${id} `));
+      if (!line || line.includes('STOPPED')) return;
+      await sleep(100);
+    }
+  };
+
+  it('ctr-remote rpull of an image with a published index fetches no layer; ctr run runs a shell from it', async () => {
+    proxy.requests.length = 0;
+    await ctrd.ctrRemote('images', 'rpull', '--plain-http', '--snapshotter', 'clip', indexed);
+    // The manifest, the config, the referrers and the index artifact: not one layer byte.
+    for (const l of indexedLayers) expect(blobGets(l.digest)).toEqual([]);
+    const listed = (await snapshots()).trim().split('\n').slice(1);
+    expect(listed).toHaveLength(indexedLayers.length);
+    for (const line of listed) expect(line).toMatch(/Committed\s*$/);
+    expect(imageMounts()).toEqual([]); // mounted only when a container needs it
+
+    proxy.requests.length = 0;
+    const out = await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/sh', '-c', 'echo hello; ls /app; sha256sum /app/main.js; cat /etc/clip-demo-release');
+    expect(out).toBe(`hello\nREADME\nmain.js\n${createHash('sha256').update(APP_SCRIPT).digest('hex')}  /app/main.js\nclip demo image (demo-v1), assembled from this machine's files\n`);
+    // Only ranges of the layers were read, never a whole layer; the node layer (the largest) barely.
+    for (const l of indexedLayers) expect(blobGets(l.digest).filter((r) => r.range === undefined)).toEqual([]);
+    const biggest = [...indexedLayers].sort((a, b) => b.size - a.size)[0]!;
+    const read = blobGets(biggest.digest).reduce((n, r) => n + r.bytes, 0);
+    expect(read).toBeLessThan(biggest.size / 4);
+  }, 300_000);
+
+  it('two containers of the image share one image mount, each with its own writable layer', async () => {
+    await ctrd.ctr('run', '-d', '--snapshotter', 'clip', indexed, 'c-a', '/bin/sleep', '600');
+    await ctrd.ctr('run', '-d', '--snapshotter', 'clip', indexed, 'c-b', '/bin/sleep', '600');
+    const mounts = imageMounts();
+    expect(mounts).toHaveLength(1);
+    // `ctr snapshots mounts` prints the mount command the snapshotter's Mounts answer makes.
+    const mountsOf = async (id: string): Promise<string> => /lowerdir=[^,\s]*/.exec(await ctrd.ctr('snapshots', '--snapshotter', 'clip', 'mounts', '/mnt', id))![0];
+    expect(await mountsOf('c-a')).toBe(`lowerdir=${mounts[0]}`);
+    expect(await mountsOf('c-b')).toBe(`lowerdir=${mounts[0]}`);
+    await ctrd.ctr('tasks', 'exec', '--exec-id', 'w1', 'c-a', '/bin/sh', '-c', 'echo mine > /app/written-by-a');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r1', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r2', 'c-b', '/bin/ls', '/app')).toBe('README\nmain.js\n');
+    // The image itself is untouched.
+    expect((await readFile(join(mounts[0]!, 'app/main.js'), 'utf8'))).toBe(APP_SCRIPT);
+  }, 300_000);
+
+  it('a restart of the snapshotter after kill -9 keeps its snapshots and the running containers', async () => {
+    const before = await snapshots();
+    const mountsBefore = imageMounts();
+    await sn.kill();
+    sn = await startClip();
+    await expect(startSnapshotterProcess(['--address', join(tmp, 'second.sock'), '--root', join(tmp, 'root')], join(tmp, 'second.log')))
+      .rejects.toThrow(/another clip snapshotter \(pid \d+\) serves this root/);
+    expect(await waitForSnapshotter()).toBe(before);
+    expect(imageMounts()).toEqual(mountsBefore);
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r3', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r4', 'c-b', '/bin/sh', '-c', 'head -c 5 /usr/bin/sh | wc -c')).toBe('5\n');
+    // And a new container still starts from it.
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo app: run it with the image\'s default command.\n');
+  }, 300_000);
+
+  it('an image mount whose daemon died is mounted again when the snapshotter starts; stopped containers start again on it', async () => {
+    for (const id of ['c-a', 'c-b']) {
+      await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id);
+      await waitStopped(id);
+      await ctrd.ctr('tasks', 'rm', id);
+    }
+    const [mp] = imageMounts();
+    await sn.kill();
+    // The image's daemon dies too (a crash, an OOM kill): its mount is left stale.
+    const pidFile = (await readdir(join(tmp, 'cache', 'mounts'))).find((f) => f.endsWith('.pid'))!;
+    const daemon = Number((await readFile(join(tmp, 'cache', 'mounts', pidFile), 'utf8')).split('\n')[0]);
+    process.kill(daemon, 'SIGKILL');
+    for (let i = 0; i < 100 && existsSync(`/proc/${daemon}`); i++) await sleep(50);
+    await expect(readFile(join(mp!, 'app/main.js'))).rejects.toThrow(/ENOTCONN|Transport endpoint/);
+    sn = await startClip();
+    expect(imageMounts()).toEqual([mp]);
+    expect(await readFile(join(mp!, 'app/main.js'), 'utf8')).toBe(APP_SCRIPT);
+    await waitForSnapshotter();
+    // The containers' writable layers are still theirs.
+    await ctrd.ctr('tasks', 'start', '-d', 'c-a');
+    await ctrd.ctr('tasks', 'start', '-d', 'c-b');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r5', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r6', 'c-b', '/bin/ls', '/app')).toBe('README\nmain.js\n');
+  }, 300_000);
+
+  it('an image without an index falls back: containerd unpacks it and it runs', async () => {
+    proxy.requests.length = 0;
+    await ctrd.ctrRemote('images', 'rpull', '--plain-http', '--snapshotter', 'clip', plain);
+    for (const l of plainLayers) expect(blobGets(l.digest).filter((r) => r.range === undefined).length).toBeGreaterThan(0);
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', plain, 'c-plain', '/bin/sh', '-c', 'cat /srv/hello /etc/plain-image; test -e /app/main.js || echo not the indexed image')).toBe(
+      'hello from the plain image\nno index here\nnot the indexed image\n');
+    expect(imageMounts()).toHaveLength(1); // still only the indexed image's
+  }, 300_000);
+
+  it('an image without an index on the first layer of the indexed one: that layer is unpacked for it, and it runs', async () => {
+    proxy.requests.length = 0;
+    await ctrd.ctrRemote('images', 'rpull', '--plain-http', '--snapshotter', 'clip', shared);
+    // The shared layer was served lazily for the indexed image; under this one it is needed whole.
+    expect(blobGets(sharedLayers[0]!.digest).filter((r) => r.range === undefined)).toHaveLength(1);
+    expect(blobGets(sharedLayers[1]!.digest).filter((r) => r.range === undefined)).toHaveLength(1);
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', shared, 'c-shared', '/bin/sh', '-c', 'cat /srv/shared; test -e /app/main.js || echo no app; echo ok')).toBe(
+      'on the indexed image\'s base\nno app\nok\n');
+    // The indexed image still runs from its mount.
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo app: run it with the image\'s default command.\n');
+  }, 300_000);
+
+  it('takes CRI\'s labels as well as ctr-remote\'s, and serves a layer only where the image has it', async () => {
+    const lookup = new RemoteImages({ cacheDir: join(tmp, 'lookup-cache') });
+    const manifest = JSON.parse(await skopeoInspect(`docker://${indexed}`)) as { Digest: string };
+    const src = openImage(indexed);
+    const chains = chainIds((await src.resolve()).layers.map((l) => l.diffId));
+    await src.close?.();
+    const cri = (i: number, target = chains[i]!): Record<string, string> => ({
+      [LABEL_TARGET]: target, [LABEL_CRI_REF]: indexed, [LABEL_CRI_LAYER]: indexedLayers[i]!.digest,
+    });
+    expect(await lookup.lookup(cri(1))).toEqual({ manifest: manifest.Digest, location: indexed.replace(/:demo$/, ''), position: 1, layers: 3 });
+    expect(await lookup.lookup(cri(1, chains[2]))).toBeUndefined(); // the layer is not where that chain ID says
+    expect(await lookup.lookup({ [LABEL_TARGET]: chains[0]!, [LABEL_CRI_REF]: plain, [LABEL_CRI_LAYER]: plainLayers[0]!.digest })).toBeUndefined(); // no index
+    expect(await lookup.lookup({ [LABEL_TARGET]: chains[0]! })).toBeUndefined(); // no image named
+  }, 120_000);
+
+  it('removing the containers and the images leaves no mount and no snapshot', async () => {
+    for (const id of ['c-a', 'c-b']) {
+      await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id);
+      await waitStopped(id);
+      await ctrd.ctr('tasks', 'rm', '-f', id);
+      await ctrd.ctr('containers', 'rm', id);
+    }
+    await ctrd.ctr('images', 'rm', '--sync', indexed, plain, shared);
+    for (let i = 0; i < 100 && (imageMounts().length > 0 || (await snapshots()).trim().split('\n').length > 1); i++) await sleep(100);
+    expect(imageMounts()).toEqual([]);
+    expect(await readdir(join(tmp, 'root', 'images'))).toEqual([]);
+    expect(await readdir(join(tmp, 'root', 'snapshots'))).toEqual([]);
+    expect((await snapshots()).trim().split('\n').slice(1)).toEqual([]);
+    const leftover = parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.mountPoint.startsWith(tmp) || m.mountPoint.startsWith(ctrd.dir));
+    expect(leftover).toEqual([]);
+  }, 300_000);
+});
