@@ -11,6 +11,8 @@ import { registerInspect } from './commands/inspect.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
 import { registerStat } from './commands/stat.js';
+import { registerRun } from './commands/run.js';
+import { registerBundle } from './commands/bundle.js';
 import { runCommand } from './exit.js';
 
 const program = new Command('clip')
@@ -25,6 +27,7 @@ registerStat(program);
 registerCat(program);
 registerExtract(program);
 registerMount(program);
+registerRun(program); registerBundle(program);
 registerCache(program);
 registerDemo(program);
 await describeDemoDefaults(program);
