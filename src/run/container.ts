@@ -181,7 +181,7 @@ export interface TeardownOptions {
  * Undo a container: its runc state, its overlay, its directories (but upper/ with keep), its image
  * reference (the last one stops the image mount).
  */
-export async function teardownContainer(cacheDir: string, id: string, opts: TeardownOptions = {}): Promise<void> {
+export async function teardownContainer(cacheDir: string, id: string, opts: TeardownOptions = {}): Promise<{ imageUnmounted: boolean }> {
   const log = opts.logger ?? silentLogger;
   const paths = containerPaths(cacheDir, id);
   const record = await readRecord(paths);
@@ -200,9 +200,8 @@ export async function teardownContainer(cacheDir: string, id: string, opts: Tear
   } else {
     await rm(paths.dir, { recursive: true, force: true });
   }
-  if (record) {
-    await releaseImageMount({ cacheDir, manifestDigest: record.manifestDigest, holder: id, logger: log, locked: opts.locked === true });
-  }
+  if (!record) return { imageUnmounted: false };
+  return { imageUnmounted: await releaseImageMount({ cacheDir, manifestDigest: record.manifestDigest, holder: id, logger: log, locked: opts.locked === true }) };
 }
 
 async function unmountOverlay(rootfs: string, id: string, refuseBusy: boolean, log: Logger): Promise<void> {
@@ -236,8 +235,9 @@ export async function sweepLocked(cacheDir: string, log: Logger = silentLogger):
     }
     log.info({ id, image: record?.image }, 'run: cleaning what a dead clip run left');
     try {
-      await teardownContainer(cacheDir, id, { logger: log, locked: true });
+      const { imageUnmounted } = await teardownContainer(cacheDir, id, { logger: log, locked: true });
       result.containers.push(id);
+      if (imageUnmounted && record) result.images.push(record.manifestDigest);
     } catch (err) {
       log.warn({ err, id }, 'run: cleaning a dead container failed');
       live.add(id);

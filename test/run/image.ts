@@ -12,7 +12,7 @@ import { writeImage, type LayerEntry } from '../../src/oci/build/index.js';
 
 const TOOLS = [
   'cat', 'echo', 'env', 'id', 'ls', 'mkdir', 'pwd', 'printf', 'rm', 'sleep', 'stat', 'touch', 'true', 'false',
-  'tty', 'stty', 'hostname', 'grep', 'kill', 'readlink', 'head', 'wc',
+  'tty', 'stty', 'hostname', 'grep', 'kill', 'readlink', 'head', 'wc', 'sort', 'tr',
 ];
 const T = { sec: 1_700_000_000 };
 
