@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { hostname as hostHostname } from 'node:os';
 import { join } from 'node:path';
 import { mountsAt } from '../fuse/mountinfo.js';
@@ -17,7 +17,7 @@ import { silentLogger, type Logger } from '../util/log.js';
 import {
   acquireImageMount, imageMountDigests, mountedUnder, ownerAlive, releaseImageMount, selfOwner, stopIfUnused, type RefOwner,
 } from './image-mount.js';
-import { processSettings, runtimeSettings, type ProcessRequest } from './image-config.js';
+import { processSettings, runtimeSettings, workingDir, type ProcessRequest } from './image-config.js';
 import { mkdirInRoot } from './in-root.js';
 import { withLock } from './lock.js';
 import { checkOverlayPath, containerPaths, CONTAINER_ID, imageMountPaths, runPaths, type ContainerPaths } from './paths.js';
@@ -52,6 +52,8 @@ export interface ContainerRequest extends ProcessRequest {
   network: NetworkMode;
   volumes: Volume[];
   keep?: boolean;
+  /** No writable layer: the root is the image (under an init layer), read-only. */
+  readOnly?: boolean;
   /** For `clip bundle`: the bundle directory (config.json and rootfs go there). */
   bundleDir?: string;
   logger?: Logger;
@@ -114,20 +116,37 @@ export async function prepareContainer(req: ContainerRequest): Promise<PreparedC
     checkOverlayPath(imageMount.mountpoint);
     const rootfs = req.bundleDir ? join(req.bundleDir, 'rootfs') : paths.rootfs;
     const bundle = req.bundleDir ?? paths.dir;
-    for (const d of [paths.upper, paths.work, paths.etc]) await mkdir(d, { mode: 0o755 });
+    await mkdir(paths.etc, { mode: 0o755 });
     await mkdir(rootfs, { mode: 0o755 }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err;
     });
     checkOverlayPath(rootfs);
-    const ov = await tool('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${imageMount.mountpoint},upperdir=${paths.upper},workdir=${paths.work}`, rootfs]);
-    if (ov.code !== 0) throw new ClipError('EIO', `cannot mount the container's overlay on ${rootfs}: ${ov.stderr.trim() || `exit code ${ov.code}`}`, { object: `${req.image} (container ${id})` });
     const hostname = req.network === 'host' ? hostHostname() : id.slice('clip-'.length);
     const settings = runtimeSettings(req.config, req.image);
-    const proc = await processSettings(settings, { ...req, hostname }, imageMount.mountpoint, req.image);
-    await mkdirInRoot(rootfs, proc.cwd);
+    const cwd = workingDir(settings, req, req.image);
+    let layers: string;
+    if (req.readOnly) {
+      // No writable layer: the image on top (its directories keep their modes and owners, its
+      // root's included), over an init layer holding what the image may lack and runc must mount
+      // over (as Docker's init layer), and the working directory when the image lacks it.
+      await makeInitLayer(paths.init, cwd);
+      layers = `lowerdir=${imageMount.mountpoint}:${paths.init}`;
+    } else {
+      for (const d of [paths.upper, paths.work]) await mkdir(d, { mode: 0o755 });
+      // The overlay's root takes its upper directory's mode and owner: give it the image root's.
+      const top = await stat(imageMount.mountpoint);
+      await chmod(paths.upper, top.mode & 0o7777);
+      await chown(paths.upper, top.uid, top.gid);
+      layers = `lowerdir=${imageMount.mountpoint},upperdir=${paths.upper},workdir=${paths.work}`;
+    }
+    const ov = await tool('mount', ['-t', 'overlay', 'overlay', '-o', layers, rootfs]);
+    if (ov.code !== 0) throw new ClipError('EIO', `cannot mount the container's overlay on ${rootfs}: ${ov.stderr.trim() || `exit code ${ov.code}`}`, { object: `${req.image} (container ${id})` });
+    // The user and groups from the container's own /etc/passwd and /etc/group.
+    const proc = await processSettings(settings, { ...req, hostname }, rootfs, req.image);
+    if (!req.readOnly) await mkdirInRoot(rootfs, cwd);
     const etcFiles = await writeEtcFiles(paths, hostname, req.network);
     const spec = runtimeSpec({
-      id, rootPath: req.bundleDir ? 'rootfs' : rootfs, process: proc, hostname, network: req.network, tty: req.tty === true,
+      id, rootPath: req.bundleDir ? 'rootfs' : rootfs, readOnly: req.readOnly === true, process: proc, hostname, network: req.network, tty: req.tty === true,
       volumes: req.volumes, etcFiles,
       annotations: { 'org.clip.container': id, 'org.clip.image': req.image, 'org.clip.image.manifest-digest': req.manifestDigest },
     });
@@ -138,6 +157,14 @@ export async function prepareContainer(req: ContainerRequest): Promise<PreparedC
     await teardownContainer(req.cacheDir, id, { logger: log }).catch((e: unknown) => log.warn({ err: e, id }, 'run: undoing a failed container failed'));
     throw err;
   }
+}
+
+/** The init layer of a read-only container: the mount targets runc needs, and the working directory. */
+async function makeInitLayer(init: string, cwd: string): Promise<void> {
+  for (const d of ['etc', 'proc', 'sys', 'dev']) await mkdir(join(init, d), { recursive: true, mode: 0o755 });
+  for (const f of ['etc/hosts', 'etc/hostname', 'etc/resolv.conf']) await writeFile(join(init, f), '', { mode: 0o644 });
+  // Under the image: shows only where the image has nothing at that path.
+  await mkdir(join(init, ...cwd.split('/').filter((p) => p && p !== '.' && p !== '..')), { recursive: true, mode: 0o755 });
 }
 
 async function writeEtcFiles(paths: ContainerPaths, hostname: string, network: NetworkMode): Promise<{ hosts: string; hostname: string; resolvConf: string }> {
@@ -195,7 +222,7 @@ export async function teardownContainer(cacheDir: string, id: string, opts: Tear
     await rmdir(rootfs).catch(() => undefined); // empty once unmounted; anything else there is not ours
   }
   if (opts.keep && record) {
-    for (const d of [paths.work, paths.rootfs, paths.etc, paths.config]) await rm(d, { recursive: true, force: true });
+    for (const d of [paths.work, paths.rootfs, paths.etc, paths.init, paths.config]) await rm(d, { recursive: true, force: true });
     await writeRecord(paths, { ...record, kept: true });
   } else {
     await rm(paths.dir, { recursive: true, force: true });

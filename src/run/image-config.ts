@@ -149,15 +149,21 @@ export interface ProcessRequest {
   hostname?: string;
 }
 
-/** The container's process, from the image's settings and the caller's request. */
+/** --workdir, else the image's WorkingDir, else "/". */
+export function workingDir(cfg: RuntimeSettings, req: ProcessRequest, image: string): string {
+  const cwd = req.workdir || cfg.WorkingDir || '/';
+  if (!cwd.startsWith('/')) throw new ClipError('EINVAL', `the working directory "${cwd}" is not an absolute path`, { object: image });
+  return cwd;
+}
+
+/** The container's process, from the image's settings and the caller's request; `root` is the container's root filesystem. */
 export async function processSettings(cfg: RuntimeSettings, req: ProcessRequest, root: string, image: string): Promise<ProcessSettings> {
   const entrypoint = req.entrypoint !== undefined ? (req.entrypoint === '' ? [] : [req.entrypoint]) : (cfg.Entrypoint ?? []);
   const cmd = req.command && req.command.length > 0 ? req.command : req.entrypoint !== undefined ? [] : (cfg.Cmd ?? []);
   const args = [...entrypoint, ...cmd];
   if (args.length === 0) throw new ClipError('EINVAL', 'no command to run: the image has no Entrypoint or Cmd; give one after --', { object: image });
   const user = await resolveUser(req.user ?? cfg.User ?? '', root, image);
-  const cwd = req.workdir || cfg.WorkingDir || '/';
-  if (!cwd.startsWith('/')) throw new ClipError('EINVAL', `the working directory "${cwd}" is not an absolute path`, { object: image });
+  const cwd = workingDir(cfg, req, image);
   const base = [`PATH=${DEFAULT_PATH}`, ...(req.hostname ? [`HOSTNAME=${req.hostname}`] : []), ...(req.tty ? ['TERM=xterm'] : [])];
   let env = mergeEnv(base, cfg.Env ?? [], req.env ?? []);
   if (!env.some((e) => e.startsWith('HOME='))) env = [...env, `HOME=${user.home || '/'}`];

@@ -5,7 +5,8 @@
  *   images/<hex>/rootfs           the shared read-only mount of one image (its manifest digest)
  *   images/<hex>/refs/<id>        one per container or bundle using that mount
  *   containers/<id>/              one container: state.json, config.json, rootfs (the overlay),
- *                                 upper/ and work/ (its writable layer), etc/ (hosts, hostname, resolv.conf)
+ *                                 upper/ and work/ (its writable layer; init/ instead with --read-only),
+ *                                 etc/ (hosts, hostname, resolv.conf)
  */
 import { join } from 'node:path';
 import { ClipError } from '../util/errors.js';
@@ -49,13 +50,15 @@ export interface ContainerPaths {
   upper: string;
   work: string;
   etc: string;
+  /** The init layer of a read-only container. */
+  init: string;
 }
 
 export function containerPaths(cacheDir: string, id: string): ContainerPaths {
   const dir = join(runPaths(cacheDir).containers, id);
   return {
     dir, state: join(dir, 'state.json'), config: join(dir, 'config.json'), rootfs: join(dir, 'rootfs'),
-    upper: join(dir, 'upper'), work: join(dir, 'work'), etc: join(dir, 'etc'),
+    upper: join(dir, 'upper'), work: join(dir, 'work'), etc: join(dir, 'etc'), init: join(dir, 'init'),
   };
 }
 

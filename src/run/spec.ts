@@ -21,6 +21,7 @@ export interface SpecOptions {
   id: string;
   /** root.path: absolute, or relative to the bundle ("rootfs"). */
   rootPath: string;
+  readOnly?: boolean;
   process: ProcessSettings;
   hostname: string;
   network: NetworkMode;
@@ -79,7 +80,7 @@ export function runtimeSpec(o: SpecOptions): Record<string, unknown> {
       capabilities: { bounding: DEFAULT_CAPABILITIES, effective: caps, permitted: caps, inheritable: [], ambient: [] },
       noNewPrivileges: false,
     },
-    root: { path: o.rootPath, readonly: false },
+    root: { path: o.rootPath, readonly: o.readOnly === true },
     // With host networking the UTS namespace is still the container's: the host's name is set in it.
     hostname: o.hostname,
     mounts,

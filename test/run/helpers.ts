@@ -42,7 +42,8 @@ export function startClip(args: string[], opts: { stdin?: string } = {}): Starte
   const exited = new Promise<ClipRun>((resolve) => {
     proc.on('exit', (code, signal) => {
       // Give the pipes a moment to deliver what is already written.
-      setTimeout(() => resolve({ code, signal, stdout, stderr }), 100);
+      // Indexing progress (the first run of an image) is not what the tests look at.
+      setTimeout(() => resolve({ code, signal, stdout, stderr: stderr.replace(/^indexing: .*\n?/gm, '') }), 100);
     });
   });
   return {

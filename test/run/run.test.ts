@@ -86,6 +86,16 @@ describe.skipIf(skipUnlessRoot())('clip run', () => {
     expect(APP_UID).toBe(1000);
   });
 
+  it('a non-root User in a read-only container: the FUSE mount is the top of the overlay, its root given its real mode (docs/run.md)', async () => {
+    // Alone on a fresh image mount, so that the overlay is made on a root inode nobody has asked about yet.
+    expect(mountsUnder(join(cache, 'run'))).toEqual([]);
+    const r = await clip(runArgs(images.app, '--read-only', '--', 'id -un; cat /home/app/secret; ls /srv; touch /srv/data/x 2>/dev/null || echo read-only'));
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`app\n${SECRET}data\ngreet.sh\nread-only\n`);
+    expect(r.code).toBe(0);
+    expect(await runState(cache)).toEqual(NOTHING_LEFT);
+  });
+
   it('two containers of one image share one image mount, and not their writes; the last one out unmounts it', async () => {
     const sync = join(tmp, 'sync');
     await mkdir(sync, { recursive: true });

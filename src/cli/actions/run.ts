@@ -53,6 +53,7 @@ async function containerRequest(image: string, command: string[], opts: Containe
       ...(opts.user !== undefined ? { user: opts.user } : {}),
       ...(opts.workdir !== undefined ? { workdir: opts.workdir } : {}),
       ...(opts.tty ? { tty: true } : {}),
+      ...(opts.readOnly ? { readOnly: true } : {}),
       logger,
     };
     return { req, close: () => img.close() };
@@ -74,6 +75,7 @@ export async function runCommand(image: string | undefined, command: string[], o
     return;
   }
   if (!image) throw new ClipError('EINVAL', 'clip run needs an IMAGE (or --cleanup)');
+  if (opts.keep && opts.readOnly) throw new ClipError('EINVAL', '--keep keeps the writable layer, and --read-only makes none');
   if (opts.tty && !process.stdin.isTTY) throw new ClipError('EINVAL', '-t needs a terminal on stdin (this one is not)');
   parseNetwork(opts.network);
   opts.volume.forEach(parseVolume);

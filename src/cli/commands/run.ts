@@ -15,6 +15,7 @@ export interface ContainerCommandOptions extends ReadCommandOptions {
   user?: string;
   workdir?: string;
   entrypoint?: string;
+  readOnly?: boolean;
 }
 
 export interface RunCommandOptions extends ContainerCommandOptions {
@@ -55,7 +56,8 @@ export function addContainerOptions(cmd: Command): Command {
     .option('--network <mode>', 'host: share this machine\'s network; none: only a loopback interface', 'none')
     .option('-u, --user <user[:group]>', "run as this user (name or uid, group name or gid) instead of the image's User")
     .option('-w, --workdir <dir>', "working directory in the container instead of the image's WorkingDir (made if missing)")
-    .option('--entrypoint <program>', "replace the image's Entrypoint (\"\" for none); the image's Cmd is dropped too");
+    .option('--entrypoint <program>', "replace the image's Entrypoint (\"\" for none); the image's Cmd is dropped too")
+    .option('--read-only', 'no writable layer: the root filesystem is the image, read-only (volumes and /dev/shm stay writable)');
 }
 
 export function registerRun(program: Command): void {
