@@ -149,8 +149,9 @@ export async function mount(fs: FuseFilesystem, mountpoint: string, opts: MountO
     // and refreshes it on its first GETATTR. overlayfs copies its lower root's mode when it is
     // mounted, without asking: an overlay made on a fresh mount would keep mode 0000 at its root
     // and refuse every user without CAP_DAC_OVERRIDE. One stat now gives the root its real mode.
-    // (Asynchronous: the libuv pool waits while this thread answers the GETATTR.)
-    await fsp.stat(target);
+    // Asynchronous (the libuv pool waits while this thread answers the GETATTR) and best-effort:
+    // a filesystem that fails or stalls its GETATTR is still mounted, as before.
+    await settlesWithin(fsp.stat(target).catch(() => undefined), timeout);
   } catch (err) {
     await m.unmount({ timeoutMs: 2000 }).catch(() => undefined);
     throw err;
