@@ -90,12 +90,3 @@ export async function runState(cacheDir: string): Promise<{ containers: string[]
 }
 
 export const NOTHING_LEFT = { containers: [], images: [], mounts: [], runc: [] };
-
-/** Wait until `cond` holds (polling), or fail after `ms`. */
-export async function until(cond: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
