@@ -23,8 +23,8 @@ async function containerRequest(image: string, command: string[], opts: Containe
   const { createLogger } = await import('../../util/log.js');
   const logger = createLogger(opts.logLevel, 2, opts.logFormat);
   const network = parseNetwork(opts.network);
-  const volumeArgs = opts.volume.map(parseVolume);
-  const env = envArgs(opts.env);
+  const volumeArgs = (opts.volume ?? []).map(parseVolume);
+  const env = envArgs(opts.env ?? []);
   const storage = storageSettingsOf(opts);
   const volumes: Volume[] = [];
   for (const v of volumeArgs) {
@@ -78,7 +78,7 @@ export async function runCommand(image: string | undefined, command: string[], o
   if (opts.keep && opts.readOnly) throw new ClipError('EINVAL', '--keep keeps the writable layer, and --read-only makes none');
   if (opts.tty && !process.stdin.isTTY) throw new ClipError('EINVAL', '-t needs a terminal on stdin (this one is not)');
   parseNetwork(opts.network);
-  opts.volume.forEach(parseVolume);
+  (opts.volume ?? []).forEach(parseVolume);
   const { req, close } = await containerRequest(image, command, opts);
   await close();
   const { runContainer } = await import('../../run/index.js');
@@ -107,7 +107,7 @@ export async function bundleCommand(image: string | undefined, dir: string | und
   }
   if (!image || !dir) throw new ClipError('EINVAL', 'clip bundle needs an IMAGE and a DIR (or --remove DIR)');
   parseNetwork(opts.network);
-  opts.volume.forEach(parseVolume);
+  (opts.volume ?? []).forEach(parseVolume);
   const bundleDir = await usableBundleDir(dir);
   const { req, close } = await containerRequest(image, command, opts);
   await close();

@@ -9,8 +9,8 @@ import { addReadOptions, examples, type ReadCommandOptions } from '../read-optio
 
 export interface ContainerCommandOptions extends ReadCommandOptions {
   tty?: boolean;
-  env: string[];
-  volume: string[];
+  env?: string[];
+  volume?: string[];
   network: string;
   user?: string;
   workdir?: string;
@@ -45,14 +45,14 @@ export function parseNetwork(text: string): 'host' | 'none' {
   return text;
 }
 
-const collect = (value: string, previous: string[]): string[] => [...previous, value];
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
 /** The options `clip run` and `clip bundle` share: how the container's process and mounts are made. */
 export function addContainerOptions(cmd: Command): Command {
   return cmd
     .option('-t, --tty', 'give the container a terminal (stdin must be one)')
-    .option('-e, --env <KEY=VALUE>', "set an environment variable (over the image's Env); KEY alone passes this process's value; repeatable", collect, [])
-    .option('-v, --volume <HOST:CONTAINER[:ro]>', 'bind a host directory or file into the container, read-only with :ro; repeatable', collect, [])
+    .option('-e, --env <KEY=VALUE>', "set an environment variable (over the image's Env); KEY alone passes this process's value; repeatable", collect)
+    .option('-v, --volume <HOST:CONTAINER[:ro]>', 'bind a host directory or file into the container, read-only with :ro; repeatable', collect)
     .option('--network <mode>', 'host: share this machine\'s network; none: only a loopback interface', 'none')
     .option('-u, --user <user[:group]>', "run as this user (name or uid, group name or gid) instead of the image's User")
     .option('-w, --workdir <dir>', "working directory in the container instead of the image's WorkingDir (made if missing)")
