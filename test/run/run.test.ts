@@ -137,13 +137,15 @@ describe.skipIf(skipUnlessRoot())('clip run', () => {
     expect(ifaces(host.stdout)).toEqual(ifaces(await readFile('/proc/net/dev', 'utf8')));
   });
 
-  it('forwards SIGTERM to the container; a container killed by a signal exits 128+n', async () => {
-    const trapping = startClip(runArgs(images.bare, '--', '/bin/sh', '-c', 'trap "echo got TERM; exit 42" TERM; echo ready; while :; do sleep 0.1; done'));
-    await trapping.waitFor('ready');
-    trapping.proc.kill('SIGTERM');
-    const r = await trapping.exited;
-    expect(r.stdout).toBe('ready\ngot TERM\n');
-    expect(r.code).toBe(42);
+  it('forwards SIGTERM and SIGINT to the container; a container killed by a signal exits 128+n', async () => {
+    for (const [signal, code] of [['TERM', 42], ['INT', 43]] as const) {
+      const trapping = startClip(runArgs(images.bare, '--', '/bin/sh', '-c', `trap "echo got ${signal}; exit ${code}" ${signal}; echo ready; while :; do sleep 0.1; done`));
+      await trapping.waitFor('ready');
+      trapping.proc.kill(`SIG${signal}`);
+      const r = await trapping.exited;
+      expect(r.stdout).toBe(`ready\ngot ${signal}\n`);
+      expect(r.code).toBe(code);
+    }
 
     const sleeping = startClip(runArgs(images.bare, '--', '/bin/sh', '-c', 'echo ready; exec sleep 100'));
     await sleeping.waitFor('ready');
