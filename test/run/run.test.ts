@@ -45,6 +45,13 @@ describe.skipIf(skipUnlessRoot())('clip run', () => {
     expect(r.code).toBe(0);
   });
 
+  it("attaches stdin, stdout and stderr", async () => {
+    const r = await clip(runArgs(images.bare, '--', '/bin/sh', '-c', 'cat; echo to-stderr >&2'), { stdin: 'from stdin\n' });
+    expect(r.stdout).toBe('from stdin\n');
+    expect(r.stderr).toBe('to-stderr\n');
+    expect(r.code).toBe(0);
+  });
+
   it('propagates the exit status', async () => {
     expect((await clip(runArgs(images.app, '--', 'exit 7'))).code).toBe(7);
     expect((await clip(runArgs(images.bare, '--', '/bin/false'))).code).toBe(1);
