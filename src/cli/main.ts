@@ -2,6 +2,7 @@
 // Every command is defined here with its options and help, but its action's module is loaded only
 // when it runs: `clip --version` or `clip --help` loads no registry, storage or mount code.
 import { Command } from 'commander';
+import { registerBundle } from './commands/bundle.js';
 import { registerCache } from './commands/cache.js';
 import { registerCat } from './commands/cat.js';
 import { describeDemoDefaults, registerDemo } from './commands/demo.js';
@@ -10,6 +11,7 @@ import { registerIndex } from './commands/index.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerLs } from './commands/ls.js';
 import { registerMount } from './commands/mount.js';
+import { registerRun } from './commands/run.js';
 import { registerServer } from './commands/server.js';
 import { registerSnapshotter } from './commands/snapshotter.js';
 import { registerStat } from './commands/stat.js';
@@ -28,6 +30,8 @@ registerCat(program);
 registerExtract(program);
 registerMount(program);
 registerServer(program);
+registerRun(program);
+registerBundle(program);
 registerCache(program);
 registerDemo(program);
 registerSnapshotter(program);

@@ -175,6 +175,13 @@ export async function serveAttached(fs: FuseFilesystem, attached: Attached, opts
     const timeout = opts.initTimeoutMs ?? 10_000;
     if (!(await settlesWithin(server.ready, timeout))) throw new ClipError('ETIMEOUT', `no FUSE INIT within ${timeout} ms`, { object: target });
     await server.ready;
+    // The kernel made the root inode from rootmode (040000: a directory with no permission bits)
+    // and refreshes it on its first GETATTR. overlayfs copies its lower root's mode when it is
+    // mounted, without asking: an overlay made on a fresh mount would keep mode 0000 at its root
+    // and refuse every user without CAP_DAC_OVERRIDE. One stat now gives the root its real mode.
+    // Asynchronous (the libuv pool waits while this thread answers the GETATTR) and best-effort:
+    // a filesystem that fails or stalls its GETATTR is still mounted, as before.
+    await settlesWithin(fsp.stat(target).catch(() => undefined), timeout);
   } catch (err) {
     await m.unmount({ timeoutMs: 2000 }).catch(() => undefined);
     throw err;

@@ -1,0 +1,129 @@
+/**
+ * The actions of `clip run` and `clip bundle`: options checked before any work, the image opened
+ * (indexed with a progress display when it has no index), then src/run does the rest.
+ */
+import { realpath, readdir, mkdir, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { MountConfig } from '../../mount/serve.js';
+import { defaultCacheDir } from '../../storage/cache-dir.js';
+import { ClipError } from '../../util/errors.js';
+import { printable } from '../../util/printable.js';
+import type { ContainerRequest, Volume } from '../../run/index.js';
+import { envArgs } from '../../run/image-config.js';
+import { storageSettingsOf } from '../read-options.js';
+import { parseNetwork, parseVolume, type ContainerCommandOptions, type RunCommandOptions } from '../commands/run.js';
+import type { BundleCommandOptions } from '../commands/bundle.js';
+
+function requireRunRoot(what: string): void {
+  if (process.getuid?.() !== 0) throw new ClipError('EPERM', `${what} needs root (it mounts the image and an overlay, and runs runc)`);
+}
+
+/** Everything a container request needs from the options, checked before any work. */
+async function containerRequest(image: string, command: string[], opts: ContainerCommandOptions): Promise<{ req: ContainerRequest; close: () => Promise<void> }> {
+  const { createLogger } = await import('../../util/log.js');
+  const logger = createLogger(opts.logLevel, 2, opts.logFormat);
+  const network = parseNetwork(opts.network);
+  const volumeArgs = (opts.volume ?? []).map(parseVolume);
+  const env = envArgs(opts.env ?? []);
+  const storage = storageSettingsOf(opts);
+  const volumes: Volume[] = [];
+  for (const v of volumeArgs) {
+    const source = await realpath(v.host).catch((err: unknown) => {
+      throw new ClipError('ENOTFOUND', 'volume source does not exist on this machine', { object: v.host, cause: err });
+    });
+    volumes.push({ source, destination: v.container, readOnly: v.readOnly });
+  }
+  const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
+  const { openForCommand } = await import('../image-arg.js');
+  const { img } = await openForCommand(image, { ...opts, cacheDir });
+  try {
+    const mountImage = img.indexFile ? resolve(img.indexFile) : image.startsWith('oci:') && !image.startsWith('oci:/') ? `oci:${resolve(image.slice(4))}` : image;
+    const mount: Omit<MountConfig, 'mountpoint' | 'cacheDir'> = {
+      image: mountImage,
+      ...storage,
+      ...(opts.platform ? { platform: opts.platform } : {}),
+      ...(opts.discover === false ? { discover: false } : {}),
+      ...(opts.insecureRegistry?.length ? { insecureRegistry: opts.insecureRegistry } : {}),
+      logLevel: 'info',
+    };
+    const req: ContainerRequest = {
+      cacheDir, image, manifestDigest: img.index.image.manifestDigest, config: Buffer.from(img.index.config), mount, network, volumes, env,
+      ...(command.length > 0 ? { command } : {}),
+      ...(opts.entrypoint !== undefined ? { entrypoint: opts.entrypoint } : {}),
+      ...(opts.user !== undefined ? { user: opts.user } : {}),
+      ...(opts.workdir !== undefined ? { workdir: opts.workdir } : {}),
+      ...(opts.tty ? { tty: true } : {}),
+      ...(opts.readOnly ? { readOnly: true } : {}),
+      logger,
+    };
+    return { req, close: () => img.close() };
+  } catch (err) {
+    await img.close();
+    throw err;
+  }
+}
+
+export async function runCommand(image: string | undefined, command: string[], opts: RunCommandOptions): Promise<void> {
+  requireRunRoot('clip run');
+  const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
+  if (opts.cleanup) {
+    if (image) throw new ClipError('EINVAL', '--cleanup takes no image');
+    const { createLogger } = await import('../../util/log.js');
+    const { sweep } = await import('../../run/index.js');
+    const r = await sweep(cacheDir, createLogger(opts.logLevel, 2, opts.logFormat));
+    process.stdout.write(`clip: cleaned ${r.containers.length} container(s), ${r.runcStates.length} runc state(s), ${r.images.length} image mount(s)\n`);
+    return;
+  }
+  if (!image) throw new ClipError('EINVAL', 'clip run needs an IMAGE (or --cleanup)');
+  if (opts.keep && opts.readOnly) throw new ClipError('EINVAL', '--keep keeps the writable layer, and --read-only makes none');
+  if (opts.tty && !process.stdin.isTTY) throw new ClipError('EINVAL', '-t needs a terminal on stdin (this one is not)');
+  parseNetwork(opts.network);
+  (opts.volume ?? []).forEach(parseVolume);
+  const { req, close } = await containerRequest(image, command, opts);
+  await close();
+  const { runContainer } = await import('../../run/index.js');
+  const result = await runContainer({ ...req, ...(opts.keep ? { keep: true } : {}) });
+  // runc has printed its reason already: this line names the image and container it is about.
+  if (result.startError) process.stderr.write(`clip: ${printable(`${image} (container ${result.id})`)}: the container did not start (exit ${result.code})\n`);
+  if (result.kept) process.stderr.write(`clip: kept the writable layer of container ${result.id}: ${result.kept}\n`);
+  process.exitCode = result.code;
+}
+
+export async function bundleCommand(image: string | undefined, dir: string | undefined, command: string[], opts: BundleCommandOptions): Promise<void> {
+  requireRunRoot('clip bundle');
+  const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
+  if (opts.remove) {
+    // `clip bundle --remove DIR`: DIR is the first argument.
+    const target = image;
+    if (!target || dir || command.length > 0) throw new ClipError('EINVAL', 'clip bundle --remove takes one argument, the bundle directory');
+    const bundleDir = await realpath(target).catch(() => resolve(target));
+    const { createLogger } = await import('../../util/log.js');
+    const { bundleContainer, teardownContainer } = await import('../../run/index.js');
+    const id = await bundleContainer(cacheDir, bundleDir);
+    if (!id) throw new ClipError('ENOTFOUND', `not a bundle clip made (with this --cache-dir, ${cacheDir})`, { object: bundleDir });
+    await teardownContainer(cacheDir, id, { logger: createLogger(opts.logLevel, 2, opts.logFormat), refuseBusy: true });
+    process.stdout.write(`clip: removed the bundle ${bundleDir}\n`);
+    return;
+  }
+  if (!image || !dir) throw new ClipError('EINVAL', 'clip bundle needs an IMAGE and a DIR (or --remove DIR)');
+  parseNetwork(opts.network);
+  (opts.volume ?? []).forEach(parseVolume);
+  const bundleDir = await usableBundleDir(dir);
+  const { req, close } = await containerRequest(image, command, opts);
+  await close();
+  const { prepareContainer, handOverToBundle } = await import('../../run/index.js');
+  const prepared = await prepareContainer({ ...req, bundleDir });
+  await handOverToBundle(prepared, cacheDir);
+  process.stdout.write(`${bundleDir}\n`);
+  process.stderr.write(`clip: bundle of ${printable(image)} in ${bundleDir} (config.json, rootfs); run it with e.g. runc run -b ${bundleDir} ${prepared.id}; undo with clip bundle --remove ${bundleDir}\n`);
+}
+
+/** The bundle directory, absolute and real: made if missing, else it must be an empty directory. */
+async function usableBundleDir(dir: string): Promise<string> {
+  const abs = resolve(dir);
+  const st = await stat(abs).catch(() => undefined);
+  if (!st) await mkdir(abs, { recursive: true, mode: 0o755 });
+  else if (!st.isDirectory()) throw new ClipError('EINVAL', 'is not a directory', { object: abs });
+  else if ((await readdir(abs)).length > 0) throw new ClipError('EINVAL', 'is not empty (a bundle directory must be new or empty)', { object: abs });
+  return realpath(abs);
+}
