@@ -19,7 +19,8 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APP_SCRIPT, buildDemoImage, planDemo } from '../../src/demo/index.js';
-import { hostPlatform } from '../../src/demo/plan.js';
+import { DEMO_VERSION, hostPlatform } from '../../src/demo/plan.js';
+import { serverFiles } from '../../src/server/paths.js';
 import { writeImage, type LayerEntry } from '../../src/oci/build/index.js';
 import { openImage } from '../../src/oci/index.js';
 import { pushLayout } from '../../src/oci/push.js';
@@ -145,8 +146,8 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     expect(imageMounts()).toEqual([]); // mounted only when a container needs it
 
     proxy.requests.length = 0;
-    const out = await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/sh', '-c', 'echo hello; ls /app; sha256sum /app/main.js; cat /etc/clip-demo-release');
-    expect(out).toBe(`hello\nREADME\nmain.js\n${createHash('sha256').update(APP_SCRIPT).digest('hex')}  /app/main.js\nclip demo image (demo-v1), assembled from this machine's files\n`);
+    const out = await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/sh', '-c', 'echo hello; ls /app; sha256sum /app/main.py; cat /etc/clip-demo-release');
+    expect(out).toBe(`hello\nREADME\nconfig.json\nmain.py\n${createHash('sha256').update(APP_SCRIPT).digest('hex')}  /app/main.py\nclip demo image (${DEMO_VERSION}), assembled from this machine's files\n`);
     // Only ranges of the layers were read, never a whole layer; the node layer (the largest) barely.
     for (const l of indexedLayers) expect(blobGets(l.digest).filter((r) => r.range === undefined)).toEqual([]);
     const biggest = [...indexedLayers].sort((a, b) => b.size - a.size)[0]!;
@@ -165,9 +166,9 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     expect(await mountsOf('c-b')).toBe(`lowerdir=${mounts[0]}`);
     await ctrd.ctr('tasks', 'exec', '--exec-id', 'w1', 'c-a', '/bin/sh', '-c', 'echo mine > /app/written-by-a');
     expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r1', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
-    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r2', 'c-b', '/bin/ls', '/app')).toBe('README\nmain.js\n');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r2', 'c-b', '/bin/ls', '/app')).toBe('README\nconfig.json\nmain.py\n');
     // The image itself is untouched.
-    expect((await readFile(join(mounts[0]!, 'app/main.js'), 'utf8'))).toBe(APP_SCRIPT);
+    expect((await readFile(join(mounts[0]!, 'app/main.py'), 'utf8'))).toBe(APP_SCRIPT);
   }, 300_000);
 
   it('a restart of the snapshotter after kill -9 keeps its snapshots and the running containers', async () => {
@@ -182,10 +183,10 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r3', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
     expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r4', 'c-b', '/bin/sh', '-c', 'head -c 5 /usr/bin/sh | wc -c')).toBe('5\n');
     // And a new container still starts from it.
-    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo app: run it with the image\'s default command.\n');
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo program: run it with the image\'s default command.\n');
   }, 300_000);
 
-  it('an image mount whose daemon died is mounted again when the snapshotter starts; stopped containers start again on it', async () => {
+  it('an image mount whose server died is mounted again when the snapshotter starts; stopped containers start again on it', async () => {
     for (const id of ['c-a', 'c-b']) {
       await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id);
       await waitStopped(id);
@@ -193,28 +194,30 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     }
     const [mp] = imageMounts();
     await sn.kill();
-    // The image's daemon dies too (a crash, an OOM kill): its mount is left stale.
+    // The node's clip server dies with its holder (a server alone is restarted by its holder):
+    // nothing holds the mount's connection any more, and it is left stale.
     const pidFile = (await readdir(join(tmp, 'cache', 'mounts'))).find((f) => f.endsWith('.pid'))!;
-    const daemon = Number((await readFile(join(tmp, 'cache', 'mounts', pidFile), 'utf8')).split('\n')[0]);
-    process.kill(daemon, 'SIGKILL');
-    for (let i = 0; i < 100 && existsSync(`/proc/${daemon}`); i++) await sleep(50);
-    await expect(readFile(join(mp!, 'app/main.js'))).rejects.toThrow(/ENOTCONN|Transport endpoint/);
+    const server = Number((await readFile(join(tmp, 'cache', 'mounts', pidFile), 'utf8')).split('\n')[0]);
+    process.kill(Number((await readFile(serverFiles(join(tmp, 'cache')).lock, 'utf8')).split('\n')[0]), 'SIGKILL');
+    process.kill(server, 'SIGKILL');
+    for (let i = 0; i < 100 && existsSync(`/proc/${server}`); i++) await sleep(50);
+    await expect(readFile(join(mp!, 'app/main.py'))).rejects.toThrow(/ENOTCONN|Transport endpoint/);
     sn = await startClip();
     expect(imageMounts()).toEqual([mp]);
-    expect(await readFile(join(mp!, 'app/main.js'), 'utf8')).toBe(APP_SCRIPT);
+    expect(await readFile(join(mp!, 'app/main.py'), 'utf8')).toBe(APP_SCRIPT);
     await waitForSnapshotter();
     // The containers' writable layers are still theirs.
     await ctrd.ctr('tasks', 'start', '-d', 'c-a');
     await ctrd.ctr('tasks', 'start', '-d', 'c-b');
     expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r5', 'c-a', '/bin/cat', '/app/written-by-a')).toBe('mine\n');
-    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r6', 'c-b', '/bin/ls', '/app')).toBe('README\nmain.js\n');
+    expect(await ctrd.ctr('tasks', 'exec', '--exec-id', 'r6', 'c-b', '/bin/ls', '/app')).toBe('README\nconfig.json\nmain.py\n');
   }, 300_000);
 
   it('an image without an index falls back: containerd unpacks it and it runs', async () => {
     proxy.requests.length = 0;
     await ctrd.ctrRemote('images', 'rpull', '--plain-http', '--snapshotter', 'clip', plain);
     for (const l of plainLayers) expect(blobGets(l.digest).filter((r) => r.range === undefined).length).toBeGreaterThan(0);
-    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', plain, 'c-plain', '/bin/sh', '-c', 'cat /srv/hello /etc/plain-image; test -e /app/main.js || echo not the indexed image')).toBe(
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', plain, 'c-plain', '/bin/sh', '-c', 'cat /srv/hello /etc/plain-image; test -e /app/main.py || echo not the indexed image')).toBe(
       'hello from the plain image\nno index here\nnot the indexed image\n');
     expect(imageMounts()).toHaveLength(1); // still only the indexed image's
   }, 300_000);
@@ -225,10 +228,10 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     // The shared layer was served lazily for the indexed image; under this one it is needed whole.
     expect(blobGets(sharedLayers[0]!.digest).filter((r) => r.range === undefined)).toHaveLength(1);
     expect(blobGets(sharedLayers[1]!.digest).filter((r) => r.range === undefined)).toHaveLength(1);
-    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', shared, 'c-shared', '/bin/sh', '-c', 'cat /srv/shared; test -e /app/main.js || echo no app; echo ok')).toBe(
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', shared, 'c-shared', '/bin/sh', '-c', 'cat /srv/shared; test -e /app/main.py || echo no app; echo ok')).toBe(
       'on the indexed image\'s base\nno app\nok\n');
     // The indexed image still runs from its mount.
-    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo app: run it with the image\'s default command.\n');
+    expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/cat', '/app/README')).toBe('The clip demo program: run it with the image\'s default command.\n');
   }, 300_000);
 
   it('takes CRI\'s labels as well as ctr-remote\'s, and serves a layer only where the image has it', async () => {
@@ -240,7 +243,7 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     const cri = (i: number, target = chains[i]!): Record<string, string> => ({
       [LABEL_TARGET]: target, [LABEL_CRI_REF]: indexed, [LABEL_CRI_LAYER]: indexedLayers[i]!.digest,
     });
-    expect(await lookup.lookup(cri(1))).toEqual({ manifest: manifest.Digest, location: indexed.replace(/:demo$/, ''), position: 1, layers: 3 });
+    expect(await lookup.lookup(cri(1))).toEqual({ manifest: manifest.Digest, location: indexed.replace(/:demo$/, ''), position: 1, layers: 4 });
     expect(await lookup.lookup(cri(1, chains[2]))).toBeUndefined(); // the layer is not where that chain ID says
     expect(await lookup.lookup({ [LABEL_TARGET]: chains[0]!, [LABEL_CRI_REF]: plain, [LABEL_CRI_LAYER]: plainLayers[0]!.digest })).toBeUndefined(); // no index
     expect(await lookup.lookup({ [LABEL_TARGET]: chains[0]! })).toBeUndefined(); // no image named
