@@ -1,40 +1,123 @@
-import { writeSync, writevSync } from 'node:fs';
-import type { Worker } from 'node:worker_threads';
+import { closeSync, writeSync, writevSync } from 'node:fs';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import type { Logger } from '../util/log.js';
 import { siblingModule, startWorker } from '../util/worker.js';
 import { OUT_HEADER_SIZE, writeOutHeader } from './protocol.js';
-import type { ReaderStopped, ReaderWorkerData } from './reader-worker.js';
+import { loadLibc } from './libc.js';
+import type { ReaderControl, ReaderEvent, ReaderWorkerData } from './reader-worker.js';
 
 /** Payloads smaller than this are copied behind the header; larger ones go out with writev. */
 const COPY_LIMIT = 16 * 1024;
 
+interface Connection {
+  onRequest: (req: Buffer) => void;
+  onStopped: (why: { code: string; message: string }) => void;
+}
+
 /**
- * One open /dev/fuse: requests come in from a reader thread, replies go out from the main thread
- * with a single write each (the kernel takes a reply only whole, and writes to /dev/fuse never block).
+ * The process's one reader thread (reader-worker.ts), shared by every open /dev/fuse: started with
+ * the first connection, ended with the last.
+ */
+class ReaderThread {
+  private static current: ReaderThread | undefined;
+  private readonly worker: Worker;
+  private readonly control: MessagePort;
+  private readonly wakeWrite: number;
+  private readonly conns = new Map<number, Connection>();
+  private nextId = 1;
+  private closed = false;
+
+  static get(bufferSize: number): ReaderThread {
+    if (!ReaderThread.current || ReaderThread.current.bufferSize < bufferSize) {
+      if (ReaderThread.current?.conns.size) {
+        throw new Error(`the FUSE reader thread reads at most ${ReaderThread.current.bufferSize} bytes a request; ${bufferSize} asked`);
+      }
+      ReaderThread.current = new ReaderThread(bufferSize);
+    }
+    return ReaderThread.current;
+  }
+
+  private constructor(readonly bufferSize: number) {
+    const libc = loadLibc();
+    const [wakeRead, wakeWrite] = libc.pipe();
+    libc.setNonBlocking(wakeRead);
+    this.wakeWrite = wakeWrite;
+    const { port1, port2 } = new MessageChannel();
+    this.control = port1;
+    const data: ReaderWorkerData = { wakeFd: wakeRead, bufferSize, control: port2 };
+    this.worker = startWorker(siblingModule(import.meta.url, 'reader-worker'), { workerData: data, transferList: [port2] });
+    this.worker.on('message', (msg: ReaderEvent) => {
+      const conn = this.conns.get(msg.id);
+      if (!conn) return;
+      if (msg.type === 'request') conn.onRequest(Buffer.from(msg.data));
+      else this.drop(msg.id, { code: msg.code, message: msg.message });
+    });
+    const fail = (why: { code: string; message: string }): void => {
+      if (ReaderThread.current === this) ReaderThread.current = undefined;
+      if (this.closed) return;
+      this.closed = true; // before closing: a closed pipe's number may be reused by another file
+      for (const id of [...this.conns.keys()]) this.drop(id, why);
+      closeSync(wakeRead);
+      closeSync(wakeWrite);
+    };
+    this.worker.on('error', (err) => fail({ code: 'EWORKER', message: err.message }));
+    this.worker.on('exit', () => fail({ code: 'EWORKER', message: 'reader thread exited' }));
+  }
+
+  add(fd: number, conn: Connection): number {
+    loadLibc().setNonBlocking(fd);
+    const id = this.nextId++;
+    this.conns.set(id, conn);
+    this.tell({ op: 'add', id, fd });
+    return id;
+  }
+
+  private drop(id: number, why: { code: string; message: string }): void {
+    const conn = this.conns.get(id);
+    if (!conn) return;
+    this.conns.delete(id);
+    this.tell({ op: 'remove', id });
+    conn.onStopped(why);
+    if (this.conns.size === 0 && ReaderThread.current === this) {
+      // The last connection is gone: the thread ends (a new one starts with the next mount).
+      ReaderThread.current = undefined;
+      this.tell({ op: 'exit' });
+    }
+  }
+
+  private tell(msg: ReaderControl): void {
+    if (this.closed) return;
+    this.control.postMessage(msg);
+    try {
+      writeSync(this.wakeWrite, WAKE);
+    } catch {
+      // the thread is gone already
+    }
+  }
+}
+
+const WAKE = Buffer.from([1]);
+
+/**
+ * One open /dev/fuse: requests come in from the process's reader thread, replies go out from the
+ * main thread with a single write each (the kernel takes a reply only whole, and writes to
+ * /dev/fuse never block).
  */
 export class FuseChannel {
   readonly fd: number;
   /** Settles when the reader has stopped: ENODEV after an unmount or abort, another code on error. */
   readonly stopped: Promise<{ code: string; message: string }>;
-  private readonly worker: Worker;
   private connected = true;
 
   constructor(fd: number, bufferSize: number, onRequest: (req: Buffer) => void, private readonly log: Logger) {
     this.fd = fd;
-    const data: ReaderWorkerData = { fd, bufferSize };
-    this.worker = startWorker(siblingModule(import.meta.url, 'reader-worker'), { workerData: data });
-    let reason: { code: string; message: string } | undefined;
-    this.worker.on('message', (msg: ArrayBuffer | ReaderStopped) => {
-      if (msg instanceof ArrayBuffer) onRequest(Buffer.from(msg));
-      else reason = { code: msg.code, message: msg.message };
-    });
     this.stopped = new Promise((resolve) => {
-      this.worker.on('error', (err) => {
-        reason ??= { code: 'EWORKER', message: err.message };
-      });
-      this.worker.on('exit', () => {
-        this.connected = false;
-        resolve(reason ?? { code: 'EWORKER', message: 'reader thread exited' });
+      ReaderThread.get(bufferSize).add(fd, {
+        onRequest,
+        onStopped: (why) => {
+          this.connected = false;
+          resolve(why);
+        },
       });
     });
   }

@@ -23,6 +23,8 @@ import type { HeldMount, ToHolder, ToServer } from './protocol.js';
 /** Restarts within this window count toward the limit; past it the holder gives up. */
 const CRASH_WINDOW_MS = 60_000;
 const MAX_RESTARTS = 5;
+/** A server that lived this long before dying counts as a fresh start, not as part of a crash loop. */
+const STEADY_MS = 5000;
 
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 const cacheDir = process.argv[2]!;
@@ -75,6 +77,8 @@ function startServer(): void {
       return;
     }
     const now = Date.now();
+    // A server that ran steadily before it died is not part of a loop: the count starts again.
+    if (now - startedAt >= STEADY_MS) crashes.length = 0;
     crashes.push(now);
     while (crashes.length > 0 && crashes[0]! < now - CRASH_WINDOW_MS) crashes.shift();
     if (crashes.length > MAX_RESTARTS) {

@@ -189,7 +189,8 @@ export class NodeServer {
         const mounts: MountStatus[] = [];
         for (const s of this.mounts.values()) mounts.push(await statusOf(s.running, s.startedAt, this.restarts));
         const holderPid = process.ppid;
-        return { ok: true, op: 'status', pid: process.pid, holderPid, restarts: this.restarts, rssBytes: process.memoryUsage.rss(), mounts };
+        const memory = process.memoryUsage();
+        return { ok: true, op: 'status', pid: process.pid, holderPid, restarts: this.restarts, rssBytes: memory.rss, memory, mounts };
       }
     }
   }

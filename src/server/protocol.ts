@@ -18,7 +18,7 @@ export type ClientReply =
   | { ok: true; op: 'mount'; pid: number; line: string; log: string }
   | { ok: true; op: 'unmount'; pid: number; served: boolean }
   | { ok: true; op: 'restart'; pid: number }
-  | { ok: true; op: 'status'; pid: number; holderPid: number; restarts: number; rssBytes: number; mounts: MountStatus[] }
+  | { ok: true; op: 'status'; pid: number; holderPid: number; restarts: number; rssBytes: number; memory: NodeJS.MemoryUsage; mounts: MountStatus[] }
   | { ok: false; code?: string; message: string };
 
 /** InitInfo with its bigints as hex strings, for JSON. */

@@ -1,0 +1,57 @@
+/**
+ * The few libc calls the FUSE reader needs and Node lacks (poll, pipe2, fcntl), through koffi.
+ * Loaded only where they are used: the reader thread, and the channel that wakes it.
+ */
+import { createRequire } from 'node:module';
+
+interface Koffi {
+  load(name: string): { func(sig: string): (...args: unknown[]) => number };
+  struct(name: string, fields: Record<string, string>): unknown;
+  errno(): number;
+}
+
+export interface PollFd {
+  fd: number;
+  events: number;
+  revents: number;
+}
+
+export interface Libc {
+  poll(fds: PollFd[], n: number, timeoutMs: number): number;
+  /** A close-on-exec pipe: [read end, write end]. */
+  pipe(): [number, number];
+  setNonBlocking(fd: number): void;
+  errno(): number;
+}
+
+export const POLLIN = 0x1;
+const O_NONBLOCK = 0o4000;
+const O_CLOEXEC = 0o2000000;
+const F_GETFL = 3;
+const F_SETFL = 4;
+
+let libc: Libc | undefined;
+
+export function loadLibc(): Libc {
+  if (libc) return libc;
+  const koffi = createRequire(import.meta.url)('koffi') as Koffi;
+  const c = koffi.load('libc.so.6');
+  koffi.struct('pollfd', { fd: 'int', events: 'short', revents: 'short' });
+  const poll = c.func('int poll(_Inout_ pollfd *fds, unsigned long nfds, int timeout)');
+  const pipe2 = c.func('int pipe2(_Out_ int *fds, int flags)');
+  const fcntl = c.func('int fcntl(int fd, int cmd, ...)');
+  libc = {
+    poll: (fds, n, timeoutMs) => poll(fds, n, timeoutMs),
+    pipe: () => {
+      const fds = [0, 0];
+      if (pipe2(fds, O_CLOEXEC) !== 0) throw new Error(`pipe2 failed (errno ${koffi.errno()})`);
+      return [fds[0]!, fds[1]!];
+    },
+    setNonBlocking: (fd) => {
+      const flags = fcntl(fd, F_GETFL);
+      if (flags < 0 || fcntl(fd, F_SETFL, 'int', flags | O_NONBLOCK) < 0) throw new Error(`fcntl of fd ${fd} failed (errno ${koffi.errno()})`);
+    },
+    errno: () => koffi.errno(),
+  };
+  return libc;
+}
