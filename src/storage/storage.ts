@@ -542,6 +542,7 @@ export class Storage {
           // retried once, like a chunk whose digest does not match.
           if (isClipError(err) && (err.code === 'ECORRUPT' || err.code === 'EDIGEST')) {
             this.metrics.verifyFailures.inc({ tier: 'source' });
+            this.source.invalidate?.(layer, first * layer.chunkSize, Math.min((last + 1) * layer.chunkSize, layer.uncompressedSize));
             if (++corruptRuns < 2) continue;
           }
           if (isClipError(err) && PERMANENT.has(err.code)) {
@@ -654,6 +655,7 @@ export class Storage {
     if (!createHash('sha256').update(buf).digest().equals(digest)) {
       this.metrics.verifyFailures.inc({ tier: 'source' });
       this.log.warn({ layer: layer.diffId, tier: 'source', chunk: i }, 'source chunk (brought along) failed verification');
+      this.forgetSourceBytes(layer, i);
       d.reject(NOT_DELIVERED);
       return;
     }
@@ -678,6 +680,7 @@ export class Storage {
       digestFailures.set(i, failures);
       this.metrics.verifyFailures.inc({ tier: 'source' });
       this.log.warn({ layer: layer.diffId, tier: 'source', chunk: i, failures }, 'source chunk failed verification');
+      this.forgetSourceBytes(layer, i);
       if (failures >= 2) {
         pending.delete(i);
         owned.get(i)!.reject(new ClipError('EDIGEST', `chunk ${i} does not match its recorded sha256 (twice)`, { object: layer.diffId }));
@@ -689,6 +692,11 @@ export class Storage {
     if (this.remote) this.remote.publish(digest, buf);
     pending.delete(i);
     owned.get(i)!.resolve(buf);
+  }
+
+  /** Chunk i failed verification: the source must not serve a copy it kept of those bytes again. */
+  private forgetSourceBytes(layer: LayerRecord, i: number): void {
+    this.source.invalidate?.(layer, i * layer.chunkSize, i * layer.chunkSize + chunkLength(layer, i));
   }
 
   /** Write a verified chunk to the disk cache; a failing disk costs the cache, not the read. */

@@ -40,6 +40,9 @@ class FlippingSource implements LayerSource {
   span(layer: LayerRecord, start: number, end: number) {
     return this.inner.span(layer, start, end);
   }
+  invalidate(layer: LayerRecord, start: number, end: number) {
+    this.inner.invalidate(layer, start, end);
+  }
   async readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal) {
     const body = await this.inner.readUncompressed(layer, start, end, signal);
     const flip = !this.flipped && start <= this.at && this.at < end;
@@ -176,7 +179,7 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
     const chunks = Math.ceil(tar.length / CHUNK);
     const counting = new CountingStore(new LayoutSource(layoutDir));
     await withStorage(
-      new CheckpointSource(counting),
+      new CheckpointSource(counting, { merge: false }),
       async (s) => {
         // Each read starts in a chunk next to the last one read, but not where it ended.
         const order = [chunks - 3, chunks - 2, 3, 4, Math.floor(chunks / 2)];
@@ -195,7 +198,7 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
         // span in small pieces fetches more than that span.
         const seq = new CountingStore(new LayoutSource(layoutDir));
         await withStorage(
-          new CheckpointSource(seq),
+          new CheckpointSource(seq, { merge: false }),
           async (t) => {
             const r0 = layer.compressedRange(0, CHUNK);
             for (let off = 0; off < r0.endOut!; off += 16 * 1024) await t.read(layer, off, 16 * 1024);
