@@ -44,6 +44,8 @@ export interface CheckpointSourceOptions {
   keepBytes?: number;
   /** Spans longer than this are not merged: their reads fetch on their own (default 8 MiB). */
   maxSpanBytes?: number;
+  /** A kept span no read has used for this long is dropped (default 30 s): a quiet mount holds none. */
+  keepMs?: number;
 }
 
 /** What merging did, for tests and benchmarks. */
@@ -70,6 +72,8 @@ export class CheckpointSource implements LayerSource {
   /** Finished spans, least recently used first, and their bytes. */
   private readonly lru = new Set<Span>();
   private lruBytes = 0;
+  private readonly keepMs: number;
+  private expiry: NodeJS.Timeout | undefined;
   readonly stats: MergeStats = { flights: 0, joined: 0, kept: 0, fetched: 0, evicted: 0 };
 
   /** One store, or one per layer (an index names where its layers live). */
@@ -78,6 +82,7 @@ export class CheckpointSource implements LayerSource {
     this.merge = opts.merge ?? process.env.CLIP_FETCH_MERGE !== '0';
     this.keepBytes = opts.keepBytes ?? 48 * 1024 * 1024;
     this.maxSpan = opts.maxSpanBytes ?? 8 * 1024 * 1024;
+    this.keepMs = opts.keepMs ?? 30_000;
   }
 
   async readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
@@ -117,6 +122,7 @@ export class CheckpointSource implements LayerSource {
           this.stats.kept++;
           this.lru.delete(s); // most recently used now
           this.lru.add(s);
+          s.usedAt = Date.now();
         } else this.stats.joined++;
         need.push(s);
       } else run.push(p);
@@ -224,12 +230,25 @@ export class CheckpointSource implements LayerSource {
   /** Keep a finished span, dropping the least recently used ones beyond keepBytes. */
   private keep(s: Span): void {
     if (s.tainted) return;
+    s.usedAt = Date.now();
     this.lru.add(s);
     this.lruBytes += s.size;
     for (const old of this.lru) {
       if (this.lruBytes <= this.keepBytes) break;
       this.drop(old);
     }
+    this.expiry ??= setTimeout(() => this.expire(), this.keepMs).unref();
+  }
+
+  /** Drop the spans unused for keepMs; look again while some are kept. */
+  private expire(): void {
+    this.expiry = undefined;
+    const before = Date.now() - this.keepMs;
+    for (const s of this.lru) {
+      if (s.usedAt > before) break; // the rest were used later
+      this.drop(s);
+    }
+    if (this.lru.size) this.expiry = setTimeout(() => this.expire(), this.keepMs).unref();
   }
 
   private drop(s: Span): void {
@@ -268,6 +287,8 @@ class Span {
   done = false;
   /** Invalidated while in flight: not kept. */
   tainted = false;
+  /** When a read last took it (ms since the epoch), once kept. */
+  usedAt = 0;
   error: unknown = undefined;
   private waiters: (() => void)[] = [];
   constructor(

@@ -392,6 +392,19 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
     }
   });
 
+  it('drops kept spans no read used for keepMs', async () => {
+    const { c, p } = straddling();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    const source = new CheckpointSource(counting, { keepMs: 50 });
+    await withStorage(source, async (s) => {
+      await s.read(layer, c * CHUNK, 10);
+      await expect.poll(() => counting.bytes).toBe(p.end - p.start);
+      await expect.poll(() => source.stats.evicted, { timeout: 2000 }).toBeGreaterThanOrEqual(1);
+      await s.read(layer, (c + 1) * CHUNK + 17, 10);
+      expect(counting.ranges[1]![0]).toBe(p.start);
+    });
+  });
+
   it('keeps no more inflated spans than asked, and refetches an evicted one', async () => {
     const { c, p } = straddling();
     const counting = new CountingStore(new LayoutSource(layoutDir));
