@@ -36,6 +36,8 @@ const RESULTS = fileURLToPath(new URL('RESULTS.md', import.meta.url));
 const RUNS = Number(process.env.RUNS ?? 5);
 const RATE_MB = Number(process.env.RATE_MB ?? 100);
 const RTTS = (process.env.RTTS ?? '0,25').split(',').map(Number);
+/** More `clip index` options for the published index, e.g. "--span 512KiB --chunk-size 256KiB". */
+const INDEX_ARGS = (process.env.INDEX_ARGS ?? '').split(' ').filter(Boolean);
 const REPOSITORY = 'bench/debian-python';
 
 type Arm = 'published' | 'no-merge' | 'baseline' | 'no-discover';
@@ -175,9 +177,10 @@ function report(img: DebianPythonImage, rows: Row[], d: Digests, ctx: Context): 
     '',
     `Image: ${describeImage(img)}`,
     '',
-    `Published once: \`clip index REF --push --cache-dir PUBLISHER\` through the proxy took ${ctx.publishS.toFixed(1)} s (${mb(ctx.publishServed)} served). `
+    `Published once: \`clip index REF --push --cache-dir PUBLISHER${INDEX_ARGS.length ? ` ${INDEX_ARGS.join(' ')}` : ''}\` through the proxy took ${ctx.publishS.toFixed(1)} s (${mb(ctx.publishServed)} served). `
       + `Index ${ctx.indexBytes} bytes; pushed blob (gzip -9) ${ctx.indexBlobBytes} bytes, ${(ctx.indexBytes / ctx.indexBlobBytes).toFixed(2)}x smaller `
-      + `(${pct(ctx.indexBlobBytes, ctx.indexBytes)} of the index, ${pct(ctx.indexBlobBytes, img.compressedBytes)} of the compressed image). Artifact ${ctx.artifact}.`,
+      + `(${pct(ctx.indexBlobBytes, ctx.indexBytes)} of the index, ${pct(ctx.indexBlobBytes, img.compressedBytes)} of the compressed image). `
+      + `Index ${pct(ctx.indexBytes, img.uncompressedBytes)} of the uncompressed image. Artifact ${ctx.artifact}.`,
     '',
     '| RTT | arm | runs | ready: median (min to max) | end of python: median (min to max) | bytes served to ready | bytes served in all | in all, share of compressed image (median) | layer bytes | layer bytes, distinct (median) | requests (median) | connections (median) |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -245,7 +248,7 @@ async function main(): Promise<void> {
     const publisher = path.join(scratch, 'publisher');
     proxy.reset();
     const t0 = performance.now();
-    const out = JSON.parse(await clip('index', ref, '--push', '--cache-dir', publisher, '--json', '--no-progress')) as { published: string | null; indexBytes: number };
+    const out = JSON.parse(await clip('index', ref, '--push', '--cache-dir', publisher, '--json', '--no-progress', ...INDEX_ARGS)) as { published: string | null; indexBytes: number };
     const publishS = seconds(t0);
     const publishServed = proxy.served.reduce((n, r) => n + r.bytes, 0);
     await rm(publisher, { recursive: true, force: true });
@@ -275,13 +278,16 @@ async function main(): Promise<void> {
       }
     }
     const figures = report(img, rows, digests, {
-      command: 'node --import tsx bench/index/published-mount.ts' + (process.env.RUNS ? ` (RUNS=${RUNS})` : '') + (process.env.RATE_MB ? ` (RATE_MB=${RATE_MB})` : '') + (process.env.RTTS ? ` (RTTS=${process.env.RTTS})` : '') + (process.env.ARMS ? ` (ARMS=${process.env.ARMS})` : ''),
+      command: 'node --import tsx bench/index/published-mount.ts' + (process.env.RUNS ? ` (RUNS=${RUNS})` : '') + (process.env.RATE_MB ? ` (RATE_MB=${RATE_MB})` : '') + (process.env.RTTS ? ` (RTTS=${process.env.RTTS})` : '') + (process.env.ARMS ? ` (ARMS=${process.env.ARMS})` : '') + (INDEX_ARGS.length ? ` (INDEX_ARGS="${INDEX_ARGS.join(' ')}")` : ''),
       date, uptimeBefore, uptimeAfter: (await sh('uptime', [])).trim(), loadAfter: loadavg(),
       publishS, publishServed, indexBytes: out.indexBytes, indexBlobBytes: blob.size, artifact: out.published,
     });
     console.log(`\n${figures}`);
-    await writeResults(figures);
-    console.log(`\nwritten to ${RESULTS}`);
+    // WRITE=0: print only (variants such as other INDEX_ARGS, reported by hand).
+    if (process.env.WRITE !== '0') {
+      await writeResults(figures);
+      console.log(`\nwritten to ${RESULTS}`);
+    }
   } finally {
     for (const p of proxies.values()) await p.stop();
     await registry?.stop();
