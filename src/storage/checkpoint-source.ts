@@ -348,6 +348,7 @@ async function* readSpans(spans: Span[], start: number, end: number, signal: Abo
           pos += p.length;
           if (pos >= end) return;
         }
+        signal.throwIfAborted(); // a read given up ends with its own reason, not its flight's
         if (s.error !== undefined) throw s.error;
         if (s.done) break;
         await s.changed(signal);

@@ -392,6 +392,41 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
     }
   });
 
+  it('a read given up stops a flight no other read waits on; one another read waits on goes on', async () => {
+    const { p } = straddling();
+    const at = p.checkpoint.out;
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    let open!: () => void;
+    counting.gate = new Promise((r) => (open = r));
+    const source = new CheckpointSource(counting);
+    const drain = async (body: AsyncIterable<Uint8Array>): Promise<Buffer> => {
+      const parts: Buffer[] = [];
+      for await (const piece of body) parts.push(Buffer.from(piece));
+      return Buffer.concat(parts);
+    };
+    // Two reads on one flight: the first gives up, the second still gets its bytes from it.
+    const quitter = new AbortController();
+    const a = drain(await source.readUncompressed(layer, at + 10, at + 100, quitter.signal)).catch((e: unknown) => e);
+    const b = drain(await source.readUncompressed(layer, at + 200, at + 300, AbortSignal.timeout(10_000)));
+    quitter.abort(new Error('given up'));
+    open();
+    expect(((await a) as Error).message).toBe('given up');
+    expect((await b).equals(tar.subarray(at + 200, at + 300))).toBe(true);
+    expect(counting.ranges.length).toBe(1);
+    // A read alone that gives up aborts its flight: the span is not kept, the next read fetches it.
+    const alone = new CountingStore(new LayoutSource(layoutDir));
+    let openAlone!: () => void;
+    alone.gate = new Promise((r) => (openAlone = r));
+    const single = new CheckpointSource(alone);
+    const stop = new AbortController();
+    const c = drain(await single.readUncompressed(layer, at + 10, at + 100, stop.signal)).catch((e: unknown) => e);
+    stop.abort(new Error('given up'));
+    openAlone();
+    expect(((await c) as Error).message).toBe('given up');
+    expect((await drain(await single.readUncompressed(layer, at + 10, at + 100, AbortSignal.timeout(10_000)))).equals(tar.subarray(at + 10, at + 100))).toBe(true);
+    expect(alone.ranges.length).toBe(2);
+  });
+
   it('drops kept spans no read used for keepMs', async () => {
     const { c, p } = straddling();
     const counting = new CountingStore(new LayoutSource(layoutDir));
