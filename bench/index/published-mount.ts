@@ -14,6 +14,9 @@
  *                are not merged by checkpoint span (the behaviour before merging)
  *   baseline:    `skopeo copy docker://REF oci:DIR:TAG`, `umoci unpack`, the same chroot
  *   no-discover: as published with `--no-discover`: the whole image is indexed here before the mount
+ *   cold-readahead (only when ARMS names it): as published with CLIP_COLD_READAHEAD_CHUNKS=4: a
+ *                sequential reader's 4 read-ahead chunks fetched from the source too (the
+ *                behaviour before; the default now takes read-ahead from the remote cache only)
  * Prints a table and writes the figures into bench/index/RESULTS.md (between its markers).
  */
 import { existsSync } from 'node:fs';
@@ -40,9 +43,11 @@ const RTTS = (process.env.RTTS ?? '0,25').split(',').map(Number);
 const INDEX_ARGS = (process.env.INDEX_ARGS ?? '').split(' ').filter(Boolean);
 const REPOSITORY = 'bench/debian-python';
 
-type Arm = 'published' | 'no-merge' | 'baseline' | 'no-discover';
-const ALL_ARMS: Arm[] = ['published', 'no-merge', 'baseline', 'no-discover'];
-const ARMS: Arm[] = process.env.ARMS ? (process.env.ARMS.split(',') as Arm[]).filter((a) => ALL_ARMS.includes(a)) : ALL_ARMS;
+type Arm = 'published' | 'no-merge' | 'baseline' | 'no-discover' | 'cold-readahead';
+const ALL_ARMS: Arm[] = ['published', 'no-merge', 'baseline', 'no-discover', 'cold-readahead'];
+/** The default arms; cold-readahead only when ARMS names it. */
+const DEFAULT_ARMS: Arm[] = ['published', 'no-merge', 'baseline', 'no-discover'];
+const ARMS: Arm[] = process.env.ARMS ? (process.env.ARMS.split(',') as Arm[]).filter((a) => ALL_ARMS.includes(a)) : DEFAULT_ARMS;
 
 /** Body bytes the proxy sent, by what was asked for. */
 interface Bytes {
@@ -265,6 +270,7 @@ async function main(): Promise<void> {
         for (const arm of order) {
           // The daemon inherits the environment of `clip mount`, which inherits this one.
           if (arm === 'no-merge') process.env.CLIP_FETCH_MERGE = '0';
+          if (arm === 'cold-readahead') process.env.CLIP_COLD_READAHEAD_CHUNKS = '4';
           try {
             const t = arm === 'baseline' ? await baselineTrial(run, via, refVia(via), scratch)
               : await clipTrial(run, via, refVia(via), scratch, arm === 'no-discover' ? ['--no-discover'] : []);
@@ -273,6 +279,7 @@ async function main(): Promise<void> {
             console.log(tableRow(row, img));
           } finally {
             delete process.env.CLIP_FETCH_MERGE;
+            delete process.env.CLIP_COLD_READAHEAD_CHUNKS;
           }
         }
       }
