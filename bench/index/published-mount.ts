@@ -17,6 +17,8 @@
  *   cold-readahead (only when ARMS names it): as published with CLIP_COLD_READAHEAD_CHUNKS=4: a
  *                sequential reader's 4 read-ahead chunks fetched from the source too (the
  *                behaviour before; the default now takes read-ahead from the remote cache only)
+ *   before (only when ARMS names it): both, CLIP_FETCH_MERGE=0 and CLIP_COLD_READAHEAD_CHUNKS=4:
+ *                the read path as it was before issue 12
  * Prints a table and writes the figures into bench/index/RESULTS.md (between its markers).
  */
 import { existsSync } from 'node:fs';
@@ -43,9 +45,9 @@ const RTTS = (process.env.RTTS ?? '0,25').split(',').map(Number);
 const INDEX_ARGS = (process.env.INDEX_ARGS ?? '').split(' ').filter(Boolean);
 const REPOSITORY = 'bench/debian-python';
 
-type Arm = 'published' | 'no-merge' | 'baseline' | 'no-discover' | 'cold-readahead';
-const ALL_ARMS: Arm[] = ['published', 'no-merge', 'baseline', 'no-discover', 'cold-readahead'];
-/** The default arms; cold-readahead only when ARMS names it. */
+type Arm = 'published' | 'no-merge' | 'baseline' | 'no-discover' | 'cold-readahead' | 'before';
+const ALL_ARMS: Arm[] = ['published', 'no-merge', 'baseline', 'no-discover', 'cold-readahead', 'before'];
+/** The default arms; cold-readahead and before only when ARMS names them. */
 const DEFAULT_ARMS: Arm[] = ['published', 'no-merge', 'baseline', 'no-discover'];
 const ARMS: Arm[] = process.env.ARMS ? (process.env.ARMS.split(',') as Arm[]).filter((a) => ALL_ARMS.includes(a)) : DEFAULT_ARMS;
 
@@ -164,13 +166,13 @@ function report(img: DebianPythonImage, rows: Row[], d: Digests, ctx: Context): 
     const readyRatio = (arm: Arm): string => (of(arm).length && pub.length ? (median(of(arm).map((r) => r.readyS)) / median(pub.map((r) => r.readyS))).toFixed(1) : '-');
     return [
       ...summary,
-      `RATIO ${rtt} ms RTT: time from \`clip mount\` to the end of python, ratio of medians (and per round), baseline / published: **${ratio('baseline')}**; no-merge / published: **${ratio('no-merge')}**; no-discover / published: ${ratio('no-discover')}. To ready: baseline / published ${readyRatio('baseline')}x, no-merge / published ${readyRatio('no-merge')}x.`,
+      `RATIO ${rtt} ms RTT: time from \`clip mount\` to the end of python, ratio of medians (and per round), baseline / published: **${ratio('baseline')}**; before / published: **${ratio('before')}**; no-merge / published: ${ratio('no-merge')}; cold-readahead / published: ${ratio('cold-readahead')}; no-discover / published: ${ratio('no-discover')}. To ready: baseline / published ${readyRatio('baseline')}x, before / published ${readyRatio('before')}x.`,
     ];
   });
   const tables = perRtt.filter((l) => !l.startsWith('RATIO'));
   const ratios = perRtt.filter((l) => l.startsWith('RATIO')).map((l) => `- ${l.slice(6)}`);
   const lastOf = (arm: Arm, rtt: number): Row | undefined => rows.filter((r) => r.arm === arm && r.rtt === rtt).at(-1);
-  const requestTables = RTTS.flatMap((rtt) => (['published', 'no-merge'] as Arm[]).flatMap((arm) => {
+  const requestTables = RTTS.flatMap((rtt) => (['published', 'before'] as Arm[]).flatMap((arm) => {
     const last = lastOf(arm, rtt);
     return last ? [`Every request of ${arm} run ${last.run} at ${rtt} ms RTT (ms since \`clip mount\` started; conn: which client connection):`, '', requestTable(last.served, names), ''] : [];
   }));
@@ -269,8 +271,8 @@ async function main(): Promise<void> {
         const order = ARMS.map((_, i) => ARMS[(i + run - 1) % ARMS.length]!);
         for (const arm of order) {
           // The daemon inherits the environment of `clip mount`, which inherits this one.
-          if (arm === 'no-merge') process.env.CLIP_FETCH_MERGE = '0';
-          if (arm === 'cold-readahead') process.env.CLIP_COLD_READAHEAD_CHUNKS = '4';
+          if (arm === 'no-merge' || arm === 'before') process.env.CLIP_FETCH_MERGE = '0';
+          if (arm === 'cold-readahead' || arm === 'before') process.env.CLIP_COLD_READAHEAD_CHUNKS = '4';
           try {
             const t = arm === 'baseline' ? await baselineTrial(run, via, refVia(via), scratch)
               : await clipTrial(run, via, refVia(via), scratch, arm === 'no-discover' ? ['--no-discover'] : []);

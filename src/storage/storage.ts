@@ -7,7 +7,8 @@
  * lacks is fetched from the source in one request per run of adjacent chunks, widened to the
  * whole chunks the source inflates anyway (a checkpoint's span), which are kept too. Every chunk
  * is checked against its sha256 before it is written to disk, published or returned. Read-ahead
- * is for sequential readers only: a read that starts where a recent read of the layer ended.
+ * is for sequential readers only: a read that starts where a recent read of the layer ended; it
+ * is taken from the remote cache (warm), and from the source (cold) only for coldReadaheadChunks.
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
