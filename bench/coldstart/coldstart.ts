@@ -32,7 +32,8 @@ const RESULTS = fileURLToPath(new URL('RESULTS.md', import.meta.url));
 const RUNS = Number(process.env.RUNS ?? 3);
 const RATE_MB = Number(process.env.RATE_MB ?? 100);
 const REPOSITORY = 'bench/python';
-const PROGRAM = [PYTHON, '-c', 'import json'];
+/** What runs in the image: python's start, or PROGRAM (a JSON array: command and arguments). */
+const PROGRAM: string[] = process.env.PROGRAM ? (JSON.parse(process.env.PROGRAM) as string[]) : [PYTHON, '-c', 'import json'];
 
 export interface Trial {
   kind: 'clip' | 'baseline';

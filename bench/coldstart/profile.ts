@@ -79,7 +79,7 @@ export function requestTable(served: readonly ServedRequest[], names: ReadonlyMa
     const digest = /\/blobs\/(sha256:[0-9a-f]+)/.exec(r.path)?.[1];
     const what = digest ? `blob ${names.get(digest) ?? digest.slice(7, 19)}` : r.path.replace(/^\/v2\//, '') || '/v2/';
     const ms = (x: number | undefined): string => (x === undefined ? '-' : x.toFixed(0));
-    return `| ${r.method} ${what} | ${r.range ?? ''} | ${r.status} | ${r.bytes} | ${ms(r.startMs)} | ${ms(r.firstByteMs)} | ${ms(r.endMs)} |`;
+    return `| ${r.method} ${what} | ${r.range ?? ''} | ${r.status} | ${r.bytes} | ${ms(r.startMs)} | ${ms(r.firstByteMs)} | ${ms(r.endMs)} | ${r.connection} |`;
   });
-  return ['| request | range | status | body bytes | start ms | first byte ms | end ms |', '|---|---|---|---|---|---|---|', ...rows].join('\n');
+  return ['| request | range | status | body bytes | start ms | first byte ms | end ms | conn |', '|---|---|---|---|---|---|---|---|', ...rows].join('\n');
 }

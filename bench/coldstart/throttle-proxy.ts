@@ -4,6 +4,7 @@
  * it started, got its first byte and ended. What the cold-start bench measures and profiles with.
  */
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { listenOnLoopback } from '../../test/support/loopback-server.js';
 
 export interface ServedRequest {
@@ -17,6 +18,8 @@ export interface ServedRequest {
   startMs: number;
   firstByteMs: number | undefined;
   endMs: number | undefined;
+  /** Which client connection carried it (1, 2, ... in the order the proxy first saw them). */
+  connection: number;
 }
 
 export interface ThrottleProxy {
@@ -32,8 +35,16 @@ export interface ThrottleProxy {
 /** Lets a link run ahead of its schedule by this much after a late timer, so the mean rate holds. */
 const BURST_MS = 5;
 
-export async function startThrottleProxy(upstream: string, opts: { rateBytesPerSec: number }): Promise<ThrottleProxy> {
+/**
+ * `rttMs`: a round-trip time added to every request before it is forwarded (the request's way
+ * there and the answer's first byte back), and once more to the first request of a new client
+ * connection (its TCP handshake): reusing kept-alive connections saves that, as on a real link.
+ */
+export async function startThrottleProxy(upstream: string, opts: { rateBytesPerSec: number; rttMs?: number }): Promise<ThrottleProxy> {
   const [upHost, upPort] = upstream.split(':') as [string, string];
+  const rttMs = opts.rttMs ?? 0;
+  const connectionOf = new WeakMap<Socket, number>();
+  let connections = 0;
   const msPerByte = 1000 / opts.rateBytesPerSec;
   let served: ServedRequest[] = [];
   let epoch = performance.now();
@@ -49,14 +60,23 @@ export async function startThrottleProxy(upstream: string, opts: { rateBytesPerS
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    let connection = connectionOf.get(req.socket);
+    const fresh = connection === undefined;
+    if (connection === undefined) connectionOf.set(req.socket, (connection = ++connections));
     const rec: ServedRequest = {
       method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0]!, range: req.headers.range,
-      status: 0, bytes: 0, startMs: 0, firstByteMs: undefined, endMs: undefined,
+      status: 0, bytes: 0, startMs: 0, firstByteMs: undefined, endMs: undefined, connection,
     };
     served.push(rec);
     const base = epoch; // a reset during the request does not move it onto the new log's clock
     const at = (): number => performance.now() - base;
     rec.startMs = at();
+    const delay = rttMs * (fresh ? 2 : 1);
+    if (delay > 0) setTimeout(() => forward(req, res, rec, at), delay);
+    else forward(req, res, rec, at);
+  };
+
+  const forward = (req: IncomingMessage, res: ServerResponse, rec: ServedRequest, at: () => number): void => {
     const up = httpRequest({ host: upHost, port: Number(upPort), method: req.method, path: req.url, headers: req.headers }, (upRes) => {
       rec.status = upRes.statusCode ?? 502;
       res.writeHead(rec.status, upRes.rawHeaders);

@@ -1,8 +1,16 @@
 /**
- * The registry tier: a layer's uncompressed range [start, end) produced by one ranged read of the
- * compressed blob, from the nearest checkpoint at or before `start` to the first checkpoint at or
- * after `end` (or the blob's end), inflated from the checkpoint. Bytes are not verified here: the
- * read path checks every chunk against its digest.
+ * The registry tier: a layer's uncompressed range [start, end) produced by ranged reads of the
+ * compressed blob, inflated from checkpoints. Bytes are not verified here: the read path checks
+ * every chunk against its digest (and calls invalidate() on a failure, so a retry refetches).
+ *
+ * Fetches are merged by checkpoint span (the uncompressed bytes between two checkpoints): a span is
+ * inflated once, by one flight (one range request over a run of adjacent spans), and every read
+ * that needs it — arriving while it is being inflated or soon after — takes its bytes from there.
+ * So reads whose ranges start from one checkpoint, or a read that starts inside what an earlier
+ * fetch inflated, never ask for the same compressed bytes twice (while the span is kept: a bounded
+ * LRU of inflated spans). A flight's failure fails every read waiting on it; each retries on its
+ * own, and the first retry's flight is joined by the others. CLIP_FETCH_MERGE=0 turns merging off
+ * (each read its own request from its checkpoint, as before), for comparisons.
  */
 import type { Readable } from 'node:stream';
 import { compressedRangeFor, inflateFrom } from '../archive/random-access.js';
@@ -29,9 +37,53 @@ export function isResumable(layer: LayerRecord): layer is ResumableLayer {
   return typeof (layer as Partial<ResumableLayer>).compressedRange === 'function';
 }
 
+export interface CheckpointSourceOptions {
+  /** Merge fetches by checkpoint span (default: on unless CLIP_FETCH_MERGE=0). */
+  merge?: boolean;
+  /** Inflated spans kept after their flight for reads that need them next (default 48 MiB). */
+  keepBytes?: number;
+  /** Spans longer than this are not merged: their reads fetch on their own (default 8 MiB). */
+  maxSpanBytes?: number;
+  /** A kept span no read has used for this long is dropped (default 30 s): a quiet mount holds none. */
+  keepMs?: number;
+}
+
+/** What merging did, for tests and benchmarks. */
+export interface MergeStats {
+  /** Range requests made for merged reads. */
+  flights: number;
+  /** Spans a read took from a flight in progress. */
+  joined: number;
+  /** Spans a read took from those kept after their flight. */
+  kept: number;
+  /** Spans fetched. */
+  fetched: number;
+  /** Kept spans dropped to stay within keepBytes, or invalidated. */
+  evicted: number;
+}
+
 export class CheckpointSource implements LayerSource {
+  private readonly stores: BlobStore | ((layer: LayerRecord) => BlobStore);
+  private readonly merge: boolean;
+  private readonly keepBytes: number;
+  private readonly maxSpan: number;
+  /** Per blob digest: spans by their start (out), in flight or kept. */
+  private readonly spans = new Map<string, Map<number, Span>>();
+  /** Finished spans, least recently used first, and their bytes. */
+  private readonly lru = new Set<Span>();
+  private lruBytes = 0;
+  private readonly keepMs: number;
+  private expiry: NodeJS.Timeout | undefined;
+  readonly stats: MergeStats = { flights: 0, joined: 0, kept: 0, fetched: 0, evicted: 0 };
+
   /** One store, or one per layer (an index names where its layers live). */
-  constructor(private readonly stores: BlobStore | ((layer: LayerRecord) => BlobStore)) {}
+  constructor(stores: BlobStore | ((layer: LayerRecord) => BlobStore), opts: CheckpointSourceOptions = {}) {
+    this.stores = stores;
+    this.merge = opts.merge ?? process.env.CLIP_FETCH_MERGE !== '0';
+    this.keepBytes = opts.keepBytes ?? 48 * 1024 * 1024;
+    this.maxSpan = opts.maxSpanBytes ?? 8 * 1024 * 1024;
+    this.keepMs = opts.keepMs ?? 30_000;
+  }
 
   async readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
     const store = typeof this.stores === 'function' ? this.stores(layer) : this.stores;
@@ -40,9 +92,61 @@ export class CheckpointSource implements LayerSource {
     if (!DECODABLE.has(layer.compression)) throw new ClipError('EUNSUPPORTED', `unknown layer compression "${String(layer.compression)}"`, { object: layer.digest });
     if (layer.compression === 'none') return store.openBlobRange(desc, start, end, { signal });
     if (!isResumable(layer)) throw new ClipError('EINVAL', 'a compressed layer needs its checkpoints to be read by range', { object: layer.digest });
-    const range = layer.compressedRange(start, end);
-    const body = await store.openBlobRange(desc, range.start, range.end, { signal });
-    return closing(cut(inflateFrom(range.checkpoint, body, { compression: layer.compression, name: layer.digest }), range.checkpoint.out, start, end), body);
+    const plan = this.merge ? this.plan(layer, start, end) : undefined;
+    if (!plan) {
+      const range = layer.compressedRange(start, end);
+      const body = await store.openBlobRange(desc, range.start, range.end, { signal });
+      return closing(cut(inflateFrom(range.checkpoint, body, { compression: layer.compression, name: layer.digest }), range.checkpoint.out, start, end), body);
+    }
+    signal.throwIfAborted();
+    let byStart = this.spans.get(layer.digest);
+    if (!byStart) this.spans.set(layer.digest, (byStart = new Map()));
+    const need: Span[] = [];
+    let run: PlannedSpan[] = [];
+    const launch = (): void => {
+      if (!run.length) return;
+      const flight = new Flight();
+      const spans = run.map((p) => new Span(layer.digest, p, flight));
+      for (const s of spans) byStart.set(s.out, s);
+      need.push(...spans);
+      this.stats.flights++;
+      this.stats.fetched += spans.length;
+      void this.fly(flight, store, desc, layer, spans);
+      run = [];
+    };
+    for (const p of plan) {
+      const s = byStart.get(p.out);
+      if (s && s.error === undefined && s.endOut === p.endOut) {
+        launch();
+        if (s.done) {
+          this.stats.kept++;
+          this.lru.delete(s); // most recently used now
+          this.lru.add(s);
+          s.usedAt = Date.now();
+        } else this.stats.joined++;
+        need.push(s);
+      } else run.push(p);
+    }
+    launch();
+    // Every flight this read waits on runs while some read waits on it.
+    const flights = [...new Set(need.filter((s) => !s.done).map((s) => s.flight))];
+    for (const f of flights) f.readers++;
+    // A read that is given up (its signal aborted) stops a flight no other read waits on; one
+    // that got its bytes lets the flight finish the spans past its end, kept for the next reads.
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      signal.removeEventListener('abort', release);
+      for (const f of flights) {
+        if (--f.readers === 0 && !f.settled && signal.aborted) {
+          f.ctrl.abort();
+          this.failFlight(f, new ClipError('ENETWORK', 'range fetch abandoned: no read waits for it any more', { object: layer.digest }));
+        }
+      }
+    };
+    signal.addEventListener('abort', release, { once: true });
+    return readSpans(need, start, end, signal, release);
   }
 
   /** From the checkpoint before `start` to the one after `end`: all of it is inflated to serve [start, end). */
@@ -50,6 +154,208 @@ export class CheckpointSource implements LayerSource {
     if (layer.compression === 'none' || !isResumable(layer)) return { start, end };
     const range = layer.compressedRange(start, end);
     return { start: Math.min(start, range.checkpoint.out), end: Math.max(end, Math.min(range.endOut ?? end, layer.uncompressedSize)) };
+  }
+
+  /** Forget kept bytes of [start, end) (they failed verification): the next read fetches them again. */
+  invalidate(layer: LayerRecord, start: number, end: number): void {
+    const byStart = this.spans.get(layer.digest);
+    if (!byStart) return;
+    for (const s of [...byStart.values()]) {
+      if (s.out >= end || s.endOut <= start) continue;
+      // One still being inflated is not kept when it ends, and no new read joins it.
+      if (!s.done) s.tainted = true;
+      this.drop(s);
+    }
+  }
+
+  /** The checkpoint spans covering [start, end), or undefined when one cannot be merged. */
+  private plan(layer: ResumableLayer, start: number, end: number): PlannedSpan[] | undefined {
+    const out: PlannedSpan[] = [];
+    for (let x = start; x < end; ) {
+      const r = layer.compressedRange(x, x + 1);
+      if (r.endOut === undefined) return undefined;
+      const endOut = Math.min(r.endOut, layer.uncompressedSize);
+      if (endOut <= x || endOut - r.checkpoint.out > this.maxSpan) return undefined;
+      // A span ends where the next one begins (or at the layer's end), else spans would overlap.
+      if (endOut < layer.uncompressedSize && layer.compressedRange(endOut, endOut + 1).checkpoint.out !== endOut) return undefined;
+      out.push({ out: r.checkpoint.out, endOut, checkpoint: r.checkpoint, start: r.start, end: r.end });
+      x = endOut;
+    }
+    return out;
+  }
+
+  /** One range request for a run of adjacent spans, inflated into them as it arrives. */
+  private async fly(flight: Flight, store: BlobStore, desc: { digest: string; size: number }, layer: LayerRecord, spans: Span[]): Promise<void> {
+    const first = spans[0]!.planned;
+    const last = spans[spans.length - 1]!.planned;
+    let body: Readable | undefined;
+    try {
+      body = await store.openBlobRange(desc, first.start, last.end, { signal: flight.ctrl.signal });
+      let k = 0;
+      let pos = first.out;
+      for await (const piece of inflateFrom(first.checkpoint, body, { compression: layer.compression, name: layer.digest })) {
+        for (let off = 0; off < piece.length && k < spans.length; ) {
+          const s = spans[k]!;
+          const n = Math.min(piece.length - off, s.endOut - pos);
+          // Copied: a decoder may reuse its output buffer, and these bytes are kept.
+          if (n > 0) s.push(Buffer.from(piece.subarray(off, off + n)));
+          off += n;
+          pos += n;
+          if (pos >= s.endOut) {
+            s.finish();
+            this.keep(s);
+            if (++k === spans.length) flight.settled = true;
+          }
+        }
+        if (k >= spans.length) break;
+      }
+      if (k < spans.length) throw new ClipError('ENETWORK', `compressed range ended at uncompressed byte ${pos} of ${last.endOut}`, { object: layer.digest });
+    } catch (err) {
+      this.failFlight(flight, err, spans);
+    } finally {
+      flight.settled = true;
+      body?.destroy();
+    }
+  }
+
+  private failFlight(flight: Flight, err: unknown, spans?: Span[]): void {
+    for (const s of spans ?? flight.spans) {
+      if (s.done || s.error !== undefined) continue;
+      s.fail(err);
+      const byStart = this.spans.get(s.layerKey);
+      if (byStart?.get(s.out) === s) byStart.delete(s.out);
+    }
+  }
+
+  /** Keep a finished span, dropping the least recently used ones beyond keepBytes. */
+  private keep(s: Span): void {
+    if (s.tainted) return;
+    s.usedAt = Date.now();
+    this.lru.add(s);
+    this.lruBytes += s.size;
+    for (const old of this.lru) {
+      if (this.lruBytes <= this.keepBytes) break;
+      this.drop(old);
+    }
+    this.expiry ??= setTimeout(() => this.expire(), this.keepMs).unref();
+  }
+
+  /** Drop the spans unused for keepMs; look again while some are kept. */
+  private expire(): void {
+    this.expiry = undefined;
+    const before = Date.now() - this.keepMs;
+    for (const s of this.lru) {
+      if (s.usedAt > before) break; // the rest were used later
+      this.drop(s);
+    }
+    if (this.lru.size) this.expiry = setTimeout(() => this.expire(), this.keepMs).unref();
+  }
+
+  private drop(s: Span): void {
+    if (this.lru.delete(s)) {
+      this.lruBytes -= s.size;
+      this.stats.evicted++;
+    }
+    const byStart = this.spans.get(s.layerKey);
+    if (byStart?.get(s.out) === s) byStart.delete(s.out);
+    if (byStart?.size === 0) this.spans.delete(s.layerKey);
+  }
+}
+
+interface PlannedSpan {
+  out: number;
+  endOut: number;
+  checkpoint: Checkpoint;
+  /** Compressed [start, end) that inflates it from its checkpoint. */
+  start: number;
+  end: number;
+}
+
+/** A range request over a run of spans, running while some read waits on it. */
+class Flight {
+  readonly ctrl = new AbortController();
+  readonly spans: Span[] = [];
+  readers = 0;
+  settled = false;
+}
+
+/** The inflated bytes of one checkpoint span [out, endOut), filled as its flight inflates it. */
+class Span {
+  readonly out: number;
+  readonly endOut: number;
+  readonly pieces: Buffer[] = [];
+  done = false;
+  /** Invalidated while in flight: not kept. */
+  tainted = false;
+  /** When a read last took it (ms since the epoch), once kept. */
+  usedAt = 0;
+  error: unknown = undefined;
+  private waiters: (() => void)[] = [];
+  constructor(
+    readonly layerKey: string,
+    readonly planned: PlannedSpan,
+    readonly flight: Flight,
+  ) {
+    this.out = planned.out;
+    this.endOut = planned.endOut;
+    flight.spans.push(this);
+  }
+  get size(): number {
+    return this.endOut - this.out;
+  }
+  push(b: Buffer): void {
+    this.pieces.push(b);
+    this.wake();
+  }
+  finish(): void {
+    this.done = true;
+    this.wake();
+  }
+  fail(err: unknown): void {
+    this.error = err ?? new ClipError('ENETWORK', 'range fetch failed');
+    this.wake();
+  }
+  /** Resolves at the next change (bytes, end, failure); rejects when `signal` aborts first. */
+  changed(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason as Error);
+      const onAbort = (): void => reject(signal.reason as Error);
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      });
+    });
+  }
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}
+
+/** [start, end) from spans covering it in order, each piece as its flight inflates it. */
+async function* readSpans(spans: Span[], start: number, end: number, signal: AbortSignal, release: () => void): AsyncGenerator<Buffer> {
+  try {
+    for (const s of spans) {
+      let pos = s.out;
+      for (let k = 0; ; ) {
+        for (; k < s.pieces.length; k++) {
+          const p = s.pieces[k]!;
+          const from = Math.max(start, pos);
+          const to = Math.min(end, pos + p.length);
+          if (to > from) yield p.subarray(from - pos, to - pos);
+          pos += p.length;
+          if (pos >= end) return;
+        }
+        signal.throwIfAborted(); // a read given up ends with its own reason, not its flight's
+        if (s.error !== undefined) throw s.error;
+        if (s.done) break;
+        await s.changed(signal);
+      }
+    }
+  } finally {
+    release();
   }
 }
 

@@ -7,7 +7,8 @@
  * lacks is fetched from the source in one request per run of adjacent chunks, widened to the
  * whole chunks the source inflates anyway (a checkpoint's span), which are kept too. Every chunk
  * is checked against its sha256 before it is written to disk, published or returned. Read-ahead
- * is for sequential readers only: a read that starts where a recent read of the layer ended.
+ * is for sequential readers only: a read that starts where a recent read of the layer ended; it
+ * is taken from the remote cache (warm), and from the source (cold) only for coldReadaheadChunks.
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -33,6 +34,13 @@ export interface StorageOptions {
   remoteConcurrency?: number;
   /** Chunks fetched ahead of a sequential reader, in the same request as its misses (0: none). */
   readaheadChunks?: number;
+  /**
+   * Of those, how many may come from the source (cold data: a range request and inflation); the
+   * rest are taken only from the remote cache (warm). Default 0: measured on a cold python start
+   * (bench/index/RESULTS.md), reading ahead from the source cost 28 % more bytes and time; a
+   * source fetch already brings along every whole chunk of its checkpoint span.
+   */
+  coldReadaheadChunks?: number;
   metrics?: StorageMetrics;
   logger?: Logger;
   /**
@@ -74,6 +82,7 @@ export class Storage {
   private readonly backoffMs: number;
   private readonly remoteConcurrency: number;
   private readonly readahead: number;
+  private readonly coldReadahead: number;
   /** Where each layer's recent reads ended: a read starting at one of them continues a sequential reader. */
   private readonly readEnds = new Map<string, number[]>();
   private readonly log: Logger;
@@ -99,7 +108,8 @@ export class Storage {
     this.readTimeoutMs = opts.readTimeoutMs ?? 30_000;
     this.backoffMs = opts.retryBackoffMs ?? 100;
     this.remoteConcurrency = opts.remoteConcurrency ?? 8;
-    this.readahead = opts.readaheadChunks ?? 4;
+    this.readahead = opts.readaheadChunks ?? readaheadFromEnv('CLIP_READAHEAD_CHUNKS') ?? 4;
+    this.coldReadahead = opts.coldReadaheadChunks ?? readaheadFromEnv('CLIP_COLD_READAHEAD_CHUNKS') ?? 0;
     this.metrics = opts.metrics ?? new StorageMetrics();
     this.log = opts.logger ?? silentLogger;
     const tier = { tier: 'disk' } as const;
@@ -391,8 +401,10 @@ export class Storage {
       waits.push([i, d.promise]);
     }
     // Read-ahead chunks ride in the same request; nobody waits for them here.
+    const before = new Set(owned.keys());
     this.claim(layer, lease, extra, owned);
-    if (owned.size > 0) this.inBackground(this.fetch(layer, owned));
+    const aheadOnly = new Set([...owned.keys()].filter((i) => !before.has(i)));
+    if (owned.size > 0) this.inBackground(this.fetch(layer, owned, aheadOnly, ahead ? ahead[0] - 1 + this.coldReadahead : undefined));
     const bufs = await untilAborted(Promise.all(waits.map((w) => w[1])), signal, (reason) =>
       (reason as Error)?.name === 'TimeoutError'
         ? new ClipError('ETIMEOUT', `read not satisfied within ${this.readTimeoutMs} ms`, {
@@ -449,7 +461,7 @@ export class Storage {
       this.claim(layer, lease, await lease.file.missing(ahead[0], ahead[1]), owned);
       if (owned.size > 0) {
         this.log.debug({ layer: layer.diffId, first: ahead[0], chunks: owned.size }, 'reading ahead');
-        this.inBackground(this.fetch(layer, owned));
+        this.inBackground(this.fetch(layer, owned, new Set(owned.keys()), ahead[0] - 1 + this.coldReadahead));
       }
     } finally {
       lease.release();
@@ -469,14 +481,28 @@ export class Storage {
     }
   }
 
-  /** Settle every deferred in `owned`: from the remote cache, else from the source. Never throws. */
-  private async fetch(layer: LayerRecord, owned: Map<number, Deferred<Buffer>>): Promise<void> {
+  /**
+   * Settle every deferred in `owned`: from the remote cache, else from the source. Chunks in
+   * `aheadOnly` (read ahead, nobody asked) after `coldLast` (the reader's next coldReadahead
+   * chunks) go to the source only if a fetch brings them along; the others the remote cache lacks
+   * are settled NOT_DELIVERED (a reader who joined fetches them). Never throws.
+   */
+  private async fetch(layer: LayerRecord, owned: Map<number, Deferred<Buffer>>, aheadOnly?: Set<number>, coldLast = Infinity): Promise<void> {
     const { signal, done } = deadlineSignal(this.readTimeoutMs, this.closing.signal);
     let lease: LayerLease | undefined;
     try {
       lease = await this.disk.acquire(layer);
       let pending = [...owned.keys()].sort((a, b) => a - b);
       if (this.remote?.available) pending = await this.fetchRemote(layer, lease, pending, owned);
+      if (aheadOnly?.size) {
+        pending = pending.filter((i) => {
+          if (!aheadOnly.has(i) || i <= coldLast) return true;
+          owned.get(i)!.reject(NOT_DELIVERED);
+          owned.delete(i);
+          this.inflight.delete(`${layer.diffId}/${layer.chunkSize}/${i}`); // now: a fetch may bring it along
+          return false;
+        });
+      }
       if (pending.length > 0) await this.fetchSource(layer, lease, pending, owned, signal);
     } catch (err) {
       this.log.error({ err, layer: layer.diffId }, 'chunk fetch failed');
@@ -542,6 +568,7 @@ export class Storage {
           // retried once, like a chunk whose digest does not match.
           if (isClipError(err) && (err.code === 'ECORRUPT' || err.code === 'EDIGEST')) {
             this.metrics.verifyFailures.inc({ tier: 'source' });
+            this.source.invalidate?.(layer, first * layer.chunkSize, Math.min((last + 1) * layer.chunkSize, layer.uncompressedSize));
             if (++corruptRuns < 2) continue;
           }
           if (isClipError(err) && PERMANENT.has(err.code)) {
@@ -654,6 +681,7 @@ export class Storage {
     if (!createHash('sha256').update(buf).digest().equals(digest)) {
       this.metrics.verifyFailures.inc({ tier: 'source' });
       this.log.warn({ layer: layer.diffId, tier: 'source', chunk: i }, 'source chunk (brought along) failed verification');
+      this.forgetSourceBytes(layer, i);
       d.reject(NOT_DELIVERED);
       return;
     }
@@ -678,6 +706,7 @@ export class Storage {
       digestFailures.set(i, failures);
       this.metrics.verifyFailures.inc({ tier: 'source' });
       this.log.warn({ layer: layer.diffId, tier: 'source', chunk: i, failures }, 'source chunk failed verification');
+      this.forgetSourceBytes(layer, i);
       if (failures >= 2) {
         pending.delete(i);
         owned.get(i)!.reject(new ClipError('EDIGEST', `chunk ${i} does not match its recorded sha256 (twice)`, { object: layer.diffId }));
@@ -691,6 +720,11 @@ export class Storage {
     owned.get(i)!.resolve(buf);
   }
 
+  /** Chunk i failed verification: the source must not serve a copy it kept of those bytes again. */
+  private forgetSourceBytes(layer: LayerRecord, i: number): void {
+    this.source.invalidate?.(layer, i * layer.chunkSize, i * layer.chunkSize + chunkLength(layer, i));
+  }
+
   /** Write a verified chunk to the disk cache; a failing disk costs the cache, not the read. */
   private async keep(lease: LayerLease, i: number, buf: Buffer, from: Tier): Promise<void> {
     try {
@@ -701,6 +735,13 @@ export class Storage {
       this.log.warn({ layer: lease.file.layer.diffId, tier: 'disk', from, chunk: i, err: (err as Error).message }, 'cache write failed');
     }
   }
+}
+
+/** CLIP_READAHEAD_CHUNKS, CLIP_COLD_READAHEAD_CHUNKS: defaults for comparisons (bench/index/published-mount.ts). */
+function readaheadFromEnv(name: string): number | undefined {
+  const v = process.env[name];
+  const n = v === undefined || v === '' ? NaN : Number(v);
+  return Number.isSafeInteger(n) && n >= 0 && n <= 64 ? n : undefined;
 }
 
 /** Sorted chunk indexes as [first, last] runs of adjacent chunks. */

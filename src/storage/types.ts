@@ -31,6 +31,11 @@ export interface LayerSource {
    * [start, end), and reading any range inside it costs the same request. Absent: [start, end).
    */
   span?(layer: LayerRecord, start: number, end: number): { start: number; end: number };
+  /**
+   * Bytes of [start, end) the source gave failed verification: forget any copy it keeps of them
+   * (a source that merges fetches keeps inflated spans), so that a retry fetches them again.
+   */
+  invalidate?(layer: LayerRecord, start: number, end: number): void;
 }
 
 const SHA256 = /^sha256:[0-9a-f]{64}$/;

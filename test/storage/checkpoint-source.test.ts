@@ -1,11 +1,14 @@
 import { rm } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LayoutSource } from '../../src/oci/layout.js';
 import type { BlobReadOptions, BlobStore, Descriptor } from '../../src/oci/types.js';
-import { CheckpointSource, layerFromScan, type ResumableLayer } from '../../src/storage/checkpoint-source.js';
+import { CheckpointSource, layerFromScan, type CompressedRange, type ResumableLayer } from '../../src/storage/checkpoint-source.js';
 import type { LayerRecord, LayerSource } from '../../src/storage/types.js';
 import { DiskCache } from '../../src/storage/disk-cache.js';
 import { Storage } from '../../src/storage/storage.js';
+import { ClipError } from '../../src/util/errors.js';
+import { fetchStart } from '../../src/archive/random-access.js';
 import { makeGzipLayout, tempDir } from './helpers.js';
 
 const CHUNK = 64 * 1024;
@@ -30,6 +33,35 @@ class CountingStore implements BlobStore {
   }
 }
 
+/** A real store whose first `failures` range responses break off after 1000 bytes. */
+class BreakingStore extends CountingStore {
+  constructor(
+    inner: BlobStore,
+    public failures: number,
+  ) {
+    super(inner);
+  }
+  override async openBlobRange(desc: Pick<Descriptor, 'digest' | 'size'>, start: number, end: number, opts: BlobReadOptions = {}) {
+    const body = await super.openBlobRange(desc, start, end, opts);
+    if (this.failures <= 0) return body;
+    this.failures--;
+    return Readable.from(
+      (async function* () {
+        let sent = 0;
+        for await (const piece of body as AsyncIterable<Buffer>) {
+          if (sent + piece.length >= 1000) {
+            yield piece.subarray(0, 1000 - sent);
+            body.destroy();
+            throw new ClipError('ENETWORK', 'connection reset (injected)');
+          }
+          sent += piece.length;
+          yield piece;
+        }
+      })(),
+    );
+  }
+}
+
 /** A real checkpoint source that flips one uncompressed byte at `at` in its first response. */
 class FlippingSource implements LayerSource {
   private flipped = false;
@@ -39,6 +71,9 @@ class FlippingSource implements LayerSource {
   ) {}
   span(layer: LayerRecord, start: number, end: number) {
     return this.inner.span(layer, start, end);
+  }
+  invalidate(layer: LayerRecord, start: number, end: number) {
+    this.inner.invalidate(layer, start, end);
   }
   async readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal) {
     const body = await this.inner.readUncompressed(layer, start, end, signal);
@@ -176,7 +211,7 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
     const chunks = Math.ceil(tar.length / CHUNK);
     const counting = new CountingStore(new LayoutSource(layoutDir));
     await withStorage(
-      new CheckpointSource(counting),
+      new CheckpointSource(counting, { merge: false }),
       async (s) => {
         // Each read starts in a chunk next to the last one read, but not where it ended.
         const order = [chunks - 3, chunks - 2, 3, 4, Math.floor(chunks / 2)];
@@ -195,7 +230,7 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
         // span in small pieces fetches more than that span.
         const seq = new CountingStore(new LayoutSource(layoutDir));
         await withStorage(
-          new CheckpointSource(seq),
+          new CheckpointSource(seq, { merge: false }),
           async (t) => {
             const r0 = layer.compressedRange(0, CHUNK);
             for (let off = 0; off < r0.endOut!; off += 16 * 1024) await t.read(layer, off, 16 * 1024);
@@ -237,5 +272,185 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
       for await (const p of await source.readUncompressed(layer, start, end, AbortSignal.timeout(10_000))) parts.push(Buffer.from(p));
       expect(Buffer.concat(parts).equals(tar.subarray(start, end)), `${start}-${end}`).toBe(true);
     }
+  });
+
+  /**
+   * A chunk c inside the span [P, Q) of its checkpoint P, whose next chunk c + 1 straddles Q: a
+   * read of c + 1 starts from P too (the overlap that merging removes).
+   */
+  function straddling(): { c: number; p: CompressedRange; q: CompressedRange } {
+    for (let c = 1; (c + 3) * CHUNK <= tar.length; c++) {
+      const p = layer.compressedRange(c * CHUNK, (c + 1) * CHUNK);
+      const q = p.endOut!;
+      if (p.checkpoint.out <= c * CHUNK && q > (c + 1) * CHUNK && q < (c + 2) * CHUNK) return { c, p, q: layer.compressedRange(q, q + 1) };
+    }
+    throw new Error('no chunk straddles a checkpoint after a chunk inside its span');
+  }
+
+  const overlap = (ranges: [number, number][]): number => {
+    let n = 0;
+    for (let i = 0; i < ranges.length; i++) for (let j = i + 1; j < ranges.length; j++) n += Math.max(0, Math.min(ranges[i]![1], ranges[j]![1]) - Math.max(ranges[i]![0], ranges[j]![0]));
+    return n;
+  };
+
+  it('a read that needs a span being inflated joins that flight: no compressed byte asked twice (and twice without merging)', async () => {
+    const { c, p, q } = straddling();
+    for (const merge of [true, false]) {
+      const counting = new CountingStore(new LayoutSource(layoutDir));
+      let open!: () => void;
+      counting.gate = new Promise((r) => (open = r));
+      const source = new CheckpointSource(counting, { merge });
+      await withStorage(source, async (s) => {
+        const a = s.read(layer, c * CHUNK + 3, 100);
+        await expect.poll(() => counting.ranges.length).toBe(1);
+        const b = s.read(layer, (c + 1) * CHUNK + 5, 100);
+        await expect.poll(() => counting.ranges.length).toBe(2);
+        open();
+        expect((await a).equals(tar.subarray(c * CHUNK + 3, c * CHUNK + 103))).toBe(true);
+        expect((await b).equals(tar.subarray((c + 1) * CHUNK + 5, (c + 1) * CHUNK + 105))).toBe(true);
+        expect(counting.ranges[0]).toEqual([p.start, p.end]);
+        if (merge) {
+          // The second request starts where the first one's inflation ends (at Q), not at P.
+          expect(counting.ranges[1]![0]).toBe(fetchStart(q.checkpoint));
+          expect(overlap(counting.ranges)).toBeLessThanOrEqual(1); // the byte an unaligned checkpoint shares
+          expect(source.stats.joined).toBe(1);
+        } else {
+          expect(counting.ranges[1]![0]).toBe(p.start);
+          expect(overlap(counting.ranges)).toBe(p.end - p.start);
+        }
+        expect((await s.metrics.snapshot())['verifyFailures.source']).toBe(0);
+      });
+    }
+  });
+
+  it('a read that starts inside what an earlier fetch inflated continues from its end checkpoint', async () => {
+    const { c, p, q } = straddling();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    const source = new CheckpointSource(counting);
+    await withStorage(source, async (s) => {
+      await s.read(layer, c * CHUNK, 10);
+      await expect.poll(() => counting.bytes).toBe(p.end - p.start);
+      const off = (c + 1) * CHUNK + 17;
+      expect((await s.read(layer, off, CHUNK)).equals(tar.subarray(off, off + CHUNK))).toBe(true);
+      expect(counting.ranges.length).toBe(2);
+      expect(counting.ranges[1]![0]).toBe(fetchStart(q.checkpoint));
+      expect(source.stats.kept).toBeGreaterThanOrEqual(1);
+      expect((await s.metrics.snapshot())['verifyFailures.source']).toBe(0);
+    });
+  });
+
+  it('a failed shared flight fails every read on it; their retries share one new flight', async () => {
+    const { p } = straddling();
+    const breaking = new BreakingStore(new LayoutSource(layoutDir), 1);
+    let open!: () => void;
+    breaking.gate = new Promise((r) => (open = r));
+    const source = new CheckpointSource(breaking);
+    const at = p.checkpoint.out;
+    const readAll = async (start: number, end: number): Promise<Buffer> => {
+      const parts: Buffer[] = [];
+      for await (const piece of await source.readUncompressed(layer, start, end, AbortSignal.timeout(10_000))) parts.push(Buffer.from(piece));
+      return Buffer.concat(parts);
+    };
+    const first = [readAll(at + 10, at + 100), readAll(at + 2000, at + 5000)].map((r) => r.then(() => 'ok', (e: unknown) => (e as ClipError).code));
+    expect(breaking.ranges.length).toBe(1);
+    open();
+    expect(await Promise.all(first)).toEqual(['ENETWORK', 'ENETWORK']);
+    const [x, y] = await Promise.all([readAll(at + 10, at + 100), readAll(at + 2000, at + 5000)]);
+    expect(x.equals(tar.subarray(at + 10, at + 100))).toBe(true);
+    expect(y.equals(tar.subarray(at + 2000, at + 5000))).toBe(true);
+    expect(breaking.ranges).toEqual([
+      [p.start, p.end],
+      [p.start, p.end],
+    ]);
+  });
+
+  it('through the read path, two readers on a failed shared flight both retry and get verified bytes', async () => {
+    const { c, p } = straddling();
+    const breaking = new BreakingStore(new LayoutSource(layoutDir), 1);
+    let open!: () => void;
+    breaking.gate = new Promise((r) => (open = r));
+    const dir = await tempDir();
+    const disk = await DiskCache.open({ dir });
+    try {
+      const s = new Storage({ disk, source: new CheckpointSource(breaking), readaheadChunks: 0, retryBackoffMs: 5 });
+      const a = s.read(layer, c * CHUNK + 3, 100);
+      await expect.poll(() => breaking.ranges.length).toBe(1);
+      const b = s.read(layer, (c + 1) * CHUNK + 5, 100);
+      await expect.poll(() => breaking.ranges.length).toBe(2);
+      open();
+      expect((await a).equals(tar.subarray(c * CHUNK + 3, c * CHUNK + 103))).toBe(true);
+      expect((await b).equals(tar.subarray((c + 1) * CHUNK + 5, (c + 1) * CHUNK + 105))).toBe(true);
+      // The broken request from P, the second reader's own from Q, one retry from P for both.
+      expect(breaking.ranges.filter((r) => r[0] === p.start).length).toBe(2);
+      expect(breaking.ranges.length).toBe(3);
+      const m = await s.metrics.snapshot();
+      expect(m['errors.source']).toBeGreaterThanOrEqual(2);
+      expect(m['verifyFailures.source']).toBe(0);
+    } finally {
+      await disk.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a read given up stops a flight no other read waits on; one another read waits on goes on', async () => {
+    const { p } = straddling();
+    const at = p.checkpoint.out;
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    let open!: () => void;
+    counting.gate = new Promise((r) => (open = r));
+    const source = new CheckpointSource(counting);
+    const drain = async (body: AsyncIterable<Uint8Array>): Promise<Buffer> => {
+      const parts: Buffer[] = [];
+      for await (const piece of body) parts.push(Buffer.from(piece));
+      return Buffer.concat(parts);
+    };
+    // Two reads on one flight: the first gives up, the second still gets its bytes from it.
+    const quitter = new AbortController();
+    const a = drain(await source.readUncompressed(layer, at + 10, at + 100, quitter.signal)).catch((e: unknown) => e);
+    const b = drain(await source.readUncompressed(layer, at + 200, at + 300, AbortSignal.timeout(10_000)));
+    quitter.abort(new Error('given up'));
+    open();
+    expect(((await a) as Error).message).toBe('given up');
+    expect((await b).equals(tar.subarray(at + 200, at + 300))).toBe(true);
+    expect(counting.ranges.length).toBe(1);
+    // A read alone that gives up aborts its flight: the span is not kept, the next read fetches it.
+    const alone = new CountingStore(new LayoutSource(layoutDir));
+    let openAlone!: () => void;
+    alone.gate = new Promise((r) => (openAlone = r));
+    const single = new CheckpointSource(alone);
+    const stop = new AbortController();
+    const c = drain(await single.readUncompressed(layer, at + 10, at + 100, stop.signal)).catch((e: unknown) => e);
+    stop.abort(new Error('given up'));
+    openAlone();
+    expect(((await c) as Error).message).toBe('given up');
+    expect((await drain(await single.readUncompressed(layer, at + 10, at + 100, AbortSignal.timeout(10_000)))).equals(tar.subarray(at + 10, at + 100))).toBe(true);
+    expect(alone.ranges.length).toBe(2);
+  });
+
+  it('drops kept spans no read used for keepMs', async () => {
+    const { c, p } = straddling();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    const source = new CheckpointSource(counting, { keepMs: 50 });
+    await withStorage(source, async (s) => {
+      await s.read(layer, c * CHUNK, 10);
+      await expect.poll(() => counting.bytes).toBe(p.end - p.start);
+      await expect.poll(() => source.stats.evicted, { timeout: 2000 }).toBeGreaterThanOrEqual(1);
+      await s.read(layer, (c + 1) * CHUNK + 17, 10);
+      expect(counting.ranges[1]![0]).toBe(p.start);
+    });
+  });
+
+  it('keeps no more inflated spans than asked, and refetches an evicted one', async () => {
+    const { c, p } = straddling();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    const source = new CheckpointSource(counting, { keepBytes: 0 });
+    await withStorage(source, async (s) => {
+      await s.read(layer, c * CHUNK, 10);
+      await expect.poll(() => counting.bytes).toBe(p.end - p.start);
+      await s.read(layer, (c + 1) * CHUNK + 17, 10);
+      expect(counting.ranges.length).toBe(2);
+      expect(counting.ranges[1]![0]).toBe(p.start);
+      expect(source.stats.kept).toBe(0);
+    });
   });
 });

@@ -30,7 +30,7 @@ describe('the read path over disk and source', () => {
   });
 
   /** Read-ahead is off unless asked for, so that tests can count requests exactly. */
-  async function make(source: ProbeSource, opts: { readTimeoutMs?: number; maxBytes?: number; readaheadChunks?: number } = {}): Promise<Storage> {
+  async function make(source: ProbeSource, opts: { readTimeoutMs?: number; maxBytes?: number; readaheadChunks?: number; coldReadaheadChunks?: number } = {}): Promise<Storage> {
     const dir = await tempDir();
     const metrics = new StorageMetrics();
     const disk = await DiskCache.open({ dir, metrics, ...(opts.maxBytes ? { maxBytes: opts.maxBytes } : {}) });
@@ -41,6 +41,8 @@ describe('the read path over disk and source', () => {
       readTimeoutMs: opts.readTimeoutMs ?? 10_000,
       retryBackoffMs: 10,
       readaheadChunks: opts.readaheadChunks ?? 0,
+      // These tests read ahead from the source (no remote cache here): cold read-ahead as asked.
+      coldReadaheadChunks: opts.coldReadaheadChunks ?? opts.readaheadChunks ?? 0,
     });
     opened.push({ storage, dir });
     return storage;
@@ -121,6 +123,28 @@ describe('the read path over disk and source', () => {
       [2 * CHUNK, 3 * CHUNK],
       [3 * CHUNK, 4 * CHUNK],
     ]);
+  });
+
+  it('reads ahead from the source only as many chunks as coldReadaheadChunks allows', async () => {
+    const piece = 16 * 1024;
+    const readFirst = async (s: Storage): Promise<void> => {
+      for (let off = 0; off < 3 * CHUNK; off += piece) expect((await s.read(layer.record, off, piece)).equals(bytes.subarray(off, off + piece))).toBe(true);
+    };
+    const none = new ProbeSource([layer]);
+    await readFirst(await make(none, { readaheadChunks: 4, coldReadaheadChunks: 0 }));
+    // Only the three chunks read, one request each.
+    expect(none.calls).toEqual([
+      [0, CHUNK],
+      [CHUNK, 2 * CHUNK],
+      [2 * CHUNK, 3 * CHUNK],
+    ]);
+    const two = new ProbeSource([layer]);
+    const s = await make(two, { readaheadChunks: 4, coldReadaheadChunks: 2 });
+    await readFirst(s);
+    await s.flush(1000);
+    const fetched = new Set(two.calls.flatMap(([a, b]) => Array.from({ length: Math.ceil((b - a) / CHUNK) }, (_, k) => a / CHUNK + k)));
+    expect(Math.max(...fetched)).toBeGreaterThan(2);
+    expect(Math.max(...fetched)).toBeLessThanOrEqual(2 + 2);
   });
 
   it('recognises two sequential readers of one layer whose reads interleave', async () => {

@@ -1,9 +1,12 @@
 /**
  * A fault-injecting HTTP proxy in front of a real registry. Tests arm faults (503s, connection
  * resets after N body bytes, clean truncation, a flipped byte) for requests that match, and count
- * what went through (by method, path and Range).
+ * what went through (by method, path and Range) and on how many client connections. An optional
+ * round-trip time delays every request by one RTT, and the first request of a new connection by
+ * one more (its TCP handshake), so pooled keep-alive connections show in the timing as they would.
  */
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { listenOnLoopback } from './loopback-server.js';
 
 export interface ProxiedRequest {
@@ -14,6 +17,13 @@ export interface ProxiedRequest {
   authorized: boolean;
   /** Response body bytes passed on to the client. */
   bytes: number;
+  /** Which client connection carried it: 1 for the first the proxy saw, and so on. */
+  connection: number;
+}
+
+export interface FaultProxyOptions {
+  /** Round-trip time added to every request (and once more to a connection's first): 0 when absent. */
+  rttMs?: number;
 }
 
 export type FaultAction =
@@ -44,6 +54,10 @@ export interface FaultProxy {
   inject(fault: Fault): void;
   clearFaults(): void;
   count(match?: (r: ProxiedRequest) => boolean): number;
+  /** Client connections that carried a request so far. */
+  readonly connections: number;
+  /** Change the round-trip time for requests from now on. */
+  setRtt(ms: number): void;
   stop(): Promise<void>;
 }
 
@@ -52,9 +66,12 @@ export function blobGets(digest: string): (r: ProxiedRequest) => boolean {
   return (r) => r.method === 'GET' && r.path.includes(`/blobs/${digest}`);
 }
 
-export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
+export async function startFaultProxy(upstream: string, opts: FaultProxyOptions = {}): Promise<FaultProxy> {
   const [upHost, upPort] = upstream.split(':') as [string, string];
   const requests: ProxiedRequest[] = [];
+  const connectionOf = new WeakMap<Socket, number>();
+  let connections = 0;
+  let rttMs = opts.rttMs ?? 0;
   const faults: (Fault & { left: number })[] = [];
 
   const takeFault = (r: ProxiedRequest): FaultAction | undefined => {
@@ -66,8 +83,18 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const r: ProxiedRequest = { method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0]!, range: req.headers.range, authorized: req.headers.authorization !== undefined, bytes: 0 };
+    let connection = connectionOf.get(req.socket);
+    const fresh = connection === undefined;
+    if (connection === undefined) connectionOf.set(req.socket, (connection = ++connections));
+    const r: ProxiedRequest = { method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0]!, range: req.headers.range, authorized: req.headers.authorization !== undefined, bytes: 0, connection };
     requests.push(r);
+    const delay = rttMs * (fresh ? 2 : 1);
+    // A request body is not read before forward() pipes it on: it waits in the socket meanwhile.
+    if (delay > 0) setTimeout(() => forward(req, res, r), delay);
+    else forward(req, res, r);
+  };
+
+  const forward = (req: IncomingMessage, res: ServerResponse, r: ProxiedRequest): void => {
     const fault = takeFault(r);
     if (fault?.kind === 'status') {
       req.resume();
@@ -136,6 +163,12 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     },
     count(match) {
       return match ? requests.filter(match).length : requests.length;
+    },
+    get connections() {
+      return connections;
+    },
+    setRtt(ms) {
+      rttMs = ms;
     },
     stop: () => server.stop(),
   };
