@@ -1,4 +1,7 @@
-/** Where a mount's daemon keeps its pid and log: CACHE_DIR/mounts/<escaped mountpoint>.{pid,log}. */
+/**
+ * Where the process serving a mount keeps its pid (and status, src/mount/status.ts):
+ * CACHE_DIR/mounts/<escaped mountpoint>.{pid,json}. Logs are the server's (src/server/paths.ts).
+ */
 import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -10,7 +13,6 @@ export const CLIP_FSNAME = 'clip';
 export interface MountFiles {
   dir: string;
   pid: string;
-  log: string;
 }
 
 /**
@@ -26,7 +28,7 @@ export function escapeMountpoint(mountpoint: string): string {
 export function mountFiles(cacheDir: string, mountpoint: string): MountFiles {
   const dir = join(cacheDir, 'mounts');
   const base = join(dir, escapeMountpoint(mountpoint));
-  return { dir, pid: `${base}.pid`, log: `${base}.log` };
+  return { dir, pid: `${base}.pid` };
 }
 
 /**

@@ -15,6 +15,8 @@ export interface BackgroundMount {
   /** The ready line. */
   line: string;
   files: MountFiles;
+  /** The server's log. */
+  log: string;
 }
 
 /** `cfg` must hold absolute paths (the server runs from "/"). */
@@ -28,5 +30,5 @@ export async function startBackground(cfg: MountConfig): Promise<BackgroundMount
   }
   const reply = unwrap((await askServer(cacheDir, { op: 'mount', config: cfg }, { start: true }))!);
   if (reply.op !== 'mount') throw new ClipError('EINVAL', 'the clip server answered another request', { object: cfg.mountpoint });
-  return { pid: reply.pid, line: reply.line, files: { ...files, log: reply.log } };
+  return { pid: reply.pid, line: reply.line, files, log: reply.log };
 }

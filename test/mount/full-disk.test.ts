@@ -3,18 +3,19 @@
  * and in the foreground, and serves the image's bytes from the registry; only caching is lost, the
  * index's included. Where not even a directory can be made (no inodes left), one clear line.
  */
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mountsAt } from '../../src/fuse/mountinfo.js';
+import { serverFiles } from '../../src/server/paths.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture, pushFixture } from '../support/fixtures/index.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { snapshotTree, umociUnpack, type TreeNode } from '../support/tools.js';
 import { python, run } from '../fuse/tools.js';
-import { clip, clipUntilLine, fuseMounted } from './helpers.js';
+import { clip, clipUntilLine, fuseMounted, waitUntil } from './helpers.js';
 
 const FILES = ['opt/app/large.bin', 'usr/lib/libdemo.so.1', 'etc/hostname', 'usr/share/many/file-150.txt'];
 
@@ -77,6 +78,9 @@ describe.skipIf(skipUnlessRoot())('a mount whose cache disk is full', () => {
     const u = await clip(['unmount', mnt, '--cache-dir', full]);
     expect(u.code).toBe(0);
     expect(fuseMounted(mnt)).toBe(false);
+    // The server and its holder end by themselves soon after; until then their log keeps the
+    // full filesystem busy.
+    expect(await waitUntil(() => !existsSync(serverFiles(full).lock), 20_000)).toBe(true);
   });
 
   it('in the foreground: starts, serves the right bytes, and stops cleanly', async () => {

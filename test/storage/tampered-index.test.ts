@@ -22,7 +22,7 @@ import type { RegistryRepository} from '../../src/oci/index.js';
 import { openImage, RegistryPusher, type ResolvedImage } from '../../src/oci/index.js';
 import { publishIndex, sharedIndexKey } from '../../src/storage/index-artifact.js';
 import { resolveIndex } from '../../src/storage/index-resolver.js';
-import { mountFiles } from '../../src/mount/files.js';
+import { serverFiles } from '../../src/server/paths.js';
 import { RedisChunkCache } from '../../src/storage/remote-cache.js';
 import { silentLogger, type Logger } from '../../src/util/log.js';
 import { skipUnlessRoot } from '../support/env.js';
@@ -131,7 +131,7 @@ describe('a tampered index re-pushed to the registry', () => {
       const cached = join(where.cache, 'indexes', `${image.manifestDigest.slice('sha256:'.length)}.clip`);
       expect(existsSync(cached)).toBe(false);
       expect((await readFile(`${cached}.bad`)).equals(tampered)).toBe(true);
-      const log = await readFile(mountFiles(where.cache, where.mnt).log, 'utf8');
+      const log = await readFile(serverFiles(where.cache).log, 'utf8');
       // Listed locally first, then removed from the shared cache.
       let shared: Buffer | null = tampered;
       for (let i = 0; i < 100 && shared; i++) {
@@ -185,7 +185,7 @@ describe('a tampered index re-pushed to the registry', () => {
       expect(up.code, up.stderr).toBe(0);
       await expect(readFile(join(where.mnt, LIB))).rejects.toMatchObject({ code: 'EIO' });
       expect(await readFile(join(where.mnt, 'etc/hostname'), 'utf8')).toBe('clip-basic-2\n');
-      const log = await readFile(mountFiles(where.cache, where.mnt).log, 'utf8');
+      const log = await readFile(serverFiles(where.cache).log, 'utf8');
       expect(log).toContain('source chunk failed verification');
     } finally {
       await cleanScratch(where);

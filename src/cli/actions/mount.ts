@@ -40,11 +40,11 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
       throw err;
     });
     if (opts.json) {
-      process.stdout.write(`${JSON.stringify({ mountpoint: cfg.mountpoint, pid: bg.pid, image, log: bg.files.log, ready: bg.line })}\n`);
+      process.stdout.write(`${JSON.stringify({ mountpoint: cfg.mountpoint, pid: bg.pid, image, log: bg.log, ready: bg.line })}\n`);
       return;
     }
     process.stdout.write(`${bg.line}\n`);
-    process.stderr.write(`clip: served by the node's clip server (pid ${bg.pid}, log ${bg.files.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
+    process.stderr.write(`clip: served by the node's clip server (pid ${bg.pid}, log ${bg.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
     return;
   }
   const [{ createProgress }, { runMount }] = await Promise.all([import('../progress.js'), import('../../mount/run.js')]);
