@@ -15,6 +15,7 @@ import type { BackgroundFetch, Storage } from '../storage/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { CLIP_FSNAME } from './files.js';
 import { serveMetrics } from './metrics-server.js';
+import { registerProcessMetrics } from './process-metrics.js';
 import { checkMountPlacement } from './placement.js';
 import { requireRoot } from './require-root.js';
 
@@ -73,6 +74,8 @@ export interface StartMountOptions {
   attach?: (mountpoint: string, opts: MountOptions) => Promise<Attached>;
   /** Take over a mount an earlier server set up (already attached, INIT answered then). */
   resume?: { attached: Attached; init: InitInfo };
+  /** How often the node server serving this mount was restarted (for its metrics). */
+  restarts?: number;
 }
 
 export async function startMount(cfg: MountConfig, opts: StartMountOptions = {}): Promise<RunningMount> {
@@ -99,6 +102,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
       logger: log,
     });
+    registerProcessMetrics(storage.metrics.registry, opts.restarts ?? 0);
     if (cfg.metricsAddr) metrics = await serveMetrics(cfg.metricsAddr, storage.metrics.registry);
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;

@@ -89,7 +89,7 @@ export class NodeServer {
       if (!m.init) throw new Error('never served');
       const fd = takeFd(process.ppid, m.fd);
       const attached: Attached = { fd, mountpoint: m.mountpoint, connection: m.connection, major: m.major };
-      const running = await startMount(m.config, { logger: log, resume: { attached, init: loadInit(m.init) } });
+      const running = await startMount(m.config, { logger: log, resume: { attached, init: loadInit(m.init) }, restarts: this.restarts });
       this.track(m.id, running);
     } catch (err) {
       // What cannot be served again fails its readers now rather than leaving them hanging.
@@ -214,7 +214,7 @@ export class NodeServer {
     };
     let running: RunningMount;
     try {
-      running = await startMount(config, { logger: log, attach: attachViaHolder });
+      running = await startMount(config, { logger: log, attach: attachViaHolder, restarts: this.restarts });
     } catch (err) {
       if (heldId !== undefined) this.toHolder({ op: 'detach', id: heldId });
       throw err;

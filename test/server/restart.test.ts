@@ -16,7 +16,7 @@ import { processStartTime } from '../../src/mount/files.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture, pushFixture } from '../support/fixtures/index.js';
 import { READERS_PY } from '../support/readers.js';
-import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { freePort, startRegistry, type TestRegistry } from '../support/registry.js';
 import { umociUnpack } from '../support/tools.js';
 import { run } from '../fuse/tools.js';
 import { clip, fuseMounted, waitUntil } from '../mount/helpers.js';
@@ -82,7 +82,8 @@ describe.skipIf(skipUnlessRoot())('the node server restarts under load', () => {
   it.each(cases)(`$how ${KILLS} times under 16 readers and a walker: every read right, no error; the holder ends with the last mount`, async ({ replace }) => {
     const mnt = await mkdtemp(join(work, 'mnt-'));
     const cache = await mkdtemp(join(work, 'cache-'));
-    const up = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--read-timeout', '60s']);
+    const metricsPort = await freePort();
+    const up = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--read-timeout', '60s', '--metrics-addr', `127.0.0.1:${metricsPort}`]);
     expect(up.code, up.stderr).toBe(0);
     const holder = Number(readFileSync(serverFiles(cache).lock, 'utf8').split('\n')[0]);
     // A file opened before the kills, read after them.
@@ -113,6 +114,10 @@ describe.skipIf(skipUnlessRoot())('the node server restarts under load', () => {
       expect(processStartTime(holder)).toBeDefined();
       const st = await clip(['mounts', '--cache-dir', cache, '--json']);
       expect((JSON.parse(st.stdout) as { restarts: number }[]).map((m) => m.restarts)).toEqual([KILLS]);
+      // So do the mount's metrics, served again by the new server, with its memory.
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      expect(metrics).toMatch(new RegExp(`^clip_server_restarts ${KILLS}$`, 'm'));
+      expect(Number(/^clip_process_resident_memory_bytes (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(10 * 1024 * 1024);
     } finally {
       closeSync(before);
       const down = await clip(['unmount', mnt, '--cache-dir', cache]);
