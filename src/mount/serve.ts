@@ -116,6 +116,20 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     const st = storage;
     // An index this process did not make is checked against each layer once it is whole on disk.
     const audit = image.origin === 'indexed' ? undefined : await import('../storage/layer-audit.js');
+    if (audit) {
+      // A chunk the source gives twice with another digest than the index's leaves the layer
+      // forever incomplete, so the background fetch's audit never comes: audit it from the source.
+      const audited = new Set<string>();
+      const stopAudits = new AbortController();
+      void m.closed.then(() => stopAudits.abort());
+      st.onSourceMismatch = (layer) => {
+        if (audited.has(layer.diffId)) return;
+        audited.add(layer.diffId);
+        const n = image.layers.findIndex((l) => l.diffId === layer.diffId);
+        void audit.auditOrCondemn(st, image.index, n, layer, { cacheDir: image.cacheDir, logger: log, fromSource: true, signal: stopAudits.signal })
+          .catch((err: unknown) => log.warn({ err, layer: layer.diffId }, 'index audit from the source failed'));
+      };
+    }
     const background: BackgroundFetch | undefined = fetcher && cfg.backgroundFetch
       ? fetcher.startBackgroundFetch(st, image.layers, {
         ...cfg.backgroundFetch, logger: log,

@@ -15,7 +15,8 @@ import { condemnIndex } from './index-artifact.js';
 import type { Storage } from './storage.js';
 import type { LayerRecord } from './types.js';
 
-export type AuditResult = { ok: true } | { ok: false; reason: string };
+/** ok with `inconclusive`: the check could not be made (the source's bytes were not the layer). */
+export type AuditResult = { ok: true; inconclusive?: string } | { ok: false; reason: string };
 
 /** Data offsets and sizes of the regular files (non-empty) the index places in layer `n`, by offset. */
 function filesInLayer(index: ImageIndex, n: number): { offsets: Float64Array; sizes: Float64Array } {
@@ -33,15 +34,31 @@ function filesInLayer(index: ImageIndex, n: number): { offsets: Float64Array; si
 }
 
 export async function auditLayer(storage: Storage, index: ImageIndex, n: number, layer: LayerRecord, signal?: AbortSignal): Promise<AuditResult> {
+  return auditBytes(storage.stream(layer, 0, layer.uncompressedSize, signal ? { signal } : {}), index, n, layer, false);
+}
+
+/**
+ * The same check on the layer streamed whole from its source (the registry), not through the
+ * index's chunk table: asked when chunks from the source keep failing their digests, which leaves
+ * the layer forever incomplete on disk. When the real layer (it hashes to its diff_id) has chunks
+ * whose digests differ from the index's, the index lies.
+ */
+export async function auditLayerFromSource(storage: Storage, index: ImageIndex, n: number, layer: LayerRecord, signal?: AbortSignal): Promise<AuditResult> {
+  return auditBytes(await storage.sourceStream(layer, signal ?? new AbortController().signal), index, n, layer, true);
+}
+
+async function auditBytes(stream: AsyncIterable<Uint8Array>, index: ImageIndex, n: number, layer: LayerRecord, checkChunks: boolean): Promise<AuditResult> {
   const want = filesInLayer(index, n);
   let k = 0;
   let bad: string | undefined;
   const walker = new TarWalker({ name: layer.diffId });
   const hash = createHash('sha256');
+  const chunks = checkChunks ? new ChunkDigests(layer) : undefined;
   try {
-    for await (const piece of storage.stream(layer, 0, layer.uncompressedSize, signal ? { signal } : {})) {
-      const bytes = piece as Buffer;
+    for await (const piece of stream) {
+      const bytes = Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.length);
       hash.update(bytes);
+      chunks?.push(bytes);
       if (bad) continue; // keep hashing: the diff_id verdict is the stronger one
       for (const e of walker.push(bytes)) {
         if (e.type !== 'file' || e.size === 0) continue;
@@ -63,10 +80,51 @@ export async function auditLayer(storage: Storage, index: ImageIndex, n: number,
     return { ok: false, reason: `the layer as the index describes it does not read as a tar: ${(err as Error).message}` };
   }
   const digest = `sha256:${hash.digest('hex')}`;
-  if (digest !== layer.diffId) return { ok: false, reason: `the layer the index produces hashes to ${digest}, not its diff_id` };
+  if (digest !== layer.diffId) {
+    // From the source, the bytes are the registry's: a layer that is not what its config says is
+    // the registry's fault (or the network's), not evidence against the index.
+    if (checkChunks) return { ok: true, inconclusive: `the layer from the source hashes to ${digest}, not its diff_id` };
+    return { ok: false, reason: `the layer the index produces hashes to ${digest}, not its diff_id` };
+  }
+  const chunkBad = chunks?.finish();
+  if (chunkBad) return { ok: false, reason: chunkBad };
   if (bad) return { ok: false, reason: bad };
   if (k < want.offsets.length) return { ok: false, reason: `the index places a file at offset ${want.offsets[k]}, past the layer's last file` };
   return { ok: true };
+}
+
+/** sha256 of each chunkSize slice of a stream, compared with the index's chunk digests. */
+class ChunkDigests {
+  private hash = createHash('sha256');
+  private filled = 0;
+  private i = 0;
+  private firstBad: number | undefined;
+
+  constructor(private readonly layer: LayerRecord) {}
+
+  push(bytes: Buffer): void {
+    for (let off = 0; off < bytes.length; ) {
+      const n = Math.min(bytes.length - off, this.layer.chunkSize - this.filled);
+      this.hash.update(bytes.subarray(off, off + n));
+      this.filled += n;
+      off += n;
+      if (this.filled === this.layer.chunkSize) this.close();
+    }
+  }
+
+  private close(): void {
+    if (this.firstBad === undefined && !this.hash.digest().equals(this.layer.chunkDigest(this.i))) this.firstBad = this.i;
+    this.hash = createHash('sha256');
+    this.filled = 0;
+    this.i++;
+  }
+
+  /** Why the chunk table is wrong, or undefined. */
+  finish(): string | undefined {
+    if (this.filled > 0) this.close();
+    if (this.firstBad !== undefined) return `chunk ${this.firstBad} of the real layer does not have the sha256 the index gives it`;
+    return undefined;
+  }
 }
 
 /**
@@ -75,11 +133,13 @@ export async function auditLayer(storage: Storage, index: ImageIndex, n: number,
  * every chunk served is still checked against the index's digests.
  */
 export async function auditOrCondemn(
-  storage: Storage, index: ImageIndex, n: number, layer: LayerRecord, opts: { cacheDir: string; logger: Logger; signal?: AbortSignal },
+  storage: Storage, index: ImageIndex, n: number, layer: LayerRecord,
+  opts: { cacheDir: string; logger: Logger; signal?: AbortSignal; fromSource?: boolean },
 ): Promise<AuditResult> {
-  const result = await auditLayer(storage, index, n, layer, opts.signal);
+  const result = opts.fromSource ? await auditLayerFromSource(storage, index, n, layer, opts.signal) : await auditLayer(storage, index, n, layer, opts.signal);
   if (result.ok) {
-    opts.logger.info({ layer: layer.diffId }, 'index audit: the index matches the layer');
+    if (result.inconclusive) opts.logger.warn({ layer: layer.diffId, why: result.inconclusive }, 'index audit: inconclusive');
+    else opts.logger.info({ layer: layer.diffId, fromSource: opts.fromSource === true }, 'index audit: the index matches the layer');
     return result;
   }
   storage.metrics.indexAuditFailures.inc();

@@ -78,6 +78,8 @@ export class Storage {
   readonly disk: DiskCache;
   readonly remote: RedisChunkCache | undefined;
   private readonly source: LayerSource;
+  /** Called when a chunk from the source fails its digest twice (serve.ts audits the layer then). */
+  onSourceMismatch: ((layer: LayerRecord) => void) | undefined;
   private readonly readTimeoutMs: number;
   private readonly backoffMs: number;
   private readonly remoteConcurrency: number;
@@ -708,6 +710,9 @@ export class Storage {
       this.log.warn({ layer: layer.diffId, tier: 'source', chunk: i, failures }, 'source chunk failed verification');
       this.forgetSourceBytes(layer, i);
       if (failures >= 2) {
+        // Twice from the source: the index's digest, or the source, is wrong. Whoever can tell
+        // which (an audit of the whole layer) is told.
+        this.onSourceMismatch?.(layer);
         pending.delete(i);
         owned.get(i)!.reject(new ClipError('EDIGEST', `chunk ${i} does not match its recorded sha256 (twice)`, { object: layer.diffId }));
       }
@@ -718,6 +723,14 @@ export class Storage {
     if (this.remote) this.remote.publish(digest, buf);
     pending.delete(i);
     owned.get(i)!.resolve(buf);
+  }
+
+  /**
+   * The whole layer, uncompressed, straight from the source (from its start, not through the
+   * index's checkpoints or chunk table): for audits that must not trust the index.
+   */
+  sourceStream(layer: LayerRecord, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    return this.source.readUncompressed(layer, 0, layer.uncompressedSize, signal);
   }
 
   /** Chunk i failed verification: the source must not serve a copy it kept of those bytes again. */

@@ -177,16 +177,23 @@ describe('a tampered index re-pushed to the registry', () => {
     expect((await clipProcess(['cat', ref, '/etc/hostname', '--cache-dir', node])).stdout.toString()).toBe('clip-basic-2\n');
   }, 120_000);
 
-  it.skipIf(skipUnlessRoot())('a wrong chunk digest: a fresh node\'s mount answers EIO for that file, never wrong bytes, and serves the rest', async () => {
-    await republish(withWrongChunkDigest());
+  it.skipIf(skipUnlessRoot())('a wrong chunk digest: a fresh node\'s mount answers EIO for that file, never wrong bytes, serves the rest, and condemns the index after auditing the layer from the registry', async () => {
+    const tampered = withWrongChunkDigest();
+    await republish(tampered);
     const where = await scratch('clip-tampered-digest');
     try {
       const up = await clipProcess(['mount', ref, where.mnt, '--cache-dir', where.cache, '--background', '--background-fetch', '1GiB'], {}, { entry: MAIN, timeoutMs: 120_000 });
       expect(up.code, up.stderr).toBe(0);
       await expect(readFile(join(where.mnt, LIB))).rejects.toMatchObject({ code: 'EIO' });
       expect(await readFile(join(where.mnt, 'etc/hostname'), 'utf8')).toBe('clip-basic-2\n');
+      // The layer can never be whole on disk (that chunk never verifies), so the background fetch's
+      // audit never comes: the twice-failed chunk has the layer audited from the registry instead.
+      const bad = join(where.cache, 'indexes', 'bad');
+      expect(await waitUntil(() => existsSync(bad) && readdirSync(bad).length > 0, 60_000)).toBe(true);
+      expect(readdirSync(bad)).toEqual([createHash('sha256').update(tampered).digest('hex')]);
       const log = await readFile(serverFiles(where.cache).log, 'utf8');
       expect(log).toContain('source chunk failed verification');
+      expect(log).toContain('does not have the sha256 the index gives it');
     } finally {
       await cleanScratch(where);
     }
