@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerDemo, type DemoMount, type DemoReport } from '../../src/cli/commands/demo.js';
 import { tryItYourself } from '../../src/cli/actions/demo.js';
 import { APP_CONFIG, buildDemoImage, DATA_FILE_BYTES, DATA_FILES, findPython, type DemoImage } from '../../src/demo/index.js';
+import { mountsAt } from '../../src/fuse/mountinfo.js';
 import { blobPath } from '../../src/oci/build/index.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { run, skopeoInspect, umociUnpack } from '../support/tools.js';
@@ -111,16 +112,20 @@ describe('the demo image', () => {
     await writeFile(join(bin, 'clip'), `#!/bin/sh\nexec ${process.execPath} --import tsx ${MAIN} "$@"\n`);
     await chmod(join(bin, 'clip'), 0o755);
     const sh = (line: string) => run('sh', ['-c', line.trim().replaceAll('/mnt/demo', mnt)], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+    const commands = lines.slice(1);
     try {
-      const commands = lines.slice(1);
-      expect(commands.map((l) => l.trim().split(' ')[0])).toEqual(['mkdir', 'clip', 'chroot', 'clip', 'clip']);
+      expect(commands.map((l) => l.trim().split(' ')[0])).toEqual(['mkdir', 'clip', 'chroot', 'clip', 'clip', 'clip']);
       for (const line of commands.slice(0, 2)) await sh(line); // rejects on a non-zero exit
       const ran = await sh(commands[2]!);
       expect(ran.stdout).toContain('hello from the clip demo image');
       expect(ran.stdout).toContain(`/data holds ${DATA_FILES} files`);
       expect((await sh(commands[3]!)).stdout).toMatch(/CHUNKS PRESENT/);
+      await sh(commands[4]!); // clip unmount /mnt/demo
+      const contained = await sh(commands[5]!); // clip run
+      expect(contained.stdout).toContain('hello from the clip demo image');
+      expect(contained.stdout).toContain(`/data holds ${DATA_FILES} files`);
     } finally {
-      await sh(lines[lines.length - 1]!); // clip unmount /mnt/demo, as printed
+      if (mountsAt(mnt).length > 0) await sh(commands[4]!); // clip unmount /mnt/demo, as printed
       await rm(bin, { recursive: true, force: true });
       await rm(mnt, { recursive: true, force: true });
     }

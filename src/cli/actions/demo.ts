@@ -262,5 +262,6 @@ export function tryItYourself(report: Pick<DemoReport, 'image' | 'inspect'>): st
     `  chroot /mnt/demo ${[...(report.inspect.config.entrypoint ?? []), ...(report.inspect.config.cmd ?? [])].join(' ')}`,
     '  clip cache stats      # chunks present per layer: what the run fetched',
     '  clip unmount /mnt/demo',
+    `  clip run ${report.image.ref}      # the same program in a container (runc), its own writable layer`,
   ];
 }
