@@ -3,14 +3,17 @@
  * the image's files (compared byte for byte with `umoci unpack`) and a walker stats and lists the
  * tree; the holder starts a new server on the same descriptors, the kernel resends what the dead
  * one had read, and no reader sees an error or a wrong byte. Files opened before a kill are read
- * after it. A server that cannot start is backed off, reported, and the mount fails clean.
+ * after it, and a shell started from a second image on the same server runs programs after it.
+ * A server that cannot start is backed off, reported, and the mount fails clean.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, read, readdirSync, readFileSync, readSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildDemoImage } from '../../src/demo/index.js';
 import { serverFiles } from '../../src/server/paths.js';
 import { processStartTime } from '../../src/mount/files.js';
 import { skipUnlessRoot } from '../support/env.js';
@@ -22,6 +25,8 @@ import { run } from '../fuse/tools.js';
 import { clip, fuseMounted, waitUntil } from '../mount/helpers.js';
 
 const SECONDS = 12;
+const DEMO_DIR = fileURLToPath(new URL('../../.tmp/demo-restart', import.meta.url));
+const README = 'The clip demo program: run it with the image\'s default command.\n';
 const KILLS = 3;
 
 /** Walks the tree again and again with lstat and listdir until killed; prints errors. */
@@ -55,6 +60,7 @@ describe.skipIf(skipUnlessRoot())('the node server restarts under load', () => {
   let work: string;
   let ref: string;
   let oracle: string;
+  let demo: string;
 
   beforeAll(async () => {
     registry = await startRegistry();
@@ -62,7 +68,8 @@ describe.skipIf(skipUnlessRoot())('the node server restarts under load', () => {
     ref = await pushFixture('big', registry.host);
     const fx = await fixture('big');
     oracle = await umociUnpack(fx.layoutDir, fx.oracleTag!, join(work, 'unpack'));
-  }, 180_000);
+    demo = (await buildDemoImage({ dir: DEMO_DIR })).ref; // a shell, coreutils and python
+  }, 300_000);
   afterAll(async () => {
     await registry?.stop();
     await rm(work, { recursive: true, force: true });
@@ -79,13 +86,23 @@ describe.skipIf(skipUnlessRoot())('the node server restarts under load', () => {
     },
   ];
 
-  it.each(cases)(`$how ${KILLS} times under 16 readers and a walker: every read right, no error; the holder ends with the last mount`, async ({ replace }) => {
+  it.each(cases)(`$how ${KILLS} times under 16 readers, a walker and a shell started before: every read right, no error; the holder ends with the last mount`, async ({ replace }) => {
     const mnt = await mkdtemp(join(work, 'mnt-'));
     const cache = await mkdtemp(join(work, 'cache-'));
     const metricsPort = await freePort();
     const up = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--read-timeout', '60s', '--metrics-addr', `127.0.0.1:${metricsPort}`]);
     expect(up.code, up.stderr).toBe(0);
     const holder = Number(readFileSync(serverFiles(cache).lock, 'utf8').split('\n')[0]);
+    // A second image on the same server, and a shell started from it before the kills.
+    const shellMnt = await mkdtemp(join(work, 'shell-'));
+    const second = await clip(['mount', demo, shellMnt, '--cache-dir', cache, '--background']);
+    expect(second.code, second.stderr).toBe(0);
+    const shell = spawn('chroot', [shellMnt, '/bin/sh', '-c', 'while read line; do /bin/cat /app/README; echo "$line"; done'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let shellOut = '';
+    shell.stdout.on('data', (d: Buffer) => (shellOut += d.toString()));
+    const shellDone = new Promise<number | null>((r) => shell.on('close', (code) => r(code)));
+    shell.stdin.write('before\n');
+    expect(await waitUntil(() => shellOut.includes('before'), 20_000)).toBe(true);
     // A file opened before the kills, read after them.
     const before = openSync(join(mnt, firstFile(oracle)), 'r');
     try {
@@ -107,21 +124,28 @@ describe.skipIf(skipUnlessRoot())('the node server restarts under load', () => {
       expect(stats.reads).toBeGreaterThan(16);
       expect(w.stderr).toBe('');
       expect(w.stdout.trim()).toBe('0');
+      // The shell started before the kills runs programs from its image after them.
+      shell.stdin.end('after\n');
+      expect(await shellDone).toBe(0);
+      expect(shellOut).toBe(`${README}before\n${README}after\n`);
       const buf = Buffer.alloc(64);
       const n = readSync(before, buf, 0, 64, 0);
       expect(buf.subarray(0, n)).toEqual(readFileSync(join(oracle, firstFile(oracle))).subarray(0, n));
       // The holder lived through it all, and the status says how many restarts there were.
       expect(processStartTime(holder)).toBeDefined();
       const st = await clip(['mounts', '--cache-dir', cache, '--json']);
-      expect((JSON.parse(st.stdout) as { restarts: number }[]).map((m) => m.restarts)).toEqual([KILLS]);
+      expect((JSON.parse(st.stdout) as { restarts: number }[]).map((m) => m.restarts)).toEqual([KILLS, KILLS]);
       // So do the mount's metrics, served again by the new server, with its memory.
       const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       expect(metrics).toMatch(new RegExp(`^clip_server_restarts ${KILLS}$`, 'm'));
       expect(Number(/^clip_process_resident_memory_bytes (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(10 * 1024 * 1024);
     } finally {
       closeSync(before);
-      const down = await clip(['unmount', mnt, '--cache-dir', cache]);
-      expect(down.code, down.stderr).toBe(0);
+      shell.kill('SIGKILL');
+      for (const m of [mnt, shellMnt]) {
+        const down = await clip(['unmount', m, '--cache-dir', cache]);
+        expect(down.code, down.stderr).toBe(0);
+      }
     }
     expect(fuseMounted(mnt)).toBe(false);
     // With no mount left, the server and the holder end by themselves.
