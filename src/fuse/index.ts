@@ -1,6 +1,7 @@
 /** A FUSE server in TypeScript over /dev/fuse: no libfuse, no native code. */
 export { Errno, FuseErrno, errnoName, toErrno, type ErrnoName } from './errno.js';
-export { Mount, abortConnection, attach, cleanStaleMount, mount, serveAttached, type Attached, type MountOptions, type UnmountOptions } from './mount.js';
+export { abortConnection, attach, cleanStaleMount, type AttachOptions, type Attached } from './attach.js';
+export { Mount, mount, serveAttached, type MountOptions, type UnmountOptions } from './mount.js';
 export { FuseServer, type FuseServerOptions, type InitInfo } from './server.js';
 export { InitFlag, Opcode, SEEK_DATA, SEEK_HOLE, initFlagNames, opcodeName } from './protocol.js';
 export * from './types.js';

@@ -11,7 +11,7 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { abortConnection, attach } from '../fuse/mount.js';
+import { abortConnection, attach } from '../fuse/attach.js';
 import { processStartTime } from '../mount/files.js';
 import { ClipError } from '../util/errors.js';
 import { createLogger } from '../util/log.js';

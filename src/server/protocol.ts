@@ -3,7 +3,7 @@
  * JSON line on the control socket and read one back. The holder and the server talk over Node's
  * IPC channel between parent and child.
  */
-import type { InitInfo, MountOptions } from '../fuse/index.js';
+import type { AttachOptions as FuseAttachOptions, InitInfo } from '../fuse/index.js';
 import type { MountConfig } from '../mount/serve.js';
 import type { MountStatus } from '../mount/status.js';
 
@@ -54,7 +54,7 @@ export interface HeldMount {
 }
 
 /** The mount options that cross the IPC channel (a logger does not). */
-export type AttachOptions = Omit<MountOptions, 'logger'>;
+export type AttachOptions = Omit<FuseAttachOptions, 'logger'>;
 
 /** Server to holder. */
 export type ToHolder =

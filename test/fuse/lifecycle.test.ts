@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { mount, S_IFLNK, type FuseFilesystem, type StatFs } from '../../src/fuse/index.js';
-import { cleanStaleMount } from '../../src/fuse/mount.js';
+import { cleanStaleMount } from '../../src/fuse/attach.js';
 import { mountsAt } from '../../src/fuse/mountinfo.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { MemFs } from './memfs.js';
