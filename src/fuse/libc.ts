@@ -18,6 +18,11 @@ export interface PollFd {
 
 export interface Libc {
   poll(fds: PollFd[], n: number, timeoutMs: number): number;
+  /**
+   * read(2) into `buf`: the byte count, or minus the errno. No exception on EAGAIN: the reader
+   * meets one after every burst, and Node's readSync would build an Error (with its stack) each time.
+   */
+  read(fd: number, buf: Buffer): number;
   /** A close-on-exec pipe: [read end, write end]. */
   pipe(): [number, number];
   setNonBlocking(fd: number): void;
@@ -25,6 +30,10 @@ export interface Libc {
 }
 
 export const POLLIN = 0x1;
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const ENOENT = 2;
+export const ENODEV = 19;
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 const F_GETFL = 3;
@@ -40,8 +49,13 @@ export function loadLibc(): Libc {
   const poll = c.func('int poll(_Inout_ pollfd *fds, unsigned long nfds, int timeout)');
   const pipe2 = c.func('int pipe2(_Out_ int *fds, int flags)');
   const fcntl = c.func('int fcntl(int fd, int cmd, ...)');
+  const read = c.func('long read(int fd, void *buf, unsigned long count)');
   libc = {
     poll: (fds, n, timeoutMs) => poll(fds, n, timeoutMs),
+    read: (fd, buf) => {
+      const n = Number(read(fd, buf, buf.length));
+      return n >= 0 ? n : -koffi.errno();
+    },
     pipe: () => {
       const fds = [0, 0];
       if (pipe2(fds, O_CLOEXEC) !== 0) throw new Error(`pipe2 failed (errno ${koffi.errno()})`);

@@ -8,7 +8,8 @@
  */
 import { readSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { loadLibc, POLLIN, type PollFd } from './libc.js';
+import { errnoName } from './errno.js';
+import { EAGAIN, EINTR, ENODEV, ENOENT, loadLibc, POLLIN, type PollFd } from './libc.js';
 
 export interface ReaderWorkerData {
   /** Read end of the pipe the main thread writes to after each control message. */
@@ -53,16 +54,15 @@ function takeControl(): boolean {
 
 /** Read one request from `fd`; true if one came (or the connection stopped), false on EAGAIN. */
 function readOne(id: number, fd: number): boolean {
-  let n: number;
-  try {
-    n = readSync(fd, buf, 0, buf.length, null);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-    if (code === 'EAGAIN') return false;
+  const n = libc.read(fd, buf);
+  if (n < 0) {
+    const errno = -n;
+    if (errno === EAGAIN) return false;
     // ENOENT: the request was interrupted before we read it; EINTR: try again.
-    if (code === 'ENOENT' || code === 'EINTR') return true;
+    if (errno === ENOENT || errno === EINTR) return true;
     conns.delete(id);
-    port!.postMessage({ type: 'stopped', id, code, message: (err as Error).message } satisfies ReaderEvent);
+    const code = errno === ENODEV ? 'ENODEV' : errnoName(errno);
+    port!.postMessage({ type: 'stopped', id, code, message: `reading /dev/fuse: ${code}` } satisfies ReaderEvent);
     return true;
   }
   if (n === 0) {

@@ -28,7 +28,8 @@ interface Served {
   id: number;
   running: RunningMount;
   startedAt: string;
-  stopStatus: () => Promise<void>;
+  /** Settles once the mount is gone and its pid and status files with it. */
+  cleaned: Promise<void>;
 }
 
 export class NodeServer {
@@ -102,16 +103,17 @@ export class NodeServer {
   private track(id: number, running: RunningMount): void {
     const files = mountFiles(this.cacheDir, running.mountpoint);
     const stopStatus = keepStatus(files, running, (err) => this.log.debug({ err }, 'server: cannot write a status'), this.restarts);
-    void writePidFile(files, running.mountpoint).catch((err: unknown) => this.log.warn({ err }, 'server: cannot write the pid file'));
-    const served: Served = { id, running, startedAt: new Date().toISOString(), stopStatus };
-    this.mounts.set(running.mountpoint, served);
-    void running.done.then(async () => {
+    const pidWritten = writePidFile(files, running.mountpoint).catch((err: unknown) => this.log.warn({ err }, 'server: cannot write the pid file'));
+    const cleaned = running.done.then(async () => {
+      await pidWritten;
       if (this.mounts.get(running.mountpoint) === served) this.mounts.delete(running.mountpoint);
       this.toHolder({ op: 'detach', id });
       await stopStatus().catch(() => undefined);
       await removePidFile(files).catch(() => undefined);
       this.idleCheck();
     });
+    const served: Served = { id, running, startedAt: new Date().toISOString(), cleaned };
+    this.mounts.set(running.mountpoint, served);
   }
 
   /**
@@ -178,7 +180,7 @@ export class NodeServer {
         const served = this.mounts.get(resolve(req.mountpoint));
         if (!served) return { ok: true, op: 'unmount', pid: process.pid, served: false };
         await served.running.mount.unmount(req.timeoutMs !== undefined ? { timeoutMs: req.timeoutMs } : {});
-        await served.running.done;
+        await served.cleaned;
         return { ok: true, op: 'unmount', pid: process.pid, served: true };
       }
       case 'restart':

@@ -13,7 +13,7 @@ describe('mount files', () => {
     expect(escapeMountpoint('/mnt/app/')).toBe(escapeMountpoint('/mnt/app'));
     expect(escapeMountpoint('/-x')).toBe('%2dx');
     expect(escapeMountpoint('/')).toBe('%2f');
-    expect(mountFiles('/c', '/mnt/app')).toEqual({ dir: '/c/mounts', pid: '/c/mounts/mnt-app.pid', log: '/c/mounts/mnt-app.log' });
+    expect(mountFiles('/c', '/mnt/app')).toEqual({ dir: '/c/mounts', pid: '/c/mounts/mnt-app.pid' });
   });
 
   it('trusts a pid file only for the very process it recorded (pid and start time), serving that mountpoint', async () => {
