@@ -356,7 +356,7 @@ async function main(): Promise<void> {
     let vs = '—';
     if (g?.length && c?.length) {
       const ratio = w.higher ? median(c) / median(g) : median(g) / median(c);
-      vs = ratio >= 1 ? `${ratio.toFixed(2)}× better` : `${(1 / ratio).toFixed(2)}× ${w.higher ? 'fewer/slower' : 'slower'}`;
+      vs = ratio >= 1 ? `${ratio.toFixed(2)}× better` : `${(1 / ratio).toFixed(2)}× ${w.unit === '/s' ? 'fewer' : 'slower'}`;
     }
     console.log(`| ${w.label} | ${names.map((n) => cell(w, n)).join(' | ')} | ${vs} |`);
   }
