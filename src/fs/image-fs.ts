@@ -273,10 +273,8 @@ export class ImageFilesystem implements FuseFilesystem {
     return this.statfsCache;
   }
 
-  async getxattr(ino: number, name: string): Promise<Buffer> {
-    const value = this.index.getxattr(this.known(ino), name);
-    if (value === undefined) throw NO_XATTR;
-    return value;
+  async getxattr(ino: number, name: string): Promise<Buffer | null> {
+    return this.index.getxattr(this.known(ino), name) ?? null;
   }
 
   async listxattr(ino: number): Promise<string[]> {
@@ -298,8 +296,3 @@ export class ImageFilesystem implements FuseFilesystem {
 }
 
 const EMPTY = new Uint8Array(0);
-/**
- * `ls -l` asks every file for security.selinux and system.posix_acl_access, and the kernel does not
- * cache the answer "none": one shared error saves building (and capturing a stack for) one per ask.
- */
-const NO_XATTR = new FuseErrno('ENODATA');

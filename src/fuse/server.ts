@@ -69,7 +69,14 @@ interface InFlight {
   opcode: number;
 }
 
-type Payload = Uint8Array | readonly Uint8Array[] | undefined;
+/** An error answer given without throwing (on paths hot enough for a throw's cost to show). */
+class ErrnoAnswer {
+  constructor(readonly errno: number) {}
+}
+
+const NO_DATA = new ErrnoAnswer(Errno.ENODATA);
+
+type Payload = Uint8Array | readonly Uint8Array[] | ErrnoAnswer | undefined;
 
 const PAGE = 4096;
 
@@ -213,7 +220,8 @@ export class FuseServer {
         // Not in flight any more: interrupted, and already answered.
         if (this.inflight.get(h.unique) === flight) {
           this.inflight.delete(h.unique);
-          channel.reply(h.unique, 0, payload);
+          if (payload instanceof ErrnoAnswer) channel.reply(h.unique, payload.errno);
+          else channel.reply(h.unique, 0, payload);
         }
         // The reply went out with a synchronous write: the buffer is free again.
         if (h.opcode === Opcode.READ && payload instanceof Uint8Array) this.fs.readDone?.(payload);
@@ -361,7 +369,10 @@ export class FuseServer {
         if (!fs.getxattr) throw new FuseErrno('ENOSYS');
         const size = req.readUInt32LE(body);
         const name = readCString(req, body + 8, end).value.toString();
-        return sizedReply(await fs.getxattr(ino, name, ctx), size);
+        const value = await fs.getxattr(ino, name, ctx);
+        // No such attribute, the common answer (`ls -l` asks for ACLs and labels): no exception.
+        if (value === null) return NO_DATA;
+        return sizedReply(value, size);
       }
       case Opcode.LISTXATTR: {
         if (!fs.listxattr) throw new FuseErrno('ENOSYS');

@@ -117,7 +117,8 @@ export interface FuseFilesystem {
   releasedir?(ino: number, fh: number): Promise<void> | void;
   statfs?(ino: number, ctx: RequestContext): Promise<StatFs>;
   /** The value of one extended attribute; throw ENODATA when it does not exist. */
-  getxattr?(ino: number, name: string, ctx: RequestContext): Promise<Buffer>;
+  /** The attribute's value; null when the inode has no such attribute (ENODATA, answered without an exception). */
+  getxattr?(ino: number, name: string, ctx: RequestContext): Promise<Buffer | null>;
   listxattr?(ino: number, ctx: RequestContext): Promise<string[]>;
   access?(ino: number, mask: number, ctx: RequestContext): Promise<void>;
   /** SEEK_DATA (3) or SEEK_HOLE (4) from `offset`; throw ENXIO past the end. */

@@ -40,7 +40,7 @@ export class StorageMetrics {
     this.errors = new Counter({ name: 'clip_storage_errors_total', help: 'Failed calls per tier', labelNames: ['tier'], registers });
     this.fetchSeconds = new Histogram({
       name: 'clip_storage_fetch_seconds',
-      help: 'Latency of one fetch from a tier',
+      help: 'Latency of one fetch from a tier (disk: one read in 16 is timed)',
       labelNames: ['tier'],
       buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,

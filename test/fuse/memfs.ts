@@ -216,10 +216,8 @@ export class MemFs implements FuseFilesystem {
     return { blocks: 1000, bfree: 0, bavail: 0, files: this.nodes.size, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
   }
 
-  async getxattr(ino: number, name: string): Promise<Buffer> {
-    const v = this.node(ino).xattrs.get(name);
-    if (!v) throw new FuseErrno('ENODATA');
-    return v;
+  async getxattr(ino: number, name: string): Promise<Buffer | null> {
+    return this.node(ino).xattrs.get(name) ?? null; // null: ENODATA, as the server answers it
   }
 
   async listxattr(ino: number): Promise<string[]> {
