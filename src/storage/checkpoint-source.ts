@@ -62,6 +62,12 @@ export interface MergeStats {
   evicted: number;
 }
 
+/** Inflated spans kept by every source of the process together stay under `bytes` (tests lower it). */
+export const processKeep = { bytes: 64 * 1024 * 1024 };
+let keptInProcess = 0;
+/** Every kept span of the process, least recently kept first, with the source keeping it. */
+const keptAll = new Map<Span, CheckpointSource>();
+
 export class CheckpointSource implements LayerSource {
   private readonly stores: BlobStore | ((layer: LayerRecord) => BlobStore);
   private readonly merge: boolean;
@@ -227,15 +233,26 @@ export class CheckpointSource implements LayerSource {
     }
   }
 
-  /** Keep a finished span, dropping the least recently used ones beyond keepBytes. */
+  /**
+   * Keep a finished span, dropping the least recently used ones beyond keepBytes, and beyond the
+   * process's budget (processKeep, over every source: the node's server holds one source per
+   * mount, and their kept spans must not add up to a burst per mount).
+   */
   private keep(s: Span): void {
     if (s.tainted) return;
     s.usedAt = Date.now();
     this.lru.add(s);
     this.lruBytes += s.size;
+    keptInProcess += s.size;
+    keptAll.set(s, this);
     for (const old of this.lru) {
       if (this.lruBytes <= this.keepBytes) break;
       this.drop(old);
+    }
+    // Over the process's budget: the oldest kept anywhere go; the newest stays (a read is about to take it).
+    for (const [old, owner] of keptAll) {
+      if (keptInProcess <= processKeep.bytes || old === s) break;
+      owner.drop(old);
     }
     this.expiry ??= setTimeout(() => this.expire(), this.keepMs).unref();
   }
@@ -254,6 +271,8 @@ export class CheckpointSource implements LayerSource {
   private drop(s: Span): void {
     if (this.lru.delete(s)) {
       this.lruBytes -= s.size;
+      keptInProcess -= s.size;
+      keptAll.delete(s);
       this.stats.evicted++;
     }
     const byStart = this.spans.get(s.layerKey);

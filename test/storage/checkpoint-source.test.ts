@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LayoutSource } from '../../src/oci/layout.js';
 import type { BlobReadOptions, BlobStore, Descriptor } from '../../src/oci/types.js';
-import { CheckpointSource, layerFromScan, type CompressedRange, type ResumableLayer } from '../../src/storage/checkpoint-source.js';
+import { CheckpointSource, processKeep, layerFromScan, type CompressedRange, type ResumableLayer } from '../../src/storage/checkpoint-source.js';
 import type { LayerRecord, LayerSource } from '../../src/storage/types.js';
 import { DiskCache } from '../../src/storage/disk-cache.js';
 import { Storage } from '../../src/storage/storage.js';
@@ -452,5 +452,32 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
       expect(counting.ranges[1]![0]).toBe(p.start);
       expect(source.stats.kept).toBe(0);
     });
+  });
+
+  it('keeps no more inflated spans in the process than its budget, over every source: another source\'s read evicts them', async () => {
+    const { c, p } = straddling();
+    const saved = processKeep.bytes;
+    processKeep.bytes = 1; // any kept span is over it: only the newest may stay
+    try {
+      const first = new CountingStore(new LayoutSource(layoutDir));
+      const a = new CheckpointSource(first); // its own keepBytes (48 MiB) is far from reached
+      const b = new CheckpointSource(new LayoutSource(layoutDir));
+      await withStorage(a, async (sa) => {
+        await sa.read(layer, c * CHUNK, 10);
+        await expect.poll(() => first.bytes).toBe(p.end - p.start);
+        // Kept by a, it serves a's next read in that span without a fetch.
+        await sa.read(layer, c * CHUNK + 100, 10);
+        expect(first.ranges.length).toBe(1);
+        await withStorage(b, async (sb) => {
+          await sb.read(layer, c * CHUNK, 10);
+          // b's kept span put the process over its budget: a's span, the oldest, went.
+          await expect.poll(() => a.stats.evicted).toBe(1);
+        });
+        await sa.read(layer, (c + 1) * CHUNK + 17, 10);
+        expect(first.ranges.length).toBe(2); // a fetched again: its span was not kept
+      });
+    } finally {
+      processKeep.bytes = saved;
+    }
   });
 });
