@@ -5,7 +5,6 @@
  */
 import {
   FuseErrno,
-  makeDev,
   SEEK_DATA,
   SEEK_HOLE,
   type DirEntry,
@@ -18,28 +17,24 @@ import {
   type ReaddirRequest,
   type RequestContext,
   type StatFs,
+  type ThreadAnswers,
 } from '../fuse/index.js';
 import type { ImageIndex } from '../index/reader.js';
-import { emptyAttr, S_IFDIR, S_IFMT, S_IFREG, type Attr } from '../index/types.js';
 import { indexLayers } from '../storage/index-layers.js';
 import type { Storage } from '../storage/storage.js';
 import type { LayerRecord } from '../storage/types.js';
 import { isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { siblingModule } from '../util/worker.js';
+import { IMMUTABLE_TIMEOUT_SECONDS, IndexAnswers } from './index-answers.js';
+import type { IndexThreadData } from './index-thread.js';
 import { ReadBuffers } from './read-buffers.js';
 
-/** One day: the tree cannot change while it is mounted. */
-export const IMMUTABLE_TIMEOUT_SECONDS = 86_400;
+export { IMMUTABLE_TIMEOUT_SECONDS } from './index-answers.js';
 
-/** What a directory reports as its size (as ext4 shows a small directory). */
-const DIR_SIZE = 4096;
-const BLOCK = 4096;
-const W_OK = 2;
+
 const O_ACCMODE = 3;
 const O_TRUNC = 0o1000;
-/** fuse_dirent header, and fuse_entry_out before it in readdirplus: for sizing a reply. */
-const DIRENT_HEADER = 24;
-const ENTRY_OUT = 128;
 
 /**
  * Kernel readahead: 8 MiB keeps several 1 MiB READs in flight on a sequential read (about twice the
@@ -78,18 +73,16 @@ interface HeldFile extends OpenFile {
   refs: number;
 }
 
-const DOT = Buffer.from('.');
-const DOTDOT = Buffer.from('..');
 
 export class ImageFilesystem implements FuseFilesystem {
   private readonly layers: LayerRecord[];
   private readonly open$ = new Map<number, HeldFile>();
   private readonly buffers = new ReadBuffers();
-  private readonly scratch: Attr = emptyAttr();
-  private readonly timeout: number;
+  /** Names, attributes, listings and xattrs, from the index alone. */
+  readonly answers: IndexAnswers;
+  private readonly timeoutSeconds: number;
+  private shared: ThreadAnswers | undefined;
   private readonly log: Logger;
-  private rootNlink = 0;
-  private statfsCache: StatFs | undefined;
 
   constructor(
     readonly index: ImageIndex,
@@ -97,8 +90,23 @@ export class ImageFilesystem implements FuseFilesystem {
     opts: ImageFilesystemOptions = {},
   ) {
     this.layers = indexLayers(index);
-    this.timeout = opts.timeoutSeconds ?? IMMUTABLE_TIMEOUT_SECONDS;
+    this.timeoutSeconds = opts.timeoutSeconds ?? IMMUTABLE_TIMEOUT_SECONDS;
+    this.answers = new IndexAnswers(index, this.timeoutSeconds);
     this.log = opts.logger ?? silentLogger;
+  }
+
+  /**
+   * The reader thread answers what the index alone can, over a shared copy of the index bytes
+   * (made once: the index is immutable), so metadata requests never wait for this thread.
+   */
+  get threadAnswers(): ThreadAnswers {
+    if (!this.shared) {
+      const sab = new SharedArrayBuffer(this.index.buffer.length);
+      this.index.buffer.copy(Buffer.from(sab));
+      const data: IndexThreadData = { index: sab, file: this.index.file, timeoutSeconds: this.timeoutSeconds };
+      this.shared = { module: siblingModule(import.meta.url, 'index-thread').href, data };
+    }
+    return this.shared;
   }
 
   /** Files open now (for tests and metrics). */
@@ -112,65 +120,23 @@ export class ImageFilesystem implements FuseFilesystem {
   }
 
   attr(ino: number): FuseAttr {
-    const a = this.index.getattr(this.known(ino), this.scratch);
-    const type = a.mode & S_IFMT;
-    const time = { sec: a.mtimeSec, nsec: a.mtimeNsec };
-    const size = type === S_IFDIR ? DIR_SIZE : a.size;
-    return {
-      ino,
-      size,
-      blocks: type === S_IFREG || type === S_IFDIR ? Math.ceil(size / 512) : 0,
-      atime: time,
-      mtime: time,
-      ctime: time,
-      mode: a.mode,
-      nlink: ino === this.index.rootIno ? this.rootLinks() : a.nlink,
-      uid: a.uid,
-      gid: a.gid,
-      rdev: a.rdevMajor || a.rdevMinor ? makeDev(a.rdevMajor, a.rdevMinor) : 0,
-      blksize: BLOCK,
-    };
-  }
-
-  private entry(ino: number): FuseEntry {
-    return { ino, attr: this.attr(ino), entryTimeout: this.timeout, attrTimeout: this.timeout };
-  }
-
-  /** The root has no record of its own links in a tar: 2 plus one per subdirectory, as a real directory. */
-  private rootLinks(): number {
-    if (this.rootNlink === 0) {
-      let subdirs = 0;
-      this.index.readdir(this.index.rootIno, 0, (_name, _ino, mode) => {
-        if ((mode & S_IFMT) === S_IFDIR) subdirs++;
-      });
-      this.rootNlink = 2 + subdirs;
-    }
-    return this.rootNlink;
+    return this.answers.getattr(ino);
   }
 
   private known(ino: number): number {
-    if (!this.index.has(ino)) throw new FuseErrno('ENOENT', `no inode ${ino}`);
-    return ino;
+    return this.answers.known(ino);
   }
 
   async lookup(parent: number, name: Buffer): Promise<FuseEntry | null> {
-    if (name.equals(DOT)) return this.entry(this.known(parent));
-    if (name.equals(DOTDOT)) return this.entry(this.index.parent(this.known(parent)));
-    const ino = this.index.lookup(parent, name);
-    return ino === 0 ? null : this.entry(ino);
+    return this.answers.lookup(parent, name);
   }
 
   async getattr(ino: number): Promise<FuseAttr> {
-    return this.attr(ino);
+    return this.answers.getattr(ino);
   }
 
   async readlink(ino: number): Promise<Buffer> {
-    this.known(ino);
-    try {
-      return this.index.readlink(ino);
-    } catch {
-      throw new FuseErrno('EINVAL', `inode ${ino} is not a symlink`);
-    }
+    return this.answers.readlink(ino);
   }
 
   async open(ino: number, flags: number): Promise<OpenResult> {
@@ -220,70 +186,31 @@ export class ImageFilesystem implements FuseFilesystem {
   }
 
   async opendir(ino: number): Promise<OpenResult> {
-    if ((this.index.mode(this.known(ino)) & S_IFMT) !== S_IFDIR) throw new FuseErrno('ENOTDIR');
-    // The kernel keeps a directory's cached entries across opens only with KEEP_CACHE as well.
-    return { cacheDir: true, keepCache: true };
+    return this.answers.opendir(ino);
   }
 
-  /**
-   * Cookies: 1 after ".", 2 after "..", then 3 + i after the i-th entry of the index (whose own
-   * resume offsets are stable), so a later request starts exactly where the last one stopped.
-   */
   async readdir(ino: number, req: ReaddirRequest): Promise<DirEntry[]> {
-    return this.listDir(ino, req, false);
+    return this.answers.readdir(ino, req);
   }
 
   async readdirplus(ino: number, req: ReaddirRequest): Promise<DirEntryPlus[]> {
-    return this.listDir(ino, req, true);
-  }
-
-  private listDir(ino: number, req: ReaddirRequest, plus: boolean): DirEntryPlus[] {
-    const index = this.index;
-    if ((index.mode(this.known(ino)) & S_IFMT) !== S_IFDIR) throw new FuseErrno('ENOTDIR');
-    const out: DirEntryPlus[] = [];
-    const overhead = DIRENT_HEADER + (plus ? ENTRY_OUT : 0) + 7;
-    let room = req.size;
-    if (req.offset <= 0) {
-      out.push({ name: '.', ino, mode: S_IFDIR, next: 1 });
-      room -= overhead + 1;
-    }
-    if (req.offset <= 1) {
-      out.push({ name: '..', ino: index.parent(ino), mode: S_IFDIR, next: 2 });
-      room -= overhead + 2;
-    }
-    index.readdir(ino, Math.max(0, req.offset - 2), (name, child, mode, next) => {
-      if (room < overhead + name.length) return false;
-      room -= overhead + name.length;
-      const e: DirEntryPlus = { name, ino: child, mode, next: next + 2 };
-      if (plus) e.entry = this.entry(child);
-      out.push(e);
-      return true;
-    });
-    return out;
+    return this.answers.readdirplus(ino, req);
   }
 
   async statfs(): Promise<StatFs> {
-    if (!this.statfsCache) {
-      const bytes = this.index.layers.reduce((n, l) => n + l.uncompressedSize, 0);
-      this.statfsCache = {
-        blocks: Math.ceil(bytes / BLOCK), bfree: 0, bavail: 0,
-        files: this.index.inodeCount, ffree: 0, bsize: BLOCK, namelen: 255, frsize: BLOCK,
-      };
-    }
-    return this.statfsCache;
+    return this.answers.statfs();
   }
 
   async getxattr(ino: number, name: string): Promise<Buffer | null> {
-    return this.index.getxattr(this.known(ino), name) ?? null;
+    return this.answers.getxattr(ino, name);
   }
 
   async listxattr(ino: number): Promise<string[]> {
-    return this.index.listxattr(this.known(ino));
+    return this.answers.listxattr(ino);
   }
 
   async access(ino: number, mask: number): Promise<void> {
-    this.known(ino);
-    if (mask & W_OK) throw new FuseErrno('EROFS');
+    this.answers.access(ino, mask);
   }
 
   async lseek(ino: number, _fh: number, offset: number, whence: number): Promise<number> {

@@ -4,7 +4,7 @@ import type { Logger } from '../util/log.js';
 import { siblingModule, startWorker } from '../util/worker.js';
 import { OUT_HEADER_SIZE, writeOutHeader } from './protocol.js';
 import { loadLibc } from './libc.js';
-import type { ReaderControl, ReaderEvent, ReaderWorkerData } from './reader-worker.js';
+import type { ReaderControl, ReaderEvent, ReaderWorkerData, ThreadAnswering } from './reader-worker.js';
 
 /** Payloads smaller than this are copied behind the header; larger ones go out with writev. */
 const COPY_LIMIT = 16 * 1024;
@@ -12,6 +12,7 @@ const COPY_LIMIT = 16 * 1024;
 interface Connection {
   onRequest: (req: Buffer) => void;
   onStopped: (why: { code: string; message: string }) => void;
+  onWarning: (message: string) => void;
 }
 
 /**
@@ -50,6 +51,7 @@ class ReaderThread {
       const conn = this.conns.get(msg.id);
       if (!conn) return;
       if (msg.type === 'request') conn.onRequest(Buffer.from(msg.data));
+      else if (msg.type === 'warning') conn.onWarning(msg.message);
       else this.drop(msg.id, { code: msg.code, message: msg.message });
     });
     const fail = (why: { code: string; message: string }): void => {
@@ -64,11 +66,11 @@ class ReaderThread {
     this.worker.on('exit', () => fail({ code: 'EWORKER', message: 'reader thread exited' }));
   }
 
-  add(fd: number, conn: Connection): number {
+  add(fd: number, conn: Connection, answering?: ThreadAnswering): number {
     loadLibc().setNonBlocking(fd);
     const id = this.nextId++;
     this.conns.set(id, conn);
-    this.tell({ op: 'add', id, fd });
+    this.tell({ op: 'add', id, fd, ...(answering ? { answering } : {}) });
     return id;
   }
 
@@ -109,8 +111,18 @@ export class FuseChannel {
   readonly stopped: Promise<{ code: string; message: string }>;
   private connected = true;
 
-  constructor(fd: number, bufferSize: number, onRequest: (req: Buffer) => void, private readonly log: Logger) {
+  /** Requests the reader thread answered itself, by opcode (when it answers some). */
+  readonly answeredHere: Int32Array | undefined;
+
+  constructor(
+    fd: number,
+    bufferSize: number,
+    onRequest: (req: Buffer) => void,
+    private readonly log: Logger,
+    answering?: Omit<ThreadAnswering, 'counts'>,
+  ) {
     this.fd = fd;
+    this.answeredHere = answering ? new Int32Array(new SharedArrayBuffer(64 * 4)) : undefined;
     this.stopped = new Promise((resolve) => {
       ReaderThread.get(bufferSize).add(fd, {
         onRequest,
@@ -118,7 +130,8 @@ export class FuseChannel {
           this.connected = false;
           resolve(why);
         },
-      });
+        onWarning: (message) => log.warn({ fd }, message),
+      }, answering && this.answeredHere ? { ...answering, counts: this.answeredHere } : undefined);
     });
   }
 

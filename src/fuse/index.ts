@@ -5,3 +5,4 @@ export { Mount, mount, serveAttached, type MountOptions, type UnmountOptions } f
 export { FuseServer, type FuseServerOptions, type InitInfo } from './server.js';
 export { InitFlag, Opcode, SEEK_DATA, SEEK_HOLE, initFlagNames, opcodeName } from './protocol.js';
 export * from './types.js';
+export { answerSync, type SyncAnswerOptions, type SyncFilesystem, type SyncReply, type ThreadAnswers } from './sync-answers.js';

@@ -6,9 +6,11 @@
  * Each request is copied out of the big read buffer into a buffer of its own and transferred
  * (not cloned) to the main thread.
  */
-import { readSync } from 'node:fs';
+import { readSync, writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoName } from './errno.js';
+import { OUT_HEADER_SIZE, readInHeader, writeOutHeader } from './protocol.js';
+import { answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
 import { EAGAIN, EINTR, ENODEV, ENOENT, loadLibc, POLLIN, type PollFd } from './libc.js';
 
 export interface ReaderWorkerData {
@@ -19,11 +21,20 @@ export interface ReaderWorkerData {
   control: MessagePort;
 }
 
-export type ReaderControl = { op: 'add'; id: number; fd: number } | { op: 'remove'; id: number } | { op: 'exit' };
+/** Requests of a connection answered here: how to build its filesystem, and what the server answers with. */
+export interface ThreadAnswering {
+  answers: ThreadAnswers;
+  options: SyncAnswerOptions;
+  /** Requests answered here, by opcode (Atomics), for the server's counts. */
+  counts: Int32Array;
+}
+
+export type ReaderControl = { op: 'add'; id: number; fd: number; answering?: ThreadAnswering } | { op: 'remove'; id: number } | { op: 'exit' };
 
 /** What the thread tells the main thread. */
 export type ReaderEvent =
   | { type: 'request'; id: number; data: ArrayBuffer }
+  | { type: 'warning'; id: number; message: string }
   | {
     /** The thread stopped reading a connection: ENODEV when it ended (unmount or abort); anything else is an error. */
     type: 'stopped';
@@ -38,16 +49,57 @@ if (!port) throw new Error('reader-worker must run as a worker thread');
 const libc = loadLibc();
 
 const conns = new Map<number, number>(); // id → fd
+const answering = new Map<number, { fs: SyncFilesystem; options: SyncAnswerOptions; counts: Int32Array }>();
 const buf = Buffer.allocUnsafe(bufferSize);
 const wakeBuf = Buffer.allocUnsafe(64);
 
-/** Apply the control messages waiting; false once told to exit. */
-function takeControl(): boolean {
+/**
+ * Apply the control messages waiting; false once told to exit, a promise while a connection's
+ * answering module loads (the requests wait in the kernel meanwhile).
+ */
+function takeControl(): boolean | Promise<boolean> {
+  const loads: Promise<void>[] = [];
   for (let m = receiveMessageOnPort(control); m; m = receiveMessageOnPort(control)) {
     const msg = m.message as ReaderControl;
     if (msg.op === 'exit') return false;
-    if (msg.op === 'add') conns.set(msg.id, msg.fd);
-    else conns.delete(msg.id);
+    if (msg.op === 'remove') {
+      conns.delete(msg.id);
+      answering.delete(msg.id);
+      continue;
+    }
+    conns.set(msg.id, msg.fd);
+    const a = msg.answering;
+    if (a) {
+      loads.push(
+        (import(a.answers.module) as Promise<{ createSyncFilesystem(data: unknown): SyncFilesystem }>).then(
+          (mod) => void answering.set(msg.id, { fs: mod.createSyncFilesystem(a.answers.data), options: a.options, counts: a.counts }),
+          // Not fatal: the main thread answers everything for this connection.
+          (err: unknown) => port!.postMessage({ type: 'warning', id: msg.id, message: `cannot answer in the reader thread: ${(err as Error).message}` } satisfies ReaderEvent),
+        ),
+      );
+    }
+  }
+  return loads.length ? Promise.all(loads).then(() => true) : true;
+}
+
+/** Answer the request in `buf[0, n)` here if its connection's filesystem can; true when it did. */
+function answerHere(id: number, fd: number, n: number): boolean {
+  const a = answering.get(id);
+  if (!a) return false;
+  const req = buf.subarray(0, n);
+  const h = readInHeader(req);
+  const reply = answerSync(a.fs, h, req, a.options);
+  if (reply === undefined) return false;
+  Atomics.add(a.counts, h.opcode & 63, 1);
+  const errno = typeof reply === 'number' ? reply : 0;
+  const body = typeof reply === 'number' ? 0 : reply.length;
+  const msg = Buffer.allocUnsafe(OUT_HEADER_SIZE + body);
+  writeOutHeader(msg, msg.length, -errno, h.unique);
+  if (body) msg.set(reply as Uint8Array, OUT_HEADER_SIZE);
+  try {
+    writeSync(fd, msg);
+  } catch {
+    // ENOENT: interrupted meanwhile; ENODEV: the connection ended (its read says so next)
   }
   return true;
 }
@@ -67,9 +119,11 @@ function readOne(id: number, fd: number): boolean {
   }
   if (n === 0) {
     conns.delete(id);
+    answering.delete(id);
     port!.postMessage({ type: 'stopped', id, code: 'ENODEV', message: 'end of file on /dev/fuse' } satisfies ReaderEvent);
     return true;
   }
+  if (answerHere(id, fd, n)) return true;
   const data = new ArrayBuffer(n);
   buf.copy(new Uint8Array(data), 0, 0, n);
   port!.postMessage({ type: 'request', id, data } satisfies ReaderEvent, [data]);
@@ -77,7 +131,8 @@ function readOne(id: number, fd: number): boolean {
 }
 
 for (;;) {
-  if (!takeControl()) break;
+  const taken = takeControl();
+  if (!(taken === true || (taken !== false && (await taken)))) break;
   // Serve whoever has requests, one each in turn, until none has.
   let busy = true;
   while (busy) {

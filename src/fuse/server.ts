@@ -21,6 +21,7 @@ import {
   readInHeader,
   type InHeader,
 } from './protocol.js';
+import { sizedReply } from './sync-answers.js';
 import type { FuseFilesystem, OpenResult, RequestContext, StatFs } from './types.js';
 
 export interface FuseServerOptions {
@@ -96,8 +97,8 @@ const WANTED =
  */
 export class FuseServer {
   readonly ready: Promise<InitInfo>;
-  /** Count of requests by opcode name, since start. */
-  readonly opCounts = new Map<string, number>();
+  /** Requests the main thread handled, by opcode name (opCounts adds the reader thread's). */
+  private readonly mainCounts = new Map<string, number>();
   private channel: FuseChannel | undefined;
   private readonly inflight = new Map<bigint, InFlight>();
   private readonly log: Logger;
@@ -130,7 +131,11 @@ export class FuseServer {
    */
   async serve(fd: number, opts: { resume?: InitInfo } = {}): Promise<{ code: string; message: string }> {
     const bufferSize = Math.max(FUSE_MIN_READ_BUFFER, this.maxWrite + IN_HEADER_SIZE + WRITE_IN_SIZE, this.maxWrite + PAGE);
-    const channel = new FuseChannel(fd, bufferSize, (req) => this.handle(req), this.log);
+    const answers = this.fs.threadAnswers;
+    const channel = new FuseChannel(fd, bufferSize, (req) => this.handle(req), this.log, answers ? {
+      answers,
+      options: { timeouts: this.timeouts, negativeTimeout: this.opts.negativeTimeout ?? 0, cacheDir: this.opts.cacheDir ?? false },
+    } : undefined);
     this.channel = channel;
     if (opts.resume) this.resume(channel, opts.resume);
     const stopped = await channel.stopped;
@@ -161,6 +166,19 @@ export class FuseServer {
     else this.log.info('fuse: took over the connection; asked the kernel to resend unanswered requests');
   }
 
+  /** Count of requests by opcode name since start, wherever they were answered. */
+  get opCounts(): Map<string, number> {
+    const counts = new Map(this.mainCounts);
+    const here = this.channel?.answeredHere;
+    if (here) {
+      for (let op = 0; op < here.length; op++) {
+        const n = Atomics.load(here, op);
+        if (n > 0) counts.set(opcodeName(op), (counts.get(opcodeName(op)) ?? 0) + n);
+      }
+    }
+    return counts;
+  }
+
   get init(): InitInfo | undefined {
     return this.initInfo;
   }
@@ -173,7 +191,7 @@ export class FuseServer {
   private handle(req: Buffer): void {
     const h = readInHeader(req);
     const name = opcodeName(h.opcode);
-    this.opCounts.set(name, (this.opCounts.get(name) ?? 0) + 1);
+    this.mainCounts.set(name, (this.mainCounts.get(name) ?? 0) + 1);
     switch (h.opcode) {
       case Opcode.INIT:
         this.handleInit(h, req);
@@ -413,18 +431,4 @@ function openOut(result: OpenResult, keepCacheDefault: boolean, cacheDirDefault:
   if (result.cacheDir ?? cacheDirDefault) flags |= OpenFlag.CACHE_DIR;
   out.writeUInt32LE(flags, 8);
   return out;
-}
-
-/**
- * GETXATTR/LISTXATTR: a size of 0 asks only how big the value is (getxattr_out); a buffer too
- * small for it is ERANGE; otherwise the value itself.
- */
-function sizedReply(value: Buffer, size: number): Buffer {
-  if (size === 0) {
-    const out = Buffer.alloc(8);
-    out.writeUInt32LE(value.length, 0);
-    return out;
-  }
-  if (value.length > size) throw new FuseErrno('ERANGE');
-  return value;
 }

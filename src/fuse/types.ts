@@ -1,3 +1,4 @@
+import type { ThreadAnswers } from './sync-answers.js';
 /** The contract between the FUSE server and a filesystem: plain data in, promises out. */
 
 export interface Timespec {
@@ -90,6 +91,11 @@ export interface ReaddirRequest {
  * answer ENOSYS, or a harmless default where the kernel expects one (open, release, flush, statfs).
  */
 export interface FuseFilesystem {
+  /**
+   * Requests answerable from memory alone, answered in the reader thread where they are read (see
+   * sync-answers.ts): the module and the (cloneable) data it builds its SyncFilesystem from.
+   */
+  readonly threadAnswers?: ThreadAnswers;
   /**
    * A child of `parent` by name; null for "no such entry" (cached by the kernel when negativeTimeout > 0).
    * The name is the kernel's bytes: names need not be UTF-8.

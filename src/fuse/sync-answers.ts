@@ -1,0 +1,114 @@
+/**
+ * Requests a filesystem can answer with no I/O (names, attributes, links, xattrs, listings), answered
+ * synchronously where the request is read: in the reader thread, without a hop to the main thread
+ * (a round trip to the main thread is most of a metadata request's cost). The filesystem decides
+ * by giving the server a module that builds a SyncFilesystem in the reader thread
+ * (FuseFilesystem.threadAnswers); everything else (READ, OPEN, INIT, INTERRUPT…) goes on to the
+ * main thread.
+ */
+import { attrOut, entryOut, negativeEntryOut, packDirents, packDirentsPlus, statfsOut, type Timeouts } from './encode.js';
+import { Errno, FuseErrno, toErrno } from './errno.js';
+import { IN_HEADER_SIZE, OPEN_OUT_SIZE, Opcode, OpenFlag, readCString, type InHeader } from './protocol.js';
+import type { DirEntry, DirEntryPlus, FuseAttr, FuseEntry, OpenResult, ReaddirRequest, StatFs } from './types.js';
+
+/** The part of a filesystem that answers from memory alone. */
+export interface SyncFilesystem {
+  lookup(parent: number, name: Buffer): FuseEntry | null;
+  getattr(ino: number): FuseAttr;
+  readlink(ino: number): Buffer;
+  opendir(ino: number): OpenResult;
+  readdir(ino: number, req: ReaddirRequest): DirEntry[];
+  readdirplus(ino: number, req: ReaddirRequest): DirEntryPlus[];
+  statfs(): StatFs;
+  /** null: no such attribute (ENODATA). */
+  getxattr(ino: number, name: string): Buffer | null;
+  listxattr(ino: number): string[];
+  access(ino: number, mask: number): void;
+}
+
+/** How a reader thread builds one: `module` exports `createSyncFilesystem(data)`. */
+export interface ThreadAnswers {
+  module: string;
+  data: unknown;
+}
+
+export interface SyncAnswerOptions {
+  timeouts: Timeouts;
+  negativeTimeout: number;
+  cacheDir: boolean;
+}
+
+/** A reply: bytes (success, possibly none), or an errno (> 0). */
+export type SyncReply = Uint8Array | number;
+
+const NONE = new Uint8Array(0);
+
+/** The answer to `req`, or undefined when its opcode is not one answered here. */
+export function answerSync(fs: SyncFilesystem, h: InHeader, req: Buffer, o: SyncAnswerOptions): SyncReply | undefined {
+  const ino = Number(h.nodeid);
+  const body = IN_HEADER_SIZE;
+  const end = req.length - h.extlen;
+  try {
+    switch (h.opcode) {
+      case Opcode.LOOKUP: {
+        const entry = fs.lookup(ino, readCString(req, body, end).value);
+        if (entry) return entryOut(entry, o.timeouts);
+        return o.negativeTimeout > 0 ? negativeEntryOut(o.negativeTimeout) : Errno.ENOENT;
+      }
+      case Opcode.GETATTR:
+        return attrOut(fs.getattr(ino), o.timeouts.attr);
+      case Opcode.READLINK:
+        return fs.readlink(ino);
+      case Opcode.OPENDIR:
+        return openDirOut(fs.opendir(ino), o.cacheDir);
+      case Opcode.RELEASEDIR:
+        return NONE;
+      case Opcode.READDIR:
+      case Opcode.READDIRPLUS: {
+        const dirReq: ReaddirRequest = { fh: Number(req.readBigUInt64LE(body)), offset: Number(req.readBigUInt64LE(body + 8)), size: req.readUInt32LE(body + 16) };
+        if (h.opcode === Opcode.READDIR) return packDirents(fs.readdir(ino, dirReq), dirReq.size);
+        return packDirentsPlus(fs.readdirplus(ino, dirReq), dirReq.size, o.timeouts);
+      }
+      case Opcode.STATFS:
+        return statfsOut(fs.statfs());
+      case Opcode.GETXATTR: {
+        const size = req.readUInt32LE(body);
+        const value = fs.getxattr(ino, readCString(req, body + 8, end).value.toString());
+        return value === null ? Errno.ENODATA : sizedReply(value, size);
+      }
+      case Opcode.LISTXATTR:
+        return sizedReply(Buffer.concat(fs.listxattr(ino).map((n) => Buffer.from(`${n}\0`))), req.readUInt32LE(body));
+      case Opcode.ACCESS:
+        fs.access(ino, req.readUInt32LE(body));
+        return NONE;
+      default:
+        return undefined;
+    }
+  } catch (err) {
+    return toErrno(err) ?? Errno.EIO;
+  }
+}
+
+function openDirOut(result: OpenResult, cacheDirDefault: boolean): Buffer {
+  const out = Buffer.alloc(OPEN_OUT_SIZE);
+  out.writeBigUInt64LE(BigInt(result.fh ?? 0), 0);
+  let flags = 0;
+  if (result.keepCache) flags |= OpenFlag.KEEP_CACHE;
+  if (result.cacheDir ?? cacheDirDefault) flags |= OpenFlag.CACHE_DIR;
+  out.writeUInt32LE(flags, 8);
+  return out;
+}
+
+/**
+ * GETXATTR/LISTXATTR: a size of 0 asks only how big the value is (getxattr_out); a buffer too
+ * small for it is ERANGE; otherwise the value itself.
+ */
+export function sizedReply(value: Buffer, size: number): Buffer {
+  if (size === 0) {
+    const out = Buffer.alloc(8);
+    out.writeUInt32LE(value.length, 0);
+    return out;
+  }
+  if (value.length > size) throw new FuseErrno('ERANGE');
+  return value;
+}
