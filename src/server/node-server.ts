@@ -91,7 +91,7 @@ export class NodeServer {
       const fd = takeFd(process.ppid, m.fd);
       const attached: Attached = { fd, mountpoint: m.mountpoint, connection: m.connection, major: m.major };
       const running = await startMount(m.config, { logger: log, resume: { attached, init: loadInit(m.init) }, restarts: this.restarts });
-      this.track(m.id, running);
+      await this.track(m.id, running);
     } catch (err) {
       // What cannot be served again fails its readers now rather than leaving them hanging.
       log.error({ err }, 'server: cannot take the mount over; aborting it');
@@ -100,7 +100,8 @@ export class NodeServer {
     }
   }
 
-  private track(id: number, running: RunningMount): void {
+  /** Keep a served mount; resolves once its pid file is written (a client may look for it next). */
+  private async track(id: number, running: RunningMount): Promise<void> {
     const files = mountFiles(this.cacheDir, running.mountpoint);
     const stopStatus = keepStatus(files, running, (err) => this.log.debug({ err }, 'server: cannot write a status'), this.restarts);
     const pidWritten = writePidFile(files, running.mountpoint).catch((err: unknown) => this.log.warn({ err }, 'server: cannot write the pid file'));
@@ -114,6 +115,7 @@ export class NodeServer {
     });
     const served: Served = { id, running, startedAt: new Date().toISOString(), cleaned };
     this.mounts.set(running.mountpoint, served);
+    await pidWritten;
   }
 
   /**
@@ -222,7 +224,7 @@ export class NodeServer {
       throw err;
     }
     this.toHolder({ op: 'served', id: heldId!, init: saveInit(running.mount.server.init!) });
-    this.track(heldId!, running);
+    await this.track(heldId!, running);
     log.info({ image: running.image.index.image.reference, pid: process.pid, start: processStartTime(process.pid) }, 'server: mounted');
     return { ok: true, op: 'mount', pid: process.pid, line: readyLine(running), log: this.files.log };
   }

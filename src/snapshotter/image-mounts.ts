@@ -6,8 +6,7 @@
  * keep their root filesystem while it restarts.
  */
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, rmdir } from 'node:fs/promises';
-import { daemonPid, mountFiles } from '../mount/files.js';
+import { mkdir, rmdir, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { startBackground } from '../server/background.js';
 import { unmount as unmountMountpoint } from '../server/unmount.js';
@@ -15,6 +14,9 @@ import { isFuse, mountsAt, parseMountInfo } from '../fuse/mountinfo.js';
 import { isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { RemoteLayer } from './store.js';
+
+/** How long a mount may take to answer statfs before it counts as dead (a restarting server takes about a second). */
+const ANSWER_MS = 15_000;
 
 export interface ImageMountOptions {
   root: string;
@@ -90,12 +92,14 @@ export class ImageMounts {
   }
 
   /**
-   * Whether the mount is served: its daemon is alive and it lists its root (a stat alone may be
-   * answered from the kernel's attribute cache after the server died).
+   * Whether the mount is served: statfs reaches the server (never the kernel's caches) and answers.
+   * A server being restarted by its holder answers once the next one has taken over, so this waits
+   * for it rather than take a live mount for a dead one.
    */
   private async answers(mountpoint: string): Promise<boolean> {
-    if ((await daemonPid(mountFiles(this.opts.cacheDir, mountpoint), mountpoint)) === undefined) return false;
-    return readdir(mountpoint).then(() => true, () => false);
+    const answered = statfs(mountpoint).then(() => true, () => false);
+    const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), ANSWER_MS).unref());
+    return Promise.race([answered, timeout]);
   }
 
   /** Unmount the image unless `inUse()`, asked under the image's lock, says a snapshot still needs it. */

@@ -37,7 +37,9 @@ async function containerRequest(image: string, command: string[], opts: Containe
   const { openForCommand } = await import('../image-arg.js');
   const { img } = await openForCommand(image, { ...opts, cacheDir });
   try {
-    const mountImage = img.indexFile ? resolve(img.indexFile) : image.startsWith('oci:') && !image.startsWith('oci:/') ? `oci:${resolve(image.slice(4))}` : image;
+    // An image reference is mounted as a reference (the server finds the index cached now): an
+    // index file names the registry its publisher used, which need not be the one asked for here.
+    const mountImage = img.origin === 'file' && img.indexFile ? resolve(img.indexFile) : image.startsWith('oci:') && !image.startsWith('oci:/') ? `oci:${resolve(image.slice(4))}` : image;
     const mount: Omit<MountConfig, 'mountpoint' | 'cacheDir'> = {
       image: mountImage,
       ...storage,
