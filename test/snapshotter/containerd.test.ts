@@ -2,7 +2,7 @@
  * `clip snapshotter` under a real containerd 1.6 (its own instance, root, state and socket in a
  * temporary directory), images in the real docker-registry behind the counting proxy:
  * - an image whose clip index is published is pulled with `ctr-remote images rpull` without a
- *   byte of its layers, and `ctr run` runs a shell from it, reading only what it reads;
+ *   byte of its layers, and `ctr run` runs a shell and python from it, reading only what they read;
  * - two containers of the image share one image mount and not their writes;
  * - a restart of the snapshotter after kill -9 keeps snapshots and running containers, and mounts
  *   again an image whose mount daemon died;
@@ -94,7 +94,7 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
 
   afterAll(async () => {
     if (ctrd) {
-      for (const id of ['c-run', 'c-a', 'c-b', 'c-plain', 'c-shared']) {
+      for (const id of ['c-run', 'c-py', 'c-a', 'c-b', 'c-plain', 'c-shared']) {
         await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id).catch(() => undefined);
         await sleep(200);
         await ctrd.ctr('tasks', 'rm', '-f', id).catch(() => undefined);
@@ -153,6 +153,13 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     const biggest = [...indexedLayers].sort((a, b) => b.size - a.size)[0]!;
     const read = blobGets(biggest.digest).reduce((n, r) => n + r.bytes, 0);
     expect(read).toBeLessThan(biggest.size / 4);
+  }, 300_000);
+
+  it('ctr run runs python from the indexed image, reading only ranges of its layers', async () => {
+    proxy.requests.length = 0;
+    const out = await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-py', 'python3', '-c', 'import json; print(1)');
+    expect(out).toBe('1\n');
+    for (const l of indexedLayers) expect(blobGets(l.digest).filter((r) => r.range === undefined)).toEqual([]);
   }, 300_000);
 
   it('two containers of the image share one image mount, each with its own writable layer', async () => {

@@ -1,0 +1,407 @@
+/**
+ * Running a container from nothing cached, three ways (issue 11; run by hand, as root, after `npm run build`):
+ *   RUNS=5 RTTS=0 node --import tsx bench/run/containerd-coldstart.ts      (then RTTS=25; RATE_MB=100)
+ * The debian-python image (bench/images/debian-python.ts: debootstrap minbase + apt python3, two gzip
+ * layers, Cmd python3) is pushed to a real registry (docker-registry 2.8) behind the throttle proxy of
+ * bench/coldstart (RATE_MB MB/s shared by all responses, RTT ms added to every request and once more
+ * to a new connection's first), RTTS holding one value. `clip index REF --push` publishes its index
+ * once. Then RUNS rounds; in each, the three arms in rotating order, each from nothing
+ * cached (a new containerd with an empty root and state, a new snapshotter root and clip cache
+ * directory, the page cache dropped after the daemons started), timed to the end of
+ * `python3 -c 'import json'`:
+ *   overlayfs:   `ctr images pull --plain-http REF` + `ctr run --rm REF ID python3 -c 'import json'`
+ *                (containerd's default snapshotter, overlayfs)
+ *   snapshotter: `ctr-remote images rpull --plain-http --snapshotter clip REF` +
+ *                `ctr run --rm --snapshotter clip REF ID python3 -c 'import json'`, with
+ *                `clip snapshotter` (dist/) as containerd's proxy plugin
+ *   clip-run:    `clip run REF --cache-dir EMPTY -- python3 -c 'import json'`
+ * containerd (Debian's 1.6) and the snapshotter are started before the clock starts, as a node's
+ * daemons would be running; the node's clip server (the mount daemon) is not: the first mount starts it.
+ * After each cold trial the same command runs once more, warm (image present, caches and page cache
+ * warm; for clip-run and the snapshotter the image mount was stopped when the first container ended,
+ * so it is mounted again from a warm cache): the fixed cost of each path.
+ * Prints a table and writes the figures into bench/run/RESULTS.md (between markers per RTT).
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { pushLayout } from '../../src/oci/push.js';
+import { serverFiles } from '../../src/server/paths.js';
+import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
+import { startContainerd, type TestContainerd } from '../../test/snapshotter/containerd.js';
+import { clip, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
+import { startThrottleProxy, type ServedRequest, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
+import { buildDebianPython, describeImage, type DebianPythonImage } from '../images/debian-python.js';
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const WORK = path.join(REPO_ROOT, '.tmp/bench-containerd-coldstart');
+const CLI = path.join(REPO_ROOT, 'dist/cli/main.js');
+const RESULTS = fileURLToPath(new URL('RESULTS.md', import.meta.url));
+const RUNS = Number(process.env.RUNS ?? 5);
+const RATE_MB = Number(process.env.RATE_MB ?? 100);
+/**
+ * One RTT per invocation: `clip run` of an image whose index it found in the registry mounts the
+ * cached index, and the mount reads layers from the registry the index names (the publisher's
+ * proxy), not from REF's, so a second proxy's clip-run trials would fetch their layers through the
+ * first one (see RESULTS.md).
+ */
+const RTTS = (process.env.RTTS ?? '0').split(',').map(Number);
+if (RTTS.length !== 1) throw new Error('RTTS: one round-trip time per invocation (see the comment above)');
+const REPOSITORY = 'bench/debian-python';
+const PROGRAM = ['python3', '-c', 'import json'];
+
+type Arm = 'overlayfs' | 'snapshotter' | 'clip-run';
+const ARMS: Arm[] = ['overlayfs', 'snapshotter', 'clip-run'];
+
+interface Row {
+  arm: Arm;
+  run: number;
+  rtt: number;
+  /** Clock start to the end of python. */
+  totalS: number;
+  /** overlayfs / snapshotter: the pull command returned. */
+  pullS?: number;
+  /** Proxy: first request started, last response ended (s since the clock started). */
+  firstRequestS: number;
+  lastByteS: number;
+  /** The image mount answered its first request (clip's server log), s since the clock started. */
+  mountReadyS?: number;
+  /** The node's clip server (holder) was started, s since the clock started. */
+  serverStartS?: number;
+  bytes: number;
+  layerBytes: number;
+  requests: number;
+  /** The same command once more, warm. */
+  warmS: number;
+}
+
+const s2 = (x: number): string => `${x.toFixed(2)} s`;
+const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;
+const opt = (x: number | undefined): string => (x === undefined ? '-' : s2(x));
+const spread = (xs: number[], f: (x: number) => string): string => (xs.length ? `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})` : '-');
+
+/** `clip snapshotter` from dist/ (what a node runs), its log in `logFile`; resolves once it serves. */
+async function startSnapshotter(root: string, cacheDir: string, socket: string, logFile: string): Promise<{ stop(): Promise<void> }> {
+  const fd = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [CLI, 'snapshotter', '--address', socket, '--root', root, '--cache-dir', cacheDir, '--log-level', 'info', '--log-format', 'json'], { stdio: ['ignore', 'pipe', fd] });
+  closeSync(fd);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('serving on')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`clip snapshotter exited (${code}): ${readFileSync(logFile, 'utf8').slice(-3000)}`)));
+  });
+  return {
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      if (!(await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)]))) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+}
+
+/** Wait until the node's clip server of `cacheDir` has ended (it does 5 s after its last mount). */
+async function waitServerGone(cacheDir: string): Promise<void> {
+  const lock = serverFiles(cacheDir).lock;
+  for (let i = 0; i < 300; i++) {
+    let pid: number;
+    try {
+      pid = Number(readFileSync(lock, 'utf8').split('\n')[0]);
+    } catch {
+      return;
+    }
+    if (!pid || !existsSync(`/proc/${pid}`)) return;
+    await sleep(100);
+  }
+  throw new Error(`the clip server of ${cacheDir} did not end within 30 s`);
+}
+
+/**
+ * From the server's JSON log: when the holder started and when the first mount was served
+ * (epoch ms), if it says so. Lines carry `time` (epoch ms) and `msg`.
+ */
+async function serverTimes(cacheDir: string): Promise<{ start?: number; ready?: number; msgs: string[] }> {
+  const text = await readFile(serverFiles(cacheDir).log, 'utf8').catch(() => '');
+  const lines = text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { time?: number | string; msg?: string });
+  const at = (l: { time?: number | string }): number | undefined => (typeof l.time === 'number' ? l.time : l.time ? Date.parse(l.time) : undefined);
+  const start = lines.length ? at(lines[0]!) : undefined;
+  const ready = lines.find((l) => /serving|mounted/i.test(l.msg ?? ''));
+  return { ...(start !== undefined ? { start } : {}), ...(ready && at(ready) !== undefined ? { ready: at(ready)! } : {}), msgs: lines.map((l) => `${at(l) ?? '?'} ${l.msg ?? ''}`) };
+}
+
+function proxyFigures(served: readonly ServedRequest[], layers: Set<string>): Pick<Row, 'bytes' | 'layerBytes' | 'requests' | 'firstRequestS' | 'lastByteS'> {
+  let bytes = 0;
+  let layerBytes = 0;
+  for (const r of served) {
+    bytes += r.bytes;
+    if (layers.has(/\/blobs\/(sha256:[0-9a-f]{64})/.exec(r.path)?.[1] ?? '')) layerBytes += r.bytes;
+  }
+  return {
+    bytes, layerBytes, requests: served.length,
+    firstRequestS: served.length ? Math.min(...served.map((r) => r.startMs)) / 1000 : NaN,
+    lastByteS: served.length ? Math.max(...served.map((r) => r.endMs ?? r.startMs)) / 1000 : NaN,
+  };
+}
+
+/**
+ * Wait (up to 10 s) until containerd's garbage collection has removed the first container's snapshot
+ * and the snapshotter has unmounted the image: no clip mount under DIR and no mount pid file left.
+ * The pid file matters: the server answers an unmount before it removes the mount's pid file, and a
+ * mount of the same image in that moment fails with "already mounted by clip" (see RESULTS.md).
+ */
+async function imageMountGone(dir: string, cacheDir: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => (l.split(' ')[4] ?? '').startsWith(dir));
+    const pids = (await readdir(path.join(cacheDir, 'mounts')).catch(() => [] as string[])).filter((f) => f.endsWith('.pid'));
+    if (!mounted && pids.length === 0) return;
+    await sleep(50);
+  }
+}
+
+/** VERBOSE: every request, s since the clock started. */
+const requestLines = (served: readonly ServedRequest[]): string =>
+  served.map((r) => `    ${(r.startMs / 1000).toFixed(3)}-${((r.endMs ?? 0) / 1000).toFixed(3)} ${r.method} ${r.path.slice(-30)} ${r.range ?? ''} ${r.bytes}`).join('\n');
+
+let containers = 0;
+/** Trials that failed (and were run again), by arm. */
+let failures = 0;
+const failed: string[] = [];
+const nextId = (): string => `bench-${process.pid}-${++containers}`;
+
+async function overlayfsTrial(run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
+  process.env.TMPDIR = scratch; // containerd's root and state on the disk the other arms' caches are on
+  const ctrd: TestContainerd = await startContainerd(path.join(scratch, 'no-snapshotter.sock'));
+  try {
+    await syncAndDrop();
+    proxy.reset();
+    const t0 = performance.now();
+    await ctrd.ctr('images', 'pull', '--plain-http', ref);
+    const pullS = seconds(t0);
+    await ctrd.ctr('run', '--rm', ref, nextId(), ...PROGRAM);
+    const totalS = seconds(t0);
+    const served = [...proxy.served];
+    const w0 = performance.now();
+    await ctrd.ctr('run', '--rm', ref, nextId(), ...PROGRAM);
+    const warmS = seconds(w0);
+    return { arm: 'overlayfs', run, rtt, totalS, pullS, warmS, ...proxyFigures(served, layers) };
+  } finally {
+    await ctrd.stop();
+  }
+}
+
+async function snapshotterTrial(run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
+  const dir = await mkdtemp(path.join(scratch, 'snapshotter-'));
+  const cacheDir = path.join(dir, 'cache');
+  const socket = path.join(dir, 'clip.sock');
+  const sn = await startSnapshotter(path.join(dir, 'root'), cacheDir, socket, path.join(dir, 'snapshotter.log'));
+  process.env.TMPDIR = scratch;
+  let ctrd: TestContainerd | undefined;
+  try {
+    ctrd = await startContainerd(socket);
+    await syncAndDrop();
+    proxy.reset();
+    const epoch0 = Date.now();
+    const t0 = performance.now();
+    await ctrd.ctrRemote('images', 'rpull', '--plain-http', '--snapshotter', 'clip', ref);
+    const pullS = seconds(t0);
+    await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', ref, nextId(), ...PROGRAM);
+    const totalS = seconds(t0);
+    const served = [...proxy.served];
+    const times = await serverTimes(cacheDir);
+    await imageMountGone(dir, cacheDir);
+    const w0 = performance.now();
+    await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', ref, nextId(), ...PROGRAM);
+    const warmS = seconds(w0);
+    if (process.env.VERBOSE) {
+      console.log(times.msgs.map((m) => `    ${((Number(m.split(' ')[0]) - epoch0) / 1000).toFixed(3)} ${m.split(' ').slice(1).join(' ')}`).join('\n'));
+      console.log(requestLines(served));
+      const log = await readFile(path.join(dir, 'snapshotter.log'), 'utf8');
+      console.log(log.split('\n').filter(Boolean).map((l) => { const j = JSON.parse(l) as { time: number; msg: string }; return `    sn ${((j.time - epoch0) / 1000).toFixed(3)} ${j.msg}`; }).join('\n'));
+    }
+    return {
+      arm: 'snapshotter', run, rtt, totalS, pullS, warmS, ...proxyFigures(served, layers),
+      ...(times.start !== undefined ? { serverStartS: (times.start - epoch0) / 1000 } : {}),
+      ...(times.ready !== undefined ? { mountReadyS: (times.ready - epoch0) / 1000 } : {}),
+    };
+  } catch (err) {
+    // Kept for the report: the snapshotter's and the server's logs of a failed trial.
+    const keep = path.join(WORK, `failed-${process.pid}-${++failures}`);
+    await mkdir(keep, { recursive: true });
+    await writeFile(path.join(keep, 'error.txt'), String((err as Error).stack ?? err));
+    await writeFile(path.join(keep, 'snapshotter.log'), await readFile(path.join(dir, 'snapshotter.log'), 'utf8').catch(() => ''));
+    await writeFile(path.join(keep, 'server.log'), await readFile(serverFiles(cacheDir).log, 'utf8').catch(() => ''));
+    await writeFile(path.join(keep, 'containerd.log'), ctrd?.logs() ?? '');
+    throw err;
+  } finally {
+    await ctrd?.ctr('images', 'rm', '--sync', ref).catch(() => undefined);
+    await ctrd?.stop();
+    await sn.stop();
+    // The snapshotter leaves its image mounts to the server on purpose (they outlive it): unmount them.
+    const info = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((p) => p.startsWith(dir));
+    for (const mp of info.sort().reverse()) await clip('unmount', mp, '--cache-dir', cacheDir).catch(() => sh('umount', ['-l', mp]).catch(() => undefined));
+    await waitServerGone(cacheDir);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function clipRunTrial(run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
+  const cacheDir = await mkdtemp(path.join(scratch, 'clip-run-'));
+  try {
+    await syncAndDrop();
+    proxy.reset();
+    const epoch0 = Date.now();
+    const t0 = performance.now();
+    await clip('run', ref, '--cache-dir', cacheDir, '--', ...PROGRAM);
+    const totalS = seconds(t0);
+    const served = [...proxy.served];
+    const times = await serverTimes(cacheDir);
+    const w0 = performance.now();
+    await clip('run', ref, '--cache-dir', cacheDir, '--', ...PROGRAM);
+    const warmS = seconds(w0);
+    if (process.env.VERBOSE) {
+      console.log(times.msgs.map((m) => `    ${((Number(m.split(' ')[0]) - epoch0) / 1000).toFixed(3)} ${m.split(' ').slice(1).join(' ')}`).join('\n'));
+      console.log(requestLines(served));
+    }
+    return {
+      arm: 'clip-run', run, rtt, totalS, warmS, ...proxyFigures(served, layers),
+      ...(times.start !== undefined ? { serverStartS: (times.start - epoch0) / 1000 } : {}),
+      ...(times.ready !== undefined ? { mountReadyS: (times.ready - epoch0) / 1000 } : {}),
+    };
+  } finally {
+    await waitServerGone(cacheDir);
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+}
+
+function rowLine(r: Row): string {
+  return `| ${r.rtt} ms | ${r.arm} | ${r.run} | ${s2(r.totalS)} | ${opt(r.pullS)} | ${r.pullS !== undefined ? s2(r.totalS - r.pullS) : '-'} | ${opt(r.serverStartS)} | ${opt(r.mountReadyS)} | ${s2(r.firstRequestS)} | ${s2(r.lastByteS)} | ${mb(r.bytes)} | ${mb(r.layerBytes)} | ${r.requests} | ${s2(r.warmS)} |`;
+}
+
+function report(rtt: number, rows: Row[], img: DebianPythonImage, ctx: { command: string; date: string; uptimeBefore: string; uptimeAfter: string; publishS: number; failed: string[] }): string {
+  const of = (arm: Arm): Row[] => rows.filter((r) => r.arm === arm);
+  const med = (arm: Arm, f: (r: Row) => number | undefined): number => median(of(arm).map(f).filter((x): x is number => x !== undefined));
+  const ratio = (arm: Arm): string => {
+    const base = of('overlayfs');
+    const pairs = of(arm).map((r) => base.find((b) => b.run === r.run)).map((b, i) => (b ? (b.totalS / of(arm)[i]!.totalS).toFixed(2) : '-'));
+    return `**${(med('overlayfs', (r) => r.totalS) / med(arm, (r) => r.totalS)).toFixed(2)}x** (per round: ${pairs.join(', ')})`;
+  };
+  const summary = ARMS.map((arm) => {
+    const rs = of(arm);
+    const opts = (f: (r: Row) => number | undefined): string => spread(rs.map(f).filter((x): x is number => x !== undefined), s2);
+    return `| ${arm} | ${rs.length} | ${spread(rs.map((r) => r.totalS), s2)} | ${opts((r) => r.pullS)} | ${opts((r) => (r.pullS !== undefined ? r.totalS - r.pullS : undefined))} | ${opts((r) => r.mountReadyS)} | ${spread(rs.map((r) => r.bytes), mb)} (${((100 * med(arm, (r) => r.bytes)) / img.compressedBytes).toFixed(1)} % of the image) | ${spread(rs.map((r) => r.warmS), s2)} |`;
+  });
+  return [
+    `Command: \`${ctx.command}\` (as root, after \`npm run build\`)`,
+    `Date: ${ctx.date}. Machine: 2 cores shared with other sessions. \`uptime\` before: \`${ctx.uptimeBefore}\`; after: \`${ctx.uptimeAfter}\`.`,
+    `Proxy: ${RATE_MB} MB/s (10^6 bytes) shared by all responses, ${rtt} ms round-trip time added per request (and once more for a new connection's first). Registry: docker-registry 2.8. containerd ${'1.6.20 (Debian)'}, runc (Debian), ctr-remote (Debian's stargz-snapshotter).`,
+    `Its index was published once (\`clip index REF --push\`, ${ctx.publishS.toFixed(1)} s through the proxy), not part of any trial.`,
+    `Runs: ${rows.length / ARMS.length} rounds, the three arms in rotating order in each; every trial from nothing cached (new containerd root and state, new snapshotter root and clip cache directory, page cache dropped once the daemons were up).`,
+    '',
+    `Image: ${describeImage(img)}`,
+    '',
+    '| arm | runs | to the end of python: median (min–max) | pull command | run command | image mount ready (server log) | bytes the proxy served | warm rerun |',
+    '|---|---|---|---|---|---|---|---|',
+    ...summary,
+    '',
+    `- overlayfs / snapshotter: ${ratio('snapshotter')}; overlayfs / clip-run: ${ratio('clip-run')}. Goal: ≥ 8x.`,
+    `- Trials that failed and were run again (every RTT of this invocation): ${ctx.failed.length ? ctx.failed.map((f) => `\`${f}\``).join('; ') : 'none'}.`,
+    '',
+    'Every trial (times in s since the clock started; "server listening": the node\'s clip server\'s first log line; "mount ready": its "fuse: serving" line for the image mount; first request / last byte: at the proxy):',
+    '',
+    '| RTT | arm | run | total | pull | run command | server listening | mount ready | first request | last byte | bytes served | layer bytes | requests | warm rerun |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows.map(rowLine),
+  ].join('\n');
+}
+
+const HEADING = `# Running a container from nothing cached: containerd's overlayfs vs the clip snapshotter vs \`clip run\`
+
+\`\`\`
+RUNS=5 RTTS=0 node --import tsx bench/run/containerd-coldstart.ts     # then RTTS=25 (RATE_MB=100 by default)
+\`\`\`
+`;
+
+async function writeResults(rtt: number, figures: string): Promise<void> {
+  const begin = `<!-- containerd-coldstart rtt=${rtt}:begin (written by containerd-coldstart.ts) -->`;
+  const end = `<!-- containerd-coldstart rtt=${rtt}:end -->`;
+  const old = existsSync(RESULTS) ? await readFile(RESULTS, 'utf8') : HEADING;
+  if (!old.includes(begin)) await writeFile(RESULTS, `${old.trimEnd()}\n\n## ${rtt} ms round-trip time\n\n${begin}\n${end}\n`);
+  await writeBetweenMarkers(RESULTS, { begin, end, fresh: '' }, figures);
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('run as root (containerd, mounts, drop_caches)');
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
+  const date = new Date().toISOString();
+  const uptimeBefore = (await sh('uptime', [])).trim();
+  const img = await buildDebianPython({ log: (line) => console.log(line) });
+  console.log(`image ${img.reused ? 'reused' : 'built'}: ${describeImage(img)}`);
+  const layers = new Set(img.layers.map((l) => l.digest));
+
+  await mkdir(WORK, { recursive: true });
+  const scratch = await mkdtemp(path.join(WORK, 'run-'));
+  let registry: TestRegistry | undefined;
+  const proxies = new Map<number, ThrottleProxy>();
+  const savedTmp = process.env.TMPDIR;
+  try {
+    registry = await startRegistry();
+    await pushLayout(img.layoutDir, img.tag, `${registry.host}/${REPOSITORY}:${img.tag}`);
+    for (const rtt of RTTS) proxies.set(rtt, await startThrottleProxy(registry.host, { rateBytesPerSec: RATE_MB * 1e6, rttMs: rtt }));
+    const refVia = (p: ThrottleProxy): string => `${p.host}/${REPOSITORY}:${img.tag}`;
+    const first = proxies.get(RTTS[0]!)!;
+    const t0 = performance.now();
+    const out = JSON.parse(await clip('index', refVia(first), '--push', '--cache-dir', path.join(scratch, 'publisher'), '--json', '--no-progress')) as { published: string | null };
+    const publishS = seconds(t0);
+    if (!out.published) throw new Error('clip index --push printed no artifact');
+    await rm(path.join(scratch, 'publisher'), { recursive: true, force: true });
+    console.log(`published in ${publishS.toFixed(1)} s: ${out.published}`);
+
+    const rows: Row[] = [];
+    for (let run = 1; run <= RUNS; run++) {
+      for (const [rtt, proxy] of proxies) {
+        const order = ARMS.map((_, i) => ARMS[(i + run - 1) % ARMS.length]!);
+        for (const arm of order) {
+          const trial = arm === 'overlayfs' ? overlayfsTrial : arm === 'snapshotter' ? snapshotterTrial : clipRunTrial;
+          let row: Row | undefined;
+          for (let attempt = 1; !row; attempt++) {
+            try {
+              row = await trial(run, rtt, proxy, refVia(proxy), scratch, layers);
+            } catch (err) {
+              // A failed trial is reported, and run again (up to 7 times).
+              failed.push(`${arm}, round ${run}, ${rtt} ms: ${(err as Error).message.split('\n')[0]!.replace(/^.* failed: /, '')}`);
+              console.log(`FAILED ${failed.at(-1)}`);
+              if (attempt >= 8) throw err;
+            }
+          }
+          rows.push(row);
+          console.log(rowLine(row));
+        }
+      }
+    }
+    const uptimeAfter = (await sh('uptime', [])).trim();
+    for (const rtt of RTTS) {
+      const figures = report(rtt, rows.filter((r) => r.rtt === rtt), img, {
+        command: ['RUNS', 'RATE_MB', 'RTTS'].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]} `).join('') + 'node --import tsx bench/run/containerd-coldstart.ts',
+        date, uptimeBefore, uptimeAfter, publishS, failed,
+      });
+      console.log(`\n${figures}`);
+      if (process.env.WRITE !== '0') await writeResults(rtt, figures);
+    }
+  } finally {
+    if (savedTmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = savedTmp;
+    for (const p of proxies.values()) await p.stop();
+    await registry?.stop();
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+await main();
