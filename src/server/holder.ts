@@ -9,7 +9,7 @@
  * Started by the first `clip mount --background` (src/server/client.ts) as `holder CACHE_DIR`.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { abortConnection, attach } from '../fuse/attach.js';
 import { processStartTime } from '../mount/files.js';
@@ -163,17 +163,27 @@ function giveUp(): void {
 function finish(): void {
   releaseLock();
   rmSync(files.socket, { force: true });
+  try {
+    rmdirSync(files.runDir); // only if empty: another holder may have started there meanwhile
+  } catch {
+    // not empty, or gone
+  }
   log.info('holder: exiting');
   process.exit(0);
 }
 
 /** One holder per cache directory: the lock names it by pid and start time (a reused pid is not it). */
 function takeLock(): boolean {
-  for (let attempt = 0; attempt < 2; attempt++) {
+  for (let attempt = 0; attempt < 3; attempt++) {
     try {
       writeFileSync(files.lock, `${process.pid}\n${processStartTime(process.pid) ?? ''}\n`, { flag: 'wx', mode: 0o600 });
       return true;
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        // A holder that just ended removed the (empty) runtime directory: make it again.
+        mkdirSync(files.runDir, { recursive: true, mode: 0o700 });
+        continue;
+      }
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const [pid, start] = readFileSync(files.lock, 'utf8').split('\n');
       if (pid && start && processStartTime(Number(pid)) === start) return false;
