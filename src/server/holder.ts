@@ -17,7 +17,7 @@ import { ClipError } from '../util/errors.js';
 import { createLogger } from '../util/log.js';
 import { siblingModule } from '../util/worker.js';
 import { nodeArgs } from '../util/node-args.js';
-import { serverFiles } from './paths.js';
+import { liveHolder, serverFiles } from './paths.js';
 import type { HeldMount, ToHolder, ToServer } from './protocol.js';
 
 /** Restarts within this window count toward the limit; past it the holder gives up. */
@@ -185,8 +185,7 @@ function takeLock(): boolean {
         continue;
       }
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const [pid, start] = readFileSync(files.lock, 'utf8').split('\n');
-      if (pid && start && processStartTime(Number(pid)) === start) return false;
+      if (liveHolder(files.lock) !== undefined) return false;
       rmSync(files.lock, { force: true });
     }
   }

@@ -5,7 +5,9 @@
  * the cache, in CACHE_DIR/server/.
  */
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { processStartTime } from '../mount/files.js';
 
 export interface ServerFiles {
   /** The runtime directory: /run/clip/<hash of the cache directory>. */
@@ -26,4 +28,16 @@ export function serverFiles(cacheDir: string): ServerFiles {
   const runDir = join(RUN_ROOT, createHash('sha256').update(abs).digest('hex').slice(0, 16));
   const logDir = join(abs, 'server');
   return { runDir, socket: join(runDir, 'control.sock'), lock: join(runDir, 'holder.pid'), logDir, log: join(logDir, 'server.log') };
+}
+
+/** The pid of the live holder a lock file names (pid and start time), or undefined. */
+export function liveHolder(lock: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(lock, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const [pid, start] = text.split('\n');
+  return pid && start && processStartTime(Number(pid)) === start ? Number(pid) : undefined;
 }

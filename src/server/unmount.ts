@@ -2,25 +2,14 @@
  * `clip unmount`: a mount of the node's server is unmounted by the server (the others it serves go
  * on); any other clip mount (a foreground `clip mount`, a dead server's) as src/mount/unmount.ts does.
  */
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { unmountMountpoint, type UnmountCommandOptions, type UnmountResult } from '../mount/unmount.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
-import { processStartTime } from '../mount/files.js';
 import { askServer, unwrap } from './client.js';
-import { serverFiles } from './paths.js';
+import { liveHolder, serverFiles } from './paths.js';
 
 /** How long an unmount waits for a restarting server. */
 const START_WAIT_MS = 15_000;
-
-function holderAlive(cacheDir: string): boolean {
-  try {
-    const [pid, start] = readFileSync(serverFiles(cacheDir).lock, 'utf8').split('\n');
-    return Boolean(pid && start && processStartTime(Number(pid)) === start);
-  } catch {
-    return false;
-  }
-}
 
 export async function unmount(mountpoint: string, opts: UnmountCommandOptions = {}): Promise<UnmountResult> {
   const target = resolve(mountpoint);
@@ -30,7 +19,7 @@ export async function unmount(mountpoint: string, opts: UnmountCommandOptions = 
   let reply = await ask();
   // A holder without a server is restarting it: wait for the server rather than signal the process
   // the mount's pid file names (which would be that server, serving every other mount too).
-  for (const until = Date.now() + START_WAIT_MS; !reply && holderAlive(cacheDir) && Date.now() < until; ) {
+  for (const until = Date.now() + START_WAIT_MS; !reply && liveHolder(serverFiles(cacheDir).lock) !== undefined && Date.now() < until; ) {
     await new Promise((r) => setTimeout(r, 100));
     reply = await ask();
   }
