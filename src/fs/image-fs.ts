@@ -64,8 +64,17 @@ export interface ImageFilesystemOptions {
 /** An open file: where its bytes are, resolved once at open so a read does no lookup. */
 interface OpenFile {
   layer: LayerRecord;
+  /** The layer's position in the index (what a profile names). */
+  layerAt: number;
   offset: number;
   size: number;
+}
+
+/** Takes note of the reads of a mount's start (src/profile/recorder.ts). */
+export interface ReadRecorder {
+  readonly active: boolean;
+  /** Bytes [offset, offset + length) of the layer at position `layer` in the index were read. */
+  note(layer: number, offset: number, length: number, ino: number): void;
 }
 
 /** Open files by inode, with how many opens hold each. */
@@ -83,6 +92,8 @@ export class ImageFilesystem implements FuseFilesystem {
   private readonly timeoutSeconds: number;
   private shared: ThreadAnswers | undefined;
   private readonly log: Logger;
+  /** While set and active, every READ is noted (a startup profile is being recorded). */
+  recorder: ReadRecorder | undefined;
 
   constructor(
     readonly index: ImageIndex,
@@ -107,6 +118,14 @@ export class ImageFilesystem implements FuseFilesystem {
       this.shared = { module: siblingModule(import.meta.url, 'index-thread').href, data };
     }
     return this.shared;
+  }
+
+  /**
+   * True while a profile is recorded: every READ must then reach this thread (reads answered in
+   * the FUSE reader thread would be missing from the profile).
+   */
+  get recording(): boolean {
+    return this.recorder?.active === true;
   }
 
   /** Files open now (for tests and metrics). */
@@ -146,7 +165,7 @@ export class ImageFilesystem implements FuseFilesystem {
     else {
       const loc = this.index.dataLocation(this.known(ino));
       if (!loc) throw new FuseErrno('EISDIR');
-      this.open$.set(ino, { layer: this.layers[loc.layer]!, offset: loc.offset, size: loc.size, refs: 1 });
+      this.open$.set(ino, { layer: this.layers[loc.layer]!, layerAt: loc.layer, offset: loc.offset, size: loc.size, refs: 1 });
     }
     // The handle is the inode: a server that takes over the connection after a restart finds
     // every handle the kernel holds meaningful without any state from the one before.
@@ -164,10 +183,11 @@ export class ImageFilesystem implements FuseFilesystem {
       // Opened before this server took the connection over (or a read without an open): resolve it here.
       const loc = this.index.dataLocation(this.known(ino));
       if (!loc) throw new FuseErrno('EISDIR');
-      file = { layer: this.layers[loc.layer]!, offset: loc.offset, size: loc.size };
+      file = { layer: this.layers[loc.layer]!, layerAt: loc.layer, offset: loc.offset, size: loc.size };
     }
     const n = Math.min(size, file.size - offset);
     if (n <= 0) return EMPTY;
+    if (this.recorder?.active) this.recorder.note(file.layerAt, file.offset + offset, n, ino);
     const buf = this.buffers.take(n);
     try {
       const got = await this.storage.readInto(file.layer, file.offset + offset, buf, { signal: ctx.signal });

@@ -18,6 +18,7 @@ import { serveMetrics } from './metrics-server.js';
 import { registerProcessMetrics } from './process-metrics.js';
 import { checkMountPlacement } from './placement.js';
 import { requireRoot } from './require-root.js';
+import { startMountProfile, type MountProfile } from '../profile/mount-profile.js';
 
 export { requireRoot } from './require-root.js';
 
@@ -45,6 +46,11 @@ export interface MountConfig {
   /** Kernel readahead for the mount, in KiB (default: imageMountOptions'). */
   readaheadKb?: number;
   platform?: string;
+  /**
+   * Startup profile (docs/profiles.md): 'auto' (default) prefetches a profile found for the index,
+   * or records this start and keeps it; 'record' records until unmounted (`clip profile`); 'off'.
+   */
+  profile?: 'auto' | 'record' | 'off';
   insecureRegistry?: string[];
   logLevel?: string;
 }
@@ -57,6 +63,8 @@ export interface RunningMount {
   readonly mount: Mount;
   /** The background fetch, when configured (stopped by the unmount). */
   readonly background?: BackgroundFetch;
+  /** The startup profile's lookup, prefetch and recording. */
+  readonly profile: MountProfile;
   /** Settles once the mount is gone (by stop() or anyone's umount) and everything is closed. */
   readonly done: Promise<void>;
   /** Unmount (lazily if busy, aborting a stuck connection), then close storage and image. Idempotent. */
@@ -139,10 +147,15 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
         } : {}),
       })
       : undefined;
+    const profile = startMountProfile({
+      mode: opts.resume ? 'off' : cfg.profile ?? 'auto', cacheDir: image.cacheDir, index: image.index, layers: image.layers,
+      fs, storage: st, blobs: image.blobs, logger: log,
+    });
     let closing: Promise<void> | undefined;
     const closeAll = (): Promise<void> => {
       closing ??= (async () => {
         metrics?.close();
+        await profile.finish();
         await background?.stop();
         await st.close({ flushMs: FLUSH_MS }).catch((err: unknown) => log.warn({ err }, 'mount: closing storage failed'));
         await image.close().catch((err: unknown) => log.warn({ err }, 'mount: closing the image failed'));
@@ -152,7 +165,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     };
     const done = m.closed.then(closeAll);
     return {
-      mountpoint, image, storage: st, fs, mount: m, done, ...(background ? { background } : {}),
+      mountpoint, image, storage: st, fs, mount: m, done, profile, ...(background ? { background } : {}),
       async stop() {
         await m.unmount();
         await done;

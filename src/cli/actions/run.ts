@@ -19,7 +19,7 @@ function requireRunRoot(what: string): void {
 }
 
 /** Everything a container request needs from the options, checked before any work. */
-async function containerRequest(image: string, command: string[], opts: ContainerCommandOptions): Promise<{ req: ContainerRequest; close: () => Promise<void> }> {
+export async function containerRequest(image: string, command: string[], opts: ContainerCommandOptions, mountExtra: Pick<MountConfig, 'profile'> = {}): Promise<{ req: ContainerRequest; close: () => Promise<void> }> {
   const { createLogger } = await import('../../util/log.js');
   const logger = createLogger(opts.logLevel, 2, opts.logFormat);
   const network = parseNetwork(opts.network);
@@ -47,6 +47,7 @@ async function containerRequest(image: string, command: string[], opts: Containe
       ...(opts.discover === false ? { discover: false } : {}),
       ...(opts.insecureRegistry?.length ? { insecureRegistry: opts.insecureRegistry } : {}),
       logLevel: 'info',
+      ...mountExtra,
     };
     const req: ContainerRequest = {
       cacheDir, image, manifestDigest: img.index.image.manifestDigest, config: Buffer.from(img.index.config), mount, network, volumes, env,

@@ -1,0 +1,143 @@
+/**
+ * A mount's profile work, started with the mount and finished before its storage closes:
+ * - 'auto' (every mount): look for a profile of this index (local cache, shared cache, registry)
+ *   without delaying the mount; if one is found, prefetch it; if none is, record the start and keep
+ *   what was recorded in the local and the shared cache, so the next node starts with a profile.
+ * - 'record' (`clip profile`): record until the mount stops, whatever profile exists, and keep it.
+ * - 'off': nothing (a mount taken over after a restart: its start is long past).
+ */
+import type { ImageIndex } from '../index/reader.js';
+import { RegistryRepository } from '../oci/registry-source.js';
+import type { Storage } from '../storage/storage.js';
+import type { LayerRecord } from '../storage/types.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { encodeProfile, type LearnedCheckpoint, type ProfileRange, type StartupProfile } from './format.js';
+import { planPrefetch, prefetch, type PrefetchResult } from './prefetch.js';
+import { ProfileRecorder } from './recorder.js';
+import { findProfile, indexDigestOf, storeLocalProfile, storeSharedProfile, type FoundProfile } from './store.js';
+
+export type ProfileMode = 'auto' | 'record' | 'off';
+
+/** The two Storage methods of learned checkpoints (issue 12 item 2), used when present. */
+interface LearnedCheckpointStore {
+  learnedCheckpoints?: (layer: LayerRecord) => LearnedCheckpoint[];
+  addLearnedCheckpoints?: (layer: LayerRecord, list: LearnedCheckpoint[]) => void;
+}
+
+/** What a filesystem offers to be recorded (ImageFilesystem.recorder). */
+export interface RecordableFs {
+  recorder: { readonly active: boolean; note(layer: number, offset: number, length: number, ino: number): void } | undefined;
+}
+
+export interface MountProfileOptions {
+  mode: ProfileMode;
+  cacheDir: string;
+  index: ImageIndex;
+  layers: LayerRecord[];
+  fs: RecordableFs;
+  storage: Storage;
+  /** Where the image's blobs come from: a registry repository is also looked in for profiles. */
+  blobs?: unknown;
+  /** Recording ends after this long without a new range ('auto'; default 2000 ms). */
+  quietMs?: number;
+  /** Prefetch pieces in flight (default 3). */
+  concurrency?: number;
+  logger?: Logger;
+}
+
+export interface MountProfile {
+  /** Settles with the profile found (undefined when none, or not looked for). */
+  readonly found: Promise<FoundProfile | undefined>;
+  /** Settles when the prefetch of a found profile is over. */
+  readonly prefetched: Promise<PrefetchResult | undefined>;
+  /** Settles with where the recording was kept, once it ended (undefined when nothing was kept). */
+  readonly saved: Promise<string | undefined>;
+  /** Stop recording (keeping what was recorded) and prefetching; wait for both. */
+  finish(): Promise<void>;
+}
+
+export function startMountProfile(opts: MountProfileOptions): MountProfile {
+  const log = opts.logger ?? silentLogger;
+  const none: MountProfile = { found: Promise.resolve(undefined), prefetched: Promise.resolve(undefined), saved: Promise.resolve(undefined), finish: async () => undefined };
+  if (opts.mode === 'off') return none;
+  const stop = new AbortController();
+  const target = {
+    manifestDigest: opts.index.image.manifestDigest,
+    indexDigest: indexDigestOf(opts.index.buffer),
+    layers: opts.layers.map((l) => l.diffId),
+  };
+  const learnedStore = opts.storage as Storage & LearnedCheckpointStore;
+  let ended!: (ranges: ProfileRange[]) => void;
+  const recorded = new Promise<ProfileRange[]>((r) => (ended = r));
+  const recorder = new ProfileRecorder({
+    quietMs: opts.mode === 'record' ? 0 : opts.quietMs ?? 2000,
+    onEnd: (ranges, why) => {
+      log.info({ ranges: ranges.length, why }, 'profile: recording ended');
+      ended(ranges);
+    },
+  });
+  opts.fs.recorder = recorder;
+
+  const found: Promise<FoundProfile | undefined> = opts.mode === 'record'
+    ? Promise.resolve(undefined)
+    : findProfile(target, {
+      cacheDir: opts.cacheDir, logger: log, signal: stop.signal,
+      ...(opts.storage.remote ? { remote: opts.storage.remote } : {}),
+      ...(opts.blobs instanceof RegistryRepository ? { repo: opts.blobs } : {}),
+    }).catch((err: unknown) => {
+      log.warn({ err: (err as Error).message }, 'profile: lookup failed');
+      return undefined;
+    });
+
+  const prefetched = found.then(async (f) => {
+    if (!f || stop.signal.aborted) return undefined;
+    // A profile exists: this start is not recorded, and every read may stay in the reader thread.
+    recorder.discard();
+    opts.fs.recorder = undefined;
+    ended([]);
+    log.info({ profile: f.from, ranges: f.profile.ranges.length }, 'profile: found, prefetching');
+    if (f.origin !== 'cache') void storeLocalProfile(opts.cacheDir, target.manifestDigest, f.bytes).catch((err: unknown) => log.debug({ err }, 'profile: cannot keep it locally'));
+    if (typeof learnedStore.addLearnedCheckpoints === 'function') {
+      for (const [i, list] of f.profile.learned) {
+        const layer = opts.layers[i];
+        if (layer) learnedStore.addLearnedCheckpoints(layer, list);
+      }
+    }
+    const pieces = planPrefetch(f.profile.ranges, opts.layers);
+    const result = await prefetch(opts.storage, pieces, { concurrency: opts.concurrency ?? 3, signal: stop.signal, logger: log });
+    log.info({ ...result, profile: f.from }, 'profile: prefetch done');
+    return result;
+  }).catch((err: unknown) => {
+    log.warn({ err: (err as Error).message }, 'profile: prefetch failed');
+    return undefined;
+  });
+
+  const saved = recorded.then(async (ranges) => {
+    if (ranges.length === 0 || (await found)) return undefined;
+    const profile: StartupProfile = { ...target, ranges, learned: new Map() };
+    if (typeof learnedStore.learnedCheckpoints === 'function') {
+      opts.layers.forEach((layer, i) => {
+        const list = learnedStore.learnedCheckpoints!(layer);
+        if (list.length) profile.learned.set(i, list);
+      });
+    }
+    const bytes = encodeProfile(profile);
+    const file = await storeLocalProfile(opts.cacheDir, target.manifestDigest, bytes);
+    if (opts.storage.remote) await storeSharedProfile(opts.storage.remote, target.manifestDigest, bytes);
+    log.info({ file, ranges: ranges.length, bytes: bytes.length }, 'profile: recorded and kept');
+    return file;
+  }).catch((err: unknown) => {
+    log.warn({ err: (err as Error).message }, 'profile: cannot keep the recording');
+    return undefined;
+  });
+
+  return {
+    found, prefetched, saved,
+    async finish() {
+      recorder.stop();
+      opts.fs.recorder = undefined;
+      stop.abort();
+      await Promise.all([prefetched, saved]);
+    },
+  };
+}
