@@ -6,6 +6,7 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planPrefetch, prefetch } from '../../src/profile/prefetch.js';
+import type { Logger } from '../../src/util/log.js';
 import { DiskCache } from '../../src/storage/disk-cache.js';
 import { StorageMetrics } from '../../src/storage/metrics.js';
 import { Storage } from '../../src/storage/storage.js';
@@ -98,7 +99,7 @@ describe('prefetch through Storage', () => {
     const storage = new Storage({ disk, metrics, source, statsIntervalMs: 0, readTimeoutMs: 500, retryBackoffMs: 10 });
     try {
       const warnings: unknown[] = [];
-      const logger = { warn: (o: unknown) => warnings.push(o) } as unknown as import('../../src/util/log.js').Logger;
+      const logger = { warn: (o: unknown) => warnings.push(o) } as unknown as Logger;
       const result = await prefetch(storage, planPrefetch([{ layer: 0, offset: 0, length: 10, atMs: 0, ino: 0 }], [layer.record]), { logger });
       expect(result.failed).toBe(1);
       expect(warnings).toHaveLength(1);
