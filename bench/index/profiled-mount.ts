@@ -1,0 +1,260 @@
+/**
+ * Cold start with a startup profile (issue 12, item 1), run by hand as root after `npm run build`:
+ *   node --import tsx bench/index/profiled-mount.ts        RUNS=3 RATE_MB=100 RTTS=0,25
+ * The debian-python image (bench/images/debian-python.ts) is pushed to a real registry twice, in
+ * repositories P and U, each with its index published (`clip index --push`). Into P a profile is
+ * pushed (`clip profile REF --push -- python3 -c 'import json'`, run with runc); U has none. A
+ * profile of another workload (`perl -MPOSIX -e 1; dpkg -l`) is recorded on U's index too. Behind
+ * the throttle proxy of bench/coldstart (RATE_MB MB/s, one proxy per RTT), RUNS rounds; in each,
+ * per RTT, these arms in rotating order, each from an empty cache directory, page cache dropped,
+ * timed from `clip mount` to the end of `chroot MNT python3 -c 'import json'`:
+ *   profiled:      image P (the mount finds the python profile in the registry and prefetches it)
+ *   unprofiled:    image U (no profile anywhere: the mount reads on demand and records)
+ *   other-profile: image U with the other workload's profile in the cache directory
+ *   warm:          image U, a cache directory that a run before filled (page cache dropped): the
+ *                  warm-cache run time of the physical limit
+ * The bytes python needs, compressed: for each range of the python profile (what the kernel asked
+ * of the mount, readahead included), the compressed bytes between its ends, each end placed by
+ * linear interpolation between the index's gzip checkpoints around it (the "interpolated" figure);
+ * and, as an upper bound, from the checkpoint before each range to the one after it.
+ * Physical limit = warm median + needed (interpolated) / bandwidth + 3 RTT.
+ * Writes its figures into bench/index/RESULTS.md between its markers.
+ */
+import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ImageIndex } from '../../src/index/reader.js';
+import { pushLayout } from '../../src/oci/push.js';
+import { decodeProfile, type ProfileRange } from '../../src/profile/format.js';
+import { localProfilePath } from '../../src/profile/store.js';
+import { cachedIndexPath } from '../../src/storage/indexer.js';
+import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
+import { clip, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
+import { profileOf } from '../coldstart/profile.js';
+import { startThrottleProxy, type ServedRequest, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
+import { buildDebianPython, describeImage } from '../images/debian-python.js';
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const WORK = path.join(REPO_ROOT, '.tmp/bench-profiled-mount');
+const CLI = path.join(REPO_ROOT, 'dist/cli/main.js');
+const RESULTS = fileURLToPath(new URL('RESULTS.md', import.meta.url));
+const RUNS = Number(process.env.RUNS ?? 3);
+const RATE_MB = Number(process.env.RATE_MB ?? 100);
+const RTTS = (process.env.RTTS ?? '0,25').split(',').map(Number);
+const PROGRAM = ['python3', '-c', 'import json'];
+const OTHER = ['/bin/sh', '-c', 'perl -MPOSIX -e 1; dpkg -l >/dev/null'];
+const P_REPO = 'bench/profiled';
+const U_REPO = 'bench/unprofiled';
+
+type Arm = 'profiled' | 'unprofiled' | 'other-profile' | 'warm';
+const ARMS: Arm[] = ['profiled', 'unprofiled', 'other-profile', 'warm'];
+
+interface Row {
+  arm: Arm;
+  run: number;
+  rtt: number;
+  readyS: number;
+  totalS: number;
+  layerBytes: number;
+  distinctLayerBytes: number;
+  requests: number;
+}
+
+/** Compressed bytes of `ranges` in an index: interpolated between checkpoints, and checkpoint-bounded. */
+function neededCompressed(index: ImageIndex, ranges: readonly ProfileRange[]): { interpolated: number; bounded: number; uncompressed: number } {
+  let interpolated = 0;
+  let bounded = 0;
+  let uncompressed = 0;
+  for (let l = 0; l < index.layers.length; l++) {
+    const layer = index.layers[l]!;
+    // Merge the layer's ranges (a byte read twice counts once).
+    const rs = ranges.filter((r) => r.layer === l).map((r) => [r.offset, r.offset + r.length] as [number, number]).sort((a, b) => a[0] - b[0]);
+    const merged: [number, number][] = [];
+    for (const r of rs) {
+      const last = merged.at(-1);
+      if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
+      else merged.push([...r]);
+    }
+    const points: { out: number; in: number }[] = [{ out: 0, in: 0 }];
+    for (let i = 0; i < index.checkpointCount(l); i++) {
+      const p = index.checkpointPosition(l, i);
+      if (p.out > points.at(-1)!.out) points.push({ out: p.out, in: p.in });
+    }
+    points.push({ out: layer.uncompressedSize, in: layer.compressedSize });
+    const around = (o: number): [number, number] => {
+      let k = 0;
+      while (k + 1 < points.length - 1 && points[k + 1]!.out <= o) k++;
+      return [k, k + 1];
+    };
+    const at = (o: number): number => {
+      const [a, b] = around(o);
+      const pa = points[a]!;
+      const pb = points[b]!;
+      return pa.in + ((o - pa.out) * (pb.in - pa.in)) / Math.max(1, pb.out - pa.out);
+    };
+    for (const [s, e] of merged) {
+      uncompressed += e - s;
+      interpolated += at(e) - at(s);
+      bounded += points[around(e - 1)[1]]!.in - points[around(s)[0]]!.in;
+    }
+  }
+  return { interpolated, bounded, uncompressed };
+}
+
+async function trial(arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, image: string, scratch: string, prepare?: (cacheDir: string) => Promise<void>): Promise<Row> {
+  const cacheDir = await mkdtemp(path.join(scratch, 'cache-'));
+  const mnt = await mkdtemp(path.join(scratch, 'mnt-'));
+  const once = async (): Promise<{ readyS: number; totalS: number; served: ServedRequest[] }> => {
+    await syncAndDrop();
+    proxy.reset();
+    const t0 = performance.now();
+    await clip('mount', image, mnt, '--background', '--cache-dir', cacheDir);
+    const readyS = seconds(t0);
+    try {
+      await sh('chroot', [mnt, ...PROGRAM]);
+      return { readyS, totalS: seconds(t0), served: [...proxy.served] };
+    } finally {
+      await clip('unmount', mnt, '--cache-dir', cacheDir).catch(async () => sh('umount', ['-l', mnt]).catch(() => undefined));
+    }
+  };
+  try {
+    await prepare?.(cacheDir);
+    if (arm === 'warm') await once(); // fills the cache directory
+    const t = await once();
+    const layerGets = t.served.filter((r) => /\/blobs\/sha256:/.test(r.path) && r.range !== undefined);
+    return {
+      arm, run, rtt, readyS: t.readyS, totalS: t.totalS,
+      layerBytes: layerGets.reduce((n, r) => n + r.bytes, 0),
+      distinctLayerBytes: layerGets.length ? profileOf(layerGets).distinctBlobBytes : 0,
+      requests: t.served.length,
+    };
+  } finally {
+    await rm(mnt, { recursive: true, force: true });
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+}
+
+const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;
+const s2 = (x: number): string => `${x.toFixed(2)} s`;
+const spread = (xs: number[], f: (x: number) => string): string => `${f(median(xs))} (${f(Math.min(...xs))} to ${f(Math.max(...xs))})`;
+
+const BEGIN = '<!-- profiled-mount:begin (written by profiled-mount.ts) -->';
+const END = '<!-- profiled-mount:end -->';
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('run as root');
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
+  const date = new Date().toISOString();
+  const uptimeBefore = (await sh('uptime', [])).trim();
+  const img = await buildDebianPython({ log: (line) => console.log(line) });
+  await mkdir(WORK, { recursive: true });
+  const scratch = await mkdtemp(path.join(WORK, 'run-'));
+  let registry: TestRegistry | undefined;
+  const proxies = new Map<number, ThrottleProxy>();
+  try {
+    registry = await startRegistry();
+    for (const repo of [P_REPO, U_REPO]) await pushLayout(img.layoutDir, img.tag, `${registry.host}/${repo}:${img.tag}`);
+    for (const rtt of RTTS) proxies.set(rtt, await startThrottleProxy(registry.host, { rateBytesPerSec: RATE_MB * 1e6, rttMs: rtt }));
+    const first = proxies.get(RTTS[0]!)!;
+    const refOf = (p: ThrottleProxy, repo: string): string => `${p.host}/${repo}:${img.tag}`;
+    // Publish: both indexes; the python profile into P; the other workload's profile kept aside.
+    const pub = path.join(scratch, 'publisher');
+    for (const repo of [P_REPO, U_REPO]) await clip('index', refOf(first, repo), '--push', '--cache-dir', pub, '--no-progress');
+    const t0 = performance.now();
+    const made = JSON.parse((await clip('profile', refOf(first, P_REPO), '--push', '--cache-dir', pub, '--json', '--', ...PROGRAM)).trim().split('\n').at(-1)!) as {
+      manifestDigest: string; ranges: number; bytesRead: number; profileBytes: number; pushed: string; file: string;
+    };
+    const profileS = seconds(t0);
+    const pythonProfile = decodeProfile(await readFile(made.file), made.file);
+    const index = await ImageIndex.open(cachedIndexPath(pub, made.manifestDigest));
+    // The same manifest in both repositories: profile U's index in a cache of its own.
+    const pubU = path.join(scratch, 'publisher-u');
+    await clip('index', refOf(first, U_REPO), '--cache-dir', pubU, '--no-progress');
+    await clip('profile', refOf(first, U_REPO), '--cache-dir', pubU, '--json', '--', ...OTHER);
+    const otherFile = localProfilePath(pubU, made.manifestDigest);
+    const other = decodeProfile(await readFile(otherFile), otherFile);
+    const need = neededCompressed(index, pythonProfile.ranges);
+    console.log(`python profile: ${made.ranges} ranges, ${mb(made.bytesRead)} uncompressed, ${made.profileBytes} bytes; needed compressed ${mb(need.interpolated)} interpolated, ${mb(need.bounded)} checkpoint-bounded; other profile ${other.ranges.length} ranges`);
+
+    const rows: Row[] = [];
+    for (let run = 1; run <= RUNS; run++) {
+      for (const [rtt, via] of proxies) {
+        const order = ARMS.map((_, i) => ARMS[(i + run - 1) % ARMS.length]!);
+        for (const arm of order) {
+          const row = arm === 'profiled' ? await trial(arm, run, rtt, via, refOf(via, P_REPO), scratch)
+            : arm === 'other-profile' ? await trial(arm, run, rtt, via, refOf(via, U_REPO), scratch, async (dir) => {
+              await mkdir(path.join(dir, 'profiles'), { recursive: true, mode: 0o700 });
+              await copyFile(otherFile, localProfilePath(dir, made.manifestDigest));
+            })
+            : await trial(arm, run, rtt, via, refOf(via, U_REPO), scratch);
+          rows.push(row);
+          console.log(`| ${rtt} ms | ${arm} | ${run} | ${s2(row.readyS)} | ${s2(row.totalS)} | ${mb(row.layerBytes)} | ${mb(row.distinctLayerBytes)} | ${row.requests} |`);
+        }
+      }
+    }
+    const lines: string[] = [];
+    const goals: string[] = [];
+    for (const rtt of RTTS) {
+      const of = (arm: Arm): Row[] => rows.filter((r) => r.arm === arm && r.rtt === rtt);
+      for (const arm of ARMS) {
+        const rs = of(arm);
+        lines.push(`| ${rtt} ms | ${arm} | ${rs.length} | ${spread(rs.map((r) => r.readyS), s2)} | ${spread(rs.map((r) => r.totalS), s2)} | ${spread(rs.map((r) => r.layerBytes), mb)} | ${mb(median(rs.map((r) => r.distinctLayerBytes)))} | ${median(rs.map((r) => r.requests))} |`);
+      }
+      const warm = median(of('warm').map((r) => r.totalS));
+      const limit = warm + need.interpolated / (RATE_MB * 1e6) + (3 * rtt) / 1000;
+      const prof = of('profiled');
+      const profT = median(prof.map((r) => r.totalS));
+      const profB = median(prof.map((r) => r.layerBytes));
+      const unprofT = median(of('unprofiled').map((r) => r.totalS));
+      const otherT = median(of('other-profile').map((r) => r.totalS));
+      const perRound = (a: Arm, b: Arm | number): string => of(a).map((r) => {
+        const base = typeof b === 'number' ? b : of(b).find((x) => x.run === r.run)?.totalS;
+        return base ? (r.totalS / base).toFixed(2) : '-';
+      }).join(', ');
+      goals.push(
+        `- ${rtt} ms RTT: profiled layer bytes ${mb(profB)} = **${(profB / need.interpolated).toFixed(2)}x** the needed compressed bytes (interpolated ${mb(need.interpolated)}; ${(profB / need.bounded).toFixed(2)}x the checkpoint-bounded ${mb(need.bounded)}); goal ≤ 1.5x.`,
+        `- ${rtt} ms RTT: profiled time ${s2(profT)} = **${(profT / limit).toFixed(2)}x** the physical limit ${s2(limit)} (warm ${s2(warm)} + ${mb(need.interpolated)} at ${RATE_MB} MB/s + 3 x ${rtt} ms; per round ${perRound('profiled', limit)}); goal ≤ 1.5x. Unprofiled / profiled: ${(unprofT / profT).toFixed(2)}x (per round ${of('unprofiled').map((u) => { const p = prof.find((x) => x.run === u.run); return p ? (u.totalS / p.totalS).toFixed(2) : '-'; }).join(', ')}).`,
+        `- ${rtt} ms RTT: another workload's profile / unprofiled: **${(otherT / unprofT).toFixed(2)}x** (per round ${perRound('other-profile', 'unprofiled')}); goal ≤ 2x.`,
+      );
+    }
+    const figures = [
+      `Command: \`node --import tsx bench/index/profiled-mount.ts\`${process.env.RUNS ? ` (RUNS=${RUNS})` : ''}${process.env.RTTS ? ` (RTTS=${process.env.RTTS})` : ''} (as root, after \`npm run build\`)`,
+      `Date: ${date}. Machine: 2 cores shared with other sessions. \`uptime\` before: \`${uptimeBefore}\`; after: \`${(await sh('uptime', [])).trim()}\`.`,
+      `Proxy: ${RATE_MB} MB/s shared by all responses; RTT ${RTTS.join(' and ')} ms. Runs: ${RUNS} rounds, arms in rotating order, each from an empty cache directory with the page cache dropped.`,
+      '',
+      `Image: ${describeImage(img)}`,
+      '',
+      `Python profile (\`clip profile REF --push -- ${PROGRAM.join(' ')}\`, ${s2(profileS)} through the ${RTTS[0]} ms proxy): ${made.ranges} ranges, ${mb(made.bytesRead)} uncompressed (what the kernel asked of the mount, readahead included), ${made.profileBytes} bytes of profile. `
+        + `Needed compressed bytes: ${mb(need.interpolated)} interpolated between checkpoints, ${mb(need.bounded)} from the checkpoint before to the one after each range (${mb(need.uncompressed)} uncompressed after merging). Other workload (\`${OTHER.join(' ')}\`): ${other.ranges.length} ranges.`,
+      '',
+      '| RTT | arm | runs | ready: median (min to max) | mount to end of python: median (min to max) | layer bytes served | distinct layer bytes (median) | requests (median) |',
+      '|---|---|---|---|---|---|---|---|',
+      ...lines,
+      '',
+      ...goals,
+      '',
+      'Every trial:',
+      '',
+      '| RTT | arm | run | ready | end of python | layer bytes | distinct layer bytes | requests |',
+      '|---|---|---|---|---|---|---|---|',
+      ...rows.map((r) => `| ${r.rtt} ms | ${r.arm} | ${r.run} | ${s2(r.readyS)} | ${s2(r.totalS)} | ${mb(r.layerBytes)} | ${mb(r.distinctLayerBytes)} | ${r.requests} |`),
+    ].join('\n');
+    console.log(`\n${figures}`);
+    if (process.env.WRITE !== '0') {
+      const old = await readFile(RESULTS, 'utf8');
+      if (!old.includes(BEGIN)) {
+        const { writeFile } = await import('node:fs/promises');
+        await writeFile(RESULTS, `${old.trimEnd()}\n\n## Cold start with a startup profile (issue 12, item 1)\n\n\`\`\`\nnode --import tsx bench/index/profiled-mount.ts        # RUNS=3 RATE_MB=100 RTTS=0,25\n\`\`\`\n\n${BEGIN}\n${END}\n`);
+      }
+      await writeBetweenMarkers(RESULTS, { begin: BEGIN, end: END, fresh: '' }, figures);
+      console.log(`written to ${RESULTS}`);
+    }
+  } finally {
+    for (const p of proxies.values()) await p.stop();
+    await registry?.stop();
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+await main();
