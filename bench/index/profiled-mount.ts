@@ -28,6 +28,7 @@ import { ImageIndex } from '../../src/index/reader.js';
 import { pushLayout } from '../../src/oci/push.js';
 import { decodeProfile, type ProfileRange } from '../../src/profile/format.js';
 import { localProfilePath } from '../../src/profile/store.js';
+import { serverFiles } from '../../src/server/paths.js';
 import { cachedIndexPath } from '../../src/storage/indexer.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
 import { clip, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
@@ -59,6 +60,8 @@ interface Row {
   layerBytes: number;
   distinctLayerBytes: number;
   requests: number;
+  /** What the mount's log says of the profile: where it was found and what its prefetch fetched. */
+  profile: string;
 }
 
 /** Compressed bytes of `ranges` in an index: interpolated between checkpoints, and checkpoint-bounded. */
@@ -122,12 +125,18 @@ async function trial(arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, i
     await prepare?.(cacheDir);
     if (arm === 'warm') await once(); // fills the cache directory
     const t = await once();
+    const log = await readFile(serverFiles(cacheDir).log, 'utf8').catch(() => '');
+    const found = /"profile":"([^"]*)"[^\n]*profile: found/.exec(log)?.[1];
+    const done = /"bytes":(\d+)[^\n]*profile: prefetch done/.exec(log)?.[1];
+    const ignored = /"err":"([^"]*)"[^\n]*profile: unusable/.exec(log)?.[1];
+    const profile = (found ? `${found.includes('@') ? 'registry' : found.startsWith('shared') ? 'shared' : 'cache'}, prefetched ${mb(Number(done ?? 0))}` : log.includes('recorded and kept') ? 'none (recorded)' : 'none')
+      + (ignored ? `; ignored one: ${ignored.replace(/\|/g, '/')}` : '');
     const layerGets = t.served.filter((r) => /\/blobs\/sha256:/.test(r.path) && r.range !== undefined);
     return {
       arm, run, rtt, readyS: t.readyS, totalS: t.totalS,
       layerBytes: layerGets.reduce((n, r) => n + r.bytes, 0),
       distinctLayerBytes: layerGets.length ? profileOf(layerGets).distinctBlobBytes : 0,
-      requests: t.served.length,
+      requests: t.served.length, profile,
     };
   } finally {
     await rm(mnt, { recursive: true, force: true });
@@ -168,9 +177,9 @@ async function main(): Promise<void> {
     const profileS = seconds(t0);
     const pythonProfile = decodeProfile(await readFile(made.file), made.file);
     const index = await ImageIndex.open(cachedIndexPath(pub, made.manifestDigest));
-    // The same manifest in both repositories: profile U's index in a cache of its own.
+    // The same manifest in both repositories: the other workload is profiled on the index U's
+    // mounts find (discovered from U, as theirs is), in a cache of its own.
     const pubU = path.join(scratch, 'publisher-u');
-    await clip('index', refOf(first, U_REPO), '--cache-dir', pubU, '--no-progress');
     await clip('profile', refOf(first, U_REPO), '--cache-dir', pubU, '--json', '--', ...OTHER);
     const otherFile = localProfilePath(pubU, made.manifestDigest);
     const other = decodeProfile(await readFile(otherFile), otherFile);
@@ -189,7 +198,7 @@ async function main(): Promise<void> {
             })
             : await trial(arm, run, rtt, via, refOf(via, U_REPO), scratch);
           rows.push(row);
-          console.log(`| ${rtt} ms | ${arm} | ${run} | ${s2(row.readyS)} | ${s2(row.totalS)} | ${mb(row.layerBytes)} | ${mb(row.distinctLayerBytes)} | ${row.requests} |`);
+          console.log(`| ${rtt} ms | ${arm} | ${run} | ${s2(row.readyS)} | ${s2(row.totalS)} | ${mb(row.layerBytes)} | ${mb(row.distinctLayerBytes)} | ${row.requests} | ${row.profile} |`);
         }
       }
     }
@@ -236,9 +245,9 @@ async function main(): Promise<void> {
       '',
       'Every trial:',
       '',
-      '| RTT | arm | run | ready | end of python | layer bytes | distinct layer bytes | requests |',
-      '|---|---|---|---|---|---|---|---|',
-      ...rows.map((r) => `| ${r.rtt} ms | ${r.arm} | ${r.run} | ${s2(r.readyS)} | ${s2(r.totalS)} | ${mb(r.layerBytes)} | ${mb(r.distinctLayerBytes)} | ${r.requests} |`),
+      '| RTT | arm | run | ready | end of python | layer bytes | distinct layer bytes | requests | profile (from the mount\'s log) |',
+      '|---|---|---|---|---|---|---|---|---|',
+      ...rows.map((r) => `| ${r.rtt} ms | ${r.arm} | ${r.run} | ${s2(r.readyS)} | ${s2(r.totalS)} | ${mb(r.layerBytes)} | ${mb(r.distinctLayerBytes)} | ${r.requests} | ${r.profile} |`),
     ].join('\n');
     console.log(`\n${figures}`);
     if (process.env.WRITE !== '0') {
