@@ -89,7 +89,11 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       return undefined;
     });
 
-  const prefetched = found.then(async (f) => {
+  // Once the mount stops, nothing waits for a lookup still under way (a slow registry).
+  const stopped = new Promise<undefined>((r) => stop.signal.addEventListener('abort', () => r(undefined), { once: true }));
+  const foundInTime = Promise.race([found, stopped]);
+
+  const prefetched = foundInTime.then(async (f) => {
     if (!f || stop.signal.aborted) return undefined;
     // A profile exists: this start is not recorded, and every read may stay in the reader thread.
     recorder.discard();
@@ -113,7 +117,7 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
   });
 
   const saved = recorded.then(async (ranges) => {
-    if (ranges.length === 0 || (await found)) return undefined;
+    if (ranges.length === 0 || (await foundInTime)) return undefined;
     const profile: StartupProfile = { ...target, ranges, learned: new Map() };
     if (typeof learnedStore.learnedCheckpoints === 'function') {
       opts.layers.forEach((layer, i) => {
@@ -134,9 +138,9 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
   return {
     found, prefetched, saved,
     async finish() {
+      stop.abort();
       recorder.stop();
       opts.fs.recorder = undefined;
-      stop.abort();
       await Promise.all([prefetched, saved]);
     },
   };
