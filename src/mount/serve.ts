@@ -103,6 +103,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
   });
   let storage: Storage | undefined;
   let metrics: Server | undefined;
+  let profileWork: MountProfile | undefined;
   try {
     storage = await openImageStorage(image, {
       ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}),
@@ -115,6 +116,12 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
     const fs = new ImageFilesystem(image.index, storage, { logger: log });
+    // Looked for (or recorded) from now, while the mount is attached: the prefetch starts sooner.
+    const profile = startMountProfile({
+      mode: opts.resume ? 'off' : cfg.profile ?? 'auto', cacheDir: image.cacheDir, index: image.index, layers: image.layers,
+      fs, storage, blobs: image.blobs, logger: log,
+    });
+    profileWork = profile;
     const mountOpts: MountOptions = { fsname: CLIP_FSNAME, subtype: CLIP_FSNAME, logger: log, ...imageMountOptions(),
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
       suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
@@ -147,10 +154,6 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
         } : {}),
       })
       : undefined;
-    const profile = startMountProfile({
-      mode: opts.resume ? 'off' : cfg.profile ?? 'auto', cacheDir: image.cacheDir, index: image.index, layers: image.layers,
-      fs, storage: st, blobs: image.blobs, logger: log,
-    });
     let closing: Promise<void> | undefined;
     const closeAll = (): Promise<void> => {
       closing ??= (async () => {
@@ -173,6 +176,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     };
   } catch (err) {
     metrics?.close();
+    await profileWork?.finish().catch(() => undefined);
     await storage?.close().catch(() => undefined);
     await image.close().catch(() => undefined);
     throw err;
