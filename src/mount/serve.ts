@@ -119,7 +119,8 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     // Looked for (or recorded) from now, while the mount is attached: the prefetch starts sooner.
     const profile = startMountProfile({
       mode: opts.resume ? 'off' : cfg.profile ?? 'auto', cacheDir: image.cacheDir, index: image.index, layers: image.layers,
-      fs, storage, blobs: image.blobs, logger: log,
+      // --no-discover: nothing is looked for in the registry, profiles included.
+      fs, storage, blobs: cfg.discover === false ? undefined : image.blobs, logger: log,
     });
     profileWork = profile;
     const mountOpts: MountOptions = { fsname: CLIP_FSNAME, subtype: CLIP_FSNAME, logger: log, ...imageMountOptions(),
