@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import { resolve } from 'node:path';
-import { openImageArg, openImageStorage, type OpenedImage } from './open-image.js';
+import { openImageArg, openImageStorage, type OpenedImage, type ResolvedHandoff } from './open-image.js';
 import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
 import { attach, serveAttached, type Attached, type InitInfo, type Mount, type MountOptions } from '../fuse/index.js';
 import { parsePlatform } from '../oci/platform.js';
@@ -24,6 +24,8 @@ export { requireRoot } from './require-root.js';
 export interface MountConfig {
   /** Image reference or index file. */
   image: string;
+  /** `image` as the caller resolved it (its cached index, its blobs' location): the mount then resolves nothing. */
+  resolved?: ResolvedHandoff;
   mountpoint: string;
   cacheDir?: string;
   remoteCache?: string;
@@ -92,6 +94,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     ...(cfg.discover === false ? { discover: false } : {}),
     logger: log,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    ...(cfg.resolved ? { resolved: cfg.resolved } : {}),
   });
   let storage: Storage | undefined;
   let metrics: Server | undefined;

@@ -40,8 +40,15 @@ async function containerRequest(image: string, command: string[], opts: Containe
     // An image reference is mounted as a reference (the server finds the index cached now): an
     // index file names the registry its publisher used, which need not be the one asked for here.
     const mountImage = img.origin === 'file' && img.indexFile ? resolve(img.indexFile) : image.startsWith('oci:') && !image.startsWith('oci:/') ? `oci:${resolve(image.slice(4))}` : image;
+    // What was resolved here is handed to the server, which then asks the registry nothing before
+    // the mount serves (the blobs are still read from the location reached here).
+    const location = img.location;
+    const resolved = img.origin !== 'file' && img.indexFile && location && (!location.startsWith('oci:') || location.startsWith('oci:/'))
+      ? { indexFile: resolve(img.indexFile), manifest: img.index.image.manifestDigest, location }
+      : undefined;
     const mount: Omit<MountConfig, 'mountpoint' | 'cacheDir'> = {
       image: mountImage,
+      ...(resolved ? { resolved } : {}),
       ...storage,
       ...(opts.platform ? { platform: opts.platform } : {}),
       ...(opts.discover === false ? { discover: false } : {}),
