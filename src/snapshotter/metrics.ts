@@ -50,19 +50,20 @@ export class SnapshotterMetrics {
     this.mounts = new Counter({ name: 'clip_snapshotter_image_mounts_total', help: 'Image mounts made', labelNames: IMAGE_LABELS, registers });
     this.imageErrors = new Counter({ name: 'clip_snapshotter_image_errors_total', help: 'Failures about an image, by operation', labelNames: [...IMAGE_LABELS, 'op'], registers });
     this.requests = new Counter({ name: 'clip_snapshotter_requests_total', help: 'Snapshots API calls by method and result', labelNames: ['method', 'code'], registers });
-    const self = this;
+    // collect() runs with the gauge as `this`; the arrow keeps the snapshotter's.
+    const served = (): ReturnType<SnapshotterMetrics['served']> => this.served();
     new Gauge({
       name: 'clip_image_mounted', help: '1 for each image the snapshotter has mounted', labelNames: IMAGE_LABELS, registers,
       async collect() {
         this.reset();
-        for (const { labels } of await self.served()) this.set(labels, 1);
+        for (const { labels } of await served()) this.set(labels, 1);
       },
     });
     new Gauge({
       name: 'clip_image_reads', help: 'FUSE reads the image mount answered since it was mounted', labelNames: IMAGE_LABELS, registers,
       async collect() {
         this.reset();
-        for (const { labels, status } of await self.served()) this.set(labels, status.reads ?? 0);
+        for (const { labels, status } of await served()) this.set(labels, status.reads ?? 0);
       },
     });
     for (const [prefix, name, help] of PER_TIER) {
@@ -70,7 +71,7 @@ export class SnapshotterMetrics {
         name, help, labelNames: [...IMAGE_LABELS, 'tier'], registers,
         async collect() {
           this.reset();
-          for (const { labels, status } of await self.served()) {
+          for (const { labels, status } of await served()) {
             for (const tier of TIERS) {
               const v = prefix === 'bytes' ? status.bytes[tier] : status.counters?.[`${prefix}.${tier}`];
               this.set({ ...labels, tier }, v ?? 0);
