@@ -1,10 +1,11 @@
 /**
  * Running a container from nothing cached, three ways (issue 11; run by hand, as root, after `npm run build`):
- *   RUNS=5 RTTS=0 node --import tsx bench/run/containerd-coldstart.ts      (then RTTS=25; RATE_MB=100)
+ *   RUNS=5 RTTS=0,25 node --import tsx bench/run/containerd-coldstart.ts      (RATE_MB=100)
  * The debian-python image (bench/images/debian-python.ts: debootstrap minbase + apt python3, two gzip
  * layers, Cmd python3) is pushed to a real registry (docker-registry 2.8) behind the throttle proxy of
  * bench/coldstart (RATE_MB MB/s shared by all responses, RTT ms added to every request and once more
- * to a new connection's first), RTTS holding one value. `clip index REF --push` publishes its index
+ * to a new connection's first), one proxy per RTT in RTTS, their trials interleaved in each round.
+ * `clip index REF --push` publishes its index
  * once. Then RUNS rounds; in each, the three arms in rotating order, each from nothing
  * cached (a new containerd with an empty root and state, a new snapshotter root and clip cache
  * directory, the page cache dropped after the daemons started), timed to the end of
@@ -16,7 +17,8 @@
  *                `clip snapshotter` (dist/) as containerd's proxy plugin
  *   clip-run:    `clip run REF --cache-dir EMPTY -- python3 -c 'import json'`
  * containerd (Debian's 1.6) and the snapshotter are started before the clock starts, as a node's
- * daemons would be running; the node's clip server (the mount daemon) is not: the first mount starts it.
+ * daemons would be running; the snapshotter starts the node's clip server (the mount daemon) when
+ * it starts. For clip-run no server runs before the clock: `clip run` starts it.
  * After each cold trial the same command runs once more, warm (image present, caches and page cache
  * warm; for clip-run and the snapshotter the image mount was stopped when the first container ended,
  * so it is mounted again from a warm cache): the fixed cost of each path.
@@ -43,13 +45,12 @@ const RESULTS = fileURLToPath(new URL('RESULTS.md', import.meta.url));
 const RUNS = Number(process.env.RUNS ?? 5);
 const RATE_MB = Number(process.env.RATE_MB ?? 100);
 /**
- * One RTT per invocation: `clip run` of an image whose index it found in the registry mounts the
- * cached index, and the mount reads layers from the registry the index names (the publisher's
- * proxy), not from REF's, so a second proxy's clip-run trials would fetch their layers through the
- * first one (see RESULTS.md).
+ * Several RTTs per invocation, each through its own proxy: `clip run` reads the layers through the
+ * repository it resolved (REF's proxy), not through the one that published the index (which was
+ * the case when this bench took one RTT per invocation; see RESULTS.md).
  */
 const RTTS = (process.env.RTTS ?? '0').split(',').map(Number);
-if (RTTS.length !== 1) throw new Error('RTTS: one round-trip time per invocation (see the comment above)');
+if (RTTS.some((r) => !Number.isFinite(r) || r < 0)) throw new Error(`RTTS: round-trip times in ms, comma-separated (got ${process.env.RTTS})`);
 const REPOSITORY = 'bench/debian-python';
 const PROGRAM = ['python3', '-c', 'import json'];
 
@@ -325,7 +326,7 @@ function report(rtt: number, rows: Row[], img: DebianPythonImage, ctx: { command
 const HEADING = `# Running a container from nothing cached: containerd's overlayfs vs the clip snapshotter vs \`clip run\`
 
 \`\`\`
-RUNS=5 RTTS=0 node --import tsx bench/run/containerd-coldstart.ts     # then RTTS=25 (RATE_MB=100 by default)
+RUNS=5 RTTS=0,25 node --import tsx bench/run/containerd-coldstart.ts     # RATE_MB=100 by default
 \`\`\`
 `;
 

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { openImage, RegistryRepository, type ResolvedImage } from '../oci/index.js';
 import { findPublishedIndex, findSharedIndex, isCondemned, storeSharedIndex } from '../storage/index-artifact.js';
 import { loadCachedIndex, storeCachedIndex } from '../storage/indexer.js';
-import { RedisChunkCache } from '../storage/remote-cache.js';
+import type { RedisChunkCache } from '../storage/remote-cache.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { SnapshotterMetrics } from './metrics.js';
 import type { RemoteLayer } from './store.js';
@@ -126,7 +126,9 @@ export class RemoteImages {
   private async findIndex(image: ResolvedImage): Promise<boolean> {
     const { cacheDir } = this.opts;
     if (await loadCachedIndex(cacheDir, image.manifestDigest, this.log)) return true;
-    const remote = this.opts.remoteCache ? await RedisChunkCache.connect({ url: this.opts.remoteCache, logger: this.log }) : undefined;
+    const remote: RedisChunkCache | undefined = this.opts.remoteCache
+      ? await (await import('../storage/remote-cache.js')).RedisChunkCache.connect({ url: this.opts.remoteCache, logger: this.log })
+      : undefined;
     const source = openImage(image.reference, { insecureRegistries: this.opts.insecureRegistries ?? [], logger: this.log });
     try {
       const accept = async (bytes: Buffer): Promise<boolean> => !(await isCondemned(cacheDir, bytes, remote));

@@ -5,7 +5,7 @@
 import { realpath, readdir, mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { MountConfig } from '../../mount/serve.js';
-import { defaultCacheDir } from '../../storage/cache-dir.js';
+import { defaultCacheDir, ensurePrivateDir } from '../../storage/cache-dir.js';
 import { ClipError } from '../../util/errors.js';
 import { printable } from '../../util/printable.js';
 import type { ContainerRequest, Volume } from '../../run/index.js';
@@ -88,14 +88,31 @@ export async function runCommand(image: string | undefined, command: string[], o
   if (opts.tty && !process.stdin.isTTY) throw new ClipError('EINVAL', '-t needs a terminal on stdin (this one is not)');
   parseNetwork(opts.network);
   (opts.volume ?? []).forEach(parseVolume);
+  const serverUp = startServerEarly(cacheDir);
   const { req, close } = await containerRequest(image, command, opts);
   await close();
+  await serverUp;
   const { runContainer } = await import('../../run/index.js');
   const result = await runContainer({ ...req, ...(opts.keep ? { keep: true } : {}) });
   // runc has printed its reason already: this line names the image and container it is about.
   if (result.startError) process.stderr.write(`clip: ${printable(`${image} (container ${result.id})`)}: the container did not start (exit ${result.code})\n`);
   if (result.kept) process.stderr.write(`clip: kept the writable layer of container ${result.id}: ${result.kept}\n`);
   process.exitCode = result.code;
+}
+
+/**
+ * Start the node's server (two Node start-ups when none runs) while this process resolves the image
+ * and loads its index, rather than after: the image mount then finds it answering. A failure here
+ * is left to the mount, which starts the server itself and reports it.
+ */
+async function startServerEarly(cacheDir: string): Promise<void> {
+  try {
+    await ensurePrivateDir(cacheDir); // a cache directory clip must refuse starts nothing
+    const { ensureServer } = await import('../../server/client.js');
+    await ensureServer(cacheDir);
+  } catch {
+    // reported by the mount, if it matters
+  }
 }
 
 export async function bundleCommand(image: string | undefined, dir: string | undefined, command: string[], opts: BundleCommandOptions): Promise<void> {
