@@ -91,7 +91,10 @@ export async function runCommand(image: string | undefined, command: string[], o
   const serverUp = startServerEarly(cacheDir);
   const { req, close } = await containerRequest(image, command, opts);
   await close();
+  // Phase times (ms since this process started) for --log-level debug: where a start's time goes.
+  req.logger?.debug({ sinceStartMs: Math.round(performance.now()) }, 'run: image resolved');
   await serverUp;
+  req.logger?.debug({ sinceStartMs: Math.round(performance.now()) }, 'run: the node\'s server answers');
   const { runContainer } = await import('../../run/index.js');
   const result = await runContainer({ ...req, ...(opts.keep ? { keep: true } : {}) });
   // runc has printed its reason already: this line names the image and container it is about.
