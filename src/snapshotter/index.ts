@@ -56,8 +56,11 @@ export async function startSnapshotter(cfg: SnapshotterConfig): Promise<RunningS
     // that `ctr run` would wait for), and kept up while the snapshotter runs.
     if (cfg.holdServer !== false) {
       const t0 = Date.now();
-      const pid = await ensureServer(cacheDir);
-      log.info({ pid, ms: Date.now() - t0 }, 'snapshotter: the node\'s clip server is up');
+      // Not fatal: images without an index need no server, and the holding tries again.
+      await ensureServer(cacheDir).then(
+        (pid) => log.info({ pid, ms: Date.now() - t0 }, 'snapshotter: the node\'s clip server is up'),
+        (err: unknown) => log.error({ err: (err as Error).message, cacheDir }, 'snapshotter: cannot start the node\'s clip server (image mounts will try again)'),
+      );
       release = holdServer(cacheDir, (err) => log.warn({ err: (err as Error).message }, 'snapshotter: cannot reach the node\'s clip server'));
     }
     await sn.restore();
