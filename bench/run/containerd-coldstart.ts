@@ -60,7 +60,9 @@ const PROGRAM = ['python3', '-c', 'import json'];
  */
 const BASELINE_CLI = process.env.BASELINE_CLI;
 type Arm = 'overlayfs' | 'snapshotter' | 'clip-run' | 'snapshotter (before)' | 'clip-run (before)';
-const ARMS: Arm[] = ['overlayfs', 'snapshotter', 'clip-run', ...(BASELINE_CLI ? ['snapshotter (before)', 'clip-run (before)'] as const : [])];
+const ALL_ARMS: Arm[] = ['overlayfs', 'snapshotter', 'clip-run', ...(BASELINE_CLI ? ['snapshotter (before)', 'clip-run (before)'] as const : [])];
+/** ONLY=arm,arm: just those arms (for a look at one path with VERBOSE=1 WRITE=0; ratios need overlayfs). */
+const ARMS: Arm[] = process.env.ONLY ? ALL_ARMS.filter((a) => process.env.ONLY!.split(',').includes(a)) : ALL_ARMS;
 /** The clip CLI an arm runs. */
 const cliOf = (arm: Arm): string => (arm.endsWith('(before)') ? BASELINE_CLI! : CLI);
 const clipWith = (cli: string, ...args: string[]): Promise<string> => sh(process.execPath, [cli, ...args]);

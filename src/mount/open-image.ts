@@ -74,6 +74,11 @@ class LazyBlobStore implements BlobStore {
     return this.store;
   }
 
+  /** Load the registry code now (no request is made), so that the first read does not wait for it. */
+  preload(): void {
+    this.get().catch(() => undefined);
+  }
+
   async openBlob(...args: Parameters<BlobStore['openBlob']>): ReturnType<BlobStore['openBlob']> {
     return (await this.get()).openBlob(...args);
   }
@@ -135,11 +140,13 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
 }
 
 async function openResolved(r: ResolvedHandoff, cacheDir: string, registry: OpenOptions): Promise<OpenedImage> {
+  // A mount reads the blobs next: their code loads while the index is read and checked.
+  const blobs = new LazyBlobStore(r.location, registry);
+  blobs.preload();
   const index = await ImageIndex.open(r.indexFile);
   if (index.image.manifestDigest !== r.manifest) {
     throw new ClipError('ECORRUPT', `is the index of ${index.image.manifestDigest}, not of ${r.manifest}`, { object: r.indexFile });
   }
-  const blobs = new LazyBlobStore(r.location, registry);
   return { index, origin: 'cache', indexFile: r.indexFile, location: r.location, cacheDir, blobs, layers: indexLayers(index), close: () => blobs.close() };
 }
 

@@ -114,11 +114,14 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
       suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
     };
+    // Loaded while the mount is attached, not after it serves (a handed-over index loaded none of it).
+    const auditing = image.origin === 'indexed' ? undefined : import('../storage/layer-audit.js');
+    auditing?.catch(() => undefined);
     const attached = opts.resume?.attached ?? (await (opts.attach ?? attach)(mountpoint, mountOpts));
     const m = await serveAttached(fs, attached, mountOpts, opts.resume?.init);
     const st = storage;
     // An index this process did not make is checked against each layer once it is whole on disk.
-    const audit = image.origin === 'indexed' ? undefined : await import('../storage/layer-audit.js');
+    const audit = await auditing;
     if (audit) {
       // A chunk the source gives twice with another digest than the index's leaves the layer
       // forever incomplete, so the background fetch's audit never comes: audit it from the source.
