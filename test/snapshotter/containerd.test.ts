@@ -292,6 +292,8 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', plain, 'c-plain', '/bin/sh', '-c', 'cat /srv/hello /etc/plain-image; test -e /app/main.py || echo not the indexed image')).toBe(
       'hello from the plain image\nno index here\nnot the indexed image\n');
     expect(imageMounts()).toHaveLength(1); // still only the indexed image's
+    // Counted per image, with the reason.
+    expect(sample(await scrape(), 'clip_snapshotter_unpacked_layers_total', { image: plain, reason: 'no-index' })).toBe(plainLayers.length);
   }, 300_000);
 
   it('an image without an index on the first layer of the indexed one: that layer is unpacked for it, and it runs', async () => {
