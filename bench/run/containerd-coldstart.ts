@@ -1,10 +1,11 @@
 /**
  * Running a container from nothing cached, three ways (issue 11; run by hand, as root, after `npm run build`):
- *   RUNS=5 RTTS=0 node --import tsx bench/run/containerd-coldstart.ts      (then RTTS=25; RATE_MB=100)
+ *   RUNS=5 RTTS=0,25 node --import tsx bench/run/containerd-coldstart.ts      (RATE_MB=100)
  * The debian-python image (bench/images/debian-python.ts: debootstrap minbase + apt python3, two gzip
  * layers, Cmd python3) is pushed to a real registry (docker-registry 2.8) behind the throttle proxy of
  * bench/coldstart (RATE_MB MB/s shared by all responses, RTT ms added to every request and once more
- * to a new connection's first), RTTS holding one value. `clip index REF --push` publishes its index
+ * to a new connection's first), one proxy per RTT in RTTS, their trials interleaved in each round.
+ * `clip index REF --push` publishes its index
  * once. Then RUNS rounds; in each, the three arms in rotating order, each from nothing
  * cached (a new containerd with an empty root and state, a new snapshotter root and clip cache
  * directory, the page cache dropped after the daemons started), timed to the end of
@@ -16,7 +17,8 @@
  *                `clip snapshotter` (dist/) as containerd's proxy plugin
  *   clip-run:    `clip run REF --cache-dir EMPTY -- python3 -c 'import json'`
  * containerd (Debian's 1.6) and the snapshotter are started before the clock starts, as a node's
- * daemons would be running; the node's clip server (the mount daemon) is not: the first mount starts it.
+ * daemons would be running; the snapshotter starts the node's clip server (the mount daemon) when
+ * it starts. For clip-run no server runs before the clock: `clip run` starts it.
  * After each cold trial the same command runs once more, warm (image present, caches and page cache
  * warm; for clip-run and the snapshotter the image mount was stopped when the first container ended,
  * so it is mounted again from a warm cache): the fixed cost of each path.
@@ -43,18 +45,27 @@ const RESULTS = fileURLToPath(new URL('RESULTS.md', import.meta.url));
 const RUNS = Number(process.env.RUNS ?? 5);
 const RATE_MB = Number(process.env.RATE_MB ?? 100);
 /**
- * One RTT per invocation: `clip run` of an image whose index it found in the registry mounts the
- * cached index, and the mount reads layers from the registry the index names (the publisher's
- * proxy), not from REF's, so a second proxy's clip-run trials would fetch their layers through the
- * first one (see RESULTS.md).
+ * Several RTTs per invocation, each through its own proxy: `clip run` reads the layers through the
+ * repository it resolved (REF's proxy), not through the one that published the index (which was
+ * the case when this bench took one RTT per invocation; see RESULTS.md).
  */
 const RTTS = (process.env.RTTS ?? '0').split(',').map(Number);
-if (RTTS.length !== 1) throw new Error('RTTS: one round-trip time per invocation (see the comment above)');
+if (RTTS.some((r) => !Number.isFinite(r) || r < 0)) throw new Error(`RTTS: round-trip times in ms, comma-separated (got ${process.env.RTTS})`);
 const REPOSITORY = 'bench/debian-python';
 const PROGRAM = ['python3', '-c', 'import json'];
 
-type Arm = 'overlayfs' | 'snapshotter' | 'clip-run';
-const ARMS: Arm[] = ['overlayfs', 'snapshotter', 'clip-run'];
+/**
+ * BASELINE_CLI=PATH/dist/cli/main.js adds the snapshotter and clip-run arms of another build (the
+ * "before" of a change), interleaved with this build's in every round, so both face the same load.
+ */
+const BASELINE_CLI = process.env.BASELINE_CLI;
+type Arm = 'overlayfs' | 'snapshotter' | 'clip-run' | 'snapshotter (before)' | 'clip-run (before)';
+const ALL_ARMS: Arm[] = ['overlayfs', 'snapshotter', 'clip-run', ...(BASELINE_CLI ? ['snapshotter (before)', 'clip-run (before)'] as const : [])];
+/** ONLY=arm,arm: just those arms (for a look at one path with VERBOSE=1 WRITE=0; ratios need overlayfs). */
+const ARMS: Arm[] = process.env.ONLY ? ALL_ARMS.filter((a) => process.env.ONLY!.split(',').includes(a)) : ALL_ARMS;
+/** The clip CLI an arm runs. */
+const cliOf = (arm: Arm): string => (arm.endsWith('(before)') ? BASELINE_CLI! : CLI);
+const clipWith = (cli: string, ...args: string[]): Promise<string> => sh(process.execPath, [cli, ...args]);
 
 interface Row {
   arm: Arm;
@@ -84,9 +95,9 @@ const opt = (x: number | undefined): string => (x === undefined ? '-' : s2(x));
 const spread = (xs: number[], f: (x: number) => string): string => (xs.length ? `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})` : '-');
 
 /** `clip snapshotter` from dist/ (what a node runs), its log in `logFile`; resolves once it serves. */
-async function startSnapshotter(root: string, cacheDir: string, socket: string, logFile: string): Promise<{ stop(): Promise<void> }> {
+async function startSnapshotter(cli: string, root: string, cacheDir: string, socket: string, logFile: string): Promise<{ stop(): Promise<void> }> {
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [CLI, 'snapshotter', '--address', socket, '--root', root, '--cache-dir', cacheDir, '--log-level', 'info', '--log-format', 'json'], { stdio: ['ignore', 'pipe', fd] });
+  const child = spawn(process.execPath, [cli, 'snapshotter', '--address', socket, '--root', root, '--cache-dir', cacheDir, '--log-level', 'info', '--log-format', 'json'], { stdio: ['ignore', 'pipe', fd] });
   closeSync(fd);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {
@@ -176,7 +187,7 @@ let failures = 0;
 const failed: string[] = [];
 const nextId = (): string => `bench-${process.pid}-${++containers}`;
 
-async function overlayfsTrial(run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
+async function overlayfsTrial(_arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
   process.env.TMPDIR = scratch; // containerd's root and state on the disk the other arms' caches are on
   const ctrd: TestContainerd = await startContainerd(path.join(scratch, 'no-snapshotter.sock'));
   try {
@@ -197,11 +208,12 @@ async function overlayfsTrial(run: number, rtt: number, proxy: ThrottleProxy, re
   }
 }
 
-async function snapshotterTrial(run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
+async function snapshotterTrial(arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
   const dir = await mkdtemp(path.join(scratch, 'snapshotter-'));
   const cacheDir = path.join(dir, 'cache');
   const socket = path.join(dir, 'clip.sock');
-  const sn = await startSnapshotter(path.join(dir, 'root'), cacheDir, socket, path.join(dir, 'snapshotter.log'));
+  const cli = cliOf(arm);
+  const sn = await startSnapshotter(cli, path.join(dir, 'root'), cacheDir, socket, path.join(dir, 'snapshotter.log'));
   process.env.TMPDIR = scratch;
   let ctrd: TestContainerd | undefined;
   try {
@@ -227,7 +239,7 @@ async function snapshotterTrial(run: number, rtt: number, proxy: ThrottleProxy, 
       console.log(log.split('\n').filter(Boolean).map((l) => { const j = JSON.parse(l) as { time: number; msg: string }; return `    sn ${((j.time - epoch0) / 1000).toFixed(3)} ${j.msg}`; }).join('\n'));
     }
     return {
-      arm: 'snapshotter', run, rtt, totalS, pullS, warmS, ...proxyFigures(served, layers),
+      arm, run, rtt, totalS, pullS, warmS, ...proxyFigures(served, layers),
       ...(times.start !== undefined ? { serverStartS: (times.start - epoch0) / 1000 } : {}),
       ...(times.ready !== undefined ? { mountReadyS: (times.ready - epoch0) / 1000 } : {}),
     };
@@ -246,32 +258,33 @@ async function snapshotterTrial(run: number, rtt: number, proxy: ThrottleProxy, 
     await sn.stop();
     // The snapshotter leaves its image mounts to the server on purpose (they outlive it): unmount them.
     const info = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((p) => p.startsWith(dir));
-    for (const mp of info.sort().reverse()) await clip('unmount', mp, '--cache-dir', cacheDir).catch(() => sh('umount', ['-l', mp]).catch(() => undefined));
+    for (const mp of info.sort().reverse()) await clipWith(cli, 'unmount', mp, '--cache-dir', cacheDir).catch(() => sh('umount', ['-l', mp]).catch(() => undefined));
     await waitServerGone(cacheDir);
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-async function clipRunTrial(run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
+async function clipRunTrial(arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
   const cacheDir = await mkdtemp(path.join(scratch, 'clip-run-'));
+  const cli = cliOf(arm);
   try {
     await syncAndDrop();
     proxy.reset();
     const epoch0 = Date.now();
     const t0 = performance.now();
-    await clip('run', ref, '--cache-dir', cacheDir, '--', ...PROGRAM);
+    await clipWith(cli, 'run', ref, '--cache-dir', cacheDir, '--', ...PROGRAM);
     const totalS = seconds(t0);
     const served = [...proxy.served];
     const times = await serverTimes(cacheDir);
     const w0 = performance.now();
-    await clip('run', ref, '--cache-dir', cacheDir, '--', ...PROGRAM);
+    await clipWith(cli, 'run', ref, '--cache-dir', cacheDir, '--', ...PROGRAM);
     const warmS = seconds(w0);
     if (process.env.VERBOSE) {
       console.log(times.msgs.map((m) => `    ${((Number(m.split(' ')[0]) - epoch0) / 1000).toFixed(3)} ${m.split(' ').slice(1).join(' ')}`).join('\n'));
       console.log(requestLines(served));
     }
     return {
-      arm: 'clip-run', run, rtt, totalS, warmS, ...proxyFigures(served, layers),
+      arm, run, rtt, totalS, warmS, ...proxyFigures(served, layers),
       ...(times.start !== undefined ? { serverStartS: (times.start - epoch0) / 1000 } : {}),
       ...(times.ready !== undefined ? { mountReadyS: (times.ready - epoch0) / 1000 } : {}),
     };
@@ -303,7 +316,7 @@ function report(rtt: number, rows: Row[], img: DebianPythonImage, ctx: { command
     `Date: ${ctx.date}. Machine: 2 cores shared with other sessions. \`uptime\` before: \`${ctx.uptimeBefore}\`; after: \`${ctx.uptimeAfter}\`.`,
     `Proxy: ${RATE_MB} MB/s (10^6 bytes) shared by all responses, ${rtt} ms round-trip time added per request (and once more for a new connection's first). Registry: docker-registry 2.8. containerd ${'1.6.20 (Debian)'}, runc (Debian), ctr-remote (Debian's stargz-snapshotter).`,
     `Its index was published once (\`clip index REF --push\`, ${ctx.publishS.toFixed(1)} s through the proxy), not part of any trial.`,
-    `Runs: ${rows.length / ARMS.length} rounds, the three arms in rotating order in each; every trial from nothing cached (new containerd root and state, new snapshotter root and clip cache directory, page cache dropped once the daemons were up).`,
+    `Runs: ${rows.length / ARMS.length} rounds, the ${ARMS.length} arms in rotating order in each${BASELINE_CLI ? ` ("(before)": the build at ${BASELINE_CLI}, whose snapshotter does not start the node's server and whose server resolves the image again)` : ''}; every trial from nothing cached (new containerd root and state, new snapshotter root and clip cache directory, page cache dropped once the daemons were up).`,
     '',
     `Image: ${describeImage(img)}`,
     '',
@@ -311,7 +324,7 @@ function report(rtt: number, rows: Row[], img: DebianPythonImage, ctx: { command
     '|---|---|---|---|---|---|---|---|',
     ...summary,
     '',
-    `- overlayfs / snapshotter: ${ratio('snapshotter')}; overlayfs / clip-run: ${ratio('clip-run')}. Goal: ≥ 8x.`,
+    `- ${ARMS.slice(1).map((arm) => `overlayfs / ${arm}: ${ratio(arm)}`).join('; ')}. Goal: ≥ 8x.`,
     `- Trials that failed and were run again (every RTT of this invocation): ${ctx.failed.length ? ctx.failed.map((f) => `\`${f}\``).join('; ') : 'none'}.`,
     '',
     'Every trial (times in s since the clock started; "server listening": the node\'s clip server\'s first log line; "mount ready": its "fuse: serving" line for the image mount; first request / last byte: at the proxy):',
@@ -325,7 +338,7 @@ function report(rtt: number, rows: Row[], img: DebianPythonImage, ctx: { command
 const HEADING = `# Running a container from nothing cached: containerd's overlayfs vs the clip snapshotter vs \`clip run\`
 
 \`\`\`
-RUNS=5 RTTS=0 node --import tsx bench/run/containerd-coldstart.ts     # then RTTS=25 (RATE_MB=100 by default)
+RUNS=5 RTTS=0,25 node --import tsx bench/run/containerd-coldstart.ts     # RATE_MB=100 by default
 \`\`\`
 `;
 
@@ -369,11 +382,11 @@ async function main(): Promise<void> {
       for (const [rtt, proxy] of proxies) {
         const order = ARMS.map((_, i) => ARMS[(i + run - 1) % ARMS.length]!);
         for (const arm of order) {
-          const trial = arm === 'overlayfs' ? overlayfsTrial : arm === 'snapshotter' ? snapshotterTrial : clipRunTrial;
+          const trial = arm === 'overlayfs' ? overlayfsTrial : arm.startsWith('snapshotter') ? snapshotterTrial : clipRunTrial;
           let row: Row | undefined;
           for (let attempt = 1; !row; attempt++) {
             try {
-              row = await trial(run, rtt, proxy, refVia(proxy), scratch, layers);
+              row = await trial(arm, run, rtt, proxy, refVia(proxy), scratch, layers);
             } catch (err) {
               // A failed trial is reported, and run again (up to 7 times).
               failed.push(`${arm}, round ${run}, ${rtt} ms: ${(err as Error).message.split('\n')[0]!.replace(/^.* failed: /, '')}`);
@@ -389,7 +402,7 @@ async function main(): Promise<void> {
     const uptimeAfter = (await sh('uptime', [])).trim();
     for (const rtt of RTTS) {
       const figures = report(rtt, rows.filter((r) => r.rtt === rtt), img, {
-        command: ['RUNS', 'RATE_MB', 'RTTS'].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]} `).join('') + 'node --import tsx bench/run/containerd-coldstart.ts',
+        command: ['RUNS', 'RATE_MB', 'RTTS', 'BASELINE_CLI'].filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]} `).join('') + 'node --import tsx bench/run/containerd-coldstart.ts',
         date, uptimeBefore, uptimeAfter, publishS, failed,
       });
       console.log(`\n${figures}`);

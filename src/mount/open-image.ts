@@ -29,6 +29,19 @@ export interface ImageArgOptions {
   logger?: Logger;
   /** Progress of indexing when the image has no index yet (default: none). */
   onProgress?: (event: IndexProgress) => void;
+  /** The image as a caller resolved it already (see ResolvedHandoff): nothing is asked of the registry to open it. */
+  resolved?: ResolvedHandoff;
+}
+
+/**
+ * What a caller that resolved an image hands to the process mounting it (the node's server), so that
+ * it does not resolve it again: the index file it found for the manifest, and where the blobs are
+ * read from (the repository the caller reached, not the one the index's publisher recorded).
+ */
+export interface ResolvedHandoff {
+  indexFile: string;
+  manifest: string;
+  location: string;
 }
 
 export interface OpenedImage {
@@ -40,6 +53,8 @@ export interface OpenedImage {
   origin: 'file' | IndexOrigin;
   /** The index file it was loaded from, when there is one. */
   indexFile?: string;
+  /** Where the layers' blobs are read from, when an image reference was resolved (BlobStore.location). */
+  location?: string;
   cacheDir: string;
   /** Where the layers' blobs are read from: opened on first use. */
   blobs: BlobStore;
@@ -57,6 +72,11 @@ class LazyBlobStore implements BlobStore {
   private get(): Promise<BlobStore> {
     this.store ??= import('../oci/index.js').then(({ openBlobStore }) => openBlobStore(this.location, this.opts));
     return this.store;
+  }
+
+  /** Load the registry code now (no request is made), so that the first read does not wait for it. */
+  preload(): void {
+    this.get().catch(() => undefined);
   }
 
   async openBlob(...args: Parameters<BlobStore['openBlob']>): ReturnType<BlobStore['openBlob']> {
@@ -80,6 +100,7 @@ async function isLayoutDir(arg: string): Promise<boolean> {
 export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Promise<OpenedImage> {
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
   const registry = { ...opts.registry, ...(opts.logger ? { logger: opts.logger } : {}) };
+  if (opts.resolved) return openResolved(opts.resolved, cacheDir, registry);
   const kind = await indexFileKind(arg);
   if (kind === 'special') throw new ClipError('EINVAL', 'is not a regular file (a FIFO, socket or device cannot be an index)', { object: arg });
   if (kind === 'other-file') {
@@ -109,13 +130,24 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     });
     return {
-      index, origin, ...(file ? { indexFile: file } : {}), cacheDir, blobs: source, layers: indexLayers(index),
+      index, origin, ...(file ? { indexFile: file } : {}), location: image.location, cacheDir, blobs: source, layers: indexLayers(index),
       close: async () => { await source.close?.(); },
     };
   } catch (err) {
     await source.close?.();
     throw err;
   }
+}
+
+async function openResolved(r: ResolvedHandoff, cacheDir: string, registry: OpenOptions): Promise<OpenedImage> {
+  // A mount reads the blobs next: their code loads while the index is read and checked.
+  const blobs = new LazyBlobStore(r.location, registry);
+  blobs.preload();
+  const index = await ImageIndex.open(r.indexFile);
+  if (index.image.manifestDigest !== r.manifest) {
+    throw new ClipError('ECORRUPT', `is the index of ${index.image.manifestDigest}, not of ${r.manifest}`, { object: r.indexFile });
+  }
+  return { index, origin: 'cache', indexFile: r.indexFile, location: r.location, cacheDir, blobs, layers: indexLayers(index), close: () => blobs.close() };
 }
 
 export interface ImageStorageOptions {

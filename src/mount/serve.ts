@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import { resolve } from 'node:path';
-import { openImageArg, openImageStorage, type OpenedImage } from './open-image.js';
+import { openImageArg, openImageStorage, type OpenedImage, type ResolvedHandoff } from './open-image.js';
 import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
 import { attach, serveAttached, type Attached, type InitInfo, type Mount, type MountOptions } from '../fuse/index.js';
 import { parsePlatform } from '../oci/platform.js';
@@ -25,6 +25,8 @@ export { requireRoot } from './require-root.js';
 export interface MountConfig {
   /** Image reference or index file. */
   image: string;
+  /** `image` as the caller resolved it (its cached index, its blobs' location): the mount then resolves nothing. */
+  resolved?: ResolvedHandoff;
   mountpoint: string;
   cacheDir?: string;
   remoteCache?: string;
@@ -100,6 +102,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     ...(cfg.discover === false ? { discover: false } : {}),
     logger: log,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    ...(cfg.resolved ? { resolved: cfg.resolved } : {}),
   });
   let storage: Storage | undefined;
   let metrics: Server | undefined;
@@ -127,11 +130,14 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
       suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
     };
+    // Loaded while the mount is attached, not after it serves (a handed-over index loaded none of it).
+    const auditing = image.origin === 'indexed' ? undefined : import('../storage/layer-audit.js');
+    auditing?.catch(() => undefined);
     const attached = opts.resume?.attached ?? (await (opts.attach ?? attach)(mountpoint, mountOpts));
     const m = await serveAttached(fs, attached, mountOpts, opts.resume?.init);
     const st = storage;
     // An index this process did not make is checked against each layer once it is whole on disk.
-    const audit = image.origin === 'indexed' ? undefined : await import('../storage/layer-audit.js');
+    const audit = await auditing;
     if (audit) {
       // A chunk the source gives twice with another digest than the index's leaves the layer
       // forever incomplete, so the background fetch's audit never comes: audit it from the source.

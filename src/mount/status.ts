@@ -25,6 +25,10 @@ export interface MountStatus {
   restarts: number;
   /** Bytes served from each tier since the mount started. */
   bytes: { disk: number; remote: number; source: number };
+  /** FUSE READ requests answered since the mount started. */
+  reads?: number;
+  /** The storage counters since the mount started (requests, hits, misses, errors per tier, ...), as Metrics.snapshot() names them. */
+  counters?: Record<string, number>;
 }
 
 /** How often a running mount rewrites its status. */
@@ -49,6 +53,8 @@ export async function statusOf(running: RunningMount, startedAt: string, restart
     rssBytes: process.memoryUsage.rss(),
     restarts,
     bytes: { disk: m['bytes.disk'] ?? 0, remote: m['bytes.remote'] ?? 0, source: m['bytes.source'] ?? 0 },
+    reads: running.mount.server.opCounts.get('READ') ?? 0,
+    counters: m,
   };
 }
 

@@ -151,7 +151,7 @@ export async function prepareContainer(req: ContainerRequest): Promise<PreparedC
       annotations: { 'org.clip.container': id, 'org.clip.image': req.image, 'org.clip.image.manifest-digest': req.manifestDigest },
     });
     await writeFile(join(bundle, 'config.json'), `${JSON.stringify(spec, null, 2)}\n`, { mode: 0o600 });
-    log.debug({ id, rootfs, args: proc.args, user: proc.user }, 'run: container prepared');
+    log.debug({ id, rootfs, args: proc.args, user: proc.user, sinceStartMs: Math.round(performance.now()) }, 'run: container prepared');
     return { id, paths, bundle, rootfs, record };
   } catch (err) {
     await teardownContainer(req.cacheDir, id, { logger: log }).catch((e: unknown) => log.warn({ err: e, id }, 'run: undoing a failed container failed'));

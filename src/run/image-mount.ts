@@ -74,7 +74,7 @@ export async function acquireImageMount(opts: AcquireOptions): Promise<AcquiredM
     await writePrivateFile(ref, `${JSON.stringify(opts.owner)}\n`);
     try {
       if (await servingMount(paths.mountpoint)) {
-        log.debug({ mountpoint: paths.mountpoint, holder: opts.holder }, 'run: joining the image mount');
+        log.debug({ mountpoint: paths.mountpoint, holder: opts.holder, sinceStartMs: Math.round(performance.now()) }, 'run: joining the image mount');
         return { mountpoint: paths.mountpoint, started: false };
       }
       // A mount that does not serve (its server died) is cleaned first.
@@ -82,7 +82,7 @@ export async function acquireImageMount(opts: AcquireOptions): Promise<AcquiredM
         await unmountMountpoint(paths.mountpoint, { cacheDir: opts.cacheDir, logger: log }).catch((err: unknown) => log.warn({ err }, 'run: cleaning a dead image mount failed'));
       }
       const bg = await startBackground({ ...opts.mount, mountpoint: paths.mountpoint, cacheDir: opts.cacheDir });
-      log.info({ mountpoint: paths.mountpoint, pid: bg.pid, image: opts.mount.image }, 'run: image mounted');
+      log.info({ mountpoint: paths.mountpoint, pid: bg.pid, image: opts.mount.image, sinceStartMs: Math.round(performance.now()) }, 'run: image mounted');
       return { mountpoint: paths.mountpoint, started: true };
     } catch (err) {
       await rm(ref, { force: true });

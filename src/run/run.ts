@@ -68,7 +68,9 @@ export async function runContainer(req: ContainerRequest, hooks: RunHooks = {}):
         proc.on('exit', (c, signal) => resolveExit(c ?? 128 + (signal ? constants.signals[signal] : 0)));
       });
       if (proc.pid !== undefined) hooks.onStart?.(prepared);
+      log.debug({ id: prepared.id, sinceStartMs: Math.round(performance.now()) }, 'run: runc started');
       code = await exited;
+      log.debug({ id: prepared.id, code, sinceStartMs: Math.round(performance.now()) }, 'run: runc exited');
     } catch (err) {
       await teardownContainer(req.cacheDir, prepared.id, { logger: log });
       throw err;
@@ -76,6 +78,7 @@ export async function runContainer(req: ContainerRequest, hooks: RunHooks = {}):
     const startError = code !== 0 ? await runcFailure(logFile) : undefined;
     if (startError) code = /executable file not found|no such file or directory/i.test(startError) ? 127 : /permission denied/i.test(startError) ? 126 : 125;
     await teardownContainer(req.cacheDir, prepared.id, { logger: log, keep: req.keep === true });
+    log.debug({ id: prepared.id, sinceStartMs: Math.round(performance.now()) }, 'run: torn down');
     return { id: prepared.id, code, ...(startError ? { startError } : {}), ...(req.keep ? { kept: prepared.paths.upper } : {}) };
   } finally {
     for (const s of FORWARDED_SIGNALS) process.off(s, onSignal);

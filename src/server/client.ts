@@ -81,3 +81,35 @@ async function startHolder(cacheDir: string): Promise<void> {
     closeSync(log);
   }
 }
+
+/** Start the node's server for `cacheDir` if none runs, and wait until it answers; its pid. */
+export async function ensureServer(cacheDir: string): Promise<number> {
+  const reply = unwrap((await askServer(cacheDir, { op: 'status' }, { start: true }))!);
+  return reply.pid;
+}
+
+/**
+ * How often a holding process asks the server for its status: well within the 5 s a server without
+ * mounts waits for a request before it ends.
+ */
+export const HOLD_INTERVAL_MS = 2000;
+
+/**
+ * Keep the node's server up while the caller runs (the snapshotter: the first container should not
+ * pay for starting it): a status request every HOLD_INTERVAL_MS, starting the server again if it
+ * ended. Returns stop().
+ */
+export function holdServer(cacheDir: string, onError: (err: unknown) => void = () => undefined): () => void {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const tick = (): void => {
+    ensureServer(cacheDir).catch(onError).finally(() => {
+      if (!stopped) timer = setTimeout(tick, HOLD_INTERVAL_MS);
+    });
+  };
+  timer = setTimeout(tick, HOLD_INTERVAL_MS);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}

@@ -6,13 +6,15 @@
  * keep their root filesystem while it restarts.
  */
 import { readFileSync } from 'node:fs';
-import { mkdir, rmdir, statfs } from 'node:fs/promises';
+import { access, mkdir, rmdir, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { startBackground } from '../server/background.js';
+import { cachedIndexPath } from '../storage/indexer.js';
 import { unmount as unmountMountpoint } from '../server/unmount.js';
 import { isFuse, mountsAt, parseMountInfo } from '../fuse/mountinfo.js';
 import { isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import type { SnapshotterMetrics } from './metrics.js';
 import type { RemoteLayer } from './store.js';
 
 /** How long a mount may take to answer statfs before it counts as dead (a restarting server takes about a second). */
@@ -24,6 +26,7 @@ export interface ImageMountOptions {
   remoteCache?: string;
   insecureRegistries?: string[];
   logger?: Logger;
+  metrics?: SnapshotterMetrics;
 }
 
 export class ImageMounts {
@@ -57,11 +60,16 @@ export class ImageMounts {
   }
 
   /** The image's mountpoint, mounting it first if it is not mounted. */
-  ensure(image: Pick<RemoteLayer, 'manifest' | 'location'>): Promise<string> {
-    return this.withLock(image.manifest, () => this.mount(image));
+  ensure(image: Pick<RemoteLayer, 'manifest' | 'location' | 'image'>): Promise<string> {
+    if (image.image) this.opts.metrics?.named(image.manifest, image.image);
+    return this.withLock(image.manifest, () => this.mount(image)).catch((err: unknown) => {
+      this.opts.metrics?.imageError(image.manifest, 'mount');
+      this.log.error({ image: image.image ?? `${image.location}@${image.manifest}`, manifest: image.manifest, err: (err as Error).message }, 'snapshotter: cannot mount the image');
+      throw err;
+    });
   }
 
-  private async mount(image: Pick<RemoteLayer, 'manifest' | 'location'>): Promise<string> {
+  private async mount(image: Pick<RemoteLayer, 'manifest' | 'location' | 'image'>): Promise<string> {
     const mountpoint = this.mountpoint(image.manifest);
     if (this.isMounted(image.manifest)) {
       // A live mount is kept; a stale one (its daemon died) is removed and mounted again.
@@ -71,9 +79,14 @@ export class ImageMounts {
     }
     await mkdir(mountpoint, { recursive: true, mode: 0o700 });
     const ref = `${image.location}@${image.manifest}`;
+    // The index found at rpull is handed over: the server opens it and serves without asking the
+    // registry again (without it, the server resolves ref and finds the index itself).
+    const indexFile = cachedIndexPath(this.opts.cacheDir, image.manifest);
+    const resolved = (await access(indexFile).then(() => true, () => false)) ? { indexFile, manifest: image.manifest, location: image.location } : undefined;
     try {
       const started = await startBackground({
         image: ref,
+        ...(resolved ? { resolved } : {}),
         mountpoint,
         cacheDir: this.opts.cacheDir,
         ...(this.opts.remoteCache ? { remoteCache: this.opts.remoteCache } : {}),
@@ -83,7 +96,8 @@ export class ImageMounts {
         allowSuid: true,
         allowDev: true,
       });
-      this.log.info({ image: ref, mountpoint, pid: started.pid }, 'snapshotter: image mounted');
+      this.opts.metrics?.mounted(image.manifest);
+      this.log.info({ image: image.image ?? ref, manifest: image.manifest, mountpoint, pid: started.pid, handedIndex: resolved !== undefined }, 'snapshotter: image mounted');
     } catch (err) {
       if (isClipError(err, 'EINVAL') && /already mounted by clip/.test((err as Error).message) && this.isMounted(image.manifest)) return mountpoint;
       throw err;

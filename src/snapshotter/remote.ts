@@ -10,8 +10,9 @@ import { createHash } from 'node:crypto';
 import { openImage, RegistryRepository, type ResolvedImage } from '../oci/index.js';
 import { findPublishedIndex, findSharedIndex, isCondemned, storeSharedIndex } from '../storage/index-artifact.js';
 import { loadCachedIndex, storeCachedIndex } from '../storage/indexer.js';
-import { RedisChunkCache } from '../storage/remote-cache.js';
+import type { RedisChunkCache } from '../storage/remote-cache.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import type { SnapshotterMetrics } from './metrics.js';
 import type { RemoteLayer } from './store.js';
 
 export const LABEL_TARGET = 'containerd.io/snapshot.ref';
@@ -46,6 +47,7 @@ export interface RemoteLookupOptions {
   remoteCache?: string;
   insecureRegistries?: string[];
   logger?: Logger;
+  metrics?: SnapshotterMetrics;
 }
 
 /** How long a resolved reference is reused: one pull asks for each of its layers in turn. */
@@ -70,6 +72,7 @@ export class RemoteImages {
       image = await this.resolve(src.ref);
     } catch (err) {
       this.log.warn({ image: src.ref, layer: src.layer, err: (err as Error).message }, 'snapshotter: cannot resolve the image; the layer is unpacked');
+      this.opts.metrics?.unpackedLayer(src.ref, 'unresolved');
       return undefined;
     }
     const chains = chainIds(image.layers.map((l) => l.diffId));
@@ -77,13 +80,16 @@ export class RemoteImages {
     if (position < 0) {
       this.log.warn({ image: src.ref, layer: src.layer, target }, 'snapshotter: the layer is not where the image has it (did the tag move?); the layer is unpacked');
       this.resolved.delete(src.ref);
+      this.opts.metrics?.unpackedLayer(src.ref, 'moved');
       return undefined;
     }
     if (!(await this.hasIndex(image))) {
       this.log.info({ image: src.ref, layer: src.layer }, 'snapshotter: no clip index for the image; the layer is unpacked');
+      this.opts.metrics?.unpackedLayer(src.ref, 'no-index');
       return undefined;
     }
-    return { manifest: image.manifestDigest, location: image.location, position, layers: image.layers.length };
+    this.opts.metrics?.named(image.manifestDigest, src.ref);
+    return { manifest: image.manifestDigest, location: image.location, position, layers: image.layers.length, layerDigest: src.layer, image: src.ref };
   }
 
   private resolve(ref: string): Promise<ResolvedImage> {
@@ -120,7 +126,9 @@ export class RemoteImages {
   private async findIndex(image: ResolvedImage): Promise<boolean> {
     const { cacheDir } = this.opts;
     if (await loadCachedIndex(cacheDir, image.manifestDigest, this.log)) return true;
-    const remote = this.opts.remoteCache ? await RedisChunkCache.connect({ url: this.opts.remoteCache, logger: this.log }) : undefined;
+    const remote: RedisChunkCache | undefined = this.opts.remoteCache
+      ? await (await import('../storage/remote-cache.js')).RedisChunkCache.connect({ url: this.opts.remoteCache, logger: this.log })
+      : undefined;
     const source = openImage(image.reference, { insecureRegistries: this.opts.insecureRegistries ?? [], logger: this.log });
     try {
       const accept = async (bytes: Buffer): Promise<boolean> => !(await isCondemned(cacheDir, bytes, remote));

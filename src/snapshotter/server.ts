@@ -6,6 +6,7 @@ import { rm } from 'node:fs/promises';
 import { Server, ServerCredentials, status, type ServerWritableStream, type ServiceError, type UntypedHandleCall } from '@grpc/grpc-js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { SnapshotError } from './errors.js';
+import type { SnapshotterMetrics } from './metrics.js';
 import { snapshotsService } from './proto.js';
 import type { Info, Mount, Snapshotter } from './snapshotter.js';
 
@@ -16,13 +17,20 @@ const ts = (ms: number): Timestamp => ({ seconds: Math.floor(ms / 1000), nanos: 
 const wireInfo = (i: Info): WireInfo => ({ name: i.name, parent: i.parent, kind: i.kind, created_at: ts(i.created), updated_at: ts(i.updated), labels: i.labels });
 const wireMounts = (ms: Mount[]): { mounts: Mount[] } => ({ mounts: ms });
 
-function serviceError(err: unknown, method: string, log: Logger): Partial<ServiceError> {
+/** The snapshot a request is about, for the log. */
+function keyOf(req: unknown): string | undefined {
+  const r = req as { key?: string; name?: string } | undefined;
+  return r?.key || r?.name || undefined;
+}
+
+function serviceError(err: unknown, method: string, log: Logger, req?: unknown): Partial<ServiceError> {
+  const key = keyOf(req);
   if (err instanceof SnapshotError) {
-    if (err.kind !== 'NotFound' && err.kind !== 'AlreadyExists') log.info({ method, err: err.message }, 'snapshotter: request refused');
+    if (err.kind !== 'NotFound' && err.kind !== 'AlreadyExists') log.info({ method, key, err: err.message }, 'snapshotter: request refused');
     return { code: err.grpcCode, details: err.message, message: err.message };
   }
   const message = err instanceof Error ? err.message : String(err);
-  log.error({ method, err: message }, 'snapshotter: request failed');
+  log.error({ method, key, err: message }, 'snapshotter: request failed');
   return { code: status.UNKNOWN, details: message, message };
 }
 
@@ -33,11 +41,21 @@ export interface SnapshotterServer {
   stop(): Promise<void>;
 }
 
-export async function serveSnapshotter(sn: Snapshotter, address: string, logger: Logger = silentLogger): Promise<SnapshotterServer> {
+export async function serveSnapshotter(sn: Snapshotter, address: string, logger: Logger = silentLogger, metrics?: SnapshotterMetrics): Promise<SnapshotterServer> {
   const unary = <Req>(method: string, fn: Unary<Req>): UntypedHandleCall =>
     ((call: { request: Req }, callback: (err: Partial<ServiceError> | null, res?: object) => void) => {
       logger.debug({ method, request: call.request }, 'snapshotter: request');
-      Promise.resolve().then(() => fn(call.request)).then((res) => callback(null, res), (err: unknown) => callback(serviceError(err, method, logger)));
+      Promise.resolve().then(() => fn(call.request)).then(
+        (res) => {
+          metrics?.request(method, 'OK');
+          callback(null, res);
+        },
+        (err: unknown) => {
+          const e = serviceError(err, method, logger, call.request);
+          metrics?.request(method, status[e.code ?? status.UNKNOWN] ?? String(e.code));
+          callback(e);
+        },
+      );
     }) as UntypedHandleCall;
 
   type KeyReq = { key: string };

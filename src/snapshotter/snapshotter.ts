@@ -12,6 +12,7 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { alreadyExists, notFound, SnapshotError } from './errors.js';
 import { parseFilters } from './filters.js';
 import type { ImageMounts } from './image-mounts.js';
+import type { SnapshotterMetrics } from './metrics.js';
 import { LABEL_CLIP_IMAGE, LABEL_REMOTE, LABEL_TARGET, type RemoteImages } from './remote.js';
 import type { Kind, RemoteLayer, SnapshotRecord, SnapshotStore } from './store.js';
 import { unpackRemoteLayer } from './unpack.js';
@@ -50,6 +51,7 @@ export class Snapshotter {
     private readonly images: ImageMounts,
     logger?: Logger,
     private readonly insecureRegistries: string[] = [],
+    private readonly metrics?: SnapshotterMetrics,
   ) {
     this.log = logger ?? silentLogger;
   }
@@ -69,7 +71,8 @@ export class Snapshotter {
       const remote = await this.remote.lookup(labels);
       if (remote) {
         this.commitRemote(target, parent, labels, remote);
-        this.log.info({ target, layer: remote.position + 1, of: remote.layers, image: `${remote.location}@${remote.manifest}` }, 'snapshotter: remote snapshot prepared');
+        this.metrics?.remoteLayer(remote.manifest);
+        this.log.info({ target, layer: remote.position + 1, of: remote.layers, layerDigest: remote.layerDigest, image: remote.image, manifest: remote.manifest }, 'snapshotter: remote snapshot prepared');
         throw new SnapshotError('AlreadyExists', `target snapshot ${target}: already exists`);
       }
     }
@@ -147,12 +150,13 @@ export class Snapshotter {
   private async materializeOne(key: string, rec: SnapshotRecord): Promise<void> {
     const remote = rec.remote!;
     const image = `${remote.location}@${remote.manifest}`;
-    this.log.info({ key, image, layer: remote.position + 1 }, 'snapshotter: a snapshot stands on a remote layer that is not its image\'s last; unpacking that layer');
+    this.log.info({ key, image, layer: remote.position + 1, layerDigest: remote.layerDigest }, 'snapshotter: a snapshot stands on a remote layer that is not its image\'s last; unpacking that layer');
     await mkdir(this.dir(rec.id), { recursive: true, mode: 0o700 });
     try {
       await unpackRemoteLayer(remote, this.fsDir(rec.id), this.insecureRegistries);
     } catch (err) {
-      throw new SnapshotError('Unavailable', `cannot unpack layer ${remote.position + 1} of ${image} for snapshot ${key}: ${(err as Error).message}`);
+      this.metrics?.imageError(remote.manifest, 'unpack');
+      throw new SnapshotError('Unavailable', `cannot unpack layer ${remote.position + 1} (${remote.layerDigest ?? 'digest not recorded'}) of ${image} for snapshot ${key}: ${(err as Error).message}`);
     }
     const usage = await diskUsage(this.fsDir(rec.id));
     this.store.transaction((tx) => {

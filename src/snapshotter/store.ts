@@ -18,6 +18,10 @@ export interface RemoteLayer {
   position: number;
   /** How many layers the image has. */
   layers: number;
+  /** The layer's blob digest (for logs; absent in records of older versions). */
+  layerDigest?: string;
+  /** The image reference containerd named (for logs and metrics; absent in records of older versions). */
+  image?: string;
 }
 
 export interface SnapshotRecord {

@@ -11,7 +11,7 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { findPublishedIndex, findSharedIndex, isCondemned, storeSharedIndex, type Acceptor } from './index-artifact.js';
 import { isDiskFull } from './cache-dir.js';
 import { indexImage, loadCachedIndex, storeCachedIndex, type IndexImageOptions } from './indexer.js';
-import { RedisChunkCache } from './remote-cache.js';
+import type { RedisChunkCache } from './remote-cache.js';
 
 export type IndexOrigin = 'cache' | 'shared' | 'registry' | 'indexed';
 
@@ -42,7 +42,10 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
 
   const discover = opts.discover ?? true;
   const repo = source instanceof RegistryRepository ? source : undefined;
-  const remote = opts.remoteCache ? await RedisChunkCache.connect({ url: opts.remoteCache, logger: log }) : undefined;
+  // ioredis is loaded only for a shared cache: a command without one (clip run, say) starts sooner.
+  const remote: RedisChunkCache | undefined = opts.remoteCache
+    ? await (await import('./remote-cache.js')).RedisChunkCache.connect({ url: opts.remoteCache, logger: log })
+    : undefined;
   try {
     let found: Omit<ResolvedIndex, 'file'> | undefined;
     const accept: Acceptor = async (bytes) => !(await isCondemned(opts.cacheDir, bytes, remote));

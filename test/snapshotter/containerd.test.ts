@@ -48,7 +48,26 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
   let indexedLayers: { digest: string; size: number }[];
   let plainLayers: { digest: string; size: number }[];
   const socket = (): string => join(tmp, 'clip.sock');
-  const startClip = (): Promise<SnapshotterProcess> => startSnapshotterProcess(['--address', socket(), '--root', join(tmp, 'root'), '--cache-dir', join(tmp, 'cache')], join(tmp, 'snapshotter.log'));
+  const startClip = (): Promise<SnapshotterProcess> =>
+    startSnapshotterProcess(['--address', socket(), '--root', join(tmp, 'root'), '--cache-dir', join(tmp, 'cache'), '--metrics', '127.0.0.1:0'], join(tmp, 'snapshotter.log'));
+  /** The snapshotter's metrics endpoint, scraped now. */
+  const scrape = async (): Promise<string> => {
+    const port = /metrics on port (\d+)/.exec(sn.stdout)?.[1];
+    expect(port, sn.stdout).toBeDefined();
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    expect(res.status).toBe(200);
+    return res.text();
+  };
+  /** The value of one series, found by its name and labels (in any order). */
+  const sample = (text: string, name: string, labels: Record<string, string>): number | undefined => {
+    for (const line of text.split('\n')) {
+      const m = /^([a-z_]+)\{(.*)\} (\S+)$/.exec(line);
+      if (!m || m[1] !== name) continue;
+      const got = Object.fromEntries([...m[2]!.matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+      if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
+    }
+    return undefined;
+  };
 
   beforeAll(async () => {
     [registry, tmp] = await Promise.all([startRegistry(), mkdtemp(join(tmpdir(), 'clip-snap-'))]);
@@ -94,7 +113,7 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
 
   afterAll(async () => {
     if (ctrd) {
-      for (const id of ['c-run', 'c-py', 'c-a', 'c-b', 'c-plain', 'c-shared']) {
+      for (const id of ['c-run', 'c-py', 'c-metrics', 'c-a', 'c-b', 'c-plain', 'c-shared']) {
         await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', id).catch(() => undefined);
         await sleep(200);
         await ctrd.ctr('tasks', 'rm', '-f', id).catch(() => undefined);
@@ -135,6 +154,18 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     }
   };
 
+  it('the node\'s clip server is up as soon as the snapshotter serves, before any container', async () => {
+    const { askServer } = await import('../../src/server/client.js');
+    const { liveHolder } = await import('../../src/server/paths.js');
+    expect(liveHolder(serverFiles(join(tmp, 'cache')).lock)).toBeGreaterThan(0);
+    const reply = await askServer(join(tmp, 'cache'), { op: 'status' });
+    expect(reply).toMatchObject({ ok: true, op: 'status', mounts: [] });
+    // It stays up past the 5 s a server without mounts waits before it ends: the snapshotter holds it.
+    const pid = (reply as { pid: number }).pid;
+    await sleep(7000);
+    expect(await askServer(join(tmp, 'cache'), { op: 'status' })).toMatchObject({ ok: true, pid });
+  }, 60_000);
+
   it('ctr-remote rpull of an image with a published index fetches no layer; ctr run runs a shell from it', async () => {
     proxy.requests.length = 0;
     await ctrd.ctrRemote('images', 'rpull', '--plain-http', '--snapshotter', 'clip', indexed);
@@ -148,6 +179,9 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     proxy.requests.length = 0;
     const out = await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-run', '/bin/sh', '-c', 'echo hello; ls /app; sha256sum /app/main.py; cat /etc/clip-demo-release');
     expect(out).toBe(`hello\nREADME\nconfig.json\nmain.py\n${createHash('sha256').update(APP_SCRIPT).digest('hex')}  /app/main.py\nclip demo image (${DEMO_VERSION}), assembled from this machine's files\n`);
+    // The snapshotter handed the index it found at rpull to the server: no manifest asked again.
+    expect(proxy.requests.filter((r) => r.path.includes('/manifests/') || r.path.includes('/referrers/'))).toEqual([]);
+    expect(await sn.log()).toMatch(/"handedIndex":true[^\n]*snapshotter: image mounted/);
     // Only ranges of the layers were read, never a whole layer; the node layer (the largest) barely.
     for (const l of indexedLayers) expect(blobGets(l.digest).filter((r) => r.range === undefined)).toEqual([]);
     const biggest = [...indexedLayers].sort((a, b) => b.size - a.size)[0]!;
@@ -160,6 +194,37 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     const out = await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', indexed, 'c-py', 'python3', '-c', 'import json; print(1)');
     expect(out).toBe('1\n');
     for (const l of indexedLayers) expect(blobGets(l.digest).filter((r) => r.range === undefined)).toEqual([]);
+  }, 300_000);
+
+  it('the metrics endpoint serves per-image series after ctr run: layers, mounts, bytes per tier, reads', async () => {
+    const text = await scrape();
+    const manifest = (JSON.parse(await skopeoInspect(`docker://${indexed}`)) as { Digest: string }).Digest;
+    const index = `sha256:${createHash('sha256').update(await readFile(join(tmp, 'cache', 'indexes', `${manifest.slice(7)}.clip`))).digest('hex')}`;
+    const image = { image: indexed, manifest, index };
+    expect(sample(text, 'clip_snapshotter_remote_layers_total', image), text).toBe(indexedLayers.length);
+    expect(sample(text, 'clip_snapshotter_image_mounts_total', image)).toBeGreaterThanOrEqual(1);
+    // The image is mounted while containers use it; a finished `ctr run --rm` released it, so start one.
+    await ctrd.ctr('run', '-d', '--snapshotter', 'clip', indexed, 'c-metrics', '/bin/sh', '-c', 'cat /app/main.py > /dev/null; sleep 600');
+    try {
+      let now = '';
+      for (let i = 0; i < 50; i++) {
+        now = await scrape();
+        if ((sample(now, 'clip_image_reads', image) ?? 0) > 0) break;
+        await sleep(100);
+      }
+      expect(sample(now, 'clip_image_mounted', image), now).toBe(1);
+      expect(sample(now, 'clip_image_reads', image)).toBeGreaterThan(0);
+      const bytes = ['disk', 'remote', 'source'].map((tier) => sample(now, 'clip_image_fetched_bytes', { ...image, tier }));
+      expect(bytes.every((b) => b !== undefined)).toBe(true);
+      expect(bytes[0]! + bytes[2]!).toBeGreaterThan(0);
+      expect(sample(now, 'clip_image_tier_errors', { ...image, tier: 'source' })).toBe(0);
+      expect(sample(now, 'clip_snapshotter_requests_total', { method: 'Prepare', code: 'OK' })).toBeGreaterThan(0);
+    } finally {
+      await ctrd.ctr('tasks', 'kill', '-s', 'SIGKILL', 'c-metrics').catch(() => undefined);
+      await waitStopped('c-metrics');
+      await ctrd.ctr('tasks', 'rm', '-f', 'c-metrics').catch(() => undefined);
+      await ctrd.ctr('containers', 'rm', 'c-metrics').catch(() => undefined);
+    }
   }, 300_000);
 
   it('two containers of the image share one image mount, each with its own writable layer', async () => {
@@ -227,6 +292,8 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     expect(await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', plain, 'c-plain', '/bin/sh', '-c', 'cat /srv/hello /etc/plain-image; test -e /app/main.py || echo not the indexed image')).toBe(
       'hello from the plain image\nno index here\nnot the indexed image\n');
     expect(imageMounts()).toHaveLength(1); // still only the indexed image's
+    // Counted per image, with the reason.
+    expect(sample(await scrape(), 'clip_snapshotter_unpacked_layers_total', { image: plain, reason: 'no-index' })).toBe(plainLayers.length);
   }, 300_000);
 
   it('an image without an index on the first layer of the indexed one: that layer is unpacked for it, and it runs', async () => {
@@ -250,7 +317,9 @@ describe.skipIf(skipUnlessRoot())('clip snapshotter under containerd', () => {
     const cri = (i: number, target = chains[i]!): Record<string, string> => ({
       [LABEL_TARGET]: target, [LABEL_CRI_REF]: indexed, [LABEL_CRI_LAYER]: indexedLayers[i]!.digest,
     });
-    expect(await lookup.lookup(cri(1))).toEqual({ manifest: manifest.Digest, location: indexed.replace(/:demo$/, ''), position: 1, layers: 4 });
+    expect(await lookup.lookup(cri(1))).toEqual({
+      manifest: manifest.Digest, location: indexed.replace(/:demo$/, ''), position: 1, layers: 4, layerDigest: indexedLayers[1]!.digest, image: indexed,
+    });
     expect(await lookup.lookup(cri(1, chains[2]))).toBeUndefined(); // the layer is not where that chain ID says
     expect(await lookup.lookup({ [LABEL_TARGET]: chains[0]!, [LABEL_CRI_REF]: plain, [LABEL_CRI_LAYER]: plainLayers[0]!.digest })).toBeUndefined(); // no index
     expect(await lookup.lookup({ [LABEL_TARGET]: chains[0]! })).toBeUndefined(); // no image named

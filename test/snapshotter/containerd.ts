@@ -89,6 +89,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 export interface SnapshotterProcess {
   pid: number;
+  /** What it printed on stdout once it served. */
+  stdout: string;
   log(): Promise<string>;
   /** SIGTERM, and wait for it to exit. */
   stop(): Promise<void>;
@@ -106,16 +108,17 @@ export async function startSnapshotterProcess(args: string[], logFile: string): 
   closeSync(fd);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const log = (): Promise<string> => readFile(logFile, 'utf8').catch(() => '');
-  await new Promise<void>((resolve, reject) => {
+  const stdout = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      if (out.includes('serving on')) resolve();
+      if (out.includes('serving on') && out.includes('\n')) resolve(out);
     });
     child.once('exit', (code) => void log().then((l) => reject(new Error(`clip snapshotter exited (${code}) before serving: ${l.slice(-3000)}`))));
   });
   return {
     pid: child.pid!,
+    stdout,
     log,
     kill: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

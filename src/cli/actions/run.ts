@@ -5,7 +5,7 @@
 import { realpath, readdir, mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { MountConfig } from '../../mount/serve.js';
-import { defaultCacheDir } from '../../storage/cache-dir.js';
+import { defaultCacheDir, ensurePrivateDir } from '../../storage/cache-dir.js';
 import { ClipError } from '../../util/errors.js';
 import { printable } from '../../util/printable.js';
 import type { ContainerRequest, Volume } from '../../run/index.js';
@@ -40,8 +40,15 @@ export async function containerRequest(image: string, command: string[], opts: C
     // An image reference is mounted as a reference (the server finds the index cached now): an
     // index file names the registry its publisher used, which need not be the one asked for here.
     const mountImage = img.origin === 'file' && img.indexFile ? resolve(img.indexFile) : image.startsWith('oci:') && !image.startsWith('oci:/') ? `oci:${resolve(image.slice(4))}` : image;
+    // What was resolved here is handed to the server, which then asks the registry nothing before
+    // the mount serves (the blobs are still read from the location reached here).
+    const location = img.location;
+    const resolved = img.origin !== 'file' && img.indexFile && location && (!location.startsWith('oci:') || location.startsWith('oci:/'))
+      ? { indexFile: resolve(img.indexFile), manifest: img.index.image.manifestDigest, location }
+      : undefined;
     const mount: Omit<MountConfig, 'mountpoint' | 'cacheDir'> = {
       image: mountImage,
+      ...(resolved ? { resolved } : {}),
       ...storage,
       ...(opts.platform ? { platform: opts.platform } : {}),
       ...(opts.discover === false ? { discover: false } : {}),
@@ -82,14 +89,34 @@ export async function runCommand(image: string | undefined, command: string[], o
   if (opts.tty && !process.stdin.isTTY) throw new ClipError('EINVAL', '-t needs a terminal on stdin (this one is not)');
   parseNetwork(opts.network);
   (opts.volume ?? []).forEach(parseVolume);
+  const serverUp = startServerEarly(cacheDir);
   const { req, close } = await containerRequest(image, command, opts);
   await close();
+  // Phase times (ms since this process started) for --log-level debug: where a start's time goes.
+  req.logger?.debug({ sinceStartMs: Math.round(performance.now()) }, 'run: image resolved');
+  await serverUp;
+  req.logger?.debug({ sinceStartMs: Math.round(performance.now()) }, 'run: the node\'s server answers');
   const { runContainer } = await import('../../run/index.js');
   const result = await runContainer({ ...req, ...(opts.keep ? { keep: true } : {}) });
   // runc has printed its reason already: this line names the image and container it is about.
   if (result.startError) process.stderr.write(`clip: ${printable(`${image} (container ${result.id})`)}: the container did not start (exit ${result.code})\n`);
   if (result.kept) process.stderr.write(`clip: kept the writable layer of container ${result.id}: ${result.kept}\n`);
   process.exitCode = result.code;
+}
+
+/**
+ * Start the node's server (two Node start-ups when none runs) while this process resolves the image
+ * and loads its index, rather than after: the image mount then finds it answering. A failure here
+ * is left to the mount, which starts the server itself and reports it.
+ */
+async function startServerEarly(cacheDir: string): Promise<void> {
+  try {
+    await ensurePrivateDir(cacheDir); // a cache directory clip must refuse starts nothing
+    const { ensureServer } = await import('../../server/client.js');
+    await ensureServer(cacheDir);
+  } catch {
+    // reported by the mount, if it matters
+  }
 }
 
 export async function bundleCommand(image: string | undefined, dir: string | undefined, command: string[], opts: BundleCommandOptions): Promise<void> {

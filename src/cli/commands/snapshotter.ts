@@ -15,6 +15,7 @@ interface SnapshotterOptions {
   cacheDir?: string;
   remoteCache?: string;
   insecureRegistry: string[];
+  metrics?: string;
   logLevel?: string;
   logFormat?: string;
 }
@@ -26,11 +27,12 @@ export function registerSnapshotter(program: Command): void {
     .requiredOption('--address <socket>', 'unix socket to serve on (containerd\'s proxy_plugins address)')
     .option('--root <dir>', 'snapshot directories and metadata', DEFAULT_SNAPSHOTTER_ROOT)
     .option('--cache-dir <dir>', `cache directory of the image mounts (default: ${defaultCacheDir()})`)
-    .option('--remote-cache <url>', 'shared cache of chunks and indexes: redis://[:password@]host:port, rediss://..., redis+cluster://h1:p1,h2:p2');
+    .option('--remote-cache <url>', 'shared cache of chunks and indexes: redis://[:password@]host:port, rediss://..., redis+cluster://h1:p1,h2:p2')
+    .option('--metrics <[host:]port>', 'serve Prometheus metrics per image (bytes per tier, reads, errors, mounts) on GET /metrics');
   addRegistryOptions(cmd);
   addLogOptions(cmd);
   examples(cmd, [
-    'clip snapshotter --address /run/clip/snapshotter.sock',
+    'clip snapshotter --address /run/clip/snapshotter.sock --metrics 127.0.0.1:9464',
     'ctr-remote images rpull --snapshotter clip registry:5000/app:1.2 && ctr run --rm --snapshotter clip registry:5000/app:1.2 app1 /bin/sh -c "echo hi"',
   ]);
   cmd.action(async (opts: SnapshotterOptions) => {
@@ -45,9 +47,10 @@ export function registerSnapshotter(program: Command): void {
       cacheDir: opts.cacheDir ?? defaultCacheDir(),
       ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
       insecureRegistries: opts.insecureRegistry,
+      ...(opts.metrics ? { metricsAddr: opts.metrics } : {}),
       logger,
     });
-    process.stdout.write(`clip snapshotter serving on ${running.address}\n`);
+    process.stdout.write(`clip snapshotter serving on ${running.address}${running.metricsPort !== undefined ? ` (metrics on port ${running.metricsPort})` : ''}\n`);
     await new Promise<void>((resolve) => {
       const stop = (): void => {
         process.off('SIGTERM', stop);
