@@ -12,13 +12,15 @@
  * own, and the first retry's flight is joined by the others. CLIP_FETCH_MERGE=0 turns merging off
  * (each read its own request from its checkpoint, as before), for comparisons.
  *
- * Learned checkpoints (learned-checkpoints.ts): a flight that inflates through the start or the end
- * of the read that launched it learns a checkpoint there (the last block boundary at or before the
- * start, the first at or after the end), and every range is planned over the index's checkpoints
- * and the learned ones together: a node given another's learned checkpoints fetches from where
- * each read begins to where it ends, not from span to span. A learned checkpoint is a hint: one
- * whose bytes fail (invalidate(), or a flight that breaks) is dropped, and the retry plans over the
- * index's own. CLIP_LEARN=0 turns learning off (for comparisons); handed-over ones are still used.
+ * Learned checkpoints (learned-checkpoints.ts): a flight learns checkpoints on both sides of the
+ * read's start and end and of every chunk boundary it inflates through (the last block boundary
+ * at or before, the first at or after), for other nodes: the store picks those its reads needed.
+ * Ranges of a layer given another node's learned checkpoints are planned over the index's and
+ * those together, so that node fetches from where each read begins to where it ends, not from
+ * span to span (its own are not planned over: they would split the spans kept for merging). A
+ * handed-over checkpoint is a hint: one whose bytes fail (invalidate(), or a flight that breaks)
+ * is dropped, and the retry plans over the index's own. CLIP_LEARN=0 turns learning off (for
+ * comparisons); handed-over ones are still used.
  */
 import type { Readable } from 'node:stream';
 import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
@@ -100,10 +102,11 @@ export class CheckpointSource implements LayerSource {
   private readonly keepMs: number;
   private expiry: NodeJS.Timeout | undefined;
   readonly stats: MergeStats = { flights: 0, joined: 0, kept: 0, fetched: 0, evicted: 0, learned: 0, learnedDropped: 0 };
-  private readonly learned: LearnedCheckpoints;
+  /** Learned here: for other nodes (planning over them here would split the spans kept for merging). */
+  private readonly captured: LearnedCheckpoints;
+  /** Handed over from elsewhere: planned over. */
+  private readonly given: LearnedCheckpoints;
   private readonly learning: boolean;
-  /** Blob digests of layers given learned checkpoints from elsewhere: not learned on further. */
-  private readonly handedOver = new Set<string>();
 
   /** One store, or one per layer (an index names where its layers live). */
   constructor(stores: BlobStore | ((layer: LayerRecord) => BlobStore), opts: CheckpointSourceOptions = {}) {
@@ -113,19 +116,20 @@ export class CheckpointSource implements LayerSource {
     this.maxSpan = opts.maxSpanBytes ?? 8 * 1024 * 1024;
     this.keepMs = opts.keepMs ?? 30_000;
     this.learning = opts.learn ?? process.env.CLIP_LEARN !== '0';
-    this.learned = new LearnedCheckpoints(opts.maxLearned ?? 512);
+    this.captured = new LearnedCheckpoints(opts.maxLearned ?? 512);
+    this.given = new LearnedCheckpoints(opts.maxLearned ?? 512);
   }
 
   /** The layer's learned checkpoints: captured here and handed over (not dropped), by out. */
   learnedCheckpoints(layer: LayerRecord): LearnedCheckpoint[] {
-    return this.learned.list(layer);
+    const all = [...this.given.list(layer), ...this.captured.list(layer)].sort((a, b) => a.out - b.out);
+    return all.filter((c, i) => i === 0 || c.out !== all[i - 1]!.out);
   }
 
   /** Plan the layer's reads over these too (EINVAL naming the layer for one that cannot fit it). */
   addLearnedCheckpoints(layer: LayerRecord, list: readonly LearnedCheckpoint[]): number {
     if (layer.compression !== 'gzip') return 0;
-    const added = this.learned.addAll(layer, list);
-    if (list.length) this.handedOver.add(layer.digest);
+    const added = this.given.addAll(layer, list);
     return added;
   }
 
@@ -213,7 +217,7 @@ export class CheckpointSource implements LayerSource {
   /** Forget kept bytes of [start, end) (they failed verification): the next read fetches them again. */
   invalidate(layer: LayerRecord, start: number, end: number): void {
     // The learned checkpoint these bytes were inflated from (and any inside them) may be wrong.
-    if (isResumable(layer) && this.learned.has(layer)) {
+    if (isResumable(layer) && (this.given.has(layer) || this.captured.has(layer))) {
       const from = this.withLearned(layer).compressedRange(start, Math.min(start + 1, layer.uncompressedSize)).checkpoint.out;
       this.dropLearned(layer, from, end);
     }
@@ -229,8 +233,8 @@ export class CheckpointSource implements LayerSource {
 
   /** The layer planned over its index's checkpoints and its learned ones together. */
   private withLearned(layer: ResumableLayer): ResumableLayer {
-    if (!this.learned.has(layer)) return layer;
-    const learned = this.learned;
+    if (!this.given.has(layer)) return layer;
+    const learned = this.given;
     const over: ResumableLayer = Object.create(layer) as ResumableLayer;
     over.compressedRange = (start: number, end: number): CompressedRange => {
       const r = layer.compressedRange(start, end);
@@ -259,7 +263,7 @@ export class CheckpointSource implements LayerSource {
    * node's reads; learning there would run the slower inflater for what is known already).
    */
   private targets(layer: LayerRecord, out: number, endOut: number, start: number, end: number): LearnTarget[] {
-    if (!this.learning || layer.compression !== 'gzip' || this.handedOver.has(layer.digest) || this.learned.full) return [];
+    if (!this.learning || layer.compression !== 'gzip' || this.given.has(layer) || this.captured.full) return [];
     const at = new Set<number>();
     const stop = Math.min(endOut, layer.uncompressedSize);
     for (const x of [start, end]) if (x > out && x < stop) at.add(x);
@@ -269,12 +273,12 @@ export class CheckpointSource implements LayerSource {
   }
 
   private learn(layer: LayerRecord, c: LearnedCheckpoint): void {
-    if (this.learned.add(layer, c)) this.stats.learned++;
+    if (this.captured.add(layer, c)) this.stats.learned++;
   }
 
   /** Learned checkpoints at out in [from, to] are not trusted any more. */
   private dropLearned(layer: LayerRecord, from: number, to: number): void {
-    this.stats.learnedDropped += this.learned.drop(layer, from, to);
+    this.stats.learnedDropped += this.given.drop(layer, from, to) + this.captured.drop(layer, from, to);
   }
 
   /** The checkpoint spans covering [start, end), or undefined when one cannot be merged. */

@@ -144,7 +144,8 @@ describe('learned checkpoints', () => {
         const at = Math.ceil((bad.out + 1) / CHUNK) * CHUNK + 10;
         expect((await s.read(layer, at, 2000)).equals(tar.subarray(at, at + 2000))).toBe(true);
         expect(source.stats.learnedDropped).toBe(1);
-        expect(s.learnedCheckpoints(layer).some((c) => c.out === bad.out)).toBe(false);
+        // Gone (the store may have learned the right one at that offset since, not this one).
+        expect(s.learnedCheckpoints(layer).some((c) => c.out === bad.out && c.inBits === bad.inBits && c.window.equals(bad.window))).toBe(false);
         expect((await s.metrics.snapshot())['verifyFailures.source']).toBeGreaterThanOrEqual(1);
       });
     }
