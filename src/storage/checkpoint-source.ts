@@ -19,8 +19,8 @@
  * those together, so that node fetches from where each read begins to where it ends, not from
  * span to span (its own are not planned over: they would split the spans kept for merging). A
  * handed-over checkpoint is a hint: one whose bytes fail (invalidate(), or a flight that breaks)
- * is dropped, and the retry plans over the index's own. CLIP_LEARN=0 turns learning off (for
- * comparisons); handed-over ones are still used.
+ * is dropped, and the retry plans over the index's own. Learning is off unless asked for (the
+ * `learn` option, or CLIP_LEARN=1); handed-over checkpoints are used either way.
  */
 import type { Readable } from 'node:stream';
 import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
@@ -59,7 +59,12 @@ export interface CheckpointSourceOptions {
   maxSpanBytes?: number;
   /** A kept span no read has used for this long is dropped (default 30 s): a quiet mount holds none. */
   keepMs?: number;
-  /** Learn checkpoints where reads begin and end (default: on unless CLIP_LEARN=0). */
+  /**
+   * Learn checkpoints where reads begin and end (default: off unless CLIP_LEARN=1). Off by
+   * default because it costs: the block-aware inflater is 2-3x slower than native zlib, and on
+   * python's start it made the node 1.5-1.9x slower (bench/index/RESULTS.md); for a node that
+   * records a startup profile.
+   */
   learn?: boolean;
   /** Learned checkpoints kept, captured and handed over together (default 512: 16 MiB of windows). */
   maxLearned?: number;
@@ -115,7 +120,7 @@ export class CheckpointSource implements LayerSource {
     this.keepBytes = opts.keepBytes ?? 48 * 1024 * 1024;
     this.maxSpan = opts.maxSpanBytes ?? 8 * 1024 * 1024;
     this.keepMs = opts.keepMs ?? 30_000;
-    this.learning = opts.learn ?? process.env.CLIP_LEARN !== '0';
+    this.learning = opts.learn ?? process.env.CLIP_LEARN === '1';
     this.captured = new LearnedCheckpoints(opts.maxLearned ?? 512);
     this.given = new LearnedCheckpoints(opts.maxLearned ?? 512);
   }

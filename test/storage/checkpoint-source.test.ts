@@ -344,8 +344,7 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
     const breaking = new BreakingStore(new LayoutSource(layoutDir), 1);
     let open!: () => void;
     breaking.gate = new Promise((r) => (open = r));
-    // Not learning: the block-aware inflater would hand out the reads' bytes before the break.
-    const source = new CheckpointSource(breaking, { learn: false });
+    const source = new CheckpointSource(breaking);
     const at = p.checkpoint.out;
     const readAll = async (start: number, end: number): Promise<Buffer> => {
       const parts: Buffer[] = [];

@@ -15,7 +15,7 @@ import { sha256Digest } from '../../src/oci/digest.js';
 import { RegistryPusher } from '../../src/oci/push.js';
 import { RegistryClient } from '../../src/oci/registry-client.js';
 import { RegistryRepository } from '../../src/oci/registry-source.js';
-import { CheckpointSource, layerFromScan, type ResumableLayer } from '../../src/storage/checkpoint-source.js';
+import { CheckpointSource, layerFromScan, type CheckpointSourceOptions, type ResumableLayer } from '../../src/storage/checkpoint-source.js';
 import { DiskCache } from '../../src/storage/disk-cache.js';
 import { Storage } from '../../src/storage/storage.js';
 import { chunked, makeTar, run, tmpDir } from '../archive/fixtures.js';
@@ -71,10 +71,10 @@ function reads(): [number, number][] {
 }
 
 /** A fresh store over the registry (through the proxy) and an empty cache, for `body`. */
-async function withStorage<T>(body: (s: Storage, source: CheckpointSource) => Promise<T>): Promise<T> {
+async function withStorage<T>(body: (s: Storage, source: CheckpointSource) => Promise<T>, opts: CheckpointSourceOptions = { learn: true }): Promise<T> {
   const cache = await tempDir();
   const disk = await DiskCache.open({ dir: cache });
-  const source = new CheckpointSource(new RegistryRepository(new RegistryClient(proxy.host), REPO));
+  const source = new CheckpointSource(new RegistryRepository(new RegistryClient(proxy.host), REPO), opts);
   const s = new Storage({ disk, source, readaheadChunks: 0, retryBackoffMs: 5, statsIntervalMs: 0 });
   try {
     return await body(s, source);
@@ -149,6 +149,27 @@ describe('learned checkpoints', () => {
         expect((await s.metrics.snapshot())['verifyFailures.source']).toBeGreaterThanOrEqual(1);
       });
     }
+  });
+
+  it('learns nothing unless asked; uses handed-over checkpoints with merging off too', async () => {
+    const { layer } = layers[1]!;
+    let learned: LearnedCheckpoint[] = [];
+    await withStorage(async (s) => {
+      await readAll(s, layer);
+      learned = s.learnedCheckpoints(layer);
+    });
+    await withStorage(async (s) => {
+      await readAll(s, layer);
+      expect(s.learnedCheckpoints(layer)).toEqual([]);
+    }, {});
+    const without = await bytesFetched(layer, () => withStorage((s) => readAll(s, layer), { merge: false }));
+    const given = await bytesFetched(layer, () =>
+      withStorage(async (s) => {
+        s.addLearnedCheckpoints(layer, learned);
+        await readAll(s, layer);
+      }, { merge: false }),
+    );
+    expect(given, `${without} then ${given} bytes`).toBeLessThan(without * 0.6);
   });
 
   it('refuses a learned checkpoint that cannot belong to the layer, naming it', async () => {
