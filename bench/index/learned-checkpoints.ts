@@ -226,7 +226,8 @@ function report(img: DebianPythonImage, rows: Row[], bounds: Map<string, Boundar
     const learned = of('learned');
     const asked = learned.map((r) => ({ r, exact: neededBytes(r.asked, bounds, 'exact'), blocks: neededBytes(r.asked, bounds, 'blocks'), raw: [...r.asked.values()].flat().reduce((n, [s, e]) => n + e - s, 0) }));
     lines.push(
-      `- ${rtt} ms RTT: layer bytes capture / learned: **${ratio('capture', 'learned', (r) => r.layerBytes)}**; end of python capture / learned: **${ratio('capture', 'learned', (r) => r.totalS)}**; `
+      `- ${rtt} ms RTT: node B without / with learned checkpoints (no-learn / learned): layer bytes **${ratio('no-learn', 'learned', (r) => r.layerBytes)}**, end of python **${ratio('no-learn', 'learned', (r) => r.totalS)}**, CPU ${ratio('no-learn', 'learned', (r) => r.cpuS)}; `
+        + `capture / learned: layer bytes ${ratio('capture', 'learned', (r) => r.layerBytes)}, end of python ${ratio('capture', 'learned', (r) => r.totalS)}; `
         + `what learning costs node A, capture / no-learn: time ${ratio('capture', 'no-learn', (r) => r.totalS)}, CPU ${ratio('capture', 'no-learn', (r) => r.cpuS)}, bytes ${ratio('capture', 'no-learn', (r) => r.layerBytes)}.`,
     );
     if (asked.length) {

@@ -25,6 +25,7 @@
 import type { Readable } from 'node:stream';
 import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import { inflateLearning, type LearnTarget } from '../archive/learning-inflate.js';
+import { inflateLearningNative, isNativeLearningAvailable } from '../archive/native-learning.js';
 import { compressedRangeFor, fetchStart, inflateFrom } from '../archive/random-access.js';
 import type { Checkpoint, LayerScan } from '../archive/types.js';
 import type { BlobStore } from '../oci/types.js';
@@ -112,6 +113,8 @@ export class CheckpointSource implements LayerSource {
   /** Handed over from elsewhere: planned over. */
   private readonly given: LearnedCheckpoints;
   private readonly learning: boolean;
+  /** Native zlib stepped block by block where node allows it (3x pako's speed), else pako. */
+  private readonly learner = NATIVE_LEARNING ? inflateLearningNative : inflateLearning;
 
   /** One store, or one per layer (an index names where its layers live). */
   constructor(stores: BlobStore | ((layer: LayerRecord) => BlobStore), opts: CheckpointSourceOptions = {}) {
@@ -152,7 +155,7 @@ export class CheckpointSource implements LayerSource {
       const body = await store.openBlobRange(desc, range.start, range.end, { signal });
       const targets = this.targets(layer, range.checkpoint.out, range.endOut ?? Infinity, start, end);
       const inflated = targets.length
-        ? inflateLearning(range.checkpoint, body, targets, (c) => this.learn(layer, c), layer.digest)
+        ? this.learner(range.checkpoint, body, targets, (c) => this.learn(layer, c), layer.digest)
         : inflateFrom(range.checkpoint, body, { compression: layer.compression, name: layer.digest });
       // A learned checkpoint the range starts or stops at may be why it broke.
       const broke = (): void => {
@@ -312,7 +315,7 @@ export class CheckpointSource implements LayerSource {
       let k = 0;
       let pos = first.out;
       const inflated = targets.length
-        ? inflateLearning(first.checkpoint, body, targets, (c) => this.learn(layer, c), layer.digest)
+        ? this.learner(first.checkpoint, body, targets, (c) => this.learn(layer, c), layer.digest)
         : inflateFrom(first.checkpoint, body, { compression: layer.compression, name: layer.digest });
       for await (const piece of inflated) {
         for (let off = 0; off < piece.length && k < spans.length; ) {
@@ -497,6 +500,7 @@ async function* readSpans(spans: Span[], start: number, end: number, signal: Abo
 }
 
 const DECODABLE = new Set<string>(['gzip', 'zstd', 'none']);
+const NATIVE_LEARNING = process.env.CLIP_LEARN_PAKO !== '1' && isNativeLearningAvailable();
 
 /**
  * `stream`, then `body` destroyed however the reading ends: a decoder that fails (or stops) before
