@@ -6,11 +6,13 @@
  * RTT; its index is published once (`clip index REF --push`). Every trial mounts REF in this
  * process (startMount, as the node's server does) from an empty cache directory with the page
  * cache dropped, runs `chroot MNT python3 -c 'import json'`, and unmounts. Arms, per round and RTT:
- *   capture   (node A): with CLIP_LEARN=1 (learning on, as a node recording a profile); its
- *             storage's learned checkpoints are kept for the next `learned` trial
- *   learned   (node B): as a node does by default (not learning), with the last capture's learned
- *             checkpoints added to the storage right after the mount is made, before python reads
- *   no-learn: as a node does by default (node B without them; and what learning costs node A)
+ *   capture   (node A): as a node does by default (learning on); its storage's learned
+ *             checkpoints are kept for the next `learned` trial
+ *   learned   (node B): with the last capture's learned checkpoints added to the storage right
+ *             after the mount is made, before python reads (CLIP_LEARN=0, not that it would learn:
+ *             a layer given checkpoints is not learned on)
+ *   no-learn: CLIP_LEARN=0 (node B without them; and what learning costs node A)
+ * CLIP_LEARN_PAKO=1 in the environment: node A learns with the pako inflater instead.
  * capture runs first in a round (learned needs it), the other two in rotating order. Figures:
  * layer bytes the proxy sent, time from startMount to python's exit, this process's CPU, and the
  * compressed bytes of what the mount was asked for (see neededBytes below).
@@ -132,7 +134,7 @@ function union(ranges: [number, number][]): [number, number][] {
 async function trial(arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, scratch: string, layers: Set<string>, handOver?: Map<string, LearnedCheckpoint[]>): Promise<{ row: Row; learned: Map<string, LearnedCheckpoint[]> }> {
   const cacheDir = await mkdtemp(path.join(scratch, 'cache-'));
   const mnt = await mkdtemp(path.join(scratch, 'mnt-'));
-  if (arm === 'capture') process.env.CLIP_LEARN = '1';
+  if (arm !== 'capture') process.env.CLIP_LEARN = '0';
   try {
     await syncAndDrop();
     proxy.reset();

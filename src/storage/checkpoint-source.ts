@@ -19,8 +19,9 @@
  * those together, so that node fetches from where each read begins to where it ends, not from
  * span to span (its own are not planned over: they would split the spans kept for merging). A
  * handed-over checkpoint is a hint: one whose bytes fail (invalidate(), or a flight that breaks)
- * is dropped, and the retry plans over the index's own. Learning is off unless asked for (the
- * `learn` option, or CLIP_LEARN=1); handed-over checkpoints are used either way.
+ * is dropped, and the retry plans over the index's own. CLIP_LEARN=0 turns learning off (the
+ * handed-over checkpoints are used either way); a layer whose bytes failed is not learned on any
+ * more (its retries inflate as without learning).
  */
 import type { Readable } from 'node:stream';
 import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
@@ -61,13 +62,12 @@ export interface CheckpointSourceOptions {
   /** A kept span no read has used for this long is dropped (default 30 s): a quiet mount holds none. */
   keepMs?: number;
   /**
-   * Learn checkpoints where reads begin and end (default: off unless CLIP_LEARN=1). Off by
-   * default because it costs: the block-aware inflater is 2-3x slower than native zlib, and on
-   * python's start it made the node 1.5-1.9x slower (bench/index/RESULTS.md); for a node that
-   * records a startup profile.
+   * Learn checkpoints where reads begin and end (default: on unless CLIP_LEARN=0). Native zlib
+   * stepped block by block: on python's start 1.0-1.1x the time and CPU of not learning
+   * (bench/index/RESULTS.md; pako instead, CLIP_LEARN_PAKO=1, cost 1.2-1.9x).
    */
   learn?: boolean;
-  /** Learned checkpoints kept, captured and handed over together (default 512: 16 MiB of windows). */
+  /** Learned checkpoints kept, of each kind (captured, handed over) (default 256: 8 MiB of windows). */
   maxLearned?: number;
 }
 
@@ -113,6 +113,8 @@ export class CheckpointSource implements LayerSource {
   /** Handed over from elsewhere: planned over. */
   private readonly given: LearnedCheckpoints;
   private readonly learning: boolean;
+  /** Blob digests of layers whose bytes failed: their retries inflate without learning. */
+  private readonly unlearned = new Set<string>();
   /** Native zlib stepped block by block where node allows it (3x pako's speed), else pako. */
   private readonly learner = NATIVE_LEARNING ? inflateLearningNative : inflateLearning;
 
@@ -123,9 +125,9 @@ export class CheckpointSource implements LayerSource {
     this.keepBytes = opts.keepBytes ?? 48 * 1024 * 1024;
     this.maxSpan = opts.maxSpanBytes ?? 8 * 1024 * 1024;
     this.keepMs = opts.keepMs ?? 30_000;
-    this.learning = opts.learn ?? process.env.CLIP_LEARN === '1';
-    this.captured = new LearnedCheckpoints(opts.maxLearned ?? 512);
-    this.given = new LearnedCheckpoints(opts.maxLearned ?? 512);
+    this.learning = opts.learn ?? process.env.CLIP_LEARN !== '0';
+    this.captured = new LearnedCheckpoints(opts.maxLearned ?? 256);
+    this.given = new LearnedCheckpoints(opts.maxLearned ?? 256);
   }
 
   /** The layer's learned checkpoints: captured here and handed over (not dropped), by out. */
@@ -224,6 +226,7 @@ export class CheckpointSource implements LayerSource {
 
   /** Forget kept bytes of [start, end) (they failed verification): the next read fetches them again. */
   invalidate(layer: LayerRecord, start: number, end: number): void {
+    this.unlearned.add(layer.digest);
     // The learned checkpoint these bytes were inflated from (and any inside them) may be wrong.
     if (isResumable(layer) && (this.given.has(layer) || this.captured.has(layer))) {
       const from = this.withLearned(layer).compressedRange(start, Math.min(start + 1, layer.uncompressedSize)).checkpoint.out;
@@ -271,7 +274,7 @@ export class CheckpointSource implements LayerSource {
    * node's reads; learning there would run the slower inflater for what is known already).
    */
   private targets(layer: LayerRecord, out: number, endOut: number, start: number, end: number): LearnTarget[] {
-    if (!this.learning || layer.compression !== 'gzip' || this.given.has(layer) || this.captured.full) return [];
+    if (!this.learning || layer.compression !== 'gzip' || this.given.has(layer) || this.captured.full || this.unlearned.has(layer.digest)) return [];
     const at = new Set<number>();
     const stop = Math.min(endOut, layer.uncompressedSize);
     for (const x of [start, end]) if (x > out && x < stop) at.add(x);

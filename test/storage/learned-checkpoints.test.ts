@@ -151,7 +151,7 @@ describe('learned checkpoints', () => {
     }
   });
 
-  it('learns nothing unless asked; uses handed-over checkpoints with merging off too', async () => {
+  it('learns nothing when told not to; uses handed-over checkpoints with merging off too', async () => {
     const { layer } = layers[1]!;
     let learned: LearnedCheckpoint[] = [];
     await withStorage(async (s) => {
@@ -161,7 +161,7 @@ describe('learned checkpoints', () => {
     await withStorage(async (s) => {
       await readAll(s, layer);
       expect(s.learnedCheckpoints(layer)).toEqual([]);
-    }, {});
+    }, { learn: false });
     const without = await bytesFetched(layer, () => withStorage((s) => readAll(s, layer), { merge: false }));
     const given = await bytesFetched(layer, () =>
       withStorage(async (s) => {
