@@ -101,7 +101,7 @@ export async function* inflateLearningNative(
   let recent: Buffer[] = [checkpoint.window];
   let recentBytes = checkpoint.window.length;
   // Compressed bytes kept for settling: from `keptBase` on.
-  let kept: Buffer[] = [];
+  const kept: Buffer[] = [];
   let keptBase = fetchStart(checkpoint);
   let keptBytes = 0;
   let out = checkpoint.out;
