@@ -4,12 +4,15 @@
  * (zlib's data_type is not exposed). So a boundary is known to a byte: the next block starts at one
  * of 8 bit positions of that byte. Those chosen for a target are settled by resuming pako from
  * each candidate over a few KiB and keeping the one that gives the bytes native zlib gave.
- * Inflation runs on this thread (the zlib handle's synchronous write), a piece at a time.
+ * Inflation runs on this thread (the zlib handle's synchronous write) only until every target is
+ * settled and one more boundary is settled to the bit; from there the rest goes to the thread
+ * pool (inflateGzipNative), as a resume without learning does.
  */
 import zlib from 'node:zlib';
 import { ClipError } from '../util/errors.js';
 import { alignedHead } from './deflate-prefix.js';
 import { GzipInflater } from './gzip-inflater.js';
+import { inflateGzipNative } from './native-resume.js';
 import { WINDOW_BYTES, type LearnedCheckpoint } from './learned-checkpoint.js';
 import type { LearnTarget } from './learning-inflate.js';
 import { fetchStart } from './random-access.js';
@@ -108,6 +111,10 @@ export async function* inflateLearningNative(
   let outBuf = Buffer.allocUnsafe(OUT_BUFFER);
   let outPos = 0;
   let rest: GzipInflater | undefined; // after the member ended
+  // Once every target is settled, the next boundary settled to the bit is where inflation goes
+  // back to the thread pool (inflateGzipNative): this thread inflates only as far as learning needs.
+  let handover: Pending | undefined;
+  let noHandover = false;
   let first = true;
 
   const windowNow = (): Buffer => {
@@ -119,9 +126,10 @@ export async function* inflateLearningNative(
     return all.subarray(Math.max(0, from - keptBase), Math.max(0, Math.min(all.length, to - keptBase)));
   };
   /** Settle a boundary's bit; learn it when exactly the right bytes come out of one candidate. */
-  const settle = (p: Pending): void => {
+  /** The exact checkpoint of a boundary known to a byte, if one of its 8 candidates gives the bytes native zlib gave. */
+  const settleBits = (p: Pending): Checkpoint | undefined => {
     const truth = Buffer.concat(p.truth).subarray(0, CHECK_OUT);
-    if (truth.length < 64) return;
+    if (truth.length < 64) return undefined;
     for (let bits = 0; bits < 8; bits++) {
       const cp: Checkpoint = { out: p.b.out, in: p.b.c, bits, window: p.b.window };
       const input = compressedAt(fetchStart(cp), p.b.c + CHECK_IN);
@@ -136,11 +144,13 @@ export async function* inflateLearningNative(
         continue;
       }
       const g = Buffer.concat(got);
-      if (g.length >= Math.min(truth.length, 64) && truth.subarray(0, g.length).equals(g)) {
-        learn({ out: cp.out, inBits: cp.in * 8 - bits, window: cp.window });
-        return;
-      }
+      if (g.length >= Math.min(truth.length, 64) && truth.subarray(0, g.length).equals(g)) return cp;
     }
+    return undefined;
+  };
+  const settle = (p: Pending): void => {
+    const cp = settleBits(p);
+    if (cp) learn({ out: cp.out, inBits: cp.in * 8 - cp.bits, window: cp.window });
   };
   const onBoundary = (b: Boundary): void => {
     const here: Pending = { b, truth: [], truthBytes: 0 };
@@ -157,7 +167,7 @@ export async function* inflateLearningNative(
     recent.push(view);
     recentBytes += view.length;
     while (recent.length > 1 && recentBytes - recent[0]!.length >= WINDOW_BYTES) recentBytes -= recent.shift()!.length;
-    for (const p of prev && !pending.includes(prev) ? [...pending, prev] : pending) {
+    for (const p of [...pending, ...(prev && !pending.includes(prev) ? [prev] : []), ...(handover ? [handover] : [])]) {
       if (p.truthBytes >= CHECK_OUT) continue;
       const from = Math.max(0, p.b.out - (out - view.length));
       p.truth.push(view.subarray(from));
@@ -173,7 +183,7 @@ export async function* inflateLearningNative(
       } else i++;
     }
     // Compressed bytes no boundary still needs are let go.
-    const need = Math.min(...pending.map((p) => p.b.c - 1), prev ? prev.b.c - 1 : Infinity, seen ? seen.c - 1 : Infinity, inEnd - 64);
+    const need = Math.min(...pending.map((p) => p.b.c - 1), prev ? prev.b.c - 1 : Infinity, seen ? seen.c - 1 : Infinity, handover ? handover.b.c - 1 : Infinity, inEnd - 64);
     while (kept.length > 1 && keptBase + kept[0]!.length <= need) {
       keptBase += kept[0]!.length;
       keptBytes -= kept.shift()!.length;
@@ -181,7 +191,11 @@ export async function* inflateLearningNative(
   };
 
   try {
-    for await (const chunk of compressed) {
+    const it = compressed[Symbol.asyncIterator]();
+    for (;;) {
+      const next = await it.next();
+      if (next.done) break;
+      const chunk = next.value;
       if (!chunk.length) continue;
       let piece = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
       if (rest) {
@@ -204,7 +218,7 @@ export async function* inflateLearningNative(
       }
       const outs: Buffer[] = [];
       for (let off = 0; off < piece.length; ) {
-        const learning = k < todo.length || pending.length > 0;
+        const learning = k < todo.length || pending.length > 0 || (!handover && !noHandover);
         const flush = learning ? zlib.constants.Z_BLOCK : zlib.constants.Z_NO_FLUSH;
         const r = z.step(flush, piece, off, outBuf, outPos);
         if (r.consumed === 0 && r.produced === 0) {
@@ -216,7 +230,8 @@ export async function* inflateLearningNative(
         }
         if (seen) {
           // Inflation went on past the stop: it was a block boundary, not the member's end.
-          onBoundary(seen);
+          if (k < todo.length || pending.length > 0) onBoundary(seen);
+          else if (!handover && !noHandover) handover = { b: seen, truth: [], truthBytes: 0 };
           seen = undefined;
         }
         let outFull = false;
@@ -233,6 +248,27 @@ export async function* inflateLearningNative(
           }
         }
         off += r.consumed;
+        if (handover && handover.truthBytes >= CHECK_OUT && keptBase + keptBytes >= handover.b.c + CHECK_IN) {
+          const cp = settleBits(handover);
+          if (cp) {
+            yield* outs;
+            // The bytes inflated past the boundary here are given already: the rest's first ones are skipped.
+            const skip = out - cp.out;
+            const from = compressedAt(fetchStart(cp), keptBase + keptBytes);
+            async function* tail(): AsyncGenerator<Uint8Array> {
+              yield from;
+              for (;;) {
+                const n = await it.next();
+                if (n.done) return;
+                yield n.value;
+              }
+            }
+            yield* skipFirst(inflateGzipNative(cp, tail(), name), skip);
+            return;
+          }
+          noHandover = true;
+          handover = undefined;
+        }
         // Input left and room for output: native zlib stopped at a block boundary (or the member's end).
         if (learning && off < piece.length && !outFull) {
           seen = { out, c: base + off, window: windowNow() };
@@ -254,5 +290,18 @@ export async function* inflateLearningNative(
     throw new ClipError('ECORRUPT', `invalid deflate data (${(err as Error).message})`, { object: name, cause: err });
   } finally {
     z.close();
+  }
+}
+
+/** `stream` without its first `n` bytes. */
+async function* skipFirst(stream: AsyncIterable<Buffer>, n: number): AsyncGenerator<Buffer> {
+  let left = n;
+  for await (const piece of stream) {
+    if (left >= piece.length) {
+      left -= piece.length;
+      continue;
+    }
+    yield left ? piece.subarray(left) : piece;
+    left = 0;
   }
 }
