@@ -63,7 +63,7 @@ export interface CheckpointSourceOptions {
   keepMs?: number;
   /**
    * Learn checkpoints where reads begin and end (default: on unless CLIP_LEARN=0). Native zlib
-   * stepped block by block: on python's start 1.0-1.1x the time and CPU of not learning
+   * stepped block by block: on python's start 1.17x the time and 1.0x the CPU of not learning
    * (bench/index/RESULTS.md; pako instead, CLIP_LEARN_PAKO=1, cost 1.2-1.9x).
    */
   learn?: boolean;
