@@ -11,12 +11,27 @@
  * LRU of inflated spans). A flight's failure fails every read waiting on it; each retries on its
  * own, and the first retry's flight is joined by the others. CLIP_FETCH_MERGE=0 turns merging off
  * (each read its own request from its checkpoint, as before), for comparisons.
+ *
+ * Learned checkpoints (learned-checkpoints.ts): a flight learns checkpoints on both sides of the
+ * read's start and end and of every chunk boundary it inflates through (the last block boundary
+ * at or before, the first at or after), for other nodes: the store picks those its reads needed.
+ * Ranges of a layer given another node's learned checkpoints are planned over the index's and
+ * those together, so that node fetches from where each read begins to where it ends, not from
+ * span to span (its own are not planned over: they would split the spans kept for merging). A
+ * handed-over checkpoint is a hint: one whose bytes fail (invalidate(), or a flight that breaks)
+ * is dropped, and the retry plans over the index's own. CLIP_LEARN=0 turns learning off (the
+ * handed-over checkpoints are used either way); a layer whose bytes failed is not learned on any
+ * more (its retries inflate as without learning).
  */
 import type { Readable } from 'node:stream';
-import { compressedRangeFor, inflateFrom } from '../archive/random-access.js';
+import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
+import { inflateLearning, type LearnTarget } from '../archive/learning-inflate.js';
+import { inflateLearningNative, isNativeLearningAvailable } from '../archive/native-learning.js';
+import { compressedRangeFor, fetchStart, inflateFrom } from '../archive/random-access.js';
 import type { Checkpoint, LayerScan } from '../archive/types.js';
 import type { BlobStore } from '../oci/types.js';
 import { ClipError } from '../util/errors.js';
+import { LearnedCheckpoints } from './learned-checkpoints.js';
 import { layerRecord, type LayerRecord, type LayerSource } from './types.js';
 
 export interface CompressedRange {
@@ -46,6 +61,14 @@ export interface CheckpointSourceOptions {
   maxSpanBytes?: number;
   /** A kept span no read has used for this long is dropped (default 30 s): a quiet mount holds none. */
   keepMs?: number;
+  /**
+   * Learn checkpoints where reads begin and end (default: on unless CLIP_LEARN=0). Native zlib
+   * stepped block by block: on python's start 1.17x the time and 1.0x the CPU of not learning
+   * (bench/index/RESULTS.md; pako instead, CLIP_LEARN_PAKO=1, cost 1.2-1.9x).
+   */
+  learn?: boolean;
+  /** Learned checkpoints kept, of each kind (captured, handed over) (default 256: 8 MiB of windows). */
+  maxLearned?: number;
 }
 
 /** What merging did, for tests and benchmarks. */
@@ -60,6 +83,10 @@ export interface MergeStats {
   fetched: number;
   /** Kept spans dropped to stay within keepBytes, or invalidated. */
   evicted: number;
+  /** Checkpoints learned while inflating. */
+  learned: number;
+  /** Learned checkpoints dropped because bytes inflated from them failed. */
+  learnedDropped: number;
 }
 
 /** Inflated spans kept by every source of the process together stay under `bytes` (tests lower it). */
@@ -80,7 +107,16 @@ export class CheckpointSource implements LayerSource {
   private lruBytes = 0;
   private readonly keepMs: number;
   private expiry: NodeJS.Timeout | undefined;
-  readonly stats: MergeStats = { flights: 0, joined: 0, kept: 0, fetched: 0, evicted: 0 };
+  readonly stats: MergeStats = { flights: 0, joined: 0, kept: 0, fetched: 0, evicted: 0, learned: 0, learnedDropped: 0 };
+  /** Learned here: for other nodes (planning over them here would split the spans kept for merging). */
+  private readonly captured: LearnedCheckpoints;
+  /** Handed over from elsewhere: planned over. */
+  private readonly given: LearnedCheckpoints;
+  private readonly learning: boolean;
+  /** Blob digests of layers whose bytes failed: their retries inflate without learning. */
+  private readonly unlearned = new Set<string>();
+  /** Native zlib stepped block by block where node allows it (3x pako's speed), else pako. */
+  private readonly learner = NATIVE_LEARNING ? inflateLearningNative : inflateLearning;
 
   /** One store, or one per layer (an index names where its layers live). */
   constructor(stores: BlobStore | ((layer: LayerRecord) => BlobStore), opts: CheckpointSourceOptions = {}) {
@@ -89,6 +125,22 @@ export class CheckpointSource implements LayerSource {
     this.keepBytes = opts.keepBytes ?? 48 * 1024 * 1024;
     this.maxSpan = opts.maxSpanBytes ?? 8 * 1024 * 1024;
     this.keepMs = opts.keepMs ?? 30_000;
+    this.learning = opts.learn ?? process.env.CLIP_LEARN !== '0';
+    this.captured = new LearnedCheckpoints(opts.maxLearned ?? 256);
+    this.given = new LearnedCheckpoints(opts.maxLearned ?? 256);
+  }
+
+  /** The layer's learned checkpoints: captured here and handed over (not dropped), by out. */
+  learnedCheckpoints(layer: LayerRecord): LearnedCheckpoint[] {
+    const all = [...this.given.list(layer), ...this.captured.list(layer)].sort((a, b) => a.out - b.out);
+    return all.filter((c, i) => i === 0 || c.out !== all[i - 1]!.out);
+  }
+
+  /** Plan the layer's reads over these too (EINVAL naming the layer for one that cannot fit it). */
+  addLearnedCheckpoints(layer: LayerRecord, list: readonly LearnedCheckpoint[]): number {
+    if (layer.compression !== 'gzip') return 0;
+    const added = this.given.addAll(layer, list);
+    return added;
   }
 
   async readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
@@ -98,11 +150,20 @@ export class CheckpointSource implements LayerSource {
     if (!DECODABLE.has(layer.compression)) throw new ClipError('EUNSUPPORTED', `unknown layer compression "${String(layer.compression)}"`, { object: layer.digest });
     if (layer.compression === 'none') return store.openBlobRange(desc, start, end, { signal });
     if (!isResumable(layer)) throw new ClipError('EINVAL', 'a compressed layer needs its checkpoints to be read by range', { object: layer.digest });
-    const plan = this.merge ? this.plan(layer, start, end) : undefined;
+    const planned = this.withLearned(layer);
+    const plan = this.merge ? this.plan(planned, start, end) : undefined;
     if (!plan) {
-      const range = layer.compressedRange(start, end);
+      const range = planned.compressedRange(start, end);
       const body = await store.openBlobRange(desc, range.start, range.end, { signal });
-      return closing(cut(inflateFrom(range.checkpoint, body, { compression: layer.compression, name: layer.digest }), range.checkpoint.out, start, end), body);
+      const targets = this.targets(layer, range.checkpoint.out, range.endOut ?? Infinity, start, end);
+      const inflated = targets.length
+        ? this.learner(range.checkpoint, body, targets, (c) => this.learn(layer, c), layer.digest)
+        : inflateFrom(range.checkpoint, body, { compression: layer.compression, name: layer.digest });
+      // A learned checkpoint the range starts or stops at may be why it broke.
+      const broke = (): void => {
+        if (!signal.aborted) this.dropLearned(layer, range.checkpoint.out, range.endOut ?? end);
+      };
+      return closing(cut(inflated, range.checkpoint.out, start, end, layer.digest), body, broke);
     }
     signal.throwIfAborted();
     let byStart = this.spans.get(layer.digest);
@@ -117,7 +178,8 @@ export class CheckpointSource implements LayerSource {
       need.push(...spans);
       this.stats.flights++;
       this.stats.fetched += spans.length;
-      void this.fly(flight, store, desc, layer, spans);
+      const targets = this.targets(layer, spans[0]!.out, spans[spans.length - 1]!.endOut, start, end);
+      void this.fly(flight, store, desc, layer, spans, targets);
       run = [];
     };
     for (const p of plan) {
@@ -158,12 +220,18 @@ export class CheckpointSource implements LayerSource {
   /** From the checkpoint before `start` to the one after `end`: all of it is inflated to serve [start, end). */
   span(layer: LayerRecord, start: number, end: number): { start: number; end: number } {
     if (layer.compression === 'none' || !isResumable(layer)) return { start, end };
-    const range = layer.compressedRange(start, end);
+    const range = this.withLearned(layer).compressedRange(start, end);
     return { start: Math.min(start, range.checkpoint.out), end: Math.max(end, Math.min(range.endOut ?? end, layer.uncompressedSize)) };
   }
 
   /** Forget kept bytes of [start, end) (they failed verification): the next read fetches them again. */
   invalidate(layer: LayerRecord, start: number, end: number): void {
+    this.unlearned.add(layer.digest);
+    // The learned checkpoint these bytes were inflated from (and any inside them) may be wrong.
+    if (isResumable(layer) && (this.given.has(layer) || this.captured.has(layer))) {
+      const from = this.withLearned(layer).compressedRange(start, Math.min(start + 1, layer.uncompressedSize)).checkpoint.out;
+      this.dropLearned(layer, from, end);
+    }
     const byStart = this.spans.get(layer.digest);
     if (!byStart) return;
     for (const s of [...byStart.values()]) {
@@ -172,6 +240,56 @@ export class CheckpointSource implements LayerSource {
       if (!s.done) s.tainted = true;
       this.drop(s);
     }
+  }
+
+  /** The layer planned over its index's checkpoints and its learned ones together. */
+  private withLearned(layer: ResumableLayer): ResumableLayer {
+    if (!this.given.has(layer)) return layer;
+    const learned = this.given;
+    const over: ResumableLayer = Object.create(layer) as ResumableLayer;
+    over.compressedRange = (start: number, end: number): CompressedRange => {
+      const r = layer.compressedRange(start, end);
+      let { checkpoint, start: from, end: stop, endOut } = r;
+      const s = learned.atOrBefore(layer, start);
+      if (s && s.out > checkpoint.out) {
+        checkpoint = s;
+        from = fetchStart(s);
+      }
+      // Every block before a boundary ends before its `in`.
+      const e = learned.atOrAfter(layer, end);
+      if (e && e.out > checkpoint.out && (endOut === undefined || e.out < endOut) && e.in < stop) {
+        stop = e.in;
+        endOut = e.out;
+      }
+      return { checkpoint, start: from, end: stop, endOut };
+    };
+    return over;
+  }
+
+  /**
+   * Where a fetch over [out, endOut) for a read of [start, end) learns checkpoints: at the read's
+   * start and end, and on both sides of every chunk boundary it passes (a chunk it brings along
+   * may be the next read's start; the store picks the ones its reads needed). None when not
+   * learning, when full, or on a layer whose checkpoints were handed over (it replays another
+   * node's reads; learning there would run the slower inflater for what is known already).
+   */
+  private targets(layer: LayerRecord, out: number, endOut: number, start: number, end: number): LearnTarget[] {
+    if (!this.learning || layer.compression !== 'gzip' || this.given.has(layer) || this.captured.full || this.unlearned.has(layer.digest)) return [];
+    const at = new Set<number>();
+    const stop = Math.min(endOut, layer.uncompressedSize);
+    for (const x of [start, end]) if (x > out && x < stop) at.add(x);
+    const cs = layer.chunkSize;
+    for (let x = Math.ceil((out + 1) / cs) * cs; x < stop; x += cs) at.add(x);
+    return [...at].sort((a, b) => a - b).flatMap((x): LearnTarget[] => [{ at: x, kind: 'start' }, { at: x, kind: 'end' }]);
+  }
+
+  private learn(layer: LayerRecord, c: LearnedCheckpoint): void {
+    if (this.captured.add(layer, c)) this.stats.learned++;
+  }
+
+  /** Learned checkpoints at out in [from, to] are not trusted any more. */
+  private dropLearned(layer: LayerRecord, from: number, to: number): void {
+    this.stats.learnedDropped += this.given.drop(layer, from, to) + this.captured.drop(layer, from, to);
   }
 
   /** The checkpoint spans covering [start, end), or undefined when one cannot be merged. */
@@ -191,7 +309,7 @@ export class CheckpointSource implements LayerSource {
   }
 
   /** One range request for a run of adjacent spans, inflated into them as it arrives. */
-  private async fly(flight: Flight, store: BlobStore, desc: { digest: string; size: number }, layer: LayerRecord, spans: Span[]): Promise<void> {
+  private async fly(flight: Flight, store: BlobStore, desc: { digest: string; size: number }, layer: LayerRecord, spans: Span[], targets: LearnTarget[]): Promise<void> {
     const first = spans[0]!.planned;
     const last = spans[spans.length - 1]!.planned;
     let body: Readable | undefined;
@@ -199,7 +317,10 @@ export class CheckpointSource implements LayerSource {
       body = await store.openBlobRange(desc, first.start, last.end, { signal: flight.ctrl.signal });
       let k = 0;
       let pos = first.out;
-      for await (const piece of inflateFrom(first.checkpoint, body, { compression: layer.compression, name: layer.digest })) {
+      const inflated = targets.length
+        ? this.learner(first.checkpoint, body, targets, (c) => this.learn(layer, c), layer.digest)
+        : inflateFrom(first.checkpoint, body, { compression: layer.compression, name: layer.digest });
+      for await (const piece of inflated) {
         for (let off = 0; off < piece.length && k < spans.length; ) {
           const s = spans[k]!;
           const n = Math.min(piece.length - off, s.endOut - pos);
@@ -217,6 +338,9 @@ export class CheckpointSource implements LayerSource {
       }
       if (k < spans.length) throw new ClipError('ENETWORK', `compressed range ended at uncompressed byte ${pos} of ${last.endOut}`, { object: layer.digest });
     } catch (err) {
+      // Learned checkpoints it started or stopped at may be why it broke (a wrong `in` ends the
+      // range early, a wrong window or offset gives bad deflate data): planned without next time.
+      if (!flight.ctrl.signal.aborted) this.dropLearned(layer, first.out, last.endOut);
       this.failFlight(flight, err, spans);
     } finally {
       flight.settled = true;
@@ -379,22 +503,26 @@ async function* readSpans(spans: Span[], start: number, end: number, signal: Abo
 }
 
 const DECODABLE = new Set<string>(['gzip', 'zstd', 'none']);
+const NATIVE_LEARNING = process.env.CLIP_LEARN_PAKO !== '1' && isNativeLearningAvailable();
 
 /**
  * `stream`, then `body` destroyed however the reading ends: a decoder that fails (or stops) before
  * it has read its input to the end leaves the response open otherwise, and the client's close()
  * waits for it forever.
  */
-async function* closing(stream: AsyncIterable<Buffer>, body: Readable): AsyncGenerator<Buffer> {
+async function* closing(stream: AsyncIterable<Buffer>, body: Readable, onError?: () => void): AsyncGenerator<Buffer> {
   try {
     yield* stream;
+  } catch (err) {
+    onError?.();
+    throw err;
   } finally {
     body.destroy();
   }
 }
 
-/** The part [start, end) of a stream that begins at uncompressed offset `at`. */
-async function* cut(stream: AsyncIterable<Buffer>, at: number, start: number, end: number): AsyncGenerator<Buffer> {
+/** The part [start, end) of a stream that begins at uncompressed offset `at`; one that ends before `end` fails. */
+async function* cut(stream: AsyncIterable<Buffer>, at: number, start: number, end: number, name: string): AsyncGenerator<Buffer> {
   let pos = at;
   for await (const piece of stream) {
     const from = Math.max(start, pos);
@@ -403,6 +531,7 @@ async function* cut(stream: AsyncIterable<Buffer>, at: number, start: number, en
     pos += piece.length;
     if (pos >= end) return;
   }
+  throw new ClipError('ENETWORK', `compressed range ended at uncompressed byte ${pos} of ${end}`, { object: name });
 }
 
 /** A ResumableLayer straight from a layer scan (no index file needed), e.g. for one-off reads. */

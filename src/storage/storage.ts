@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import { ClipError, isClipError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
@@ -19,6 +20,7 @@ import { deadlineSignal, deferred, sleep, untilAborted, type Deferred } from './
 import type { DiskCache, LayerLease } from './disk-cache.js';
 import { StorageMetrics, type Tier } from './metrics.js';
 import type { RedisChunkCache } from './remote-cache.js';
+import { learnedForReads, ReadChunks } from './learned-reads.js';
 import { recordStats, type Counters } from './stats-log.js';
 import { chunkCount, chunkLength, type LayerRecord, type LayerSource } from './types.js';
 
@@ -103,6 +105,9 @@ export class Storage {
   /** Work nobody awaits (fetches, read-ahead): close() lets it finish, or aborts it, before closing the caches. */
   private readonly background = new Set<Promise<void>>();
   private readonly closing = new AbortController();
+  /** Chunks read, per layer, when the source learns checkpoints (to pick the ones reads needed). */
+  private readonly readChunks = new ReadChunks();
+  private readonly learns: boolean;
 
   constructor(opts: StorageOptions) {
     this.disk = opts.disk;
@@ -115,6 +120,7 @@ export class Storage {
     this.coldReadahead = opts.coldReadaheadChunks ?? readaheadFromEnv('CLIP_COLD_READAHEAD_CHUNKS') ?? 0;
     this.metrics = opts.metrics ?? new StorageMetrics();
     this.log = opts.logger ?? silentLogger;
+    this.learns = typeof this.source.learnedCheckpoints === 'function';
     const tier = { tier: 'disk' } as const;
     this.disk$ = {
       seconds: this.metrics.fetchSeconds.labels(tier),
@@ -285,6 +291,7 @@ export class Storage {
     const first = Math.floor(offset / cs);
     const last = Math.floor((end - 1) / cs);
     const ahead = this.aheadOf(layer, offset, end, last);
+    if (this.learns) this.readChunks.note(layer, first, last);
     const lease = this.disk.tryAcquire(layer) ?? (await this.disk.acquire(layer));
     try {
       let missing: number[] = [];
@@ -726,6 +733,25 @@ export class Storage {
     if (this.remote) this.remote.publish(digest, buf);
     pending.delete(i);
     owned.get(i)!.resolve(buf);
+  }
+
+  /**
+   * Checkpoints the registry tier learned while inflating this layer, and those added and still
+   * trusted, that begin and end the runs of chunks this store's reads asked for (what another node
+   * needs to fetch just those), by offset: for a startup profile to carry.
+   */
+  learnedCheckpoints(layer: LayerRecord): LearnedCheckpoint[] {
+    const all = this.source.learnedCheckpoints?.(layer) ?? [];
+    return all.length ? learnedForReads(all, this.readChunks.runs(layer), layer) : [];
+  }
+
+  /**
+   * Another node's learned checkpoints for this layer: from now on a registry read starts from the
+   * nearest of the index's and these. Hints only: bytes inflated from one that fail their chunk's
+   * digest drop it, and the retry starts from the index's own. Returns how many were new.
+   */
+  addLearnedCheckpoints(layer: LayerRecord, list: readonly LearnedCheckpoint[]): number {
+    return this.source.addLearnedCheckpoints?.(layer, list) ?? 0;
   }
 
   /**

@@ -2,6 +2,7 @@
  * What storage needs to know of a layer, and the slowest tier it reads from. The index produces
  * LayerRecords; the registry (through a checkpoint and inflate) or a local file is a LayerSource.
  */
+import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import type { LayerCompression } from '../archive/types.js';
 import { ClipError } from '../util/errors.js';
 
@@ -36,6 +37,10 @@ export interface LayerSource {
    * (a source that merges fetches keeps inflated spans), so that a retry fetches them again.
    */
   invalidate?(layer: LayerRecord, start: number, end: number): void;
+  /** Checkpoints learned while reading the layer (a compressed source; see learned-checkpoints.ts). */
+  learnedCheckpoints?(layer: LayerRecord): LearnedCheckpoint[];
+  /** Plan the layer's reads over these learned checkpoints too; returns how many were new. */
+  addLearnedCheckpoints?(layer: LayerRecord, list: readonly LearnedCheckpoint[]): number;
 }
 
 const SHA256 = /^sha256:[0-9a-f]{64}$/;

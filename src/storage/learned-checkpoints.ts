@@ -1,0 +1,92 @@
+/**
+ * Learned checkpoints of each layer, as the registry tier keeps them: those it captured while
+ * inflating (where reads began and ended) and those another node handed over. Sorted by `out`,
+ * one per offset; bounded in number (each holds a 32 KiB window), so a long-running mount that
+ * reads a whole layer stops learning rather than growing.
+ */
+import { checkLearned, checkpointOf, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
+import type { Checkpoint } from '../archive/types.js';
+import type { LayerRecord } from './types.js';
+
+interface Entry {
+  learned: LearnedCheckpoint;
+  checkpoint: Checkpoint;
+}
+
+export class LearnedCheckpoints {
+  /** Per blob digest, ascending by out. */
+  private readonly byLayer = new Map<string, Entry[]>();
+  private count = 0;
+
+  constructor(private readonly max = 512) {}
+
+  /** Add one (captured here or handed over); false when it is there already or the bound is reached. */
+  add(layer: LayerRecord, l: LearnedCheckpoint): boolean {
+    if (this.count >= this.max) return false;
+    let list = this.byLayer.get(layer.digest);
+    if (!list) this.byLayer.set(layer.digest, (list = []));
+    const k = firstAtOrAfter(list, l.out);
+    if (list[k]?.learned.out === l.out) return false;
+    list.splice(k, 0, { learned: l, checkpoint: checkpointOf(l) });
+    this.count++;
+    return true;
+  }
+
+  /** Add a list from elsewhere, each checked against the layer first (EINVAL naming the layer). */
+  addAll(layer: LayerRecord, list: readonly LearnedCheckpoint[]): number {
+    const sizes = { name: layer.digest, compressedSize: layer.compressedSize, uncompressedSize: layer.uncompressedSize };
+    for (const l of list) checkLearned(l, sizes);
+    let added = 0;
+    for (const l of list) if (this.add(layer, { out: l.out, inBits: l.inBits, window: Buffer.from(l.window) })) added++;
+    return added;
+  }
+
+  get full(): boolean {
+    return this.count >= this.max;
+  }
+
+  list(layer: LayerRecord): LearnedCheckpoint[] {
+    return (this.byLayer.get(layer.digest) ?? []).map((e) => e.learned);
+  }
+
+  has(layer: LayerRecord): boolean {
+    return (this.byLayer.get(layer.digest)?.length ?? 0) > 0;
+  }
+
+  /** The last one at or before `offset`. */
+  atOrBefore(layer: LayerRecord, offset: number): Checkpoint | undefined {
+    const list = this.byLayer.get(layer.digest);
+    if (!list) return undefined;
+    return list[firstAtOrAfter(list, offset + 1) - 1]?.checkpoint;
+  }
+
+  /** The first one at or after `offset`. */
+  atOrAfter(layer: LayerRecord, offset: number): Checkpoint | undefined {
+    const list = this.byLayer.get(layer.digest);
+    return list?.[firstAtOrAfter(list, offset)]?.checkpoint;
+  }
+
+  /** Drop those with out in [from, to] (a fetch that used them gave bytes that failed); returns how many. */
+  drop(layer: LayerRecord, from: number, to: number): number {
+    const list = this.byLayer.get(layer.digest);
+    if (!list) return 0;
+    const a = firstAtOrAfter(list, from);
+    const b = firstAtOrAfter(list, to + 1);
+    if (b <= a) return 0;
+    list.splice(a, b - a);
+    this.count -= b - a;
+    if (!list.length) this.byLayer.delete(layer.digest);
+    return b - a;
+  }
+}
+
+function firstAtOrAfter(list: Entry[], out: number): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]!.learned.out < out) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
