@@ -32,15 +32,9 @@ export interface ProfileRange {
   ino: number;
 }
 
-/** A point where inflating a layer may start: produced and consumed by the read path (item 2). */
-export interface LearnedCheckpoint {
-  /** Uncompressed offset in the layer. */
-  out: number;
-  /** Compressed offset in bits. */
-  inBits: number;
-  /** The 32 KiB (at most) of uncompressed bytes before `out`. */
-  window: Buffer;
-}
+/** A point where inflating a layer may start, learned by the read path (issue 12 item 2). */
+import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
+export type { LearnedCheckpoint };
 
 export interface StartupProfile {
   manifestDigest: string;

@@ -11,18 +11,12 @@ import { RegistryRepository } from '../oci/registry-source.js';
 import type { Storage } from '../storage/storage.js';
 import type { LayerRecord } from '../storage/types.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { encodeProfile, type LearnedCheckpoint, type ProfileRange, type StartupProfile } from './format.js';
+import { encodeProfile, type ProfileRange, type StartupProfile } from './format.js';
 import { planPrefetch, prefetch, type PrefetchResult } from './prefetch.js';
 import { ProfileRecorder } from './recorder.js';
 import { findProfile, indexDigestOf, storeLocalProfile, storeSharedProfile, type FoundProfile } from './store.js';
 
 export type ProfileMode = 'auto' | 'record' | 'off';
-
-/** The two Storage methods of learned checkpoints (issue 12 item 2), used when present. */
-interface LearnedCheckpointStore {
-  learnedCheckpoints?: (layer: LayerRecord) => LearnedCheckpoint[];
-  addLearnedCheckpoints?: (layer: LayerRecord, list: LearnedCheckpoint[]) => void;
-}
 
 /** What a filesystem offers to be recorded (ImageFilesystem.recorder). */
 export interface RecordableFs {
@@ -66,7 +60,6 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
     indexDigest: indexDigestOf(opts.index.buffer),
     layers: opts.layers.map((l) => l.diffId),
   };
-  const learnedStore = opts.storage as Storage & LearnedCheckpointStore;
   let ended!: (ranges: ProfileRange[]) => void;
   const recorded = new Promise<ProfileRange[]>((r) => (ended = r));
   const recorder = new ProfileRecorder({
@@ -101,10 +94,14 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
     ended([]);
     log.info({ profile: f.from, ranges: f.profile.ranges.length }, 'profile: found, prefetching');
     if (f.origin !== 'cache') void storeLocalProfile(opts.cacheDir, target.manifestDigest, f.bytes).catch((err: unknown) => log.debug({ err }, 'profile: cannot keep it locally'));
-    if (typeof learnedStore.addLearnedCheckpoints === 'function') {
-      for (const [i, list] of f.profile.learned) {
-        const layer = opts.layers[i];
-        if (layer) learnedStore.addLearnedCheckpoints(layer, list);
+    // Learned checkpoints first, so the prefetch and every demand read inflate from them.
+    for (const [i, list] of f.profile.learned) {
+      const layer = opts.layers[i];
+      if (!layer) continue;
+      try {
+        opts.storage.addLearnedCheckpoints(layer, list);
+      } catch (err) {
+        log.warn({ err: (err as Error).message, layer: layer.diffId, profile: f.from }, 'profile: learned checkpoints refused');
       }
     }
     const pieces = planPrefetch(f.profile.ranges, opts.layers);
@@ -119,12 +116,10 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
   const saved = recorded.then(async (ranges) => {
     if (ranges.length === 0 || (await foundInTime)) return undefined;
     const profile: StartupProfile = { ...target, ranges, learned: new Map() };
-    if (typeof learnedStore.learnedCheckpoints === 'function') {
-      opts.layers.forEach((layer, i) => {
-        const list = learnedStore.learnedCheckpoints!(layer);
-        if (list.length) profile.learned.set(i, list);
-      });
-    }
+    opts.layers.forEach((layer, i) => {
+      const list = opts.storage.learnedCheckpoints(layer);
+      if (list.length) profile.learned.set(i, list);
+    });
     const bytes = encodeProfile(profile);
     const file = await storeLocalProfile(opts.cacheDir, target.manifestDigest, bytes);
     if (opts.storage.remote) await storeSharedProfile(opts.storage.remote, target.manifestDigest, bytes);
