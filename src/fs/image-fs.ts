@@ -29,6 +29,7 @@ import { siblingModule } from '../util/worker.js';
 import { IMMUTABLE_TIMEOUT_SECONDS, IndexAnswers } from './index-answers.js';
 import type { IndexThreadData } from './index-thread.js';
 import { ReadBuffers } from './read-buffers.js';
+import type { ThreadReadsData } from './read-thread.js';
 
 export { IMMUTABLE_TIMEOUT_SECONDS } from './index-answers.js';
 
@@ -59,6 +60,8 @@ export interface ImageFilesystemOptions {
   logger?: Logger;
   /** Entry and attribute timeouts given with each answer, in seconds. Default one day. */
   timeoutSeconds?: number;
+  /** READs of chunks verified in the disk cache answered in the FUSE reader threads. Default true. */
+  threadReads?: boolean;
 }
 
 /** An open file: where its bytes are, resolved once at open so a read does no lookup. */
@@ -83,6 +86,11 @@ export class ImageFilesystem implements FuseFilesystem {
   private readonly timeoutSeconds: number;
   private shared: ThreadAnswers | undefined;
   private readonly log: Logger;
+  /** Int32 [0]: 1 while the reader threads may answer READs (setThreadReads). */
+  private readonly readSwitch = new Int32Array(new SharedArrayBuffer(4));
+  /** READs and bytes the reader threads answered, per layer, and how much of it the metrics have. */
+  private threadCounts: Int32Array | undefined;
+  private readonly folded: number[] = [];
 
   constructor(
     readonly index: ImageIndex,
@@ -93,6 +101,7 @@ export class ImageFilesystem implements FuseFilesystem {
     this.timeoutSeconds = opts.timeoutSeconds ?? IMMUTABLE_TIMEOUT_SECONDS;
     this.answers = new IndexAnswers(index, this.timeoutSeconds);
     this.log = opts.logger ?? silentLogger;
+    this.readSwitch[0] = opts.threadReads === false ? 0 : 1;
   }
 
   /**
@@ -103,10 +112,68 @@ export class ImageFilesystem implements FuseFilesystem {
     if (!this.shared) {
       const sab = new SharedArrayBuffer(this.index.buffer.length);
       this.index.buffer.copy(Buffer.from(sab));
-      const data: IndexThreadData = { index: sab, file: this.index.file, timeoutSeconds: this.timeoutSeconds };
+      const data: IndexThreadData = { index: sab, file: this.index.file, timeoutSeconds: this.timeoutSeconds, reads: this.threadReadsData() };
       this.shared = { module: siblingModule(import.meta.url, 'index-thread').href, data };
     }
     return this.shared;
+  }
+
+  private threadReadsData(): ThreadReadsData {
+    const disk = this.storage.disk;
+    const counts = new SharedArrayBuffer(8 * this.layers.length);
+    this.threadCounts = new Int32Array(counts);
+    // Only a weak reference: the timer must not keep an unmounted filesystem alive.
+    const self = new WeakRef(this);
+    const timer = setInterval(() => {
+      const fs = self.deref();
+      if (fs) fs.foldThreadReads();
+      else clearInterval(timer);
+    }, 1000);
+    timer.unref();
+    // While a startup profile is recorded every READ must reach the main thread.
+    if ((this as { recording?: boolean }).recording === true) this.readSwitch[0] = 0;
+    return {
+      switch: this.readSwitch.buffer as SharedArrayBuffer,
+      layers: this.layers.map((l) => ({ path: disk.pathOf(l), chunkSize: l.chunkSize, state: disk.sharedState(l) })),
+      counts,
+    };
+  }
+
+  /**
+   * Let the FUSE reader threads answer READs of verified cached chunks (on), or send every READ to
+   * this thread's read() (off: while a startup profile is recorded, say). Takes effect with the
+   * next READ; one shared word, checked per READ.
+   */
+  setThreadReads(on: boolean): void {
+    Atomics.store(this.readSwitch, 0, on ? 1 : 0);
+  }
+
+  get threadReads(): boolean {
+    return Atomics.load(this.readSwitch, 0) === 1;
+  }
+
+  /**
+   * Add what the reader threads served to the storage metrics (disk hits and bytes), and mark
+   * their layers used (the disk cache's LRU, and its check that a file was not evicted by another
+   * process). Runs on main-thread READs and every second while the mount is served.
+   */
+  foldThreadReads(): void {
+    const c = this.threadCounts;
+    if (!c) return;
+    const m = this.storage.metrics;
+    for (let n = 0; n < this.layers.length; n++) {
+      const reads = c[2 * n]! >>> 0;
+      const bytes = c[2 * n + 1]! >>> 0;
+      const dr = (reads - (this.folded[2 * n] ?? 0)) >>> 0;
+      const db = (bytes - (this.folded[2 * n + 1] ?? 0)) >>> 0;
+      if (dr === 0) continue;
+      this.folded[2 * n] = reads;
+      this.folded[2 * n + 1] = bytes;
+      m.requests.inc({ tier: 'disk' }, dr);
+      m.hits.inc({ tier: 'disk' }, dr);
+      m.bytes.inc({ tier: 'disk' }, db);
+      this.storage.disk.tryAcquire(this.layers[n]!)?.release();
+    }
   }
 
   /** Files open now (for tests and metrics). */
@@ -159,6 +226,7 @@ export class ImageFilesystem implements FuseFilesystem {
   }
 
   async read(ino: number, _fh: number, offset: number, size: number, ctx: RequestContext): Promise<Uint8Array> {
+    if (this.threadCounts) this.foldThreadReads();
     let file: OpenFile | undefined = this.open$.get(ino);
     if (!file) {
       // Opened before this server took the connection over (or a read without an open): resolve it here.
