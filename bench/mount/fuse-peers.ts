@@ -9,6 +9,7 @@
  * threads), `clip-base` (the build at CLIP_BASE, another checkout: before/after in one run). Each
  * has its own cache directory, so its own clip server.
  *   CLIP_BASE=/path/to/old/checkout ARMS=native,squashfuse,go-fuse,clip-base,clip@1,clip@2,clip@4 ROUNDS=3 ...
+ * WORKLOADS=seqCold,seqWarm (keys below) runs only those.
  * Every round runs each workload on every arm, in an order that rotates from round to round.
  * Prints a markdown table of medians (min–max) and the FUSE servers' CPU seconds per workload;
  * raw figures go to .tmp/peers/results-*.json.
@@ -325,8 +326,10 @@ async function main(): Promise<void> {
   const seqList = path.join(WORK, 'paths-largest.txt');
   writeFileSync(allList, all.join('\n') + '\n');
   writeFileSync(seqList, seq.join('\n') + '\n');
-  const wls = workloads({ all: allList, seq: seqList, seqBytes, nativeRoot: rootfs });
-  wls.find((w) => w.key === 'seqCold')!.label =
+  const only = process.env.WORKLOADS?.split(',');
+  const wls = workloads({ all: allList, seq: seqList, seqBytes, nativeRoot: rootfs }).filter((w) => !only || only.includes(w.key));
+  const seqCold = wls.find((w) => w.key === 'seqCold');
+  if (seqCold) seqCold.label =
     `sequential read (128 KiB reads, as \`cat\`) of the ${seq.length} largest files (${(seqBytes / 1e6).toFixed(0)} MB), page cache cold`;
   console.log(`${all.length} paths; ${seq.length} largest files, ${(seqBytes / 1e6).toFixed(1)} MB; ${ROUNDS} rounds`);
 
@@ -397,7 +400,7 @@ async function main(): Promise<void> {
   }
   // Per request where the workload's request count is known: one GETXATTR per call; at most one
   // 4 KiB READ per pread (fewer when a page was already cached).
-  const per = (key: string, n: number): string => servers.map((a) => `${a} ${(median(results[key]![a]!.cpu) / n * 1e6).toFixed(0)} µs`).join(', ');
+  const per = (key: string, n: number): string => servers.map((a) => `${a} ${results[key] ? (median(results[key][a]!.cpu) / n * 1e6).toFixed(0) : '—'} µs`).join(', ');
   console.log(`\nServer CPU per GETXATTR: ${per('xattr', XATTR_CALLS)}; per 4 KiB pread (one reader): ${per('pread1', RANDOM_READS)}`);
 }
 
