@@ -9,7 +9,8 @@
  * threads), `clip-base` (the build at CLIP_BASE, another checkout: before/after in one run). Each
  * has its own cache directory, so its own clip server.
  *   CLIP_BASE=/path/to/old/checkout ARMS=native,squashfuse,go-fuse,clip-base,clip@1,clip@2,clip@4 ROUNDS=3 ...
- * WORKLOADS=seqCold,seqWarm (keys below) runs only those.
+ * WORKLOADS=seqCold,seqWarm (keys below) runs only those; PROFILE_DIR=DIR has the clip servers write
+ * CPU profiles there (node --cpu-prof) when they exit, 5 s after the run.
  * Every round runs each workload on every arm, in an order that rotates from round to round.
  * Prints a markdown table of medians (min–max) and the FUSE servers' CPU seconds per workload;
  * raw figures go to .tmp/peers/results-*.json.
@@ -217,7 +218,10 @@ async function startArms(rootfs: string, squashfs: string): Promise<Arm[]> {
       const cli = name === 'clip-base' ? CLIP_BASE! : CLIP;
       const threads = /^clip@(\d+)$/.exec(name)?.[1];
       const env = threads ? { ...process.env, CLIP_FUSE_THREADS: threads } : process.env;
-      const { stdout } = await execFileP('node', [cli, 'mount', `oci:${LAYOUT}:latest`, mnt, '--background', '--json', '--cache-dir', cacheDir], { maxBuffer: 1 << 20, env });
+      // PROFILE_DIR: the clip server (started by this command, through its holder) writes V8 CPU
+      // profiles there when it exits (bench/mount/prof-top.ts reads them).
+      const prof = process.env.PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIR}`] : [];
+      const { stdout } = await execFileP('node', [...prof, cli, 'mount', `oci:${LAYOUT}:latest`, mnt, '--background', '--json', '--cache-dir', cacheDir], { maxBuffer: 1 << 20, env });
       const pid = Number((JSON.parse(stdout) as { pid: number }).pid);
       console.log(`clip mounted ${mnt}, server pid ${pid}; warming the disk cache (reading every file once) ...`);
       await sh('find "$1" -type f -exec cat {} + > /dev/null', mnt);
