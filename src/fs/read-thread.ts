@@ -1,13 +1,11 @@
 /**
  * READs answered in a FUSE reader thread (loaded there by index-thread.ts): a read whose chunks this
  * process has verified in the disk cache (the shared marks of storage/layer-file.ts) is read from
- * the layer's cache file straight into the reply, if the page cache holds those bytes (a read that
- * would wait on the disk would hold every request behind it). Anything else (a chunk not verified here yet, a
- * file replaced meanwhile, reads switched off for a profile recording) returns -1: the main
- * thread's read path answers it, fetching, verifying or condemning as it does for every READ.
+ * the layer's cache file straight into the reply. Anything else (a big read, a chunk not verified
+ * here yet, a file replaced meanwhile, reads switched off for a profile recording) returns -1: the
+ * main thread's read path answers it, fetching, verifying or condemning as it does for every READ.
  */
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
-import { EOPNOTSUPP, preadNoWait } from '../fuse/index.js';
 import type { ImageIndex } from '../index/reader.js';
 import { SHARED_STATE_HEADER, VERIFIED_SHARED } from '../storage/layer-file.js';
 
@@ -32,15 +30,13 @@ interface LayerView {
   fdGen: number;
 }
 
-/** READs from this size on are served here only from the page cache (see read()). */
-export const NO_WAIT_FROM = 256 * 1024;
+/** READs from this size on go to the main thread (bench/mount/RESULTS.md, issue 15). */
+export const THREAD_READ_MAX = 256 * 1024;
 
 export class ThreadReads {
   private readonly on: Int32Array;
   private readonly counts: Int32Array;
   private readonly layers: LayerView[];
-  /** False once the cache's filesystem said it cannot read without waiting (RWF_NOWAIT). */
-  private noWait = true;
 
   constructor(
     private readonly index: ImageIndex,
@@ -66,6 +62,10 @@ export class ThreadReads {
     if (!loc) return -1;
     const n = Math.min(size, loc.size - offset);
     if (n <= 0) return 0;
+    // A big read (the kernel's readahead of a sequential reader) goes to the main thread: its
+    // copies (the pread in the libuv pool, the reply's write) overlap with other READs there, while
+    // one reader thread would do them one after the other; the hop costs little beside them.
+    if (n >= THREAD_READ_MAX) return -1;
     const l = this.layers[loc.layer];
     if (!l) return -1;
     const gen = Atomics.load(l.header, 0);
@@ -80,23 +80,10 @@ export class ThreadReads {
     if ((last + 1) * cs < loc.offset + loc.size && Atomics.load(l.marks, last + 1) !== VERIFIED_SHARED) return -1;
     const fd = this.fdOf(l, gen);
     if (fd < 0) return -1;
-    let cached = false;
-    if (n >= NO_WAIT_FROM && this.noWait) {
-      // A big read (the kernel's readahead) only as far as the page cache holds it: one that would
-      // wait on the disk goes to the main thread, whose reads run in the libuv pool, several at
-      // once, while this thread answers the requests behind it. A small one waits here: shorter
-      // than the hop (bench/mount/RESULTS.md).
-      const got = preadNoWait(fd, out, 0, n, start);
-      if (got === -EOPNOTSUPP) this.noWait = false;
-      else if (got !== n) return -1;
-      else cached = true;
-    }
-    if (!cached) {
-      for (let done = 0; done < n; ) {
-        const got = readSync(fd, out, done, n - done, start + done);
-        if (got <= 0) return -1;
-        done += got;
-      }
+    for (let done = 0; done < n; ) {
+      const got = readSync(fd, out, done, n - done, start + done);
+      if (got <= 0) return -1;
+      done += got;
     }
     // Replaced while we read (evicted and reopened): let the main thread answer from the new file.
     if (Atomics.load(l.header, 0) !== gen) return -1;

@@ -6,4 +6,3 @@ export { DEFAULT_READER_THREADS, FuseServer, readerThreadCount, type FuseServerO
 export { InitFlag, Opcode, SEEK_DATA, SEEK_HOLE, initFlagNames, opcodeName } from './protocol.js';
 export * from './types.js';
 export { answerSync, type SyncAnswerOptions, type SyncFilesystem, type SyncReply, type ThreadAnswers } from './sync-answers.js';
-export { EAGAIN, EOPNOTSUPP, preadNoWait } from './libc.js';

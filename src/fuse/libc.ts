@@ -32,13 +32,6 @@ export interface Libc {
    * read from it are answered on it, so each reader thread can have its own queue.
    */
   cloneFuse(fd: number): number;
-  /**
-   * pread(2) of `length` bytes at `position` into `buf` only as far as the page cache holds them
-   * (preadv2 with RWF_NOWAIT): the byte count (short when a page is missing), or minus the errno:
-   * EAGAIN when the first page is not cached, EOPNOTSUPP where the filesystem cannot tell. A thread
-   * that serves many requests uses it to never wait on a disk.
-   */
-  preadNoWait(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   errno(): number;
 }
 
@@ -47,8 +40,6 @@ export const EINTR = 4;
 export const EAGAIN = 11;
 export const ENOENT = 2;
 export const ENODEV = 19;
-export const EOPNOTSUPP = 95;
-const RWF_NOWAIT = 8;
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 const F_GETFL = 3;
@@ -68,12 +59,6 @@ export function loadLibc(): Libc {
   const fcntl = c.func('int fcntl(int fd, int cmd, ...)');
   const read = c.func('long read(int fd, void *buf, unsigned long count)');
   const ioctl = c.func('int ioctl(int fd, unsigned long request, ...)');
-  const preadv2 = c.func('long preadv2(int fd, void *iov, int iovcnt, long offset, int flags)');
-  // The address of a buffer's memory (memmove of 0 bytes returns its destination), to build the
-  // iovec by hand: koffi converting an array of iovec objects costs several µs a call.
-  const addressOf = c.func('uintptr_t memmove(void *dst, void *src, size_t n)');
-  const addresses = new WeakMap<ArrayBufferLike, number>();
-  const iov = Buffer.allocUnsafeSlow(16);
   libc = {
     poll: (fds, n, timeoutMs) => poll(fds, n, timeoutMs),
     read: (fd, buf) => {
@@ -98,27 +83,7 @@ export function loadLibc(): Libc {
       }
       return clone;
     },
-    preadNoWait: (fd, buf, offset, length, position) => {
-      // Off-heap backing stores (allocUnsafeSlow, SharedArrayBuffer) never move: one lookup each.
-      let base = addresses.get(buf.buffer);
-      if (base === undefined) {
-        const whole = Buffer.from(buf.buffer, 0, buf.buffer.byteLength);
-        addresses.set(buf.buffer, (base = Number(addressOf(whole, whole, 0))));
-      }
-      const at = base + buf.byteOffset + offset;
-      iov.writeUInt32LE(at % 2 ** 32, 0);
-      iov.writeUInt32LE(Math.floor(at / 2 ** 32), 4);
-      iov.writeUInt32LE(Math.max(0, Math.min(length, buf.length - offset)), 8);
-      iov.writeUInt32LE(0, 12);
-      const n = Number(preadv2(fd, iov, 1, position, RWF_NOWAIT));
-      return n >= 0 ? n : -koffi.errno();
-    },
     errno: () => koffi.errno(),
   };
   return libc;
-}
-
-/** See Libc.preadNoWait (for filesystems answering READs in a reader thread). */
-export function preadNoWait(fd: number, buf: Buffer, offset: number, length: number, position: number): number {
-  return loadLibc().preadNoWait(fd, buf, offset, length, position);
 }

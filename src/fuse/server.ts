@@ -57,7 +57,7 @@ export interface FuseServerOptions {
 }
 
 /** Measured on 2 cores (bench/mount/RESULTS.md, issue 15): see there before changing it. */
-export const DEFAULT_READER_THREADS = 1;
+export const DEFAULT_READER_THREADS = 2;
 export const MAX_READER_THREADS = 16;
 
 /** The reader thread count: `asked`, else CLIP_FUSE_THREADS, else the default; at least 1. */
