@@ -108,7 +108,7 @@ describe.skipIf(skipUnlessRoot())('READs answered in the FUSE reader threads', (
   describe('one reader thread', () => {
     let m: MountedImage;
     beforeAll(async () => {
-      m = await mountIndex(index);
+      m = await mountIndex(index, { mount: { readerThreads: 1 } });
     });
     afterAll(async () => {
       await m?.close();
