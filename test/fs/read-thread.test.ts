@@ -73,7 +73,7 @@ function readPlan(index: ImageIndex): [number, number][] {
   let seed = 7;
   for (let k = 0; k < 40; k++) {
     seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    plan.push([seed % loc.size, 1 + (seed % 300_000)]);
+    plan.push([seed % loc.size, 1 + (seed % 200_000)]); // below THREAD_READ_MAX
   }
   plan.push([loc.size - 10, 100], [loc.size - 1, 1], [loc.size, 10], [loc.size + 5000, 10]);
   return plan;
