@@ -238,7 +238,8 @@ export class ImageFilesystem implements FuseFilesystem {
     if (n <= 0) return EMPTY;
     const buf = this.buffers.take(n);
     try {
-      const got = await this.storage.readInto(file.layer, file.offset + offset, buf, { signal: ctx.signal });
+      // The signal only if the read waits on a fetch: a disk hit builds no AbortController.
+      const got = await this.storage.readInto(file.layer, file.offset + offset, buf, { signal: () => ctx.signal });
       return got === n ? buf : buf.subarray(0, got);
     } catch (err) {
       this.buffers.give(buf);
