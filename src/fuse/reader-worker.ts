@@ -1,10 +1,12 @@
 /**
- * One thread reads the requests of every FUSE connection of the process: each descriptor is
- * non-blocking, read in turn while requests come, and the thread waits in poll(2) (with a pipe that
- * wakes it when descriptors come and go) only when none has one. One thread, not one per mount:
- * a worker thread costs about 8 MB, which a node with many images would pay per image.
- * Each request is copied out of the big read buffer into a buffer of its own and transferred
- * (not cloned) to the main thread.
+ * A reader thread: it reads one descriptor of every FUSE connection of the process (the device, or
+ * its clone for this thread; channel.ts): each descriptor is non-blocking, read in turn while
+ * requests come, and the thread waits in poll(2) (with a pipe that wakes it when descriptors come
+ * and go) only when none has one. The process's few threads serve every mount, not one per mount:
+ * a worker thread costs about 12 MB, which a node with many images would pay per image.
+ * What the connection's filesystem answers here (sync-answers.ts) is answered on the same
+ * descriptor; anything else is copied out of the big read buffer into a buffer of its own and
+ * transferred (not cloned) to the main thread.
  */
 import { readSync, writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
