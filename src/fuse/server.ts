@@ -56,8 +56,12 @@ export interface FuseServerOptions {
   readerThreads?: number;
 }
 
-/** Measured on 2 cores (bench/mount/RESULTS.md, issue 15): see there before changing it. */
-export const DEFAULT_READER_THREADS = 2;
+/**
+ * One: more threads read faster on 2 cores (bench/mount/RESULTS.md, issue 15), but read through
+ * clones of the device, whose requests in flight the kernel fails (ECONNABORTED) when a killed
+ * server's clones close, instead of resending them to the next server.
+ */
+export const DEFAULT_READER_THREADS = 1;
 export const MAX_READER_THREADS = 16;
 
 /** The reader thread count: `asked`, else CLIP_FUSE_THREADS, else the default; at least 1. */
