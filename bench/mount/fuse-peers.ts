@@ -5,6 +5,12 @@
  * Run as root, after `npm run build`, `bench/mount/setup-peers.sh` and
  * `node --import tsx bench/images/debian-python.ts`:
  *   node --import tsx bench/mount/fuse-peers.ts     # ROUNDS=5 XATTR_CALLS=20000 RANDOM_READS=4000 SEQ_MB=100 ARMS=native,squashfuse,go-fuse,clip
+ * Clip arms: `clip` (reader threads as CLIP_FUSE_THREADS says, else the default), `clip@N` (N reader
+ * threads), `clip-base` (the build at CLIP_BASE, another checkout: before/after in one run). Each
+ * has its own cache directory, so its own clip server.
+ *   CLIP_BASE=/path/to/old/checkout ARMS=native,squashfuse,go-fuse,clip-base,clip@1,clip@2,clip@4 ROUNDS=3 ...
+ * WORKLOADS=seqCold,seqWarm (keys below) runs only those; PROFILE_DIR=DIR has the clip servers write
+ * CPU profiles there (node --cpu-prof) when they exit, 5 s after the run.
  * Every round runs each workload on every arm, in an order that rotates from round to round.
  * Prints a markdown table of medians (min–max) and the FUSE servers' CPU seconds per workload;
  * raw figures go to .tmp/peers/results-*.json.
@@ -25,11 +31,12 @@ const RANDOM_READS = Number(process.env.RANDOM_READS ?? 4000);
 const SEQ_MB = Number(process.env.SEQ_MB ?? 100);
 const ARMS = (process.env.ARMS ?? 'native,squashfuse,go-fuse,clip').split(',') as ArmName[];
 const CLIP = path.join(REPO, 'dist/cli/main.js');
+const CLIP_BASE = process.env.CLIP_BASE ? path.join(process.env.CLIP_BASE, 'dist/cli/main.js') : undefined;
 const GOFUSE = path.join(WORK, 'go-fuse-loopback');
 const execFileP = promisify(execFile);
 const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
-type ArmName = 'native' | 'squashfuse' | 'go-fuse' | 'clip';
+type ArmName = 'native' | 'squashfuse' | 'go-fuse' | 'clip' | 'clip-base' | `clip@${number}`;
 interface Arm {
   name: ArmName;
   root: string;
@@ -145,6 +152,13 @@ async function unmountDir(dir: string): Promise<void> {
   if (isMounted(dir)) await execFileP('umount', [dir]).catch(() => execFileP('umount', ['-l', dir]));
 }
 
+/** The server's resident memory (MB) and thread count, from /proc. */
+function serverMemory(pid: number): { rssMb: number; threads: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
+  return { rssMb: field('VmRSS') / 1024, threads: field('Threads') };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -200,8 +214,14 @@ async function startArms(rootfs: string, squashfs: string): Promise<Arm[]> {
       const child = await foreground(GOFUSE, ['-q', '-ro', mnt, rootfs], mnt);
       arms.push({ name, root: mnt, pid: child.pid, backing: [], stop: () => unmountDir(mnt) });
     } else {
-      const cacheDir = path.join(WORK, 'clip-cache');
-      const { stdout } = await execFileP('node', [CLIP, 'mount', `oci:${LAYOUT}:latest`, mnt, '--background', '--json', '--cache-dir', cacheDir], { maxBuffer: 1 << 20 });
+      const cacheDir = path.join(WORK, name === 'clip' ? 'clip-cache' : `clip-cache-${name.replace('@', '-t')}`);
+      const cli = name === 'clip-base' ? CLIP_BASE! : CLIP;
+      const threads = /^clip@(\d+)$/.exec(name)?.[1];
+      const env = threads ? { ...process.env, CLIP_FUSE_THREADS: threads } : process.env;
+      // PROFILE_DIR: the clip server (started by this command, through its holder) writes V8 CPU
+      // profiles there when it exits (bench/mount/prof-top.ts reads them).
+      const prof = process.env.PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIR}`] : [];
+      const { stdout } = await execFileP('node', [...prof, cli, 'mount', `oci:${LAYOUT}:latest`, mnt, '--background', '--json', '--cache-dir', cacheDir], { maxBuffer: 1 << 20, env });
       const pid = Number((JSON.parse(stdout) as { pid: number }).pid);
       console.log(`clip mounted ${mnt}, server pid ${pid}; warming the disk cache (reading every file once) ...`);
       await sh('find "$1" -type f -exec cat {} + > /dev/null', mnt);
@@ -210,7 +230,7 @@ async function startArms(rootfs: string, squashfs: string): Promise<Arm[]> {
       console.log(`  disk cache: ${backing.map((f) => `${path.basename(f)} ${(statSync(f).size / 1e6).toFixed(1)} MB`).join(', ')}`);
       arms.push({
         name, root: mnt, pid, backing,
-        stop: async () => { await execFileP('node', [CLIP, 'unmount', mnt, '--cache-dir', cacheDir]).catch(() => unmountDir(mnt)); },
+        stop: async () => { await execFileP('node', [cli, 'unmount', mnt, '--cache-dir', cacheDir]).catch(() => unmountDir(mnt)); },
       });
     }
   }
@@ -287,7 +307,8 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root (mounts, drop_caches, chroot)');
   if (!existsSync(path.join(LAYOUT, 'index.json'))) throw new Error(`no image at ${LAYOUT}: run node --import tsx bench/images/debian-python.ts`);
   if (ARMS.includes('go-fuse') && !existsSync(GOFUSE)) throw new Error('no go-fuse loopback: run bench/mount/setup-peers.sh');
-  if (ARMS.includes('clip') && !existsSync(CLIP)) throw new Error('no dist/: run npm run build');
+  if (ARMS.some((a) => a.startsWith('clip')) && !existsSync(CLIP)) throw new Error('no dist/: run npm run build');
+  if (ARMS.includes('clip-base') && !(CLIP_BASE && existsSync(CLIP_BASE))) throw new Error('clip-base: set CLIP_BASE to a built checkout');
   await mkdir(WORK, { recursive: true });
   const rootfs = await prepareTree();
   const squashfs = ARMS.includes('squashfuse') ? await prepareSquashfs(rootfs) : '';
@@ -309,13 +330,16 @@ async function main(): Promise<void> {
   const seqList = path.join(WORK, 'paths-largest.txt');
   writeFileSync(allList, all.join('\n') + '\n');
   writeFileSync(seqList, seq.join('\n') + '\n');
-  const wls = workloads({ all: allList, seq: seqList, seqBytes, nativeRoot: rootfs });
-  wls.find((w) => w.key === 'seqCold')!.label =
+  const only = process.env.WORKLOADS?.split(',');
+  const wls = workloads({ all: allList, seq: seqList, seqBytes, nativeRoot: rootfs }).filter((w) => !only || only.includes(w.key));
+  const seqCold = wls.find((w) => w.key === 'seqCold');
+  if (seqCold) seqCold.label =
     `sequential read (128 KiB reads, as \`cat\`) of the ${seq.length} largest files (${(seqBytes / 1e6).toFixed(0)} MB), page cache cold`;
   console.log(`${all.length} paths; ${seq.length} largest files, ${(seqBytes / 1e6).toFixed(1)} MB; ${ROUNDS} rounds`);
 
   const arms = await startArms(rootfs, squashfs);
   const results: Record<string, Record<string, { value: number[]; cpu: number[] }>> = {};
+  const rss: Record<string, { rssMb: number; threads: number }> = {};
   try {
     for (const w of wls) {
       results[w.key] = {};
@@ -337,11 +361,14 @@ async function main(): Promise<void> {
         }
       }
     }
+    for (const a of arms) {
+      if (a.name.startsWith('clip') && a.pid) rss[a.name] = serverMemory(a.pid);
+    }
   } finally {
     for (const a of arms) await a.stop().catch((e: unknown) => console.error(`stopping ${a.name}: ${String(e)}`));
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  writeFileSync(path.join(WORK, `results-${stamp}.json`), JSON.stringify({ ROUNDS, XATTR_CALLS, RANDOM_READS, seqFiles: seq.length, seqBytes, results }, null, 1));
+  writeFileSync(path.join(WORK, `results-${stamp}.json`), JSON.stringify({ ROUNDS, XATTR_CALLS, RANDOM_READS, seqFiles: seq.length, seqBytes, results, rss }, null, 1));
 
   const cell = (w: Workload, a: ArmName): string => {
     const xs = results[w.key]?.[a]?.value;
@@ -349,17 +376,23 @@ async function main(): Promise<void> {
     return `${fmt(median(xs), w.unit)} (${fmt(Math.min(...xs), w.unit)}–${fmt(Math.max(...xs), w.unit)})`;
   };
   const names = arms.map((a) => a.name);
-  console.log(`\n| workload | ${names.join(' | ')} | clip vs go-fuse |\n|---|${names.map(() => '---|').join('')}---|`);
+  const clips = names.filter((n) => n.startsWith('clip'));
+  const peers = names.filter((n) => n === 'go-fuse' || n === 'squashfuse');
+  const ratio = (w: Workload, a: string, b: string): string => {
+    const x = results[w.key]?.[a]?.value;
+    const y = results[w.key]?.[b]?.value;
+    if (!x?.length || !y?.length) return '—';
+    const r = w.higher ? median(x) / median(y) : median(y) / median(x);
+    return `${r.toFixed(2)}×`;
+  };
+  const vsCols = clips.flatMap((c) => peers.map((p) => `${c} vs ${p}`));
+  console.log(`\n| workload | ${names.join(' | ')} | ${vsCols.join(' | ')} |\n|---|${names.map(() => '---|').join('')}${vsCols.map(() => '---|').join('')}`);
   for (const w of wls) {
-    const g = results[w.key]?.['go-fuse']?.value;
-    const c = results[w.key]?.clip?.value;
-    let vs = '—';
-    if (g?.length && c?.length) {
-      const ratio = w.higher ? median(c) / median(g) : median(g) / median(c);
-      vs = ratio >= 1 ? `${ratio.toFixed(2)}× better` : `${(1 / ratio).toFixed(2)}× ${w.unit === '/s' ? 'fewer' : 'slower'}`;
-    }
-    console.log(`| ${w.label} | ${names.map((n) => cell(w, n)).join(' | ')} | ${vs} |`);
+    const vs = clips.flatMap((c) => peers.map((p) => ratio(w, c, p)));
+    console.log(`| ${w.label} | ${names.map((n) => cell(w, n)).join(' | ')} | ${vs.join(' | ')} |`);
   }
+  console.log('\n(ratios: above 1× the clip arm is better, medians)');
+  for (const [name, m] of Object.entries(rss)) console.log(`${name}: server RSS ${m.rssMb.toFixed(0)} MB, ${m.threads} threads`);
   const servers = arms.filter((a) => a.pid !== undefined).map((a) => a.name);
   console.log(`\nServer CPU seconds per workload run, median (min–max):\n\n| workload | ${servers.join(' | ')} |\n|---|${servers.map(() => '---|').join('')}`);
   for (const w of wls) {
@@ -371,7 +404,7 @@ async function main(): Promise<void> {
   }
   // Per request where the workload's request count is known: one GETXATTR per call; at most one
   // 4 KiB READ per pread (fewer when a page was already cached).
-  const per = (key: string, n: number): string => servers.map((a) => `${a} ${(median(results[key]![a]!.cpu) / n * 1e6).toFixed(0)} µs`).join(', ');
+  const per = (key: string, n: number): string => servers.map((a) => `${a} ${results[key] ? (median(results[key][a]!.cpu) / n * 1e6).toFixed(0) : '—'} µs`).join(', ');
   console.log(`\nServer CPU per GETXATTR: ${per('xattr', XATTR_CALLS)}; per 4 KiB pread (one reader): ${per('pread1', RANDOM_READS)}`);
 }
 

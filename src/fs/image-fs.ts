@@ -29,6 +29,7 @@ import { siblingModule } from '../util/worker.js';
 import { IMMUTABLE_TIMEOUT_SECONDS, IndexAnswers } from './index-answers.js';
 import type { IndexThreadData } from './index-thread.js';
 import { ReadBuffers } from './read-buffers.js';
+import type { ThreadReadsData } from './read-thread.js';
 
 export { IMMUTABLE_TIMEOUT_SECONDS } from './index-answers.js';
 
@@ -59,6 +60,8 @@ export interface ImageFilesystemOptions {
   logger?: Logger;
   /** Entry and attribute timeouts given with each answer, in seconds. Default one day. */
   timeoutSeconds?: number;
+  /** READs of chunks verified in the disk cache answered in the FUSE reader threads. Default true. */
+  threadReads?: boolean;
 }
 
 /** An open file: where its bytes are, resolved once at open so a read does no lookup. */
@@ -92,8 +95,15 @@ export class ImageFilesystem implements FuseFilesystem {
   private readonly timeoutSeconds: number;
   private shared: ThreadAnswers | undefined;
   private readonly log: Logger;
-  /** While set and active, every READ is noted (a startup profile is being recorded). */
-  recorder: ReadRecorder | undefined;
+  /** Set while a startup profile may be recorded (src/profile/); see `recorder`. */
+  private rec: ReadRecorder | undefined;
+  /** False when the mount was made with threadReads: false: the recorder never turns them on. */
+  private readonly threadReadsAllowed: boolean;
+  /** Int32 [0]: 1 while the reader threads may answer READs (setThreadReads). */
+  private readonly readSwitch = new Int32Array(new SharedArrayBuffer(4));
+  /** READs and bytes the reader threads answered, per layer, and how much of it the metrics have. */
+  private threadCounts: Int32Array | undefined;
+  private readonly folded: number[] = [];
 
   constructor(
     readonly index: ImageIndex,
@@ -104,6 +114,8 @@ export class ImageFilesystem implements FuseFilesystem {
     this.timeoutSeconds = opts.timeoutSeconds ?? IMMUTABLE_TIMEOUT_SECONDS;
     this.answers = new IndexAnswers(index, this.timeoutSeconds);
     this.log = opts.logger ?? silentLogger;
+    this.threadReadsAllowed = opts.threadReads !== false;
+    this.readSwitch[0] = this.threadReadsAllowed ? 1 : 0;
   }
 
   /**
@@ -114,18 +126,85 @@ export class ImageFilesystem implements FuseFilesystem {
     if (!this.shared) {
       const sab = new SharedArrayBuffer(this.index.buffer.length);
       this.index.buffer.copy(Buffer.from(sab));
-      const data: IndexThreadData = { index: sab, file: this.index.file, timeoutSeconds: this.timeoutSeconds };
+      const data: IndexThreadData = { index: sab, file: this.index.file, timeoutSeconds: this.timeoutSeconds, reads: this.threadReadsData() };
       this.shared = { module: siblingModule(import.meta.url, 'index-thread').href, data };
     }
     return this.shared;
   }
 
   /**
-   * True while a profile is recorded: every READ must then reach this thread (reads answered in
-   * the FUSE reader thread would be missing from the profile).
+   * The recorder of a startup profile. While one is set, every READ must reach this thread (reads
+   * answered in the FUSE reader threads would be missing from the profile): setting it switches
+   * thread READs off; clearing it, or its recording ending, switches them on again.
    */
+  get recorder(): ReadRecorder | undefined {
+    return this.rec;
+  }
+
+  set recorder(r: ReadRecorder | undefined) {
+    this.rec = r;
+    this.setThreadReads(r === undefined && this.threadReadsAllowed);
+  }
+
+  /** True while a profile is recorded. */
   get recording(): boolean {
-    return this.recorder?.active === true;
+    return this.rec?.active === true;
+  }
+
+  private threadReadsData(): ThreadReadsData {
+    const disk = this.storage.disk;
+    const counts = new SharedArrayBuffer(8 * this.layers.length);
+    this.threadCounts = new Int32Array(counts);
+    // Only a weak reference: the timer must not keep an unmounted filesystem alive.
+    const self = new WeakRef(this);
+    const timer = setInterval(() => {
+      const fs = self.deref();
+      if (fs) fs.foldThreadReads();
+      else clearInterval(timer);
+    }, 1000);
+    timer.unref();
+    return {
+      switch: this.readSwitch.buffer as SharedArrayBuffer,
+      layers: this.layers.map((l) => ({ path: disk.pathOf(l), chunkSize: l.chunkSize, state: disk.sharedState(l) })),
+      counts,
+    };
+  }
+
+  /**
+   * Let the FUSE reader threads answer READs of verified cached chunks (on), or send every READ to
+   * this thread's read() (off: while a startup profile is recorded, say). Takes effect with the
+   * next READ; one shared word, checked per READ.
+   */
+  setThreadReads(on: boolean): void {
+    Atomics.store(this.readSwitch, 0, on ? 1 : 0);
+  }
+
+  get threadReads(): boolean {
+    return Atomics.load(this.readSwitch, 0) === 1;
+  }
+
+  /**
+   * Add what the reader threads served to the storage metrics (disk hits and bytes), and mark
+   * their layers used (the disk cache's LRU, and its check that a file was not evicted by another
+   * process). Runs on main-thread READs and every second while the mount is served.
+   */
+  foldThreadReads(): void {
+    const c = this.threadCounts;
+    if (!c) return;
+    const m = this.storage.metrics;
+    for (let n = 0; n < this.layers.length; n++) {
+      const reads = c[2 * n]! >>> 0;
+      const bytes = c[2 * n + 1]! >>> 0;
+      const dr = (reads - (this.folded[2 * n] ?? 0)) >>> 0;
+      const db = (bytes - (this.folded[2 * n + 1] ?? 0)) >>> 0;
+      if (dr === 0) continue;
+      this.folded[2 * n] = reads;
+      this.folded[2 * n + 1] = bytes;
+      m.requests.inc({ tier: 'disk' }, dr);
+      m.hits.inc({ tier: 'disk' }, dr);
+      m.bytes.inc({ tier: 'disk' }, db);
+      this.storage.disk.tryAcquire(this.layers[n]!)?.release();
+    }
   }
 
   /** Files open now (for tests and metrics). */
@@ -178,6 +257,7 @@ export class ImageFilesystem implements FuseFilesystem {
   }
 
   async read(ino: number, _fh: number, offset: number, size: number, ctx: RequestContext): Promise<Uint8Array> {
+    if (this.threadCounts) this.foldThreadReads();
     let file: OpenFile | undefined = this.open$.get(ino);
     if (!file) {
       // Opened before this server took the connection over (or a read without an open): resolve it here.
@@ -187,10 +267,14 @@ export class ImageFilesystem implements FuseFilesystem {
     }
     const n = Math.min(size, file.size - offset);
     if (n <= 0) return EMPTY;
-    if (this.recorder?.active) this.recorder.note(file.layerAt, file.offset + offset, n, ino);
+    if (this.rec) {
+      if (this.rec.active) this.rec.note(file.layerAt, file.offset + offset, n, ino);
+      else this.recorder = undefined;
+    }
     const buf = this.buffers.take(n);
     try {
-      const got = await this.storage.readInto(file.layer, file.offset + offset, buf, { signal: ctx.signal });
+      // The signal only if the read waits on a fetch: a disk hit builds no AbortController.
+      const got = await this.storage.readInto(file.layer, file.offset + offset, buf, { signal: () => ctx.signal });
       return got === n ? buf : buf.subarray(0, got);
     } catch (err) {
       this.buffers.give(buf);

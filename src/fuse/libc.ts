@@ -1,7 +1,8 @@
 /**
- * The few libc calls the FUSE reader needs and Node lacks (poll, pipe2, fcntl), through koffi.
+ * The few libc calls the FUSE reader needs and Node lacks (poll, pipe2, fcntl, ioctl), through koffi.
  * Loaded only where they are used: the reader thread, and the channel that wakes it.
  */
+import { closeSync, constants, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 interface Koffi {
@@ -26,6 +27,11 @@ export interface Libc {
   /** A close-on-exec pipe: [read end, write end]. */
   pipe(): [number, number];
   setNonBlocking(fd: number): void;
+  /**
+   * A new /dev/fuse descriptor attached to the connection of `fd` (FUSE_DEV_IOC_CLONE): requests
+   * read from it are answered on it, so each reader thread can have its own queue.
+   */
+  cloneFuse(fd: number): number;
   errno(): number;
 }
 
@@ -38,6 +44,8 @@ const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 const F_GETFL = 3;
 const F_SETFL = 4;
+/** _IOR(229, 0, uint32_t) */
+const FUSE_DEV_IOC_CLONE = 0x8004e500;
 
 let libc: Libc | undefined;
 
@@ -50,6 +58,7 @@ export function loadLibc(): Libc {
   const pipe2 = c.func('int pipe2(_Out_ int *fds, int flags)');
   const fcntl = c.func('int fcntl(int fd, int cmd, ...)');
   const read = c.func('long read(int fd, void *buf, unsigned long count)');
+  const ioctl = c.func('int ioctl(int fd, unsigned long request, ...)');
   libc = {
     poll: (fds, n, timeoutMs) => poll(fds, n, timeoutMs),
     read: (fd, buf) => {
@@ -64,6 +73,15 @@ export function loadLibc(): Libc {
     setNonBlocking: (fd) => {
       const flags = fcntl(fd, F_GETFL);
       if (flags < 0 || fcntl(fd, F_SETFL, 'int', flags | O_NONBLOCK) < 0) throw new Error(`fcntl of fd ${fd} failed (errno ${koffi.errno()})`);
+    },
+    cloneFuse: (fd) => {
+      const clone = openSync('/dev/fuse', constants.O_RDWR);
+      if (ioctl(clone, FUSE_DEV_IOC_CLONE, 'uint32_t *', [fd]) !== 0) {
+        const errno = koffi.errno();
+        closeSync(clone);
+        throw new Error(`cloning /dev/fuse descriptor ${fd} failed (errno ${errno})`);
+      }
+      return clone;
     },
     errno: () => koffi.errno(),
   };

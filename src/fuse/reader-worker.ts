@@ -1,16 +1,18 @@
 /**
- * One thread reads the requests of every FUSE connection of the process: each descriptor is
- * non-blocking, read in turn while requests come, and the thread waits in poll(2) (with a pipe that
- * wakes it when descriptors come and go) only when none has one. One thread, not one per mount:
- * a worker thread costs about 8 MB, which a node with many images would pay per image.
- * Each request is copied out of the big read buffer into a buffer of its own and transferred
- * (not cloned) to the main thread.
+ * A reader thread: it reads one descriptor of every FUSE connection of the process (the device, or
+ * its clone for this thread; channel.ts): each descriptor is non-blocking, read in turn while
+ * requests come, and the thread waits in poll(2) (with a pipe that wakes it when descriptors come
+ * and go) only when none has one. The process's few threads serve every mount, not one per mount:
+ * a worker thread costs about 12 MB, which a node with many images would pay per image.
+ * What the connection's filesystem answers here (sync-answers.ts) is answered on the same
+ * descriptor; anything else is copied out of the big read buffer into a buffer of its own and
+ * transferred (not cloned) to the main thread.
  */
 import { readSync, writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoName } from './errno.js';
-import { OUT_HEADER_SIZE, readInHeader, writeOutHeader } from './protocol.js';
-import { answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
+import { Opcode, OUT_HEADER_SIZE, readInHeader, writeOutHeader } from './protocol.js';
+import { answerRead, answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
 import { EAGAIN, EINTR, ENODEV, ENOENT, loadLibc, POLLIN, type PollFd } from './libc.js';
 
 export interface ReaderWorkerData {
@@ -35,6 +37,8 @@ export type ReaderControl = { op: 'add'; id: number; fd: number; answering?: Thr
 export type ReaderEvent =
   | { type: 'request'; id: number; data: ArrayBuffer }
   | { type: 'warning'; id: number; message: string }
+  /** A connection removed on the main thread's word: this thread no longer touches its descriptor. */
+  | { type: 'removed'; id: number }
   | {
     /** The thread stopped reading a connection: ENODEV when it ended (unmount or abort); anything else is an error. */
     type: 'stopped';
@@ -52,6 +56,8 @@ const conns = new Map<number, number>(); // id → fd
 const answering = new Map<number, { fs: SyncFilesystem; options: SyncAnswerOptions; counts: Int32Array }>();
 const buf = Buffer.allocUnsafe(bufferSize);
 const wakeBuf = Buffer.allocUnsafe(64);
+/** READ replies built here (header, then the bytes read straight into it); made on first use. */
+let replyBuf: Buffer | undefined;
 
 /**
  * Apply the control messages waiting; false once told to exit, a promise while a connection's
@@ -63,8 +69,8 @@ function takeControl(): boolean | Promise<boolean> {
     const msg = m.message as ReaderControl;
     if (msg.op === 'exit') return false;
     if (msg.op === 'remove') {
-      conns.delete(msg.id);
-      answering.delete(msg.id);
+      dropAnswering(msg.id);
+      if (conns.delete(msg.id)) port!.postMessage({ type: 'removed', id: msg.id } satisfies ReaderEvent);
       continue;
     }
     conns.set(msg.id, msg.fd);
@@ -82,12 +88,22 @@ function takeControl(): boolean | Promise<boolean> {
   return loads.length ? Promise.all(loads).then(() => true) : true;
 }
 
+function dropAnswering(id: number): void {
+  try {
+    answering.get(id)?.fs.close?.();
+  } catch {
+    // nothing more to release
+  }
+  answering.delete(id);
+}
+
 /** Answer the request in `buf[0, n)` here if its connection's filesystem can; true when it did. */
 function answerHere(id: number, fd: number, n: number): boolean {
   const a = answering.get(id);
   if (!a) return false;
   const req = buf.subarray(0, n);
   const h = readInHeader(req);
+  if (h.opcode === Opcode.READ) return answerReadHere(a, h, req, fd);
   const reply = answerSync(a.fs, h, req, a.options);
   if (reply === undefined) return false;
   Atomics.add(a.counts, h.opcode & 63, 1);
@@ -104,6 +120,20 @@ function answerHere(id: number, fd: number, n: number): boolean {
   return true;
 }
 
+function answerReadHere(a: { fs: SyncFilesystem; counts: Int32Array }, h: ReturnType<typeof readInHeader>, req: Buffer, fd: number): boolean {
+  if (!a.fs.read) return false;
+  replyBuf ??= Buffer.allocUnsafeSlow(bufferSize);
+  const len = answerRead(a.fs, h, req, replyBuf);
+  if (len < 0) return false;
+  Atomics.add(a.counts, Opcode.READ, 1);
+  try {
+    writeSync(fd, replyBuf, 0, len);
+  } catch {
+    // ENOENT: interrupted meanwhile; ENODEV: the connection ended (its read says so next)
+  }
+  return true;
+}
+
 /** Read one request from `fd`; true if one came (or the connection stopped), false on EAGAIN. */
 function readOne(id: number, fd: number): boolean {
   const n = libc.read(fd, buf);
@@ -113,13 +143,14 @@ function readOne(id: number, fd: number): boolean {
     // ENOENT: the request was interrupted before we read it; EINTR: try again.
     if (errno === ENOENT || errno === EINTR) return true;
     conns.delete(id);
+    dropAnswering(id);
     const code = errno === ENODEV ? 'ENODEV' : errnoName(errno);
     port!.postMessage({ type: 'stopped', id, code, message: `reading /dev/fuse: ${code}` } satisfies ReaderEvent);
     return true;
   }
   if (n === 0) {
     conns.delete(id);
-    answering.delete(id);
+    dropAnswering(id);
     port!.postMessage({ type: 'stopped', id, code: 'ENODEV', message: 'end of file on /dev/fuse' } satisfies ReaderEvent);
     return true;
   }

@@ -49,6 +49,29 @@ export interface FuseServerOptions {
   maxBackground?: number;
   /** Above this many background requests the kernel counts the filesystem congested. Default 3/4 of maxBackground. */
   congestionThreshold?: number;
+  /**
+   * Reader threads for this connection, each on its own /dev/fuse descriptor (clones of the
+   * first). Default: CLIP_FUSE_THREADS, else DEFAULT_READER_THREADS.
+   */
+  readerThreads?: number;
+}
+
+/**
+ * One: more threads read faster on 2 cores (bench/mount/RESULTS.md, issue 15), but read through
+ * clones of the device, whose requests in flight the kernel fails (ECONNABORTED) when a killed
+ * server's clones close, instead of resending them to the next server.
+ */
+export const DEFAULT_READER_THREADS = 1;
+export const MAX_READER_THREADS = 16;
+
+/** The reader thread count: `asked`, else CLIP_FUSE_THREADS, else the default; at least 1. */
+export function readerThreadCount(asked?: number): number {
+  const env = process.env.CLIP_FUSE_THREADS;
+  const n = asked ?? (env ? Number(env) : DEFAULT_READER_THREADS);
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_READER_THREADS) {
+    throw new Error(`FUSE reader threads must be a whole number from 1 to ${MAX_READER_THREADS}${asked === undefined ? ' (CLIP_FUSE_THREADS)' : ''}; got ${asked ?? env}`);
+  }
+  return n;
 }
 
 /** What INIT settled on, for logs and tests. */
@@ -68,6 +91,8 @@ interface InFlight {
   /** Made on first use of the request's signal: most requests never look at it. */
   controller?: AbortController;
   opcode: number;
+  /** The descriptor the request was read from: its reply goes there. */
+  fd: number;
 }
 
 /** An error answer given without throwing (on paths hot enough for a throw's cost to show). */
@@ -104,6 +129,7 @@ export class FuseServer {
   private readonly log: Logger;
   private readonly timeouts: Timeouts;
   private readonly maxWrite: number;
+  private readonly threads: number;
   private initInfo: InitInfo | undefined;
   private resolveReady!: (info: InitInfo) => void;
   private rejectReady!: (err: Error) => void;
@@ -115,6 +141,7 @@ export class FuseServer {
     this.log = opts.logger ?? silentLogger;
     this.timeouts = { entry: opts.entryTimeout ?? 1, attr: opts.attrTimeout ?? 1 };
     this.maxWrite = opts.maxWrite ?? 1024 * 1024;
+    this.threads = readerThreadCount(opts.readerThreads);
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -132,10 +159,10 @@ export class FuseServer {
   async serve(fd: number, opts: { resume?: InitInfo } = {}): Promise<{ code: string; message: string }> {
     const bufferSize = Math.max(FUSE_MIN_READ_BUFFER, this.maxWrite + IN_HEADER_SIZE + WRITE_IN_SIZE, this.maxWrite + PAGE);
     const answers = this.fs.threadAnswers;
-    const channel = new FuseChannel(fd, bufferSize, (req) => this.handle(req), this.log, answers ? {
+    const channel = new FuseChannel(fd, bufferSize, (req, from) => this.handle(req, from), this.log, answers ? {
       answers,
       options: { timeouts: this.timeouts, negativeTimeout: this.opts.negativeTimeout ?? 0, cacheDir: this.opts.cacheDir ?? false },
-    } : undefined);
+    } : undefined, this.threads);
     this.channel = channel;
     if (opts.resume) this.resume(channel, opts.resume);
     const stopped = await channel.stopped;
@@ -188,13 +215,29 @@ export class FuseServer {
     return this.inflight.size;
   }
 
-  private handle(req: Buffer): void {
+  /** Reader threads serving the connection (descriptors read). */
+  get readerThreads(): number {
+    return this.channel?.fds.length ?? 0;
+  }
+
+  /** Requests the reader threads answered themselves, by opcode name (a part of opCounts). */
+  get threadCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    const here = this.channel?.answeredHere;
+    for (let op = 0; here && op < here.length; op++) {
+      const n = Atomics.load(here, op);
+      if (n > 0) counts.set(opcodeName(op), n);
+    }
+    return counts;
+  }
+
+  private handle(req: Buffer, fd: number): void {
     const h = readInHeader(req);
     const name = opcodeName(h.opcode);
     this.mainCounts.set(name, (this.mainCounts.get(name) ?? 0) + 1);
     switch (h.opcode) {
       case Opcode.INIT:
-        this.handleInit(h, req);
+        this.handleInit(h, req, fd);
         return;
       case Opcode.FORGET:
         this.fs.forget?.(Number(h.nodeid), Number(req.readBigUInt64LE(IN_HEADER_SIZE)));
@@ -210,14 +253,14 @@ export class FuseServer {
     }
     const channel = this.channel!;
     if (!this.initInfo) {
-      channel.reply(h.unique, Errno.EIO);
+      channel.reply(h.unique, Errno.EIO, undefined, fd);
       return;
     }
     if (WRITE_OPCODES.has(h.opcode)) {
-      channel.reply(h.unique, Errno.EROFS);
+      channel.reply(h.unique, Errno.EROFS, undefined, fd);
       return;
     }
-    const flight: InFlight = { opcode: h.opcode };
+    const flight: InFlight = { opcode: h.opcode, fd };
     this.inflight.set(h.unique, flight);
     const ctx: RequestContext = {
       uid: h.uid,
@@ -238,8 +281,8 @@ export class FuseServer {
         // Not in flight any more: interrupted, and already answered.
         if (this.inflight.get(h.unique) === flight) {
           this.inflight.delete(h.unique);
-          if (payload instanceof ErrnoAnswer) channel.reply(h.unique, payload.errno);
-          else channel.reply(h.unique, 0, payload);
+          if (payload instanceof ErrnoAnswer) channel.reply(h.unique, payload.errno, undefined, fd);
+          else channel.reply(h.unique, 0, payload, fd);
         }
         // The reply went out with a synchronous write: the buffer is free again.
         if (h.opcode === Opcode.READ && payload instanceof Uint8Array) this.fs.readDone?.(payload);
@@ -247,7 +290,7 @@ export class FuseServer {
       (err: unknown) => {
         if (this.inflight.get(h.unique) !== flight) return;
         this.inflight.delete(h.unique);
-        channel.reply(h.unique, this.errnoOf(err, h), undefined);
+        channel.reply(h.unique, this.errnoOf(err, h), undefined, fd);
       },
     );
   }
@@ -261,11 +304,11 @@ export class FuseServer {
 
   private handleInterrupt(target: bigint): void {
     const flight = this.inflight.get(target);
-    // Not found: already answered. (One reader thread delivers requests in order, so never "not yet seen".)
+    // Not found: already answered, or (several reader threads) not seen yet: then it runs to its end.
     if (!flight) return;
     this.inflight.delete(target);
     (flight.controller ??= new AbortController()).abort(new Error('interrupted'));
-    this.channel!.reply(target, Errno.EINTR);
+    this.channel!.reply(target, Errno.EINTR, undefined, flight.fd);
   }
 
   private handleBatchForget(req: Buffer): void {
@@ -275,14 +318,14 @@ export class FuseServer {
     }
   }
 
-  private handleInit(h: InHeader, req: Buffer): void {
+  private handleInit(h: InHeader, req: Buffer, fd: number): void {
     const channel = this.channel!;
     const major = req.readUInt32LE(IN_HEADER_SIZE);
     const kernelMinor = req.readUInt32LE(IN_HEADER_SIZE + 4);
     if (major !== FUSE_KERNEL_VERSION) {
       // A newer major: answer with ours and the kernel retries or gives up; an older one we cannot serve.
       this.log.error({ major, kernelMinor }, 'fuse: unsupported kernel protocol major version');
-      channel.reply(h.unique, Errno.EPROTO);
+      channel.reply(h.unique, Errno.EPROTO, undefined, fd);
       return;
     }
     const maxReadahead = req.readUInt32LE(IN_HEADER_SIZE + 8);
@@ -313,7 +356,7 @@ export class FuseServer {
     out.writeUInt32LE(Number(accepted >> 32n), 32); // flags2
     // max_stack_depth, request_timeout, unused: zero.
     // Kernels before 7.23 expect the 24-byte reply.
-    channel.reply(h.unique, 0, minor < 23 ? out.subarray(0, 24) : out);
+    channel.reply(h.unique, 0, minor < 23 ? out.subarray(0, 24) : out, fd);
 
     this.initInfo = { major, minor, kernelMinor, offered, accepted, maxReadahead, maxWrite: this.maxWrite, maxPages };
     this.log.debug({ ...this.initInfo, offered: offered.toString(16), accepted: accepted.toString(16) }, 'fuse: INIT');

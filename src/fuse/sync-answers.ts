@@ -8,7 +8,7 @@
  */
 import { attrOut, entryOut, negativeEntryOut, packDirents, packDirentsPlus, statfsOut, type Timeouts } from './encode.js';
 import { Errno, FuseErrno, toErrno } from './errno.js';
-import { IN_HEADER_SIZE, OPEN_OUT_SIZE, Opcode, OpenFlag, readCString, type InHeader } from './protocol.js';
+import { IN_HEADER_SIZE, OPEN_OUT_SIZE, OUT_HEADER_SIZE, Opcode, OpenFlag, readCString, writeOutHeader, type InHeader } from './protocol.js';
 import type { DirEntry, DirEntryPlus, FuseAttr, FuseEntry, OpenResult, ReaddirRequest, StatFs } from './types.js';
 
 /** The part of a filesystem that answers from memory alone. */
@@ -24,6 +24,14 @@ export interface SyncFilesystem {
   getxattr(ino: number, name: string): Buffer | null;
   listxattr(ino: number): string[];
   access(ino: number, mask: number): void;
+  /**
+   * A READ answered here when its bytes are at hand without waiting (optional): fill `out` with up
+   * to `size` bytes at `offset` and return how many (fewer only at end of file), or -1 to hand the
+   * request to the main thread's `read` (bytes not at hand, or reads switched off).
+   */
+  read?(ino: number, fh: number, offset: number, size: number, out: Buffer): number;
+  /** The connection is gone from this thread: release what it holds (descriptors). */
+  close?(): void;
 }
 
 /** How a reader thread builds one: `module` exports `createSyncFilesystem(data)`. */
@@ -87,6 +95,28 @@ export function answerSync(fs: SyncFilesystem, h: InHeader, req: Buffer, o: Sync
   } catch (err) {
     return toErrno(err) ?? Errno.EIO;
   }
+}
+
+/**
+ * A READ answered here, its reply (header and data) built in `reply` with no copy: the reply's
+ * length, or -1 when the filesystem hands it to the main thread (or throws).
+ */
+export function answerRead(fs: SyncFilesystem, h: InHeader, req: Buffer, reply: Buffer): number {
+  if (!fs.read) return -1;
+  const body = IN_HEADER_SIZE;
+  const fh = req.readUInt32LE(body) + req.readUInt32LE(body + 4) * 2 ** 32;
+  const offset = req.readUInt32LE(body + 8) + req.readUInt32LE(body + 12) * 2 ** 32;
+  const size = req.readUInt32LE(body + 16);
+  if (OUT_HEADER_SIZE + size > reply.length) return -1;
+  let n: number;
+  try {
+    n = fs.read(Number(h.nodeid), fh, offset, size, reply.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + size));
+  } catch {
+    return -1; // the main thread's read says what went wrong
+  }
+  if (!(n >= 0 && n <= size)) return -1;
+  writeOutHeader(reply, OUT_HEADER_SIZE + n, 0, h.unique);
+  return OUT_HEADER_SIZE + n;
 }
 
 function openDirOut(result: OpenResult, cacheDirDefault: boolean): Buffer {

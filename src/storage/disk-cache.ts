@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { ensurePrivateDir } from './cache-dir.js';
-import { cacheFileName, countPresent, LayerFile, layerMetaPath, readLayerMeta, UncachedLayer, type CachedLayer } from './layer-file.js';
+import { cacheFileName, countPresent, LayerFile, layerMetaPath, newSharedLayerState, readLayerMeta, UncachedLayer, type CachedLayer } from './layer-file.js';
 import type { StorageMetrics } from './metrics.js';
 import type { LayerRecord } from './types.js';
 
@@ -99,6 +99,8 @@ export class DiskCache {
   private readonly entries = new Map<string, Entry>();
   private readonly opening = new Map<string, Promise<Entry>>();
   private estimatedBytes: number | undefined;
+  /** Per layer file name, the verified marks shared with FUSE reader threads (layer-file.ts). */
+  private readonly shared = new Map<string, SharedArrayBuffer>();
   private gcRunning: Promise<GcResult> | undefined;
 
   private constructor(opts: DiskCacheOptions) {
@@ -117,6 +119,18 @@ export class DiskCache {
 
   pathOf(layer: LayerRecord): string {
     return path.join(this.layersDir, cacheFileName(layer));
+  }
+
+  /**
+   * The shared verified state of the layer's cache file (see newSharedLayerState): whichever
+   * LayerFile of this cache holds the layer keeps it up to date, so other threads may serve the
+   * chunks it marks straight from the file at pathOf(layer).
+   */
+  sharedState(layer: LayerRecord): SharedArrayBuffer {
+    const key = cacheFileName(layer);
+    let sab = this.shared.get(key);
+    if (!sab) this.shared.set(key, (sab = newSharedLayerState(layer)));
+    return sab;
   }
 
   /** The lease without waiting, if the layer's file is already open (the hot path of cached reads). */
@@ -243,7 +257,7 @@ export class DiskCache {
     const key = cacheFileName(layer);
     const old = this.entries.get(key);
     if (old) this.retire(key, old);
-    const file = await LayerFile.open(layer, this.pathOf(layer), this.opts.durable ?? false);
+    const file = await LayerFile.open(layer, this.pathOf(layer), this.opts.durable ?? false, this.sharedState(layer));
     const entry: Entry = { file, refs: 0, stale: false, lastTouch: 0 };
     this.entries.set(key, entry);
     return entry;

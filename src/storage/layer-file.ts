@@ -35,6 +35,22 @@ const VERIFIED = 2;
 const names = new WeakMap<LayerRecord, string>();
 
 /**
+ * Which chunks of a layer's cache file this process has verified, in shared memory so that FUSE
+ * reader threads can serve them straight from the file (src/fs/read-thread.ts). Layout: Int32
+ * [0] the generation of the LayerFile that owns it now (0: none: serve nothing), [1] the last
+ * generation given, a Float64 at byte 8 the owner's inode, then one byte per chunk, VERIFIED_SHARED
+ * once verified by that owner. A reader checks the generation before and after it reads, and opens
+ * the file itself and checks the inode: a file replaced meanwhile (evicted, reopened) is never
+ * read with another inode's verified state.
+ */
+export const SHARED_STATE_HEADER = 16;
+export const VERIFIED_SHARED = 1;
+
+export function newSharedLayerState(layer: LayerRecord): SharedArrayBuffer {
+  return new SharedArrayBuffer(SHARED_STATE_HEADER + chunkCount(layer));
+}
+
+/**
  * `sha256_<diff_id hex>-<binding>`: the binding is the first 128 bits of a sha256 over the chunk
  * size, the layer's size and every chunk digest, so a file only ever holds bytes verified against
  * one chunk table. Computed once per record (32 bytes per chunk hashed).
@@ -66,8 +82,12 @@ export class LayerFile {
   private readonly known: Uint8Array;
   /** Chunks being read and checked, so concurrent readers check each once. */
   private readonly checking = new Map<number, Promise<Buffer | undefined>>();
+  /** The shared copy of VERIFIED marks (see newSharedLayerState), written only while this file owns it. */
+  private readonly sharedHeader: Int32Array | undefined;
+  private readonly sharedMarks: Uint8Array | undefined;
+  private readonly generation: number = 0;
 
-  private constructor(layer: LayerRecord, path: string, fh: FileHandle, ino: number, durable: boolean) {
+  private constructor(layer: LayerRecord, path: string, fh: FileHandle, ino: number, durable: boolean, shared?: SharedArrayBuffer) {
     this.layer = layer;
     this.path = path;
     this.fh = fh;
@@ -76,9 +96,21 @@ export class LayerFile {
     this.marker = Math.log2(layer.chunkSize);
     this.presenceAt = presenceOffset(layer.uncompressedSize);
     this.known = new Uint8Array(chunkCount(layer));
+    if (shared && shared.byteLength === SHARED_STATE_HEADER + this.known.length) {
+      // Take it over: no reader trusts the marks while they are reset for this inode.
+      const header = new Int32Array(shared, 0, 2);
+      Atomics.store(header, 0, 0);
+      const marks = new Uint8Array(shared, SHARED_STATE_HEADER);
+      marks.fill(0);
+      new Float64Array(shared, 8, 1)[0] = ino;
+      this.generation = Atomics.add(header, 1, 1) + 1;
+      Atomics.store(header, 0, this.generation);
+      this.sharedHeader = header;
+      this.sharedMarks = marks;
+    }
   }
 
-  static async open(layer: LayerRecord, path: string, durable: boolean): Promise<LayerFile> {
+  static async open(layer: LayerRecord, path: string, durable: boolean, shared?: SharedArrayBuffer): Promise<LayerFile> {
     let fh: FileHandle;
     try {
       // Never through a link planted in the cache directory.
@@ -95,7 +127,7 @@ export class LayerFile {
         await fh.truncate(want);
         await writeLayerMeta(path, layer).catch(() => undefined); // only `cache stats` needs it
       }
-      return new LayerFile(layer, path, fh, st.ino, durable);
+      return new LayerFile(layer, path, fh, st.ino, durable, shared);
     } catch (err) {
       await fh.close().catch(() => {});
       throw new ClipError('EPERM', `cannot prepare cache file ${path}`, { object: layer.diffId, cause: err });
@@ -167,14 +199,21 @@ export class LayerFile {
     }
     if (this.durable) await this.fh.datasync();
     await this.fh.write(Buffer.of(this.marker), 0, 1, this.presenceAt + index);
+    this.setVerified(index);
+  }
+
+  private setVerified(index: number): void {
     this.known[index] = VERIFIED;
+    // Only the current owner publishes: an older LayerFile of the same layer (evicted, still read
+    // by a request in flight) verifies another inode.
+    if (this.sharedHeader && Atomics.load(this.sharedHeader, 0) === this.generation) Atomics.store(this.sharedMarks!, index, VERIFIED_SHARED);
   }
 
   private async check(index: number): Promise<Buffer | undefined> {
     const buf = Buffer.allocUnsafe(chunkLength(this.layer, index));
     await this.readFully(buf, index * this.layer.chunkSize);
     if (createHash('sha256').update(buf).digest().equals(this.layer.chunkDigest(index))) {
-      this.known[index] = VERIFIED;
+      this.setVerified(index);
       return buf;
     }
     this.known[index] = UNKNOWN;
@@ -189,6 +228,8 @@ export class LayerFile {
   }
 
   async close(): Promise<void> {
+    // Readers stop trusting the marks before the file goes.
+    if (this.sharedHeader) Atomics.compareExchange(this.sharedHeader, 0, this.generation, 0);
     await this.fh.close();
   }
 

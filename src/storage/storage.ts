@@ -54,7 +54,8 @@ export interface StorageOptions {
 }
 
 export interface ReadOptions {
-  signal?: AbortSignal;
+  /** The caller's signal, or a function that makes it: called only if the read waits on a fetch. */
+  signal?: AbortSignal | (() => AbortSignal);
 }
 
 /**
@@ -285,7 +286,7 @@ export class Storage {
    * Bytes [offset, offset + length) (within the layer): copied into `out` when given (then [out]),
    * else as pieces in order: fetched chunks (sliced, not copied) and runs read from disk.
    */
-  private async fill(layer: LayerRecord, offset: number, length: number, signal?: AbortSignal, out?: Buffer): Promise<Buffer[]> {
+  private async fill(layer: LayerRecord, offset: number, length: number, signal?: AbortSignal | (() => AbortSignal), out?: Buffer): Promise<Buffer[]> {
     const cs = layer.chunkSize;
     const end = offset + length;
     const first = Math.floor(offset / cs);
@@ -314,7 +315,7 @@ export class Storage {
       }
       let got = new Map<number, Buffer>();
       if (missing.length) {
-        const d = deadlineSignal(this.readTimeoutMs, signal);
+        const d = deadlineSignal(this.readTimeoutMs, typeof signal === 'function' ? signal() : signal);
         got = await this.ensure(layer, lease, missing, d.signal, refill).finally(d.done);
       }
       if (checked) for (const [i, buf] of checked) got.set(i, buf);

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageFilesystem, imageMountOptions } from '../../src/fs/image-fs.js';
-import { mount, type Mount } from '../../src/fuse/index.js';
+import { mount, type Mount, type MountOptions } from '../../src/fuse/index.js';
 import type { ImageIndex } from '../../src/index/reader.js';
 import { openBlobStore, openImage } from '../../src/oci/index.js';
 import { CheckpointSource } from '../../src/storage/checkpoint-source.js';
@@ -16,10 +16,10 @@ import { indexImage as indexImageFrom } from '../../src/storage/indexer.js';
 import type { Storage } from '../../src/storage/storage.js';
 
 /** The product's indexer over an image reference (no cache: each test indexes afresh). */
-export async function indexImage(ref: string): Promise<ImageIndex> {
+export async function indexImage(ref: string, opts: { chunkSize?: number } = {}): Promise<ImageIndex> {
   const source = openImage(ref);
   try {
-    return (await indexImageFrom(source)).index;
+    return (await indexImageFrom(source, opts)).index;
   } finally {
     await source.close?.();
   }
@@ -35,7 +35,7 @@ export interface MountedImage {
   close(): Promise<void>;
 }
 
-export async function mountIndex(index: ImageIndex, opts: { cacheDir?: string; readTimeoutMs?: number } = {}): Promise<MountedImage> {
+export async function mountIndex(index: ImageIndex, opts: { cacheDir?: string; readTimeoutMs?: number; mount?: MountOptions } = {}): Promise<MountedImage> {
   const dir = await mkdtemp(join(tmpdir(), 'clip-fs-mnt-'));
   const ownCache = opts.cacheDir === undefined;
   const cacheDir = opts.cacheDir ?? (await mkdtemp(join(tmpdir(), 'clip-fs-cache-')));
@@ -47,7 +47,7 @@ export async function mountIndex(index: ImageIndex, opts: { cacheDir?: string; r
   const fs = new ImageFilesystem(index, storage);
   let m: Mount;
   try {
-    m = await mount(fs, dir, { fsname: 'clip-test', subtype: 'clip', ...imageMountOptions() });
+    m = await mount(fs, dir, { fsname: 'clip-test', subtype: 'clip', ...imageMountOptions(), ...opts.mount });
   } catch (err) {
     await storage.close();
     throw err;

@@ -1,0 +1,124 @@
+/**
+ * READs answered in a FUSE reader thread (loaded there by index-thread.ts): a read whose chunks this
+ * process has verified in the disk cache (the shared marks of storage/layer-file.ts) is read from
+ * the layer's cache file straight into the reply. Anything else (a big read, a chunk not verified
+ * here yet, a file replaced meanwhile, reads switched off for a profile recording) returns -1: the
+ * main thread's read path answers it, fetching, verifying or condemning as it does for every READ.
+ */
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import type { ImageIndex } from '../index/reader.js';
+import { SHARED_STATE_HEADER, VERIFIED_SHARED } from '../storage/layer-file.js';
+
+/** What the main thread shares with its reader threads for READs (ImageFilesystem.threadAnswers). */
+export interface ThreadReadsData {
+  /** Int32 [0]: 1 while READs may be answered in the reader threads (setThreadReads). */
+  switch: SharedArrayBuffer;
+  /** Per layer of the index, in its order: the cache file and its shared verified marks. */
+  layers: { path: string; chunkSize: number; state: SharedArrayBuffer }[];
+  /** Int32 per layer: READs answered here, then their bytes (mod 2^32), for the main thread's metrics. */
+  counts: SharedArrayBuffer;
+}
+
+interface LayerView {
+  path: string;
+  chunkSize: number;
+  header: Int32Array;
+  ino: Float64Array;
+  marks: Uint8Array;
+  /** This thread's own descriptor of the file, for generation `fdGen` (-1: none, or not usable). */
+  fd: number;
+  fdGen: number;
+}
+
+/** READs from this size on go to the main thread (bench/mount/RESULTS.md, issue 15). */
+export const THREAD_READ_MAX = 256 * 1024;
+
+export class ThreadReads {
+  private readonly on: Int32Array;
+  private readonly counts: Int32Array;
+  private readonly layers: LayerView[];
+
+  constructor(
+    private readonly index: ImageIndex,
+    data: ThreadReadsData,
+  ) {
+    this.on = new Int32Array(data.switch);
+    this.counts = new Int32Array(data.counts);
+    this.layers = data.layers.map((l) => ({
+      path: l.path,
+      chunkSize: l.chunkSize,
+      header: new Int32Array(l.state, 0, 2),
+      ino: new Float64Array(l.state, 8, 1),
+      marks: new Uint8Array(l.state, SHARED_STATE_HEADER),
+      fd: -1,
+      fdGen: 0,
+    }));
+  }
+
+  /** Up to `size` bytes of inode `ino` at `offset` into `out`: how many, or -1 (the main thread answers). */
+  read(ino: number, offset: number, size: number, out: Buffer): number {
+    if (Atomics.load(this.on, 0) === 0) return -1;
+    const loc = this.index.dataLocation(ino);
+    if (!loc) return -1;
+    const n = Math.min(size, loc.size - offset);
+    if (n <= 0) return 0;
+    // A big read (the kernel's readahead of a sequential reader) goes to the main thread: its
+    // copies (the pread in the libuv pool, the reply's write) overlap with other READs there, while
+    // one reader thread would do them one after the other; the hop costs little beside them.
+    if (n >= THREAD_READ_MAX) return -1;
+    const l = this.layers[loc.layer];
+    if (!l) return -1;
+    const gen = Atomics.load(l.header, 0);
+    if (gen === 0) return -1;
+    const cs = l.chunkSize;
+    const start = loc.offset + offset;
+    const end = start + n;
+    const last = Math.floor((end - 1) / cs);
+    for (let i = Math.floor(start / cs); i <= last; i++) if (Atomics.load(l.marks, i) !== VERIFIED_SHARED) return -1;
+    // A read reaching the file's next chunk while that one is not verified goes to the main thread:
+    // its read path recognises a sequential reader there and reads ahead.
+    if ((last + 1) * cs < loc.offset + loc.size && Atomics.load(l.marks, last + 1) !== VERIFIED_SHARED) return -1;
+    const fd = this.fdOf(l, gen);
+    if (fd < 0) return -1;
+    for (let done = 0; done < n; ) {
+      const got = readSync(fd, out, done, n - done, start + done);
+      if (got <= 0) return -1;
+      done += got;
+    }
+    // Replaced while we read (evicted and reopened): let the main thread answer from the new file.
+    if (Atomics.load(l.header, 0) !== gen) return -1;
+    Atomics.add(this.counts, 2 * loc.layer, 1);
+    Atomics.add(this.counts, 2 * loc.layer + 1, n);
+    return n;
+  }
+
+  /** Close this thread's descriptors (the connection ended). */
+  close(): void {
+    for (const l of this.layers) {
+      if (l.fd >= 0) closeSync(l.fd);
+      l.fd = -1;
+      l.fdGen = 0;
+    }
+  }
+
+  /**
+   * The descriptor for generation `gen` of the layer's file: opened here (never a descriptor number
+   * of the main thread's, which it may close and the process reuse), and only if it is the inode
+   * the marks describe. A mismatch is remembered for that generation: no open per READ.
+   */
+  private fdOf(l: LayerView, gen: number): number {
+    if (l.fdGen === gen) return l.fd;
+    if (l.fd >= 0) closeSync(l.fd);
+    l.fd = -1;
+    l.fdGen = gen;
+    let fd = -1;
+    try {
+      fd = openSync(l.path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      if (fstatSync(fd).ino === l.ino[0] && Atomics.load(l.header, 0) === gen) l.fd = fd;
+    } catch {
+      // gone (evicted): the main thread answers
+    }
+    if (l.fd !== fd && fd >= 0) closeSync(fd);
+    return l.fd;
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * READs answered in the FUSE reader threads (src/fs/read-thread.ts): the basic fixture indexed with
+ * 64 KiB chunks, mounted in this process, read from child processes at random offsets, across chunk
+ * edges and at the end of a file, against `umoci unpack` of the same image. Each read drops the
+ * file's page cache first (POSIX_FADV_DONTNEED), so every one reaches the server as a READ.
+ */
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ImageIndex } from '../../src/index/reader.js';
+import { indexLayers } from '../../src/storage/index-layers.js';
+import { skipUnlessRoot } from '../support/env.js';
+import { fixture } from '../support/fixtures/index.js';
+import { umociUnpack } from '../support/tools.js';
+import { python, run } from '../fuse/tools.js';
+import { indexImage, mountIndex, type MountedImage } from './helpers.js';
+
+const FILE = 'opt/app/large.bin';
+const CHUNK = 64 * 1024;
+
+/** Reads [offset, length] pairs from the mount and the reference file; prints the pairs that differ. */
+const COMPARE = String.raw`
+import os, sys, json
+mnt, ref, plan = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+a = os.open(mnt, os.O_RDONLY); b = os.open(ref, os.O_RDONLY)
+os.posix_fadvise(a, 0, 0, os.POSIX_FADV_RANDOM)
+bad = []
+for off, n in plan:
+    os.posix_fadvise(a, 0, 0, os.POSIX_FADV_DONTNEED)
+    if os.pread(a, n, off) != os.pread(b, n, off): bad.append([off, n])
+print(json.dumps({"reads": len(plan), "bad": bad}))
+`;
+
+/** `readers` processes, each `n` random preads compared with the reference file: mismatches in all. */
+const CONCURRENT = String.raw`
+import os, sys, random
+mnt, ref, readers, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+size = os.stat(ref).st_size
+kids = []
+for k in range(readers):
+    pid = os.fork()
+    if pid == 0:
+        rng = random.Random(k)
+        a = os.open(mnt, os.O_RDONLY); b = os.open(ref, os.O_RDONLY)
+        os.posix_fadvise(a, 0, 0, os.POSIX_FADV_RANDOM)
+        bad = 0
+        for _ in range(n):
+            off = rng.randrange(size); m = rng.choice([1, 4096, 65536, 200000])
+            os.posix_fadvise(a, 0, 0, os.POSIX_FADV_DONTNEED)
+            if os.pread(a, m, off) != os.pread(b, m, off): bad += 1
+        os._exit(min(bad, 100))
+    kids.append(pid)
+print(sum(os.waitpid(p, 0)[1] >> 8 for p in kids))
+`;
+
+function inodeOf(index: ImageIndex, path: string): number {
+  let ino = index.rootIno;
+  for (const part of path.split('/')) ino = index.lookup(ino, Buffer.from(part));
+  return ino;
+}
+
+/** Reads at every chunk edge of the file (either side and across), at random offsets, and at its end. */
+function readPlan(index: ImageIndex): [number, number][] {
+  const loc = index.dataLocation(inodeOf(index, FILE))!;
+  const plan: [number, number][] = [];
+  for (let edge = Math.ceil(loc.offset / CHUNK) * CHUNK; edge < loc.offset + loc.size; edge += CHUNK) {
+    const at = edge - loc.offset;
+    if (at >= 1) plan.push([at - 1, 2]);
+    if (at >= 4096) plan.push([at - 4096, 8192]);
+    plan.push([at, 4096]);
+  }
+  let seed = 7;
+  for (let k = 0; k < 40; k++) {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    plan.push([seed % loc.size, 1 + (seed % 200_000)]); // below THREAD_READ_MAX
+  }
+  plan.push([loc.size - 10, 100], [loc.size - 1, 1], [loc.size, 10], [loc.size + 5000, 10]);
+  return plan;
+}
+
+function reads(m: MountedImage): { thread: number; main: number } {
+  const thread = m.mount.server.threadCounts.get('READ') ?? 0;
+  return { thread, main: (m.mount.server.opCounts.get('READ') ?? 0) - thread };
+}
+
+async function compare(m: MountedImage, ref: string, plan: [number, number][]): Promise<{ reads: number; bad: [number, number][] }> {
+  const r = await python(COMPARE, join(m.dir, FILE), ref, JSON.stringify(plan));
+  expect(r.stderr).toBe('');
+  return JSON.parse(r.stdout) as { reads: number; bad: [number, number][] };
+}
+
+describe.skipIf(skipUnlessRoot())('READs answered in the FUSE reader threads', () => {
+  let work: string;
+  let index: ImageIndex;
+  let ref: string;
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'clip-read-thread-'));
+    const fx = await fixture('basic');
+    index = await indexImage(fx.ref, { chunkSize: CHUNK });
+    ref = join(await umociUnpack(fx.layoutDir, 'latest', join(work, 'unpack')), FILE);
+  });
+  afterAll(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  describe('one reader thread', () => {
+    let m: MountedImage;
+    beforeAll(async () => {
+      m = await mountIndex(index, { mount: { readerThreads: 1 } });
+    });
+    afterAll(async () => {
+      await m?.close();
+    });
+
+    it('serves verified chunks in the thread, byte-identical to umoci unpack at chunk edges, random offsets and the end', async () => {
+      // Cold: every chunk is fetched, verified and kept by the main thread's read path.
+      const warm = await run('sha256sum', [join(m.dir, FILE), ref]);
+      const [a, b] = warm.stdout.trim().split('\n').map((l) => l.split(' ')[0]);
+      expect(a).toBe(b);
+      const before = reads(m);
+      const plan = readPlan(index);
+      const result = await compare(m, ref, plan);
+      expect(result).toEqual({ reads: plan.length, bad: [] });
+      const after = reads(m);
+      expect(after.thread - before.thread).toBeGreaterThanOrEqual(plan.length - 2); // the two past EOF never reach the server
+      expect(after.main).toBe(before.main);
+      // A big READ (THREAD_READ_MAX and more) goes to the main thread, byte-identical too.
+      expect(await compare(m, ref, [[0, 1 << 20]])).toEqual({ reads: 1, bad: [] });
+      expect(reads(m).main).toBeGreaterThan(after.main);
+      expect(m.fs.readsInFlight).toBe(0);
+      // The thread's reads are counted as disk hits once folded into the storage metrics.
+      m.fs.foldThreadReads();
+      const hits = (await m.storage.metrics.hits.get()).values.find((v) => v.labels.tier === 'disk')?.value ?? 0;
+      expect(hits).toBeGreaterThanOrEqual(after.thread - before.thread);
+    });
+
+    it('sends every READ to the main thread while thread reads are switched off (a profile recording)', async () => {
+      await run('cat', [join(m.dir, FILE)]);
+      const plan = readPlan(index).slice(0, 30);
+      m.fs.setThreadReads(false);
+      expect(m.fs.threadReads).toBe(false);
+      const off0 = reads(m);
+      expect((await compare(m, ref, plan)).bad).toEqual([]);
+      const off1 = reads(m);
+      expect(off1.thread).toBe(off0.thread);
+      expect(off1.main - off0.main).toBeGreaterThanOrEqual(plan.length);
+
+      m.fs.setThreadReads(true);
+      expect((await compare(m, ref, plan)).bad).toEqual([]);
+      const on = reads(m);
+      expect(on.main).toBe(off1.main);
+      expect(on.thread - off1.thread).toBeGreaterThanOrEqual(plan.length);
+    });
+  });
+
+  it('never serves a chunk corrupted on disk after an earlier process verified it: the main thread refetches it', async () => {
+    const cacheDir = await mkdtemp(join(tmpdir(), 'clip-read-thread-cache-'));
+    try {
+      const first = await mountIndex(index, { cacheDir });
+      await run('cat', [join(first.dir, FILE)]);
+      const loc = index.dataLocation(inodeOf(index, FILE))!;
+      const layerFile = first.storage.disk.pathOf(indexLayers(index)[loc.layer]!);
+      await first.close();
+
+      // Flip a byte in the middle of the file's third chunk, as disk rot or a hand would.
+      const at = Math.ceil(loc.offset / CHUNK) * CHUNK + 2 * CHUNK + 1234;
+      const fh = await open(layerFile, 'r+');
+      const byte = Buffer.alloc(1);
+      await fh.read(byte, 0, 1, at);
+      byte[0] = byte[0]! ^ 0xff;
+      await fh.write(byte, 0, 1, at);
+      await fh.close();
+
+      const second = await mountIndex(index, { cacheDir });
+      try {
+        const bad = at - loc.offset;
+        // The first read (of the chunk after the damaged one) opens the layer's cache file and
+        // verifies that chunk: the thread may serve from the file from then on. The next ones reach
+        // the damaged chunk, which no process has verified since.
+        const plan: [number, number][] = [[bad + CHUNK, 1], [bad - 10, 20], [bad, 1], [bad - 5000, 10_000], [0, 1 << 20], [bad, 4096]];
+        expect((await compare(second, ref, plan)).bad).toEqual([]);
+        const failures = (await second.storage.metrics.verifyFailures.get()).values.find((v) => v.labels.tier === 'disk')?.value ?? 0;
+        expect(failures).toBe(1);
+        // Refetched and kept: the disk holds the right byte again, and later reads of it come from the thread.
+        const fixed = await open(layerFile, 'r');
+        const now = Buffer.alloc(1);
+        await fixed.read(now, 0, 1, at);
+        await fixed.close();
+        expect(now[0]).toBe(byte[0]! ^ 0xff);
+        const before = reads(second);
+        expect((await compare(second, ref, plan)).bad).toEqual([]);
+        expect(reads(second).thread).toBeGreaterThan(before.thread);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await rm(cacheDir, { recursive: true, force: true });
+    }
+  });
+
+  it('serves concurrent readers from several reader threads, each on its own cloned /dev/fuse descriptor', async () => {
+    const m = await mountIndex(index, { mount: { readerThreads: 3 } });
+    try {
+      expect(m.mount.server.readerThreads).toBe(3);
+      await run('cat', [join(m.dir, FILE)]);
+      const before = reads(m);
+      const r = await python(CONCURRENT, join(m.dir, FILE), ref, '8', '150');
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('0');
+      const after = reads(m);
+      expect(after.thread - before.thread).toBeGreaterThan(8 * 150);
+      // Metadata answered in the threads still right through every descriptor.
+      const st = await python('import os, sys; print(os.stat(sys.argv[1]).st_size)', join(m.dir, FILE));
+      expect(st.stdout.trim()).toBe('3000000');
+      expect(m.fs.readsInFlight).toBe(0);
+    } finally {
+      await m.close();
+    }
+  });
+});
