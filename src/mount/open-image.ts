@@ -126,12 +126,17 @@ export interface ImageStorageOptions {
   logger?: Logger;
 }
 
-/** The storage read path over an opened image's blobs (close it before the image). */
+/**
+ * The storage read path over an opened image's blobs (close it before the image). Its layer files
+ * and chunk fetches are shared with every other image opened so in this process (the node server's
+ * mounts): a layer common to two mounted images is one open file, verified and fetched once.
+ */
 export async function openImageStorage(img: OpenedImage, opts: ImageStorageOptions = {}): Promise<Storage> {
   const { CheckpointSource, openStorage } = await import('../storage/index.js');
   return openStorage({
     source: new CheckpointSource(img.blobs),
     cacheDir: img.cacheDir,
+    shareLayers: true,
     ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
     ...(opts.cacheMaxBytes !== undefined ? { cacheMaxBytes: opts.cacheMaxBytes } : {}),
     ...(opts.readTimeoutMs !== undefined ? { readTimeoutMs: opts.readTimeoutMs } : {}),
