@@ -29,6 +29,12 @@ export interface ImageArgOptions {
   logger?: Logger;
   /** Progress of indexing when the image has no index yet (default: none). */
   onProgress?: (event: IndexProgress) => void;
+  /**
+   * The cached index a caller resolved `arg` to a moment ago (`clip mount --background` indexes
+   * before it asks the node's server): loaded as the cache's, so the server loads no registry or
+   * indexing code for it. Ignored when it cannot be loaded (removed meanwhile): `arg` is resolved.
+   */
+  cachedIndex?: string;
 }
 
 export interface OpenedImage {
@@ -92,6 +98,16 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
   }
   if (!arg.startsWith('oci:') && (await isLayoutDir(arg))) {
     throw new ClipError('EINVAL', `is an OCI image layout directory: did you mean oci:${arg}?`, { object: arg });
+  }
+  if (opts.cachedIndex) {
+    const index = await ImageIndex.open(opts.cachedIndex).catch((err: unknown) => {
+      opts.logger?.warn({ err, index: opts.cachedIndex }, 'the resolved index cannot be loaded: resolving the image again');
+      return undefined;
+    });
+    if (index) {
+      const blobs = new LazyBlobStore(index.image.location, registry);
+      return { index, origin: 'cache', indexFile: opts.cachedIndex, cacheDir, blobs, layers: indexLayers(index), close: () => blobs.close() };
+    }
   }
   if (arg.endsWith('.clip') && !arg.includes(':')) {
     // Most likely a mistyped index file, not an image on Docker Hub.

@@ -24,6 +24,8 @@ export { requireRoot } from './require-root.js';
 export interface MountConfig {
   /** Image reference or index file. */
   image: string;
+  /** The cached index the client resolved `image` to (see ImageArgOptions.cachedIndex). */
+  cachedIndex?: string;
   mountpoint: string;
   cacheDir?: string;
   remoteCache?: string;
@@ -90,6 +92,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     registry: { insecureRegistries: cfg.insecureRegistry ?? [], ...(cfg.readTimeoutMs !== undefined ? { timeouts: timeoutsWithin(cfg.readTimeoutMs) } : {}) },
     ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}),
     ...(cfg.discover === false ? { discover: false } : {}),
+    ...(cfg.cachedIndex ? { cachedIndex: cfg.cachedIndex } : {}),
     logger: log,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
   });

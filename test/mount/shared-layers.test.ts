@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seededBytes, writeImage, type LayerEntry } from '../../src/oci/build/index.js';
-import type { ClientReply } from '../../src/server/protocol.js';
+import type { MountStatus } from '../../src/mount/status.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { T0 } from '../support/fixtures/index.js';
 import { cleanScratch, clip, daemonPidOf, fuseMounted } from './helpers.js';
@@ -102,7 +102,7 @@ describe.skipIf(skipUnlessRoot())('mounts of images sharing a layer', () => {
     // layer once (a fetch brings whole checkpoint spans along), never once per mount.
     const status = await clip(['server', 'status', '--cache-dir', cache(), '--json']);
     expect(status.code, status.stderr).toBe(0);
-    const reply = JSON.parse(status.stdout) as ClientReply & { op: 'status' };
+    const reply = JSON.parse(status.stdout) as { mounts: MountStatus[] };
     expect(reply.mounts).toHaveLength(2);
     const source = reply.mounts.reduce((n, s) => n + s.bytes.source, 0);
     expect(source).toBeGreaterThanOrEqual(BASE_FILE.length);

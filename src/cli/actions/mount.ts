@@ -26,13 +26,15 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
     // An image reference is indexed here, where a progress display can be seen; the daemon then
     // finds the index cached.
     const isIndexFile = (await indexFileKind(image)) === 'index';
+    let cachedIndex: string | undefined;
     if (!isIndexFile) {
       const { openForCommand } = await import('../image-arg.js');
       const { img } = await openForCommand(image, opts);
+      cachedIndex = img.indexFile; // the server loads it as it is: no registry or indexing code there
       await img.close();
     }
     const absolute = absoluteImageArg(image, isIndexFile);
-    const bg = await startBackground({ ...cfg, image: absolute }).catch((err: unknown) => {
+    const bg = await startBackground({ ...cfg, image: absolute, ...(cachedIndex ? { cachedIndex: resolve(cachedIndex) } : {}) }).catch((err: unknown) => {
       // The daemon names the image as it was given to it (absolute): name it as the user wrote it.
       if (isClipError(err) && absolute !== image && err.message.startsWith(`${absolute}: `)) {
         throw new ClipError(err.code, err.message.slice(absolute.length + 2), { object: image, cause: err });
