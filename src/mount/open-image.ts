@@ -6,7 +6,7 @@
 // Registry, indexing and storage code is imported where it is used: a command answered from an
 // index file alone (ls, stat) then loads none of it.
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ImageIndex } from '../index/reader.js';
 import type { BlobStore, ImageSource, OpenOptions, Platform } from '../oci/index.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
@@ -78,6 +78,30 @@ class LazyBlobStore implements BlobStore {
   }
 }
 
+/** Indexes loaded by this process, by file and version: mounts of one image share one copy. */
+const loadedIndexes = new Map<string, WeakRef<ImageIndex>>();
+
+/**
+ * An index file loaded into shared memory, so that the FUSE reader thread answers from the same
+ * bytes (no second copy per mount), and loaded once per file version in this process: the node
+ * server's mounts of one image share it. Immutable: index files are replaced, never rewritten.
+ */
+export async function loadIndex(file: string): Promise<ImageIndex> {
+  const st = await stat(file).catch(() => undefined);
+  const key = st?.isFile() ? `${resolve(file)}\0${st.ino}\0${st.size}\0${st.mtimeMs}` : undefined;
+  const known = key === undefined ? undefined : loadedIndexes.get(key)?.deref();
+  if (known) return known;
+  const read = await ImageIndex.open(file); // checks the file whole, with errors naming it
+  const shared = Buffer.from(new SharedArrayBuffer(read.buffer.length));
+  read.buffer.copy(shared);
+  const index = new ImageIndex(shared, file);
+  if (key !== undefined) {
+    for (const [k, ref] of loadedIndexes) if (!ref.deref()) loadedIndexes.delete(k);
+    loadedIndexes.set(key, new WeakRef(index));
+  }
+  return index;
+}
+
 async function isLayoutDir(arg: string): Promise<boolean> {
   return stat(join(arg, 'oci-layout')).then((s) => s.isFile(), () => false);
 }
@@ -92,7 +116,7 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     throw new ClipError('ECORRUPT', 'is a file but not a clip index (for an image of that name, write its full reference, e.g. docker.io/library/NAME)', { object: arg });
   }
   if (kind === 'index') {
-    const index = await ImageIndex.open(arg);
+    const index = await loadIndex(arg);
     const blobs = new LazyBlobStore(index.image.location, registry);
     return { index, origin: 'file', indexFile: arg, cacheDir, blobs, layers: indexLayers(index), close: () => blobs.close() };
   }
@@ -100,7 +124,7 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     throw new ClipError('EINVAL', `is an OCI image layout directory: did you mean oci:${arg}?`, { object: arg });
   }
   if (opts.cachedIndex) {
-    const index = await ImageIndex.open(opts.cachedIndex).catch((err: unknown) => {
+    const index = await loadIndex(opts.cachedIndex).catch((err: unknown) => {
       opts.logger?.warn({ err, index: opts.cachedIndex }, 'the resolved index cannot be loaded: resolving the image again');
       return undefined;
     });
