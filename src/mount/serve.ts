@@ -14,7 +14,6 @@ import { defaultCacheDir } from '../storage/cache-dir.js';
 import type { BackgroundFetch, Storage } from '../storage/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { CLIP_FSNAME } from './files.js';
-import { serveMetrics } from './metrics-server.js';
 import { registerProcessMetrics } from './process-metrics.js';
 import { checkMountPlacement } from './placement.js';
 import { requireRoot } from './require-root.js';
@@ -106,7 +105,8 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       logger: log,
     });
     registerProcessMetrics(storage.metrics.registry, opts.restarts ?? 0);
-    if (cfg.metricsAddr) metrics = await serveMetrics(cfg.metricsAddr, storage.metrics.registry);
+    // node:http loads only for a mount that serves metrics.
+    if (cfg.metricsAddr) metrics = await (await import('./metrics-server.js')).serveMetrics(cfg.metricsAddr, storage.metrics.registry);
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
     const fs = new ImageFilesystem(image.index, storage, { logger: log });
@@ -118,7 +118,9 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     const m = await serveAttached(fs, attached, mountOpts, opts.resume?.init);
     const st = storage;
     // An index this process did not make is checked against each layer once it is whole on disk.
-    const audit = image.origin === 'indexed' ? undefined : await import('../storage/layer-audit.js');
+    // The audit (with the indexing and registry code it needs) loads only when a layer is to be
+    // audited: a server serving from a warm cache never loads it (bench/server/RESULTS.md).
+    const audit = image.origin === 'indexed' ? undefined : lazyAudit();
     if (audit) {
       // A chunk the source gives twice with another digest than the index's leaves the layer
       // forever incomplete, so the background fetch's audit never comes: audit it from the source.
@@ -167,6 +169,19 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     await image.close().catch(() => undefined);
     throw err;
   }
+}
+
+type LayerAudit = typeof import('../storage/layer-audit.js');
+
+/** auditOrCondemn, its module imported on the first call. */
+function lazyAudit(): Pick<LayerAudit, 'auditOrCondemn'> {
+  let loaded: Promise<LayerAudit> | undefined;
+  return {
+    auditOrCondemn: async (...args) => {
+      loaded ??= import('../storage/layer-audit.js');
+      return (await loaded).auditOrCondemn(...args);
+    },
+  };
 }
 
 /** The line printed when a mount is ready. */
