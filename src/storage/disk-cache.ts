@@ -8,7 +8,6 @@
  * next touch it, and are reopened on the path for later reads.
  */
 import { readdir, stat, unlink } from 'node:fs/promises';
-import { SCAN_FORMAT } from './scan-cache.js';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
@@ -350,6 +349,8 @@ export class DiskCache {
   private async listScans(): Promise<{ scans: GcItem[]; dead: string[] }> {
     const dir = path.join(this.dir, 'scans');
     const names = await readdir(dir).catch(() => [] as string[]);
+    // Here, not at the top: scan-cache brings the whole layer scanner, which a server never needs.
+    const { SCAN_FORMAT } = await import('./scan-cache.js');
     const scans: GcItem[] = [];
     const dead: string[] = [];
     const now = Date.now();
