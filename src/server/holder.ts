@@ -28,9 +28,10 @@ const STEADY_MS = 5000;
 /**
  * V8 flags of the server, before any of ours (a later flag wins): young-generation semi-spaces of
  * 1 MB instead of up to 16 MB cut the idle server's RSS by about 8 MB, with no loss of read
- * throughput measured (bench/server/RESULTS.md). CLIP_SERVER_V8_FLAGS replaces them (benchmarks).
+ * throughput measured (bench/server/RESULTS.md); gc() for the idle collection (idle-memory.ts).
+ * CLIP_SERVER_V8_FLAGS replaces them (benchmarks).
  */
-const SERVER_V8_FLAGS = (process.env.CLIP_SERVER_V8_FLAGS ?? '--max-semi-space-size=1').split(' ').filter(Boolean);
+const SERVER_V8_FLAGS = (process.env.CLIP_SERVER_V8_FLAGS ?? '--max-semi-space-size=1 --expose-gc').split(' ').filter(Boolean);
 
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 const cacheDir = process.argv[2]!;
