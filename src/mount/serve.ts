@@ -10,6 +10,7 @@ import { attach, serveAttached, type Attached, type InitInfo, type Mount, type M
 import { parsePlatform } from '../oci/platform.js';
 import { timeoutsWithin } from '../oci/retry.js';
 import type { IndexProgress } from '../storage/indexer.js';
+import type * as LayerAuditModule from '../storage/layer-audit.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
 import type { BackgroundFetch, Storage } from '../storage/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -171,7 +172,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
   }
 }
 
-type LayerAudit = typeof import('../storage/layer-audit.js');
+type LayerAudit = typeof LayerAuditModule;
 
 /** auditOrCondemn, its module imported on the first call. */
 function lazyAudit(): Pick<LayerAudit, 'auditOrCondemn'> {
