@@ -1,17 +1,20 @@
 /**
  * The node server's memory (run by hand, as root, after `npm run build`):
- *   node --import tsx bench/server/memory.ts        MOUNTS=20 STREAM_GIB=1 RANDOM_S=60 READERS=32
+ *   node --import tsx bench/server/memory.ts        MOUNTS=20 STREAM_GIB=1 RANDOM_S=60 READERS=32 SETTLE_S=80
  * The debian-python image (bench/images/debian-python.ts), copied into a scratch OCI layout with
  * MOUNTS-1 variants: its two layers plus one small layer of their own (different images sharing
  * the base and python layers, as images of one node often do).
  * 1. The floor, measured here: a bare `node`, and `node` with one idle worker thread.
  * 2. RSS of the server (and of its holder) idle with one mount; then per further image, up to
- *    MOUNTS, with the server's open layer files (one per layer, shared by the images).
- * 3. Per-request latency with 1 mount and with MOUNTS mounted (getxattr round trips, and 4 KiB
- *    preads that reach the server), one request at a time.
- * 4. READERS random readers for RANDOM_S seconds over the regular files of every mount (disk cache
+ *    MOUNTS, before anything is read.
+ * 3. A read of every regular file under usr/ through the first mount (disk cache cold: it fills
+ *    the two shared layers), then SETTLE_S seconds of watching the server go back down; the
+ *    server's open layer files (one per layer, shared by the images).
+ * 4. Per-request latency with MOUNTS mounted, requests to one mount and spread over all (getxattr
+ *    round trips, and 4 KiB preads that reach the server), one request at a time.
+ * 5. READERS random readers for RANDOM_S seconds over the regular files of every mount (disk cache
  *    warm), RSS sampled each second: start, peak, end, and the slope against bytes served.
- * 5. STREAM_GIB GiB read sequentially through one mount (the image's largest file, its page
+ * 6. STREAM_GIB GiB read sequentially through one mount (the image's largest file, its page
  *    cache dropped between passes), sampled every 200 ms; and 10 s after.
  * RSS from /proc/PID/status, split into anonymous and file-backed (the node binary's pages are
  * file-backed and shared by every Node process).
@@ -34,6 +37,8 @@ const STREAM_GIB = Number(process.env.STREAM_GIB ?? 1);
 const RANDOM_S = Number(process.env.RANDOM_S ?? 60);
 const READERS = Number(process.env.READERS ?? 32);
 const LATENCY_N = Number(process.env.LATENCY_N ?? 2000);
+/** Seconds to watch the server after the warm read (the idle collection, the spans' expiry). */
+const SETTLE_S = Number(process.env.SETTLE_S ?? 80);
 
 interface Rss { rss: number; anon: number; file: number }
 
@@ -151,35 +156,44 @@ async function main(): Promise<void> {
     console.log(`idle, 1 mount: server ${mb(idle1)}; holder ${mb(rssOf(holder))}`);
     Object.assign(summary, { idle1, holder: rssOf(holder) });
 
-    const files0 = await regularFiles(mnts[0]!);
-    const list0 = path.join(work, 'files0.txt');
-    writeFileSync(list0, files0.map(([p, s]) => `${p}\t${s}`).join('\n'));
-    // Warm the disk cache (both shared layers) through the first mount.
-    const buf = Buffer.alloc(1 << 20);
-    for (const [p] of files0) {
-      const fd = openSync(p, 'r');
-      while (readSync(fd, buf, 0, buf.length, null) > 0);
-      closeSync(fd);
-    }
-    const lat1 = JSON.parse(await python(['latency', String(LATENCY_N), list0])) as unknown;
-    console.log(`latency, 1 mount (µs): ${JSON.stringify(lat1)}`);
-
     const perMount: Record<number, Rss> = {};
     for (let i = 1; i < MOUNTS; i++) {
       await mountOne(i);
       await new Promise((r) => setTimeout(r, 1000));
       if ([1, 4, 9, 19, MOUNTS - 1].includes(i)) {
         perMount[i + 1] = rssOf(serverPid());
-        console.log(`idle, ${i + 1} images mounted: server ${mb(perMount[i + 1]!)}; open layer files ${openLayerFiles(serverPid(), cache)}`);
+        console.log(`idle, ${i + 1} images mounted: server ${mb(perMount[i + 1]!)}`);
       }
     }
-    const base = rssOf(serverPid());
-    Object.assign(summary, { perMount, openLayerFiles: openLayerFiles(serverPid(), cache) });
 
+    const files0 = await regularFiles(mnts[0]!);
+    const list0 = path.join(work, 'files0.txt');
+    writeFileSync(list0, files0.map(([p, s]) => `${p}\t${s}`).join('\n'));
     const listAll = path.join(work, 'files-all.txt');
     writeFileSync(listAll, mnts.flatMap((m) => files0.map(([p, s]) => `${path.join(m, path.relative(mnts[0]!, p))}\t${s}`)).join('\n'));
+    // Warm the disk cache (the two shared layers) through the first mount, then let the server settle.
+    const buf = Buffer.alloc(1 << 20);
+    const w0 = Date.now();
+    for (const [p] of files0) {
+      const fd = openSync(p, 'r');
+      while (readSync(fd, buf, 0, buf.length, null) > 0);
+      closeSync(fd);
+    }
+    const warm = rssOf(serverPid());
+    const warmSamples: string[] = [];
+    for (let t = 10; t <= SETTLE_S; t += 10) {
+      await new Promise((r) => setTimeout(r, 10_000));
+      warmSamples.push(`${t}:${rssOf(serverPid()).rss.toFixed(0)}`);
+    }
+    const settled = rssOf(serverPid());
+    console.log(`warm read of ${files0.length} files (${(files0.reduce((n, [, s]) => n + s, 0) / 1e6).toFixed(0)} MB) in ${((Date.now() - w0) / 1000).toFixed(0)} s: server right after ${mb(warm)}; settled ${mb(settled)}; open layer files ${openLayerFiles(serverPid(), cache)}`);
+    console.log(`  after the warm read (s:MB): ${warmSamples.join(' ')}`);
+    Object.assign(summary, { perMount, openLayerFiles: openLayerFiles(serverPid(), cache), warm, settled });
+
+    const lat1 = JSON.parse(await python(['latency', String(LATENCY_N), list0])) as unknown;
+    console.log(`latency, requests to 1 of ${MOUNTS} mounts (µs): ${JSON.stringify(lat1)}`);
     const latN = JSON.parse(await python(['latency', String(LATENCY_N), listAll])) as unknown;
-    console.log(`latency, ${MOUNTS} mounts (µs): ${JSON.stringify(latN)}`);
+    console.log(`latency, requests spread over ${MOUNTS} mounts (µs): ${JSON.stringify(latN)}`);
     Object.assign(summary, { latency1: lat1, latencyN: latN });
 
     // Random readers over every mount, the disk cache warm.
@@ -204,12 +218,12 @@ async function main(): Promise<void> {
     // Streaming through the first mount.
     const [file, size] = files0.reduce((a, b) => (b[1] > a[1] ? b : a));
     const passes = Math.ceil((STREAM_GIB * 2 ** 30) / size);
-    let streamPeak = base;
+    const streamBefore = rssOf(serverPid());
+    let streamPeak = streamBefore;
     const streamSampler = setInterval(() => {
       const r = rssOf(serverPid());
       if (r.rss > streamPeak.rss) streamPeak = r;
     }, 200);
-    const streamBefore = rssOf(serverPid());
     const s0 = Date.now();
     for (let p = 0; p < passes; p++) {
       execFileSync('python3', ['-c', 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED); os.close(fd)', file]);
