@@ -30,7 +30,8 @@ import { serverFiles } from '../../src/server/paths.js';
 import { buildDebianPython } from '../images/debian-python.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = path.join(REPO_ROOT, 'dist/cli/main.js');
+/** CLIP_CLI: another build's CLI (the baseline: /work/main/dist/cli/main.js). */
+const CLI = process.env.CLIP_CLI ?? path.join(REPO_ROOT, 'dist/cli/main.js');
 const READERS_PY = fileURLToPath(new URL('./readers.py', import.meta.url));
 const MOUNTS = Number(process.env.MOUNTS ?? 20);
 const STREAM_GIB = Number(process.env.STREAM_GIB ?? 1);
