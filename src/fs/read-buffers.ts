@@ -22,8 +22,12 @@ export class ReadBuffers {
   constructor(
     /** Size of each pooled buffer; larger requests get a buffer of their own. */
     readonly size: number = 1024 * 1024,
-    /** How many free buffers to keep (in the process, for pools of this size). */
-    readonly keep: number = 8,
+    /**
+     * How many free buffers to keep in the process, for pools of this size: about as many as READs
+     * can be in flight at once (32 readers), so a busy server does not allocate one per READ; an
+     * idle server lets them all go (releaseFreeReadBuffers).
+     */
+    readonly keep: number = 32,
   ) {
     let free = freeBySize.get(size);
     if (!free) freeBySize.set(size, (free = []));
