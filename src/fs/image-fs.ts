@@ -124,8 +124,11 @@ export class ImageFilesystem implements FuseFilesystem {
    */
   get threadAnswers(): ThreadAnswers {
     if (!this.shared) {
-      const sab = new SharedArrayBuffer(this.index.buffer.length);
-      this.index.buffer.copy(Buffer.from(sab));
+      const own = this.index.buffer;
+      // An index loaded into shared memory (mount/open-image.ts loadIndex) is not copied again.
+      const whole = own.buffer instanceof SharedArrayBuffer && own.byteOffset === 0 && own.length === own.buffer.byteLength;
+      const sab = whole ? (own.buffer as SharedArrayBuffer) : new SharedArrayBuffer(own.length);
+      if (!whole) own.copy(Buffer.from(sab));
       const data: IndexThreadData = { index: sab, file: this.index.file, timeoutSeconds: this.timeoutSeconds, reads: this.threadReadsData() };
       this.shared = { module: siblingModule(import.meta.url, 'index-thread').href, data };
     }

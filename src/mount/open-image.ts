@@ -6,7 +6,7 @@
 // Registry, indexing and storage code is imported where it is used: a command answered from an
 // index file alone (ls, stat) then loads none of it.
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ImageIndex } from '../index/reader.js';
 import type { BlobStore, ImageSource, OpenOptions, Platform } from '../oci/index.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
@@ -92,6 +92,30 @@ class LazyBlobStore implements BlobStore {
   }
 }
 
+/** Indexes loaded by this process, by file and version: mounts of one image share one copy. */
+const loadedIndexes = new Map<string, WeakRef<ImageIndex>>();
+
+/**
+ * An index file loaded into shared memory, so that the FUSE reader thread answers from the same
+ * bytes (no second copy per mount), and loaded once per file version in this process: the node
+ * server's mounts of one image share it. Immutable: index files are replaced, never rewritten.
+ */
+export async function loadIndex(file: string): Promise<ImageIndex> {
+  const st = await stat(file).catch(() => undefined);
+  const key = st?.isFile() ? `${resolve(file)}\0${st.ino}\0${st.size}\0${st.mtimeMs}` : undefined;
+  const known = key === undefined ? undefined : loadedIndexes.get(key)?.deref();
+  if (known) return known;
+  const read = await ImageIndex.open(file); // checks the file whole, with errors naming it
+  const shared = Buffer.from(new SharedArrayBuffer(read.buffer.length));
+  read.buffer.copy(shared);
+  const index = new ImageIndex(shared, file);
+  if (key !== undefined) {
+    for (const [k, ref] of loadedIndexes) if (!ref.deref()) loadedIndexes.delete(k);
+    loadedIndexes.set(key, new WeakRef(index));
+  }
+  return index;
+}
+
 async function isLayoutDir(arg: string): Promise<boolean> {
   return stat(join(arg, 'oci-layout')).then((s) => s.isFile(), () => false);
 }
@@ -107,7 +131,7 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     throw new ClipError('ECORRUPT', 'is a file but not a clip index (for an image of that name, write its full reference, e.g. docker.io/library/NAME)', { object: arg });
   }
   if (kind === 'index') {
-    const index = await ImageIndex.open(arg);
+    const index = await loadIndex(arg);
     const blobs = new LazyBlobStore(index.image.location, registry);
     return { index, origin: 'file', indexFile: arg, cacheDir, blobs, layers: indexLayers(index), close: () => blobs.close() };
   }
@@ -139,11 +163,22 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
   }
 }
 
+/**
+ * What to hand the node's server for an image this process resolved (ResolvedHandoff), or nothing
+ * when the server must resolve it itself: an index file given as such, or a relative layout path.
+ */
+export function handoffOf(img: OpenedImage): ResolvedHandoff | undefined {
+  const location = img.location;
+  if (img.origin === 'file' || !img.indexFile || !location) return undefined;
+  if (location.startsWith('oci:') && !location.startsWith('oci:/')) return undefined;
+  return { indexFile: resolve(img.indexFile), manifest: img.index.image.manifestDigest, location };
+}
+
 async function openResolved(r: ResolvedHandoff, cacheDir: string, registry: OpenOptions): Promise<OpenedImage> {
   // A mount reads the blobs next: their code loads while the index is read and checked.
   const blobs = new LazyBlobStore(r.location, registry);
   blobs.preload();
-  const index = await ImageIndex.open(r.indexFile);
+  const index = await loadIndex(r.indexFile);
   if (index.image.manifestDigest !== r.manifest) {
     throw new ClipError('ECORRUPT', `is the index of ${index.image.manifestDigest}, not of ${r.manifest}`, { object: r.indexFile });
   }
@@ -158,12 +193,17 @@ export interface ImageStorageOptions {
   logger?: Logger;
 }
 
-/** The storage read path over an opened image's blobs (close it before the image). */
+/**
+ * The storage read path over an opened image's blobs (close it before the image). Its layer files
+ * and chunk fetches are shared with every other image opened so in this process (the node server's
+ * mounts): a layer common to two mounted images is one open file, verified and fetched once.
+ */
 export async function openImageStorage(img: OpenedImage, opts: ImageStorageOptions = {}): Promise<Storage> {
   const { CheckpointSource, openStorage } = await import('../storage/index.js');
   return openStorage({
     source: new CheckpointSource(img.blobs),
     cacheDir: img.cacheDir,
+    shareLayers: true,
     ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
     ...(opts.cacheMaxBytes !== undefined ? { cacheMaxBytes: opts.cacheMaxBytes } : {}),
     ...(opts.readTimeoutMs !== undefined ? { readTimeoutMs: opts.readTimeoutMs } : {}),

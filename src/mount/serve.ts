@@ -10,11 +10,11 @@ import { attach, serveAttached, type Attached, type InitInfo, type Mount, type M
 import { parsePlatform } from '../oci/platform.js';
 import { timeoutsWithin } from '../oci/retry.js';
 import type { IndexProgress } from '../storage/indexer.js';
+import type * as LayerAuditModule from '../storage/layer-audit.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
 import type { BackgroundFetch, Storage } from '../storage/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { CLIP_FSNAME } from './files.js';
-import { serveMetrics } from './metrics-server.js';
 import { registerProcessMetrics } from './process-metrics.js';
 import { checkMountPlacement } from './placement.js';
 import { requireRoot } from './require-root.js';
@@ -115,7 +115,8 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       logger: log,
     });
     registerProcessMetrics(storage.metrics.registry, opts.restarts ?? 0);
-    if (cfg.metricsAddr) metrics = await serveMetrics(cfg.metricsAddr, storage.metrics.registry);
+    // node:http loads only for a mount that serves metrics.
+    if (cfg.metricsAddr) metrics = await (await import('./metrics-server.js')).serveMetrics(cfg.metricsAddr, storage.metrics.registry);
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
     const fs = new ImageFilesystem(image.index, storage, { logger: log });
@@ -130,14 +131,13 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
       suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
     };
-    // Loaded while the mount is attached, not after it serves (a handed-over index loaded none of it).
-    const auditing = image.origin === 'indexed' ? undefined : import('../storage/layer-audit.js');
-    auditing?.catch(() => undefined);
     const attached = opts.resume?.attached ?? (await (opts.attach ?? attach)(mountpoint, mountOpts));
     const m = await serveAttached(fs, attached, mountOpts, opts.resume?.init);
     const st = storage;
     // An index this process did not make is checked against each layer once it is whole on disk.
-    const audit = await auditing;
+    // The audit (with the indexing and registry code it needs) loads only when a layer is to be
+    // audited: a server serving from a warm cache never loads it (bench/server/RESULTS.md).
+    const audit = image.origin === 'indexed' ? undefined : lazyAudit();
     if (audit) {
       // A chunk the source gives twice with another digest than the index's leaves the layer
       // forever incomplete, so the background fetch's audit never comes: audit it from the source.
@@ -188,6 +188,19 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     await image.close().catch(() => undefined);
     throw err;
   }
+}
+
+type LayerAudit = typeof LayerAuditModule;
+
+/** auditOrCondemn, its module imported on the first call. */
+function lazyAudit(): Pick<LayerAudit, 'auditOrCondemn'> {
+  let loaded: Promise<LayerAudit> | undefined;
+  return {
+    auditOrCondemn: async (...args) => {
+      loaded ??= import('../storage/layer-audit.js');
+      return (await loaded).auditOrCondemn(...args);
+    },
+  };
 }
 
 /** The line printed when a mount is ready. */

@@ -3,6 +3,7 @@
  * channel): `main CACHE_DIR`. Logs go to the file the holder's stderr goes to.
  */
 import { createLogger } from '../util/log.js';
+import { startIdleCollector } from './idle-memory.js';
 import { NodeServer } from './node-server.js';
 import type { ToHolder, ToServer } from './protocol.js';
 
@@ -21,3 +22,4 @@ const server = new NodeServer(
 process.on('message', (msg: ToServer) => server.onHolder(msg));
 // The holder is gone: nobody keeps the descriptors for a successor; serve on until the mounts end.
 process.on('disconnect', () => log.warn('server: the holder is gone'));
+startIdleCollector(log);

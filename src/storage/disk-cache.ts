@@ -8,7 +8,6 @@
  * next touch it, and are reopened on the path for later reads.
  */
 import { readdir, stat, unlink } from 'node:fs/promises';
-import { SCAN_FORMAT } from './scan-cache.js';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
@@ -34,6 +33,13 @@ export interface DiskCacheOptions {
   maxBytes?: number;
   /** fdatasync each chunk before marking it present: survives power loss, not just kill -9. */
   durable?: boolean;
+  /**
+   * Share open layer files (one fd and one per-chunk state per layer file) and chunk fetches in
+   * flight with every other shared DiskCache on the same directory in this process: the node
+   * server's mounts of images with common layers. A layer file is closed when the last cache that
+   * used it is closed.
+   */
+  shared?: boolean;
   touchIntervalMs?: number;
   logger?: Logger;
   metrics?: StorageMetrics;
@@ -79,11 +85,37 @@ interface GcItem extends CachedLayerInfo {
 }
 
 interface Entry {
+  key: string;
   file: LayerFile;
+  /** Leases in flight. */
   refs: number;
+  /** DiskCaches that used the entry and are not closed yet. */
+  users: number;
   stale: boolean;
+  closed: boolean;
   lastTouch: number;
 }
+
+/** A chunk being fetched, joined by whoever else needs it; `owner` is the store fetching it. */
+export interface InflightChunk {
+  promise: Promise<Buffer>;
+  owner: object;
+}
+
+/** The open layer files of one cache directory, and the chunk fetches in flight on them. */
+class OpenLayers {
+  readonly entries = new Map<string, Entry>();
+  readonly opening = new Map<string, Promise<Entry>>();
+  /** By `<layer file name>/<chunk>`: a chunk table digest is in the name, so a joiner gets bytes verified against its own table. */
+  readonly inflight = new Map<string, InflightChunk>();
+  /** Per layer file name, the verified marks shared with FUSE reader threads (layer-file.ts). */
+  readonly marks = new Map<string, SharedArrayBuffer>();
+  /** DiskCaches open on it (shared ones only). */
+  caches = 0;
+}
+
+/** Shared OpenLayers by cache directory (and the options that change how files are written). */
+const sharedLayers = new Map<string, OpenLayers>();
 
 /** A handle on one cached layer; call release() when the read is done. */
 export interface LayerLease {
@@ -96,11 +128,12 @@ export class DiskCache {
   readonly layersDir: string;
   private readonly opts: DiskCacheOptions;
   private readonly log: Logger;
-  private readonly entries = new Map<string, Entry>();
-  private readonly opening = new Map<string, Promise<Entry>>();
+  private readonly open: OpenLayers;
+  private readonly sharedKey: string | undefined;
+  /** Entries this cache used: released when it closes. */
+  private readonly used = new Set<Entry>();
+  private closed = false;
   private estimatedBytes: number | undefined;
-  /** Per layer file name, the verified marks shared with FUSE reader threads (layer-file.ts). */
-  private readonly shared = new Map<string, SharedArrayBuffer>();
   private gcRunning: Promise<GcResult> | undefined;
 
   private constructor(opts: DiskCacheOptions) {
@@ -108,6 +141,29 @@ export class DiskCache {
     this.dir = opts.dir;
     this.layersDir = path.join(opts.dir, 'layers');
     this.log = opts.logger ?? silentLogger;
+    if (opts.shared) {
+      this.sharedKey = `${path.resolve(opts.dir)}\0${opts.durable === true}`;
+      let open = sharedLayers.get(this.sharedKey);
+      if (!open) sharedLayers.set(this.sharedKey, (open = new OpenLayers()));
+      open.caches++;
+      this.open = open;
+    } else {
+      this.open = new OpenLayers();
+    }
+  }
+
+  private get entries(): Map<string, Entry> {
+    return this.open.entries;
+  }
+
+  /** Chunk fetches in flight on this directory's layers (shared with the other shared caches on it). */
+  get inflight(): Map<string, InflightChunk> {
+    return this.open.inflight;
+  }
+
+  /** Layer files open (for tests and status: shared caches count each once). */
+  get openLayerFiles(): number {
+    return this.open.entries.size;
   }
 
   static async open(opts: DiskCacheOptions): Promise<DiskCache> {
@@ -123,13 +179,13 @@ export class DiskCache {
 
   /**
    * The shared verified state of the layer's cache file (see newSharedLayerState): whichever
-   * LayerFile of this cache holds the layer keeps it up to date, so other threads may serve the
+   * LayerFile of this directory holds the layer (shared caches share it) keeps it up to date, so other threads may serve the
    * chunks it marks straight from the file at pathOf(layer).
    */
   sharedState(layer: LayerRecord): SharedArrayBuffer {
     const key = cacheFileName(layer);
-    let sab = this.shared.get(key);
-    if (!sab) this.shared.set(key, (sab = newSharedLayerState(layer)));
+    let sab = this.open.marks.get(key);
+    if (!sab) this.open.marks.set(key, (sab = newSharedLayerState(layer)));
     return sab;
   }
 
@@ -149,10 +205,10 @@ export class DiskCache {
     const key = cacheFileName(layer);
     let entry = this.entries.get(key);
     if (!entry || entry.stale) {
-      let pending = this.opening.get(key);
+      let pending = this.open.opening.get(key);
       if (!pending) {
-        pending = this.openEntry(layer).finally(() => this.opening.delete(key));
-        this.opening.set(key, pending);
+        pending = this.openEntry(layer).finally(() => this.open.opening.delete(key));
+        this.open.opening.set(key, pending);
       }
       try {
         entry = await pending;
@@ -166,6 +222,10 @@ export class DiskCache {
   }
 
   private lease(key: string, entry: Entry): LayerLease {
+    if (!this.used.has(entry)) {
+      this.used.add(entry);
+      entry.users++;
+    }
     entry.refs++;
     this.maybeTouch(key, entry);
     const e = entry;
@@ -176,7 +236,7 @@ export class DiskCache {
         if (released) return;
         released = true;
         e.refs--;
-        if (e.stale && e.refs === 0) void e.file.close().catch(() => {});
+        if (e.stale && e.refs === 0) closeEntry(e);
       },
     };
   }
@@ -246,11 +306,21 @@ export class DiskCache {
     return { dir: this.dir, layers: layers.length, bytes: layers.reduce((n, l) => n + l.bytes, 0) };
   }
 
+  /** Close the layer files no other cache uses (those still leased close on release). */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.gcRunning?.catch(() => {});
-    const all = [...this.entries.values()];
-    this.entries.clear();
-    await Promise.all(all.map((e) => e.file.close().catch(() => {})));
+    const closing: Promise<void>[] = [];
+    for (const e of this.used) {
+      if (--e.users > 0) continue;
+      if (this.entries.get(e.key) === e) this.entries.delete(e.key);
+      e.stale = true;
+      if (e.refs === 0) closing.push(closeEntry(e));
+    }
+    this.used.clear();
+    if (this.sharedKey !== undefined && --this.open.caches === 0) sharedLayers.delete(this.sharedKey);
+    await Promise.all(closing);
   }
 
   private async openEntry(layer: LayerRecord): Promise<Entry> {
@@ -258,7 +328,7 @@ export class DiskCache {
     const old = this.entries.get(key);
     if (old) this.retire(key, old);
     const file = await LayerFile.open(layer, this.pathOf(layer), this.opts.durable ?? false, this.sharedState(layer));
-    const entry: Entry = { file, refs: 0, stale: false, lastTouch: 0 };
+    const entry: Entry = { key, file, refs: 0, users: 0, stale: false, closed: false, lastTouch: 0 };
     this.entries.set(key, entry);
     return entry;
   }
@@ -266,7 +336,7 @@ export class DiskCache {
   private retire(key: string, entry: Entry): void {
     entry.stale = true;
     if (this.entries.get(key) === entry) this.entries.delete(key);
-    if (entry.refs === 0) void entry.file.close().catch(() => {});
+    if (entry.refs === 0) void closeEntry(entry);
   }
 
   /** Record use (LRU) and notice eviction by another process; throttled, in the background. */
@@ -293,6 +363,8 @@ export class DiskCache {
   private async listScans(): Promise<{ scans: GcItem[]; dead: string[] }> {
     const dir = path.join(this.dir, 'scans');
     const names = await readdir(dir).catch(() => [] as string[]);
+    // Here, not at the top: scan-cache brings the whole layer scanner, which a server never needs.
+    const { SCAN_FORMAT } = await import('./scan-cache.js');
     const scans: GcItem[] = [];
     const dead: string[] = [];
     const now = Date.now();
@@ -382,4 +454,11 @@ export class DiskCache {
 /** "sha256:<hex>" of a layer file's name. */
 function diffIdOf(name: string): string {
   return `sha256:${LAYER_NAME.exec(name)![1]}`;
+}
+
+/** Close an entry's file once, whoever gets there first (the last release, the last cache, eviction). */
+function closeEntry(e: Entry): Promise<void> {
+  if (e.closed) return Promise.resolve();
+  e.closed = true;
+  return e.file.close().catch(() => {});
 }

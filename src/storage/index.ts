@@ -38,6 +38,8 @@ export interface StorageConfig {
   cacheMaxBytes?: number;
   /** fdatasync each chunk before marking it present (survives power loss). */
   durable?: boolean;
+  /** Share open layer files and chunk fetches with the other shared stores on the directory (DiskCacheOptions.shared). */
+  shareLayers?: boolean;
   /** redis://, rediss://, redis+cluster://; none by default. */
   remoteCache?: string;
   remotePrefix?: string;
@@ -56,6 +58,7 @@ export async function openStorage(cfg: StorageConfig): Promise<Storage> {
     dir: cfg.cacheDir ?? defaultCacheDir(),
     ...(cfg.cacheMaxBytes !== undefined ? { maxBytes: cfg.cacheMaxBytes } : {}),
     ...(cfg.durable ? { durable: true } : {}),
+    ...(cfg.shareLayers ? { shared: true } : {}),
     metrics,
     ...(cfg.logger ? { logger: cfg.logger } : {}),
   });

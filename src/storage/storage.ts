@@ -17,7 +17,8 @@ import { ClipError, isClipError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { deadlineSignal, deferred, sleep, untilAborted, type Deferred } from './deferred.js';
-import type { DiskCache, LayerLease } from './disk-cache.js';
+import type { DiskCache, InflightChunk, LayerLease } from './disk-cache.js';
+import { cacheFileName } from './layer-file.js';
 import { StorageMetrics, type Tier } from './metrics.js';
 import type { RedisChunkCache } from './remote-cache.js';
 import { learnedForReads, ReadChunks } from './learned-reads.js';
@@ -70,6 +71,23 @@ const NOT_DELIVERED = new ClipError('ENETWORK', 'chunk not delivered by the fetc
  */
 const BROUGHT_ALONG_MAX_BYTES = 32 * 1024 * 1024;
 
+/** Errors of a fetch abandoned because its store closed: a store that joined it fetches for itself. */
+const closedErrors = new WeakSet<object>();
+
+function closedError(err: ClipError): ClipError {
+  closedErrors.add(err);
+  return err;
+}
+
+function isClosedError(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && closedErrors.has(err);
+}
+
+/** A chunk's key in the fetches in flight: by layer file name, which binds the chunk table. */
+function chunkKey(layer: LayerRecord, i: number): string {
+  return `${cacheFileName(layer)}/${i}`;
+}
+
 /** Recent read ends kept per layer, to recognise several sequential readers at once. */
 const READERS_TRACKED = 8;
 
@@ -92,7 +110,8 @@ export class Storage {
   /** Where each layer's recent reads ended: a read starting at one of them continues a sequential reader. */
   private readonly readEnds = new Map<string, number[]>();
   private readonly log: Logger;
-  private readonly inflight = new Map<string, Promise<Buffer>>();
+  /** Chunk fetches in flight, the disk cache's: shared with the other stores on it when it is shared. */
+  private readonly inflight: Map<string, InflightChunk>;
   /** The last source failure per layer, given as the cause of a read that times out. */
   private readonly lastSourceError = new Map<string, unknown>();
   /** When a consumer last asked for bytes; background completion yields to them. */
@@ -112,6 +131,7 @@ export class Storage {
 
   constructor(opts: StorageOptions) {
     this.disk = opts.disk;
+    this.inflight = opts.disk.inflight;
     this.remote = opts.remote;
     this.source = opts.source;
     this.readTimeoutMs = opts.readTimeoutMs ?? 30_000;
@@ -396,20 +416,19 @@ export class Storage {
     const waits: [number, Promise<Buffer | undefined>][] = [];
     const owned = new Map<number, Deferred<Buffer>>();
     for (const i of missing) {
-      const key = `${layer.diffId}/${layer.chunkSize}/${i}`;
+      const key = chunkKey(layer, i);
       const flying = this.inflight.get(key);
       if (flying) {
         this.metrics.singleflightJoins.inc();
-        // A chunk brought along by a wider fetch may not arrive: then fetch it as if no one had.
-        const joined = flying.catch((err: unknown) => (err === NOT_DELIVERED ? this.ensure(layer, lease, [i], signal).then((m) => m.get(i)) : Promise.reject(err)));
+        // A chunk brought along by a wider fetch may not arrive, and another mount's store may
+        // close before its fetch ends: then fetch it as if no one had.
+        const refetch = (err: unknown): boolean => err === NOT_DELIVERED || (flying.owner !== this && isClosedError(err) && !this.closing.signal.aborted);
+        const joined = flying.promise.catch((err: unknown) => (refetch(err) ? this.ensure(layer, lease, [i], signal).then((m) => m.get(i)) : Promise.reject(err)));
         waits.push([i, joined]);
         continue;
       }
       if (lease.file.verified(i)) continue; // filled since we looked (marked by another process: fetched, not trusted unchecked)
-      const d = deferred<Buffer>();
-      this.inflight.set(key, d.promise);
-      const forget = (): void => void this.inflight.delete(key);
-      d.promise.then(forget, forget);
+      const d = this.fly(key);
       owned.set(i, d);
       waits.push([i, d.promise]);
     }
@@ -454,7 +473,7 @@ export class Storage {
   private needsRefill(layer: LayerRecord, lease: LayerLease, ahead: [number, number]): boolean {
     const stop = Math.min(ahead[1], ahead[0] + (this.readahead >> 1));
     for (let i = ahead[0]; i <= stop; i++) {
-      if (!lease.file.knownPresent(i) && !this.inflight.has(`${layer.diffId}/${layer.chunkSize}/${i}`)) return true;
+      if (!lease.file.knownPresent(i) && !this.inflight.has(chunkKey(layer, i))) return true;
     }
     return false;
   }
@@ -484,14 +503,22 @@ export class Storage {
   /** Register a fetch for each chunk no one is fetching and not on disk; adds them to `owned`. */
   private claim(layer: LayerRecord, lease: LayerLease, chunks: number[], owned: Map<number, Deferred<Buffer>>): void {
     for (const i of chunks) {
-      const key = `${layer.diffId}/${layer.chunkSize}/${i}`;
+      const key = chunkKey(layer, i);
       if (owned.has(i) || this.inflight.has(key) || lease.file.knownPresent(i)) continue;
-      const d = deferred<Buffer>();
-      this.inflight.set(key, d.promise);
-      const forget = (): void => void this.inflight.delete(key);
-      d.promise.then(forget, forget);
-      owned.set(i, d);
+      owned.set(i, this.fly(key));
     }
+  }
+
+  /** Register a fetch of ours in flight under `key`, forgotten once it settles. */
+  private fly(key: string): Deferred<Buffer> {
+    const d = deferred<Buffer>();
+    const entry: InflightChunk = { promise: d.promise, owner: this };
+    this.inflight.set(key, entry);
+    const forget = (): void => {
+      if (this.inflight.get(key) === entry) this.inflight.delete(key);
+    };
+    d.promise.then(forget, forget);
+    return d;
   }
 
   /**
@@ -512,7 +539,7 @@ export class Storage {
           if (!aheadOnly.has(i) || i <= coldLast) return true;
           owned.get(i)!.reject(NOT_DELIVERED);
           owned.delete(i);
-          this.inflight.delete(`${layer.diffId}/${layer.chunkSize}/${i}`); // now: a fetch may bring it along
+          this.inflight.delete(chunkKey(layer, i)); // now: a fetch may bring it along
           return false;
         });
       }
@@ -597,7 +624,7 @@ export class Storage {
         .get(i)!
         .reject(
           this.closing.signal.aborted
-            ? new ClipError('ENETWORK', `chunk ${i} not fetched: the store was closed`, { object: layer.diffId })
+            ? closedError(new ClipError('ENETWORK', `chunk ${i} not fetched: the store was closed`, { object: layer.diffId }))
             : signal.aborted
               ? new ClipError('ETIMEOUT', `chunk ${i} not fetched within ${this.readTimeoutMs} ms`, { object: layer.diffId, cause: lastErr })
               : new ClipError('ENETWORK', `chunk ${i} could not be fetched`, { object: layer.diffId, cause: lastErr }),

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startBackground } from '../../server/background.js';
 import { indexFileKind } from '../../mount/index-file.js';
+import { handoffOf, type ResolvedHandoff } from '../../mount/open-image.js';
 import { checkMountPlacement } from '../../mount/placement.js';
 import { requireRoot } from '../../mount/require-root.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
@@ -26,13 +27,16 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
     // An image reference is indexed here, where a progress display can be seen; the daemon then
     // finds the index cached.
     const isIndexFile = (await indexFileKind(image)) === 'index';
+    let resolved: ResolvedHandoff | undefined;
     if (!isIndexFile) {
       const { openForCommand } = await import('../image-arg.js');
       const { img } = await openForCommand(image, opts);
+      // Handed to the server, which then loads no registry, indexing or Redis code to open it.
+      resolved = handoffOf(img);
       await img.close();
     }
     const absolute = absoluteImageArg(image, isIndexFile);
-    const bg = await startBackground({ ...cfg, image: absolute }).catch((err: unknown) => {
+    const bg = await startBackground({ ...cfg, image: absolute, ...(resolved ? { resolved } : {}) }).catch((err: unknown) => {
       // The daemon names the image as it was given to it (absolute): name it as the user wrote it.
       if (isClipError(err) && absolute !== image && err.message.startsWith(`${absolute}: `)) {
         throw new ClipError(err.code, err.message.slice(absolute.length + 2), { object: image, cause: err });

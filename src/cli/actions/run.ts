@@ -4,6 +4,7 @@
  */
 import { realpath, readdir, mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { handoffOf } from '../../mount/open-image.js';
 import type { MountConfig } from '../../mount/serve.js';
 import { defaultCacheDir, ensurePrivateDir } from '../../storage/cache-dir.js';
 import { ClipError } from '../../util/errors.js';
@@ -42,10 +43,7 @@ export async function containerRequest(image: string, command: string[], opts: C
     const mountImage = img.origin === 'file' && img.indexFile ? resolve(img.indexFile) : image.startsWith('oci:') && !image.startsWith('oci:/') ? `oci:${resolve(image.slice(4))}` : image;
     // What was resolved here is handed to the server, which then asks the registry nothing before
     // the mount serves (the blobs are still read from the location reached here).
-    const location = img.location;
-    const resolved = img.origin !== 'file' && img.indexFile && location && (!location.startsWith('oci:') || location.startsWith('oci:/'))
-      ? { indexFile: resolve(img.indexFile), manifest: img.index.image.manifestDigest, location }
-      : undefined;
+    const resolved = handoffOf(img);
     const mount: Omit<MountConfig, 'mountpoint' | 'cacheDir'> = {
       image: mountImage,
       ...(resolved ? { resolved } : {}),
