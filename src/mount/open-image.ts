@@ -65,13 +65,18 @@ export interface OpenedImage {
 
 /** A BlobStore opened on first use, so a command served from the caches never touches the registry. */
 class LazyBlobStore implements BlobStore {
-  private store: Promise<BlobStore> | undefined;
+  private opened: Promise<BlobStore> | undefined;
 
   constructor(readonly location: string, private readonly opts: OpenOptions) {}
 
+  /** The store itself, opened now if it was not yet. */
+  store(): Promise<BlobStore> {
+    return this.get();
+  }
+
   private get(): Promise<BlobStore> {
-    this.store ??= import('../oci/index.js').then(({ openBlobStore }) => openBlobStore(this.location, this.opts));
-    return this.store;
+    this.opened ??= import('../oci/index.js').then(({ openBlobStore }) => openBlobStore(this.location, this.opts));
+    return this.opened;
   }
 
   /** Load the registry code now (no request is made), so that the first read does not wait for it. */
@@ -88,7 +93,7 @@ class LazyBlobStore implements BlobStore {
   }
 
   async close(): Promise<void> {
-    if (this.store) await (await this.store).close?.();
+    if (this.opened) await (await this.opened).close?.();
   }
 }
 

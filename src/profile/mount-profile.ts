@@ -7,7 +7,8 @@
  * - 'off': nothing (a mount taken over after a restart: its start is long past).
  */
 import type { ImageIndex } from '../index/reader.js';
-import { RegistryRepository } from '../oci/registry-source.js';
+import type { RegistryRepository } from '../oci/registry-source.js';
+import type { BlobStore } from '../oci/types.js';
 import type { Storage } from '../storage/storage.js';
 import type { LayerRecord } from '../storage/types.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -31,7 +32,7 @@ export interface MountProfileOptions {
   fs: RecordableFs;
   storage: Storage;
   /** Where the image's blobs come from: a registry repository is also looked in for profiles. */
-  blobs?: unknown;
+  blobs?: BlobStore;
   /** Recording ends after this long without a new range ('auto'; default 2000 ms). */
   quietMs?: number;
   /** Prefetch pieces in flight (default 3). */
@@ -76,7 +77,7 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
     : findProfile(target, {
       cacheDir: opts.cacheDir, logger: log, signal: stop.signal,
       ...(opts.storage.remote ? { remote: opts.storage.remote } : {}),
-      ...(opts.blobs instanceof RegistryRepository ? { repo: opts.blobs } : {}),
+      ...(opts.blobs ? { repo: () => registryOf(opts.blobs!) } : {}),
     }).catch((err: unknown) => {
       log.warn({ err: (err as Error).message }, 'profile: lookup failed');
       return undefined;
@@ -139,4 +140,15 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       await Promise.all([prefetched, saved]);
     },
   };
+}
+
+/**
+ * The registry repository behind a mount's blob store, if it is one: a store opened on first use
+ * (mount/open-image.ts) is opened now; the registry code loads only when a profile is looked for there.
+ */
+async function registryOf(blobs: BlobStore): Promise<RegistryRepository | undefined> {
+  const lazy = blobs as BlobStore & { store?: () => Promise<BlobStore> };
+  const store = typeof lazy.store === 'function' ? await lazy.store() : blobs;
+  const registry = await import('../oci/registry-source.js');
+  return store instanceof registry.RegistryRepository ? store : undefined;
 }

@@ -8,7 +8,9 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { listReferrers, pushArtifact, type ReferrerDescriptor } from '../oci/referrers.js';
+// The registry code (referrers, HTTP) loads only when the registry is asked: a node server serving
+// from its caches never loads it (docs/server.md).
+import type { ReferrerDescriptor } from '../oci/referrers.js';
 import type { RegistryPusher } from '../oci/push.js';
 import type { RegistryRepository } from '../oci/registry-source.js';
 import { ensurePrivateDir, writePrivateFile } from '../storage/cache-dir.js';
@@ -60,7 +62,8 @@ export function profileFor(target: ProfileTarget, bytes: Buffer, from: string): 
 export interface FindProfileOptions {
   cacheDir: string;
   remote?: RedisChunkCache;
-  repo?: RegistryRepository;
+  /** The image's repository, asked for only when neither cache has a profile (none: not a registry image). */
+  repo?: () => Promise<RegistryRepository | undefined>;
   logger?: Logger;
   signal?: AbortSignal;
 }
@@ -94,8 +97,9 @@ export async function findProfile(target: ProfileTarget, opts: FindProfileOption
     const found = shared && tryBytes(shared, 'shared', `shared cache ${key}`);
     if (found) return found;
   }
-  if (opts.repo && !opts.signal?.aborted) {
-    const found = await findPublishedProfile(opts.repo, target, log, opts.signal).catch((err: unknown) => {
+  const repo = opts.repo && !opts.signal?.aborted ? await opts.repo().catch(() => undefined) : undefined;
+  if (repo && !opts.signal?.aborted) {
+    const found = await findPublishedProfile(repo, target, log, opts.signal).catch((err: unknown) => {
       log.warn({ image: target.manifestDigest, err: (err as Error).message }, 'profile: cannot look in the registry');
       return undefined;
     });
@@ -105,6 +109,7 @@ export async function findProfile(target: ProfileTarget, opts: FindProfileOption
 }
 
 async function findPublishedProfile(repo: RegistryRepository, target: ProfileTarget, log: Logger, signal?: AbortSignal): Promise<FoundProfile | undefined> {
+  const { listReferrers } = await import('../oci/referrers.js');
   const listed = await listReferrers(repo, target.manifestDigest, { artifactType: PROFILE_ARTIFACT_TYPE, ...(signal ? { signal } : {}) });
   // Those recorded on this index first, the last pushed first; the others are tried (and logged) after.
   const ordered = [...listed].reverse().sort((a, b) => Number(b.annotations?.[PROFILE_INDEX_ANNOTATION] === target.indexDigest) - Number(a.annotations?.[PROFILE_INDEX_ANNOTATION] === target.indexDigest));
@@ -139,13 +144,14 @@ export function storeSharedProfile(remote: RedisChunkCache, manifestDigest: stri
 }
 
 /** Push a profile as an artifact referring to the image manifest. */
-export function publishProfile(
+export async function publishProfile(
   repo: RegistryRepository,
   pusher: RegistryPusher,
   subject: { mediaType: string; digest: string; size: number },
   profile: Pick<StartupProfile, 'indexDigest'>,
   bytes: Buffer,
 ): Promise<ReferrerDescriptor> {
+  const { pushArtifact } = await import('../oci/referrers.js');
   return pushArtifact(repo, pusher, {
     artifactType: PROFILE_ARTIFACT_TYPE,
     subject,
