@@ -172,8 +172,14 @@ async function main(): Promise<void> {
     const first = proxies.get(RTTS[0]!)!;
     const refOf = (p: ThrottleProxy, repo: string): string => `${p.host}/${repo}:${img.tag}`;
     // Publish: both indexes; the python profile into P; the other workload's profile kept aside.
+    // Each repository's index from a publisher cache of its own: with INDEX_ARGS, `clip index` never
+    // reuses a cached index (src/cli/actions/index.ts) and two builds of one image differ in digest,
+    // so U's index made in P's cache replaced the one the python profile is recorded on, and every
+    // profiled mount (which finds P's pushed index) ignored the profile as stale.
     const pub = path.join(scratch, 'publisher');
-    for (const repo of [P_REPO, U_REPO]) await clip('index', refOf(first, repo), '--push', '--cache-dir', pub, '--no-progress', ...INDEX_ARGS);
+    const pubU = path.join(scratch, 'publisher-u');
+    await clip('index', refOf(first, P_REPO), '--push', '--cache-dir', pub, '--no-progress', ...INDEX_ARGS);
+    await clip('index', refOf(first, U_REPO), '--push', '--cache-dir', pubU, '--no-progress', ...INDEX_ARGS);
     const t0 = performance.now();
     const made = JSON.parse((await clip('profile', refOf(first, P_REPO), '--push', '--cache-dir', pub, '--json', '--', ...PROGRAM)).trim().split('\n').at(-1)!) as {
       manifestDigest: string; ranges: number; bytesRead: number; profileBytes: number; pushed: string; file: string;
@@ -182,8 +188,7 @@ async function main(): Promise<void> {
     const pythonProfile = decodeProfile(await readFile(made.file), made.file);
     const index = await ImageIndex.open(cachedIndexPath(pub, made.manifestDigest));
     // The same manifest in both repositories: the other workload is profiled on the index U's
-    // mounts find (discovered from U, as theirs is), in a cache of its own.
-    const pubU = path.join(scratch, 'publisher-u');
+    // mounts find (U's publisher cache holds the index pushed to U).
     await clip('profile', refOf(first, U_REPO), '--cache-dir', pubU, '--json', '--', ...OTHER);
     const otherFile = localProfilePath(pubU, made.manifestDigest);
     const other = decodeProfile(await readFile(otherFile), otherFile);
