@@ -44,6 +44,8 @@ const RUNS = Number(process.env.RUNS ?? 3);
 const RATE_MB = Number(process.env.RATE_MB ?? 100);
 const RTTS = (process.env.RTTS ?? '0,25').split(',').map(Number);
 const PROGRAM = ['python3', '-c', 'import json'];
+/** More `clip index` options for both published indexes, e.g. "--chunk-size 256KiB" (as in learned-checkpoints.ts). */
+const INDEX_ARGS = (process.env.INDEX_ARGS ?? '').split(' ').filter(Boolean);
 const OTHER = ['/bin/sh', '-c', 'perl -MPOSIX -e 1; dpkg -l >/dev/null'];
 const P_REPO = 'bench/profiled';
 const U_REPO = 'bench/unprofiled';
@@ -148,8 +150,10 @@ const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;
 const s2 = (x: number): string => `${x.toFixed(2)} s`;
 const spread = (xs: number[], f: (x: number) => string): string => `${f(median(xs))} (${f(Math.min(...xs))} to ${f(Math.max(...xs))})`;
 
-const BEGIN = '<!-- profiled-mount:begin (written by profiled-mount.ts) -->';
-const END = '<!-- profiled-mount:end -->';
+// A run with INDEX_ARGS writes between markers of its own, after the default run's.
+const TAG = INDEX_ARGS.length ? `profiled-mount(${INDEX_ARGS.join(' ')})` : 'profiled-mount';
+const BEGIN = `<!-- ${TAG}:begin (written by profiled-mount.ts) -->`;
+const END = `<!-- ${TAG}:end -->`;
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root');
@@ -168,8 +172,14 @@ async function main(): Promise<void> {
     const first = proxies.get(RTTS[0]!)!;
     const refOf = (p: ThrottleProxy, repo: string): string => `${p.host}/${repo}:${img.tag}`;
     // Publish: both indexes; the python profile into P; the other workload's profile kept aside.
+    // Each repository's index from a publisher cache of its own: with INDEX_ARGS, `clip index` never
+    // reuses a cached index (src/cli/actions/index.ts) and two builds of one image differ in digest,
+    // so U's index made in P's cache replaced the one the python profile is recorded on, and every
+    // profiled mount (which finds P's pushed index) ignored the profile as stale.
     const pub = path.join(scratch, 'publisher');
-    for (const repo of [P_REPO, U_REPO]) await clip('index', refOf(first, repo), '--push', '--cache-dir', pub, '--no-progress');
+    const pubU = path.join(scratch, 'publisher-u');
+    await clip('index', refOf(first, P_REPO), '--push', '--cache-dir', pub, '--no-progress', ...INDEX_ARGS);
+    await clip('index', refOf(first, U_REPO), '--push', '--cache-dir', pubU, '--no-progress', ...INDEX_ARGS);
     const t0 = performance.now();
     const made = JSON.parse((await clip('profile', refOf(first, P_REPO), '--push', '--cache-dir', pub, '--json', '--', ...PROGRAM)).trim().split('\n').at(-1)!) as {
       manifestDigest: string; ranges: number; bytesRead: number; profileBytes: number; pushed: string; file: string;
@@ -178,12 +188,16 @@ async function main(): Promise<void> {
     const pythonProfile = decodeProfile(await readFile(made.file), made.file);
     const index = await ImageIndex.open(cachedIndexPath(pub, made.manifestDigest));
     // The same manifest in both repositories: the other workload is profiled on the index U's
-    // mounts find (discovered from U, as theirs is), in a cache of its own.
-    const pubU = path.join(scratch, 'publisher-u');
+    // mounts find (U's publisher cache holds the index pushed to U).
     await clip('profile', refOf(first, U_REPO), '--cache-dir', pubU, '--json', '--', ...OTHER);
     const otherFile = localProfilePath(pubU, made.manifestDigest);
     const other = decodeProfile(await readFile(otherFile), otherFile);
     const need = neededCompressed(index, pythonProfile.ranges);
+    // Learned checkpoints the python profile carries to the next node (issue 12 item 2), per layer.
+    const learnedPerLayer = [...pythonProfile.learned].map(([l, list]) => `layer ${l}: ${list.length}`);
+    const learnedCount = [...pythonProfile.learned.values()].reduce((n, list) => n + list.length, 0);
+    const learnedDesc = learnedCount ? `${learnedCount} learned checkpoints (${learnedPerLayer.join(', ')})` : 'no learned checkpoint';
+    console.log(`python profile carries ${learnedDesc}`);
     console.log(`python profile: ${made.ranges} ranges, ${mb(made.bytesRead)} uncompressed, ${made.profileBytes} bytes; needed compressed ${mb(need.interpolated)} interpolated, ${mb(need.bounded)} checkpoint-bounded; other profile ${other.ranges.length} ranges`);
 
     const rows: Row[] = [];
@@ -229,14 +243,14 @@ async function main(): Promise<void> {
       );
     }
     const figures = [
-      `Command: \`node --import tsx bench/index/profiled-mount.ts\`${process.env.RUNS ? ` (RUNS=${RUNS})` : ''}${process.env.RTTS ? ` (RTTS=${process.env.RTTS})` : ''} (as root, after \`npm run build\`)`,
+      `Command: \`node --import tsx bench/index/profiled-mount.ts\`${process.env.RUNS ? ` (RUNS=${RUNS})` : ''}${process.env.RTTS ? ` (RTTS=${process.env.RTTS})` : ''}${INDEX_ARGS.length ? ` (INDEX_ARGS="${INDEX_ARGS.join(' ')}")` : ''} (as root, after \`npm run build\`)`,
       `Date: ${date}. Machine: 2 cores shared with other sessions. \`uptime\` before: \`${uptimeBefore}\`; after: \`${(await sh('uptime', [])).trim()}\`.`,
       `Proxy: ${RATE_MB} MB/s shared by all responses; RTT ${RTTS.join(' and ')} ms. Runs: ${RUNS} rounds, arms in rotating order, each from an empty cache directory with the page cache dropped.`,
       '',
       `Image: ${describeImage(img)}`,
       '',
       `Python profile (\`clip profile REF --push -- ${PROGRAM.join(' ')}\`, ${s2(profileS)} through the ${RTTS[0]} ms proxy): ${made.ranges} ranges, ${mb(made.bytesRead)} uncompressed (what the kernel asked of the mount, readahead included), ${made.profileBytes} bytes of profile. `
-        + `Needed compressed bytes: ${mb(need.interpolated)} interpolated between checkpoints, ${mb(need.bounded)} from the checkpoint before to the one after each range (${mb(need.uncompressed)} uncompressed after merging). Other workload (\`${OTHER.join(' ')}\`): ${other.ranges.length} ranges.`,
+        + `Needed compressed bytes: ${mb(need.interpolated)} interpolated between checkpoints, ${mb(need.bounded)} from the checkpoint before to the one after each range (${mb(need.uncompressed)} uncompressed after merging). Other workload (\`${OTHER.join(' ')}\`): ${other.ranges.length} ranges, ${[...other.learned.values()].reduce((n, l) => n + l.length, 0)} learned checkpoints. The python profile carries ${learnedDesc}.`,
       '',
       '| RTT | arm | runs | ready: median (min to max) | mount to end of python: median (min to max) | ready to end of python | layer bytes served | distinct layer bytes (median) | requests (median) |',
       '|---|---|---|---|---|---|---|---|---|',
@@ -255,7 +269,7 @@ async function main(): Promise<void> {
       const old = await readFile(RESULTS, 'utf8');
       if (!old.includes(BEGIN)) {
         const { writeFile } = await import('node:fs/promises');
-        await writeFile(RESULTS, `${old.trimEnd()}\n\n## Cold start with a startup profile (issue 12, item 1)\n\n\`\`\`\nnode --import tsx bench/index/profiled-mount.ts        # RUNS=3 RATE_MB=100 RTTS=0,25\n\`\`\`\n\n${BEGIN}\n${END}\n`);
+        await writeFile(RESULTS, `${old.trimEnd()}\n\n${INDEX_ARGS.length ? `### The same with \`clip index ${INDEX_ARGS.join(' ')}\`` : '## Cold start with a startup profile (issue 12, item 1)'}\n\n\`\`\`\n${INDEX_ARGS.length ? `INDEX_ARGS="${INDEX_ARGS.join(' ')}" ` : ''}node --import tsx bench/index/profiled-mount.ts        # RUNS=3 RATE_MB=100 RTTS=0,25\n\`\`\`\n\n${BEGIN}\n${END}\n`);
       }
       await writeBetweenMarkers(RESULTS, { begin: BEGIN, end: END, fresh: '' }, figures);
       console.log(`written to ${RESULTS}`);
