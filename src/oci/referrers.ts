@@ -39,7 +39,7 @@ export interface Artifact {
 export const EMPTY_CONFIG = { mediaType: OCI_EMPTY, digest: sha256Digest(Buffer.from('{}')), size: 2 } as const;
 
 /** How often a referrers tag is re-merged when another pusher's write replaced ours. */
-const TAG_MERGE_ATTEMPTS = 6;
+const TAG_MERGE_ATTEMPTS = 10;
 
 export function referrersTag(subjectDigest: string): string {
   return subjectDigest.replace(':', '-');
@@ -82,12 +82,23 @@ export async function addToReferrersTag(repo: RegistryRepository, pusher: Regist
     if (current.manifests.some((m) => m.digest === desc.digest)) return;
     const next = { ...current.raw, schemaVersion: 2, mediaType: OCI_INDEX, manifests: [...current.manifests, desc] };
     await pusher.pushManifest(Buffer.from(JSON.stringify(next)), OCI_INDEX, tag);
-    // Another pusher may have read the tag before our write and write after it: look again.
-    await sleep(30 + Math.floor(Math.random() * 120));
-    const after = await readReferrersTag(repo, subjectDigest);
-    if (after.manifests.some((m) => m.digest === desc.digest)) return;
+    // Another pusher may have read the tag before our write and write after it (a slow one, under
+    // load, long after): our entry counts as kept only once several looks, spread out, all see it.
+    if (await keptThrough(repo, subjectDigest, desc.digest)) return;
   }
   throw new ClipError('ENETWORK', `referrers tag ${tag} kept losing this artifact to concurrent writers`, { object: `${repo.location}:${tag}` });
+}
+
+/** Looks at the tag after our write, this many times, with jittered pauses between. */
+const TAG_STABLE_LOOKS = 3;
+
+async function keptThrough(repo: RegistryRepository, subjectDigest: string, digest: string): Promise<boolean> {
+  for (let look = 0; look < TAG_STABLE_LOOKS; look++) {
+    await sleep(30 + Math.floor(Math.random() * 120) + look * 100);
+    const after = await readReferrersTag(repo, subjectDigest);
+    if (!after.manifests.some((m) => m.digest === digest)) return false;
+  }
+  return true;
 }
 
 async function readReferrersTag(repo: RegistryRepository, subjectDigest: string): Promise<{ raw: Record<string, unknown>; manifests: ReferrerDescriptor[] }> {
