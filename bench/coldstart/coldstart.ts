@@ -35,6 +35,21 @@ const REPOSITORY = 'bench/python';
 /** What runs in the image: python's start, or PROGRAM (a JSON array: command and arguments). */
 const PROGRAM: string[] = process.env.PROGRAM ? (JSON.parse(process.env.PROGRAM) as string[]) : [PYTHON, '-c', 'import json'];
 
+/**
+ * The settings every cold-start bench takes from its environment: the link (RATE_MB, in MB/s;
+ * RTTS, round-trip times in ms, comma-separated) and INDEX_ARGS, more `clip index` options for a
+ * published index (e.g. "--chunk-size 256KiB").
+ */
+export function linkSettings(defaultRtts: string): { rateMb: number; rtts: number[]; indexArgs: string[] } {
+  const rtts = (process.env.RTTS ?? defaultRtts).split(',').map(Number);
+  if (rtts.some((r) => !Number.isFinite(r) || r < 0)) throw new Error(`RTTS: round-trip times in ms, comma-separated (got ${process.env.RTTS})`);
+  return {
+    rateMb: Number(process.env.RATE_MB ?? 100),
+    rtts,
+    indexArgs: (process.env.INDEX_ARGS ?? '').split(' ').filter(Boolean),
+  };
+}
+
 export interface Trial {
   kind: 'clip' | 'baseline';
   run: number;

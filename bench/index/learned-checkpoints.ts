@@ -30,7 +30,7 @@ import { blobPath } from '../../src/oci/build/index.js';
 import { pushLayout } from '../../src/oci/push.js';
 import type { LayerRecord } from '../../src/storage/types.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
-import { clip, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
+import { clip, linkSettings, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
 import { profileOf } from '../coldstart/profile.js';
 import { startThrottleProxy, type ServedRequest, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
 import { buildDebianPython, describeImage, PYTHON, type DebianPythonImage } from '../images/debian-python.js';
@@ -40,11 +40,8 @@ const WORK = path.join(REPO_ROOT, '.tmp/bench-learned');
 const CLI = path.join(REPO_ROOT, 'dist/cli/main.js');
 const RESULTS = fileURLToPath(new URL('RESULTS.md', import.meta.url));
 const RUNS = Number(process.env.RUNS ?? 5);
-const RATE_MB = Number(process.env.RATE_MB ?? 100);
-const RTTS = (process.env.RTTS ?? '0,25').split(',').map(Number);
+const { rateMb: RATE_MB, rtts: RTTS, indexArgs: INDEX_ARGS } = linkSettings('0,25');
 const REPOSITORY = 'bench/debian-python';
-/** More `clip index` options for the published index, e.g. "--chunk-size 256KiB". */
-const INDEX_ARGS = (process.env.INDEX_ARGS ?? '').split(' ').filter(Boolean);
 const PROGRAM = [PYTHON, '-c', 'import json'];
 
 type Arm = 'capture' | 'learned' | 'no-learn';

@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { pushLayout } from '../../src/oci/push.js';
 import { blobPath } from '../../src/oci/build/index.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
-import { baselineTrial, clip, clipTrial, median, seconds, sh, writeBetweenMarkers, type Trial } from '../coldstart/coldstart.js';
+import { baselineTrial, clip, clipTrial, linkSettings, median, seconds, sh, writeBetweenMarkers, type Trial } from '../coldstart/coldstart.js';
 import { profileOf, requestTable } from '../coldstart/profile.js';
 import { startThrottleProxy, type ServedRequest, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
 import { buildDebianPython, describeImage, type DebianPythonImage } from '../images/debian-python.js';
@@ -39,10 +39,7 @@ const WORK = path.join(REPO_ROOT, '.tmp/bench-published-mount');
 const CLI = path.join(REPO_ROOT, 'dist/cli/main.js');
 const RESULTS = fileURLToPath(new URL('RESULTS.md', import.meta.url));
 const RUNS = Number(process.env.RUNS ?? 5);
-const RATE_MB = Number(process.env.RATE_MB ?? 100);
-const RTTS = (process.env.RTTS ?? '0,25').split(',').map(Number);
-/** More `clip index` options for the published index, e.g. "--span 512KiB --chunk-size 256KiB". */
-const INDEX_ARGS = (process.env.INDEX_ARGS ?? '').split(' ').filter(Boolean);
+const { rateMb: RATE_MB, rtts: RTTS, indexArgs: INDEX_ARGS } = linkSettings('0,25');
 const REPOSITORY = 'bench/debian-python';
 
 type Arm = 'published' | 'no-merge' | 'baseline' | 'no-discover' | 'cold-readahead' | 'before';

@@ -34,7 +34,7 @@ import { pushLayout } from '../../src/oci/push.js';
 import { serverFiles } from '../../src/server/paths.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
 import { startContainerd, type TestContainerd } from '../../test/snapshotter/containerd.js';
-import { clip, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
+import { clip, linkSettings, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
 import { startThrottleProxy, type ServedRequest, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
 import { buildDebianPython, describeImage, type DebianPythonImage } from '../images/debian-python.js';
 
@@ -43,14 +43,12 @@ const WORK = path.join(REPO_ROOT, '.tmp/bench-containerd-coldstart');
 const CLI = path.join(REPO_ROOT, 'dist/cli/main.js');
 const RESULTS = fileURLToPath(new URL('RESULTS.md', import.meta.url));
 const RUNS = Number(process.env.RUNS ?? 5);
-const RATE_MB = Number(process.env.RATE_MB ?? 100);
 /**
  * Several RTTs per invocation, each through its own proxy: `clip run` reads the layers through the
  * repository it resolved (REF's proxy), not through the one that published the index (which was
  * the case when this bench took one RTT per invocation; see RESULTS.md).
  */
-const RTTS = (process.env.RTTS ?? '0').split(',').map(Number);
-if (RTTS.some((r) => !Number.isFinite(r) || r < 0)) throw new Error(`RTTS: round-trip times in ms, comma-separated (got ${process.env.RTTS})`);
+const { rateMb: RATE_MB, rtts: RTTS } = linkSettings('0');
 const REPOSITORY = 'bench/debian-python';
 const PROGRAM = ['python3', '-c', 'import json'];
 
