@@ -18,9 +18,15 @@
  * linear interpolation between the index's gzip checkpoints around it (the "interpolated" figure);
  * and, as an upper bound, from the checkpoint before each range to the one after it.
  * Physical limit = warm median + needed (interpolated) / bandwidth + 3 RTT.
+ * BASE=DIR (a checkout built from main): the same rounds with that build too, each build's arms
+ * interleaved (ARMS picks them; default profiled,warm with BASE), each on the index and profile this
+ * build published (the formats are the same); each build's limit from its own warm arm.
+ * VARIANTS="NAME:K=V,K2=V2;NAME2:K=V": this build again under each NAME, with that environment for
+ * its `clip` commands (the node server they start inherits it), interleaved the same way.
  * Writes its figures into bench/index/RESULTS.md between its markers.
  */
 import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,9 +54,19 @@ const P_REPO = 'bench/profiled';
 const U_REPO = 'bench/unprofiled';
 
 type Arm = 'profiled' | 'unprofiled' | 'other-profile' | 'warm';
-const ARMS: Arm[] = ['profiled', 'unprofiled', 'other-profile', 'warm'];
+const ARMS: Arm[] = (process.env.ARMS ?? (process.env.BASE || process.env.VARIANTS ? 'profiled,warm' : 'profiled,unprofiled,other-profile,warm')).split(',') as Arm[];
+interface Build { name: string; cli: string; env?: Record<string, string> }
+const BUILDS: Build[] = [
+  { name: 'this build', cli: CLI },
+  ...(process.env.BASE ? [{ name: 'before', cli: path.join(path.resolve(process.env.BASE), 'dist/cli/main.js') }] : []),
+  ...(process.env.VARIANTS ?? '').split(';').filter(Boolean).map((v) => {
+    const [name, kvs] = v.split(':') as [string, string];
+    return { name, cli: CLI, env: Object.fromEntries(kvs.split(',').map((kv) => kv.split('=') as [string, string])) };
+  }),
+];
 
 interface Row {
+  build: string;
   arm: Arm;
   run: number;
   rtt: number;
@@ -104,7 +120,9 @@ function neededCompressed(index: ImageIndex, ranges: readonly ProfileRange[]): {
   return { interpolated, bounded, uncompressed };
 }
 
-async function trial(arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, image: string, scratch: string, prepare?: (cacheDir: string) => Promise<void>): Promise<Row> {
+async function trial(build: Build, arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, image: string, scratch: string, prepare?: (cacheDir: string) => Promise<void>): Promise<Row> {
+  const env = { ...process.env, ...build.env };
+  const clip = (...args: string[]): Promise<string> => new Promise((done, fail) => execFile(process.execPath, [build.cli, ...args], { env }, (err, out, stderr) => (err ? fail(new Error(`clip ${args.join(' ')}: ${stderr || err.message}`)) : done(out))));
   const cacheDir = await mkdtemp(path.join(scratch, 'cache-'));
   const mnt = await mkdtemp(path.join(scratch, 'mnt-'));
   const once = async (): Promise<{ readyS: number; totalS: number; served: ServedRequest[] }> => {
@@ -132,7 +150,7 @@ async function trial(arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, i
       + (ignored ? `; ignored one: ${ignored.replace(/\|/g, '/')}` : '');
     const layerGets = t.served.filter((r) => /\/blobs\/sha256:/.test(r.path) && r.range !== undefined);
     return {
-      arm, run, rtt, readyS: t.readyS, totalS: t.totalS,
+      build: build.name, arm, run, rtt, readyS: t.readyS, totalS: t.totalS,
       layerBytes: layerGets.reduce((n, r) => n + r.bytes, 0),
       distinctLayerBytes: layerGets.length ? profileOf(layerGets).distinctBlobBytes : 0,
       requests: t.served.length, profile,
@@ -148,7 +166,7 @@ const s2 = (x: number): string => `${x.toFixed(2)} s`;
 const spread = (xs: number[], f: (x: number) => string): string => `${f(median(xs))} (${f(Math.min(...xs))} to ${f(Math.max(...xs))})`;
 
 // A run with INDEX_ARGS writes between markers of its own, after the default run's.
-const TAG = INDEX_ARGS.length ? `profiled-mount(${INDEX_ARGS.join(' ')})` : 'profiled-mount';
+const TAG = INDEX_ARGS.length ? `profiled-mount(${INDEX_ARGS.join(' ')})` : process.env.BASE ? 'profiled-mount(before-after)' : 'profiled-mount';
 const BEGIN = `<!-- ${TAG}:begin (written by profiled-mount.ts) -->`;
 const END = `<!-- ${TAG}:end -->`;
 
@@ -200,26 +218,29 @@ async function main(): Promise<void> {
     const rows: Row[] = [];
     for (let run = 1; run <= RUNS; run++) {
       for (const [rtt, via] of proxies) {
-        const order = ARMS.map((_, i) => ARMS[(i + run - 1) % ARMS.length]!);
-        for (const arm of order) {
-          const row = arm === 'profiled' ? await trial(arm, run, rtt, via, refOf(via, P_REPO), scratch)
-            : arm === 'other-profile' ? await trial(arm, run, rtt, via, refOf(via, U_REPO), scratch, async (dir) => {
+        const pairs = BUILDS.flatMap((b) => ARMS.map((a) => [b, a] as const));
+        const order = pairs.map((_, i) => pairs[(i + run - 1) % pairs.length]!);
+        for (const [build, arm] of order) {
+          const row = arm === 'profiled' ? await trial(build, arm, run, rtt, via, refOf(via, P_REPO), scratch)
+            : arm === 'other-profile' ? await trial(build, arm, run, rtt, via, refOf(via, U_REPO), scratch, async (dir) => {
               await mkdir(path.join(dir, 'profiles'), { recursive: true, mode: 0o700 });
               await copyFile(otherFile, localProfilePath(dir, made.manifestDigest));
             })
-            : await trial(arm, run, rtt, via, refOf(via, U_REPO), scratch);
+            : await trial(build, arm, run, rtt, via, refOf(via, U_REPO), scratch);
           rows.push(row);
-          console.log(`| ${rtt} ms | ${arm} | ${run} | ${s2(row.readyS)} | ${s2(row.totalS)} | ${mb(row.layerBytes)} | ${mb(row.distinctLayerBytes)} | ${row.requests} | ${row.profile} |`);
+          console.log(`| ${rtt} ms | ${build.name} | ${arm} | ${run} | ${s2(row.readyS)} | ${s2(row.totalS)} | ${mb(row.layerBytes)} | ${mb(row.distinctLayerBytes)} | ${row.requests} | ${row.profile} |`);
         }
       }
     }
     const lines: string[] = [];
     const goals: string[] = [];
-    for (const rtt of RTTS) {
-      const of = (arm: Arm): Row[] => rows.filter((r) => r.arm === arm && r.rtt === rtt);
+    const label = (build: string, arm: string): string => (BUILDS.length > 1 ? `${build}: ${arm}` : arm);
+    for (const rtt of RTTS) for (const build of BUILDS) {
+      const of = (arm: Arm): Row[] => rows.filter((r) => r.arm === arm && r.rtt === rtt && r.build === build.name);
+      const at = `${rtt} ms RTT${BUILDS.length > 1 ? `, ${build.name}` : ''}`;
       for (const arm of ARMS) {
         const rs = of(arm);
-        lines.push(`| ${rtt} ms | ${arm} | ${rs.length} | ${spread(rs.map((r) => r.readyS), s2)} | ${spread(rs.map((r) => r.totalS), s2)} | ${spread(rs.map((r) => r.totalS - r.readyS), s2)} | ${spread(rs.map((r) => r.layerBytes), mb)} | ${mb(median(rs.map((r) => r.distinctLayerBytes)))} | ${median(rs.map((r) => r.requests))} |`);
+        lines.push(`| ${rtt} ms | ${label(build.name, arm)} | ${rs.length} | ${spread(rs.map((r) => r.readyS), s2)} | ${spread(rs.map((r) => r.totalS), s2)} | ${spread(rs.map((r) => r.totalS - r.readyS), s2)} | ${spread(rs.map((r) => r.layerBytes), mb)} | ${mb(median(rs.map((r) => r.distinctLayerBytes)))} | ${median(rs.map((r) => r.requests))} |`);
       }
       const warm = median(of('warm').map((r) => r.totalS));
       const limit = warm + need.interpolated / (RATE_MB * 1e6) + (3 * rtt) / 1000;
@@ -233,14 +254,26 @@ async function main(): Promise<void> {
         return base ? (r.totalS / base).toFixed(2) : '-';
       }).join(', ');
       goals.push(
-        `- ${rtt} ms RTT: profiled layer bytes ${mb(profB)} = **${(profB / need.interpolated).toFixed(2)}x** the needed compressed bytes (interpolated ${mb(need.interpolated)}; ${(profB / need.bounded).toFixed(2)}x the checkpoint-bounded ${mb(need.bounded)}); goal ≤ 1.5x.`,
-        `- ${rtt} ms RTT: profiled time ${s2(profT)} = **${(profT / limit).toFixed(2)}x** the physical limit ${s2(limit)} (warm ${s2(warm)} + ${mb(need.interpolated)} at ${RATE_MB} MB/s + 3 x ${rtt} ms; per round ${perRound('profiled', limit)}); goal ≤ 1.5x. Unprofiled / profiled: ${(unprofT / profT).toFixed(2)}x (per round ${of('unprofiled').map((u) => { const p = prof.find((x) => x.run === u.run); return p ? (u.totalS / p.totalS).toFixed(2) : '-'; }).join(', ')}).`,
-        `- ${rtt} ms RTT: from the mount ready to the end of python (the part a profile can shorten; ready time does not depend on it): profiled ${s2(median(prof.map((r) => r.totalS - r.readyS)))}, unprofiled ${s2(median(of('unprofiled').map((r) => r.totalS - r.readyS)))}, warm ${s2(median(of('warm').map((r) => r.totalS - r.readyS)))}; unprofiled / profiled per round ${of('unprofiled').map((u) => { const p = prof.find((x) => x.run === u.run); return p ? ((u.totalS - u.readyS) / (p.totalS - p.readyS)).toFixed(2) : '-'; }).join(', ')}.`,
-        `- ${rtt} ms RTT: another workload's profile / unprofiled: **${(otherT / unprofT).toFixed(2)}x** (per round ${perRound('other-profile', 'unprofiled')}); goal ≤ 2x.`,
+        `- ${at}: profiled layer bytes ${mb(profB)} = **${(profB / need.interpolated).toFixed(2)}x** the needed compressed bytes (interpolated ${mb(need.interpolated)}; ${(profB / need.bounded).toFixed(2)}x the checkpoint-bounded ${mb(need.bounded)}); goal ≤ 1.5x.`,
+        `- ${at}: profiled time ${s2(profT)} = **${(profT / limit).toFixed(2)}x** the physical limit ${s2(limit)} (warm ${s2(warm)} + ${mb(need.interpolated)} at ${RATE_MB} MB/s + 3 x ${rtt} ms; per round ${perRound('profiled', limit)}); goal ≤ 1.5x. Unprofiled / profiled: ${(unprofT / profT).toFixed(2)}x (per round ${of('unprofiled').map((u) => { const p = prof.find((x) => x.run === u.run); return p ? (u.totalS / p.totalS).toFixed(2) : '-'; }).join(', ')}).`,
+        `- ${at}: from the mount ready to the end of python (the part a profile can shorten; ready time does not depend on it): profiled ${s2(median(prof.map((r) => r.totalS - r.readyS)))}, unprofiled ${s2(median(of('unprofiled').map((r) => r.totalS - r.readyS)))}, warm ${s2(median(of('warm').map((r) => r.totalS - r.readyS)))}; unprofiled / profiled per round ${of('unprofiled').map((u) => { const p = prof.find((x) => x.run === u.run); return p ? ((u.totalS - u.readyS) / (p.totalS - p.readyS)).toFixed(2) : '-'; }).join(', ')}.`,
+        `- ${at}: another workload's profile / unprofiled: **${(otherT / unprofT).toFixed(2)}x** (per round ${perRound('other-profile', 'unprofiled')}); goal ≤ 2x.`,
       );
     }
+    if (BUILDS.length > 1) {
+      for (const rtt of RTTS) {
+        const prof = (b: string): Row[] => rows.filter((r) => r.arm === 'profiled' && r.rtt === rtt && r.build === b);
+        const after = prof('this build');
+        for (const other of BUILDS.slice(1)) {
+          const before = prof(other.name);
+          if (!after.length || !before.length) continue;
+          const per = after.map((a) => { const b = before.find((x) => x.run === a.run); return b ? (b.totalS / a.totalS).toFixed(2) : '-'; }).join(', ');
+          goals.push(`- ${rtt} ms RTT: profiled, mount to end of python, ${other.name} / this build: **${(median(before.map((r) => r.totalS)) / median(after.map((r) => r.totalS))).toFixed(2)}x** (${s2(median(before.map((r) => r.totalS)))} vs ${s2(median(after.map((r) => r.totalS)))}; per round ${per}).`);
+        }
+      }
+    }
     const figures = [
-      `Command: \`node --import tsx bench/index/profiled-mount.ts\`${process.env.RUNS ? ` (RUNS=${RUNS})` : ''}${process.env.RTTS ? ` (RTTS=${process.env.RTTS})` : ''}${INDEX_ARGS.length ? ` (INDEX_ARGS="${INDEX_ARGS.join(' ')}")` : ''} (as root, after \`npm run build\`)`,
+      `Command: \`node --import tsx bench/index/profiled-mount.ts\`${process.env.RUNS ? ` (RUNS=${RUNS})` : ''}${process.env.RTTS ? ` (RTTS=${process.env.RTTS})` : ''}${process.env.BASE ? ` (BASE=a checkout of main, built)` : ''}${process.env.VARIANTS ? ` (VARIANTS="${process.env.VARIANTS}")` : ''}${process.env.ARMS || BUILDS.length > 1 ? ` (ARMS=${ARMS.join(',')})` : ''}${INDEX_ARGS.length ? ` (INDEX_ARGS="${INDEX_ARGS.join(' ')}")` : ''} (as root, after \`npm run build\`)`,
       `Date: ${date}. Machine: 2 cores shared with other sessions. \`uptime\` before: \`${uptimeBefore}\`; after: \`${(await sh('uptime', [])).trim()}\`.`,
       `Proxy: ${RATE_MB} MB/s shared by all responses; RTT ${RTTS.join(' and ')} ms. Runs: ${RUNS} rounds, arms in rotating order, each from an empty cache directory with the page cache dropped.`,
       '',
@@ -253,20 +286,20 @@ async function main(): Promise<void> {
       '|---|---|---|---|---|---|---|---|---|',
       ...lines,
       '',
-      ...goals,
+      ...goals.filter((l) => !l.includes('NaN')), // arms not run (ARMS) give no figure
       '',
       'Every trial:',
       '',
       '| RTT | arm | run | ready | end of python | layer bytes | distinct layer bytes | requests | profile (from the mount\'s log) |',
       '|---|---|---|---|---|---|---|---|---|',
-      ...rows.map((r) => `| ${r.rtt} ms | ${r.arm} | ${r.run} | ${s2(r.readyS)} | ${s2(r.totalS)} | ${mb(r.layerBytes)} | ${mb(r.distinctLayerBytes)} | ${r.requests} | ${r.profile} |`),
+      ...rows.map((r) => `| ${r.rtt} ms | ${label(r.build, r.arm)} | ${r.run} | ${s2(r.readyS)} | ${s2(r.totalS)} | ${mb(r.layerBytes)} | ${mb(r.distinctLayerBytes)} | ${r.requests} | ${r.profile} |`),
     ].join('\n');
     console.log(`\n${figures}`);
     if (process.env.WRITE !== '0') {
       const old = await readFile(RESULTS, 'utf8');
       if (!old.includes(BEGIN)) {
         const { writeFile } = await import('node:fs/promises');
-        await writeFile(RESULTS, `${old.trimEnd()}\n\n${INDEX_ARGS.length ? `### The same with \`clip index ${INDEX_ARGS.join(' ')}\`` : '## Cold start with a startup profile (issue 12, item 1)'}\n\n\`\`\`\n${INDEX_ARGS.length ? `INDEX_ARGS="${INDEX_ARGS.join(' ')}" ` : ''}node --import tsx bench/index/profiled-mount.ts        # RUNS=3 RATE_MB=100 RTTS=0,25\n\`\`\`\n\n${BEGIN}\n${END}\n`);
+        await writeFile(RESULTS, `${old.trimEnd()}\n\n${INDEX_ARGS.length ? `### The same with \`clip index ${INDEX_ARGS.join(' ')}\`` : process.env.BASE ? '### This build against main, interleaved (BASE)' : '## Cold start with a startup profile (issue 12, item 1)'}\n\n\`\`\`\n${INDEX_ARGS.length ? `INDEX_ARGS="${INDEX_ARGS.join(' ')}" ` : ''}${process.env.BASE ? 'BASE=DIR ' : ''}node --import tsx bench/index/profiled-mount.ts        # RUNS=3 RATE_MB=100 RTTS=0,25\n\`\`\`\n\n${BEGIN}\n${END}\n`);
       }
       await writeBetweenMarkers(RESULTS, { begin: BEGIN, end: END, fresh: '' }, figures);
       console.log(`written to ${RESULTS}`);

@@ -6,7 +6,9 @@
  * `node --import tsx bench/images/debian-python.ts`:
  *   node --import tsx bench/mount/fuse-peers.ts     # ROUNDS=5 XATTR_CALLS=20000 RANDOM_READS=4000 SEQ_MB=100 ARMS=native,squashfuse,go-fuse,clip
  * Clip arms: `clip` (reader threads as CLIP_FUSE_THREADS says, else the default), `clip@N` (N reader
- * threads), `clip-base` (the build at CLIP_BASE, another checkout: before/after in one run). Each
+ * threads), `clip-base` (the build at CLIP_BASE, another checkout: before/after in one run),
+ * `clip-noslice` / `clip-turns` (this build without the reader threads' short slices / with threads
+ * taking turns on a stream of requests: CLIP_FUSE_SLICE_US=0 / CLIP_FUSE_TURNS=1). Each
  * has its own cache directory, so its own clip server.
  *   CLIP_BASE=/path/to/old/checkout ARMS=native,squashfuse,go-fuse,clip-base,clip@1,clip@2,clip@4 ROUNDS=3 ...
  * WORKLOADS=seqCold,seqWarm (keys below) runs only those; PROFILE_DIR=DIR has the clip servers write
@@ -36,7 +38,12 @@ const GOFUSE = path.join(WORK, 'go-fuse-loopback');
 const execFileP = promisify(execFile);
 const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
-type ArmName = 'native' | 'squashfuse' | 'go-fuse' | 'clip' | 'clip-base' | `clip@${number}`;
+type ArmName = 'native' | 'squashfuse' | 'go-fuse' | 'clip' | 'clip-base' | 'clip-noslice' | 'clip-turns' | `clip@${number}`;
+/** Clip arms of this build with a knob of session 8 turned (what each brings, in one run). */
+const ARM_ENV: Partial<Record<ArmName, Record<string, string>>> = {
+  'clip-noslice': { CLIP_FUSE_SLICE_US: '0' },
+  'clip-turns': { CLIP_FUSE_TURNS: '1' },
+};
 interface Arm {
   name: ArmName;
   root: string;
@@ -217,7 +224,7 @@ async function startArms(rootfs: string, squashfs: string): Promise<Arm[]> {
       const cacheDir = path.join(WORK, name === 'clip' ? 'clip-cache' : `clip-cache-${name.replace('@', '-t')}`);
       const cli = name === 'clip-base' ? CLIP_BASE! : CLIP;
       const threads = /^clip@(\d+)$/.exec(name)?.[1];
-      const env = threads ? { ...process.env, CLIP_FUSE_THREADS: threads } : process.env;
+      const env = { ...process.env, ...(threads ? { CLIP_FUSE_THREADS: threads } : {}), ...ARM_ENV[name] };
       // PROFILE_DIR: the clip server (started by this command, through its holder) writes V8 CPU
       // profiles there when it exits (bench/mount/prof-top.ts reads them).
       const prof = process.env.PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIR}`] : [];

@@ -15,21 +15,31 @@
  *   snapshotter: `ctr-remote images rpull --plain-http --snapshotter clip REF` +
  *                `ctr run --rm --snapshotter clip REF ID python3 -c 'import json'`, with
  *                `clip snapshotter` (dist/) as containerd's proxy plugin
- *   clip-run:    `clip run REF --cache-dir EMPTY -- python3 -c 'import json'`
+ *   clip-run:    `clip run REF --cache-dir EMPTY -- python3 -c 'import json'`; no clip server runs
+ *                before the clock: `clip run` starts it (two Node start-ups) while it resolves the image
+ *   clip-run (server up): the same, with the node's clip server of that (empty) cache directory
+ *                started before the clock and held up, as on a node where it runs as a daemon
+ *                before any container (as containerd and the snapshotter do in the other arms)
+ *   snapshotter (profiled), clip-run (profiled), clip-run (server up, profiled): the same, of the same image pushed to a second
+ *                repository whose startup profile was pushed before the timed runs
+ *                (`clip profile --push REF -- python3 -c 'import json'`, as a converter would): the
+ *                image mount finds it among the image's referrers and prefetches its ranges.
  * containerd (Debian's 1.6) and the snapshotter are started before the clock starts, as a node's
  * daemons would be running; the snapshotter starts the node's clip server (the mount daemon) when
- * it starts. For clip-run no server runs before the clock: `clip run` starts it.
+ * it starts. For clip-run no server runs before the clock (`clip run` starts it); for the
+ * "server up" arms it does, with nothing in its cache directory.
  * After each cold trial the same command runs once more, warm (image present, caches and page cache
- * warm; for clip-run and the snapshotter the image mount was stopped when the first container ended,
- * so it is mounted again from a warm cache): the fixed cost of each path.
+ * warm): the fixed cost of each path. For overlayfs that is `ctr run` of a pulled, unpacked image.
+ * The snapshotter keeps a pulled image mounted and `clip run` lets the mount linger (since session
+ * 6, so in the "before" builds of main too), so their warm rerun joins the mount.
  * Prints a table and writes the figures into bench/run/RESULTS.md (between markers per RTT).
  */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pushLayout } from '../../src/oci/push.js';
 import { serverFiles } from '../../src/server/paths.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
@@ -50,6 +60,8 @@ const RUNS = Number(process.env.RUNS ?? 5);
  */
 const { rateMb: RATE_MB, rtts: RTTS } = linkSettings('0');
 const REPOSITORY = 'bench/debian-python';
+/** The same image in a repository of its own, with a startup profile pushed (the profiled arms). */
+const PROFILED_REPOSITORY = 'bench/debian-python-profiled';
 const PROGRAM = ['python3', '-c', 'import json'];
 
 /**
@@ -57,12 +69,18 @@ const PROGRAM = ['python3', '-c', 'import json'];
  * "before" of a change), interleaved with this build's in every round, so both face the same load.
  */
 const BASELINE_CLI = process.env.BASELINE_CLI;
-type Arm = 'overlayfs' | 'snapshotter' | 'clip-run' | 'snapshotter (before)' | 'clip-run (before)';
-const ALL_ARMS: Arm[] = ['overlayfs', 'snapshotter', 'clip-run', ...(BASELINE_CLI ? ['snapshotter (before)', 'clip-run (before)'] as const : [])];
+type Arm = 'overlayfs' | 'snapshotter' | 'clip-run' | 'clip-run (server up)' | 'snapshotter (profiled)' | 'clip-run (profiled)' | 'clip-run (server up, profiled)'
+  | 'snapshotter (before)' | 'clip-run (before)' | 'clip-run (server up, before)';
+const ALL_ARMS: Arm[] = [
+  'overlayfs', 'snapshotter', 'clip-run', 'clip-run (server up)', 'snapshotter (profiled)', 'clip-run (profiled)', 'clip-run (server up, profiled)',
+  ...(BASELINE_CLI ? ['snapshotter (before)', 'clip-run (before)', 'clip-run (server up, before)'] as const : []),
+];
 /** ONLY=arm,arm: just those arms (for a look at one path with VERBOSE=1 WRITE=0; ratios need overlayfs). */
-const ARMS: Arm[] = process.env.ONLY ? ALL_ARMS.filter((a) => process.env.ONLY!.split(',').includes(a)) : ALL_ARMS;
+const ARMS: Arm[] = process.env.ONLY ? ALL_ARMS.filter((a) => process.env.ONLY!.split(/,(?![^(]*\))/).map((x) => x.trim()).includes(a)) : ALL_ARMS;
 /** The clip CLI an arm runs. */
-const cliOf = (arm: Arm): string => (arm.endsWith('(before)') ? BASELINE_CLI! : CLI);
+const isBefore = (arm: Arm): boolean => arm.endsWith('before)');
+const cliOf = (arm: Arm): string => (isBefore(arm) ? BASELINE_CLI! : CLI);
+const isProfiled = (arm: Arm): boolean => arm.endsWith('profiled)');
 const clipWith = (cli: string, ...args: string[]): Promise<string> => sh(process.execPath, [cli, ...args]);
 
 interface Row {
@@ -160,21 +178,6 @@ function proxyFigures(served: readonly ServedRequest[], layers: Set<string>): Pi
   };
 }
 
-/**
- * Wait (up to 10 s) until containerd's garbage collection has removed the first container's snapshot
- * and the snapshotter has unmounted the image: no clip mount under DIR and no mount pid file left.
- * The pid file matters: the server answers an unmount before it removes the mount's pid file, and a
- * mount of the same image in that moment fails with "already mounted by clip" (see RESULTS.md).
- */
-async function imageMountGone(dir: string, cacheDir: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => (l.split(' ')[4] ?? '').startsWith(dir));
-    const pids = (await readdir(path.join(cacheDir, 'mounts')).catch(() => [] as string[])).filter((f) => f.endsWith('.pid'));
-    if (!mounted && pids.length === 0) return;
-    await sleep(50);
-  }
-}
-
 /** VERBOSE: every request, s since the clock started. */
 const requestLines = (served: readonly ServedRequest[]): string =>
   served.map((r) => `    ${(r.startMs / 1000).toFixed(3)}-${((r.endMs ?? 0) / 1000).toFixed(3)} ${r.method} ${r.path.slice(-30)} ${r.range ?? ''} ${r.bytes}`).join('\n');
@@ -226,7 +229,6 @@ async function snapshotterTrial(arm: Arm, run: number, rtt: number, proxy: Throt
     const totalS = seconds(t0);
     const served = [...proxy.served];
     const times = await serverTimes(cacheDir);
-    await imageMountGone(dir, cacheDir);
     const w0 = performance.now();
     await ctrd.ctr('run', '--rm', '--snapshotter', 'clip', ref, nextId(), ...PROGRAM);
     const warmS = seconds(w0);
@@ -265,7 +267,9 @@ async function snapshotterTrial(arm: Arm, run: number, rtt: number, proxy: Throt
 async function clipRunTrial(arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string, layers: Set<string>): Promise<Row> {
   const cacheDir = await mkdtemp(path.join(scratch, 'clip-run-'));
   const cli = cliOf(arm);
+  let release: (() => void) | undefined;
   try {
+    if (arm.includes('server up')) release = await serverUp(cli, cacheDir);
     await syncAndDrop();
     proxy.reset();
     const epoch0 = Date.now();
@@ -287,9 +291,35 @@ async function clipRunTrial(arm: Arm, run: number, rtt: number, proxy: ThrottleP
       ...(times.ready !== undefined ? { mountReadyS: (times.ready - epoch0) / 1000 } : {}),
     };
   } finally {
+    release?.();
+    // The mount lingers after the warm run: stopped here.
+    await clipWith(cli, 'run', '--cleanup', '--cache-dir', cacheDir).catch(() => undefined);
     await waitServerGone(cacheDir);
     await rm(cacheDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The node's clip server of `cacheDir` started (from the build of `cli`, as a node's daemon would
+ * run it) and held up, as the snapshotter holds it, until the returned function is called. The
+ * cache directory holds nothing else: no index, no layer. Started from a plain `node` (not this
+ * process, whose tsx flags its server would inherit).
+ */
+async function serverUp(cli: string, cacheDir: string): Promise<() => void> {
+  // A module file, not `node -e`: the holder it starts inherits this process's node flags.
+  const client = pathToFileURL(path.join(path.dirname(cli), '../server/client.js')).href;
+  const script = path.join(path.dirname(cacheDir), `server-up-${path.basename(cacheDir)}.mjs`);
+  await writeFile(script, `const m = await import(${JSON.stringify(client)});\nawait m.ensureServer(process.argv[2]);\nm.holdServer(process.argv[2]);\nprocess.stdout.write('up\\n');\n`);
+  const child = spawn(process.execPath, [script, cacheDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (d: Buffer) => d.toString().includes('up') && resolve());
+      child.once('exit', (code) => reject(new Error(`starting the clip server of ${cacheDir} failed (exit ${code})`)));
+    });
+  } finally {
+    await rm(script, { force: true });
+  }
+  return () => child.kill('SIGTERM');
 }
 
 function rowLine(r: Row): string {
@@ -314,7 +344,7 @@ function report(rtt: number, rows: Row[], img: DebianPythonImage, ctx: { command
     `Date: ${ctx.date}. Machine: 2 cores shared with other sessions. \`uptime\` before: \`${ctx.uptimeBefore}\`; after: \`${ctx.uptimeAfter}\`.`,
     `Proxy: ${RATE_MB} MB/s (10^6 bytes) shared by all responses, ${rtt} ms round-trip time added per request (and once more for a new connection's first). Registry: docker-registry 2.8. containerd ${'1.6.20 (Debian)'}, runc (Debian), ctr-remote (Debian's stargz-snapshotter).`,
     `Its index was published once (\`clip index REF --push\`, ${ctx.publishS.toFixed(1)} s through the proxy), not part of any trial.`,
-    `Runs: ${rows.length / ARMS.length} rounds, the ${ARMS.length} arms in rotating order in each${BASELINE_CLI ? ` ("(before)": the build at ${BASELINE_CLI}, whose snapshotter does not start the node's server and whose server resolves the image again)` : ''}; every trial from nothing cached (new containerd root and state, new snapshotter root and clip cache directory, page cache dropped once the daemons were up).`,
+    `Runs: ${rows.length / ARMS.length} rounds, the ${ARMS.length} arms in rotating order in each${BASELINE_CLI ? ` ("before": the build at ${BASELINE_CLI})` : ''}; every trial from nothing cached (new containerd root and state, new snapshotter root and clip cache directory, page cache dropped once the daemons were up).`,
     '',
     `Image: ${describeImage(img)}`,
     '',
@@ -365,8 +395,9 @@ async function main(): Promise<void> {
   try {
     registry = await startRegistry();
     await pushLayout(img.layoutDir, img.tag, `${registry.host}/${REPOSITORY}:${img.tag}`);
+    await pushLayout(img.layoutDir, img.tag, `${registry.host}/${PROFILED_REPOSITORY}:${img.tag}`);
     for (const rtt of RTTS) proxies.set(rtt, await startThrottleProxy(registry.host, { rateBytesPerSec: RATE_MB * 1e6, rttMs: rtt }));
-    const refVia = (p: ThrottleProxy): string => `${p.host}/${REPOSITORY}:${img.tag}`;
+    const refVia = (p: ThrottleProxy, arm?: Arm): string => `${p.host}/${(arm !== undefined && isProfiled(arm)) ? PROFILED_REPOSITORY : REPOSITORY}:${img.tag}`;
     const first = proxies.get(RTTS[0]!)!;
     const t0 = performance.now();
     const out = JSON.parse(await clip('index', refVia(first), '--push', '--cache-dir', path.join(scratch, 'publisher'), '--json', '--no-progress')) as { published: string | null };
@@ -374,6 +405,20 @@ async function main(): Promise<void> {
     if (!out.published) throw new Error('clip index --push printed no artifact');
     await rm(path.join(scratch, 'publisher'), { recursive: true, force: true });
     console.log(`published in ${publishS.toFixed(1)} s: ${out.published}`);
+    if (ARMS.some(isProfiled)) {
+      // The profiled repository: its index, then a startup profile recorded by one run of the
+      // program and pushed next to it (what a converter would do once per image).
+      const profiled = refVia(first, 'clip-run (profiled)');
+      const publisher = path.join(scratch, 'profiler');
+      const indexed = JSON.parse(await clip('index', profiled, '--push', '--cache-dir', publisher, '--json', '--no-progress')) as { published: string | null };
+      if (!indexed.published) throw new Error(`clip index --push of ${profiled} printed no artifact`);
+      const p0 = performance.now();
+      await clip('profile', profiled, '--push', '--cache-dir', publisher, '--', ...PROGRAM);
+      console.log(`profile of ${profiled} recorded and pushed in ${seconds(p0).toFixed(1)} s`);
+      await clip('run', '--cleanup', '--cache-dir', publisher).catch(() => undefined);
+      await waitServerGone(publisher);
+      await rm(publisher, { recursive: true, force: true });
+    }
 
     const rows: Row[] = [];
     for (let run = 1; run <= RUNS; run++) {
@@ -384,7 +429,7 @@ async function main(): Promise<void> {
           let row: Row | undefined;
           for (let attempt = 1; !row; attempt++) {
             try {
-              row = await trial(arm, run, rtt, proxy, refVia(proxy), scratch, layers);
+              row = await trial(arm, run, rtt, proxy, refVia(proxy, arm), scratch, layers);
             } catch (err) {
               // A failed trial is reported, and run again (up to 7 times).
               failed.push(`${arm}, round ${run}, ${rtt} ms: ${(err as Error).message.split('\n')[0]!.replace(/^.* failed: /, '')}`);

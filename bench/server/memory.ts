@@ -16,18 +16,18 @@
  *    warm), RSS sampled each second: start, peak, end, and the slope against bytes served.
  * 6. STREAM_GIB GiB read sequentially through one mount (the image's largest file, its page
  *    cache dropped between passes), sampled every 200 ms; and 10 s after.
- * RSS from /proc/PID/status, split into anonymous and file-backed (the node binary's pages are
+ * RSS (and, under the random readers, the OS threads) from /proc/PID/status, split into anonymous and file-backed (the node binary's pages are
  * file-backed and shared by every Node process).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, writeFileSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, writeFileSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mountFiles } from '../../src/mount/files.js';
-import { blobPath, tagInLayout, writeJsonBlob, writeLayer } from '../../src/oci/build/index.js';
 import { serverFiles } from '../../src/server/paths.js';
 import { buildDebianPython } from '../images/debian-python.js';
+import { regularFiles, variants } from './variants.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** CLIP_CLI: another build's CLI (the baseline: /work/main/dist/cli/main.js). */
@@ -49,6 +49,11 @@ function rssOf(pid: number): Rss {
   return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
 }
 
+/** The process's OS threads (the reader threads the pool adds under load among them). */
+function threadsOf(pid: number): number {
+  return Number(/^Threads:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+}
+
 const mb = (r: Rss): string => `${r.rss.toFixed(1)} MB (anon ${r.anon.toFixed(1)}, file ${r.file.toFixed(1)})`;
 
 /** RSS of a node process doing nothing, with `workers` idle worker threads. */
@@ -59,37 +64,6 @@ setTimeout(() => { const s = require('fs').readFileSync('/proc/self/status', 'ut
   const st = execFileSync(process.execPath, ['-e', code], { encoding: 'utf8' });
   const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? 0) / 1024;
   return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
-}
-
-/** Images sharing debian-python's two layers, each with one small layer of its own, tagged v1... */
-async function variants(layout: string, count: number): Promise<string[]> {
-  const index = JSON.parse(await readFile(path.join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
-  const desc = index.manifests.find((d) => d.annotations?.['org.opencontainers.image.ref.name'] === 'latest')!;
-  const manifest = JSON.parse(await readFile(blobPath(layout, desc.digest), 'utf8')) as { config: { digest: string; mediaType: string }; layers: unknown[]; mediaType?: string };
-  const config = JSON.parse(await readFile(blobPath(layout, manifest.config.digest), 'utf8')) as { rootfs: { diff_ids: string[] }; history?: unknown[] };
-  const tags: string[] = [];
-  for (let i = 1; i <= count; i++) {
-    const layer = await writeLayer(layout, { entries: [{ type: 'dir', path: 'app' }, { type: 'file', path: `app/v${i}.txt`, content: `variant ${i}\n` }] });
-    const cfg = await writeJsonBlob(layout, manifest.config.mediaType, { ...config, rootfs: { type: 'layers', diff_ids: [...config.rootfs.diff_ids, layer.diffId] }, history: [...(config.history ?? []), { created_by: `variant ${i}` }] });
-    const man = await writeJsonBlob(layout, manifest.mediaType ?? 'application/vnd.oci.image.manifest.v1+json', { ...manifest, config: cfg.descriptor, layers: [...manifest.layers, layer.descriptor] });
-    await tagInLayout(layout, man.descriptor, `v${i}`);
-    tags.push(`v${i}`);
-  }
-  return tags;
-}
-
-/** Regular files under usr/ of a mount, with their sizes (path TAB size per line). */
-async function regularFiles(root: string): Promise<[string, number][]> {
-  const out: [string, number][] = [];
-  const walk = async (dir: string): Promise<void> => {
-    for (const e of await readdir(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) out.push([p, statSync(p).size]);
-    }
-  };
-  await walk(path.join(root, 'usr'));
-  return out.filter(([, size]) => size > 0);
 }
 
 function python(args: string[]): Promise<string> {
@@ -201,7 +175,12 @@ async function main(): Promise<void> {
     const before = rssOf(serverPid());
     const samples: { t: number; rss: number }[] = [];
     const t0 = Date.now();
-    const sampler = setInterval(() => samples.push({ t: (Date.now() - t0) / 1000, rss: rssOf(serverPid()).rss }), 1000);
+    let threads = 0;
+    const sampler = setInterval(() => {
+      const pid = serverPid();
+      samples.push({ t: (Date.now() - t0) / 1000, rss: rssOf(pid).rss });
+      threads = Math.max(threads, threadsOf(pid));
+    }, 1000);
     const rnd = JSON.parse(await python(['random', String(RANDOM_S), String(READERS), listAll])) as { bytes: number; reads: number; errors: number; seconds: number };
     clearInterval(sampler);
     const rndAfter = rssOf(serverPid());
@@ -214,6 +193,7 @@ async function main(): Promise<void> {
     console.log(`${READERS} random readers for ${rnd.seconds.toFixed(0)} s over ${MOUNTS} mounts: ${rnd.reads} reads, ${(rnd.bytes / 2 ** 30).toFixed(2)} GiB, ${rnd.errors} errors`);
     console.log(`  before ${mb(before)}; peak ${peak.toFixed(1)} MB; right after ${mb(rndAfter)}; 10 s later ${mb(rndLater)}; second-half slope ${perGiB.toFixed(2)} MB per GiB served`);
     console.log(`  samples (s:MB): ${samples.map((s) => `${s.t.toFixed(0)}:${s.rss.toFixed(0)}`).join(' ')}`);
+    console.log(`  the server's OS threads: most ${threads} during it (${threadsOf(serverPid())} 10 s after)`);
     Object.assign(summary, { random: { ...rnd, before, peak, after: rndAfter, later: rndLater, slopeMbPerGiB: perGiB } });
 
     // Streaming through the first mount.

@@ -14,6 +14,7 @@ import { alignedHead } from './deflate-prefix.js';
 import { GzipInflater } from './gzip-inflater.js';
 import { inflateGzipNative } from './native-resume.js';
 import { WINDOW_BYTES, type LearnedCheckpoint } from './learned-checkpoint.js';
+import { SyncRawInflate } from './sync-raw-inflate.js';
 import type { LearnTarget } from './learning-inflate.js';
 import { fetchStart } from './random-access.js';
 import type { Checkpoint } from './types.js';
@@ -22,39 +23,6 @@ import type { Checkpoint } from './types.js';
 const CHECK_OUT = 4096;
 const CHECK_IN = 4096;
 const OUT_BUFFER = 256 * 1024;
-
-interface ZlibHandle {
-  writeSync(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Uint8Array, outOff: number, outLen: number): void;
-}
-
-/** A raw inflate driven through the zlib handle's synchronous write (what zlib.inflateRawSync uses). */
-class SyncRawInflate {
-  private readonly z: zlib.InflateRaw;
-  private readonly handle: ZlibHandle;
-  private readonly state: Uint32Array;
-  private error: Error | undefined;
-
-  constructor(window: Buffer) {
-    this.z = zlib.createInflateRaw(window.length ? { dictionary: window } : {});
-    const internals = this.z as unknown as { _handle?: ZlibHandle; _writeState?: Uint32Array };
-    if (!internals._handle || !internals._writeState) throw new Error('internal: this node has no synchronous zlib handle');
-    this.handle = internals._handle;
-    this.state = internals._writeState;
-    this.z.on('error', (err: Error) => (this.error = err));
-  }
-
-  step(flush: number, input: Uint8Array, inOff: number, out: Uint8Array, outOff: number): { consumed: number; produced: number } {
-    const inLen = input.length - inOff;
-    const outLen = out.length - outOff;
-    this.handle.writeSync(flush, input, inOff, inLen, out, outOff, outLen);
-    if (this.error) throw this.error;
-    return { consumed: inLen - this.state[1]!, produced: outLen - this.state[0]! };
-  }
-
-  close(): void {
-    this.z.close();
-  }
-}
 
 /** A boundary known to a byte: the next block begins in the last `0..7` bits of byte `c - 1`, or at `c`. */
 interface Boundary {

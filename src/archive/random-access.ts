@@ -7,7 +7,7 @@ import { ZstdDecoder } from './zstd-decoder.js';
 export type CompressedSource = Readable | AsyncIterable<Uint8Array>;
 
 /** Where a layer's compressed bytes begin for a resume from `cp` (one byte early when unaligned). */
-export function fetchStart(cp: Checkpoint): number {
+export function fetchStart(cp: Pick<Checkpoint, 'in' | 'bits'>): number {
   return cp.bits ? cp.in - 1 : cp.in;
 }
 

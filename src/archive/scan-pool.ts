@@ -149,6 +149,7 @@ function reviveScan(scan: LayerScan): LayerScan {
     if (cp.packed) cp.packed.bytes = buf(cp.packed.bytes);
   }
   scan.chunkDigests = buf(scan.chunkDigests);
+  if (scan.bounds) scan.bounds = buf(scan.bounds);
   return scan;
 }
 

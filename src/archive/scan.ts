@@ -15,7 +15,7 @@ export interface ScanOptions {
   span?: number;
   /** Files larger than this get a checkpoint just before their data (default 512 KiB). */
   bigFileThreshold?: number;
-  /** Size of the pieces of the uncompressed layer that get a sha256 each (default 1 MiB). */
+  /** Size of the pieces of the uncompressed layer that get a sha256 each (default 256 KiB). */
   chunkSize?: number;
   /** Names the layer (its digest) in errors. */
   name?: string;
@@ -51,9 +51,22 @@ export function isBlobMismatch(err: unknown): boolean {
   return err instanceof ClipError && err.code === 'EDIGEST' && !err.message.includes(DIFF_ID_MISMATCH);
 }
 
-export const DEFAULT_SPAN = 2 * 1024 * 1024;
+/**
+ * 512 KiB: with sparse windows (sparse-window.ts) a checkpoint costs about 2 KB of index, and a
+ * read inflates at most this much before its data: on debian-python the unprofiled python start
+ * fetched 16.4 MB of layers at 2 MiB, 13.5 at 1 MiB, 10.1 at 512 KiB, with the index 0.49 % /
+ * 0.57 % / 0.74 % of the image (bench/index/RESULTS.md).
+ */
+export const DEFAULT_SPAN = 512 * 1024;
 export const DEFAULT_BIG_FILE = 512 * 1024;
-export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
+/**
+ * 128 KiB: a read fetches and verifies whole chunks, and since fetches end a deflate block past
+ * their last chunk (index format 3) the chunk is what bounds them: on debian-python's python start
+ * 1 MiB chunks fetched 2.38x the compressed bytes it read with a profile, 256 KiB ones 1.46x,
+ * 128 KiB ones 1.31x; without a profile 9.31 MB at 256 KiB, 8.48 at 128 KiB, 8.37 at 64 KiB (32
+ * index bytes a chunk: 0.77 % of the image at 128 KiB; bench/index/RESULTS.md, session 8).
+ */
+export const DEFAULT_CHUNK_SIZE = 128 * 1024;
 
 /**
  * One layer scan as a push state machine, so that the same code runs in the caller's thread
@@ -133,6 +146,7 @@ export class LayerScanner {
     }
     if (this.failure !== null) return;
     try {
+      this.planner?.input(chunk, this.compressed - chunk.length);
       if (this.decoder) this.decoder.write(chunk, this.onData);
       else this.consume(chunk);
     } catch (err) {
@@ -150,6 +164,7 @@ export class LayerScanner {
     }
     if (this.failure !== null) throw this.failure;
     this.decoder?.finish();
+    this.planner?.finish();
     this.walker.end();
     const diffId = `sha256:${this.tarHash.digest('hex')}`;
     if (expected?.diffId !== undefined && diffId !== expected.diffId) {
@@ -167,6 +182,7 @@ export class LayerScanner {
       checkpoints,
       chunkSize: this.opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
       chunkDigests: this.chunks.finish(),
+      bounds: this.planner?.bounds.finish() ?? Buffer.alloc(0),
     };
   }
 
@@ -188,6 +204,7 @@ export class LayerScanner {
       this.entries.push(e);
       if (e.type === 'file' && e.size > this.bigFile) this.planner?.before(e.dataOffset);
     }
+    this.planner?.output(this.uncompressed);
   }
 }
 

@@ -51,7 +51,7 @@ export interface Checkpoint {
    * With ScanOptions.packWindows: the window raw-deflate compressed as the index stores it, and
    * `window` empty. Keeps a scan's memory at the index's size, not 16 MiB per GiB of layer.
    */
-  packed?: { bytes: Buffer; rawLength: number };
+  packed?: PackedWindow;
 }
 
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
@@ -72,4 +72,13 @@ export interface LayerScan {
   chunkSize: number;
   /** sha256 of each chunkSize piece of the uncompressed layer, 32 bytes each, concatenated. */
   chunkDigests: Buffer;
+  /** Every deflate block boundary, encoded (block-bounds.ts); empty for zstd and uncompressed layers. */
+  bounds?: Buffer;
+}
+
+/** A checkpoint window as an index stores it (archive/window-codec.ts); no codec: deflate (scans kept as scan-v1). */
+export interface PackedWindow {
+  bytes: Buffer;
+  rawLength: number;
+  codec?: 'deflate' | 'brotli';
 }

@@ -14,8 +14,14 @@ export function releaseFreeReadBuffers(): void {
   for (const free of freeBySize.values()) free.length = 0;
 }
 
+/** A READ of at most this part of the pool's size gets a buffer of that part (small random reads). */
+const SMALL_PART = 8;
+
 export class ReadBuffers {
+  /** Free buffers of `size` bytes, and of `size / SMALL_PART` bytes for small READs. */
   private readonly free: Buffer[];
+  private readonly freeSmall: Buffer[];
+  private readonly small: number;
   /** Buffers handed out, by their memory: a reply may come back as a view of its buffer. */
   private readonly lent = new Map<ArrayBufferLike, Buffer>();
 
@@ -29,15 +35,18 @@ export class ReadBuffers {
      */
     readonly keep: number = 32,
   ) {
-    let free = freeBySize.get(size);
-    if (!free) freeBySize.set(size, (free = []));
-    this.free = free;
+    this.free = freeList(size);
+    // 32 random readers of 4-128 KiB held 32 MiB of 1 MiB buffers (bench/server/RESULTS.md); small
+    // READs now take 128 KiB ones. A 1 MiB READ (sequential, readahead) still takes a whole one.
+    this.small = Math.floor(size / SMALL_PART);
+    this.freeSmall = freeList(this.small);
   }
 
   /** A buffer of exactly `n` bytes (contents undefined). */
   take(n: number): Buffer {
     if (n > this.size) return Buffer.allocUnsafeSlow(n);
-    const buf = this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+    const small = n <= this.small;
+    const buf = (small ? this.freeSmall : this.free).pop() ?? Buffer.allocUnsafeSlow(small ? this.small : this.size);
     this.lent.set(buf.buffer, buf);
     return buf.subarray(0, n);
   }
@@ -47,11 +56,18 @@ export class ReadBuffers {
     const buf = this.lent.get(data.buffer);
     if (!buf) return;
     this.lent.delete(data.buffer);
-    if (this.free.length < this.keep) this.free.push(buf);
+    const free = buf.length === this.size ? this.free : this.freeSmall;
+    if (free.length < this.keep) free.push(buf);
   }
 
   /** Buffers lent and not yet given back (for tests). */
   get outstanding(): number {
     return this.lent.size;
   }
+}
+
+function freeList(size: number): Buffer[] {
+  let free = freeBySize.get(size);
+  if (!free) freeBySize.set(size, (free = []));
+  return free;
 }

@@ -1,11 +1,13 @@
 /**
  * READs answered in a FUSE reader thread (loaded there by index-thread.ts): a read whose chunks this
  * process has verified in the disk cache (the shared marks of storage/layer-file.ts) is read from
- * the layer's cache file straight into the reply. Anything else (a big read, a chunk not verified
+ * the layer's cache file straight into the reply, whatever its size (a sequential reader's 1 MiB
+ * READs too: several reader threads overlap them as the load grows). Anything else (a chunk not verified
  * here yet, a file replaced meanwhile, reads switched off for a profile recording) returns -1: the
  * main thread's read path answers it, fetching, verifying or condemning as it does for every READ.
  */
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import type { FileRange } from '../fuse/index.js';
 import type { ImageIndex } from '../index/reader.js';
 import { SHARED_STATE_HEADER, VERIFIED_SHARED } from '../storage/layer-file.js';
 
@@ -30,8 +32,15 @@ interface LayerView {
   fdGen: number;
 }
 
-/** READs from this size on go to the main thread (bench/mount/RESULTS.md, issue 15). */
-export const THREAD_READ_MAX = 256 * 1024;
+interface Found {
+  l: LayerView;
+  layer: number;
+  gen: number;
+  fd: number;
+  /** Position in the cache file, and length. */
+  start: number;
+  n: number;
+}
 
 export class ThreadReads {
   private readonly on: Int32Array;
@@ -57,15 +66,30 @@ export class ThreadReads {
 
   /** Up to `size` bytes of inode `ino` at `offset` into `out`: how many, or -1 (the main thread answers). */
   read(ino: number, offset: number, size: number, out: Buffer): number {
+    const f = this.find(ino, offset, size);
+    if (typeof f === 'number') return f;
+    for (let done = 0; done < f.n; ) {
+      const got = readSync(f.fd, out, done, f.n - done, f.start + done);
+      if (got <= 0) return -1;
+      done += got;
+    }
+    return this.stillValid(f) ? f.n : -1;
+  }
+
+  /** The same READ as a range of this thread's descriptor of the cache file, to splice the reply from. */
+  readRange(ino: number, offset: number, size: number): FileRange | undefined {
+    const f = this.find(ino, offset, size);
+    if (typeof f === 'number') return undefined;
+    return { fd: f.fd, position: f.start, length: f.n, valid: () => this.stillValid(f) };
+  }
+
+  /** Where the READ's bytes are, if this thread may read them: else -1 (main thread) or 0 (past the end). */
+  private find(ino: number, offset: number, size: number): Found | number {
     if (Atomics.load(this.on, 0) === 0) return -1;
     const loc = this.index.dataLocation(ino);
     if (!loc) return -1;
     const n = Math.min(size, loc.size - offset);
     if (n <= 0) return 0;
-    // A big read (the kernel's readahead of a sequential reader) goes to the main thread: its
-    // copies (the pread in the libuv pool, the reply's write) overlap with other READs there, while
-    // one reader thread would do them one after the other; the hop costs little beside them.
-    if (n >= THREAD_READ_MAX) return -1;
     const l = this.layers[loc.layer];
     if (!l) return -1;
     const gen = Atomics.load(l.header, 0);
@@ -80,16 +104,16 @@ export class ThreadReads {
     if ((last + 1) * cs < loc.offset + loc.size && Atomics.load(l.marks, last + 1) !== VERIFIED_SHARED) return -1;
     const fd = this.fdOf(l, gen);
     if (fd < 0) return -1;
-    for (let done = 0; done < n; ) {
-      const got = readSync(fd, out, done, n - done, start + done);
-      if (got <= 0) return -1;
-      done += got;
-    }
+    return { l, layer: loc.layer, gen, fd, start, n };
+  }
+
+  /** After the bytes were read: still the file the marks described? Counted if so. */
+  private stillValid(f: Found): boolean {
     // Replaced while we read (evicted and reopened): let the main thread answer from the new file.
-    if (Atomics.load(l.header, 0) !== gen) return -1;
-    Atomics.add(this.counts, 2 * loc.layer, 1);
-    Atomics.add(this.counts, 2 * loc.layer + 1, n);
-    return n;
+    if (Atomics.load(f.l.header, 0) !== f.gen) return false;
+    Atomics.add(this.counts, 2 * f.layer, 1);
+    Atomics.add(this.counts, 2 * f.layer + 1, f.n);
+    return true;
   }
 
   /** Close this thread's descriptors (the connection ended). */

@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { ClipError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { isFuse, mountsAt } from './mountinfo.js';
+import { defaultMaxPages } from './read-size.js';
 
 const FUSECTL = '/sys/fs/fuse/connections';
 
@@ -32,7 +33,7 @@ export interface AttachOptions {
   dev?: boolean;
   /** Mount read-only. Default true. */
   readOnly?: boolean;
-  /** Largest READ the kernel sends, in pages of 4 KiB. Default 256 (1 MiB). */
+  /** Largest READ the kernel sends, in pages of 4 KiB. Default 256 (1 MiB), or what a splice can carry (read-size.ts). */
   maxPages?: number;
   /** Extra options for `mount -o`. */
   mountOptions?: string[];
@@ -72,7 +73,7 @@ export async function attach(mountpoint: string, opts: AttachOptions = {}): Prom
   const fd = openSync('/dev/fuse', 'r+');
   const fsname = opts.fsname ?? 'fuse';
   const subtype = opts.subtype ?? fsname;
-  const maxPages = opts.maxPages ?? 256;
+  const maxPages = opts.maxPages ?? defaultMaxPages();
   const options = [
     'fd=3',
     'rootmode=40000',

@@ -12,6 +12,7 @@ export const Errno = {
   EEXIST: 17,
   ENOTDIR: 20,
   EISDIR: 21,
+  ENOTTY: 25,
   EINVAL: 22,
   EFBIG: 27,
   ENOSPC: 28,

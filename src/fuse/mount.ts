@@ -3,6 +3,7 @@ import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { abortConnection, attach, run, settlesWithin, type AttachOptions, type Attached } from './attach.js';
 import { mountsAt } from './mountinfo.js';
+import { defaultMaxPages } from './read-size.js';
 import { FuseServer, type FuseServerOptions, type InitInfo } from './server.js';
 import type { FuseFilesystem } from './types.js';
 
@@ -107,7 +108,7 @@ export async function serveAttached(fs: FuseFilesystem, attached: Attached, opts
     await m.unmount({ timeoutMs: 2000 }).catch(() => undefined);
     throw err;
   }
-  if (!resume) setReadahead(attached.major, attached.connection, opts.readaheadKb ?? (opts.maxPages ?? 256) * 4, log);
+  if (!resume) setReadahead(attached.major, attached.connection, opts.readaheadKb ?? (opts.maxPages ?? defaultMaxPages()) * 4, log);
   log.info({ mountpoint: target, connection: m.connection, init: server.init?.minor, resumed: resume !== undefined }, 'fuse: serving');
   return m;
 }

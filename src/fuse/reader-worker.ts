@@ -1,26 +1,40 @@
 /**
- * A reader thread: it reads one descriptor of every FUSE connection of the process (the device, or
- * its clone for this thread; channel.ts): each descriptor is non-blocking, read in turn while
- * requests come, and the thread waits in poll(2) (with a pipe that wakes it when descriptors come
- * and go) only when none has one. The process's few threads serve every mount, not one per mount:
- * a worker thread costs about 12 MB, which a node with many images would pay per image.
+ * A reader thread: it reads the descriptor of every FUSE connection of the process (reader-pool.ts;
+ * the other threads read the same descriptors): each descriptor is non-blocking, read in turn while
+ * requests come, and the thread waits in epoll_wait(2) (with a pipe that wakes it when descriptors
+ * come and go) only when none has one. Each thread watches the descriptors with EPOLLEXCLUSIVE: a
+ * request wakes one waiting thread, the oldest first, not every thread (poll(2) would wake all, each
+ * to find nothing but the one that read it), so an added thread serves only when the others are
+ * busy, and goes idle once the load is gone. The process's few threads serve every mount, not one per mount:
+ * a worker thread costs about 10 MB, which a node with many images would pay per image. It tells
+ * the pool when it finds requests queued (another thread may help) and, if it may end, when it has
+ * served nothing for a while.
  * What the connection's filesystem answers here (sync-answers.ts) is answered on the same
  * descriptor; anything else is copied out of the big read buffer into a buffer of its own and
  * transferred (not cloned) to the main thread.
  */
-import { readSync, writeSync } from 'node:fs';
+import { writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoName } from './errno.js';
-import { Opcode, OUT_HEADER_SIZE, readInHeader, writeOutHeader } from './protocol.js';
+import { IN_HEADER_SIZE, Opcode, OUT_HEADER_SIZE, readInHeader, writeOutHeader } from './protocol.js';
+import { Splicer } from './splice.js';
 import { answerRead, answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
-import { EAGAIN, EINTR, ENODEV, ENOENT, loadLibc, POLLIN, type PollFd } from './libc.js';
+import { EAGAIN, EINTR, ENODEV, ENOENT, loadLibc } from './libc.js';
 
 export interface ReaderWorkerData {
   /** Read end of the pipe the main thread writes to after each control message. */
   wakeFd: number;
   bufferSize: number;
+  /** Say 'idle' after serving nothing for this long; 0: never (a thread the pool always keeps). */
+  idleMs: number;
   /** Control messages (ReaderControl) come on this port. */
   control: MessagePort;
+  /** The scheduler slice this thread asks for, in ns (0: the kernel's default); see sliceNs(). */
+  sliceNs: number;
+  /** Take turns with the other threads on a stream of requests, and say 'stream' (CLIP_FUSE_TURNS=1). */
+  turns: boolean;
+  /** Requests a second that make a stream (streamRate()). */
+  streamRate: number;
 }
 
 /** Requests of a connection answered here: how to build its filesystem, and what the server answers with. */
@@ -31,12 +45,27 @@ export interface ThreadAnswering {
   counts: Int32Array;
 }
 
-export type ReaderControl = { op: 'add'; id: number; fd: number; answering?: ThreadAnswering } | { op: 'remove'; id: number } | { op: 'exit' };
+export type ReaderControl =
+  | { op: 'add'; id: number; fd: number; answering?: ThreadAnswering }
+  | { op: 'remove'; id: number }
+  /** How many threads read now: more than one take turns on a stream (see rotate()). */
+  | { op: 'peers'; n: number }
+  | { op: 'exit' };
 
 /** What the thread tells the main thread. */
 export type ReaderEvent =
   | { type: 'request'; id: number; data: ArrayBuffer }
   | { type: 'warning'; id: number; message: string }
+  /** The modules of the connections given so far are loaded: the thread reads. `slice`: what setSlice said; `tid`: its thread id. */
+  | { type: 'ready'; slice: number; tid: number }
+  /** Requests were queued behind the one read: another thread would help. */
+  | { type: 'busy' }
+  /** Requests come one at a time but without pause (STREAM_RATE a second): a second thread to take turns with would help. */
+  | { type: 'stream' }
+  /** Nothing served for idleMs. */
+  | { type: 'idle' }
+  /** Serving again after an 'idle'. */
+  | { type: 'active' }
   /** A connection removed on the main thread's word: this thread no longer touches its descriptor. */
   | { type: 'removed'; id: number }
   | {
@@ -47,15 +76,47 @@ export type ReaderEvent =
     message: string;
   };
 
-const { wakeFd, bufferSize, control } = workerData as ReaderWorkerData;
+const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE } = workerData as ReaderWorkerData;
+/** Requests read in one wake-up (to EAGAIN) from which the thread says it is busy. */
+const BUSY_BURST = 4;
+/** At most one 'busy' per this many ms. */
+const BUSY_EVERY_MS = 50;
+/**
+ * After this many wake-ups in a row with one request and nothing queued behind it (a client
+ * asking one thing at a time: lstat, getxattr, a single reader's preads), the thread reads once
+ * per wake-up instead of again until EAGAIN: the read that finds nothing was one system call in
+ * four of such a request. Every PROBE_EVERY-th wake-up reads until EAGAIN again, so a queue
+ * that builds up (and the 'busy' it should cause) is seen within that many requests.
+ */
+const SINGLES_BEFORE_ONE_READ = 8;
+const PROBE_EVERY = 16;
 const port = parentPort;
 if (!port) throw new Error('reader-worker must run as a worker thread');
 const libc = loadLibc();
+// A short slice: woken by a request while the CPU runs something else, the thread gets an early
+// deadline and runs within about this long, instead of after the other task's whole slice (ms
+// under load: the one-request-at-a-time rows' tails). Its share of the CPU is unchanged.
+const slice = sliceNs > 0 ? libc.setSlice(sliceNs) : 0;
 
 const conns = new Map<number, number>(); // id → fd
+const ep = libc.epollCreate();
+libc.epollAdd(ep, wakeFd, false);
 const answering = new Map<number, { fs: SyncFilesystem; options: SyncAnswerOptions; counts: Int32Array }>();
 const buf = Buffer.allocUnsafe(bufferSize);
 const wakeBuf = Buffer.allocUnsafe(64);
+/** READs from this size on are spliced (below it the pread and write of a small reply cost less). */
+const SPLICE_FROM = 64 * 1024;
+/** Threads reading now (the pool says). */
+let peers = 1;
+/**
+ * Requests came at half STREAM_RATE or more (all threads together, as this thread's rate times
+ * the threads) in the last second: the threads take turns, each going to the back of the line
+ * after serving (rotate()). Not at a lower rate: every thread would live on, serving a request
+ * now and then, where without turns the oldest serves them and the added ones end when idle.
+ */
+let streaming = true;
+/** Made on first use; null: splicing failed to set up here (a pipe too small), never tried again. */
+let splicer: Splicer | undefined | null;
 /** READ replies built here (header, then the bytes read straight into it); made on first use. */
 let replyBuf: Buffer | undefined;
 
@@ -67,13 +128,21 @@ function takeControl(): boolean | Promise<boolean> {
   const loads: Promise<void>[] = [];
   for (let m = receiveMessageOnPort(control); m; m = receiveMessageOnPort(control)) {
     const msg = m.message as ReaderControl;
-    if (msg.op === 'exit') return false;
+    if (msg.op === 'exit') {
+      for (const id of [...answering.keys()]) dropAnswering(id); // its descriptors are the process's
+      return false;
+    }
+    if (msg.op === 'peers') {
+      peers = msg.n;
+      continue;
+    }
     if (msg.op === 'remove') {
       dropAnswering(msg.id);
-      if (conns.delete(msg.id)) port!.postMessage({ type: 'removed', id: msg.id } satisfies ReaderEvent);
+      if (unwatch(msg.id)) port!.postMessage({ type: 'removed', id: msg.id } satisfies ReaderEvent);
       continue;
     }
     conns.set(msg.id, msg.fd);
+    libc.epollAdd(ep, msg.fd, true);
     const a = msg.answering;
     if (a) {
       loads.push(
@@ -86,6 +155,28 @@ function takeControl(): boolean | Promise<boolean> {
     }
   }
   return loads.length ? Promise.all(loads).then(() => true) : true;
+}
+
+/**
+ * Go to the back of the line of threads waiting for requests: a request wakes the first waiting
+ * thread in the order they began to watch the descriptor (EPOLLEXCLUSIVE), so without this the
+ * oldest thread serves a lone client's every request. Watched again from the back, the threads
+ * take turns, as threads blocked in read(2) do (go-fuse, libfuse): each uses a share of the CPU
+ * the scheduler grants without making it wait. A request that comes between the two calls is
+ * seen by the add (epoll checks the descriptor) or by another thread.
+ */
+function rotate(fd: number): void {
+  libc.epollDel(ep, fd);
+  libc.epollAdd(ep, fd, true);
+}
+
+/** Stop watching connection `id` (before the main thread may close its descriptor); false if not watched. */
+function unwatch(id: number): boolean {
+  const fd = conns.get(id);
+  if (fd === undefined) return false;
+  libc.epollDel(ep, fd);
+  conns.delete(id);
+  return true;
 }
 
 function dropAnswering(id: number): void {
@@ -122,6 +213,10 @@ function answerHere(id: number, fd: number, n: number): boolean {
 
 function answerReadHere(a: { fs: SyncFilesystem; counts: Int32Array }, h: ReturnType<typeof readInHeader>, req: Buffer, fd: number): boolean {
   if (!a.fs.read) return false;
+  if (a.fs.readRange && req.readUInt32LE(IN_HEADER_SIZE + 16) >= SPLICE_FROM && spliceReply(a.fs, h, req, fd)) {
+    Atomics.add(a.counts, Opcode.READ, 1);
+    return true;
+  }
   replyBuf ??= Buffer.allocUnsafeSlow(bufferSize);
   const len = answerRead(a.fs, h, req, replyBuf);
   if (len < 0) return false;
@@ -134,6 +229,28 @@ function answerReadHere(a: { fs: SyncFilesystem; counts: Int32Array }, h: Return
   return true;
 }
 
+/** A big READ's reply spliced from the file (splice.ts); false: not sent, answer it another way. */
+function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req: Buffer, fd: number): boolean {
+  if (splicer === null) return false;
+  if (!splicer) {
+    try {
+      splicer = new Splicer();
+    } catch {
+      splicer = null;
+      return false;
+    }
+  }
+  const offset = req.readUInt32LE(IN_HEADER_SIZE + 8) + req.readUInt32LE(IN_HEADER_SIZE + 12) * 2 ** 32;
+  let range: ReturnType<NonNullable<SyncFilesystem['readRange']>>;
+  try {
+    range = fs.readRange!(Number(h.nodeid), offset, req.readUInt32LE(IN_HEADER_SIZE + 16));
+  } catch {
+    return false; // (an unknown node, say) answered the ordinary way, which says why
+  }
+  if (!range || range.length === 0) return false;
+  return splicer.send(fd, h.unique, range.fd, range.position, range.length, range.valid);
+}
+
 /** Read one request from `fd`; true if one came (or the connection stopped), false on EAGAIN. */
 function readOne(id: number, fd: number): boolean {
   const n = libc.read(fd, buf);
@@ -142,14 +259,14 @@ function readOne(id: number, fd: number): boolean {
     if (errno === EAGAIN) return false;
     // ENOENT: the request was interrupted before we read it; EINTR: try again.
     if (errno === ENOENT || errno === EINTR) return true;
-    conns.delete(id);
+    unwatch(id);
     dropAnswering(id);
     const code = errno === ENODEV ? 'ENODEV' : errnoName(errno);
     port!.postMessage({ type: 'stopped', id, code, message: `reading /dev/fuse: ${code}` } satisfies ReaderEvent);
     return true;
   }
   if (n === 0) {
-    conns.delete(id);
+    unwatch(id);
     dropAnswering(id);
     port!.postMessage({ type: 'stopped', id, code: 'ENODEV', message: 'end of file on /dev/fuse' } satisfies ReaderEvent);
     return true;
@@ -161,24 +278,90 @@ function readOne(id: number, fd: number): boolean {
   return true;
 }
 
+let ready = false;
+let lastServed = Date.now();
+let lastBusy = 0;
+/** 'idle' said, and nothing served since. */
+let saidIdle = false;
+/** The wake pipe said a control message came (the first pass looks anyway). */
+let woken = true;
+/** Wake-ups in a row that found at most one request (read until EAGAIN). */
+let singles = 0;
+let wakeups = 0;
+/** Requests served since `windowStart` (for 'stream'). */
+let windowCount = 0;
+let windowStart = Date.now();
+let lastStream = 0;
+/** Descriptors served in this wake-up, while taking turns. */
+const servedFds: number[] = [];
 for (;;) {
-  const taken = takeControl();
-  if (!(taken === true || (taken !== false && (await taken)))) break;
-  // Serve whoever has requests, one each in turn, until none has.
+  if (woken) {
+    woken = false;
+    const taken = takeControl();
+    if (!(taken === true || (taken !== false && (await taken)))) break;
+  }
+  if (!ready) {
+    ready = true;
+    port.postMessage({ type: 'ready', slice, tid: libc.gettid() } satisfies ReaderEvent);
+  }
+  // Serve whoever has requests, one each in turn, until none has; or, while requests come one at
+  // a time, one read each and back to epoll_wait, which returns at once if another is queued.
+  const greedy = singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
+  let served = 0;
   let busy = true;
   while (busy) {
     busy = false;
-    for (const [id, fd] of conns) if (readOne(id, fd)) busy = true;
-  }
-  const fds: PollFd[] = [{ fd: wakeFd, events: POLLIN, revents: 0 }];
-  for (const fd of conns.values()) fds.push({ fd, events: POLLIN, revents: 0 });
-  libc.poll(fds, fds.length, -1);
-  if (fds[0]!.revents) {
-    try {
-      readSync(wakeFd, wakeBuf, 0, wakeBuf.length, null);
-    } catch {
-      // EAGAIN: another wake-up took the bytes
+    for (const [id, fd] of conns) {
+      if (readOne(id, fd)) {
+        busy = greedy;
+        served++;
+        if (TURNS && peers > 1 && streaming && !servedFds.includes(fd)) servedFds.push(fd);
+      }
     }
   }
-  // A connection that ended shows as POLLERR/POLLHUP: its read then says ENODEV.
+  if (greedy) singles = served <= 1 ? singles + 1 : 0;
+  const now = Date.now();
+  if (served > 0) {
+    lastServed = now;
+    if (saidIdle) {
+      saidIdle = false;
+      port.postMessage({ type: 'active' } satisfies ReaderEvent);
+    }
+  }
+  if (served >= BUSY_BURST && now - lastBusy >= BUSY_EVERY_MS) {
+    lastBusy = now;
+    port.postMessage({ type: 'busy' } satisfies ReaderEvent);
+  }
+  windowCount += served;
+  if (now - windowStart >= 1000) {
+    const rate = windowCount / ((now - windowStart) / 1000);
+    streaming = rate * peers >= STREAM_RATE / 2;
+    if (TURNS && peers === 1 && rate >= STREAM_RATE && now - lastStream >= 1000) {
+      lastStream = now;
+      port.postMessage({ type: 'stream' } satisfies ReaderEvent);
+    }
+    windowStart = now;
+    windowCount = 0;
+  }
+  // Only the descriptors this thread served: the others' lines are as they were.
+  for (const fd of servedFds.splice(0)) if ([...conns.values()].includes(fd)) rotate(fd);
+  let timeout = -1;
+  if (idleMs > 0) {
+    timeout = idleMs - (now - lastServed);
+    if (timeout <= 0) {
+      if (!saidIdle) port.postMessage({ type: 'idle' } satisfies ReaderEvent);
+      saidIdle = true;
+      lastServed = now;
+      timeout = idleMs;
+    }
+  }
+  const fired = libc.epollWait(ep, timeout);
+  // The pipe and the control port only when the pipe woke us: a request's wake-up goes straight to
+  // its read (two calls fewer per request). The pipe is this thread's own, written after each
+  // message; a pipe not yet empty after one read wakes the next wait at once.
+  for (let i = 0; i < fired; i++) if (libc.readyFd(i) === wakeFd) woken = true;
+  if (woken) libc.read(wakeFd, wakeBuf);
+  // A connection that ended shows as EPOLLERR/EPOLLHUP: its read then says ENODEV.
 }
+libc.close(ep);
+splicer?.close();

@@ -1,6 +1,8 @@
+import { availableParallelism } from 'node:os';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { FuseChannel } from './channel.js';
+import type { ReaderPolicy } from './reader-pool.js';
 import { attrOut, entryOut, negativeEntryOut, packDirents, packDirentsPlus, statfsOut, type Timeouts } from './encode.js';
 import { Errno, FuseErrno, toErrno } from './errno.js';
 import {
@@ -22,6 +24,7 @@ import {
   type InHeader,
 } from './protocol.js';
 import { sizedReply } from './sync-answers.js';
+import { defaultMaxPages } from './read-size.js';
 import type { FuseFilesystem, OpenResult, RequestContext, StatFs } from './types.js';
 
 export interface FuseServerOptions {
@@ -41,7 +44,7 @@ export interface FuseServerOptions {
    * caches the answer ("none" included) and enforces it. Default false.
    */
   posixAcl?: boolean;
-  /** Largest READ the kernel sends, in pages of 4 KiB (MAX_PAGES). Default 256 (1 MiB). */
+  /** Largest READ the kernel sends, in pages of 4 KiB (MAX_PAGES). Default 256 (1 MiB), or what a splice can carry (read-size.ts). */
   maxPages?: number;
   /** Largest WRITE the kernel may send; also sizes the request buffer. Default 1 MiB. */
   maxWrite?: number;
@@ -50,28 +53,49 @@ export interface FuseServerOptions {
   /** Above this many background requests the kernel counts the filesystem congested. Default 3/4 of maxBackground. */
   congestionThreshold?: number;
   /**
-   * Reader threads for this connection, each on its own /dev/fuse descriptor (clones of the
-   * first). Default: CLIP_FUSE_THREADS, else DEFAULT_READER_THREADS.
+   * Reader threads for this connection, all reading its one descriptor: a number is that many,
+   * always. Default: CLIP_FUSE_THREADS if set, else as many as the load asks for (readerPolicy).
    */
   readerThreads?: number;
+  /** With no fixed count: the most threads (default CLIP_FUSE_MAX_THREADS, else DEFAULT_MAX_READER_THREADS). */
+  maxReaderThreads?: number;
+  /** An added thread that served nothing for this long ends (default CLIP_FUSE_IDLE_MS, else 30 000). */
+  readerIdleMs?: number;
 }
 
-/**
- * One: more threads read faster on 2 cores (bench/mount/RESULTS.md, issue 15), but read through
- * clones of the device, whose requests in flight the kernel fails (ECONNABORTED) when a killed
- * server's clones close, instead of resending them to the next server.
- */
-export const DEFAULT_READER_THREADS = 1;
 export const MAX_READER_THREADS = 16;
+/**
+ * The cap when the count follows the load: the CPU count, at least 4. On two cores four threads
+ * read fastest (random and sequential, bench/mount/RESULTS.md): a thread waiting on the disk in a
+ * pread leaves its core to another.
+ */
+export const DEFAULT_MAX_READER_THREADS = Math.min(MAX_READER_THREADS, Math.max(4, availableParallelism()));
+/**
+ * An added reader thread ends after this long without a request: long enough to span the pauses
+ * between bursts (a thread costs about 0.1 s of CPU to start, and the bench's rounds lost that
+ * much per workload with 5 s), short enough that a quiet server is back to one thread soon.
+ */
+const DEFAULT_READER_IDLE_MS = 30_000;
 
-/** The reader thread count: `asked`, else CLIP_FUSE_THREADS, else the default; at least 1. */
-export function readerThreadCount(asked?: number): number {
-  const env = process.env.CLIP_FUSE_THREADS;
-  const n = asked ?? (env ? Number(env) : DEFAULT_READER_THREADS);
-  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_READER_THREADS) {
-    throw new Error(`FUSE reader threads must be a whole number from 1 to ${MAX_READER_THREADS}${asked === undefined ? ' (CLIP_FUSE_THREADS)' : ''}; got ${asked ?? env}`);
-  }
-  return n;
+/**
+ * How many reader threads serve a connection: `readerThreads` (or CLIP_FUSE_THREADS) fixes the
+ * count; otherwise one, and more up to the cap while requests queue.
+ */
+export function readerPolicy(opts: Pick<FuseServerOptions, 'readerThreads' | 'maxReaderThreads' | 'readerIdleMs'> = {}): ReaderPolicy {
+  const env = process.env;
+  const count = (value: number | undefined, name: string, envName: string): number | undefined => {
+    const raw = value ?? (env[envName] ? Number(env[envName]) : undefined);
+    if (raw === undefined) return undefined;
+    if (!Number.isSafeInteger(raw) || raw < 1 || raw > MAX_READER_THREADS) {
+      throw new Error(`FUSE ${name} must be a whole number from 1 to ${MAX_READER_THREADS}${value === undefined ? ` (${envName})` : ''}; got ${value ?? env[envName]}`);
+    }
+    return raw;
+  };
+  const idleMs = opts.readerIdleMs ?? (env.CLIP_FUSE_IDLE_MS ? Number(env.CLIP_FUSE_IDLE_MS) : DEFAULT_READER_IDLE_MS);
+  if (!(Number.isFinite(idleMs) && idleMs > 0)) throw new Error(`FUSE reader idle time must be a positive number of ms (CLIP_FUSE_IDLE_MS); got ${env.CLIP_FUSE_IDLE_MS ?? idleMs}`);
+  const fixed = count(opts.readerThreads, 'reader threads', 'CLIP_FUSE_THREADS');
+  if (fixed !== undefined) return { min: fixed, max: fixed, idleMs };
+  return { min: 1, max: count(opts.maxReaderThreads, 'reader thread cap', 'CLIP_FUSE_MAX_THREADS') ?? DEFAULT_MAX_READER_THREADS, idleMs };
 }
 
 /** What INIT settled on, for logs and tests. */
@@ -91,8 +115,6 @@ interface InFlight {
   /** Made on first use of the request's signal: most requests never look at it. */
   controller?: AbortController;
   opcode: number;
-  /** The descriptor the request was read from: its reply goes there. */
-  fd: number;
 }
 
 /** An error answer given without throwing (on paths hot enough for a throw's cost to show). */
@@ -129,8 +151,10 @@ export class FuseServer {
   private readonly log: Logger;
   private readonly timeouts: Timeouts;
   private readonly maxWrite: number;
-  private readonly threads: number;
+  private readonly policy: ReaderPolicy;
   private initInfo: InitInfo | undefined;
+  /** Int32 [0]: 1 once the kernel is known to take ENOSYS to OPEN as "no opens" (SyncFilesystem.zeroMessageOpen). */
+  private readonly noOpen = new Int32Array(new SharedArrayBuffer(4));
   private resolveReady!: (info: InitInfo) => void;
   private rejectReady!: (err: Error) => void;
 
@@ -141,7 +165,7 @@ export class FuseServer {
     this.log = opts.logger ?? silentLogger;
     this.timeouts = { entry: opts.entryTimeout ?? 1, attr: opts.attrTimeout ?? 1 };
     this.maxWrite = opts.maxWrite ?? 1024 * 1024;
-    this.threads = readerThreadCount(opts.readerThreads);
+    this.policy = readerPolicy(opts);
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -159,10 +183,10 @@ export class FuseServer {
   async serve(fd: number, opts: { resume?: InitInfo } = {}): Promise<{ code: string; message: string }> {
     const bufferSize = Math.max(FUSE_MIN_READ_BUFFER, this.maxWrite + IN_HEADER_SIZE + WRITE_IN_SIZE, this.maxWrite + PAGE);
     const answers = this.fs.threadAnswers;
-    const channel = new FuseChannel(fd, bufferSize, (req, from) => this.handle(req, from), this.log, answers ? {
+    const channel = new FuseChannel(fd, bufferSize, (req) => this.handle(req), this.log, answers ? {
       answers,
-      options: { timeouts: this.timeouts, negativeTimeout: this.opts.negativeTimeout ?? 0, cacheDir: this.opts.cacheDir ?? false },
-    } : undefined, this.threads);
+      options: { timeouts: this.timeouts, negativeTimeout: this.opts.negativeTimeout ?? 0, cacheDir: this.opts.cacheDir ?? false, noOpen: this.noOpen },
+    } : undefined, this.policy);
     this.channel = channel;
     if (opts.resume) this.resume(channel, opts.resume);
     const stopped = await channel.stopped;
@@ -179,6 +203,7 @@ export class FuseServer {
 
   private resume(channel: FuseChannel, init: InitInfo): void {
     this.initInfo = init;
+    this.noteNoOpen(init.offered);
     this.resolveReady(init);
     if (!(init.offered & InitFlag.HAS_RESEND)) {
       // Requests the earlier server had read are lost to us: the kernel waits on them until the
@@ -215,9 +240,9 @@ export class FuseServer {
     return this.inflight.size;
   }
 
-  /** Reader threads serving the connection (descriptors read). */
+  /** Reader threads reading the connection now. */
   get readerThreads(): number {
-    return this.channel?.fds.length ?? 0;
+    return this.channel?.readers ?? 0;
   }
 
   /** Requests the reader threads answered themselves, by opcode name (a part of opCounts). */
@@ -231,13 +256,13 @@ export class FuseServer {
     return counts;
   }
 
-  private handle(req: Buffer, fd: number): void {
+  private handle(req: Buffer): void {
     const h = readInHeader(req);
     const name = opcodeName(h.opcode);
     this.mainCounts.set(name, (this.mainCounts.get(name) ?? 0) + 1);
     switch (h.opcode) {
       case Opcode.INIT:
-        this.handleInit(h, req, fd);
+        this.handleInit(h, req);
         return;
       case Opcode.FORGET:
         this.fs.forget?.(Number(h.nodeid), Number(req.readBigUInt64LE(IN_HEADER_SIZE)));
@@ -253,14 +278,14 @@ export class FuseServer {
     }
     const channel = this.channel!;
     if (!this.initInfo) {
-      channel.reply(h.unique, Errno.EIO, undefined, fd);
+      channel.reply(h.unique, Errno.EIO);
       return;
     }
     if (WRITE_OPCODES.has(h.opcode)) {
-      channel.reply(h.unique, Errno.EROFS, undefined, fd);
+      channel.reply(h.unique, Errno.EROFS);
       return;
     }
-    const flight: InFlight = { opcode: h.opcode, fd };
+    const flight: InFlight = { opcode: h.opcode };
     this.inflight.set(h.unique, flight);
     const ctx: RequestContext = {
       uid: h.uid,
@@ -281,8 +306,8 @@ export class FuseServer {
         // Not in flight any more: interrupted, and already answered.
         if (this.inflight.get(h.unique) === flight) {
           this.inflight.delete(h.unique);
-          if (payload instanceof ErrnoAnswer) channel.reply(h.unique, payload.errno, undefined, fd);
-          else channel.reply(h.unique, 0, payload, fd);
+          if (payload instanceof ErrnoAnswer) channel.reply(h.unique, payload.errno);
+          else channel.reply(h.unique, 0, payload);
         }
         // The reply went out with a synchronous write: the buffer is free again.
         if (h.opcode === Opcode.READ && payload instanceof Uint8Array) this.fs.readDone?.(payload);
@@ -290,7 +315,7 @@ export class FuseServer {
       (err: unknown) => {
         if (this.inflight.get(h.unique) !== flight) return;
         this.inflight.delete(h.unique);
-        channel.reply(h.unique, this.errnoOf(err, h), undefined, fd);
+        channel.reply(h.unique, this.errnoOf(err, h));
       },
     );
   }
@@ -308,7 +333,7 @@ export class FuseServer {
     if (!flight) return;
     this.inflight.delete(target);
     (flight.controller ??= new AbortController()).abort(new Error('interrupted'));
-    this.channel!.reply(target, Errno.EINTR, undefined, flight.fd);
+    this.channel!.reply(target, Errno.EINTR);
   }
 
   private handleBatchForget(req: Buffer): void {
@@ -318,14 +343,14 @@ export class FuseServer {
     }
   }
 
-  private handleInit(h: InHeader, req: Buffer, fd: number): void {
+  private handleInit(h: InHeader, req: Buffer): void {
     const channel = this.channel!;
     const major = req.readUInt32LE(IN_HEADER_SIZE);
     const kernelMinor = req.readUInt32LE(IN_HEADER_SIZE + 4);
     if (major !== FUSE_KERNEL_VERSION) {
       // A newer major: answer with ours and the kernel retries or gives up; an older one we cannot serve.
       this.log.error({ major, kernelMinor }, 'fuse: unsupported kernel protocol major version');
-      channel.reply(h.unique, Errno.EPROTO, undefined, fd);
+      channel.reply(h.unique, Errno.EPROTO);
       return;
     }
     const maxReadahead = req.readUInt32LE(IN_HEADER_SIZE + 8);
@@ -338,7 +363,7 @@ export class FuseServer {
     if (this.opts.posixAcl && this.fs.getxattr) wanted |= InitFlag.POSIX_ACL;
     const accepted = offered & wanted;
     const minor = Math.min(kernelMinor, FUSE_KERNEL_MINOR_VERSION);
-    const maxPages = Math.max(1, Math.min(this.opts.maxPages ?? 256, 0xffff));
+    const maxPages = Math.max(1, Math.min(this.opts.maxPages ?? defaultMaxPages(), 0xffff));
     const maxBackground = Math.min(this.opts.maxBackground ?? 128, 0xffff);
     const congestion = Math.min(this.opts.congestionThreshold ?? Math.floor((maxBackground * 3) / 4), 0xffff);
 
@@ -356,11 +381,16 @@ export class FuseServer {
     out.writeUInt32LE(Number(accepted >> 32n), 32); // flags2
     // max_stack_depth, request_timeout, unused: zero.
     // Kernels before 7.23 expect the 24-byte reply.
-    channel.reply(h.unique, 0, minor < 23 ? out.subarray(0, 24) : out, fd);
+    channel.reply(h.unique, 0, minor < 23 ? out.subarray(0, 24) : out);
 
     this.initInfo = { major, minor, kernelMinor, offered, accepted, maxReadahead, maxWrite: this.maxWrite, maxPages };
+    this.noteNoOpen(offered);
     this.log.debug({ ...this.initInfo, offered: offered.toString(16), accepted: accepted.toString(16) }, 'fuse: INIT');
     this.resolveReady(this.initInfo);
+  }
+
+  private noteNoOpen(offered: bigint): void {
+    if (offered & InitFlag.NO_OPEN_SUPPORT) Atomics.store(this.noOpen, 0, 1);
   }
 
   private async dispatch(h: InHeader, req: Buffer, ctx: RequestContext): Promise<Payload> {
@@ -454,6 +484,8 @@ export class FuseServer {
         out.writeBigUInt64LE(BigInt(await fs.lseek(ino, fh, offset, whence, ctx)));
         return out;
       }
+      case Opcode.IOCTL:
+        throw new FuseErrno('ENOTTY'); // no ioctl is served: "not a terminal" is what isatty() wants
       case Opcode.DESTROY:
         await this.fs.destroy?.();
         return undefined;

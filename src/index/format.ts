@@ -1,5 +1,6 @@
 /**
- * The index file layout (version 1). All integers little-endian; 64-bit quantities that must stay
+ * The index file layout (version 3; versions 1 and 2 are read too: version 2 has no Bounds
+ * section, version 1 neither, and every window deflated). All integers little-endian; 64-bit quantities that must stay
  * exact (sizes, offsets, seconds) are IEEE doubles, exact for every integer below 2^53 and readable
  * without BigInt.
  *
@@ -13,7 +14,12 @@
  */
 
 export const MAGIC = Buffer.from('CLIPIDX\0', 'latin1');
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 3;
+/**
+ * Versions this clip reads: 2 lacks the Bounds section (fetches end at the next checkpoint); 1
+ * lacks it too and its windows are all raw deflate (C_WIN_CODEC unused).
+ */
+export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
 export const HEADER_SIZE = 24;
 export const SECTION_ENTRY_SIZE = 24;
 export const CHECKSUM_SIZE = 32;
@@ -39,6 +45,11 @@ export const Section = {
   Strings: 9,
   /** Extended attribute sets, deduplicated. */
   Xattrs: 10,
+  /**
+   * Version 3: deflate block boundaries per layer (archive/block-bounds.ts), where a fetch may
+   * stop: u32 byte length per layer, then each layer's encoded list.
+   */
+  Bounds: 11,
 } as const;
 export type SectionId = (typeof Section)[keyof typeof Section];
 
@@ -55,7 +66,10 @@ export const L_CHUNK_FIRST = 8;
 export const L_CHUNK_COUNT = 12;
 export const L_CHUNK_SIZE = 16;
 
-/** Checkpoint record: f64 out | f64 in | f64 window offset | u32 window length | u16 raw window length | u8 bits | pad. */
+/**
+ * Checkpoint record: f64 out | f64 in | f64 window offset | u32 window length | u16 raw window
+ * length | u8 bits | u8 window codec (version 2; padding in version 1).
+ */
 export const CHECKPOINT_RECORD_SIZE = 32;
 export const C_OUT = 0;
 export const C_IN = 8;
@@ -63,6 +77,13 @@ export const C_WIN_OFF = 16;
 export const C_WIN_LEN = 24;
 export const C_WIN_RAW = 28;
 export const C_BITS = 30;
+export const C_WIN_CODEC = 31;
+
+/**
+ * How a window is stored. Brotli (quality 11) keeps the 32 KiB windows, nine tenths of a typical
+ * index, 15 % smaller than deflate -9 (debian-python: 1.19 → 1.01 MB); each inflates in ~2 ms.
+ */
+export const WindowCodec = { Deflate: 0, Brotli: 1 } as const;
 
 export const DIGEST_SIZE = 32;
 

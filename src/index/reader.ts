@@ -4,11 +4,12 @@
  */
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { inflateRawSync } from 'node:zlib';
+import { brotliDecompressSync, inflateRawSync } from 'node:zlib';
+import { boundAtOrAfter, decodeBounds, NO_BOUNDS, type BlockBound, type BlockBounds } from '../archive/block-bounds.js';
 import { shownBytes } from '../archive/tar-path.js';
 import { ClipError } from '../util/errors.js';
 import * as F from './format.js';
-import { readSections } from './sections.js';
+import { formatVersion, readSections } from './sections.js';
 import { validateIndex } from './validate.js';
 import {
   emptyAttr, entryTypeOf, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
@@ -32,6 +33,8 @@ const DOT = 0x2e;
 
 export class ImageIndex {
   readonly image: IndexImageInfo;
+  /** The file's format version (format.ts READABLE_VERSIONS). */
+  readonly version: number;
   readonly config: Buffer;
   readonly layers: readonly LayerInfo[];
   /** Directory entries (paths); a hardlink group counts once per name. */
@@ -48,9 +51,11 @@ export class ImageIndex {
   private readonly checkpoints: Buffer;
   private readonly windows: Buffer;
   private readonly chunks: Buffer;
+  /** Per layer, its deflate block boundaries (none before version 3). */
+  private readonly bounds: readonly BlockBounds[];
 
-  /** Read an index file (one read) and check it. */
-  static async open(file: string): Promise<ImageIndex> {
+  /** Read an index file (one read) and check it (see the constructor for `checked`). */
+  static async open(file: string, checked?: string): Promise<ImageIndex> {
     let buf: Buffer;
     try {
       // O_NONBLOCK and the type check: a FIFO (or device) named as an index would block or never end.
@@ -76,12 +81,18 @@ export class ImageIndex {
       const code = (err as NodeJS.ErrnoException).code;
       throw new ClipError(code === 'ENOENT' ? 'ENOTFOUND' : 'EINVAL', `cannot read index file: ${code ?? String(err)}`, { object: file, cause: err });
     }
-    return new ImageIndex(buf, file);
+    return new ImageIndex(buf, file, checked);
   }
 
-  /** `file` names the index in errors. */
-  constructor(readonly buffer: Buffer, readonly file: string = 'index') {
+  /**
+   * `file` names the index in errors. The frame and checksum are always checked; every field and
+   * the tree's shape too, unless `checked` is the checksum (hex) of an index the caller knows was
+   * checked whole already (this process's copy of it, or the one `clip mount` checked before
+   * handing it to the node's server): equal checksums are equal bytes.
+   */
+  constructor(readonly buffer: Buffer, readonly file: string = 'index', checked?: string) {
     const sections = readSections(buffer, file);
+    this.version = formatVersion(buffer);
     const sec = (id: F.SectionId): Buffer => {
       const r = sections.get(id)!;
       return buffer.subarray(r.at, r.at + r.length);
@@ -128,12 +139,18 @@ export class ImageIndex {
     if (inodes.length < 8 || inodes.length % 4 !== 0) throw corrupt('inode table has a partial record');
     this.entries = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
     this.inodes = new DataView(inodes.buffer, inodes.byteOffset, inodes.byteLength);
-    validateIndex({
-      entries: this.entries, inodes: this.inodes, strings: this.strings, xattrs: this.xattrs, layerTable: this.layerTable,
+    if (checked === undefined || checked !== this.checksum) validateIndex({
+      version: this.version, entries: this.entries, inodes: this.inodes, strings: this.strings, xattrs: this.xattrs, layerTable: this.layerTable,
       checkpoints: this.checkpoints, windows: this.windows, chunks: this.chunks, layers: meta.layers,
     }, file);
     this.entryCount = entries.length / F.ENTRY_RECORD_SIZE;
     this.inodeCount = inodes.length / 4 - 1;
+    this.bounds = readBounds(this.version >= 3 && sections.has(F.Section.Bounds) ? sec(F.Section.Bounds) : undefined, this.layers, file);
+  }
+
+  /** The file's sha256 trailer, in hex: the digest of every byte before it. */
+  get checksum(): string {
+    return this.buffer.toString('hex', this.buffer.length - F.CHECKSUM_SIZE);
   }
 
   // ---- records -------------------------------------------------------------------------------
@@ -347,7 +364,15 @@ export class ImageIndex {
     const winOff = c.readDoubleLE(at + F.C_WIN_OFF);
     const packed = this.windows.subarray(winOff, winOff + c.readUInt32LE(at + F.C_WIN_LEN));
     const rawLen = c.readUInt16LE(at + F.C_WIN_RAW);
-    const window = rawLen === 0 ? Buffer.alloc(0) : inflateRawSync(packed);
+    const codec = this.version >= 2 ? c.readUInt8(at + F.C_WIN_CODEC) : F.WindowCodec.Deflate;
+    let window: Buffer;
+    try {
+      window = rawLen === 0 ? Buffer.alloc(0)
+        : codec === F.WindowCodec.Brotli ? brotliDecompressSync(packed, { maxOutputLength: rawLen })
+          : inflateRawSync(packed, { maxOutputLength: rawLen });
+    } catch (err) {
+      throw new ClipError('ECORRUPT', `checkpoint ${i} window does not decode`, { object: this.file, cause: err });
+    }
     if (window.length !== rawLen) throw new ClipError('ECORRUPT', `checkpoint ${i} window is ${window.length} bytes, expected ${rawLen}`, { object: this.file });
     return { ...this.positionAt(at), window };
   }
@@ -364,6 +389,21 @@ export class ImageIndex {
       throw new ClipError('EINVAL', `no checkpoint ${i} in layer ${this.layers[layer]!.digest}`, { object: this.file });
     }
     return (this.layerTable.readUInt32LE(lt + F.L_CP_FIRST) + i) * F.CHECKPOINT_RECORD_SIZE;
+  }
+
+  /**
+   * The first deflate block boundary at or after `offset` (a fetch may stop at its `in`), or
+   * undefined: none recorded there (an index before version 3, a zstd layer, the layer's end).
+   */
+  boundAtOrAfter(layer: number, offset: number): BlockBound | undefined {
+    this.layerRecord(layer);
+    return boundAtOrAfter(this.bounds[layer]!, offset);
+  }
+
+  /** How many block boundaries the index records for a layer. */
+  boundCount(layer: number): number {
+    this.layerRecord(layer);
+    return this.bounds[layer]!.out.length;
   }
 
   /** Index of the last checkpoint at or before `offset` in the uncompressed stream. */
@@ -484,4 +524,21 @@ export class ImageIndex {
       push(child, path);
     }
   }
+}
+
+/** The Bounds section split per layer and decoded; ECORRUPT naming `file` if it does not add up. */
+function readBounds(section: Buffer | undefined, layers: readonly LayerInfo[], file: string): BlockBounds[] {
+  if (!section) return layers.map(() => NO_BOUNDS);
+  const corrupt = (): ClipError => new ClipError('ECORRUPT', 'index file is corrupt: block boundary table does not match the layers', { object: file });
+  if (section.length < layers.length * 4) throw corrupt();
+  let at = layers.length * 4;
+  const bounds = layers.map((l, i) => {
+    const n = section.readUInt32LE(i * 4);
+    if (at + n > section.length) throw corrupt();
+    const part = section.subarray(at, (at += n));
+    if (n > 0 && l.compression !== 'gzip') throw corrupt();
+    return n === 0 ? NO_BOUNDS : decodeBounds(part, l.uncompressedSize, l.compressedSize, file);
+  });
+  if (at !== section.length) throw corrupt();
+  return bounds;
 }

@@ -24,8 +24,8 @@ export function readSections(buf: Buffer, file: string): Map<number, SectionRang
   }
   // After the checksum, so that a damaged byte is reported as damage, not as a strange version.
   const version = buf.readUInt32LE(8);
-  if (version !== F.FORMAT_VERSION) {
-    throw new ClipError('EUNSUPPORTED', `index format version ${version}, this clip reads version ${F.FORMAT_VERSION}: re-create it with "clip index"`, { object: file });
+  if (!F.READABLE_VERSIONS.includes(version)) {
+    throw new ClipError('EUNSUPPORTED', `index format version ${version}, this clip reads versions ${F.READABLE_VERSIONS.join(', ')}: re-create it with "clip index"`, { object: file });
   }
   if (total !== buf.length) throw corrupt(`${buf.length} bytes where the header says ${total}`);
 
@@ -43,4 +43,9 @@ export function readSections(buf: Buffer, file: string): Map<number, SectionRang
   }
   for (const id of F.REQUIRED_SECTIONS) if (!sections.has(id)) throw corrupt(`section ${id} missing`);
   return sections;
+}
+
+/** The format version of an index file whose frame readSections accepted. */
+export function formatVersion(buf: Buffer): number {
+  return buf.readUInt32LE(8);
 }

@@ -15,6 +15,8 @@ import * as L from './limits.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, type IndexedLayer } from './types.js';
 
 export interface IndexParts {
+  /** The file's format version: from 2, each window names its codec. */
+  version: number;
   entries: DataView;
   inodes: DataView;
   strings: Buffer;
@@ -80,6 +82,7 @@ function validateLayers(p: IndexParts, bad: Bad): void {
       const inOff = p.checkpoints.readDoubleLE(at + F.C_IN);
       if (!isCount(inOff, compressedSize)) throw bad(`layer ${l} checkpoint ${i - cpFirst} input offset ${inOff} out of range`);
       if (p.checkpoints.readUInt8(at + F.C_BITS) > 7 || p.checkpoints.readUInt16LE(at + F.C_WIN_RAW) > L.MAX_WINDOW) throw bad(`layer ${l} checkpoint ${i - cpFirst} has a bad window`);
+      if (p.version >= 2 && p.checkpoints.readUInt8(at + F.C_WIN_CODEC) > F.WindowCodec.Brotli) throw bad(`layer ${l} checkpoint ${i - cpFirst} has a window of unknown codec ${p.checkpoints.readUInt8(at + F.C_WIN_CODEC)}`);
       const winOff = p.checkpoints.readDoubleLE(at + F.C_WIN_OFF);
       if (!isCount(winOff, p.windows.length) || winOff + p.checkpoints.readUInt32LE(at + F.C_WIN_LEN) > p.windows.length) {
         throw bad(`layer ${l} checkpoint window out of bounds`);

@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { lstat, open, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { deflateRawSync } from 'node:zlib';
+import { packWindow } from '../archive/window-codec.js';
 import type { LayerScan } from '../archive/types.js';
 import { ClipError } from '../util/errors.js';
 import * as F from './format.js';
@@ -10,7 +10,7 @@ import { OverlayMerger, type MergedInode, type MergedNode, type MergedTree } fro
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFCHR, S_IFBLK, type ImageMeta, type IndexedLayer } from './types.js';
 
 /** What the index keeps of a layer scan besides its entries. */
-export type LayerAccess = Pick<LayerScan, 'checkpoints' | 'chunkSize' | 'chunkDigests'>;
+export type LayerAccess = Pick<LayerScan, 'checkpoints' | 'chunkSize' | 'chunkDigests' | 'bounds'>;
 
 /**
  * Builds an index one layer at a time, bottom first: each layer's entries are merged as it is added
@@ -30,7 +30,7 @@ export class IndexBuilder {
     if (this.layers.length >= F.NO_LAYER) throw new ClipError('EUNSUPPORTED', `more than ${F.NO_LAYER - 1} layers`, { object: this.image.reference });
     this.merger.applyLayer(scan, this.layers.length, layer.digest);
     this.layers.push(layer);
-    this.access.push({ checkpoints: scan.checkpoints, chunkSize: scan.chunkSize, chunkDigests: scan.chunkDigests });
+    this.access.push({ checkpoints: scan.checkpoints, chunkSize: scan.chunkSize, chunkDigests: scan.chunkDigests, bounds: scan.bounds });
   }
 
   /** The bytes of the index file. */
@@ -234,16 +234,18 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
     for (const cp of layer.checkpoints) {
       const rawLength = cp.packed?.rawLength ?? cp.window.length;
       if (rawLength > 0xffff) throw new ClipError('ECORRUPT', `checkpoint window of ${rawLength} bytes`, { object: name });
-      const packed = cp.packed?.bytes ?? (cp.window.length > 0 ? deflateRawSync(cp.window, { level: 9 }) : Buffer.alloc(0));
+      const packed = cp.packed ?? packWindow(cp.window);
       const at = cpIndex * F.CHECKPOINT_RECORD_SIZE;
       checkpoints.writeDoubleLE(cp.out, at + F.C_OUT);
       checkpoints.writeDoubleLE(cp.in, at + F.C_IN);
       checkpoints.writeDoubleLE(windowBytes, at + F.C_WIN_OFF);
-      checkpoints.writeUInt32LE(packed.length, at + F.C_WIN_LEN);
+      checkpoints.writeUInt32LE(packed.bytes.length, at + F.C_WIN_LEN);
       checkpoints.writeUInt16LE(rawLength, at + F.C_WIN_RAW);
       checkpoints.writeUInt8(cp.bits, at + F.C_BITS);
-      windows.push(packed);
-      windowBytes += packed.length;
+      // A scan kept before windows named their codec (scan-v1) holds deflated ones.
+      checkpoints.writeUInt8(packed.codec === 'brotli' ? F.WindowCodec.Brotli : F.WindowCodec.Deflate, at + F.C_WIN_CODEC);
+      windows.push(packed.bytes);
+      windowBytes += packed.bytes.length;
       cpIndex++;
     }
   });
@@ -271,7 +273,15 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
     [F.Section.Inodes, inodes],
     [F.Section.Strings, strings.bytes()],
     [F.Section.Xattrs, xattrs.bytes()],
+    [F.Section.Bounds, boundsSection(layers)],
   ]);
+}
+
+/** u32 byte length per layer, then each layer's encoded block boundaries (none for a scan without). */
+function boundsSection(layers: readonly LayerAccess[]): Buffer {
+  const table = Buffer.alloc(layers.length * 4);
+  layers.forEach((l, i) => table.writeUInt32LE(l.bounds?.length ?? 0, i * 4));
+  return Buffer.concat([table, ...layers.map((l) => l.bounds ?? Buffer.alloc(0))]);
 }
 
 function assemble(sections: Array<[F.SectionId, Buffer]>): Buffer {

@@ -5,10 +5,16 @@
 import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import type { MountInfo } from '../fuse/mountinfo.js';
 import { readPrivateFile, writePrivateFile } from '../storage/cache-dir.js';
 
 /** The fsname and subtype of clip's mounts: how `clip unmount` tells them from others'. */
 export const CLIP_FSNAME = 'clip';
+
+/** What clip's own mounts look like in mountinfo (a dead server's stale mount included). */
+export function isClipMount(m: MountInfo, uid = process.geteuid?.() ?? 0): boolean {
+  return m.fsType === `fuse.${CLIP_FSNAME}` && m.source === CLIP_FSNAME && m.superOptions.includes(`user_id=${uid}`);
+}
 
 export interface MountFiles {
   dir: string;

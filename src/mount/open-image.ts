@@ -42,6 +42,11 @@ export interface ResolvedHandoff {
   indexFile: string;
   manifest: string;
   location: string;
+  /**
+   * The checksum (ImageIndex.checksum) of the index file as the caller checked it whole: a file
+   * with that checksum is not checked field by field again (optional: without it, it is).
+   */
+  checked?: string;
 }
 
 export interface OpenedImage {
@@ -63,6 +68,16 @@ export interface OpenedImage {
   close(): Promise<void>;
 }
 
+/**
+ * The blob store at a recorded location; a layout's loads only the layout code: the registry
+ * client (undici, node:http) would stay in a server's memory for nothing (issue 16).
+ */
+async function openBlobStoreAt(location: string, opts: OpenOptions): Promise<BlobStore> {
+  const parsed = (await import('../oci/reference.js')).parseLocation(location);
+  if (parsed.kind === 'layout') return new (await import('../oci/layout.js')).LayoutSource(parsed.dir);
+  return (await import('../oci/index.js')).openBlobStore(location, opts);
+}
+
 /** A BlobStore opened on first use, so a command served from the caches never touches the registry. */
 class LazyBlobStore implements BlobStore {
   private opened: Promise<BlobStore> | undefined;
@@ -75,7 +90,7 @@ class LazyBlobStore implements BlobStore {
   }
 
   private get(): Promise<BlobStore> {
-    this.opened ??= import('../oci/index.js').then(({ openBlobStore }) => openBlobStore(this.location, this.opts));
+    this.opened ??= openBlobStoreAt(this.location, this.opts);
     return this.opened;
   }
 
@@ -105,15 +120,15 @@ const loadedIndexes = new Map<string, WeakRef<ImageIndex>>();
  * bytes (no second copy per mount), and loaded once per file version in this process: the node
  * server's mounts of one image share it. Immutable: index files are replaced, never rewritten.
  */
-export async function loadIndex(file: string): Promise<ImageIndex> {
+export async function loadIndex(file: string, checked?: string): Promise<ImageIndex> {
   const st = await stat(file).catch(() => undefined);
   const key = st?.isFile() ? `${resolve(file)}\0${st.ino}\0${st.size}\0${st.mtimeMs}` : undefined;
   const known = key === undefined ? undefined : loadedIndexes.get(key)?.deref();
   if (known) return known;
-  const read = await ImageIndex.open(file); // checks the file whole, with errors naming it
+  const read = await ImageIndex.open(file, checked); // checks the file whole (unless `checked` names it), with errors naming it
   const shared = Buffer.from(new SharedArrayBuffer(read.buffer.length));
   read.buffer.copy(shared);
-  const index = new ImageIndex(shared, file);
+  const index = new ImageIndex(shared, file, read.checksum); // the same bytes: checked once is enough
   if (key !== undefined) {
     for (const [k, ref] of loadedIndexes) if (!ref.deref()) loadedIndexes.delete(k);
     loadedIndexes.set(key, new WeakRef(index));
@@ -176,14 +191,14 @@ export function handoffOf(img: OpenedImage): ResolvedHandoff | undefined {
   const location = img.location;
   if (img.origin === 'file' || !img.indexFile || !location) return undefined;
   if (location.startsWith('oci:') && !location.startsWith('oci:/')) return undefined;
-  return { indexFile: resolve(img.indexFile), manifest: img.index.image.manifestDigest, location };
+  return { indexFile: resolve(img.indexFile), manifest: img.index.image.manifestDigest, location, checked: img.index.checksum };
 }
 
 async function openResolved(r: ResolvedHandoff, cacheDir: string, registry: OpenOptions): Promise<OpenedImage> {
   // A mount reads the blobs next: their code loads while the index is read and checked.
   const blobs = new LazyBlobStore(r.location, registry);
   blobs.preload();
-  const index = await loadIndex(r.indexFile);
+  const index = await loadIndex(r.indexFile, r.checked);
   if (index.image.manifestDigest !== r.manifest) {
     throw new ClipError('ECORRUPT', `is the index of ${index.image.manifestDigest}, not of ${r.manifest}`, { object: r.indexFile });
   }

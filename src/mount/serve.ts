@@ -114,12 +114,13 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
       logger: log,
     });
-    registerProcessMetrics(storage.metrics.registry, opts.restarts ?? 0);
-    // node:http loads only for a mount that serves metrics.
-    if (cfg.metricsAddr) metrics = await (await import('./metrics-server.js')).serveMetrics(cfg.metricsAddr, storage.metrics.registry);
+    const fs = new ImageFilesystem(image.index, storage, { logger: log });
+    const restarts = opts.restarts ?? 0;
+    storage.metrics.add((prom, registry) => registerProcessMetrics(prom, registry, restarts, { image, fs }));
+    // node:http and prom-client load only for a mount that serves metrics.
+    if (cfg.metricsAddr) metrics = await (await import('./metrics-server.js')).serveMetrics(cfg.metricsAddr, await storage.metrics.registry());
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
-    const fs = new ImageFilesystem(image.index, storage, { logger: log });
     // Looked for (or recorded) from now, while the mount is attached: the prefetch starts sooner.
     const profile = startMountProfile({
       mode: opts.resume ? 'off' : cfg.profile ?? 'auto', cacheDir: image.cacheDir, index: image.index, layers: image.layers,

@@ -7,6 +7,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readPrivateFile, writePrivateFile } from '../storage/cache-dir.js';
 import { processStartTime, type MountFiles } from './files.js';
+import { mountMemory, type MountMemory } from './process-metrics.js';
 import type { RunningMount } from './serve.js';
 
 export interface MountStatus {
@@ -20,7 +21,10 @@ export interface MountStatus {
   index: string;
   startedAt: string;
   updatedAt: string;
+  /** RSS of the process serving it (the node server's, shared by all its mounts). */
   rssBytes: number;
+  /** What this mount holds of that memory (its index, open files, READs in flight). */
+  memory?: MountMemory;
   /** How often the node's server serving it was restarted (0 for a foreground mount). */
   restarts: number;
   /** Bytes served from each tier since the mount started. */
@@ -51,6 +55,7 @@ export async function statusOf(running: RunningMount, startedAt: string, restart
     startedAt,
     updatedAt: new Date().toISOString(),
     rssBytes: process.memoryUsage.rss(),
+    memory: mountMemory(running),
     restarts,
     bytes: { disk: m['bytes.disk'] ?? 0, remote: m['bytes.remote'] ?? 0, source: m['bytes.source'] ?? 0 },
     reads: running.mount.server.opCounts.get('READ') ?? 0,

@@ -9,11 +9,14 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { abortConnection, cleanStaleMount } from '../fuse/index.js';
-import { isFuse, mountsAt, type MountInfo } from '../fuse/mountinfo.js';
+import { isFuse, mountsAt } from '../fuse/mountinfo.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
 import { ClipError, isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { CLIP_FSNAME, daemonPid, mountFiles, processStartTime } from './files.js';
+import { daemonPid, isClipMount, mountFiles, processStartTime } from './files.js';
+
+// Here since `clip unmount` asks it; it lives in files.ts so that checking a mount loads no FUSE code.
+export { isClipMount };
 
 export interface UnmountResult {
   /**
@@ -72,10 +75,6 @@ export async function unmountMountpoint(mountpoint: string, opts: UnmountCommand
   return { how: 'direct', ...(pid ? { pid } : {}) };
 }
 
-/** What clip's own mounts look like in mountinfo (a dead server's stale mount included). */
-export function isClipMount(m: MountInfo, uid = process.geteuid?.() ?? 0): boolean {
-  return m.fsType === `fuse.${CLIP_FSNAME}` && m.source === CLIP_FSNAME && m.superOptions.includes(`user_id=${uid}`);
-}
 
 /**
  * A dead server's mount is removed. So is the mount of a server that does not answer at all: its

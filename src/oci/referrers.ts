@@ -69,6 +69,7 @@ export async function pushArtifact(repo: RegistryRepository, pusher: RegistryPus
     mediaType: OCI_MANIFEST, digest: pushed.digest, size: bytes.length, artifactType: artifact.artifactType,
     ...(artifact.annotations ? { annotations: artifact.annotations } : {}),
   };
+  forgetReferrers(repo, artifact.subject.digest);
   // A registry that answers OCI-Subject indexes the referrer itself; the others need the tag.
   if (!pushed.subjectHeader) await addToReferrersTag(repo, pusher, artifact.subject.digest, desc);
   return desc;
@@ -76,6 +77,7 @@ export async function pushArtifact(repo: RegistryRepository, pusher: RegistryPus
 
 /** Add `desc` to the subject's referrers tag, keeping every entry already there (other tools' too). */
 export async function addToReferrersTag(repo: RegistryRepository, pusher: RegistryPusher, subjectDigest: string, desc: ReferrerDescriptor): Promise<void> {
+  forgetReferrers(repo, subjectDigest);
   const tag = referrersTag(subjectDigest);
   for (let attempt = 0; attempt < TAG_MERGE_ATTEMPTS; attempt++) {
     const current = await readReferrersTag(repo, subjectDigest);
@@ -135,13 +137,39 @@ function isReferrer(d: unknown): d is ReferrerDescriptor {
 /**
  * The referrers of a manifest, from the referrers API where the registry has it, else from the
  * tag schema; only those of `artifactType` when given. None is an empty list, not an error.
+ * With `reuse`, the listing this repository object made last for the subject, if any.
  */
-export async function listReferrers(repo: RegistryRepository, subjectDigest: string, opts: { artifactType?: string; signal?: AbortSignal } = {}): Promise<ReferrerDescriptor[]> {
-  const query = opts.artifactType ? `?artifactType=${encodeURIComponent(opts.artifactType)}` : '';
+export async function listReferrers(repo: RegistryRepository, subjectDigest: string, opts: { artifactType?: string; signal?: AbortSignal; reuse?: boolean } = {}): Promise<ReferrerDescriptor[]> {
+  // Every listing is remembered per repository object and subject; `reuse` takes the last one
+  // instead of asking again: `clip mount` looks for the index and then the profile of one image
+  // (two artifact types) in one listing. A push through this module forgets it.
+  let listings = listed.get(repo);
+  if (!listings) listed.set(repo, (listings = new Map()));
+  let all = opts.reuse ? listings.get(subjectDigest) : undefined;
+  if (!all) {
+    const fetching = fetchReferrers(repo, subjectDigest, opts.signal);
+    listings.set(subjectDigest, fetching);
+    fetching.catch(() => { if (listings.get(subjectDigest) === fetching) listings.delete(subjectDigest); }); // a failure is not remembered
+    all = fetching;
+  }
+  const found = await all;
+  return opts.artifactType ? found.filter((d) => d.artifactType === opts.artifactType) : found;
+}
+
+/** Listings made by listReferrers, per repository object (gone with it) and subject digest. */
+const listed = new WeakMap<RegistryRepository, Map<string, Promise<ReferrerDescriptor[]>>>();
+
+/** Forget what was listed for a subject, after a write that may change it. */
+function forgetReferrers(repo: RegistryRepository, subjectDigest: string): void {
+  listed.get(repo)?.delete(subjectDigest);
+}
+
+async function fetchReferrers(repo: RegistryRepository, subjectDigest: string, signal: AbortSignal | undefined): Promise<ReferrerDescriptor[]> {
   const object = `${repo.location}@${subjectDigest}`;
+  // Unfiltered (no artifactType query): the one listing serves every type asked for.
   const res = await repo.client.request({
-    method: 'GET', url: `/v2/${repo.repository}/referrers/${subjectDigest}${query}`, scope: `repository:${repo.repository}:pull`,
-    headers: { accept: OCI_INDEX }, followRedirects: true, ...(opts.signal ? { signal: opts.signal } : {}),
+    method: 'GET', url: `/v2/${repo.repository}/referrers/${subjectDigest}`, scope: `repository:${repo.repository}:pull`,
+    headers: { accept: OCI_INDEX }, followRedirects: true, ...(signal ? { signal } : {}),
   });
   let found: ReferrerDescriptor[];
   const type = (headerValue(res.headers['content-type']) ?? '').split(';')[0]!.trim();
@@ -155,5 +183,5 @@ export async function listReferrers(repo: RegistryRepository, subjectDigest: str
   } else {
     throw await repo.failure(res, `referrers of ${subjectDigest}`, object);
   }
-  return opts.artifactType ? found.filter((d) => d.artifactType === opts.artifactType) : found;
+  return found;
 }

@@ -19,6 +19,15 @@ import { findProfile, indexDigestOf, storeLocalProfile, storeSharedProfile, type
 
 export type ProfileMode = 'auto' | 'record' | 'off';
 
+/** Prefetch pieces in flight at once: at 25 ms RTT, 3 left python waiting on their round trips (bench/index/RESULTS.md). */
+const DEFAULT_CONCURRENCY = 8;
+
+/** CLIP_PREFETCH_CONCURRENCY (1–16): for comparisons (bench/index/profiled-mount.ts VARIANTS). */
+function concurrencyFromEnv(): number | undefined {
+  const n = Number(process.env.CLIP_PREFETCH_CONCURRENCY);
+  return Number.isSafeInteger(n) && n >= 1 && n <= 16 ? n : undefined;
+}
+
 /** What a filesystem offers to be recorded (ImageFilesystem.recorder). */
 export interface RecordableFs {
   recorder: { readonly active: boolean; note(layer: number, offset: number, length: number, ino: number): void } | undefined;
@@ -35,7 +44,7 @@ export interface MountProfileOptions {
   blobs?: BlobStore;
   /** Recording ends after this long without a new range ('auto'; default 2000 ms). */
   quietMs?: number;
-  /** Prefetch pieces in flight (default 3). */
+  /** Prefetch pieces in flight (default 8). */
   concurrency?: number;
   logger?: Logger;
 }
@@ -67,7 +76,8 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
     quietMs: opts.mode === 'record' ? 0 : opts.quietMs ?? 2000,
     onEnd: (ranges, why) => {
       log.info({ ranges: ranges.length, why }, 'profile: recording ended');
-      ended(ranges);
+      // Cut short by other mounts' reads: a part of a start, which would stand for it on every node.
+      ended(why === 'budget' ? [] : ranges);
     },
   });
   opts.fs.recorder = recorder;
@@ -106,7 +116,7 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       }
     }
     const pieces = planPrefetch(f.profile.ranges, opts.layers);
-    const result = await prefetch(opts.storage, pieces, { concurrency: opts.concurrency ?? 3, signal: stop.signal, logger: log });
+    const result = await prefetch(opts.storage, pieces, { concurrency: opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY, signal: stop.signal, logger: log });
     log.info({ ...result, profile: f.from }, 'profile: prefetch done');
     return result;
   }).catch((err: unknown) => {
@@ -129,6 +139,9 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
   }).catch((err: unknown) => {
     log.warn({ err: (err as Error).message }, 'profile: cannot keep the recording');
     return undefined;
+  }).finally(() => {
+    // Kept, not kept, or another profile found: what was learned for it has no reader any more.
+    opts.storage.stopLearning();
   });
 
   return {
@@ -148,6 +161,8 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
  */
 async function registryOf(blobs: BlobStore): Promise<RegistryRepository | undefined> {
   const lazy = blobs as BlobStore & { store?: () => Promise<BlobStore> };
+  // A layout is no registry: its store does not load the registry code (undici) for nothing.
+  if (blobs.location.startsWith('oci:')) return undefined;
   const store = typeof lazy.store === 'function' ? await lazy.store() : blobs;
   const registry = await import('../oci/registry-source.js');
   return store instanceof registry.RegistryRepository ? store : undefined;

@@ -71,6 +71,8 @@ export function planPrefetch(ranges: readonly ProfileRange[], layers: readonly L
 
 export interface PrefetchReader {
   read(layer: LayerRecord, offset: number, length: number, opts?: { signal?: AbortSignal }): Promise<Buffer>;
+  /** The range made ready without being copied out (Storage.warm); read() is used without it. */
+  warm?(layer: LayerRecord, offset: number, length: number, opts?: { signal?: AbortSignal }): Promise<number>;
 }
 
 export interface PrefetchOptions {
@@ -98,8 +100,9 @@ export async function prefetch(storage: PrefetchReader, pieces: readonly Prefetc
     while (next < pieces.length && !opts.signal?.aborted) {
       const p = pieces[next++]!;
       try {
-        const got = await storage.read(p.layer, p.offset, p.length, opts.signal ? { signal: opts.signal } : {});
-        bytes += got.length;
+        const o = opts.signal ? { signal: opts.signal } : {};
+        const got = storage.warm ? await storage.warm(p.layer, p.offset, p.length, o) : (await storage.read(p.layer, p.offset, p.length, o)).length;
+        bytes += got;
       } catch (err) {
         if (opts.signal?.aborted) return;
         failed++;

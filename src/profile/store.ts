@@ -66,6 +66,8 @@ export interface FindProfileOptions {
   repo?: () => Promise<RegistryRepository | undefined>;
   logger?: Logger;
   signal?: AbortSignal;
+  /** Take the referrers listing this repository object made last (the index lookup's) instead of asking again. */
+  reuseListing?: boolean;
 }
 
 export interface FoundProfile {
@@ -99,7 +101,7 @@ export async function findProfile(target: ProfileTarget, opts: FindProfileOption
   }
   const repo = opts.repo && !opts.signal?.aborted ? await opts.repo().catch(() => undefined) : undefined;
   if (repo && !opts.signal?.aborted) {
-    const found = await findPublishedProfile(repo, target, log, opts.signal).catch((err: unknown) => {
+    const found = await findPublishedProfile(repo, target, log, opts.signal, opts.reuseListing === true).catch((err: unknown) => {
       log.warn({ image: target.manifestDigest, err: (err as Error).message }, 'profile: cannot look in the registry');
       return undefined;
     });
@@ -108,9 +110,9 @@ export async function findProfile(target: ProfileTarget, opts: FindProfileOption
   return undefined;
 }
 
-async function findPublishedProfile(repo: RegistryRepository, target: ProfileTarget, log: Logger, signal?: AbortSignal): Promise<FoundProfile | undefined> {
+async function findPublishedProfile(repo: RegistryRepository, target: ProfileTarget, log: Logger, signal: AbortSignal | undefined, reuse: boolean): Promise<FoundProfile | undefined> {
   const { listReferrers } = await import('../oci/referrers.js');
-  const listed = await listReferrers(repo, target.manifestDigest, { artifactType: PROFILE_ARTIFACT_TYPE, ...(signal ? { signal } : {}) });
+  const listed = await listReferrers(repo, target.manifestDigest, { artifactType: PROFILE_ARTIFACT_TYPE, ...(signal ? { signal } : {}), ...(reuse ? { reuse } : {}) });
   // Those recorded on this index first, the last pushed first; the others are tried (and logged) after.
   const ordered = [...listed].reverse().sort((a, b) => Number(b.annotations?.[PROFILE_INDEX_ANNOTATION] === target.indexDigest) - Number(a.annotations?.[PROFILE_INDEX_ANNOTATION] === target.indexDigest));
   for (const desc of ordered) {
@@ -128,6 +130,23 @@ async function findPublishedProfile(repo: RegistryRepository, target: ProfileTar
     }
   }
   return undefined;
+}
+
+/**
+ * For `clip mount` on a node whose local cache has no profile of the image: the published one
+ * (found through the referrers listing `repo` made for the index), kept in the local cache, where
+ * the mount finds it without asking the registry again. Run while the node's server starts, it
+ * takes the profile's round trips off the mount's path. Never throws: a profile is a hint.
+ */
+export async function keepPublishedProfile(target: ProfileTarget, repo: RegistryRepository, cacheDir: string, logger: Logger = silentLogger): Promise<FoundProfile | undefined> {
+  try {
+    const found = await findProfile(target, { cacheDir, repo: async () => repo, logger, reuseListing: true });
+    if (found?.origin === 'registry') await storeLocalProfile(cacheDir, target.manifestDigest, found.bytes);
+    return found;
+  } catch (err) {
+    logger.debug({ err }, 'profile: cannot keep the published one locally');
+    return undefined;
+  }
 }
 
 /** Keep a profile in the local cache. */

@@ -17,6 +17,7 @@ import { silentLogger, type Logger } from '../util/log.js';
 import {
   acquireImageMount, imageMountDigests, mountedUnder, ownerAlive, releaseImageMount, selfOwner, stopIfUnused, type RefOwner,
 } from './image-mount.js';
+import { recordImageName } from './image-names.js';
 import { processSettings, runtimeSettings, workingDir, type ProcessRequest } from './image-config.js';
 import { mkdirInRoot } from './in-root.js';
 import { withLock } from './lock.js';
@@ -52,6 +53,8 @@ export interface ContainerRequest extends ProcessRequest {
   network: NetworkMode;
   volumes: Volume[];
   keep?: boolean;
+  /** Keep the image mounted this long (ms) after the container ends, if it was the last (linger.ts). */
+  lingerMs?: number;
   /** No writable layer: the root is the image (under an init layer), read-only. */
   readOnly?: boolean;
   /** For `clip bundle`: the bundle directory (config.json and rootfs go there). */
@@ -105,23 +108,30 @@ export async function prepareContainer(req: ContainerRequest): Promise<PreparedC
     // Made under the lock, record first: a sweep never sees a directory of ours without its record.
     await mkdir(paths.dir, { mode: 0o700 });
     await writeRecord(paths, record);
-    return acquireImageMount({
+    const acquired = await acquireImageMount({
       cacheDir: req.cacheDir, manifestDigest: req.manifestDigest, holder: id, owner: record.owner, mount: req.mount, logger: log, locked: true,
     }).catch(async (err: unknown) => {
       await rm(paths.dir, { recursive: true, force: true });
       throw err;
     });
+    // The next run of this name finds the mount by it (image-names.ts); a failure only costs it a resolve.
+    await recordImageName(req.cacheDir, req.manifestDigest, req.mount.image, req.mount.platform, req.config)
+      .catch((err: unknown) => log.debug({ err }, 'run: cannot record the image name'));
+    return acquired;
   });
+  let etcDone: Promise<void> | undefined;
   try {
     checkOverlayPath(imageMount.mountpoint);
     const rootfs = req.bundleDir ? join(req.bundleDir, 'rootfs') : paths.rootfs;
     const bundle = req.bundleDir ?? paths.dir;
-    await mkdir(paths.etc, { mode: 0o755 });
+    checkOverlayPath(rootfs);
+    const hostname = req.network === 'host' ? hostHostname() : id.slice('clip-'.length);
+    // The container's /etc files do not wait on its overlay (nor it on them).
+    const etcWritten = mkdir(paths.etc, { mode: 0o755 }).then(() => writeEtcFiles(paths, hostname, req.network));
+    etcDone = etcWritten.then(() => undefined, () => undefined); // a failure is thrown where it is awaited, below
     await mkdir(rootfs, { mode: 0o755 }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err;
     });
-    checkOverlayPath(rootfs);
-    const hostname = req.network === 'host' ? hostHostname() : id.slice('clip-'.length);
     const settings = runtimeSettings(req.config, req.image);
     const cwd = workingDir(settings, req, req.image);
     let layers: string;
@@ -144,9 +154,10 @@ export async function prepareContainer(req: ContainerRequest): Promise<PreparedC
     // The user and groups from the container's own /etc/passwd and /etc/group.
     const proc = await processSettings(settings, { ...req, hostname }, rootfs, req.image);
     if (!req.readOnly) await mkdirInRoot(rootfs, cwd);
-    const etcFiles = await writeEtcFiles(paths, hostname, req.network);
+    const etcFiles = await etcWritten;
     const spec = runtimeSpec({
       id, rootPath: req.bundleDir ? 'rootfs' : rootfs, readOnly: req.readOnly === true, process: proc, hostname, network: req.network, tty: req.tty === true,
+      ...(req.tty === true ? terminalSize() : {}),
       volumes: req.volumes, etcFiles,
       annotations: { 'org.clip.container': id, 'org.clip.image': req.image, 'org.clip.image.manifest-digest': req.manifestDigest },
     });
@@ -154,6 +165,7 @@ export async function prepareContainer(req: ContainerRequest): Promise<PreparedC
     log.debug({ id, rootfs, args: proc.args, user: proc.user, sinceStartMs: Math.round(performance.now()) }, 'run: container prepared');
     return { id, paths, bundle, rootfs, record };
   } catch (err) {
+    await etcDone; // not to write into what the teardown removes
     await teardownContainer(req.cacheDir, id, { logger: log }).catch((e: unknown) => log.warn({ err: e, id }, 'run: undoing a failed container failed'));
     throw err;
   }
@@ -202,6 +214,8 @@ export interface TeardownOptions {
   locked?: boolean;
   /** Refuse (EBUSY) rather than detach a busy overlay: for a bundle another runtime may still use. */
   refuseBusy?: boolean;
+  /** Keep the image mounted this long (ms) if this was its last container (linger.ts). */
+  lingerMs?: number;
 }
 
 /**
@@ -213,7 +227,8 @@ export async function teardownContainer(cacheDir: string, id: string, opts: Tear
   const paths = containerPaths(cacheDir, id);
   const record = await readRecord(paths);
   const runcRoot = runPaths(cacheDir).runcRoot;
-  await tool('runc', ['--root', runcRoot, 'delete', '--force', id]); // nothing to delete is fine
+  // `runc run` removes its state when the container ends: runc is run only when some is left.
+  if ((await runcStates(runcRoot)).includes(id)) await tool('runc', ['--root', runcRoot, 'delete', '--force', id]);
   const rootfs = record?.bundleDir ? join(record.bundleDir, 'rootfs') : paths.rootfs;
   await unmountOverlay(rootfs, id, opts.refuseBusy === true, log);
   if (mountedUnder(paths.dir)) throw new ClipError('EIO', 'something is still mounted in the container directory; not removing it', { object: paths.dir });
@@ -228,7 +243,7 @@ export async function teardownContainer(cacheDir: string, id: string, opts: Tear
     await rm(paths.dir, { recursive: true, force: true });
   }
   if (!record) return { imageUnmounted: false };
-  return { imageUnmounted: await releaseImageMount({ cacheDir, manifestDigest: record.manifestDigest, holder: id, logger: log, locked: opts.locked === true }) };
+  return { imageUnmounted: await releaseImageMount({ cacheDir, manifestDigest: record.manifestDigest, holder: id, logger: log, locked: opts.locked === true, ...(opts.lingerMs ? { lingerMs: opts.lingerMs } : {}) }) };
 }
 
 async function unmountOverlay(rootfs: string, id: string, refuseBusy: boolean, log: Logger): Promise<void> {
@@ -270,13 +285,12 @@ export async function sweepLocked(cacheDir: string, log: Logger = silentLogger):
       live.add(id);
     }
   }
-  // runc state with no live record (its record's directory already gone, say).
-  const list = await tool('runc', ['--root', run.runcRoot, 'list', '--quiet']);
-  if (list.code === 0) {
-    for (const id of list.stdout.split('\n').map((l) => l.trim()).filter((l) => CONTAINER_ID.test(l) && !live.has(l))) {
-      await tool('runc', ['--root', run.runcRoot, 'delete', '--force', id]);
-      result.runcStates.push(id);
-    }
+  // runc state with no live record (its record's directory already gone, say): runc keeps a
+  // directory per container under its root, so runc itself is run only when there is one to delete.
+  for (const id of await runcStates(run.runcRoot)) {
+    if (live.has(id)) continue;
+    await tool('runc', ['--root', run.runcRoot, 'delete', '--force', id]);
+    result.runcStates.push(id);
   }
   for (const digest of await imageMountDigests(cacheDir)) {
     try {
@@ -288,10 +302,20 @@ export async function sweepLocked(cacheDir: string, log: Logger = silentLogger):
   return result;
 }
 
-/** `clip run --cleanup`: the sweep, taking the lock. */
-export async function sweep(cacheDir: string, log: Logger = silentLogger): Promise<SweepResult> {
+/** The containers runc has state for under `runcRoot` (a directory each), of the ids clip gives. */
+async function runcStates(runcRoot: string): Promise<string[]> {
+  return (await readdir(runcRoot).catch(() => [] as string[])).filter((n) => CONTAINER_ID.test(n));
+}
+
+/** `clip run --cleanup`: the sweep, taking the lock; with `endLingers`, lingering image mounts are stopped too. */
+export async function sweep(cacheDir: string, log: Logger = silentLogger, opts: { endLingers?: boolean } = {}): Promise<SweepResult> {
   await ensurePrivateDir(runPaths(cacheDir).root);
-  return withLock(runPaths(cacheDir).lock, () => sweepLocked(cacheDir, log));
+  return withLock(runPaths(cacheDir).lock, async () => {
+    if (opts.endLingers) {
+      for (const digest of await imageMountDigests(cacheDir)) await rm(imageMountPaths(cacheDir, digest).linger, { force: true });
+    }
+    return sweepLocked(cacheDir, log);
+  });
 }
 
 /** The container recorded for a bundle directory, if any. */
@@ -301,4 +325,12 @@ export async function bundleContainer(cacheDir: string, bundleDir: string): Prom
     if ((await readRecord(containerPaths(cacheDir, id)))?.bundleDir === bundleDir) return id;
   }
   return undefined;
+}
+
+/** This process's terminal size (from stdout, else stderr), for the container's console. */
+function terminalSize(): { consoleSize?: { height: number; width: number } } {
+  for (const s of [process.stdout, process.stderr]) {
+    if (s.isTTY && s.rows > 0 && s.columns > 0) return { consoleSize: { height: s.rows, width: s.columns } };
+  }
+  return {};
 }

@@ -5,25 +5,34 @@
  * time, or a bundle); the mount is started by the first and stopped when the last goes. A reference
  * whose owner died (a SIGKILLed `clip run`) counts for nothing, so the next run or sweep stops a
  * mount that a crash left. Mounts start only through startBackground() and stop only through
- * unmountMountpoint(): whatever serves them behind those is not this module's business.
+ * unmountMountpoint(): whatever serves them behind those is not this module's business. Both are
+ * loaded when first needed: a warm run that joins a serving mount never needs them (the unmount
+ * path alone loads the whole FUSE protocol).
  */
 import { mkdir, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isFuse, mountsAt, parseMountInfo } from '../fuse/mountinfo.js';
-import { startBackground } from '../server/background.js';
-import { unmount as unmountMountpoint } from '../server/unmount.js';
-import { processStartTime } from '../mount/files.js';
+import { isClipMount, processStartTime } from '../mount/files.js';
 import type { MountConfig } from '../mount/serve.js';
-import { isClipMount } from '../mount/unmount.js';
+import type { UnmountCommandOptions, UnmountResult } from '../mount/unmount.js';
 import { ensurePrivateDir, readPrivateFile, writePrivateFile } from '../storage/cache-dir.js';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { readFileSync } from 'node:fs';
+import { ensureReaper } from './linger.js';
 import { withLock } from './lock.js';
 import { imageMountPaths, runPaths } from './paths.js';
 
-/** Who holds a reference: a live process (pid and start time), or a bundle until it is removed. */
-export type RefOwner = { pid: number; startTime: string } | { bundle: string };
+/** The server's unmount, loaded when a mount is to stop. */
+async function unmountMountpoint(mountpoint: string, opts: UnmountCommandOptions): Promise<UnmountResult> {
+  return (await import('../server/unmount.js')).unmount(mountpoint, opts);
+}
+
+/**
+ * Who holds a reference: a live process (pid and start time), a bundle until it is removed, or the
+ * linger until its time (the mount kept for the next container after the last one ended).
+ */
+export type RefOwner = { pid: number; startTime: string } | { bundle: string } | { lingerUntil: number };
 
 /** This process as an owner. */
 export function selfOwner(): RefOwner {
@@ -34,6 +43,7 @@ export function selfOwner(): RefOwner {
 export function ownerAlive(owner: RefOwner | undefined): boolean {
   if (!owner) return false;
   if ('bundle' in owner) return true;
+  if ('lingerUntil' in owner) return owner.lingerUntil > Date.now();
   return owner.startTime !== '' && processStartTime(owner.pid) === owner.startTime;
 }
 
@@ -81,6 +91,7 @@ export async function acquireImageMount(opts: AcquireOptions): Promise<AcquiredM
       if (mountsAt(paths.mountpoint).some(isFuse)) {
         await unmountMountpoint(paths.mountpoint, { cacheDir: opts.cacheDir, logger: log }).catch((err: unknown) => log.warn({ err }, 'run: cleaning a dead image mount failed'));
       }
+      const { startBackground } = await import('../server/background.js');
       const bg = await startBackground({ ...opts.mount, mountpoint: paths.mountpoint, cacheDir: opts.cacheDir });
       log.info({ mountpoint: paths.mountpoint, pid: bg.pid, image: opts.mount.image, sinceStartMs: Math.round(performance.now()) }, 'run: image mounted');
       return { mountpoint: paths.mountpoint, started: true };
@@ -118,16 +129,38 @@ export interface ReleaseOptions {
   holder: string;
   logger?: Logger;
   locked?: boolean;
+  /**
+   * Keep the mount this long (ms) after this reference goes, for the next container of the image
+   * (a reference `linger` that lives until then; the node's reaper process stops the mount after it).
+   */
+  lingerMs?: number;
 }
 
-/** Drop a reference; the last live one stops the mount. Returns whether the mount was stopped. */
+/** Drop a reference; the last live one stops the mount (unless it lingers). Returns whether the mount was stopped. */
 export async function releaseImageMount(opts: ReleaseOptions): Promise<boolean> {
   const body = async (): Promise<boolean> => {
-    const { refs } = imageMountPaths(opts.cacheDir, opts.manifestDigest);
-    await rm(join(refs, opts.holder), { force: true });
-    return stopIfUnused(opts.cacheDir, opts.manifestDigest, opts.logger ?? silentLogger);
+    const log = opts.logger ?? silentLogger;
+    const paths = imageMountPaths(opts.cacheDir, opts.manifestDigest);
+    await rm(join(paths.refs, opts.holder), { force: true });
+    if (opts.lingerMs && opts.lingerMs > 0 && mountsAt(paths.mountpoint).some(isFuse)) {
+      const owner: RefOwner = { lingerUntil: Date.now() + opts.lingerMs };
+      await writePrivateFile(paths.linger, `${JSON.stringify(owner)}\n`);
+      await ensureReaper(opts.cacheDir, log);
+      log.debug({ mountpoint: paths.mountpoint, lingerMs: opts.lingerMs }, 'run: the image mount lingers');
+      return false;
+    }
+    return stopIfUnused(opts.cacheDir, opts.manifestDigest, log);
   };
   return opts.locked ? body() : withLock(runPaths(opts.cacheDir).lock, body);
+}
+
+/** Stop the image's linger: the mount stops now unless a container uses it. Returns whether it was stopped. */
+export async function endLinger(cacheDir: string, manifestDigest: string, log: Logger = silentLogger): Promise<boolean> {
+  await ensurePrivateDir(runPaths(cacheDir).root);
+  return withLock(runPaths(cacheDir).lock, async () => {
+    await rm(imageMountPaths(cacheDir, manifestDigest).linger, { force: true });
+    return stopIfUnused(cacheDir, manifestDigest, log);
+  });
 }
 
 /** With no live reference left, stop the mount, drop dead references and remove the image's directory. Call holding the lock. */

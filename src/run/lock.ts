@@ -46,15 +46,22 @@ export async function takeLock(file: string, timeoutMs = 120_000): Promise<Lock>
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  let held = true;
-  return {
-    release() {
-      if (!held) return;
-      held = false;
-      flock(fd, LOCK_UN);
-      closeSync(fd);
-    },
-  };
+  return heldLock(fd);
+}
+
+/** The lock in `file` if nobody holds it now, else undefined (never waits). */
+export function tryLock(file: string): Lock | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    throw new ClipError('EIO', `cannot open the lock file: ${(err as Error).message}`, { object: file, cause: err });
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    closeSync(fd);
+    return undefined;
+  }
+  return heldLock(fd);
 }
 
 /** Run `fn` holding the lock. */
@@ -65,4 +72,17 @@ export async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T
   } finally {
     lock.release();
   }
+}
+
+/** The lock held on `fd`: released (and the descriptor closed) once, however often asked. */
+function heldLock(fd: number): Lock {
+  let held = true;
+  return {
+    release() {
+      if (!held) return;
+      held = false;
+      flock(fd, LOCK_UN);
+      closeSync(fd);
+    },
+  };
 }

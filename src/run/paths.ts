@@ -1,9 +1,11 @@
 /**
  * Where `clip run` and `clip bundle` keep their state, all under CACHE_DIR/run:
  *   lock                          the flock every change of run state holds (lock.ts)
+ *   reaper.lock                   held by the process that stops image mounts when their linger ends
  *   runc/                         runc's --root: its container state (never the system's /run/runc)
  *   images/<hex>/rootfs           the shared read-only mount of one image (its manifest digest)
  *   images/<hex>/refs/<id>        one per container or bundle using that mount
+ *   images/<hex>/refs/linger      the linger: keeps the mount for a while after its last container
  *   containers/<id>/              one container: state.json, config.json, rootfs (the overlay),
  *                                 upper/ and work/ (its writable layer; init/ instead with --read-only),
  *                                 etc/ (hosts, hostname, resolv.conf)
@@ -14,6 +16,8 @@ import { ClipError } from '../util/errors.js';
 export interface RunPaths {
   root: string;
   lock: string;
+  /** The linger reaper's lock (one reaper a node). */
+  reaper: string;
   runcRoot: string;
   images: string;
   containers: string;
@@ -21,7 +25,7 @@ export interface RunPaths {
 
 export function runPaths(cacheDir: string): RunPaths {
   const root = join(cacheDir, 'run');
-  return { root, lock: join(root, 'lock'), runcRoot: join(root, 'runc'), images: join(root, 'images'), containers: join(root, 'containers') };
+  return { root, lock: join(root, 'lock'), reaper: join(root, 'reaper.lock'), runcRoot: join(root, 'runc'), images: join(root, 'images'), containers: join(root, 'containers') };
 }
 
 /** "sha256:abc…" as a directory name. */
@@ -31,15 +35,20 @@ export function digestDirName(digest: string): string {
   return m[1] === 'sha256' ? m[2]! : `${m[1]}-${m[2]}`;
 }
 
+/** The reference name of an image mount's linger (container ids are `clip-…`, never this). */
+export const LINGER_HOLDER = 'linger';
+
 export interface ImageMountPaths {
   dir: string;
   mountpoint: string;
   refs: string;
+  /** The linger's reference (refs/linger). */
+  linger: string;
 }
 
 export function imageMountPaths(cacheDir: string, manifestDigest: string): ImageMountPaths {
   const dir = join(runPaths(cacheDir).images, digestDirName(manifestDigest));
-  return { dir, mountpoint: join(dir, 'rootfs'), refs: join(dir, 'refs') };
+  return { dir, mountpoint: join(dir, 'rootfs'), refs: join(dir, 'refs'), linger: join(dir, 'refs', LINGER_HOLDER) };
 }
 
 export interface ContainerPaths {

@@ -77,7 +77,7 @@ export async function runContainer(req: ContainerRequest, hooks: RunHooks = {}):
     }
     const startError = code !== 0 ? await runcFailure(logFile) : undefined;
     if (startError) code = /executable file not found|no such file or directory/i.test(startError) ? 127 : /permission denied/i.test(startError) ? 126 : 125;
-    await teardownContainer(req.cacheDir, prepared.id, { logger: log, keep: req.keep === true });
+    await teardownContainer(req.cacheDir, prepared.id, { logger: log, keep: req.keep === true, ...(req.lingerMs ? { lingerMs: req.lingerMs } : {}) });
     log.debug({ id: prepared.id, sinceStartMs: Math.round(performance.now()) }, 'run: torn down');
     return { id: prepared.id, code, ...(startError ? { startError } : {}), ...(req.keep ? { kept: prepared.paths.upper } : {}) };
   } finally {

@@ -26,6 +26,8 @@ export interface SpecOptions {
   hostname: string;
   network: NetworkMode;
   tty: boolean;
+  /** The terminal's size, set on the container's console before its process starts (runc resizes it only after). */
+  consoleSize?: { height: number; width: number };
   volumes: Volume[];
   /** Files bound onto /etc/hosts, /etc/hostname, /etc/resolv.conf. */
   etcFiles: { hosts: string; hostname: string; resolvConf: string };
@@ -73,6 +75,7 @@ export function runtimeSpec(o: SpecOptions): Record<string, unknown> {
     ociVersion: '1.0.2',
     process: {
       terminal: o.tty,
+      ...(o.tty && o.consoleSize ? { consoleSize: o.consoleSize } : {}),
       user: { uid: user.uid, gid: user.gid, ...(user.additionalGids.length > 0 ? { additionalGids: user.additionalGids } : {}) },
       args: o.process.args,
       env: o.process.env,

@@ -77,7 +77,7 @@ function startServer(): void {
     }
     // Mounts never served (INIT unanswered) cannot be resumed: the kernel still waits for INIT,
     // which a new server would not know how it was asked. Drop them.
-    for (const m of mounts.values()) if (!m.init) drop(m, 'it was never served');
+    for (const m of mounts.values()) if (!m.init) void drop(m, 'it was never served');
     log.error({ code, signal, pid: child.pid, ranMs: Date.now() - startedAt, mounts: mounts.size }, 'holder: the server died');
     if (mounts.size === 0) {
       finish();
@@ -143,8 +143,11 @@ function send(child: ChildProcess, msg: ToServer): void {
   if (child.connected) child.send(msg, (err) => err && log.warn({ err }, 'holder: cannot reach the server'));
 }
 
-/** Abort a mount's connection and unmount it lazily: its readers get errors, never a hang. */
-function drop(m: HeldMount, why: string): void {
+/**
+ * Abort a mount's connection and unmount it lazily: its readers get errors, never a hang.
+ * Resolves when the unmount has been tried (the holder must not exit before: see giveUp).
+ */
+function drop(m: HeldMount, why: string): Promise<void> {
   log.error({ mountpoint: m.mountpoint, why }, 'holder: dropping the mount');
   mounts.delete(m.id);
   void abortConnection(m.connection).catch(() => undefined);
@@ -153,18 +156,28 @@ function drop(m: HeldMount, why: string): void {
   } catch {
     // already closed
   }
-  void lazyUnmount(m.mountpoint);
+  return lazyUnmount(m.mountpoint);
 }
 
+/** `umount -l`, tried again if it did not succeed (a slow or killed umount must not leave the mount). */
 async function lazyUnmount(mountpoint: string): Promise<void> {
-  await new Promise<void>((done) => spawn('umount', ['-l', mountpoint], { stdio: 'ignore' }).on('close', () => done()).on('error', () => done()));
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const result = await new Promise<string>((done) =>
+      spawn('umount', ['-l', mountpoint], { stdio: 'ignore' })
+        .on('close', (code, signal) => done(code === 0 ? 'ok' : `code ${code ?? signal}`))
+        .on('error', (err) => done(err.message)));
+    if (result === 'ok') return;
+    log.warn({ mountpoint, attempt, result }, 'holder: umount -l failed');
+  }
 }
 
 function giveUp(): void {
   log.fatal({ crashes: crashes.length, windowMs: CRASH_WINDOW_MS, mounts: [...mounts.values()].map((m) => m.mountpoint) },
     'holder: the server keeps crashing; giving up: every mount is aborted (readers get ENOTCONN) and unmounted');
-  for (const m of [...mounts.values()]) drop(m, 'the server keeps crashing');
-  setTimeout(finish, 500);
+  // Exit only once every unmount has been tried: a holder that exited on a timer (it was 500 ms)
+  // could leave mounts behind on a loaded machine. Bounded, so the holder never hangs here.
+  const dropped = Promise.all([...mounts.values()].map((m) => drop(m, 'the server keeps crashing')));
+  void Promise.race([dropped, new Promise((r) => setTimeout(r, 30_000))]).then(finish);
 }
 
 function finish(): void {

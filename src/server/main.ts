@@ -2,14 +2,16 @@
  * The node's server process (started by the holder, src/server/holder.ts, as its child with an IPC
  * channel): `main CACHE_DIR`. Logs go to the file the holder's stderr goes to.
  */
-import { createLogger } from '../util/log.js';
-import { startIdleCollector } from './idle-memory.js';
+import { createLineLogger } from '../util/log.js';
+import { limitHeapGrowth } from './heap-growth.js';
+import { fixMmapThreshold, startIdleCollector } from './idle-memory.js';
 import { NodeServer } from './node-server.js';
 import type { ToHolder, ToServer } from './protocol.js';
 
+limitHeapGrowth();
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 const cacheDir = process.argv[2]!;
-const log = createLogger(process.env.CLIP_LOG_LEVEL ?? 'info').child({ server: process.pid });
+const log = createLineLogger(process.env.CLIP_LOG_LEVEL ?? 'info', 2, process.env.CLIP_LOG_FORMAT ?? 'auto').child({ server: process.pid });
 if (!process.send) throw new Error('the clip server runs as the holder\'s child');
 const server = new NodeServer(
   cacheDir,
@@ -22,4 +24,5 @@ const server = new NodeServer(
 process.on('message', (msg: ToServer) => server.onHolder(msg));
 // The holder is gone: nobody keeps the descriptors for a successor; serve on until the mounts end.
 process.on('disconnect', () => log.warn('server: the holder is gone'));
+fixMmapThreshold(log);
 startIdleCollector(log);

@@ -10,6 +10,7 @@ import { resolve } from 'node:path';
 import type { Attached, MountOptions } from '../fuse/index.js';
 import { abortConnection } from '../fuse/index.js';
 import { mountFiles, processStartTime, removePidFile, writePidFile } from '../mount/files.js';
+import { processMemory } from '../mount/process-metrics.js';
 import { readyLine, startMount, type MountConfig, type RunningMount } from '../mount/serve.js';
 import { keepStatus, statusOf, type MountStatus } from '../mount/status.js';
 import { ClipError, isClipError } from '../util/errors.js';
@@ -192,7 +193,7 @@ export class NodeServer {
         const mounts: MountStatus[] = [];
         for (const s of this.mounts.values()) mounts.push(await statusOf(s.running, s.startedAt, this.restarts));
         const holderPid = process.ppid;
-        const memory = process.memoryUsage();
+        const memory = processMemory();
         return { ok: true, op: 'status', pid: process.pid, holderPid, restarts: this.restarts, rssBytes: memory.rss, memory, mounts };
       }
     }

@@ -5,6 +5,7 @@
  */
 import type { AttachOptions as FuseAttachOptions, InitInfo } from '../fuse/index.js';
 import type { MountConfig } from '../mount/serve.js';
+import type { ProcessMemory } from '../mount/process-metrics.js';
 import type { MountStatus } from '../mount/status.js';
 
 export type ClientRequest =
@@ -18,7 +19,7 @@ export type ClientReply =
   | { ok: true; op: 'mount'; pid: number; line: string; log: string }
   | { ok: true; op: 'unmount'; pid: number; served: boolean }
   | { ok: true; op: 'restart'; pid: number }
-  | { ok: true; op: 'status'; pid: number; holderPid: number; restarts: number; rssBytes: number; memory: NodeJS.MemoryUsage; mounts: MountStatus[] }
+  | { ok: true; op: 'status'; pid: number; holderPid: number; restarts: number; rssBytes: number; memory: ProcessMemory; mounts: MountStatus[] }
   | { ok: false; code?: string; message: string };
 
 /** InitInfo with its bigints as hex strings, for JSON. */

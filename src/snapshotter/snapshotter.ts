@@ -41,6 +41,9 @@ export interface Usage {
 /** What a snapshot's mounts are made of, topmost first: directories and at most one image mount, last. */
 type Lower = { dir: string } | { image: RemoteLayer };
 
+/** How many images restore() mounts at once (each is a request to the node's server, which opens its index). */
+export const RESTORE_MOUNTS = 4;
+
 export class Snapshotter {
   private readonly log: Logger;
 
@@ -73,6 +76,15 @@ export class Snapshotter {
         this.commitRemote(target, parent, labels, remote);
         this.metrics?.remoteLayer(remote.manifest);
         this.log.info({ target, layer: remote.position + 1, of: remote.layers, layerDigest: remote.layerDigest, image: remote.image, manifest: remote.manifest }, 'snapshotter: remote snapshot prepared');
+        // The image is being pulled, and a container will follow: it is mounted now (its
+        // startup-profile prefetch with it), from its first remote layer on, while containerd goes
+        // through the other layers, not at the container's Prepare, so that `ctr run` only lays an
+        // overlay over a mount already serving. Not awaited: the pull goes on at once; a Prepare
+        // on the image waits for this mount (ensure() is serialized per image and keeps a live
+        // mount), and a failure here is logged and tried again there. The mount is kept once the
+        // image's last layer is committed (imagesInUse); a pull that stops before that leaves it
+        // to the next Remove or Cleanup.
+        void this.images.ensure(remote).catch(() => undefined);
         throw new SnapshotError('AlreadyExists', `target snapshot ${target}: already exists`);
       }
     }
@@ -288,11 +300,18 @@ export class Snapshotter {
     await this.releaseUnused();
   }
 
-  /** Images some active or view snapshot mounts. */
+  /**
+   * Images a snapshot needs mounted: those some active or view snapshot stands on, and those whose
+   * last layer is a committed remote snapshot (the image is pulled: it stays mounted, ready for
+   * its next container, until containerd removes the image's snapshots).
+   */
   private imagesInUse(): Map<string, RemoteLayer> {
     const used = new Map<string, RemoteLayer>();
     for (const [, rec] of this.store.all()) {
-      if (rec.kind === 'COMMITTED') continue;
+      if (rec.kind === 'COMMITTED') {
+        if (rec.remote && rec.remote.position === rec.remote.layers - 1) used.set(rec.remote.manifest, rec.remote);
+        continue;
+      }
       try {
         const last = this.lowers(rec.parent).at(-1);
         if (last && 'image' in last) used.set(last.image.manifest, last.image);
@@ -309,12 +328,22 @@ export class Snapshotter {
     }
   }
 
-  /** On start: every image a snapshot still uses is mounted again (a live mount is kept as it is). */
+  /**
+   * On start: every image a snapshot still uses is mounted again (a live mount is kept as it is),
+   * RESTORE_MOUNTS at a time rather than one after another: a node with many pulled images
+   * serves its first call after the slowest few mounts, not after all of them in turn.
+   */
   async restore(): Promise<void> {
     await mkdir(join(this.root, 'snapshots'), { recursive: true, mode: 0o700 });
-    for (const image of this.imagesInUse().values()) {
-      await this.images.ensure(image).catch((err: unknown) => this.log.error({ image: `${image.location}@${image.manifest}`, err: (err as Error).message }, 'snapshotter: cannot mount an image again'));
-    }
+    const images = [...this.imagesInUse().values()];
+    const next = (): RemoteLayer | undefined => images.shift();
+    const worker = async (): Promise<void> => {
+      for (let image = next(); image; image = next()) {
+        const { location, manifest } = image;
+        await this.images.ensure(image).catch((err: unknown) => this.log.error({ image: `${location}@${manifest}`, err: (err as Error).message }, 'snapshotter: cannot mount an image again'));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(RESTORE_MOUNTS, images.length) }, worker));
     await this.releaseUnused();
   }
 }

@@ -24,7 +24,8 @@
  * more (its retries inflate as without learning).
  */
 import type { Readable } from 'node:stream';
-import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
+import { boundAtOrAfter, decodeBounds, type BlockBound } from '../archive/block-bounds.js';
+import { WINDOW_BYTES, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import { inflateLearning, type LearnTarget } from '../archive/learning-inflate.js';
 import { inflateLearningNative, isNativeLearningAvailable } from '../archive/native-learning.js';
 import { compressedRangeFor, fetchStart, inflateFrom } from '../archive/random-access.js';
@@ -46,6 +47,11 @@ export interface CompressedRange {
 /** A layer that knows where in its compressed blob a range of its uncompressed stream begins. */
 export interface ResumableLayer extends LayerRecord {
   compressedRange(start: number, end: number): CompressedRange;
+  /**
+   * The first deflate block boundary at or after `out` (index format 3), where a fetch may stop
+   * instead of at the next checkpoint; undefined where none is known.
+   */
+  boundAtOrAfter?(out: number): BlockBound | undefined;
 }
 
 export function isResumable(layer: LayerRecord): layer is ResumableLayer {
@@ -92,6 +98,10 @@ export interface MergeStats {
 /** Inflated spans kept by every source of the process together stay under `bytes` (tests lower it). */
 export const processKeep = { bytes: 64 * 1024 * 1024 };
 let keptInProcess = 0;
+/** Bytes of inflated spans kept now by every source of the process (the server's memory figures). */
+export function keptSpanBytes(): number {
+  return keptInProcess;
+}
 /** Every kept span of the process, least recently kept first, with the source keeping it. */
 const keptAll = new Map<Span, CheckpointSource>();
 
@@ -112,7 +122,7 @@ export class CheckpointSource implements LayerSource {
   private readonly captured: LearnedCheckpoints;
   /** Handed over from elsewhere: planned over. */
   private readonly given: LearnedCheckpoints;
-  private readonly learning: boolean;
+  private learning: boolean;
   /** Blob digests of layers whose bytes failed: their retries inflate without learning. */
   private readonly unlearned = new Set<string>();
   /** Native zlib stepped block by block where node allows it (3x pako's speed), else pako. */
@@ -128,6 +138,16 @@ export class CheckpointSource implements LayerSource {
     this.learning = opts.learn ?? process.env.CLIP_LEARN !== '0';
     this.captured = new LearnedCheckpoints(opts.maxLearned ?? 256);
     this.given = new LearnedCheckpoints(opts.maxLearned ?? 256);
+  }
+
+  /**
+   * Learn no more, and let go of what was captured (up to 8 MiB of windows a store): they are
+   * for a startup profile, and once the mount's profile is kept (or another was found) nothing
+   * reads them. Handed-over checkpoints stay: reads are planned over them.
+   */
+  stopLearning(): void {
+    this.learning = false;
+    this.captured.clear();
   }
 
   /** The layer's learned checkpoints: captured here and handed over (not dropped), by out. */
@@ -153,7 +173,7 @@ export class CheckpointSource implements LayerSource {
     const planned = this.withLearned(layer);
     const plan = this.merge ? this.plan(planned, start, end) : undefined;
     if (!plan) {
-      const range = planned.compressedRange(start, end);
+      const range = cutAtBound(planned, planned.compressedRange(start, end), start, end);
       const body = await store.openBlobRange(desc, range.start, range.end, { signal });
       const targets = this.targets(layer, range.checkpoint.out, range.endOut ?? Infinity, start, end);
       const inflated = targets.length
@@ -169,6 +189,8 @@ export class CheckpointSource implements LayerSource {
     let byStart = this.spans.get(layer.digest);
     if (!byStart) this.spans.set(layer.digest, (byStart = new Map()));
     const need: Span[] = [];
+    /** Segments still in flight that a segment of this read continues: this read waits on them too. */
+    const continued: Span[] = [];
     let run: PlannedSpan[] = [];
     const launch = (): void => {
       if (!run.length) return;
@@ -182,22 +204,50 @@ export class CheckpointSource implements LayerSource {
       void this.fly(flight, store, desc, layer, spans, targets);
       run = [];
     };
+    const take = (s: Span): void => {
+      launch();
+      if (s.done) {
+        this.stats.kept++;
+        this.lru.delete(s); // most recently used now
+        this.lru.add(s);
+        s.usedAt = Date.now();
+      } else this.stats.joined++;
+      need.push(s);
+    };
+    // Each checkpoint span may be held in segments: one cut short at a block boundary past the
+    // read that fetched it, then continued from there (its last 32 KiB are the window) by later reads.
+    let x = start;
     for (const p of plan) {
-      const s = byStart.get(p.out);
-      if (s && s.error === undefined && s.endOut === p.endOut) {
-        launch();
-        if (s.done) {
-          this.stats.kept++;
-          this.lru.delete(s); // most recently used now
-          this.lru.add(s);
-          s.usedAt = Date.now();
-        } else this.stats.joined++;
-        need.push(s);
-      } else run.push(p);
+      while (x < Math.min(end, p.endOut)) {
+        let s = usable(byStart.get(p.out));
+        while (s && s.endOut <= x) {
+          const next = usable(byStart.get(s.endOut));
+          if (!next) break;
+          s = next;
+        }
+        if (s && s.out <= x && x < s.endOut) {
+          take(s);
+          x = s.endOut;
+          continue;
+        }
+        let seg: PlannedSpan = { ...p };
+        if (s && s.cut && s.endOut <= x && s.endOut < p.endOut && !s.tainted) {
+          // Continue where a segment was cut: at once from its bytes, or once its flight ends.
+          const from = s.done ? continuation(s) : undefined;
+          if (from || !s.done) {
+            launch();
+            if (!from) continued.push(s);
+            seg = { ...p, out: s.endOut, checkpoint: from ?? p.checkpoint, start: fetchStart(s.cut), after: from ? undefined : s };
+          }
+        }
+        if (seg.endOut >= end) seg = cutSpan(planned, seg, end);
+        run.push(seg); // a continuation heads its run (launched just before): one flight may go on past it
+        x = seg.endOut;
+      }
     }
     launch();
     // Every flight this read waits on runs while some read waits on it.
-    const flights = [...new Set(need.filter((s) => !s.done).map((s) => s.flight))];
+    const flights = [...new Set([...need, ...continued].filter((s) => !s.done).map((s) => s.flight))];
     for (const f of flights) f.readers++;
     // A read that is given up (its signal aborted) stops a flight no other read waits on; one
     // that got its bytes lets the flight finish the spans past its end, kept for the next reads.
@@ -220,7 +270,7 @@ export class CheckpointSource implements LayerSource {
   /** From the checkpoint before `start` to the one after `end`: all of it is inflated to serve [start, end). */
   span(layer: LayerRecord, start: number, end: number): { start: number; end: number } {
     if (layer.compression === 'none' || !isResumable(layer)) return { start, end };
-    const range = this.withLearned(layer).compressedRange(start, end);
+    const range = cutAtBound(layer, this.withLearned(layer).compressedRange(start, end), start, end);
     return { start: Math.min(start, range.checkpoint.out), end: Math.max(end, Math.min(range.endOut ?? end, layer.uncompressedSize)) };
   }
 
@@ -314,12 +364,21 @@ export class CheckpointSource implements LayerSource {
     const last = spans[spans.length - 1]!.planned;
     let body: Readable | undefined;
     try {
+      let from = first.checkpoint;
+      if (first.after) {
+        // A continuation: its checkpoint is the end of the segment before, once that is inflated.
+        const before = first.after;
+        while (!before.done && before.error === undefined) await before.changed(flight.ctrl.signal);
+        const c = continuation(before);
+        if (!c) throw new ClipError('ENETWORK', 'the fetch this one continues did not finish', { object: layer.digest, cause: before.error });
+        from = c;
+      }
       body = await store.openBlobRange(desc, first.start, last.end, { signal: flight.ctrl.signal });
       let k = 0;
       let pos = first.out;
       const inflated = targets.length
-        ? this.learner(first.checkpoint, body, targets, (c) => this.learn(layer, c), layer.digest)
-        : inflateFrom(first.checkpoint, body, { compression: layer.compression, name: layer.digest });
+        ? this.learner(from, body, targets, (c) => this.learn(layer, c), layer.digest)
+        : inflateFrom(from, body, { compression: layer.compression, name: layer.digest });
       for await (const piece of inflated) {
         for (let off = 0; off < piece.length && k < spans.length; ) {
           const s = spans[k]!;
@@ -412,6 +471,51 @@ interface PlannedSpan {
   /** Compressed [start, end) that inflates it from its checkpoint. */
   start: number;
   end: number;
+  /** The block boundary it ends at, when cut short of its checkpoint span's end. */
+  cut?: BlockBound;
+  /** It continues this segment (cut short, still in flight): inflated from its end, once known. */
+  after?: Span;
+}
+
+/** A segment neither failed nor invalidated. */
+function usable(s: Span | undefined): Span | undefined {
+  return s && s.error === undefined && !s.tainted ? s : undefined;
+}
+
+/**
+ * End a planned span at the first block boundary at or after `end` instead of at its checkpoint
+ * span's end, when the layer knows its boundaries. At least 32 KiB past the span's start, so that
+ * the span's own bytes are the window to continue it from.
+ */
+function cutSpan(layer: ResumableLayer, p: PlannedSpan, end: number): PlannedSpan {
+  const b = layer.boundAtOrAfter?.(Math.max(end, p.out + WINDOW_BYTES));
+  if (!b || b.out >= p.endOut || b.in >= p.end) return p;
+  return { ...p, endOut: b.out, end: b.in, cut: b };
+}
+
+/** The same for a compressed range read without merging. */
+function cutAtBound(layer: ResumableLayer, r: CompressedRange, start: number, end: number): CompressedRange {
+  const b = layer.boundAtOrAfter?.(Math.max(end, start + 1));
+  const endOut = r.endOut ?? Infinity;
+  if (!b || b.out >= endOut || b.in >= r.end || b.out <= r.checkpoint.out) return r;
+  return { ...r, end: b.in, endOut: b.out };
+}
+
+/** Where inflating may go on after a finished segment cut at a block boundary: its last 32 KiB are the window. */
+function continuation(s: Span): Checkpoint | undefined {
+  const b = s.planned.cut;
+  if (!b || !s.done || s.tainted || s.error !== undefined) return undefined;
+  const want = Math.min(WINDOW_BYTES, s.endOut);
+  if (s.size < want) return undefined;
+  const window = Buffer.allocUnsafe(want);
+  let at = want;
+  for (let k = s.pieces.length - 1; k >= 0 && at > 0; k--) {
+    const p = s.pieces[k]!;
+    const n = Math.min(at, p.length);
+    p.copy(window, at - n, p.length - n);
+    at -= n;
+  }
+  return { out: b.out, in: b.in, bits: b.bits, window };
 }
 
 /** A range request over a run of spans, running while some read waits on it. */
@@ -446,6 +550,10 @@ class Span {
   get size(): number {
     return this.endOut - this.out;
   }
+  /** The block boundary it was cut at, if it ends short of its checkpoint span. */
+  get cut(): BlockBound | undefined {
+    return this.planned.cut;
+  }
   push(b: Buffer): void {
     this.pieces.push(b);
     this.wake();
@@ -479,15 +587,22 @@ class Span {
 
 /** [start, end) from spans covering it in order, each piece as its flight inflates it. */
 async function* readSpans(spans: Span[], start: number, end: number, signal: AbortSignal, release: () => void): AsyncGenerator<Buffer> {
+  // Spans may overlap (a kept segment of an earlier plan, then a span from a checkpoint learned
+  // inside it): each byte is given once, from where the last span stopped.
+  let next = start;
   try {
     for (const s of spans) {
       let pos = s.out;
+      if (pos > next) throw new ClipError('EIO', `planned spans leave a gap at ${next}`, { object: s.layerKey });
       for (let k = 0; ; ) {
         for (; k < s.pieces.length; k++) {
           const p = s.pieces[k]!;
-          const from = Math.max(start, pos);
+          const from = Math.max(next, pos);
           const to = Math.min(end, pos + p.length);
-          if (to > from) yield p.subarray(from - pos, to - pos);
+          if (to > from) {
+            yield p.subarray(from - pos, to - pos);
+            next = to;
+          }
           pos += p.length;
           if (pos >= end) return;
         }
@@ -538,9 +653,11 @@ async function* cut(stream: AsyncIterable<Buffer>, at: number, start: number, en
 export function layerFromScan(scan: LayerScan): ResumableLayer {
   const record = layerRecord(scan);
   const access = { compression: scan.compression, compressedSize: scan.compressedSize, uncompressedSize: scan.uncompressedSize, checkpoints: scan.checkpoints, name: scan.digest };
+  const bounds = scan.bounds?.length ? decodeBounds(scan.bounds, scan.uncompressedSize, scan.compressedSize, scan.digest) : undefined;
   return {
     ...record,
     chunkDigest: record.chunkDigest,
+    boundAtOrAfter: bounds ? (out) => boundAtOrAfter(bounds, out) : undefined,
     compressedRange: (start, end) => {
       const range = compressedRangeFor(access, start, end - start);
       const stop = range.end < scan.compressedSize ? scan.checkpoints.find((c) => c.out >= end && c.in === range.end) : undefined;

@@ -135,6 +135,8 @@ export class DiskCache {
   private closed = false;
   private estimatedBytes: number | undefined;
   private gcRunning: Promise<GcResult> | undefined;
+  /** Bytes written while a gc runs: its listing may predate them, so they are added when it ends. */
+  private writtenDuringGc = 0;
 
   private constructor(opts: DiskCacheOptions) {
     this.opts = opts;
@@ -245,21 +247,37 @@ export class DiskCache {
   noteWritten(bytes: number): void {
     const max = this.opts.maxBytes;
     if (max === undefined) return;
+    if (this.gcRunning) {
+      this.writtenDuringGc += bytes;
+      return;
+    }
     if (this.estimatedBytes === undefined) {
-      if (!this.gcRunning) void this.gc().catch((err) => this.log.warn({ err }, 'cache gc failed'));
+      void this.backgroundGc();
       return;
     }
     this.estimatedBytes += bytes;
-    if (this.estimatedBytes > max && !this.gcRunning) {
-      void this.gc().catch((err) => this.log.warn({ err }, 'cache gc failed'));
-    }
+    if (this.estimatedBytes > max) void this.backgroundGc();
+  }
+
+  private backgroundGc(): Promise<unknown> {
+    return this.gc().catch((err: unknown) => this.log.warn({ err }, 'cache gc failed'));
   }
 
   /** Evict least recently used layers until the cache holds at most `maxBytes` (default: 90 % of the cap). */
   gc(maxBytes?: number): Promise<GcResult> {
     if (this.gcRunning) return this.gcRunning;
     const target = maxBytes ?? (this.opts.maxBytes === undefined ? Infinity : Math.floor(this.opts.maxBytes * 0.9));
-    this.gcRunning = this.runGc(target).finally(() => (this.gcRunning = undefined));
+    this.writtenDuringGc = 0;
+    this.gcRunning = this.runGc(target).finally(() => {
+      this.gcRunning = undefined;
+      // What was written meanwhile counts now (twice if the listing saw it: the next gc measures
+      // again); lost, it left a cache over its cap until more writes came.
+      const during = this.writtenDuringGc;
+      this.writtenDuringGc = 0;
+      if (during === 0 || this.estimatedBytes === undefined) return;
+      this.estimatedBytes += during;
+      if (this.opts.maxBytes !== undefined && this.estimatedBytes > this.opts.maxBytes) void this.backgroundGc();
+    });
     return this.gcRunning;
   }
 

@@ -19,7 +19,7 @@ import type { RedisChunkCache } from './remote-cache.js';
 import type { ResolvedImage } from '../oci/types.js';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { FORMAT_VERSION } from '../index/format.js';
+import { FORMAT_VERSION, READABLE_VERSIONS } from '../index/format.js';
 
 export const INDEX_ARTIFACT_TYPE = 'application/vnd.clipfs.index.v1';
 export const INDEX_BLOB_TYPE = 'application/vnd.clipfs.index.v1+gzip';
@@ -98,7 +98,7 @@ export async function findPublishedIndex(repo: RegistryRepository, image: Resolv
   for (const desc of [...found].reverse()) {
     const object = `${repo.location}@${desc.digest}`;
     try {
-      if (desc.annotations?.[FORMAT_ANNOTATION] !== undefined && desc.annotations[FORMAT_ANNOTATION] !== String(FORMAT_VERSION)) {
+      if (desc.annotations?.[FORMAT_ANNOTATION] !== undefined && !READABLE_VERSIONS.map(String).includes(desc.annotations[FORMAT_ANNOTATION])) {
         logger.info({ artifact: object, format: desc.annotations[FORMAT_ANNOTATION] }, 'published index of another format version: skipped');
         continue;
       }

@@ -16,6 +16,7 @@ export function indexLayers(index: ImageIndex): ResumableLayer[] {
       uncompressedSize: info.uncompressedSize,
       chunkSize: index.chunkSize(n),
       chunkDigest: (i: number) => index.chunkDigest(n, i),
+      boundAtOrAfter: index.boundCount(n) > 0 ? (out: number) => index.boundAtOrAfter(n, out) : undefined,
       compressedRange(start: number, end: number): CompressedRange {
         const k = index.checkpointIndexBefore(n, start);
         const checkpoint = index.checkpoint(n, k);

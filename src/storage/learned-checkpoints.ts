@@ -66,6 +66,12 @@ export class LearnedCheckpoints {
     return list?.[firstAtOrAfter(list, offset)]?.checkpoint;
   }
 
+  /** Drop them all. */
+  clear(): void {
+    this.byLayer.clear();
+    this.count = 0;
+  }
+
   /** Drop those with out in [from, to] (a fetch that used them gave bytes that failed); returns how many. */
   drop(layer: LayerRecord, from: number, to: number): number {
     const list = this.byLayer.get(layer.digest);

@@ -24,7 +24,7 @@ import type { RedisChunkCache } from './remote-cache.js';
 import { digestHex } from './types.js';
 
 /** The format of kept scans; `clip cache gc` removes kept scans of any other. */
-export const SCAN_FORMAT = 'scan-v1';
+export const SCAN_FORMAT = 'scan-v4'; // v2: windows packed by archive/window-codec.ts (brotli); v3: sparse windows; v4: block boundaries
 /** Largest stored scan inflated back (a crafted one must not take the process's memory). */
 const MAX_SCAN_BYTES = 1024 * 1024 * 1024;
 

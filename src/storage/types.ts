@@ -39,6 +39,8 @@ export interface LayerSource {
   invalidate?(layer: LayerRecord, start: number, end: number): void;
   /** Checkpoints learned while reading the layer (a compressed source; see learned-checkpoints.ts). */
   learnedCheckpoints?(layer: LayerRecord): LearnedCheckpoint[];
+  /** Learn no more checkpoints, and drop the ones captured (handed-over ones stay). */
+  stopLearning?(): void;
   /** Plan the layer's reads over these learned checkpoints too; returns how many were new. */
   addLearnedCheckpoints?(layer: LayerRecord, list: readonly LearnedCheckpoint[]): number;
 }

@@ -1,7 +1,9 @@
 import { writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { isatty } from 'node:tty';
-import { pino, type DestinationStream, type Logger } from 'pino';
+import type { DestinationStream, Logger, pino as Pino } from 'pino';
 import { ClipError } from './errors.js';
+import { lineLogger } from './line-log.js';
 
 export type { Logger };
 
@@ -14,6 +16,8 @@ export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn
   if (!FORMATS.includes(format)) throw new ClipError('EINVAL', `not a log format (use ${FORMATS.join(', ')})`, { object: format });
   // People read a terminal; programs read files and pipes.
   const text = format === 'text' || (format === 'auto' && isatty(fd));
+  // Loaded here, not with this module: the node's server logs without pino (createLineLogger).
+  const { pino } = createRequire(import.meta.url)('pino') as { pino: typeof Pino };
   return pino(
     {
       level,
@@ -25,6 +29,18 @@ export function createLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn
     },
     new NeverFailingDestination(fd, text),
   );
+}
+
+/**
+ * The same lines written without pino (src/util/line-log.ts): for the node's server, which would
+ * otherwise carry pino's memory for a few lines a minute, and for `clip run` at its quiet default
+ * levels, whose warm start would otherwise spend a good part of its time loading pino.
+ */
+export function createLineLogger(level: string = process.env.CLIP_LOG_LEVEL ?? 'warn', fd = 2, format = 'json'): Logger {
+  if (!LEVELS.includes(level)) throw new ClipError('EINVAL', `not a log level (use ${LEVELS.join(', ')})`, { object: level });
+  if (!FORMATS.includes(format)) throw new ClipError('EINVAL', `not a log format (use ${FORMATS.join(', ')})`, { object: format });
+  const dest = new NeverFailingDestination(fd, format === 'text' || (format === 'auto' && isatty(fd)));
+  return lineLogger(level, (line) => dest.write(line));
 }
 
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -80,4 +96,4 @@ export class NeverFailingDestination implements DestinationStream {
 }
 
 /** A logger that drops everything: the default for library calls that were given none. */
-export const silentLogger: Logger = pino({ level: 'silent' });
+export const silentLogger: Logger = lineLogger('silent', () => undefined);

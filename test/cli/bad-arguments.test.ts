@@ -48,6 +48,7 @@ const cases: [string, string[], RegExp][] = [
   ['a layout that does not exist', ['ls', 'oci:{tmp}/no-layout', '/'], /no-layout: no such directory$/],
   ['a network clip run does not have', ['run', '{ref}', '--network', 'bridge'], /^clip: bridge: --network must be host or none \(clip has no bridge network\)$/],
   ['a volume that is not one', ['run', '{ref}', '--volume', 'data'], /^clip: data: not a volume: use HOST:CONTAINER or HOST:CONTAINER:ro$/],
+  ['a linger that is not a duration', ['run', '{ref}', '--linger', 'soon'], /^clip: soon: not a duration \(use e\.g\. 500ms, 30s, 2m\)$/],
   ['a read timeout that is not a duration', ['cat', '{ref}', '/etc/hostname', '--read-timeout', 'soon'], /^clip: soon: not a duration/],
 ];
 

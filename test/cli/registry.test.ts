@@ -164,10 +164,10 @@ describe('commands against a real registry', () => {
     try {
       proxy.requests.length = 0;
       proxy.inject({ ...fault, match: blob, times: 1 });
-      const started = Date.now();
+      // Within the deadline: past it the read fails with ETIMEOUT (the test above), so the whole file
+      // printed is the proof; a wall-clock bound around the command also timed its setup, under load.
       const { stdout } = await clip('cat', indexFile, '/usr/lib/libdemo.so.1', '--cache-dir', join(tmp, `stall-retry-${fault.afterBytes ?? 'headers'}`), '--read-timeout', '6s');
       expect(stdout.length).toBe(file.size);
-      expect(Date.now() - started).toBeLessThan(6000);
       const gets = proxy.requests.filter(blob);
       expect(gets.length).toBe(2);
       // A silent body is resumed from where it stopped; an unanswered request is sent again.

@@ -31,4 +31,17 @@ describe('READ buffers', () => {
     // Only one was kept: one of the two comes from the pool, the other is new.
     expect(again.filter((b) => b.buffer === x.buffer || b.buffer === y.buffer)).toHaveLength(1);
   });
+
+  it('lends small READs an eighth of a pooled buffer, from a free list of their own', () => {
+    const pool = new ReadBuffers(1024 * 1024, 4);
+    const small = pool.take(4096);
+    expect(small.length).toBe(4096);
+    expect(small.buffer.byteLength).toBe(128 * 1024);
+    const whole = pool.take(128 * 1024 + 1);
+    expect(whole.buffer.byteLength).toBe(1024 * 1024);
+    pool.give(small);
+    pool.give(whole);
+    expect(pool.take(100).buffer).toBe(small.buffer);
+    expect(pool.take(512 * 1024).buffer).toBe(whole.buffer);
+  });
 });

@@ -1,9 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { deflateRawSync } from 'node:zlib';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BoundsWriter, type BlockBound } from '../../src/archive/block-bounds.js';
 import * as F from '../../src/index/format.js';
 import { ImageIndex } from '../../src/index/reader.js';
 import { IndexBuilder, buildIndex, writeIndexFile } from '../../src/index/writer.js';
@@ -27,6 +29,12 @@ function windowOf(seed: number, length: number): Buffer {
   return w;
 }
 
+function boundsOf(list: BlockBound[]): Buffer {
+  const w = new BoundsWriter();
+  for (const b of list) w.add(b);
+  return w.finish();
+}
+
 function sample(): { bytes: Buffer; scans: ReturnType<typeof scanOf>[]; meta: ReturnType<typeof metaOf> } {
   const digests0 = Buffer.concat([1, 2, 3, 4, 5].map((i) => createHash('sha256').update(`c${i}`).digest()));
   const scans = [
@@ -40,6 +48,7 @@ function sample(): { bytes: Buffer; scans: ReturnType<typeof scanOf>[]; meta: Re
       chunkDigests: digests0,
       compressedSize: 2_000_000,
       uncompressedSize: 5 * (1 << 20),
+      bounds: boundsOf([{ out: 40_000, in: 12_000, bits: 2 }, { out: 2 * 1024 * 1024 + 17, in: 700_001, bits: 3 }, { out: 3_000_000, in: 1_000_000, bits: 0 }]),
     }),
     scanOf([file('etc/os-release', { size: 200, headerOffset: 512, dataOffset: 1024 })], 1, {
       compression: 'zstd',
@@ -145,12 +154,72 @@ describe('damaged index files', () => {
 
   it('reports another format version clearly, not as damage', () => {
     const { bytes } = sample();
-    const v2 = Buffer.from(bytes);
-    v2.writeUInt32LE(2, 8);
-    createHash('sha256').update(v2.subarray(0, v2.length - 32)).digest().copy(v2, v2.length - 32);
-    expect(() => new ImageIndex(v2, 'v2.clipindex')).toThrow(expect.objectContaining({
-      code: 'EUNSUPPORTED', message: expect.stringMatching(/v2\.clipindex: index format version 2, this clip reads version 1/),
+    const v4 = Buffer.from(bytes);
+    v4.writeUInt32LE(4, 8);
+    createHash('sha256').update(v4.subarray(0, v4.length - 32)).digest().copy(v4, v4.length - 32);
+    expect(() => new ImageIndex(v4, 'v4.clipindex')).toThrow(expect.objectContaining({
+      code: 'EUNSUPPORTED', message: expect.stringMatching(/v4\.clipindex: index format version 4, this clip reads versions 1, 2, 3/),
     }));
+  });
+
+  it('writes version 3 with block boundaries; still reads version 2 (none: fetches end at checkpoints)', () => {
+    const { bytes, scans } = sample();
+    const v3 = new ImageIndex(bytes, 'v3.clipindex');
+    expect(v3.version).toBe(3);
+    const gz = scans.findIndex((s) => s.compression === 'gzip' && (s.bounds?.length ?? 0) > 0);
+    expect(gz).toBeGreaterThanOrEqual(0);
+    expect(v3.boundCount(gz)).toBeGreaterThan(0);
+    // Every boundary the scan found is in the index, in order.
+    expect(v3.boundCount(gz)).toBe(3);
+    expect(v3.boundAtOrAfter(gz, 1)).toEqual({ out: 40_000, in: 12_000, bits: 2 });
+    expect(v3.boundAtOrAfter(gz, 40_001)).toEqual({ out: 2 * 1024 * 1024 + 17, in: 700_001, bits: 3 });
+    expect(v3.boundAtOrAfter(gz, 3_000_000)).toEqual({ out: 3_000_000, in: 1_000_000, bits: 0 });
+    expect(v3.boundAtOrAfter(gz, scans[gz]!.uncompressedSize + 1)).toBeUndefined();
+    // A version 2 file has no Bounds section (this one's is ignored): it opens, with none.
+    const v2bytes = Buffer.from(bytes);
+    v2bytes.writeUInt32LE(2, 8);
+    const v2 = new ImageIndex(reseal(v2bytes), 'v2.clipindex');
+    expect(v2.version).toBe(2);
+    expect(v2.boundCount(gz)).toBe(0);
+    expect(v2.boundAtOrAfter(gz, 1)).toBeUndefined();
+  });
+
+  it('a Bounds section that does not add up is ECORRUPT naming the file', () => {
+    const b = Buffer.from(sample().bytes);
+    const at = section(b, F.Section.Bounds);
+    b.writeUInt32LE(0xfffffff, at);
+    expect(() => new ImageIndex(reseal(b), 'bounds.clipindex')).toThrow(expect.objectContaining({ code: 'ECORRUPT', object: 'bounds.clipindex', message: expect.stringMatching(/block boundary/) }));
+  });
+
+  it('writes brotli windows, and still reads version 1 (deflated windows, no codec byte)', () => {
+    const { bytes, scans } = sample();
+    const v2 = new ImageIndex(bytes, 'v2.clipindex');
+    const cps = section(bytes, F.Section.Checkpoints);
+    expect(bytes.readUInt8(cps + F.CHECKPOINT_RECORD_SIZE + F.C_WIN_CODEC)).toBe(F.WindowCodec.Brotli);
+    // A version 1 file: every window raw deflate, the codec byte padding (zero, as version 1 wrote it).
+    const v1scans = scans.map((s) => ({
+      ...s, checkpoints: s.checkpoints.map((c) => ({ ...c, window: Buffer.alloc(0), packed: { bytes: deflateRawSync(c.window, { level: 9 }), rawLength: c.window.length } })),
+    }));
+    const v1bytes = buildIndex(metaOf(v1scans), v1scans);
+    v1bytes.writeUInt32LE(1, 8);
+    const v1 = new ImageIndex(reseal(v1bytes), 'v1.clipindex');
+    expect(v1.version).toBe(1);
+    for (let l = 0; l < scans.length; l++) {
+      for (let i = 0; i < scans[l]!.checkpoints.length; i++) {
+        expect(v1.checkpoint(l, i).window.equals(scans[l]!.checkpoints[i]!.window)).toBe(true);
+        expect(v2.checkpoint(l, i).window.equals(scans[l]!.checkpoints[i]!.window)).toBe(true);
+      }
+    }
+    // Brotli keeps the windows smaller than deflate did.
+    expect(bytes.length).toBeLessThan(v1bytes.length);
+  });
+
+  it('a window that does not decode is ECORRUPT naming the file, when it is used', () => {
+    const b = Buffer.from(sample().bytes);
+    const at = section(b, F.Section.Windows) + b.readDoubleLE(section(b, F.Section.Checkpoints) + F.CHECKPOINT_RECORD_SIZE + F.C_WIN_OFF);
+    b.fill(0xff, at, at + 16);
+    const index = new ImageIndex(reseal(b), 'damaged.clipindex');
+    expect(() => index.checkpoint(0, 1)).toThrow(expect.objectContaining({ code: 'ECORRUPT', object: 'damaged.clipindex', message: expect.stringMatching(/checkpoint 1 window/) }));
   });
 
   it('says which file is missing or is not an index at all', async () => {
@@ -189,6 +258,7 @@ describe('inconsistent index files (valid checksum, wrong structure)', () => {
     ['a file in a layer that does not exist', (b) => b.writeUInt16LE(7, rec(b, 3) + F.E_LAYER), /names layer 7/],
     ['an unknown file type', (b) => b.writeUInt32LE(0o140644, rec(b, 3) + F.E_MODE), /bad mode/],
     ['a checkpoint window past the window section', (b) => b.writeDoubleLE(1e9, section(b, F.Section.Checkpoints) + F.CHECKPOINT_RECORD_SIZE + F.C_WIN_OFF), /window out of bounds/],
+    ['a window of an unknown codec', (b) => b.writeUInt8(9, section(b, F.Section.Checkpoints) + F.CHECKPOINT_RECORD_SIZE + F.C_WIN_CODEC), /window of unknown codec 9/],
     ['metadata without a reference', (b) => b.write('"referencX"', b.indexOf('"reference"', section(b, F.Section.Meta))), /metadata lacks required fields/],
   ];
   it.each(cases)('%s is ECORRUPT', (_what, damage, message) => {

@@ -3,7 +3,7 @@
  * from the same bytes), once per file version (mounts of one image share it), and the index a
  * client resolved and handed over is loaded the same way.
  */
-import { copyFile, mkdtemp, rm, utimes } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +14,9 @@ import { handoffOf, loadIndex, openImageArg } from '../../src/mount/open-image.j
 import { openBlobStore } from '../../src/oci/index.js';
 import { CheckpointSource } from '../../src/storage/checkpoint-source.js';
 import { openStorage } from '../../src/storage/index.js';
+import * as F from '../../src/index/format.js';
 import { fixture } from '../support/fixtures/index.js';
+import { rec, reseal } from '../index/crafted.js';
 
 let tmp: string;
 let indexFile: string;
@@ -65,5 +67,24 @@ describe('loadIndex', () => {
     await img.close();
     expect(img.origin).toBe('cache');
     expect(img.index).toBe(await loadIndex(indexFile));
+  });
+
+  it('a handoff names the checksum it checked: that file is not checked field by field again, any other is', async () => {
+    const ref = (await fixture('basic')).ref;
+    const first = await openImageArg(ref, { cacheDir: join(tmp, 'cache') });
+    await first.close();
+    const resolved = handoffOf(first)!;
+    expect(resolved.checked).toBe(first.index.checksum);
+    // A file that passes its checksum but not the field checks (an entry of an unknown type).
+    const bytes = Buffer.from(await readFile(indexFile));
+    bytes.writeUInt32LE(0o140644, rec(bytes, 1) + F.E_MODE);
+    const crafted = join(tmp, 'crafted.clip');
+    await writeFile(crafted, reseal(bytes));
+    const craftedSum = bytes.toString('hex', bytes.length - F.CHECKSUM_SIZE);
+    await expect(loadIndex(crafted)).rejects.toMatchObject({ code: 'ECORRUPT', object: crafted, message: expect.stringMatching(/bad mode/) });
+    // Named as checked under another checksum (the file changed after the check): checked again.
+    await expect(loadIndex(crafted, resolved.checked)).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/bad mode/) });
+    // Named by its own checksum: taken as the caller checked it.
+    expect((await loadIndex(crafted, craftedSum)).checksum).toBe(craftedSum);
   });
 });

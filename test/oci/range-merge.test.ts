@@ -4,7 +4,7 @@
  * retried once for both readers, and range requests reuse kept-alive connections.
  */
 import { readFile, rm } from 'node:fs/promises';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { fetchStart } from '../../src/archive/random-access.js';
 import type { RegistryRepository} from '../../src/oci/index.js';
 import { openBlobStore, RegistryPusher, type BlobStore } from '../../src/oci/index.js';
@@ -107,8 +107,13 @@ describe('range fetches merged by checkpoint span, through a registry', () => {
     const { c, p } = straddling();
     const from = proxy.requests.length;
     proxy.inject({ kind: 'reset', afterBytes: 2000, match: (r) => blobGets(layer.digest)(r) && r.range === `bytes=${p.start}-${p.end - 1}` });
+    // The first reader's request must be the shared one: the second read starts once the proxy has
+    // it, and the answer waits 150 ms, time for the second read to join it even on a busy machine.
+    proxy.setRtt(150);
     await withStorage(true, async (s) => {
-      const [a, b] = await Promise.all([s.read(layer, c * CHUNK + 3, 100), s.read(layer, (c + 1) * CHUNK + 5, 100)]);
+      const readA = s.read(layer, c * CHUNK + 3, 100);
+      await vi.waitUntil(() => rangesSince(from).some((r) => r[0] === p.start), { timeout: 10_000, interval: 2 });
+      const [a, b] = await Promise.all([readA, s.read(layer, (c + 1) * CHUNK + 5, 100)]);
       expect(a.equals(tar.subarray(c * CHUNK + 3, c * CHUNK + 103))).toBe(true);
       expect(b.equals(tar.subarray((c + 1) * CHUNK + 5, (c + 1) * CHUNK + 105))).toBe(true);
       const m = await s.metrics.snapshot();

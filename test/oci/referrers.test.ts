@@ -89,6 +89,25 @@ describe('artifacts that refer to an image', () => {
     expect((await listReferrers(repo, image.manifestDigest)).length).toBe(before + 6);
   });
 
+  it('with reuse, a listing this repository object made is taken again; a push through it forgets it', async () => {
+    const fresh = await listReferrers(repo, image.manifestDigest);
+    // Another pusher (another repository object) adds one: a reused listing does not see it yet...
+    const own = new RegistryRepository(new RegistryClient(registry.host), 'fixtures/basic');
+    const added = await pushArtifact(own, new RegistryPusher(own), {
+      artifactType: 'application/vnd.example.reuse.v1', subject: subject(), blobs: [{ mediaType: 'application/octet-stream', bytes: Buffer.from('reuse') }],
+    }).finally(() => own.close());
+    expect(await listReferrers(repo, image.manifestDigest, { reuse: true })).toEqual(fresh);
+    expect(await listReferrers(repo, image.manifestDigest, { artifactType: 'application/vnd.example.reuse.v1', reuse: true })).toEqual([]);
+    // ...a listing without reuse asks the registry, and is what the next reuse takes.
+    expect((await listReferrers(repo, image.manifestDigest)).map((d) => d.digest)).toContain(added.digest);
+    expect((await listReferrers(repo, image.manifestDigest, { artifactType: 'application/vnd.example.reuse.v1', reuse: true })).map((d) => d.digest)).toEqual([added.digest]);
+    // A push through this repository object forgets what it listed.
+    const ours = await pushArtifact(repo, pusher, {
+      artifactType: 'application/vnd.example.reuse.v1', subject: subject(), blobs: [{ mediaType: 'application/octet-stream', bytes: Buffer.from('reuse, ours') }],
+    });
+    expect((await listReferrers(repo, image.manifestDigest, { artifactType: 'application/vnd.example.reuse.v1', reuse: true })).map((d) => d.digest).sort()).toEqual([added.digest, ours.digest].sort());
+  });
+
   it('a referrers tag that holds something else is an error naming it, and is never overwritten', async () => {
     const subjectDigest = sha256Digest(Buffer.from('a subject whose tag holds an image'));
     await pusher.pushManifest(image.manifestBytes, image.manifestMediaType, referrersTag(subjectDigest));

@@ -46,7 +46,7 @@ describe.skipIf(skipUnlessRoot())('clip run of a registry image', () => {
   it('resolves the image once: the server it hands the index to asks the registry for no manifest again', async () => {
     const cache = join(tmp, 'cache');
     proxy.requests.length = 0;
-    const r = await clip(['run', ref, '--cache-dir', cache, '--', 'cat /srv/data/hello']);
+    const r = await clip(['run', ref, '--cache-dir', cache, '--linger', '0', '--', 'cat /srv/data/hello']);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('hello from the image\n');
     expect(r.code).toBe(0);
@@ -71,5 +71,15 @@ describe.skipIf(skipUnlessRoot())('clip run of a registry image', () => {
     expect(asked.filter((q) => q.includes('/manifests/'))).toEqual(['GET /manifests/v1']);
     expect(asked.filter((q) => q.includes('/referrers/') || q.includes('bytes='))).toEqual([]);
     expect(asked.filter((q) => q.includes('/blobs/'))).toHaveLength(1); // the config
+    // That run left the image mounted (the default linger): the next run of the name joins the
+    // mount and asks the registry nothing at all, as `ctr run` of a pulled image would.
+    proxy.requests.length = 0;
+    const joined = await clip(['run', ref, '--cache-dir', cache, '--', 'cat /srv/data/hello']);
+    expect(joined.stdout).toBe('hello from the image\n');
+    expect(joined.code).toBe(0);
+    expect(proxy.requests).toEqual([]);
+    const cleanup = await clip(['run', '--cleanup', '--cache-dir', cache]);
+    expect(cleanup.stdout).toBe('clip: cleaned 0 container(s), 0 runc state(s), 1 image mount(s)\n');
+    expect(await runState(cache)).toEqual(NOTHING_LEFT);
   }, 120_000);
 });

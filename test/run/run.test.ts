@@ -4,20 +4,24 @@
  * of writes between containers over one shared image mount, volumes, networks, signals, and
  * nothing left behind, even by a SIGKILLed `clip run`.
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { skipUnlessRoot } from '../support/env.js';
 import { run } from '../fuse/tools.js';
 import { buildRunImages, SECRET, type RunImages } from './image.js';
 import { clip, MAIN, mountsUnder, NOTHING_LEFT, runcContainers, runState, startClip } from './helpers.js';
 
-describe.skipIf(skipUnlessRoot())('clip run', () => {
+// Each test runs up to six `clip run`s, each a node process, a mount and runc: seconds apiece on a
+// loaded machine, where 60 s a test (vitest.config) ran out (load 30: six tests timed out).
+describe.skipIf(skipUnlessRoot())('clip run', { timeout: 180_000 }, () => {
   let tmp: string;
   let cache: string;
   let images: RunImages;
-  const runArgs = (image: string, ...rest: string[]): string[] => ['run', image, '--cache-dir', cache, ...rest];
+  // No linger in these tests: each run's end is checked to leave nothing (the linger has its own test).
+  const runArgs = (image: string, ...rest: string[]): string[] => ['run', image, '--cache-dir', cache, '--linger', '0', ...rest];
 
   beforeAll(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'clip-run-'));
@@ -169,12 +173,17 @@ describe.skipIf(skipUnlessRoot())('clip run', () => {
     await killed.exited;
     const left = await runState(cache);
     expect(left.runc).toHaveLength(1);
+    // The container's own process (its shell exec'd sleep): by pid, as another test's or another
+    // run's `sleep 1000` elsewhere on the machine is not this container.
+    const state = await run('runc', ['--root', join(cache, 'run', 'runc'), 'state', left.runc[0]!]);
+    const containerPid = (JSON.parse(state.stdout) as { pid: number }).pid;
+    await vi.waitUntil(() => sleeping(containerPid), { timeout: 10_000 }); // it printed ready before its exec
     expect(left.mounts).toHaveLength(2); // the image mount and the overlay
     const next = await clip(runArgs(images.bare, '--', 'true'));
     expect(next.code).toBe(0);
     expect(await runState(cache)).toEqual(NOTHING_LEFT);
     // The container itself is gone too.
-    expect((await run('pgrep', ['-f', 'sleep 1000'])).stdout).toBe('');
+    expect(sleeping(containerPid)).toBe(false);
 
     const again = startClip(runArgs(images.app, '--', 'echo ready; exec sleep 1000'));
     await again.waitFor('ready');
@@ -182,6 +191,75 @@ describe.skipIf(skipUnlessRoot())('clip run', () => {
     await again.exited;
     const cleanup = await clip(['run', '--cleanup', '--cache-dir', cache]);
     expect(cleanup.stdout).toBe('clip: cleaned 1 container(s), 0 runc state(s), 1 image mount(s)\n');
+    expect(await runState(cache)).toEqual(NOTHING_LEFT);
+  });
+
+  it('--linger keeps the image mounted after its last container for the next run of it, which joins it; then the mount stops by itself', async () => {
+    // 20 s: the next clip run (a node process) must reach the mount within the linger; under load
+    // that took longer than the 3 s this had, and the second run mounted the image afresh.
+    const lingering = ['run', images.app, '--cache-dir', cache, '--linger', '20s', '--log-level', 'debug', '--log-format', 'json'];
+    const first = await clip([...lingering, '--', 'echo first']);
+    expect(first.stdout).toBe('first\n');
+    expect(first.code).toBe(0);
+    // The container is gone; the image mount stays, held by the linger alone.
+    const kept = await runState(cache);
+    expect({ ...kept, images: [], mounts: kept.mounts.map((m) => m.split(' ')[0]) }).toEqual({ ...NOTHING_LEFT, mounts: ['fuse.clip'] });
+    expect(kept.images).toHaveLength(1);
+    expect(await readdir(join(cache, 'run', 'images', kept.images[0]!, 'refs'))).toEqual(['linger']);
+    // The next run of the same name joins the serving mount, and takes the image from what the
+    // first run recorded: no index loaded, no second mount.
+    const second = await clip([...lingering, '--', 'echo second']);
+    expect(second.stdout).toBe('second\n');
+    expect(second.stderr).toMatch(/run: the image is mounted already/);
+    expect(second.stderr).toMatch(/run: joining the image mount/);
+    expect(second.stderr).not.toMatch(/run: image mounted/);
+    // The reaper stops it once the (renewed) linger is over, with no clip command run meanwhile.
+    for (const until = Date.now() + 90_000; Date.now() < until && (await readdir(join(cache, 'run', 'images'))).length > 0;) await new Promise((r) => setTimeout(r, 100));
+    expect(await runState(cache)).toEqual(NOTHING_LEFT);
+  });
+
+  it('one reaper serves the lingers of every image on the node, and ends with the last of them', async () => {
+    // Two images with different lingers: the later linger is written first, so the reaper must
+    // also see one that ends sooner than what it waits for.
+    for (const [image, linger] of [[images.bare, '15s'], [images.app, '3s']] as const) {
+      const r = await clip(['run', image, '--cache-dir', cache, '--linger', linger, '--', 'true']);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    expect((await runState(cache)).images).toHaveLength(2);
+    const reapers = async (): Promise<string[]> => (await run('pgrep', ['-f', `linger-reaper\\S* ${cache}$`])).stdout.split('\n').filter(Boolean);
+    expect(await reapers()).toHaveLength(1);
+    const waitFor = async (done: () => Promise<boolean>): Promise<void> => {
+      for (const until = Date.now() + 60_000; Date.now() < until && !(await done());) await new Promise((r) => setTimeout(r, 100));
+    };
+    // The 3 s linger ends first, while the reaper still runs for the other.
+    await waitFor(async () => (await runState(cache)).images.length < 2);
+    expect((await runState(cache)).images).toHaveLength(1);
+    expect(await reapers()).toHaveLength(1);
+    await waitFor(async () => (await runState(cache)).images.length === 0 && (await reapers()).length === 0);
+    expect(await runState(cache)).toEqual(NOTHING_LEFT);
+    expect(await reapers()).toEqual([]);
+  });
+
+  it('a lingering image mount: clip unmount stops it and the next run mounts the image again; clip profile and --cleanup stop a linger', async () => {
+    expect((await clip(['run', images.app, '--cache-dir', cache, '--', 'true'])).code).toBe(0);
+    const [digest] = (await runState(cache)).images;
+    const mountpoint = join(cache, 'run', 'images', digest!, 'rootfs');
+    expect(mountsUnder(mountpoint).map((m) => m.fsType)).toEqual(['fuse.clip']);
+    const un = await clip(['unmount', mountpoint, '--cache-dir', cache]);
+    expect(un.code, un.stderr).toBe(0);
+    expect(mountsUnder(mountpoint)).toEqual([]);
+    const again = await clip(['run', images.app, '--cache-dir', cache, '--log-level', 'debug', '--log-format', 'json', '--', 'cat /srv/data/hello']);
+    expect(again.stdout).toBe('hello from the image\n');
+    expect(again.stderr).toMatch(/run: image mounted/);
+    expect(mountsUnder(mountpoint).map((m) => m.fsType)).toEqual(['fuse.clip']);
+    // clip profile needs a fresh mount: it stops one kept only by its linger (and its own stops at its end).
+    const profiled = await clip(['profile', images.app, '--cache-dir', cache, '--', 'cat /srv/data/hello']);
+    expect(profiled.stderr).not.toMatch(/mounted for running containers/);
+    expect(profiled.code, profiled.stderr).toBe(0);
+    expect(mountsUnder(mountpoint)).toEqual([]);
+    expect((await clip(['run', images.app, '--cache-dir', cache, '--', 'true'])).code).toBe(0);
+    const cleanup = await clip(['run', '--cleanup', '--cache-dir', cache]);
+    expect(cleanup.stdout).toBe('clip: cleaned 0 container(s), 0 runc state(s), 1 image mount(s)\n');
     expect(await runState(cache)).toEqual(NOTHING_LEFT);
   });
 
@@ -217,3 +295,12 @@ describe.skipIf(skipUnlessRoot())('clip run', () => {
     expect(r.code).toBe(0);
   });
 });
+
+/** Whether `pid` is a live process running sleep (a zombie's or a gone process's cmdline is empty). */
+function sleeping(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]!.endsWith('sleep');
+  } catch {
+    return false;
+  }
+}

@@ -10,14 +10,15 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SnapshotError } from '../../src/snapshotter/errors.js';
 import { parseFilters } from '../../src/snapshotter/filters.js';
 import { ImageMounts } from '../../src/snapshotter/image-mounts.js';
 import { chainIds, RemoteImages } from '../../src/snapshotter/remote.js';
-import { Snapshotter, type Mount } from '../../src/snapshotter/snapshotter.js';
+import { RESTORE_MOUNTS, Snapshotter, type Mount } from '../../src/snapshotter/snapshotter.js';
 import { SnapshotStore } from '../../src/snapshotter/store.js';
-import { isRoot } from '../support/env.js';
+import { isRoot, skipUnlessRoot } from '../support/env.js';
 
 const exec = promisify(execFile);
 
@@ -162,4 +163,19 @@ describe('containerd\'s conventions', () => {
     expect(() => parseFilters(['labels."unterminated==x'])).toThrow(SnapshotError);
     expect(() => parseFilters(['name=="\\q"'])).toThrow(SnapshotError);
   });
+});
+
+describe.skipIf(skipUnlessRoot())('restore on start', () => {
+  it('mounts every pulled image again, several at once, each serving its files', async () => {
+    // In a process of its own: the node's server it starts must find tsx (which a vitest worker's
+    // module resolution does not give it).
+    const { stdout } = await exec(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./restore-child.ts', import.meta.url)), root], { timeout: 110_000 });
+    const out = JSON.parse(stdout.trim().split('\n').at(-1)!) as { images: number; peak: number; served: number[]; unmounted: boolean; serverGone: boolean };
+    expect(out.images).toBe(3);
+    expect(out.peak).toBe(Math.min(RESTORE_MOUNTS, out.images));
+    expect(out.served).toHaveLength(3);
+    for (const entries of out.served) expect(entries).toBeGreaterThan(0);
+    expect(out.unmounted).toBe(true);
+    expect(out.serverGone).toBe(true);
+  }, 120_000);
 });

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LayoutSource } from '../../src/oci/layout.js';
 import type { BlobReadOptions, BlobStore, Descriptor } from '../../src/oci/types.js';
+import { learnedOf } from '../../src/archive/learned-checkpoint.js';
 import { CheckpointSource, processKeep, layerFromScan, type CompressedRange, type ResumableLayer } from '../../src/storage/checkpoint-source.js';
 import type { LayerRecord, LayerSource } from '../../src/storage/types.js';
 import { DiskCache } from '../../src/storage/disk-cache.js';
@@ -103,7 +104,8 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
     root = await tempDir();
     const made = await makeGzipLayout(root, { files: 16, bytesEach: 200_000, chunkSize: CHUNK, span: 256 * 1024 });
     tar = made.tar;
-    layer = layerFromScan(made.scan);
+    // Without block boundaries: these tests are about checkpoint spans (bounds: their own describe).
+    layer = layerFromScan({ ...made.scan, bounds: undefined });
     layoutDir = made.layoutDir;
     store = new CountingStore(new LayoutSource(layoutDir));
   });
@@ -482,6 +484,146 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
       });
     } finally {
       processKeep.bytes = saved;
+    }
+  });
+});
+
+describe('fetches that end at a deflate block boundary (index format 3)', () => {
+  let root: string;
+  let tar: Buffer;
+  let layer: ResumableLayer;
+  let layoutDir: string;
+
+  beforeAll(async () => {
+    root = await tempDir();
+    const made = await makeGzipLayout(root, { files: 16, bytesEach: 200_000, chunkSize: CHUNK, span: 1024 * 1024 });
+    tar = made.tar;
+    layer = layerFromScan(made.scan);
+    layoutDir = made.layoutDir;
+  });
+  afterAll(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const read = async (src: CheckpointSource, start: number, end: number): Promise<Buffer> => {
+    const parts: Buffer[] = [];
+    for await (const p of await src.readUncompressed(layer, start, end, new AbortController().signal)) parts.push(Buffer.from(p));
+    return Buffer.concat(parts);
+  };
+
+  /** A chunk k past the first 32 KiB of its checkpoint span, with four more chunks in the span after it. */
+  function chunkWithFourAfter(): number {
+    for (let k = 1; (k + 6) * CHUNK <= tar.length; k++) {
+      const r = layer.compressedRange(k * CHUNK, (k + 1) * CHUNK);
+      if (k * CHUNK >= r.checkpoint.out + 32 * 1024 && r.endOut! >= (k + 5) * CHUNK) return k;
+    }
+    throw new Error('no checkpoint span holds five chunks: make the span bigger');
+  }
+
+  /** No compressed byte asked twice: ranges overlap by at most the byte two blocks share. */
+  function expectDisjoint(ranges: [number, number][]): void {
+    const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
+    for (let i = 1; i < sorted.length; i++) expect(sorted[i]![0]).toBeGreaterThanOrEqual(sorted[i - 1]![1] - 1);
+  }
+
+  it('a read fetches from its checkpoint to the first boundary past its end, not to the next checkpoint', async () => {
+    const k = chunkWithFourAfter();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    const src = new CheckpointSource(counting);
+    expect((await read(src, k * CHUNK, (k + 1) * CHUNK)).equals(tar.subarray(k * CHUNK, (k + 1) * CHUNK))).toBe(true);
+    const r = layer.compressedRange(k * CHUNK, (k + 1) * CHUNK);
+    const b = layer.boundAtOrAfter!((k + 1) * CHUNK)!;
+    expect(b.in).toBeLessThan(r.end);
+    expect(counting.ranges).toEqual([[r.start, b.in]]);
+    // Without merging too.
+    const single = new CountingStore(new LayoutSource(layoutDir));
+    const plain = new CheckpointSource(single, { merge: false });
+    expect((await read(plain, k * CHUNK + 3, (k + 1) * CHUNK)).equals(tar.subarray(k * CHUNK + 3, (k + 1) * CHUNK))).toBe(true);
+    expect(single.ranges).toEqual([[r.start, b.in]]);
+  });
+
+  it('reads one after another through a span continue from where the last one stopped: no byte fetched twice', async () => {
+    const k = chunkWithFourAfter();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    const src = new CheckpointSource(counting);
+    for (let j = k; j < k + 5; j++) {
+      expect((await read(src, j * CHUNK, (j + 1) * CHUNK)).equals(tar.subarray(j * CHUNK, (j + 1) * CHUNK)), `chunk ${j}`).toBe(true);
+    }
+    expect(counting.ranges.length).toBe(5);
+    expect(counting.ranges[0]![0]).toBe(layer.compressedRange(k * CHUNK, (k + 1) * CHUNK).start);
+    expectDisjoint(counting.ranges);
+    // A read inside what was fetched is served from the kept segments.
+    expect((await read(src, k * CHUNK + 100, (k + 3) * CHUNK - 5)).equals(tar.subarray(k * CHUNK + 100, (k + 3) * CHUNK - 5))).toBe(true);
+    expect(counting.ranges.length).toBe(5);
+  });
+
+  it('a read past a segment still in flight continues it once it ends, instead of fetching the span again', async () => {
+    const k = chunkWithFourAfter();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    let open!: () => void;
+    counting.gate = new Promise((r) => (open = r));
+    const src = new CheckpointSource(counting);
+    const first = read(src, k * CHUNK, (k + 1) * CHUNK);
+    await expect.poll(() => counting.ranges.length).toBe(1);
+    const second = read(src, (k + 2) * CHUNK + 9, (k + 3) * CHUNK);
+    open();
+    expect((await first).equals(tar.subarray(k * CHUNK, (k + 1) * CHUNK))).toBe(true);
+    expect((await second).equals(tar.subarray((k + 2) * CHUNK + 9, (k + 3) * CHUNK))).toBe(true);
+    expect(counting.ranges.length).toBe(2);
+    expectDisjoint(counting.ranges);
+  });
+
+  it('a checkpoint learned inside a kept segment: a read across both gets each byte once', async () => {
+    const k = chunkWithFourAfter();
+    const src = new CheckpointSource(new CountingStore(new LayoutSource(layoutDir)));
+    expect((await read(src, k * CHUNK, (k + 1) * CHUNK)).equals(tar.subarray(k * CHUNK, (k + 1) * CHUNK))).toBe(true);
+    // A checkpoint (a block boundary with its window) inside the kept segment, as a profile brings.
+    const b = layer.boundAtOrAfter!(k * CHUNK + CHUNK / 2)!;
+    expect(b.out).toBeLessThan((k + 1) * CHUNK);
+    const added = src.addLearnedCheckpoints(layer, [learnedOf(b, tar.subarray(b.out - 32 * 1024, b.out))]);
+    expect(added).toBe(1);
+    const [start, end] = [b.out - 100, (k + 2) * CHUNK + 7];
+    const got = await read(src, start, end);
+    expect(got.length).toBe(end - start);
+    expect(got.equals(tar.subarray(start, end))).toBe(true);
+  });
+
+  it('a read continuing a segment in flight keeps that flight going when the read that started it is given up', async () => {
+    const k = chunkWithFourAfter();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    let open!: () => void;
+    counting.gate = new Promise((r) => (open = r));
+    const src = new CheckpointSource(counting);
+    const givenUp = new AbortController();
+    const first = (async () => {
+      for await (const _ of await src.readUncompressed(layer, k * CHUNK, (k + 1) * CHUNK, givenUp.signal)) void _;
+    })();
+    await expect.poll(() => counting.ranges.length).toBe(1);
+    const second = read(src, (k + 2) * CHUNK + 9, (k + 3) * CHUNK);
+    givenUp.abort();
+    open();
+    await expect(first).rejects.toThrow();
+    expect((await second).equals(tar.subarray((k + 2) * CHUNK + 9, (k + 3) * CHUNK))).toBe(true);
+  });
+
+  it('through the read path: verified bytes, each chunk once, fewer compressed bytes than whole spans', async () => {
+    const k = chunkWithFourAfter();
+    const counting = new CountingStore(new LayoutSource(layoutDir));
+    const dir = await tempDir();
+    const disk = await DiskCache.open({ dir });
+    try {
+      const s = new Storage({ disk, source: new CheckpointSource(counting), readaheadChunks: 0 });
+      for (let j = k; j < k + 3; j++) {
+        expect((await s.read(layer, j * CHUNK + 1, CHUNK - 2)).equals(tar.subarray(j * CHUNK + 1, (j + 1) * CHUNK - 1))).toBe(true);
+      }
+      const m = await s.metrics.snapshot();
+      expect(m['verifyFailures.source']).toBe(0);
+      expectDisjoint(counting.ranges);
+      const r = layer.compressedRange(k * CHUNK, (k + 1) * CHUNK);
+      await expect.poll(() => counting.bytes).toBeLessThan(r.end - r.start);
+    } finally {
+      await disk.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -83,9 +83,9 @@ describe('closing a store with fetches in flight', () => {
   it('without a grace, what is still arriving is abandoned without a warning, and close does not wait for it', async () => {
     const { storage, dir, warnings } = await opened();
     expect((await storage.read(layer.record, 0, 100)).equals(bytes.subarray(0, 100))).toBe(true);
-    const started = Date.now();
+    // That close did not wait shows in the chunks left missing below (waiting, it would have let the
+    // fetch write the whole layer); a wall-clock bound on close() measured the machine's load.
     await storage.close();
-    expect(Date.now() - started).toBeLessThan(1000);
     await sleep(300); // what a closed file would do to late writes shows by now
     expect(warnings).toEqual([]);
     const cached = await cachedChunks(dir);

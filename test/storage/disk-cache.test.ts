@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DiskCache } from '../../src/storage/disk-cache.js';
 import { layerMetaPath, presenceOffset } from '../../src/storage/layer-file.js';
 import { StorageMetrics } from '../../src/storage/metrics.js';
@@ -101,6 +101,42 @@ describe('disk cache', () => {
     );
     expect(await cache.gc(0)).toMatchObject({ evicted: 2, remainingBytes: 0 });
     expect(await cache.stats()).toMatchObject({ layers: 0, bytes: 0 });
+  });
+
+  it('counts what is written while a gc runs: a cap crossed meanwhile is enforced once that gc ends', async () => {
+    // A gc whose listing is taken before two more layers are written, and which ends after them
+    // (slow on a loaded machine): it finds the cache under its cap and evicts nothing.
+    let letGo!: () => void;
+    const gate = new Promise<void>((r) => (letGo = r));
+    const original = DiskCache.prototype.list;
+    const slowList = vi.spyOn(DiskCache.prototype, 'list').mockImplementationOnce(async function (this: DiskCache) {
+      const listed = await original.call(this);
+      await gate;
+      return listed;
+    });
+    try {
+      const cache = await open({ maxBytes: 160 * 1024 });
+      const write = async (l: { data: Buffer; record: LayerRecord }): Promise<void> => {
+        const lease = await cache.acquire(l.record);
+        for (let i = 0; i < 4; i++) {
+          await lease.file.writeChunk(i, l.data.subarray(i * 16384, (i + 1) * 16384));
+          cache.noteWritten(16384);
+        }
+        lease.release();
+      };
+      await write(memLayer(64 * 1024, 16 * 1024)); // its first write starts the gc that sizes the cache
+      expect(slowList).toHaveBeenCalledTimes(1);
+      await write(memLayer(64 * 1024, 16 * 1024));
+      await write(memLayer(64 * 1024, 16 * 1024));
+      expect((await cache.stats()).bytes).toBeGreaterThan(160 * 1024);
+      letGo();
+      await cache.gc(); // the slow one; then the one the writes during it called for, if any
+      await vi.waitUntil(async () => (await cache.stats()).bytes <= 160 * 1024, { timeout: 10_000 });
+      expect((await cache.stats()).layers).toBe(2);
+    } finally {
+      letGo();
+      slowList.mockRestore();
+    }
   });
 
   it('never breaks a read in flight: an evicted layer stays readable through its open handle', async () => {

@@ -58,7 +58,8 @@ describe('fleet: registry, Redis and three cache directories', () => {
     const dir = await tempDir();
     const metrics = new StorageMetrics();
     const disk = await DiskCache.open({ dir, metrics });
-    const remote = await RedisChunkCache.connect({ url: redis.url, metrics, commandTimeoutMs: 300, connectTimeoutMs: 500 });
+    // Deadlines a stalled test process cannot miss (300 ms did under load: B then needed the source).
+    const remote = await RedisChunkCache.connect({ url: redis.url, metrics, commandTimeoutMs: 2000, connectTimeoutMs: 10_000 });
     const storage = new Storage({ disk, remote, metrics, source: new CheckpointSource(openBlobStore(`${registryHost}/${REPO}`)), readTimeoutMs: 20_000 });
     cleanup.push(async () => {
       await storage.close();

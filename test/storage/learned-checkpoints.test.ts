@@ -172,6 +172,30 @@ describe('learned checkpoints', () => {
     expect(given, `${without} then ${given} bytes`).toBeLessThan(without * 0.6);
   });
 
+  it('stopLearning() lets go of what was captured and learns no more, keeping handed-over checkpoints', async () => {
+    const [a, b] = [layers[0]!.layer, layers[1]!.layer];
+    let given: LearnedCheckpoint[] = [];
+    await withStorage(async (s) => {
+      await readAll(s, b);
+      given = s.learnedCheckpoints(b);
+    });
+    await withStorage(async (s, source) => {
+      expect(s.addLearnedCheckpoints(b, given)).toBe(given.length);
+      await readAll(s, a);
+      expect(s.learnedCheckpoints(a).length).toBeGreaterThan(0);
+      s.stopLearning();
+      expect(s.learnedCheckpoints(a)).toEqual([]);
+      const learnedBefore = source.stats.learned;
+      // New reads of the layer (a fresh disk cache is not needed: other ranges of it) learn nothing.
+      const at = Math.floor(tar.length / 20);
+      expect((await s.read(a, at, 3000)).equals(tar.subarray(at, at + 3000))).toBe(true);
+      expect(source.stats.learned).toBe(learnedBefore);
+      expect(s.learnedCheckpoints(a)).toEqual([]);
+      // What another node handed over is still planned over and listed.
+      expect(source.learnedCheckpoints(b)).toHaveLength(given.length);
+    });
+  });
+
   it('refuses a learned checkpoint that cannot belong to the layer, naming it', async () => {
     const { layer } = layers[0]!;
     await withStorage(async (s) => {

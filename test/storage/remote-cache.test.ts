@@ -38,7 +38,10 @@ describe('the shared Redis cache', () => {
     const dir = await tempDir();
     const metrics = new StorageMetrics();
     const disk = await DiskCache.open({ dir, metrics });
-    const cache = await RedisChunkCache.connect({ url, metrics, commandTimeoutMs: 300, connectTimeoutMs: 500, probeIntervalMs: 100, ...remote });
+    // A command deadline a stalled test process cannot miss (300 ms did, under load: a read then
+    // went to the source, and a test of Redis alone failed); a paused Redis costs its one read 2 s,
+    // no server at all the connect 3 s.
+    const cache = await RedisChunkCache.connect({ url, metrics, commandTimeoutMs: 2000, connectTimeoutMs: 3000, probeIntervalMs: 100, ...remote });
     cleanup.push(async () => {
       await cache.close();
       await disk.close();
@@ -190,7 +193,7 @@ describe('the shared cache on a Redis Cluster', () => {
       const dir = await tempDir();
       const metrics = new StorageMetrics();
       const disk = await DiskCache.open({ dir, metrics });
-      const cache = await RedisChunkCache.connect({ url: cluster.url, metrics, connectTimeoutMs: 2000, commandTimeoutMs: 1000 });
+      const cache = await RedisChunkCache.connect({ url: cluster.url, metrics, connectTimeoutMs: 10_000, commandTimeoutMs: 3000 });
       cleanup.push(async () => {
         await cache.close();
         await disk.close();

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { copyFile, cp, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DiskCache } from '../../src/storage/disk-cache.js';
 import { StorageMetrics } from '../../src/storage/metrics.js';
 import { compactStats, readStats, recordStats, statsDir } from '../../src/storage/stats-log.js';
@@ -120,9 +120,9 @@ describe('stats records in the cache directory', () => {
     const metrics = new StorageMetrics();
     const storage = new Storage({ disk: await DiskCache.open({ dir }), source: new ProbeSource([layer]), metrics, statsIntervalMs: 30 });
     await storage.read(layer.record, 0, 40_000);
-    await new Promise((r) => setTimeout(r, 120));
-    const mid = await readStats(dir);
-    expect(mid.counters['hits.source']).toBeGreaterThan(0);
+    // An interval's record, waited for itself: a fixed wait lost to a stalled event loop, where the
+    // interval's timer and the wait's came due together and the look ran before the record's write.
+    await vi.waitUntil(async () => ((await readStats(dir)).counters['hits.source'] ?? 0) > 0, { timeout: 10_000, interval: 20 });
     await storage.read(layer.record, 0, 40_000);
     const final = await metrics.snapshot();
     await storage.close();

@@ -1,11 +1,13 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { buffer } from 'node:stream/consumers';
+import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DiskCache } from '../../src/storage/disk-cache.js';
+import { LayerFile } from '../../src/storage/layer-file.js';
 import { StorageMetrics } from '../../src/storage/metrics.js';
-import { Storage } from '../../src/storage/storage.js';
-import { chunkCount } from '../../src/storage/types.js';
+import { Storage, WRITES_IN_FLIGHT } from '../../src/storage/storage.js';
+import { chunkCount, type LayerRecord } from '../../src/storage/types.js';
 import { makeTarLayer, ProbeSource, tempDir, type TestLayer } from './helpers.js';
 
 const CHUNK = 64 * 1024;
@@ -192,6 +194,25 @@ describe('the read path over disk and source', () => {
     expect((await s.metrics.snapshot()).singleflightJoins).toBeGreaterThanOrEqual(47);
   });
 
+  it('keeps many chunk fetches in flight at once without a listener-leak warning on its close signal', async () => {
+    const source = new ProbeSource([layer]);
+    source.delayMs = 50;
+    const s = await make(source);
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      const offs = Array.from({ length: 16 }, (_, k) => k * 3 * CHUNK); // 16 chunks apart: 16 fetches
+      const got = await Promise.all(offs.map((off) => s.read(layer.record, off, 100)));
+      got.forEach((b, k) => expect(b.equals(bytes.subarray(offs[k]!, offs[k]! + 100))).toBe(true));
+      expect(source.calls).toHaveLength(16);
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning'))).toEqual([]);
+  });
+
   it('retries a corrupted or cut-off response and serves right bytes, counting the failure', async () => {
     const source = new ProbeSource([layer]);
     source.mode = 'corrupt-once';
@@ -277,5 +298,68 @@ describe('the read path over disk and source', () => {
     expect(snap.evictions).toBeGreaterThanOrEqual(1);
     expect((await s.disk.stats()).bytes).toBeLessThanOrEqual(bytes.length + 4096 * 2);
     expect((await s.read(layer.record, 100, 1000)).equals(bytes.subarray(100, 1100))).toBe(true);
+  });
+
+  it('goes on reading the source while fetched chunks are written to disk, and returns them once written', async () => {
+    // A source that counts the bytes the fetch has taken from it.
+    class Counting extends ProbeSource {
+      pulled = 0;
+      override async readUncompressed(l: LayerRecord, start: number, end: number, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+        const body = await super.readUncompressed(l, start, end, signal);
+        const count = (n: number): void => void (this.pulled += n);
+        return (async function* () {
+          for await (const piece of body) {
+            count(piece.length);
+            yield piece;
+          }
+        })();
+      }
+    }
+    const source = new Counting([layer]);
+    const s = await make(source);
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const original = LayerFile.prototype.writeChunk;
+    const writes = vi.spyOn(LayerFile.prototype, 'writeChunk').mockImplementation(async function (this: LayerFile, i: number, data: Buffer) {
+      await gate;
+      return original.call(this, i, data);
+    });
+    try {
+      let settled = false;
+      const read = s.read(layer.record, 0, 6 * CHUNK).finally(() => (settled = true));
+      // Chunks go on being taken from the source while none is written yet (the fetch waited for
+      // each write before), up to WRITES_IN_FLIGHT waiting for their write and one more: no further.
+      await expect.poll(() => writes.mock.calls.length).toBe(WRITES_IN_FLIGHT + 1);
+      await sleep(50);
+      expect(writes).toHaveBeenCalledTimes(WRITES_IN_FLIGHT + 1);
+      expect(settled).toBe(false); // a read returns chunks the disk cache holds, not before
+      open();
+      expect((await read).equals(bytes.subarray(0, 6 * CHUNK))).toBe(true);
+    } finally {
+      open();
+      writes.mockRestore();
+    }
+    expect((await s.read(layer.record, CHUNK, 4 * CHUNK)).equals(bytes.subarray(CHUNK, 5 * CHUNK))).toBe(true);
+    expect(source.calls).toEqual([[0, 6 * CHUNK]]); // the second read came from disk
+  });
+
+  it('warm() makes a range ready without returning it: missing chunks fetched once, chunks on disk not fetched again', async () => {
+    const source = new ProbeSource([layer]);
+    const s = await make(source);
+    expect(await s.warm(layer.record, CHUNK + 10, 3 * CHUNK)).toBe(3 * CHUNK);
+    expect(source.calls).toEqual([[CHUNK, 5 * CHUNK]]);
+    const diskBytes = async (): Promise<number> => (await s.metrics.snapshot())['bytes.disk'] ?? 0;
+    expect(await diskBytes()).toBe(0);
+    expect(await s.warm(layer.record, 2 * CHUNK, CHUNK)).toBe(CHUNK); // all on disk: nothing asked
+    expect(source.calls).toHaveLength(1);
+    expect(await diskBytes()).toBe(CHUNK); // counted as the disk tier's, as a read's would be
+    const size = bytes.length;
+    expect(await s.warm(layer.record, size - 100, 1000)).toBe(100); // cut at the layer's end
+    const before = source.calls.length;
+    expect(await s.warm(layer.record, 0, 5 * CHUNK)).toBe(5 * CHUNK); // only chunk 0 is missing
+    expect(source.calls.slice(before)).toEqual([[0, CHUNK]]);
+    expect(await diskBytes()).toBe(CHUNK + 4 * CHUNK); // what was on disk of each range (the last chunk was fetched), not what was fetched
+    expect((await s.read(layer.record, 0, 5 * CHUNK)).equals(bytes.subarray(0, 5 * CHUNK))).toBe(true);
+    expect(source.calls.length).toBe(before + 1); // the read came from disk
   });
 });

@@ -5,12 +5,14 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startBackground } from '../../server/background.js';
+import { ensureServer, holdServer } from '../../server/client.js';
 import { indexFileKind } from '../../mount/index-file.js';
-import { handoffOf, type ResolvedHandoff } from '../../mount/open-image.js';
+import { handoffOf, type OpenedImage, type ResolvedHandoff } from '../../mount/open-image.js';
 import { checkMountPlacement } from '../../mount/placement.js';
 import { requireRoot } from '../../mount/require-root.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
 import { ClipError, isClipError } from '../../util/errors.js';
+import type { Logger } from '../../util/log.js';
 import { parseDuration } from '../read-options.js';
 import { absoluteImageArg, mountConfigOf, type MountCommandOptions } from '../commands/mount.js';
 
@@ -27,13 +29,28 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
     // An image reference is indexed here, where a progress display can be seen; the daemon then
     // finds the index cached.
     const isIndexFile = (await indexFileKind(image)) === 'index';
+    // The node's server (two Node start-ups) starts now and is kept up while this process resolves
+    // the image: its start-up and the registry round trips overlap instead of adding up. A server
+    // that cannot start fails the mount with its error (naming its log), once the image is resolved.
+    const cacheDir = cfg.cacheDir ?? defaultCacheDir();
+    const serverUp = ensureServer(cacheDir).then(() => undefined, (err: unknown) => err);
+    const releaseServer = holdServer(cacheDir);
     let resolved: ResolvedHandoff | undefined;
-    if (!isIndexFile) {
-      const { openForCommand } = await import('../image-arg.js');
-      const { img } = await openForCommand(image, opts);
-      // Handed to the server, which then loads no registry, indexing or Redis code to open it.
-      resolved = handoffOf(img);
-      await img.close();
+    try {
+      if (!isIndexFile) {
+        const { openForCommand } = await import('../image-arg.js');
+        const { img, logger: cmdLogger } = await openForCommand(image, opts);
+        // Handed to the server, which then loads no registry, indexing or Redis code to open it.
+        resolved = handoffOf(img);
+        // The registry was just asked for the index (found there, or not and made here): its profile
+        // is fetched here too, from the same referrers listing, while the server starts.
+        if ((img.origin === 'registry' || img.origin === 'indexed') && opts.discover !== false) await profileAhead(img, cmdLogger);
+        await img.close();
+      }
+      const failed = await serverUp;
+      if (failed !== undefined) throw failed;
+    } finally {
+      releaseServer();
     }
     const absolute = absoluteImageArg(image, isIndexFile);
     const bg = await startBackground({ ...cfg, image: absolute, ...(resolved ? { resolved } : {}) }).catch((err: unknown) => {
@@ -67,6 +84,17 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
       process.stdout.write(`${opts.json ? JSON.stringify(json) : line}\n`);
     },
   });
+}
+
+/**
+ * The image's published profile, kept in the local cache for the mount to find there: the index
+ * lookup listed the image's referrers already, so this costs the profile's manifest and blob only.
+ */
+async function profileAhead(img: OpenedImage, logger: Logger): Promise<void> {
+  const [{ keepPublishedProfile, indexDigestOf }, { RegistryRepository }] = await Promise.all([import('../../profile/store.js'), import('../../oci/registry-source.js')]);
+  if (!(img.blobs instanceof RegistryRepository)) return;
+  const target = { manifestDigest: img.index.image.manifestDigest, indexDigest: indexDigestOf(img.index.buffer), layers: img.layers.map((l) => l.diffId) };
+  await keepPublishedProfile(target, img.blobs, img.cacheDir, logger);
 }
 
 export async function unmountCommand(mountpoint: string, opts: { cacheDir?: string; timeout: string; logLevel: string }): Promise<void> {

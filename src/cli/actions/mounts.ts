@@ -13,13 +13,18 @@ function uptime(since: string, now = Date.now()): string {
   return `${(s / 3600).toFixed(1)}h`;
 }
 
+/**
+ * RSS is the serving process's (the node server's, shared by its mounts); MOUNT MEM what the mount
+ * holds of it on its own: its loaded index (shared with other mounts of the same image).
+ */
 export function formatMounts(live: MountStatus[]): string {
   if (!live.length) return 'no clip mounts running\n';
   const rows = live.map((m) => [
     printable(m.mountpoint), printable(m.image), String(m.pid), uptime(m.startedAt), formatSize(m.rssBytes),
+    m.memory ? formatSize(m.memory.indexBytes) : '-',
     formatSize(m.bytes.disk), formatSize(m.bytes.remote), formatSize(m.bytes.source), m.index, String(m.restarts ?? 0),
   ]);
-  return `${formatTable(['MOUNTPOINT', 'IMAGE', 'PID', 'UP', 'RSS', 'FROM DISK', 'FROM REMOTE', 'FROM SOURCE', 'INDEX', 'RESTARTS'], rows)}\n`;
+  return `${formatTable(['MOUNTPOINT', 'IMAGE', 'PID', 'UP', 'RSS', 'MOUNT MEM', 'FROM DISK', 'FROM REMOTE', 'FROM SOURCE', 'INDEX', 'RESTARTS'], rows)}\n`;
 }
 
 export async function mountsCommand(opts: { cacheDir?: string; json?: boolean }): Promise<void> {

@@ -24,7 +24,9 @@ export async function profileCommand(image: string, command: string[], opts: Pro
   const { req, close } = await containerRequest(image, command, opts, { profile: 'record' });
   await close();
   const { imageMountPaths } = await import('../../run/paths.js');
-  const { servingMount } = await import('../../run/image-mount.js');
+  const { endLinger, servingMount } = await import('../../run/image-mount.js');
+  // A mount kept only by its linger (docs/run.md) is stopped: the profile needs a fresh one.
+  await endLinger(cacheDir, req.manifestDigest);
   // A mount already serving containers started long ago (and its page cache is warm): its reads
   // are not a start. The profile needs a mount of its own.
   if (await servingMount(imageMountPaths(cacheDir, req.manifestDigest).mountpoint)) {

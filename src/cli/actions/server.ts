@@ -1,5 +1,6 @@
 /** `clip server status` and `clip server restart`. */
 import { resolve } from 'node:path';
+import type { ProcessMemory } from '../../mount/process-metrics.js';
 import { askServer, unwrap } from '../../server/client.js';
 import { serverFiles } from '../../server/paths.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
@@ -23,8 +24,14 @@ export async function serverStatusCommand(opts: { cacheDir?: string; json?: bool
     return;
   }
   process.stdout.write(
-    `server pid ${st.pid} (holder pid ${st.holderPid}), ${st.restarts} restart${st.restarts === 1 ? '' : 's'}, RSS ${formatSize(st.rssBytes)}, log ${serverFiles(cacheDir).log}\n${formatMounts(st.mounts)}`,
+    `server pid ${st.pid} (holder pid ${st.holderPid}), ${st.restarts} restart${st.restarts === 1 ? '' : 's'}, RSS ${formatSize(st.rssBytes)}, log ${serverFiles(cacheDir).log}\n${memoryLine(st.memory)}\n${formatMounts(st.mounts)}`,
   );
+}
+
+/** The server's memory, split: its own (anon) and the node binary's pages (file), then what V8 and buffers hold. */
+function memoryLine(m: Partial<ProcessMemory>): string {
+  const f = (n: number | undefined): string => (n === undefined ? '?' : formatSize(n));
+  return `memory: anon ${f(m.anon)}, file ${f(m.file)}; V8 heap ${f(m.heapUsed)} used of ${f(m.heapTotal)}, array buffers ${f(m.arrayBuffers)} (indexes included), kept spans ${f(m.keptSpans)}`;
 }
 
 export async function serverRestartCommand(opts: { cacheDir?: string }): Promise<void> {

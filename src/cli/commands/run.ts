@@ -5,7 +5,7 @@
 import { isAbsolute } from 'node:path';
 import type { Command } from 'commander';
 import { ClipError } from '../../util/errors.js';
-import { addReadOptions, examples, type ReadCommandOptions } from '../read-options.js';
+import { addReadOptions, examples, parseDuration, type ReadCommandOptions } from '../read-options.js';
 
 export interface ContainerCommandOptions extends ReadCommandOptions {
   tty?: boolean;
@@ -21,6 +21,13 @@ export interface ContainerCommandOptions extends ReadCommandOptions {
 export interface RunCommandOptions extends ContainerCommandOptions {
   keep?: boolean;
   cleanup?: boolean;
+  linger: string;
+}
+
+/** --linger: a duration, or 0 (stop the image mount when its last container ends). In ms. */
+export function parseLinger(text: string): number {
+  if (/^0+(\.0+)?(ms|s|m)?$/.test(text.trim())) return 0;
+  return parseDuration(text);
 }
 
 export interface VolumeArg {
@@ -68,7 +75,8 @@ export function registerRun(program: Command): void {
     .argument('[command...]', "command and arguments, after --: replace the image's Cmd");
   addContainerOptions(cmd)
     .option('--keep', 'keep the container\'s writable layer when it ends (its path is printed); default: removed')
-    .option('--cleanup', 'only clean what killed `clip run`s left (containers, overlays, runc state, unused image mounts), then exit');
+    .option('--linger <duration>', 'keep the image mounted this long after its last container ends, for the next run of it (0: unmount at once)', '60s')
+    .option('--cleanup', 'only clean what killed `clip run`s left (containers, overlays, runc state, unused image mounts) and stop lingering image mounts, then exit');
   examples(cmd, [
     'clip run ghcr.io/org/app:1.2                          the image\'s Entrypoint and Cmd',
     'clip run ghcr.io/org/app:1.2 -- python3 -c "print(1)"',

@@ -1,0 +1,199 @@
+/**
+ * Where a profiled cold start spends its time against the warm start (issue 12), run by hand as
+ * root after `npm run build`:
+ *   node --import tsx bench/index/trace-start.ts        RUNS=2 RATE_MB=100 RTTS=0,25
+ * The debian-python image is pushed with its index and a python profile published (as
+ * profiled-mount.ts does). Per RTT and round, two arms in turn, each from a fresh cache directory
+ * and a dropped page cache: 'cold' (an empty node: the profile is found in the registry) and 'warm'
+ * (a cache directory a run before filled; the node's server still up from it, as in
+ * profiled-mount.ts's warm arm). Each trial is timed from `clip mount --background` to the end of
+ * `chroot MNT python3 -c 'import json'`, and its events are put on one clock: the CLI's own log
+ * (--log-level debug: each registry request it makes), the proxy's log (each request's start, end
+ * and bytes), the server's log (every message), and python's execve, first and last openat and exit
+ * (strace -ttt). The server's CPU time over the trial comes from /proc. Prints one timeline per
+ * trial and a median table of the phases; writes nothing.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pushLayout } from '../../src/oci/push.js';
+import { serverFiles } from '../../src/server/paths.js';
+import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
+import { linkSettings, median, sh, syncAndDrop } from '../coldstart/coldstart.js';
+import { startThrottleProxy, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
+import { buildDebianPython } from '../images/debian-python.js';
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const WORK = path.join(REPO_ROOT, '.tmp/bench-trace-start');
+const CLI = process.env.CLI ?? path.join(REPO_ROOT, 'dist/cli/main.js');
+const RUNS = Number(process.env.RUNS ?? 2);
+const { rateMb: RATE_MB, rtts: RTTS } = linkSettings('0,25');
+const PROGRAM = ['python3', '-c', 'import json'];
+const REPO = 'bench/trace';
+
+interface Event { name: string; at: number; end?: number; note?: string }
+interface Trace { arm: string; rtt: number; run: number; readyMs: number; totalMs: number; serverCpuMs?: number; events: Event[] }
+
+/** stdout and stderr of a command (it must succeed). */
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ out: string; err: string }> {
+  return new Promise((done, fail) => execFile(cmd, args, { env, maxBuffer: 64 << 20 }, (e, out, err) => (e ? fail(new Error(`${cmd} ${args.join(' ')}: ${err || e.message}`)) : done({ out, err }))));
+}
+
+async function cpuMs(pid: number | undefined): Promise<number | undefined> {
+  if (!pid) return undefined;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  if (!stat) return undefined;
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+function requestName(p: string, method: string, range: string | undefined, bytes: number): string {
+  if (p.includes('/manifests/sha256-')) return 'referrers (tag schema)';
+  if (p.includes('/referrers/')) return 'referrers API';
+  if (p.includes('/manifests/')) return `${method} manifest`;
+  if (p.includes('/blobs/')) return range ? `layer range ${(bytes / 1e6).toFixed(2)} MB` : `blob ${Math.round(bytes / 1000)} kB`;
+  return `${method} ${p}`;
+}
+
+async function trace(arm: 'cold' | 'warm', run0: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string): Promise<Trace> {
+  const cacheDir = await mkdtemp(path.join(scratch, 'cache-'));
+  const mnt = await mkdtemp(path.join(scratch, 'mnt-'));
+  const straceOut = path.join(scratch, `strace-${arm}-${rtt}-${run0}`);
+  // TRACE_ENV="K=V K2=V2" reaches clip's processes only.
+  const env = { ...process.env, CLIP_LOG_LEVEL: 'debug', ...(process.env.TRACE_ENV ? Object.fromEntries(process.env.TRACE_ENV.split(' ').map((kv) => kv.split('=', 2) as [string, string])) : {}) };
+  const once = async (): Promise<Trace> => {
+    await syncAndDrop();
+    proxy.reset();
+    const wall0 = performance.timeOrigin + performance.now();
+    const uptime0 = Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]) * 1000 - (performance.timeOrigin + performance.now() - wall0);
+    const logBefore = (await readFile(serverFiles(cacheDir).log, 'utf8').catch(() => '')).length;
+    const serverPid = Number(/"server":(\d+)/.exec((await readFile(serverFiles(cacheDir).log, 'utf8').catch(() => '')).split('\n').filter(Boolean).at(-1) ?? '')?.[1]) || undefined;
+    const cpu0 = await cpuMs(serverPid);
+    const mounted = await run(process.execPath, [CLI, 'mount', ref, mnt, '--background', '--cache-dir', cacheDir, '--log-level', 'debug'], env);
+    const readyMs = performance.timeOrigin + performance.now() - wall0;
+    await run('strace', ['-f', '-ttt', '-e', 'trace=execve,openat,exit_group', '-o', straceOut, 'chroot', mnt, ...PROGRAM]);
+    const totalMs = performance.timeOrigin + performance.now() - wall0;
+    const events: Event[] = [{ name: 'clip mount returns (ready)', at: readyMs }, { name: 'python ends (strace returns)', at: totalMs }];
+    // The server's and its holder's process start (10 ms ticks since boot), on the trial's clock.
+    const started = async (p: number | undefined): Promise<number | undefined> => {
+      const stat = p ? await readFile(`/proc/${p}/stat`, 'utf8').catch(() => undefined) : undefined;
+      return stat ? Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) * 10 - uptime0 : undefined;
+    };
+    const log = (await readFile(serverFiles(cacheDir).log, 'utf8').catch(() => '')).slice(logBefore);
+    let pid = serverPid;
+    for (const line of log.split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const rec = JSON.parse(line) as { time?: number; msg?: string; server?: number; method?: string; range?: string; url?: string; bytes?: number; ms?: number };
+      if (rec.time === undefined || !rec.msg) continue;
+      pid ??= rec.server;
+      events.push({ name: `server: ${rec.msg}`, at: rec.time - wall0, ...(rec.msg === 'registry request' ? { note: `${rec.method} ${rec.range ?? ''}` } : rec.bytes !== undefined ? { note: `${rec.bytes} B${rec.ms ? ` ${Math.round(rec.ms)} ms` : ''}` } : {}) });
+    }
+    for (const line of mounted.err.split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const rec = JSON.parse(line) as { time?: number; msg?: string; url?: string; range?: string };
+      if (rec.time !== undefined && rec.msg) events.push({ name: `cli: ${rec.msg}`, at: rec.time - wall0, ...(rec.url ? { note: rec.url.replace(/^.*\/v2\//, '').slice(0, 60) } : {}) });
+    }
+    for (const r of proxy.served) {
+      events.push({ name: `proxy: ${requestName(r.path, r.method, r.range, r.bytes)}`, at: r.startMs, ...(r.endMs !== undefined ? { end: r.endMs } : {}), note: `conn ${r.connection}` });
+    }
+    const st = (await readFile(straceOut, 'utf8')).split('\n').filter(Boolean).map((l) => {
+      const m = /^\d+\s+(\d+\.\d+)\s+(.*)$/.exec(l);
+      return m ? { at: Number(m[1]) * 1000 - wall0, text: m[2]! } : undefined;
+    }).filter((x) => x !== undefined);
+    const execs = st.filter((s) => s.text.startsWith('execve("/usr/bin/python3') || s.text.startsWith('execve("/usr/local/bin/python3') || /execve\("[^"]*python3/.test(s.text));
+    const opens = st.filter((s) => s.text.startsWith('openat(') && !s.text.includes('ENOENT'));
+    if (execs[0]) events.push({ name: 'python: execve', at: execs[0].at });
+    if (opens[0]) events.push({ name: 'python: first openat', at: opens[0].at, note: opens[0].text.slice(0, 60) });
+    const last = opens.at(-1);
+    if (last) events.push({ name: 'python: last openat', at: last.at, note: `${last.text.slice(0, 60)} (${opens.length} opens)` });
+    const exit = st.find((s) => s.text.startsWith('exit_group'));
+    if (exit) events.push({ name: 'python: exit_group', at: exit.at });
+    const serverStart = await started(pid);
+    const ppid = pid ? Number((await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).split(') ')[1]?.split(' ')[1]) : undefined;
+    const holderStart = await started(ppid);
+    if (serverStart !== undefined && serverStart > 0) events.push({ name: 'server process starts', at: serverStart });
+    if (holderStart !== undefined && holderStart > 0) events.push({ name: 'holder process starts', at: holderStart });
+    events.sort((a, b) => a.at - b.at);
+    const cpu1 = await cpuMs(pid);
+    return { arm, rtt, run: run0, readyMs, totalMs, ...(cpu1 !== undefined ? { serverCpuMs: cpu1 - (serverPid === pid ? cpu0 ?? 0 : 0) } : {}), events };
+  };
+  try {
+    if (arm === 'warm') {
+      await once();
+      await run(process.execPath, [CLI, 'unmount', mnt, '--cache-dir', cacheDir], env);
+    }
+    const t = await once();
+    await run(process.execPath, [CLI, 'unmount', mnt, '--cache-dir', cacheDir], env).catch(async () => sh('umount', ['-l', mnt]).catch(() => undefined));
+    return t;
+  } finally {
+    await rm(mnt, { recursive: true, force: true });
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+}
+
+const ms = (x: number | undefined): string => (x === undefined ? '-' : `${Math.round(x)}`);
+
+/** Median ms of the first event of each name, per arm (cold, warm), in the cold order. */
+function phaseTable(traces: Trace[]): string[] {
+  const names: string[] = [];
+  for (const t of traces) for (const e of t.events) if (!names.includes(e.name)) names.push(e.name);
+  const at = (arm: string, n: string): number | undefined => {
+    const hits = traces.filter((t) => t.arm === arm).map((t) => t.events.find((e) => e.name === n)?.at).filter((x): x is number => x !== undefined);
+    return hits.length ? median(hits) : undefined;
+  };
+  return names.map((n) => ({ n, cold: at('cold', n), warm: at('warm', n) }))
+    .sort((a, b) => (a.cold ?? a.warm ?? 0) - (b.cold ?? b.warm ?? 0))
+    .map((p) => `| ${p.n} | ${ms(p.cold)} | ${ms(p.warm)} |`);
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('run as root');
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
+  console.log(`uptime before: ${(await sh('uptime', [])).trim()}`);
+  const img = await buildDebianPython({ log: (line) => console.log(line) });
+  await mkdir(WORK, { recursive: true });
+  const scratch = await mkdtemp(path.join(WORK, 'run-'));
+  let registry: TestRegistry | undefined;
+  const proxies = new Map<number, ThrottleProxy>();
+  try {
+    registry = await startRegistry();
+    await pushLayout(img.layoutDir, img.tag, `${registry.host}/${REPO}:${img.tag}`);
+    for (const rtt of RTTS) proxies.set(rtt, await startThrottleProxy(registry.host, { rateBytesPerSec: RATE_MB * 1e6, rttMs: rtt }));
+    const first = proxies.get(RTTS[0]!)!;
+    const refOf = (p: ThrottleProxy): string => `${p.host}/${REPO}:${img.tag}`;
+    const pub = path.join(scratch, 'publisher');
+    await sh(process.execPath, [CLI, 'index', refOf(first), '--push', '--cache-dir', pub, '--no-progress']);
+    await sh(process.execPath, [CLI, 'profile', refOf(first), '--push', '--cache-dir', pub, '--json', '--', ...PROGRAM]);
+    const traces: Trace[] = [];
+    for (let r = 1; r <= RUNS; r++) {
+      for (const [rtt, via] of proxies) {
+        const arms = (r % 2 ? ['cold', 'warm'] : ['warm', 'cold']) as ('cold' | 'warm')[];
+        for (const arm of arms.filter((a) => (process.env.ARMS ?? 'cold,warm').split(',').includes(a))) {
+          const t = await trace(arm, r, rtt, via, refOf(via), scratch);
+          traces.push(t);
+          console.log(`\n### ${arm}, ${rtt} ms RTT, round ${r}: ready ${ms(t.readyMs)} ms, end of python ${ms(t.totalMs)} ms, server CPU ${ms(t.serverCpuMs)} ms`);
+          for (const e of t.events) console.log(`${ms(e.at).padStart(6)}${e.end !== undefined ? `-${ms(e.end)}` : ''}  ${e.name}${e.note ? `  (${e.note})` : ''}`);
+        }
+      }
+    }
+    for (const rtt of RTTS) {
+      const ts = traces.filter((t) => t.rtt === rtt);
+      console.log(`\nPhases at ${rtt} ms RTT (ms from \`clip mount\`, medians of ${RUNS} rounds): | event | cold | warm |`);
+      console.log('| event | cold | warm |\n|---|---|---|');
+      for (const l of phaseTable(ts)) console.log(l);
+      for (const arm of ['cold', 'warm']) {
+        const a = ts.filter((t) => t.arm === arm);
+        console.log(`${arm}: ready ${a.map((t) => ms(t.readyMs)).join(', ')} ms; end ${a.map((t) => ms(t.totalMs)).join(', ')} ms; server CPU ${a.map((t) => ms(t.serverCpuMs)).join(', ')} ms`);
+      }
+    }
+    console.log(`uptime after: ${(await sh('uptime', [])).trim()}`);
+  } finally {
+    for (const p of proxies.values()) await p.stop();
+    await registry?.stop();
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,340 @@
+/**
+ * The process's FUSE reader threads (reader-worker.ts), shared by every open /dev/fuse: each thread
+ * reads every connection's descriptor, the very one the holder keeps (no clones: a request read
+ * by a server that is then killed stays in that descriptor's queue, and the next server gets it
+ * back with FUSE_NOTIFY_RESEND). The count follows the load: one thread while requests come one at
+ * a time; another (up to the cap) when a thread finds requests queued behind the one it read;
+ * an added thread ends after it has served nothing for a while (each costs ~10 MB of RSS, and
+ * about 0.1 s of CPU to start), newest first. While the load is followed (a connection keeps one
+ * thread, may have more), the last thread ends too after 2 minutes without a request: the main
+ * thread then waits for the descriptors in epoll_wait on a thread of libuv's pool (no isolate, no
+ * heap) and starts a reader thread when one has a request (bench/server/RESULTS.md: the idle
+ * server's cost of the thread, and the first request's wait).
+ */
+import { closeSync, writeSync } from 'node:fs';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
+import { siblingModule, startWorker } from '../util/worker.js';
+import { loadLibc } from './libc.js';
+import type { ReaderControl, ReaderEvent, ReaderWorkerData, ThreadAnswering } from './reader-worker.js';
+
+/** How many threads read a connection: always `min`, up to `max` while requests queue. */
+export interface ReaderPolicy {
+  min: number;
+  max: number;
+  /** An added thread that served nothing for this long ends. */
+  idleMs: number;
+}
+
+export interface ReaderCallbacks {
+  onRequest: (req: Buffer) => void;
+  /** The connection ended (ENODEV: unmount or abort) or a thread failed reading it. Called once. */
+  onStopped: (why: { code: string; message: string }) => void;
+  onWarning: (message: string) => void;
+  /** No thread touches the descriptor any more: it may be closed. */
+  onReleased: () => void;
+}
+
+interface Entry {
+  id: number;
+  fd: number;
+  policy: ReaderPolicy;
+  callbacks: ReaderCallbacks;
+  answering: ThreadAnswering | undefined;
+  /** Threads told to read it that have not let go of it yet. */
+  readers: Set<ReaderThread>;
+  ended?: { code: string; message: string };
+}
+
+const WAKE = Buffer.from([1]);
+
+/** How long the last reader thread waits for a request before it ends (CLIP_FUSE_SLEEP_MS). */
+const SLEEP_MS = 120_000;
+const sleepMs = (): number => Number(process.env.CLIP_FUSE_SLEEP_MS ?? SLEEP_MS) || SLEEP_MS;
+
+/** The scheduler slice a reader thread asks for (CLIP_FUSE_SLICE_US; 0: the kernel's default). */
+const SLICE_US = 100;
+/**
+ * Threads take turns on a stream of requests, and one client's stream adds a second thread
+ * (CLIP_FUSE_TURNS=1; off by default: in four bench runs under load it cost the one-reader 4 KiB
+ * preads 5–60 % and helped python's start; bench/mount/RESULTS.md, session 8).
+ */
+export function takeTurns(): boolean {
+  return process.env.CLIP_FUSE_TURNS === '1';
+}
+
+/**
+ * Requests a second from which a thread serving them alone says 'stream' (CLIP_FUSE_STREAM_RATE,
+ * default 2000). A thread that serves a client's every request uses more than its share of a busy
+ * CPU, and the scheduler makes it wait (ms tails); two threads taking turns each use half
+ * (docs/fuse.md).
+ */
+export function streamRate(): number {
+  const rate = Number(process.env.CLIP_FUSE_STREAM_RATE ?? 2000);
+  return Number.isFinite(rate) && rate > 0 ? rate : 2000;
+}
+
+export function sliceNs(): number {
+  const us = Number(process.env.CLIP_FUSE_SLICE_US ?? SLICE_US);
+  return Number.isFinite(us) && us >= 0 ? Math.round(us * 1000) : SLICE_US * 1000;
+}
+
+/** A connection following the load may be left without a thread while it is quiet. */
+function maySleep(p: ReaderPolicy): boolean {
+  return p.min <= 1 && p.max > 1;
+}
+
+class ReaderThread {
+  readonly worker: Worker;
+  private readonly control: MessagePort;
+  private readonly wakeRead: number;
+  private readonly wakeWrite: number;
+  /** Told to exit (idle, or no connection left): its end is not a failure. */
+  leaving = false;
+  /** Its modules are loaded and it reads. */
+  ready = false;
+  /** The scheduler slice it has (ns), or minus the errno of asking; 0: not asked. */
+  slice = 0;
+  /** Its kernel thread id, once ready. */
+  tid = 0;
+  /** It said it served nothing for the idle time, and has not served since. */
+  idle = false;
+  private closed = false;
+
+  constructor(
+    readonly bufferSize: number,
+    idleMs: number,
+    onEvent: (t: ReaderThread, e: ReaderEvent) => void,
+    onExit: (t: ReaderThread, why: string) => void,
+  ) {
+    const libc = loadLibc();
+    [this.wakeRead, this.wakeWrite] = libc.pipe();
+    libc.setNonBlocking(this.wakeRead);
+    const { port1, port2 } = new MessageChannel();
+    this.control = port1;
+    const data: ReaderWorkerData = { wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs: sliceNs(), turns: takeTurns(), streamRate: streamRate() };
+    this.worker = startWorker(siblingModule(import.meta.url, 'reader-worker'), { workerData: data, transferList: [port2] });
+    this.worker.on('message', (e: ReaderEvent) => onEvent(this, e));
+    let exited = false;
+    const exit = (why: string): void => {
+      if (exited) return;
+      exited = true;
+      this.closed = true; // before closing: a closed pipe's number may be reused by another file
+      closeSync(this.wakeRead);
+      closeSync(this.wakeWrite);
+      onExit(this, why);
+    };
+    this.worker.on('error', (err) => exit(err.message));
+    this.worker.on('exit', () => exit('reader thread exited'));
+  }
+
+  tell(msg: ReaderControl): void {
+    if (this.closed) return;
+    this.control.postMessage(msg);
+    try {
+      writeSync(this.wakeWrite, WAKE);
+    } catch {
+      // the thread is gone already
+    }
+  }
+}
+
+class ReaderPool {
+  /** Live threads, oldest first; idle ones end from the newest. */
+  private readonly threads: ReaderThread[] = [];
+  private readonly entries = new Map<number, Entry>();
+  private nextId = 1;
+  private bufferSize = 0;
+  private lastStart = 0;
+  /** Set while no thread runs and the main thread waits for a request: ends that wait. */
+  private wake: (() => void) | undefined;
+
+  open(fd: number, bufferSize: number, policy: ReaderPolicy, callbacks: ReaderCallbacks, answering?: ThreadAnswering): { readers(): number } {
+    if (this.entries.size > 0 && bufferSize > this.bufferSize) {
+      throw new Error(`the FUSE reader threads read at most ${this.bufferSize} bytes a request; ${bufferSize} asked`);
+    }
+    if (this.entries.size === 0) this.bufferSize = bufferSize;
+    loadLibc().setNonBlocking(fd);
+    const entry: Entry = { id: this.nextId++, fd, policy, callbacks, answering, readers: new Set() };
+    this.entries.set(entry.id, entry);
+    this.threads.forEach((t, slot) => {
+      if (slot < policy.max) this.add(t, entry);
+    });
+    while (this.threads.length < policy.min) this.start();
+    return { readers: () => entry.readers.size };
+  }
+
+  /** Threads reading now (for status and tests). */
+  get size(): number {
+    return this.threads.length;
+  }
+
+  /** Each ready thread's scheduler slice in ns (minus the errno if it could not ask; 0: not asked). */
+  slices(): number[] {
+    return this.threads.filter((t) => t.ready).map((t) => t.slice);
+  }
+
+  /** Each ready thread's kernel thread id (tests look at /proc/self/task/TID). */
+  threadIds(): number[] {
+    return this.threads.filter((t) => t.ready).map((t) => t.tid);
+  }
+
+  private add(t: ReaderThread, e: Entry): void {
+    e.readers.add(t);
+    t.tell({ op: 'add', id: e.id, fd: e.fd, ...(e.answering ? { answering: e.answering } : {}) });
+  }
+
+  private start(): void {
+    this.wake?.();
+    const slot = this.threads.length;
+    const live = [...this.entries.values()].filter((e) => !e.ended);
+    // The threads every connection keeps never end for idleness, but the last one may sleep.
+    const kept = Math.max(1, ...live.map((e) => e.policy.min));
+    const sleeps = slot === 0 && live.length > 0 && live.every((e) => maySleep(e.policy));
+    const idleMs = sleeps ? sleepMs() : slot < kept ? 0 : Math.min(...live.map((e) => e.policy.idleMs));
+    const t = new ReaderThread(this.bufferSize, idleMs, (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
+    this.threads.push(t);
+    this.lastStart = Date.now();
+    for (const e of live) if (slot < e.policy.max) this.add(t, e);
+    this.tellPeers();
+  }
+
+  /** Every thread learns how many read (they take turns when more than one does). */
+  private tellPeers(): void {
+    for (const t of this.threads) t.tell({ op: 'peers', n: this.threads.length });
+  }
+
+  private onEvent(t: ReaderThread, e: ReaderEvent): void {
+    switch (e.type) {
+      case 'request':
+        this.entries.get(e.id)?.callbacks.onRequest(Buffer.from(e.data));
+        return;
+      case 'warning':
+        this.entries.get(e.id)?.callbacks.onWarning(e.message);
+        return;
+      case 'removed':
+        this.letGo(t, e.id);
+        return;
+      case 'stopped':
+        this.letGo(t, e.id, { code: e.code, message: e.message });
+        return;
+      case 'ready':
+        t.ready = true;
+        t.slice = e.slice;
+        t.tid = e.tid;
+        return;
+      case 'busy':
+        this.grow();
+        return;
+      case 'stream':
+        // A lone client's stream: a second thread to take turns with, no more.
+        if (this.threads.length < 2) this.grow();
+        return;
+      case 'idle':
+        t.idle = true;
+        this.shrink();
+        return;
+      case 'active':
+        t.idle = false;
+        return;
+    }
+  }
+
+  /** Requests queue: one more thread, if a connection allows it and none is starting. */
+  private grow(): void {
+    const slot = this.threads.length;
+    if (this.threads.some((t) => !t.ready) || Date.now() - this.lastStart < 100) return;
+    if (![...this.entries.values()].some((e) => !e.ended && slot < e.policy.max)) return;
+    this.start();
+  }
+
+  /** Idle threads end, newest first, down to the threads a connection keeps. */
+  private shrink(): void {
+    for (;;) {
+      const slot = this.threads.length - 1;
+      const t = this.threads[slot];
+      if (!t?.idle) return;
+      if ([...this.entries.values()].some((e) => !e.ended && slot < e.policy.min && !(slot === 0 && maySleep(e.policy)))) return;
+      this.threads.pop();
+      t.leaving = true;
+      t.tell({ op: 'exit' });
+      this.tellPeers();
+    }
+  }
+
+  /** Thread `t` no longer touches connection `id` (and, with `why`, the connection ended). */
+  private letGo(t: ReaderThread, id: number, why?: { code: string; message: string }): void {
+    const e = this.entries.get(id);
+    if (!e || !e.readers.delete(t)) return;
+    if (why && !e.ended) {
+      // One thread seeing the end ends the connection for all: the others let go of it.
+      e.ended = why;
+      e.callbacks.onStopped(why);
+      for (const r of e.readers) r.tell({ op: 'remove', id });
+    }
+    if (e.ended && e.readers.size === 0) {
+      this.entries.delete(id);
+      e.callbacks.onReleased();
+      if (this.entries.size === 0) {
+        // The last connection is gone: the threads end (new ones start with the next mount).
+        for (const th of this.threads.splice(0)) {
+          th.leaving = true;
+          th.tell({ op: 'exit' });
+        }
+      }
+    }
+  }
+
+  private onExit(t: ReaderThread, why: string): void {
+    const i = this.threads.indexOf(t);
+    if (i >= 0) {
+      this.threads.splice(i, 1);
+      this.tellPeers();
+    }
+    const failure = t.leaving ? undefined : { code: 'EWORKER', message: why };
+    for (const e of [...this.entries.values()]) {
+      if (e.readers.has(t)) this.letGo(t, e.id, failure);
+    }
+    if (this.threads.length === 0 && [...this.entries.values()].some((e) => !e.ended)) this.sleep();
+  }
+
+  /** No thread: wait for a request on any live connection (or for start()), then start one. */
+  private sleep(): void {
+    if (this.wake) return;
+    const libc = loadLibc();
+    const opened: number[] = [];
+    const closeAll = (): void => {
+      for (const fd of opened.splice(0)) closeSync(fd);
+    };
+    let mine: (() => void) | undefined;
+    try {
+      const ep = libc.epollCreate();
+      opened.push(ep);
+      const [r, w] = libc.pipe();
+      opened.push(r, w);
+      libc.epollAdd(ep, r, false);
+      for (const e of this.entries.values()) if (!e.ended) libc.epollAdd(ep, e.fd, false);
+      mine = () => {
+        if (this.wake === mine) this.wake = undefined;
+        writeSync(w, WAKE);
+      };
+      const woken = (): void => {
+        closeAll();
+        // Only this wait's own wake is cleared: a later sleep may have set its own meanwhile.
+        if (this.wake !== mine) return;
+        this.wake = undefined;
+        if (this.threads.length === 0 && [...this.entries.values()].some((e) => !e.ended)) this.start();
+      };
+      libc.epollWaitAsync(ep, -1).then(woken, woken);
+      this.wake = mine;
+    } catch {
+      // No descriptors for the wait (EMFILE): stay awake rather than leave requests unread.
+      closeAll();
+      if (this.wake === mine) this.wake = undefined;
+      this.start();
+    }
+  }
+}
+
+/** The process's one pool. */
+export const readerPool = new ReaderPool();
+
