@@ -15,6 +15,13 @@
  *   unneeded:  requests with no needed byte at all (read-ahead, or the kernel's readahead past
  *              what the profile recorded)
  * and bytes fetched twice are counted apart. Prints a table per layer; writes nothing.
+ *
+ * It also estimates the start under lazily fetched windows (issue 12 item 3): the index blob
+ * without its Windows section (brotli output, which gzip cannot shrink, so its bytes come off the
+ * blob one for one) plus a 32-byte digest per checkpoint, eagerly; then, by range, the window of
+ * each checkpoint a layer request started from (a request starting at a checkpoint's fetch start;
+ * the others continue a cut segment and need none). Run it with INDEX_ARGS="--span S --chunk-size
+ * C" for a grid.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -38,6 +45,8 @@ const PROGRAM = ['python3', '-c', 'import json'];
 const REPO = 'bench/unprofiled-bytes';
 
 type Span = [number, number];
+
+const mb = (n: number): string => (n / 1e6).toFixed(2);
 
 /** Merge sorted-or-not spans into disjoint sorted ones. */
 function merge(spans: Span[]): Span[] {
@@ -104,6 +113,9 @@ async function main(): Promise<void> {
         const served = [...proxy.served];
         const indexBlob = served.filter((r) => /\/blobs\//.test(r.path) && !r.range).reduce((n, r) => n + r.bytes, 0);
         let all = 0;
+        let windowsUsed = 0;
+        let checkpointsUsed = 0;
+        let checkpointsAll = 0;
         const rows: string[] = [];
         for (let l = 0; l < index.layers.length; l++) {
           const digest = index.layers[l]!.digest;
@@ -112,6 +124,15 @@ async function main(): Promise<void> {
             return [Number(m[1]), Number(m[1]) + r.bytes] as Span;
           });
           const need = neededSpans(index, l, profile.ranges);
+          const starts = new Map<number, number>();
+          for (let i = 0; i < index.checkpointCount(l); i++) {
+            const p = index.checkpointPosition(l, i);
+            starts.set(p.bits ? p.in - 1 : p.in, i);
+          }
+          checkpointsAll += starts.size;
+          const used = new Set(reqs.map((q) => starts.get(q[0])).filter((i) => i !== undefined));
+          checkpointsUsed += used.size;
+          for (const i of used) windowsUsed += index.checkpointWindowBytes(l, i);
           const seen: Span[] = [];
           const t = { requests: reqs.length, bytes: 0, needed: 0, before: 0, after: 0, between: 0, unneeded: 0, twice: 0 };
           for (const q of reqs) {
@@ -131,12 +152,15 @@ async function main(): Promise<void> {
           }
           all += t.bytes;
           const needAll = need.reduce((n, s) => n + s[1] - s[0], 0);
-          const mb = (n: number): string => (n / 1e6).toFixed(2);
           rows.push(`| ${l} | ${t.requests} | ${mb(t.bytes)} | ${mb(t.needed)} (of ${mb(needAll)}) | ${mb(t.before)} | ${mb(t.after)} | ${mb(t.between)} | ${mb(t.unneeded)} | ${mb(t.twice)} |`);
         }
         console.log(`\nrun ${run}: layer bytes ${(all / 1e6).toFixed(2)} MB, index blob ${(indexBlob / 1e6).toFixed(2)} MB, served in all ${(served.reduce((n, r) => n + r.bytes, 0) / 1e6).toFixed(2)} MB = ${((served.reduce((n, r) => n + r.bytes, 0) / img.compressedBytes) * 100).toFixed(1)} % of the compressed image`);
         console.log('| layer | requests | MB | needed | before | after | between | unneeded | fetched twice |\n|---|---|---|---|---|---|---|---|---|');
         for (const r of rows) console.log(r);
+        const eager = indexBlob - index.windowsBytes + 32 * checkpointsAll;
+        const lazy = all + eager + windowsUsed;
+        console.log(`lazy windows (estimate): eager index ${mb(eager)} MB (windows ${mb(index.windowsBytes)} MB of ${checkpointsAll} checkpoints left out), `
+          + `${checkpointsUsed} windows fetched ${mb(windowsUsed)} MB; start ${mb(lazy)} MB = ${((lazy / img.compressedBytes) * 100).toFixed(1)} % of the compressed image`);
       } finally {
         await rm(mnt, { recursive: true, force: true });
         await rm(cacheDir, { recursive: true, force: true });

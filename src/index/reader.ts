@@ -357,6 +357,16 @@ export class ImageIndex {
     return this.positionAt(this.checkpointRecord(layer, i));
   }
 
+  /** Bytes checkpoint `i`'s window takes in the index as stored (packed): what fetching it alone would cost. */
+  checkpointWindowBytes(layer: number, i: number): number {
+    return this.checkpoints.readUInt32LE(this.checkpointRecord(layer, i) + F.C_WIN_LEN);
+  }
+
+  /** Bytes of the Windows section: the part of the index only a resume from a checkpoint needs. */
+  get windowsBytes(): number {
+    return this.windows.length;
+  }
+
   /** Checkpoint `i` of a layer, its window inflated. */
   checkpoint(layer: number, i: number): IndexCheckpoint {
     const at = this.checkpointRecord(layer, i);

@@ -103,9 +103,25 @@ describe('index file round trip', () => {
     expect(idx.checkpointIndexBefore(1, 123)).toBe(0);
   });
 
+  it('says what each checkpoint window costs stored, and the windows add up to their section', () => {
+    const { bytes, scans } = sample();
+    const idx = new ImageIndex(bytes, 'x');
+    let sum = 0;
+    for (const [l, scan] of scans.entries()) {
+      for (const [i, cp] of scan.checkpoints.entries()) {
+        const n = idx.checkpointWindowBytes(l, i);
+        if (cp.window.length === 0) expect(n).toBe(0);
+        else expect(n).toBeGreaterThan(0);
+        sum += n;
+      }
+    }
+    expect(sum).toBeGreaterThan(0);
+    expect(idx.windowsBytes).toBe(sum);
+  });
+
   it('answers out-of-range layer, chunk and checkpoint numbers with EINVAL', () => {
     const idx = new ImageIndex(sample().bytes, 'x');
-    for (const fn of [() => idx.chunkDigest(0, 5), () => idx.chunkDigest(2, 0), () => idx.checkpoint(0, 3), () => idx.chunkSize(-1)]) {
+    for (const fn of [() => idx.chunkDigest(0, 5), () => idx.chunkDigest(2, 0), () => idx.checkpoint(0, 3), () => idx.checkpointWindowBytes(0, 3), () => idx.chunkSize(-1)]) {
       expect(fn).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     }
   });
