@@ -47,7 +47,7 @@ async function sample(label: string): Promise<void> {
   const kb = (k: string): string => (Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? 0) / 1024).toFixed(1);
   const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
   const m = r.memory;
-  console.log(`${label}: rss ${kb('VmRSS')} anon ${kb('RssAnon')} file ${kb('RssFile')} | heapUsed ${mib(m.heapUsed)} heapTotal ${mib(m.heapTotal)} arrayBuffers ${mib(m.arrayBuffers)}`);
+  console.log(`${label}: rss ${kb('VmRSS')} anon ${kb('RssAnon')} file ${kb('RssFile')} threads ${Number(/^Threads:\s+(\d+)/m.exec(st)?.[1])} | heapUsed ${mib(m.heapUsed)} heapTotal ${mib(m.heapTotal)} arrayBuffers ${mib(m.arrayBuffers)}`);
 }
 
 async function main(): Promise<void> {
