@@ -1,10 +1,11 @@
 /**
  * Where the node server's memory goes under random readers (run by hand, as root, after `npm run build`):
- *   node --import tsx bench/server/memory-probe.ts      MOUNTS=20 RANDOM_S=30 READERS=32 [WARM=1] [SETTLE_S=10]
+ *   node --import tsx bench/server/memory-probe.ts      MOUNTS=20 RANDOM_S=30 READERS=32 [WARM=1] [SETTLE_S=10] [LATENCY=N]
  * Mounts MOUNTS images of debian-python (as bench/server/memory.ts builds them; kept with the cache
  * in PROBE_DIR, default .tmp/probe, between runs: the second run has a warm disk cache), then runs
  * readers.py random and prints the server's RSS (anon) and process.memoryUsage() from its status
- * every 2 s. WARM=1 reads every file of the first mount first; SETTLE_S waits before the readers.
+ * every 2 s. WARM=1 reads every file of the first mount first; SETTLE_S waits before the readers;
+ * LATENCY=N runs memory.ts's one-at-a-time phase (N getxattr + N 4 KiB preads over every mount) before them.
  * CLIP_SERVER_V8_FLAGS="... --trace-gc" puts V8's GC lines in the server's log;
  * with "--inspect=127.0.0.1:0" and PROFILE=FILE a sampled allocation profile of the readers'
  * time is written (node --experimental-websocket needed for this script).
@@ -36,7 +37,7 @@ async function sample(label: string): Promise<void> {
   if (!r?.ok || r.op !== 'status') return;
   const st = readFileSync(`/proc/${r.pid}/status`, 'utf8');
   const m = r.memory;
-  console.log(`${label} rss ${kb(st, 'VmRSS').toFixed(1)} anon ${kb(st, 'RssAnon').toFixed(1)} heapUsed ${mib(m.heapUsed)} heapTotal ${mib(m.heapTotal)} external ${mib(m.external)} arrayBuffers ${mib(m.arrayBuffers)} keptSpans ${mib(m.keptSpans ?? 0)}`);
+  console.log(`${label} rss ${kb(st, 'VmRSS').toFixed(1)} anon ${kb(st, 'RssAnon').toFixed(1)} heapUsed ${mib(m.heapUsed)} heapTotal ${mib(m.heapTotal)} external ${mib(m.external)} arrayBuffers ${mib(m.arrayBuffers)} keptSpans ${mib(m.keptSpans ?? 0)} threads ${kb(st, 'Threads') * 1024}`);
 }
 
 /** A sampled allocation profile (collected objects included) of the server through its inspector, top sites by bytes. */
@@ -110,6 +111,10 @@ async function main(): Promise<void> {
     if (process.env.SETTLE_S) {
       await new Promise((r) => setTimeout(r, Number(process.env.SETTLE_S) * 1000));
       await sample('settled');
+    }
+    if (process.env.LATENCY) {
+      execFileSync('python3', [READERS_PY, 'latency', process.env.LATENCY, list], { stdio: ['ignore', 'ignore', 'inherit'] });
+      await sample('after latency');
     }
     const t0 = Date.now();
     const child = spawn('python3', [READERS_PY, 'random', String(RANDOM_S), String(READERS), list], { stdio: ['ignore', 'pipe', 'inherit'] });

@@ -158,14 +158,7 @@ export class ImageFilesystem implements FuseFilesystem {
     const disk = this.storage.disk;
     const counts = new SharedArrayBuffer(8 * this.layers.length);
     this.threadCounts = new Int32Array(counts);
-    // Only a weak reference: the timer must not keep an unmounted filesystem alive.
-    const self = new WeakRef(this);
-    const timer = setInterval(() => {
-      const fs = self.deref();
-      if (fs) fs.foldThreadReads();
-      else clearInterval(timer);
-    }, 1000);
-    timer.unref();
+    foldEverySecond(this);
     return {
       switch: this.readSwitch.buffer as SharedArrayBuffer,
       layers: this.layers.map((l) => ({ path: disk.pathOf(l), chunkSize: l.chunkSize, state: disk.sharedState(l) })),
@@ -330,3 +323,19 @@ export class ImageFilesystem implements FuseFilesystem {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/**
+ * Fold a filesystem's thread reads every second while it lives. The timer holds it only weakly, and
+ * its closure is made here, where it can capture nothing else: made inside a method it shared that
+ * method's context, whose store (its disk cache, whose metrics reach back to the filesystem) kept
+ * every unmounted image's filesystem and index for the server's life.
+ */
+function foldEverySecond(fs: ImageFilesystem): void {
+  const self = new WeakRef(fs);
+  const timer = setInterval(() => {
+    const live = self.deref();
+    if (live) live.foldThreadReads();
+    else clearInterval(timer);
+  }, 1000);
+  timer.unref();
+}
