@@ -5,7 +5,8 @@
  * header and one more for a range that does not start on a page. The pipe holds 2 MiB only with
  * CAP_SYS_RESOURCE; without it (a container may drop it even for root) the most is
  * /proc/sys/fs/pipe-max-size, 1 MiB by default, and a 1 MiB READ was read and written (two
- * copies) instead of spliced (one): READs of 254 pages then. No koffi here: the holder imports this.
+ * copies) instead of spliced (one): READs of 254 pages then. CLIP_FUSE_MAX_PAGES (1 to 256) asks
+ * for smaller READs (benchmarks). No koffi here: the holder imports this.
  */
 import { readFileSync } from 'node:fs';
 
@@ -15,8 +16,16 @@ const CAP_SYS_RESOURCE = 24n;
 let pages: number | undefined;
 
 export function defaultMaxPages(): number {
-  pages ??= compute();
+  pages ??= Math.min(compute(), envPages() ?? MAX_PAGES);
   return pages;
+}
+
+function envPages(): number | undefined {
+  const v = process.env.CLIP_FUSE_MAX_PAGES;
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_PAGES) throw new Error(`CLIP_FUSE_MAX_PAGES=${v}: not a whole number of pages from 1 to ${MAX_PAGES}`);
+  return n;
 }
 
 function compute(): number {

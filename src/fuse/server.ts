@@ -153,8 +153,11 @@ export class FuseServer {
   private readonly maxWrite: number;
   private readonly policy: ReaderPolicy;
   private initInfo: InitInfo | undefined;
-  /** Int32 [0]: 1 once the kernel is known to take ENOSYS to OPEN as "no opens" (SyncFilesystem.zeroMessageOpen). */
-  private readonly noOpen = new Int32Array(new SharedArrayBuffer(4));
+  /**
+   * Int32 [0] / [1]: 1 once the kernel is known to take ENOSYS to OPEN / OPENDIR as "no opens"
+   * (SyncFilesystem.zeroMessageOpen).
+   */
+  private readonly noOpen = new Int32Array(new SharedArrayBuffer(8));
   private resolveReady!: (info: InitInfo) => void;
   private rejectReady!: (err: Error) => void;
 
@@ -391,6 +394,7 @@ export class FuseServer {
 
   private noteNoOpen(offered: bigint): void {
     if (offered & InitFlag.NO_OPEN_SUPPORT) Atomics.store(this.noOpen, 0, 1);
+    if (offered & InitFlag.NO_OPENDIR_SUPPORT) Atomics.store(this.noOpen, 1, 1);
   }
 
   private async dispatch(h: InHeader, req: Buffer, ctx: RequestContext): Promise<Payload> {

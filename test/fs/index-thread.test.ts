@@ -2,6 +2,7 @@
  * What the FUSE reader threads answer for an image (src/fs/index-thread.ts): opens need no answer.
  * The thread answers OPEN and FLUSH with ENOSYS, after which the kernel opens and closes files of
  * the mount without asking (no_open, no_flush) and sends no RELEASE; the files still read right.
+ * OPENDIR the same: no OPENDIR or RELEASEDIR after the first, and the listings still right.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import { skipUnlessRoot } from '../support/env.js';
 import { fixture } from '../support/fixtures/index.js';
 import { umociUnpack } from '../support/tools.js';
 import { python } from '../fuse/tools.js';
+import { InitFlag } from '../../src/fuse/protocol.js';
 import { indexImage, mountIndex } from './helpers.js';
 
 const FILE = 'opt/app/large.bin';
@@ -29,8 +31,22 @@ for k in range(n):
 print(bad)
 `;
 
+/** Lists every directory under argv[1] and argv[2] (same relative paths), `n` rounds; prints how many listings differed, then how many directories. */
+const LISTDIRS = String.raw`
+import os, sys
+mnt, ref, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dirs = [os.path.relpath(d, ref) for d, _, _ in os.walk(ref)]
+bad = 0
+for _ in range(n):
+    for d in dirs:
+        if sorted(os.listdir(os.path.join(mnt, d))) != sorted(os.listdir(os.path.join(ref, d))): bad += 1
+print(bad)
+print(len(dirs))
+`;
+
 describe.skipIf(skipUnlessRoot())('an image served from the reader threads', () => {
   let work: string;
+  let tree: string;
   let index: ImageIndex;
   let ref: string;
 
@@ -38,7 +54,8 @@ describe.skipIf(skipUnlessRoot())('an image served from the reader threads', () 
     work = await mkdtemp(join(tmpdir(), 'clip-index-thread-'));
     const fx = await fixture('basic');
     index = await indexImage(fx.ref, { chunkSize: 64 * 1024 });
-    ref = join(await umociUnpack(fx.layoutDir, 'latest', join(work, 'unpack')), FILE);
+    tree = await umociUnpack(fx.layoutDir, 'latest', join(work, 'unpack'));
+    ref = join(tree, FILE);
   });
   afterAll(async () => {
     await rm(work, { recursive: true, force: true });
@@ -60,6 +77,29 @@ describe.skipIf(skipUnlessRoot())('an image served from the reader threads', () 
       expect(r.stdout.trim()).toBe('0');
       expect({ open: count('OPEN'), flush: count('FLUSH'), release: count('RELEASE') }).toEqual(before);
       expect(count('READ')).toBeGreaterThan(0);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('lists directories without OPENDIR or RELEASEDIR requests once the kernel has its ENOSYS', async () => {
+    const m = await mountIndex(index);
+    try {
+      // A kernel without zero-message opendirs (before Linux 5.1) must get every OPENDIR answered.
+      if (!((m.mount.server.init?.offered ?? 0n) & InitFlag.NO_OPENDIR_SUPPORT)) return;
+      const count = (op: string): number => m.mount.server.opCounts.get(op) ?? 0;
+      const first = await python(LISTDIRS, m.dir, tree, '1');
+      expect(first.stdout.split('\n')[0]).toBe('0');
+      const dirs = Number(first.stdout.split('\n')[1]);
+      expect(dirs).toBeGreaterThan(3);
+      const before = { opendir: count('OPENDIR'), releasedir: count('RELEASEDIR') };
+      // The first may reach the main thread before the thread has loaded the index, and be answered.
+      expect(before.opendir).toBeGreaterThanOrEqual(1);
+      expect(before.opendir).toBeLessThanOrEqual(2);
+      const r = await python(LISTDIRS, m.dir, tree, '3');
+      expect(r.stderr).toBe('');
+      expect(r.stdout.split('\n')[0]).toBe('0');
+      expect({ opendir: count('OPENDIR'), releasedir: count('RELEASEDIR') }).toEqual(before);
     } finally {
       await m.close();
     }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { loadLibc } from '../../src/fuse/libc.js';
 import { OUT_HEADER_SIZE } from '../../src/fuse/protocol.js';
 import { defaultMaxPages } from '../../src/fuse/read-size.js';
@@ -48,6 +48,32 @@ describe('the default largest READ', () => {
       libc.close(outRead);
       libc.close(outWrite);
       splicer.close();
+    }
+  });
+});
+
+describe('CLIP_FUSE_MAX_PAGES', () => {
+  afterEach(() => {
+    delete process.env.CLIP_FUSE_MAX_PAGES;
+    vi.resetModules();
+  });
+  /** A fresh copy of the module: it computes the size once. */
+  const fresh = async (value: string): Promise<{ defaultMaxPages: typeof defaultMaxPages }> => {
+    process.env.CLIP_FUSE_MAX_PAGES = value;
+    vi.resetModules();
+    return import('../../src/fuse/read-size.js');
+  };
+
+  it('asks for smaller READs, never larger ones than a splice carries', async () => {
+    const spliceable = defaultMaxPages();
+    expect((await fresh('32')).defaultMaxPages()).toBe(Math.min(32, spliceable));
+    expect((await fresh('256')).defaultMaxPages()).toBe(spliceable);
+  });
+
+  it('refuses a value that is not a page count from 1 to 256, naming it', async () => {
+    for (const bad of ['0', '257', '1.5', 'lots']) {
+      const m = await fresh(bad);
+      expect(() => m.defaultMaxPages()).toThrow(`CLIP_FUSE_MAX_PAGES=${bad}`);
     }
   });
 });
