@@ -6,7 +6,8 @@ export default defineConfig({
     globalSetup: ['test/support/global-setup.ts'],
     reporters: ['default', './test/support/summary-reporter.ts'],
     pool: 'forks',
-    testTimeout: 60_000,
+    // Generous: a test spawning several tsx processes took over 60 s at load 16 on 2 cores.
+    testTimeout: 180_000,
     hookTimeout: 180_000,
     teardownTimeout: 30_000,
   },

@@ -19,6 +19,9 @@ NEEDED=(
   containerd:containerd
   ctr:containerd
   ctr-remote:stargz-snapshotter
+  # Not in a minimal Debian 12 (a container image): the token registry's certificate, clip run's reapers.
+  openssl:openssl
+  pgrep:procps
 )
 # file:package, for files the tests read (containerd's snapshots.proto, which the snapshotter's
 # hand-written interface definition is checked against)

@@ -11,7 +11,10 @@ export interface MountOptions extends FuseServerOptions, AttachOptions {
   logger?: Logger;
   /** Readahead for the mount's backing device, in KiB. Default: the largest READ (maxPages × 4). */
   readaheadKb?: number;
-  /** How long to wait for the kernel's INIT after mounting. Default 10 s. */
+  /**
+   * How long to wait for the kernel's INIT after mounting. Default 60 s: INIT is read by the first
+   * reader thread, whose start took over 10 s on a loaded machine (load 17 on 2 cores, from .ts).
+   */
   initTimeoutMs?: number;
 }
 
@@ -94,7 +97,7 @@ export async function serveAttached(fs: FuseFilesystem, attached: Attached, opts
   const served = server.serve(fd, resume ? { resume } : {});
   const m = new Mount(target, server, attached.connection, served, fd, log);
   try {
-    const timeout = opts.initTimeoutMs ?? 10_000;
+    const timeout = opts.initTimeoutMs ?? 60_000;
     if (!(await settlesWithin(server.ready, timeout))) throw new ClipError('ETIMEOUT', `no FUSE INIT within ${timeout} ms`, { object: target });
     await server.ready;
     // The kernel made the root inode from rootmode (040000: a directory with no permission bits)

@@ -55,7 +55,8 @@ export async function mountIndex(index: ImageIndex, opts: { cacheDir?: string; r
   return {
     dir, index, storage, fs, mount: m,
     async close() {
-      await m.unmount({ timeoutMs: 2000 });
+      // Not busy, it ends at once; the wait after an abort is the reader threads ending (over 2 s under load).
+      await m.unmount({ timeoutMs: 20_000 });
       await storage.close();
       await rm(dir, { recursive: true, force: true });
       if (ownCache) await rm(cacheDir, { recursive: true, force: true });

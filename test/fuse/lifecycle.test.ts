@@ -146,7 +146,7 @@ describe.skipIf(skipUnlessRoot())('FUSE mount lifecycle', () => {
     try {
       const started = Date.now();
       await expect(cleanStaleMount(dir, undefined, 300)).rejects.toMatchObject({ name: 'ClipError', code: 'ETIMEOUT', object: dir });
-      expect(Date.now() - started).toBeLessThan(5000);
+      expect(Date.now() - started).toBeLessThan(20_000);
       expect(mountsAt(dir)).toHaveLength(1); // left alone: it is someone's live mount
     } finally {
       hang = false;

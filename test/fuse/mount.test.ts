@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { open, readdir, readFile, readlink, stat, lstat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { makeDev, mount, type Mount } from '../../src/fuse/index.js';
 import { defaultMaxPages } from '../../src/fuse/read-size.js';
 import { skipUnlessRoot } from '../support/env.js';
@@ -225,6 +225,8 @@ describe.skipIf(skipUnlessRoot())('FUSE mount of an in-memory filesystem', () =>
     const aborted = memfs.abortedReads;
     child.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');
+    // The INTERRUPT reaches this thread through a reader thread; the child's exit may be seen first.
+    await vi.waitUntil(() => memfs.abortedReads > aborted, { timeout: 20_000 });
     expect(memfs.abortedReads).toBe(aborted + 1);
     expect(m.server.opCounts.get('INTERRUPT')).toBeGreaterThanOrEqual(1);
     memfs.releaseSlow();

@@ -52,7 +52,7 @@ describe.skipIf(skipUnlessRoot())('clip mount --background: what it shows, what 
     expect((await run('cat', [join(mnt, 'opt/app/config.json')])).stdout).toBe('{"name":"basic"}\n');
     // What was read from the registry reaches the shared cache: the daemon authenticated.
     let keys = 0;
-    for (let i = 0; i < 50 && keys === 0; i++) {
+    for (let i = 0; i < 300 && keys === 0; i++) {
       keys = Number(await redis.cli('DBSIZE'));
       if (keys === 0) await new Promise((res) => setTimeout(res, 100));
     }

@@ -95,7 +95,7 @@ describe.skipIf(skipUnlessRoot())('clip mount / clip unmount', () => {
     await clip(['mount', ref, mnt, '--cache-dir', cache, '--background']);
     const pid = pidOf();
     expect((await run('umount', [mnt])).code).toBe(0);
-    expect(await waitUntil(() => !alive(pid), 10_000)).toBe(true);
+    expect(await waitUntil(() => !alive(pid), 30_000)).toBe(true);
     expect(existsSync(mountFiles(cache, mnt).pid)).toBe(false);
 
     await clip(['mount', ref, mnt, '--cache-dir', cache, '--background']);
@@ -109,7 +109,7 @@ describe.skipIf(skipUnlessRoot())('clip mount / clip unmount', () => {
       const u = await clip(['unmount', mnt, '--cache-dir', cache, '--timeout', '3s']);
       expect(u.code).toBe(0);
       expect(fuseMounted(mnt)).toBe(false);
-      expect(await waitUntil(() => !alive(busyPid), 10_000)).toBe(true);
+      expect(await waitUntil(() => !alive(busyPid), 30_000)).toBe(true);
     } finally {
       holder.kill('SIGKILL');
     }

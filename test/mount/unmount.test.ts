@@ -30,7 +30,7 @@ describe.skipIf(skipUnlessRoot())('clip unmount of a mount with no daemon of our
       expect(line).toBe('ready');
       const started = Date.now();
       expect(await unmountMountpoint(dir, { cacheDir, timeoutMs: 2000 })).toEqual({ how: 'stale' });
-      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(Date.now() - started).toBeLessThan(30_000);
       expect(mountsAt(dir)).toEqual([]);
     } finally {
       proc.kill('SIGKILL');

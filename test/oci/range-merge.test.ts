@@ -4,6 +4,7 @@
  * retried once for both readers, and range requests reuse kept-alive connections.
  */
 import { readFile, rm } from 'node:fs/promises';
+import type { Agent } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { fetchStart } from '../../src/archive/random-access.js';
 import type { RegistryRepository} from '../../src/oci/index.js';
@@ -68,6 +69,12 @@ function rangesSince(from: number): [number, number][] {
     });
 }
 
+/** Requests of the store's connection pool not answered to their end (their connections are busy). */
+function requestsRunning(store: BlobStore): number {
+  const agent = ((store as RegistryRepository).client as unknown as { agent: Agent }).agent;
+  return Object.values(agent.stats).reduce((n, pool) => n + pool.running + pool.pending, 0);
+}
+
 async function withStorage(merge: boolean, body: (s: Storage, store: BlobStore) => Promise<void>, retry = fastRetry): Promise<void> {
   const dir = await tempDir();
   const disk = await DiskCache.open({ dir });
@@ -85,9 +92,14 @@ describe('range fetches merged by checkpoint span, through a registry', () => {
     const { c, p, q } = straddling();
     for (const merge of [true, false]) {
       const from = proxy.requests.length;
-      proxy.setRtt(30); // both reads are asked before the first request is answered
+      // The first read's request must be the one from P: asked together, the second read could reach
+      // the source first and fetch P and Q in one flight. It starts once the proxy has the first
+      // request, whose answer waits 150 ms: time to join it even on a busy machine.
+      proxy.setRtt(150);
       await withStorage(merge, async (s) => {
-        const [a, b] = await Promise.all([s.read(layer, c * CHUNK + 3, 100), s.read(layer, (c + 1) * CHUNK + 5, 100)]);
+        const readA = s.read(layer, c * CHUNK + 3, 100);
+        await vi.waitUntil(() => rangesSince(from).some((r) => r[0] === p.start), { timeout: 10_000, interval: 2 });
+        const [a, b] = await Promise.all([readA, s.read(layer, (c + 1) * CHUNK + 5, 100)]);
         expect(a.equals(tar.subarray(c * CHUNK + 3, c * CHUNK + 103))).toBe(true);
         expect(b.equals(tar.subarray((c + 1) * CHUNK + 5, (c + 1) * CHUNK + 105))).toBe(true);
         expect((await s.metrics.snapshot())['verifyFailures.source']).toBe(0);
@@ -129,11 +141,12 @@ describe('range fetches merged by checkpoint span, through a registry', () => {
   it('range requests one after another reuse kept-alive connections', async () => {
     const before = proxy.connections;
     const from = proxy.requests.length;
-    await withStorage(true, async (s) => {
+    await withStorage(true, async (s, store) => {
       const chunks = Math.floor(tar.length / CHUNK);
       for (const k of [1, Math.floor(chunks / 3), Math.floor(chunks / 2), chunks - 2]) {
         expect((await s.read(layer, k * CHUNK, 100)).equals(tar.subarray(k * CHUNK, k * CHUNK + 100))).toBe(true);
-        await new Promise((r) => setTimeout(r, 20)); // the fetch finishes its span in the background
+        // The fetch finishes its span in the background: waited for (a fixed pause was short under load).
+        await vi.waitUntil(() => requestsRunning(store) === 0, { timeout: 30_000, interval: 5 });
       }
     });
     expect(rangesSince(from).length).toBe(4);

@@ -168,9 +168,9 @@ describe.skipIf(skipUnlessRoot())('startup profiles', () => {
     expect(m.code).toBe(0);
     try {
       expect(await readFile(join(mnt, 'srv/data/hello'), 'utf8')).toBe('hello from the image\n');
-      expect(await waitUntil(() => /profile: unusable, ignored/.test(readLog(d)), 10_000)).toBe(true);
+      expect(await waitUntil(() => /profile: unusable, ignored/.test(readLog(d)), 30_000)).toBe(true);
       // After two quiet seconds the mount keeps what it recorded (the next mount's profile).
-      expect(await waitUntil(() => readLog(d).includes('profile: recorded and kept'), 10_000)).toBe(true);
+      expect(await waitUntil(() => readLog(d).includes('profile: recorded and kept'), 30_000)).toBe(true);
       const own = decodeProfile(await readFile(localProfilePath(d, manifestDigest)), 'own');
       const loc = index.dataLocation(index.resolvePathOrThrow('/srv/data/hello'))!;
       expect(own.ranges.map((x) => [x.layer, x.offset])).toContainEqual([loc.layer, loc.offset]);

@@ -39,11 +39,16 @@ export function startClip(args: string[], opts: { stdin?: string } = {}): Starte
     for (const w of waiters.filter((x) => stdout.includes(x.text))) w.resolve();
   });
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const ended = (stream: NodeJS.ReadableStream & { readableEnded: boolean }): Promise<void> =>
+    stream.readableEnded ? Promise.resolve() : new Promise((resolve) => stream.once('end', resolve));
   const exited = new Promise<ClipRun>((resolve) => {
     proc.on('exit', (code, signal) => {
-      // Give the pipes a moment to deliver what is already written.
-      // Indexing progress (the first run of an image) is not what the tests look at.
-      setTimeout(() => resolve({ code, signal, stdout, stderr: stderr.replace(/^indexing: .*\n?/gm, '') }), 100);
+      // What it wrote is all delivered once its pipes end; a container of a killed run may still
+      // hold them open, so not waited for past a few seconds.
+      void Promise.race([Promise.all([ended(proc.stdout!), ended(proc.stderr!)]), new Promise((r) => setTimeout(r, 3000))]).then(() =>
+        // Indexing progress (the first run of an image) is not what the tests look at.
+        resolve({ code, signal, stdout, stderr: stderr.replace(/^indexing: .*\n?/gm, '') }),
+      );
     });
   });
   return {

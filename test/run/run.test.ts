@@ -177,7 +177,7 @@ describe.skipIf(skipUnlessRoot())('clip run', { timeout: 180_000 }, () => {
     // run's `sleep 1000` elsewhere on the machine is not this container.
     const state = await run('runc', ['--root', join(cache, 'run', 'runc'), 'state', left.runc[0]!]);
     const containerPid = (JSON.parse(state.stdout) as { pid: number }).pid;
-    await vi.waitUntil(() => sleeping(containerPid), { timeout: 10_000 }); // it printed ready before its exec
+    await vi.waitUntil(() => sleeping(containerPid), { timeout: 30_000 }); // it printed ready before its exec
     expect(left.mounts).toHaveLength(2); // the image mount and the overlay
     const next = await clip(runArgs(images.bare, '--', 'true'));
     expect(next.code).toBe(0);

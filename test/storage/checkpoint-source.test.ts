@@ -440,7 +440,7 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
     await withStorage(source, async (s) => {
       await s.read(layer, c * CHUNK, 10);
       await expect.poll(() => counting.bytes).toBe(p.end - p.start);
-      await expect.poll(() => source.stats.evicted, { timeout: 2000 }).toBeGreaterThanOrEqual(1);
+      await expect.poll(() => source.stats.evicted, { timeout: 10_000 }).toBeGreaterThanOrEqual(1);
       await s.read(layer, (c + 1) * CHUNK + 17, 10);
       expect(counting.ranges[1]![0]).toBe(p.start);
     });

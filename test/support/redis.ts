@@ -61,10 +61,10 @@ async function redisCli(port: number, ...args: string[]): Promise<string> {
   return stdout.trim();
 }
 
-async function waitForPing(port: number, child: ChildProcess, auth: string[] = [], timeoutMs = 10_000): Promise<void> {
+async function waitForPing(port: number, child: ChildProcess, logs: () => string, auth: string[] = [], timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${child.exitCode}`);
+    if (child.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${child.exitCode}: ${logs()}`);
     try {
       if ((await redisCli(port, ...auth, 'PING')) === 'PONG') return;
     } catch {
@@ -92,19 +92,36 @@ async function spawnServer(port: number, dir: string, extra: string[] = [], auth
   const child = spawn(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  child.stderr?.resume();
-  await waitForPing(port, child, auth);
+  let output = '';
+  const collect = (d: Buffer): void => void (output = (output + d.toString('utf8')).slice(-4000));
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
+  await waitForPing(port, child, () => output, auth);
   return child;
+}
+
+/**
+ * A server started on a port found free by `start`; again on another if something took the port
+ * before the server bound it (the look and the bind are apart: other tests open ports meanwhile).
+ */
+async function onFreePort<T>(start: (port: number) => Promise<T>, busOffset?: number): Promise<{ port: number; started: T }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort(busOffset);
+    try {
+      return { port, started: await start(port) };
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/i.test(String(err))) throw err;
+    }
+  }
 }
 
 /** With `password`, the server requires it (requirepass) and `url` carries it. */
 export async function startRedis(opts: { password?: string } = {}): Promise<RedisServer> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'clip-redis-'));
-  const port = await freePort();
   const auth = opts.password ? ['-a', opts.password] : [];
-  const child = await spawnServer(port, dir, opts.password ? ['--requirepass', opts.password] : [], auth);
+  const { port, started: child } = await onFreePort((p) => spawnServer(p, dir, opts.password ? ['--requirepass', opts.password] : [], auth));
   return {
     host: '127.0.0.1',
     port,
@@ -130,12 +147,12 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
   };
   try {
     for (let i = 0; i < masters; i++) {
-      const port = await freePort(10_000);
-      const nodeDir = path.join(dir, String(port));
-      await mkdir(nodeDir);
-      children.push(
-        await spawnServer(port, nodeDir, ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '5000']),
-      );
+      const { port, started } = await onFreePort(async (p) => {
+        const nodeDir = path.join(dir, String(p));
+        await mkdir(nodeDir, { recursive: true });
+        return spawnServer(p, nodeDir, ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '5000']);
+      }, 10_000);
+      children.push(started);
       ports.push(port);
     }
     await execFileP(

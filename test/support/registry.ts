@@ -146,8 +146,8 @@ async function startTokenServer(dir: string, opts: TokenAuthOptions): Promise<To
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reply));
   };
   const server = createServer((req, res) => void handler(req, res));
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
   return { url: `http://127.0.0.1:${port}/token`, requests, server, certFile };
 }
 
@@ -170,7 +170,6 @@ async function waitForRegistry(url: string, child: ChildProcess, logs: () => str
 export async function startRegistry(opts: { tokenAuth?: TokenAuthOptions; basicAuth?: { users: Record<string, string> } } = {}): Promise<TestRegistry> {
   const dir = await mkdtemp(join(tmpdir(), 'clip-registry-'));
   const storageDir = join(dir, 'storage');
-  const port = await freePort();
   const token = opts.tokenAuth ? await startTokenServer(dir, opts.tokenAuth) : undefined;
   let authConfig = token
     ? `auth:\n  token:\n    realm: ${token.url}\n    service: ${SERVICE}\n    issuer: ${ISSUER}\n    rootcertbundle: ${token.certFile}\n`
@@ -180,6 +179,38 @@ export async function startRegistry(opts: { tokenAuth?: TokenAuthOptions; basicA
     await writeFile(join(dir, 'htpasswd'), `${lines.join('\n')}\n`);
     authConfig = `auth:\n  htpasswd:\n    realm: clip-test-basic\n    path: ${join(dir, 'htpasswd')}\n`;
   }
+  // The port was free when looked at; something may have taken it before the registry bound it.
+  let served: { stop: () => Promise<void>; logs: () => string } | undefined;
+  let port = 0;
+  const stop = async (): Promise<void> => {
+    await served?.stop();
+    if (token) {
+      token.server.closeAllConnections();
+      await new Promise<void>((resolve) => token.server.close(() => resolve()));
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  for (let attempt = 1; !served; attempt++) {
+    port = await freePort();
+    try {
+      served = await serveRegistry(dir, storageDir, port, authConfig);
+    } catch (err) {
+      if (attempt < 3 && /address already in use/i.test(String(err))) continue;
+      await stop();
+      throw err;
+    }
+  }
+  return {
+    host: `127.0.0.1:${port}`,
+    storageDir,
+    ...(token ? { tokenRequests: token.requests } : {}),
+    logs: served!.logs,
+    stop,
+  };
+}
+
+/** docker-registry serving `storageDir` on `port`, once it answers; stopped again if it does not. */
+async function serveRegistry(dir: string, storageDir: string, port: number, authConfig: string): Promise<{ stop: () => Promise<void>; logs: () => string }> {
   const config = `version: 0.1
 log:
   level: warn
@@ -216,11 +247,6 @@ ${authConfig}`;
         await exited;
       }
     }
-    if (token) {
-      token.server.closeAllConnections();
-      await new Promise<void>((resolve) => token.server.close(() => resolve()));
-    }
-    await rm(dir, { recursive: true, force: true });
   };
   try {
     await waitForRegistry(`http://127.0.0.1:${port}/v2/`, child, () => output);
@@ -228,11 +254,5 @@ ${authConfig}`;
     await stop();
     throw err;
   }
-  return {
-    host: `127.0.0.1:${port}`,
-    storageDir,
-    ...(token ? { tokenRequests: token.requests } : {}),
-    logs: () => output,
-    stop,
-  };
+  return { stop, logs: () => output };
 }
