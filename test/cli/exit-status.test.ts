@@ -122,7 +122,7 @@ describe('exit status against failing sources', () => {
     for (const r of results) expectFailure(r, /lz4/);
     expect(results[0]!.stdout.length).toBe(0);
     expect(existsSync(results[1]!.dir)).toBe(false); // no 0-byte files left behind: the failed extraction removed what it made
-  }, 60_000);
+  }, 180_000);
 
   it('extract into a missing parent, or to a name too long: one line naming the path, no stack', async () => {
     const [missing, long] = await Promise.all([
@@ -131,7 +131,7 @@ describe('exit status against failing sources', () => {
     ]);
     expectFailure(missing, new RegExp(`^clip: ${join(tmp, 'nope')}: cannot extract here: the parent directory does not exist$`));
     expectFailure(long, /n{300}: mkdir: name or path too long for the file system \(ENAMETOOLONG\)$/);
-  }, 60_000);
+  }, 180_000);
 
   it('404 for every blob: index, cat and extract fail naming the blob', async () => {
     try {

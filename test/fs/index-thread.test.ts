@@ -82,11 +82,15 @@ describe.skipIf(skipUnlessRoot())('an image served from the reader threads', () 
     }
   });
 
-  it('lists directories without OPENDIR or RELEASEDIR requests once the kernel has its ENOSYS', async () => {
+  it('lists directories without OPENDIR or RELEASEDIR requests once the kernel has its ENOSYS', async (ctx) => {
     const m = await mountIndex(index);
     try {
-      // A kernel without zero-message opendirs (before Linux 5.1) must get every OPENDIR answered.
-      if (!((m.mount.server.init?.offered ?? 0n) & InitFlag.NO_OPENDIR_SUPPORT)) return;
+      // A kernel without zero-message opendirs (before Linux 5.1) must get every OPENDIR answered:
+      // nothing to see there, said as a skip rather than a silent pass.
+      if (!((m.mount.server.init?.offered ?? 0n) & InitFlag.NO_OPENDIR_SUPPORT)) {
+        ctx.skip();
+        return;
+      }
       const count = (op: string): number => m.mount.server.opCounts.get(op) ?? 0;
       const first = await python(LISTDIRS, m.dir, tree, '1');
       expect(first.stdout.split('\n')[0]).toBe('0');

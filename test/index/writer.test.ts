@@ -248,7 +248,7 @@ describe('damaged index files', () => {
     execFileSync('mkfifo', [fifo]);
     await expect(ImageIndex.open(fifo)).rejects.toMatchObject({ code: 'EINVAL', object: fifo, message: expect.stringMatching(/not a regular file/) });
     await expect(ImageIndex.open(tmp)).rejects.toMatchObject({ code: 'EINVAL', object: tmp });
-  }, 10_000);
+  }, 30_000);
 
   it('writes atomically: no temporary file is left, the result reads back', async () => {
     const path = join(tmp, 'atomic.clipindex');

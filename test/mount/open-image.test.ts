@@ -68,5 +68,5 @@ describe('openImageArg', () => {
     expect(await indexFileKind(fifo)).toBe('special');
     await expect(openImageArg(fifo, { cacheDir: tmp })).rejects.toMatchObject({ code: 'EINVAL', object: fifo, message: expect.stringMatching(/not a regular file/) });
     await expect(openImageArg('/dev/zero', { cacheDir: tmp })).rejects.toMatchObject({ code: 'EINVAL', object: '/dev/zero' });
-  }, 10_000);
+  }, 30_000);
 });

@@ -64,9 +64,14 @@ async function redisCli(port: number, ...args: string[]): Promise<string> {
 async function waitForPing(port: number, child: ChildProcess, logs: () => string, auth: string[] = [], timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${child.exitCode}: ${logs()}`);
+    if (child.exitCode !== null) {
+      // Its last words (say, "address already in use") may come after the exit: wait for the pipes.
+      if (child.stdout && !child.stdout.readableEnded) await new Promise((r) => child.once('close', r));
+      throw new Error(`redis-server on port ${port} exited with ${child.exitCode}: ${logs()}`);
+    }
     try {
-      if ((await redisCli(port, ...auth, 'PING')) === 'PONG') return;
+      // Ours only: another test's server may have taken the port before ours could bind it.
+      if ((await redisCli(port, ...auth, 'PING')) === 'PONG' && /^process_id:(\d+)/m.exec(await redisCli(port, ...auth, 'INFO', 'server'))?.[1] === String(child.pid)) return;
     } catch {
       // not up yet
     }
