@@ -13,7 +13,7 @@ import { indexLayers } from '../../src/storage/index-layers.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture } from '../support/fixtures/index.js';
 import { umociUnpack } from '../support/tools.js';
-import { python, run } from '../fuse/tools.js';
+import { python, RANDOM_PREADS, run } from '../fuse/tools.js';
 import { indexImage, mountIndex, type MountedImage } from './helpers.js';
 
 const FILE = 'opt/app/large.bin';
@@ -30,28 +30,6 @@ for off, n in plan:
     os.posix_fadvise(a, 0, 0, os.POSIX_FADV_DONTNEED)
     if os.pread(a, n, off) != os.pread(b, n, off): bad.append([off, n])
 print(json.dumps({"reads": len(plan), "bad": bad}))
-`;
-
-/** `readers` processes, each `n` random preads compared with the reference file: mismatches in all. */
-const CONCURRENT = String.raw`
-import os, sys, random
-mnt, ref, readers, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-size = os.stat(ref).st_size
-kids = []
-for k in range(readers):
-    pid = os.fork()
-    if pid == 0:
-        rng = random.Random(k)
-        a = os.open(mnt, os.O_RDONLY); b = os.open(ref, os.O_RDONLY)
-        os.posix_fadvise(a, 0, 0, os.POSIX_FADV_RANDOM)
-        bad = 0
-        for _ in range(n):
-            off = rng.randrange(size); m = rng.choice([1, 4096, 65536, 200000])
-            os.posix_fadvise(a, 0, 0, os.POSIX_FADV_DONTNEED)
-            if os.pread(a, m, off) != os.pread(b, m, off): bad += 1
-        os._exit(min(bad, 100))
-    kids.append(pid)
-print(sum(os.waitpid(p, 0)[1] >> 8 for p in kids))
 `;
 
 function inodeOf(index: ImageIndex, path: string): number {
@@ -208,7 +186,7 @@ describe.skipIf(skipUnlessRoot())('READs answered in the FUSE reader threads', (
       expect(m.mount.server.readerThreads).toBe(3);
       await run('cat', [join(m.dir, FILE)]);
       const before = reads(m);
-      const r = await python(CONCURRENT, join(m.dir, FILE), ref, '8', '150');
+      const r = await python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '150', '1,4096,65536,200000');
       expect(r.stderr).toBe('');
       expect(r.stdout.trim()).toBe('0');
       const after = reads(m);

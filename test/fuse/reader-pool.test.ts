@@ -17,31 +17,9 @@ import { fixture } from '../support/fixtures/index.js';
 import { umociUnpack } from '../support/tools.js';
 import { indexImage, mountIndex, type MountedImage } from '../fs/helpers.js';
 import { waitUntil } from '../mount/helpers.js';
-import { python, run } from './tools.js';
+import { python, RANDOM_PREADS, run } from './tools.js';
 
 const FILE = 'opt/app/large.bin';
-
-/** `readers` processes, each `n` random 4 KiB preads (page cache dropped first) compared with the reference. */
-const READERS = String.raw`
-import os, sys, random
-mnt, ref, readers, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-size = os.stat(ref).st_size
-kids = []
-for k in range(readers):
-    pid = os.fork()
-    if pid == 0:
-        rng = random.Random(k)
-        a = os.open(mnt, os.O_RDONLY); b = os.open(ref, os.O_RDONLY)
-        os.posix_fadvise(a, 0, 0, os.POSIX_FADV_RANDOM)
-        bad = 0
-        for _ in range(n):
-            off = rng.randrange(size)
-            os.posix_fadvise(a, 0, 0, os.POSIX_FADV_DONTNEED)
-            if os.pread(a, 4096, off) != os.pread(b, 4096, off): bad += 1
-        os._exit(min(bad, 100))
-    kids.append(pid)
-print(sum(os.waitpid(p, 0)[1] >> 8 for p in kids))
-`;
 
 /** n getxattr calls of a missing attribute, one at a time (each a GETXATTR the kernel never caches). */
 const XATTRS = String.raw`
@@ -98,9 +76,9 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
     try {
       expect(m.mount.server.readerThreads).toBe(1);
       await run('cat', [join(m.dir, FILE)]); // fetched and verified: later READs are the threads'
-      await python(READERS, join(m.dir, FILE), ref, '1', '5'); // the first thread opens its layer file
+      await python(RANDOM_PREADS, join(m.dir, FILE), ref, '1', '5', '4096'); // the first thread opens its layer file
       const fds = readdirSync('/proc/self/fd').length;
-      const load = python(READERS, join(m.dir, FILE), ref, '8', '400');
+      const load = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '400', '4096');
       const peak = await peakDuring(m, load);
       const r = await load;
       expect(r.stderr).toBe('');
@@ -111,7 +89,7 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
       expect(await waitUntil(() => m.mount.server.readerThreads === 1, 10_000)).toBe(true);
       // The threads that ended closed their own descriptors of the layer file.
       expect(await waitUntil(() => readdirSync('/proc/self/fd').length <= fds, 10_000)).toBe(true);
-      const again = await python(READERS, join(m.dir, FILE), ref, '1', '50');
+      const again = await python(RANDOM_PREADS, join(m.dir, FILE), ref, '1', '50', '4096');
       expect(again.stdout.trim()).toBe('0');
     } finally {
       await m.close();
@@ -127,7 +105,7 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
       expect(await waitUntil(() => m.mount.server.readerThreads === 0, 20_000)).toBe(true);
       // Asleep: the next requests wake a thread, and every byte is still right. (Seen while they
       // run: after them, a loaded machine can take longer than the idle time to report their end.)
-      const load = python(READERS, join(m.dir, FILE), ref, '2', '50');
+      const load = python(RANDOM_PREADS, join(m.dir, FILE), ref, '2', '50', '4096');
       const peak = await peakDuring(m, load);
       expect((await load).stdout.trim()).toBe('0');
       expect(peak).toBeGreaterThanOrEqual(1);
@@ -144,7 +122,7 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
     try {
       expect(m.mount.server.readerThreads).toBe(2);
       await run('cat', [join(m.dir, FILE)]);
-      const load = python(READERS, join(m.dir, FILE), ref, '8', '200');
+      const load = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '200', '4096');
       const peak = await peakDuring(m, load);
       expect((await load).stdout.trim()).toBe('0');
       expect(peak).toBe(2);

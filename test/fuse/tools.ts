@@ -25,6 +25,33 @@ export function python(code: string, ...args: string[]): Promise<RunResult> {
   return run('python3', ['-c', code, ...args]);
 }
 
+/**
+ * argv: MNT REF READERS N SIZES: READERS processes, each N random preads of a size drawn from SIZES
+ * (comma-separated), page cache dropped before each, compared with the reference file; prints the
+ * mismatches of all of them.
+ */
+export const RANDOM_PREADS = String.raw`
+import os, sys, random
+mnt, ref, readers, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sizes = [int(x) for x in sys.argv[5].split(",")]
+size = os.stat(ref).st_size
+kids = []
+for k in range(readers):
+    pid = os.fork()
+    if pid == 0:
+        rng = random.Random(k)
+        a = os.open(mnt, os.O_RDONLY); b = os.open(ref, os.O_RDONLY)
+        os.posix_fadvise(a, 0, 0, os.POSIX_FADV_RANDOM)
+        bad = 0
+        for _ in range(n):
+            off = rng.randrange(size); m = rng.choice(sizes)
+            os.posix_fadvise(a, 0, 0, os.POSIX_FADV_DONTNEED)
+            if os.pread(a, m, off) != os.pread(b, m, off): bad += 1
+        os._exit(min(bad, 100))
+    kids.append(pid)
+print(sum(os.waitpid(p, 0)[1] >> 8 for p in kids))
+`;
+
 export { spawn };
 
 const serveChild = fileURLToPath(new URL('./serve-child.ts', import.meta.url));
