@@ -34,6 +34,11 @@ abstract class PlainMetric<L extends string> {
 
   /** The same metric in a prom-client registry, reading these numbers when scraped. */
   abstract register(prom: PromClient, registry: Registry): void;
+
+  /** What a prom-client metric of this one is made with, but for its collect(). */
+  protected promOptions(registry: Registry): { name: string; help: string; labelNames: string[]; registers: Registry[] } {
+    return { name: this.name, help: this.help, labelNames: this.labelName === undefined ? [] : [this.labelName], registers: [registry] };
+  }
 }
 
 export class PlainCounter<L extends string = never> extends PlainMetric<L> {
@@ -56,7 +61,7 @@ export class PlainCounter<L extends string = never> extends PlainMetric<L> {
   register(prom: PromClient, registry: Registry): void {
     const current = (): { labels: LabelValues<L>; value: number }[] => this.get().values;
     new prom.Counter<string>({
-      name: this.name, help: this.help, labelNames: this.labelName === undefined ? [] : [this.labelName], registers: [registry],
+      ...this.promOptions(registry),
       collect(this: Counter<string>) {
         this.reset();
         for (const { labels, value } of current()) this.inc(labels as LabelValues<string>, value);
@@ -78,7 +83,7 @@ export class PlainGauge<L extends string = never> extends PlainMetric<L> {
   register(prom: PromClient, registry: Registry): void {
     const current = (): { labels: LabelValues<L>; value: number }[] => this.get().values;
     new prom.Gauge<string>({
-      name: this.name, help: this.help, labelNames: this.labelName === undefined ? [] : [this.labelName], registers: [registry],
+      ...this.promOptions(registry),
       collect(this: Gauge<string>) {
         this.reset();
         for (const { labels, value } of current()) this.set(labels as LabelValues<string>, value);
@@ -166,9 +171,6 @@ export class PlainHistogram<L extends string = never> extends PlainMetric<L> {
         return this.get();
       }
     }
-    new Carried({
-      name: this.name, help: this.help, labelNames: this.labelName === undefined ? [] : [this.labelName],
-      buckets: [...this.buckets], registers: [registry],
-    });
+    new Carried({ ...this.promOptions(registry), buckets: [...this.buckets] });
   }
 }
