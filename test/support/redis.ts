@@ -5,10 +5,10 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { onFreePort } from './ports.js';
 
 const execFileP = promisify(execFile);
 
@@ -31,30 +31,7 @@ export interface RedisCluster {
   stop(): Promise<void>;
 }
 
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-/** A free loopback port; with `busOffset`, port + busOffset is free too (the cluster bus port). */
-export async function freePort(busOffset?: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = net.createServer();
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => {
-        const addr = srv.address();
-        srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-      });
-    });
-    if (busOffset === undefined) return port;
-    if (port + busOffset < 65536 && (await portIsFree(port + busOffset))) return port;
-  }
-  throw new Error('no free port pair found');
-}
+export { freePort } from './ports.js';
 
 async function redisCli(port: number, ...args: string[]): Promise<string> {
   const { stdout } = await execFileP('redis-cli', ['-h', '127.0.0.1', '-p', String(port), '--no-auth-warning', ...args], { timeout: 10_000 });
@@ -105,21 +82,6 @@ async function spawnServer(port: number, dir: string, extra: string[] = [], auth
   child.stderr!.on('data', collect);
   await waitForPing(port, child, () => output, auth);
   return child;
-}
-
-/**
- * A server started on a port found free by `start`; again on another if something took the port
- * before the server bound it (the look and the bind are apart: other tests open ports meanwhile).
- */
-async function onFreePort<T>(start: (port: number) => Promise<T>, busOffset?: number): Promise<{ port: number; started: T }> {
-  for (let attempt = 1; ; attempt++) {
-    const port = await freePort(busOffset);
-    try {
-      return { port, started: await start(port) };
-    } catch (err) {
-      if (attempt >= 3 || !/address already in use/i.test(String(err))) throw err;
-    }
-  }
 }
 
 /** With `password`, the server requires it (requirepass) and `url` carries it. */

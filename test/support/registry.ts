@@ -7,10 +7,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, createPrivateKey, createPublicKey, sign, type KeyObject } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { onFreePort } from './ports.js';
 import { run } from './tools.js';
 
 export interface TokenRequest {
@@ -46,13 +46,7 @@ export async function bcryptHash(password: string): Promise<string> {
   return stdout;
 }
 
-export async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
+export { freePort } from './ports.js';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -179,7 +173,6 @@ export async function startRegistry(opts: { tokenAuth?: TokenAuthOptions; basicA
     await writeFile(join(dir, 'htpasswd'), `${lines.join('\n')}\n`);
     authConfig = `auth:\n  htpasswd:\n    realm: clip-test-basic\n    path: ${join(dir, 'htpasswd')}\n`;
   }
-  // The port was free when looked at; something may have taken it before the registry bound it.
   let served: { stop: () => Promise<void>; logs: () => string } | undefined;
   let port = 0;
   const stop = async (): Promise<void> => {
@@ -190,15 +183,11 @@ export async function startRegistry(opts: { tokenAuth?: TokenAuthOptions; basicA
     }
     await rm(dir, { recursive: true, force: true });
   };
-  for (let attempt = 1; !served; attempt++) {
-    port = await freePort();
-    try {
-      served = await serveRegistry(dir, storageDir, port, authConfig);
-    } catch (err) {
-      if (attempt < 3 && /address already in use/i.test(String(err))) continue;
-      await stop();
-      throw err;
-    }
+  try {
+    ({ port, started: served } = await onFreePort((p) => serveRegistry(dir, storageDir, p, authConfig)));
+  } catch (err) {
+    await stop();
+    throw err;
   }
   return {
     host: `127.0.0.1:${port}`,
