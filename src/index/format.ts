@@ -1,6 +1,7 @@
 /**
- * The index file layout (version 3; versions 1 and 2 are read too: version 2 has no Bounds
- * section, version 1 neither, and every window deflated). All integers little-endian; 64-bit quantities that must stay
+ * The index file layout (version 4; versions 1-3 are read too: version 3 has no WindowDigests
+ * section and keeps every window in the file, version 2 has no Bounds section either, version 1
+ * neither, and every window deflated). All integers little-endian; 64-bit quantities that must stay
  * exact (sizes, offsets, seconds) are IEEE doubles, exact for every integer below 2^53 and readable
  * without BigInt.
  *
@@ -14,12 +15,13 @@
  */
 
 export const MAGIC = Buffer.from('CLIPIDX\0', 'latin1');
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
 /**
- * Versions this clip reads: 2 lacks the Bounds section (fetches end at the next checkpoint); 1
- * lacks it too and its windows are all raw deflate (C_WIN_CODEC unused).
+ * Versions this clip reads: 3 keeps its windows in the file (no WindowDigests); 2 lacks the
+ * Bounds section too (fetches end at the next checkpoint); 1 lacks it too and its windows are all
+ * raw deflate (C_WIN_CODEC unused).
  */
-export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
+export const READABLE_VERSIONS: readonly number[] = [1, 2, 3, 4];
 export const HEADER_SIZE = 24;
 export const SECTION_ENTRY_SIZE = 24;
 export const CHECKSUM_SIZE = 32;
@@ -33,7 +35,10 @@ export const Section = {
   Layers: 3,
   /** CHECKPOINT_RECORD_SIZE bytes per checkpoint, all layers one after another. */
   Checkpoints: 4,
-  /** Inflate windows, each raw-deflate compressed. */
+  /**
+   * Inflate windows, each packed (C_WIN_CODEC). From version 4 this is the windows blob, whole or
+   * empty: an index published eagerly leaves it out, and its windows are fetched by range.
+   */
   Windows: 5,
   /** 32-byte sha256 per chunk, all layers one after another. */
   Chunks: 6,
@@ -50,6 +55,12 @@ export const Section = {
    * stop: u32 byte length per layer, then each layer's encoded list.
    */
   Bounds: 11,
+  /**
+   * Version 4: the windows blob's sha256 (32 bytes) and f64 length, then per checkpoint the first
+   * WINDOW_DIGEST_SIZE bytes of the sha256 of its packed window, so that a window fetched alone
+   * (by range, from any tier) is checked before it is used.
+   */
+  WindowDigests: 12,
 } as const;
 export type SectionId = (typeof Section)[keyof typeof Section];
 
@@ -86,6 +97,14 @@ export const C_WIN_CODEC = 31;
 export const WindowCodec = { Deflate: 0, Brotli: 1 } as const;
 
 export const DIGEST_SIZE = 32;
+/**
+ * A window's digest is sha256 cut to 128 bits: it only has to catch a wrong window (damage, a
+ * tier's stale bytes); forging one that matches would take 2^128 tries, and the index that names
+ * it is trusted as its publisher anyway (docs/index-artifact.md, Trust).
+ */
+export const WINDOW_DIGEST_SIZE = 16;
+/** Head of the WindowDigests section: the windows blob's sha256 and f64 length. */
+export const WINDOWS_HEAD_SIZE = 40;
 
 /**
  * Entry record, 64 bytes. The 8 bytes at E_UNION depend on the type: a file's data offset (f64);

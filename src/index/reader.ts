@@ -11,6 +11,7 @@ import { ClipError } from '../util/errors.js';
 import * as F from './format.js';
 import { formatVersion, readSections } from './sections.js';
 import { validateIndex } from './validate.js';
+import { windowDigest } from './window-digest.js';
 import {
   emptyAttr, entryTypeOf, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
   type Attr, type DataLocation, type EntryType, type IndexCheckpoint, type IndexPlatform, type LayerInfo,
@@ -51,6 +52,13 @@ export class ImageIndex {
   private readonly checkpoints: Buffer;
   private readonly windows: Buffer;
   private readonly chunks: Buffer;
+  /** Version 4: WINDOW_DIGEST_SIZE bytes per checkpoint, the digest of its packed window. */
+  private readonly windowDigests: Buffer | undefined;
+  /**
+   * Version 4: the blob the checkpoints' windows are in (sha256 "sha256:<hex>" and length). The
+   * Windows section is that blob whole, or empty when the index was published without it.
+   */
+  readonly windowsBlob: { digest: string; size: number } | undefined;
   /** Per layer, its deflate block boundaries (none before version 3). */
   private readonly bounds: readonly BlockBounds[];
 
@@ -139,9 +147,19 @@ export class ImageIndex {
     if (inodes.length < 8 || inodes.length % 4 !== 0) throw corrupt('inode table has a partial record');
     this.entries = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
     this.inodes = new DataView(inodes.buffer, inodes.byteOffset, inodes.byteLength);
+    if (this.version >= 4) {
+      const wd = sections.has(F.Section.WindowDigests) ? sec(F.Section.WindowDigests) : undefined;
+      const cpTotal = this.checkpoints.length / F.CHECKPOINT_RECORD_SIZE;
+      if (!wd || wd.length !== F.WINDOWS_HEAD_SIZE + cpTotal * F.WINDOW_DIGEST_SIZE) throw corrupt('window digests do not match the checkpoints');
+      const size = wd.readDoubleLE(F.DIGEST_SIZE);
+      if (!Number.isSafeInteger(size) || size < 0) throw corrupt('windows blob length out of range');
+      if (this.windows.length !== 0 && this.windows.length !== size) throw corrupt(`windows section of ${this.windows.length} bytes, not the ${size} of its blob`);
+      this.windowsBlob = { digest: `sha256:${wd.toString('hex', 0, F.DIGEST_SIZE)}`, size };
+      this.windowDigests = wd.subarray(F.WINDOWS_HEAD_SIZE);
+    }
     if (checked === undefined || checked !== this.checksum) validateIndex({
       version: this.version, entries: this.entries, inodes: this.inodes, strings: this.strings, xattrs: this.xattrs, layerTable: this.layerTable,
-      checkpoints: this.checkpoints, windows: this.windows, chunks: this.chunks, layers: meta.layers,
+      checkpoints: this.checkpoints, windowsLength: this.windowsBlob?.size ?? this.windows.length, chunks: this.chunks, layers: meta.layers,
     }, file);
     this.entryCount = entries.length / F.ENTRY_RECORD_SIZE;
     this.inodeCount = inodes.length / 4 - 1;
@@ -362,28 +380,75 @@ export class ImageIndex {
     return this.checkpoints.readUInt32LE(this.checkpointRecord(layer, i) + F.C_WIN_LEN);
   }
 
-  /** Bytes of the Windows section: the part of the index only a resume from a checkpoint needs. */
+  /** Bytes of the windows (the Windows section, or the windows blob when it was left out). */
   get windowsBytes(): number {
-    return this.windows.length;
+    return this.windowsBlob?.size ?? this.windows.length;
   }
 
-  /** Checkpoint `i` of a layer, its window inflated. */
+  /** Whether every window is in this file (always before version 4; an index made here keeps them). */
+  get windowsAtHand(): boolean {
+    return this.windowsBlob === undefined || this.windows.length === this.windowsBlob.size;
+  }
+
+  /** The windows blob, when this file holds it (version 4, windows at hand). */
+  get windowsBlobBytes(): Buffer | undefined {
+    return this.windowsBlob && this.windowsAtHand ? this.windows : undefined;
+  }
+
+  /** Whether checkpoint `i`'s window must be fetched (from the windows blob) before inflating from it. */
+  needsWindow(layer: number, i: number): boolean {
+    return !this.windowsAtHand && this.checkpoints.readUInt16LE(this.checkpointRecord(layer, i) + F.C_WIN_RAW) > 0;
+  }
+
+  /** Where checkpoint `i`'s packed window lies in the windows blob, and the digest it must have (version 4). */
+  windowPlace(layer: number, i: number): { offset: number; length: number; digest: Buffer } {
+    const at = this.checkpointRecord(layer, i);
+    if (!this.windowDigests) throw new ClipError('EINVAL', `index format version ${this.version} has no windows blob`, { object: this.file });
+    const n = at / F.CHECKPOINT_RECORD_SIZE;
+    return {
+      offset: this.checkpoints.readDoubleLE(at + F.C_WIN_OFF),
+      length: this.checkpoints.readUInt32LE(at + F.C_WIN_LEN),
+      digest: this.windowDigests.subarray(n * F.WINDOW_DIGEST_SIZE, (n + 1) * F.WINDOW_DIGEST_SIZE),
+    };
+  }
+
+  /** Checkpoint `i` of a layer, its window inflated (ENOTFOUND when the window was left out: see checkpointWith). */
   checkpoint(layer: number, i: number): IndexCheckpoint {
     const at = this.checkpointRecord(layer, i);
     const c = this.checkpoints;
+    if (!this.windowsAtHand && c.readUInt16LE(at + F.C_WIN_RAW) > 0) {
+      throw new ClipError('ENOTFOUND', `checkpoint ${i} of layer ${this.layers[layer]!.digest}: its window is not in this index (fetched from the windows blob)`, { object: this.file });
+    }
     const winOff = c.readDoubleLE(at + F.C_WIN_OFF);
-    const packed = this.windows.subarray(winOff, winOff + c.readUInt32LE(at + F.C_WIN_LEN));
+    return this.decodeCheckpoint(layer, i, this.windows.subarray(winOff, winOff + c.readUInt32LE(at + F.C_WIN_LEN)));
+  }
+
+  /**
+   * Checkpoint `i` of a layer with its packed window fetched apart (windowPlace): checked against
+   * its digest, then inflated; ECORRUPT naming the layer and checkpoint when it is not that window.
+   */
+  checkpointWith(layer: number, i: number, packed: Buffer): IndexCheckpoint {
+    return this.decodeCheckpoint(layer, i, packed);
+  }
+
+  private decodeCheckpoint(layer: number, i: number, packed: Buffer): IndexCheckpoint {
+    const at = this.checkpointRecord(layer, i);
+    const c = this.checkpoints;
     const rawLen = c.readUInt16LE(at + F.C_WIN_RAW);
     const codec = this.version >= 2 ? c.readUInt8(at + F.C_WIN_CODEC) : F.WindowCodec.Deflate;
+    const where = `checkpoint ${i} window of layer ${this.layers[layer]!.digest}`;
+    if (this.windowDigests && rawLen > 0 && !windowDigest(packed).equals(this.windowPlace(layer, i).digest)) {
+      throw new ClipError('ECORRUPT', `${where} does not match its digest (${packed.length} bytes)`, { object: this.file });
+    }
     let window: Buffer;
     try {
       window = rawLen === 0 ? Buffer.alloc(0)
         : codec === F.WindowCodec.Brotli ? brotliDecompressSync(packed, { maxOutputLength: rawLen })
           : inflateRawSync(packed, { maxOutputLength: rawLen });
     } catch (err) {
-      throw new ClipError('ECORRUPT', `checkpoint ${i} window does not decode`, { object: this.file, cause: err });
+      throw new ClipError('ECORRUPT', `${where} does not decode`, { object: this.file, cause: err });
     }
-    if (window.length !== rawLen) throw new ClipError('ECORRUPT', `checkpoint ${i} window is ${window.length} bytes, expected ${rawLen}`, { object: this.file });
+    if (window.length !== rawLen) throw new ClipError('ECORRUPT', `${where} is ${window.length} bytes, expected ${rawLen}`, { object: this.file });
     return { ...this.positionAt(at), window };
   }
 

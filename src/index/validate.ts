@@ -23,7 +23,8 @@ export interface IndexParts {
   xattrs: Buffer;
   layerTable: Buffer;
   checkpoints: Buffer;
-  windows: Buffer;
+  /** Bytes the checkpoints' windows lie in: the Windows section, or from version 4 the windows blob. */
+  windowsLength: number;
   chunks: Buffer;
   /** The layer list of the metadata section, not yet trusted. */
   layers: ReadonlyArray<Partial<IndexedLayer>>;
@@ -84,7 +85,7 @@ function validateLayers(p: IndexParts, bad: Bad): void {
       if (p.checkpoints.readUInt8(at + F.C_BITS) > 7 || p.checkpoints.readUInt16LE(at + F.C_WIN_RAW) > L.MAX_WINDOW) throw bad(`layer ${l} checkpoint ${i - cpFirst} has a bad window`);
       if (p.version >= 2 && p.checkpoints.readUInt8(at + F.C_WIN_CODEC) > F.WindowCodec.Brotli) throw bad(`layer ${l} checkpoint ${i - cpFirst} has a window of unknown codec ${p.checkpoints.readUInt8(at + F.C_WIN_CODEC)}`);
       const winOff = p.checkpoints.readDoubleLE(at + F.C_WIN_OFF);
-      if (!isCount(winOff, p.windows.length) || winOff + p.checkpoints.readUInt32LE(at + F.C_WIN_LEN) > p.windows.length) {
+      if (!isCount(winOff, p.windowsLength) || winOff + p.checkpoints.readUInt32LE(at + F.C_WIN_LEN) > p.windowsLength) {
         throw bad(`layer ${l} checkpoint window out of bounds`);
       }
     }

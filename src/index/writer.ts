@@ -6,6 +6,8 @@ import { packWindow } from '../archive/window-codec.js';
 import type { LayerScan } from '../archive/types.js';
 import { ClipError } from '../util/errors.js';
 import * as F from './format.js';
+import { formatVersion, readSections } from './sections.js';
+import { windowDigest } from './window-digest.js';
 import { OverlayMerger, type MergedInode, type MergedNode, type MergedTree } from './merge.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFCHR, S_IFBLK, type ImageMeta, type IndexedLayer } from './types.js';
 
@@ -218,6 +220,7 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
   const cpCount = layers.reduce((n, l) => n + l.checkpoints.length, 0);
   const checkpoints = Buffer.alloc(cpCount * F.CHECKPOINT_RECORD_SIZE);
   const windows: Buffer[] = [];
+  const windowDigests: Buffer[] = [];
   let windowBytes = 0;
   let cpIndex = 0;
   let chunkIndex = 0;
@@ -245,6 +248,7 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
       // A scan kept before windows named their codec (scan-v1) holds deflated ones.
       checkpoints.writeUInt8(packed.codec === 'brotli' ? F.WindowCodec.Brotli : F.WindowCodec.Deflate, at + F.C_WIN_CODEC);
       windows.push(packed.bytes);
+      windowDigests.push(windowDigest(packed.bytes));
       windowBytes += packed.bytes.length;
       cpIndex++;
     }
@@ -262,19 +266,45 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
     })),
   };
 
+  const windowsBlob = Buffer.concat(windows, windowBytes);
+  const head = Buffer.alloc(F.WINDOWS_HEAD_SIZE);
+  createHash('sha256').update(windowsBlob).digest().copy(head, 0);
+  head.writeDoubleLE(windowsBlob.length, F.DIGEST_SIZE);
   return assemble([
     [F.Section.Meta, Buffer.from(JSON.stringify(metaJson), 'utf8')],
     [F.Section.Config, meta.config],
     [F.Section.Layers, layerTable],
     [F.Section.Checkpoints, checkpoints],
-    [F.Section.Windows, Buffer.concat(windows, windowBytes)],
+    [F.Section.Windows, windowsBlob],
     [F.Section.Chunks, Buffer.concat(layers.map((l) => l.chunkDigests))],
     [F.Section.Entries, entries],
     [F.Section.Inodes, inodes],
     [F.Section.Strings, strings.bytes()],
     [F.Section.Xattrs, xattrs.bytes()],
     [F.Section.Bounds, boundsSection(layers)],
+    [F.Section.WindowDigests, Buffer.concat([head, ...windowDigests])],
   ]);
+}
+
+/**
+ * A version 4 index split for publishing: `eager`, the same index with an empty Windows section
+ * (what a mount downloads whole), and `windows`, the windows blob its checkpoints point into
+ * (fetched by range, window by window). An index whose windows are left out already gives
+ * itself and no windows.
+ */
+export function splitWindows(bytes: Buffer, file = 'index'): { eager: Buffer; windows: Buffer | undefined } {
+  const sections = readSections(bytes, file);
+  if (formatVersion(bytes) < 4) throw new ClipError('EUNSUPPORTED', `index format version ${formatVersion(bytes)} keeps its windows in the file: re-create it with "clip index"`, { object: file });
+  const win = sections.get(F.Section.Windows)!;
+  if (win.length === 0) return { eager: bytes, windows: undefined };
+  const windows = bytes.subarray(win.at, win.at + win.length);
+  const head = sections.get(F.Section.WindowDigests);
+  if (!head || !createHash('sha256').update(windows).digest().equals(bytes.subarray(head.at, head.at + F.DIGEST_SIZE))) {
+    throw new ClipError('ECORRUPT', 'index file is inconsistent: its windows are not the blob it names', { object: file });
+  }
+  const parts: Array<[F.SectionId, Buffer]> = [];
+  for (const [id, r] of sections) parts.push([id as F.SectionId, id === F.Section.Windows ? Buffer.alloc(0) : bytes.subarray(r.at, r.at + r.length)]);
+  return { eager: assemble(parts), windows };
 }
 
 /** u32 byte length per layer, then each layer's encoded block boundaries (none for a scan without). */

@@ -33,7 +33,8 @@ import type { Checkpoint, LayerScan } from '../archive/types.js';
 import type { BlobStore } from '../oci/types.js';
 import { ClipError } from '../util/errors.js';
 import { LearnedCheckpoints } from './learned-checkpoints.js';
-import { layerRecord, type LayerRecord, type LayerSource } from './types.js';
+import type { WindowTiers } from './checkpoint-windows.js';
+import { layerRecord, type LayerRecord, type LayerSource, type SourceCaches } from './types.js';
 
 export interface CompressedRange {
   checkpoint: Checkpoint;
@@ -42,6 +43,8 @@ export interface CompressedRange {
   end: number;
   /** Where inflating [start, end) reaches in the uncompressed stream: the end checkpoint's out, or the layer's size. */
   endOut?: number;
+  /** When `checkpoint`'s window is still to be fetched (its window empty until then): the checkpoint with it. */
+  loadWindow?: (tiers: WindowTiers) => Promise<Checkpoint>;
 }
 
 /** A layer that knows where in its compressed blob a range of its uncompressed stream begins. */
@@ -127,6 +130,8 @@ export class CheckpointSource implements LayerSource {
   private readonly unlearned = new Set<string>();
   /** Native zlib stepped block by block where node allows it (3x pako's speed), else pako. */
   private readonly learner = NATIVE_LEARNING ? inflateLearningNative : inflateLearning;
+  /** The store's caches, where checkpoint windows fetched apart are looked for and kept. */
+  private caches: SourceCaches | undefined;
 
   /** One store, or one per layer (an index names where its layers live). */
   constructor(stores: BlobStore | ((layer: LayerRecord) => BlobStore), opts: CheckpointSourceOptions = {}) {
@@ -148,6 +153,15 @@ export class CheckpointSource implements LayerSource {
   stopLearning(): void {
     this.learning = false;
     this.captured.clear();
+  }
+
+  useCaches(caches: SourceCaches): void {
+    this.caches = caches;
+  }
+
+  /** The checkpoint a range inflates from, its window fetched (beside the range) when the index left it out. */
+  private startOf(r: { checkpoint: Checkpoint; loadWindow?: CompressedRange['loadWindow'] }, store: BlobStore, signal: AbortSignal): Checkpoint | Promise<Checkpoint> {
+    return r.loadWindow ? r.loadWindow({ store, dir: this.caches?.dir, remote: this.caches?.remote, log: this.caches?.log, signal }) : r.checkpoint;
   }
 
   /** The layer's learned checkpoints: captured here and handed over (not dropped), by out. */
@@ -174,11 +188,11 @@ export class CheckpointSource implements LayerSource {
     const plan = this.merge ? this.plan(planned, start, end) : undefined;
     if (!plan) {
       const range = cutAtBound(planned, planned.compressedRange(start, end), start, end);
-      const body = await store.openBlobRange(desc, range.start, range.end, { signal });
+      const [body, from] = await withWindow(store.openBlobRange(desc, range.start, range.end, { signal }), this.startOf(range, store, signal));
       const targets = this.targets(layer, range.checkpoint.out, range.endOut ?? Infinity, start, end);
       const inflated = targets.length
-        ? this.learner(range.checkpoint, body, targets, (c) => this.learn(layer, c), layer.digest)
-        : inflateFrom(range.checkpoint, body, { compression: layer.compression, name: layer.digest });
+        ? this.learner(from, body, targets, (c) => this.learn(layer, c), layer.digest)
+        : inflateFrom(from, body, { compression: layer.compression, name: layer.digest });
       // A learned checkpoint the range starts or stops at may be why it broke.
       const broke = (): void => {
         if (!signal.aborted) this.dropLearned(layer, range.checkpoint.out, range.endOut ?? end);
@@ -237,7 +251,7 @@ export class CheckpointSource implements LayerSource {
           if (from || !s.done) {
             launch();
             if (!from) continued.push(s);
-            seg = { ...p, out: s.endOut, checkpoint: from ?? p.checkpoint, start: fetchStart(s.cut), after: from ? undefined : s };
+            seg = { ...p, out: s.endOut, checkpoint: from ?? p.checkpoint, loadWindow: undefined, start: fetchStart(s.cut), after: from ? undefined : s };
           }
         }
         if (seg.endOut >= end) seg = cutSpan(planned, seg, end);
@@ -300,10 +314,12 @@ export class CheckpointSource implements LayerSource {
     over.compressedRange = (start: number, end: number): CompressedRange => {
       const r = layer.compressedRange(start, end);
       let { checkpoint, start: from, end: stop, endOut } = r;
+      let loadWindow = r.loadWindow;
       const s = learned.atOrBefore(layer, start);
       if (s && s.out > checkpoint.out) {
         checkpoint = s;
         from = fetchStart(s);
+        loadWindow = undefined; // a learned checkpoint carries its window
       }
       // Every block before a boundary ends before its `in`.
       const e = learned.atOrAfter(layer, end);
@@ -311,7 +327,7 @@ export class CheckpointSource implements LayerSource {
         stop = e.in;
         endOut = e.out;
       }
-      return { checkpoint, start: from, end: stop, endOut };
+      return { checkpoint, start: from, end: stop, endOut, ...(loadWindow ? { loadWindow } : {}) };
     };
     return over;
   }
@@ -352,7 +368,7 @@ export class CheckpointSource implements LayerSource {
       if (endOut <= x || endOut - r.checkpoint.out > this.maxSpan) return undefined;
       // A span ends where the next one begins (or at the layer's end), else spans would overlap.
       if (endOut < layer.uncompressedSize && layer.compressedRange(endOut, endOut + 1).checkpoint.out !== endOut) return undefined;
-      out.push({ out: r.checkpoint.out, endOut, checkpoint: r.checkpoint, start: r.start, end: r.end });
+      out.push({ out: r.checkpoint.out, endOut, checkpoint: r.checkpoint, start: r.start, end: r.end, ...(r.loadWindow ? { loadWindow: r.loadWindow } : {}) });
       x = endOut;
     }
     return out;
@@ -373,7 +389,8 @@ export class CheckpointSource implements LayerSource {
         if (!c) throw new ClipError('ENETWORK', 'the fetch this one continues did not finish', { object: layer.digest, cause: before.error });
         from = c;
       }
-      body = await store.openBlobRange(desc, first.start, last.end, { signal: flight.ctrl.signal });
+      const opening = store.openBlobRange(desc, first.start, last.end, { signal: flight.ctrl.signal });
+      [body, from] = await withWindow(opening, first.after ? from : this.startOf(first, store, flight.ctrl.signal));
       let k = 0;
       let pos = first.out;
       const inflated = targets.length
@@ -468,6 +485,8 @@ interface PlannedSpan {
   out: number;
   endOut: number;
   checkpoint: Checkpoint;
+  /** The checkpoint's window is still to be fetched (CompressedRange.loadWindow). */
+  loadWindow?: CompressedRange['loadWindow'];
   /** Compressed [start, end) that inflates it from its checkpoint. */
   start: number;
   end: number;
@@ -516,6 +535,22 @@ function continuation(s: Span): Checkpoint | undefined {
     at -= n;
   }
   return { out: b.out, in: b.in, bits: b.bits, window };
+}
+
+/**
+ * A range's body and the checkpoint to inflate it from, its window fetched while the range's
+ * request is under way (no round trip more on the way); a window that fails closes the body.
+ */
+async function withWindow(opening: Promise<Readable>, start: Checkpoint | Promise<Checkpoint>): Promise<[Readable, Checkpoint]> {
+  opening.catch(() => undefined); // awaited below: a failure while the window loads is handled there
+  let from: Checkpoint;
+  try {
+    from = await start;
+  } catch (err) {
+    void opening.then((b) => b.destroy(), () => undefined);
+    throw err;
+  }
+  return [await opening, from];
 }
 
 /** A range request over a run of spans, running while some read waits on it. */

@@ -19,10 +19,14 @@ import type { RedisChunkCache } from './remote-cache.js';
 import type { ResolvedImage } from '../oci/types.js';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { FORMAT_VERSION, READABLE_VERSIONS } from '../index/format.js';
+import { READABLE_VERSIONS } from '../index/format.js';
+import { formatVersion } from '../index/sections.js';
+import { splitWindows } from '../index/writer.js';
 
 export const INDEX_ARTIFACT_TYPE = 'application/vnd.clipfs.index.v1';
 export const INDEX_BLOB_TYPE = 'application/vnd.clipfs.index.v1+gzip';
+/** Format 4: the checkpoint windows the index blob leaves out, read by range (not compressed: they are brotli already). */
+export const WINDOWS_BLOB_TYPE = 'application/vnd.clipfs.index.windows.v1';
 /** Annotation: the index file format version inside the blob. */
 export const FORMAT_ANNOTATION = 'dev.clipfs.index.format';
 /** Largest index a node will inflate from a published blob. */
@@ -61,17 +65,25 @@ export function indexFor(image: ResolvedImage, bytes: Buffer, from: string): Ima
   return index;
 }
 
-/** Push `indexBytes` as an artifact referring to the image manifest (`packed`: the same bytes packed already, when at hand). */
+/**
+ * Push `indexBytes` as an artifact referring to the image manifest. A format 4 index that holds
+ * its windows goes as two blobs: the index without them (gzip, fetched whole by a mount) and the
+ * windows blob (fetched by range, window by window). `packed`: `indexBytes` packed already, used
+ * when nothing is split off.
+ */
 export async function publishIndex(
   repo: RegistryRepository, pusher: RegistryPusher, image: ResolvedImage, indexBytes: Buffer, packed?: Buffer,
 ): Promise<ReferrerDescriptor> {
-  packed ??= await packIndex(indexBytes);
+  const version = formatVersion(indexBytes);
+  const { eager, windows } = version >= 4 ? splitWindows(indexBytes, image.reference) : { eager: indexBytes, windows: undefined };
+  const blobs = [{ mediaType: INDEX_BLOB_TYPE, bytes: windows ? await packIndex(eager) : packed ?? (await packIndex(indexBytes)) }];
+  if (windows?.length) blobs.push({ mediaType: WINDOWS_BLOB_TYPE, bytes: windows });
   return pushArtifact(repo, pusher, {
     artifactType: INDEX_ARTIFACT_TYPE,
     subject: { mediaType: image.manifestMediaType, digest: image.manifestDigest, size: image.manifestBytes.length },
-    blobs: [{ mediaType: INDEX_BLOB_TYPE, bytes: packed }],
+    blobs,
     // No timestamp: the same index pushed twice is the same manifest, listed once.
-    annotations: { [FORMAT_ANNOTATION]: String(FORMAT_VERSION) },
+    annotations: { [FORMAT_ANNOTATION]: String(version) },
   });
 }
 
@@ -110,6 +122,11 @@ export async function findPublishedIndex(repo: RegistryRepository, image: Resolv
       const packed = await repo.readSmallBlob({ digest: blob.digest, size: blob.size! });
       const bytes = await unpackIndex(packed, object);
       const index = indexFor(image, bytes, object);
+      // Windows left out must be where the index says: the artifact's windows blob, of that digest and size.
+      const wanted = index.windowsAtHand ? undefined : index.windowsBlob;
+      if (wanted && !manifest.layers?.some((l) => l.mediaType === WINDOWS_BLOB_TYPE && l.digest === wanted.digest && l.size === wanted.size)) {
+        throw new ClipError('ECORRUPT', `artifact has no ${WINDOWS_BLOB_TYPE} layer ${wanted.digest} of ${wanted.size} bytes, which its index reads windows from`, { object });
+      }
       if (!(await accept(bytes))) throw new ClipError('ECORRUPT', 'this index was found to lie about a layer (condemned)', { object });
       return { index, bytes, packed, artifact: desc.digest };
     } catch (err) {

@@ -1,9 +1,15 @@
 /**
  * LayerRecords over a loaded index file: chunk digests and checkpoints are read from the index
- * buffer on demand (no copies), and each layer can say which compressed range to fetch.
+ * buffer on demand (no copies), and each layer can say which compressed range to fetch. A
+ * checkpoint whose window the index left out (version 4, published) comes with `loadWindow`:
+ * the window is fetched when a fetch starts there (checkpoint-windows.ts), beside its range.
  */
 import type { ImageIndex } from '../index/reader.js';
 import type { CompressedRange, ResumableLayer } from './checkpoint-source.js';
+import { indexWindows } from './checkpoint-windows.js';
+
+/** Where a checkpoint stands, its window still to be fetched (empty until then). */
+const NO_WINDOW = Buffer.alloc(0);
 
 export function indexLayers(index: ImageIndex): ResumableLayer[] {
   return index.layers.map((info, n) => {
@@ -19,7 +25,8 @@ export function indexLayers(index: ImageIndex): ResumableLayer[] {
       boundAtOrAfter: index.boundCount(n) > 0 ? (out: number) => index.boundAtOrAfter(n, out) : undefined,
       compressedRange(start: number, end: number): CompressedRange {
         const k = index.checkpointIndexBefore(n, start);
-        const checkpoint = index.checkpoint(n, k);
+        const lazy = index.needsWindow(n, k);
+        const checkpoint = lazy ? { ...index.checkpointPosition(n, k), window: NO_WINDOW } : index.checkpoint(n, k);
         // Every block that ends before a checkpoint's `out` ends before its `in`.
         let stop = info.compressedSize;
         let endOut = info.uncompressedSize;
@@ -34,7 +41,10 @@ export function indexLayers(index: ImageIndex): ResumableLayer[] {
             }
           }
         }
-        return { checkpoint, start: checkpoint.bits ? checkpoint.in - 1 : checkpoint.in, end: stop, endOut };
+        return {
+          checkpoint, start: checkpoint.bits ? checkpoint.in - 1 : checkpoint.in, end: stop, endOut,
+          ...(lazy ? { loadWindow: (tiers) => indexWindows(index).checkpoint(n, k, tiers) } : {}),
+        };
       },
     };
   });

@@ -222,6 +222,27 @@ export class RedisChunkCache {
     return this.guarded(key, 'write', false, timeout, async () => (await (ttl ? this.client.set(key, data, 'EX', ttl) : this.client.set(key, data))) === 'OK');
   }
 
+  /**
+   * Bytes [start, end) of the value under `key` (GETRANGE), or null when unreachable or skipped;
+   * shorter (or empty) where the value ends before `end`. The caller checks what it gets.
+   */
+  fetchRange(key: string, start: number, end: number): Promise<Buffer | null> {
+    return this.guarded(key, 'read', null, this.timeoutMs, () => this.client.getrangeBuffer(key, start, end - 1));
+  }
+
+  /**
+   * Write `data` at `offset` of the value under `key` (SETRANGE: a value too short is padded with
+   * zeros, which a reader's check takes for a miss); false when the cache is unavailable.
+   */
+  storeRange(key: string, offset: number, data: Buffer): Promise<boolean> {
+    const ttl = this.ttlSeconds;
+    return this.guarded(key, 'write', false, this.timeoutMs, async () => {
+      await this.client.setrange(key, offset, data);
+      if (ttl) await this.client.expire(key, ttl);
+      return true;
+    });
+  }
+
   /** Remove `key`; false when the cache is unavailable. */
   deleteValue(key: string): Promise<boolean> {
     return this.guarded(key, 'write', false, this.timeoutMs, async () => (await this.client.del(key), true));

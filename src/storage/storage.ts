@@ -140,6 +140,7 @@ export class Storage {
     this.inflight = opts.disk.inflight;
     this.remote = opts.remote;
     this.source = opts.source;
+    this.source.useCaches?.({ dir: opts.disk.dir, remote: opts.remote, log: opts.logger });
     this.readTimeoutMs = opts.readTimeoutMs ?? 30_000;
     this.backoffMs = opts.retryBackoffMs ?? 100;
     this.remoteConcurrency = opts.remoteConcurrency ?? 8;

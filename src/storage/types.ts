@@ -5,6 +5,8 @@
 import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import type { LayerCompression } from '../archive/types.js';
 import { ClipError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { RedisChunkCache } from './remote-cache.js';
 
 export interface LayerRecord {
   /** sha256 of the uncompressed tar ("sha256:<hex>"): the disk cache's key. */
@@ -43,6 +45,19 @@ export interface LayerSource {
   stopLearning?(): void;
   /** Plan the layer's reads over these learned checkpoints too; returns how many were new. */
   addLearnedCheckpoints?(layer: LayerRecord, list: readonly LearnedCheckpoint[]): number;
+  /**
+   * The store's caches, for what the source fetches besides layer bytes (checkpoint windows of an
+   * index published without them): Storage hands them over when it is made.
+   */
+  useCaches?(caches: SourceCaches): void;
+}
+
+/** The tiers above a source, as Storage hands them to it. */
+export interface SourceCaches {
+  /** The disk cache's directory. */
+  dir: string;
+  remote?: RedisChunkCache | undefined;
+  log?: Logger | undefined;
 }
 
 const SHA256 = /^sha256:[0-9a-f]{64}$/;
