@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BoundsWriter, type BlockBound } from '../../src/archive/block-bounds.js';
 import * as F from '../../src/index/format.js';
 import { ImageIndex } from '../../src/index/reader.js';
-import { IndexBuilder, buildIndex, writeIndexFile } from '../../src/index/writer.js';
+import { IndexBuilder, buildIndex, splitWindows, writeIndexFile } from '../../src/index/writer.js';
 import { isClipError } from '../../src/util/errors.js';
 import { rec, reseal, section } from './crafted.js';
 import { dir, file, metaOf, scanOf, sha256, symlink } from './layers.js';
@@ -170,18 +170,27 @@ describe('damaged index files', () => {
 
   it('reports another format version clearly, not as damage', () => {
     const { bytes } = sample();
-    const v4 = Buffer.from(bytes);
-    v4.writeUInt32LE(4, 8);
-    createHash('sha256').update(v4.subarray(0, v4.length - 32)).digest().copy(v4, v4.length - 32);
-    expect(() => new ImageIndex(v4, 'v4.clipindex')).toThrow(expect.objectContaining({
-      code: 'EUNSUPPORTED', message: expect.stringMatching(/v4\.clipindex: index format version 4, this clip reads versions 1, 2, 3/),
+    const v5 = Buffer.from(bytes);
+    v5.writeUInt32LE(5, 8);
+    createHash('sha256').update(v5.subarray(0, v5.length - 32)).digest().copy(v5, v5.length - 32);
+    expect(() => new ImageIndex(v5, 'v5.clipindex')).toThrow(expect.objectContaining({
+      code: 'EUNSUPPORTED', message: expect.stringMatching(/v5\.clipindex: index format version 5, this clip reads versions 1, 2, 3, 4/),
     }));
   });
 
-  it('writes version 3 with block boundaries; still reads version 2 (none: fetches end at checkpoints)', () => {
+  it('writes version 4 with block boundaries; still reads version 3 (windows in the file, no digests) and 2 (no boundaries: fetches end at checkpoints)', () => {
     const { bytes, scans } = sample();
-    const v3 = new ImageIndex(bytes, 'v3.clipindex');
+    const v4 = new ImageIndex(bytes, 'v4.clipindex');
+    expect(v4.version).toBe(4);
+    const v3bytes = Buffer.from(bytes);
+    v3bytes.writeUInt32LE(3, 8);
+    const v3 = new ImageIndex(reseal(v3bytes), 'v3.clipindex');
     expect(v3.version).toBe(3);
+    expect(v3.windowsBlob).toBeUndefined();
+    expect(v3.windowsAtHand).toBe(true);
+    for (let l = 0; l < scans.length; l++) {
+      for (let i = 0; i < scans[l]!.checkpoints.length; i++) expect(v3.checkpoint(l, i).window.equals(scans[l]!.checkpoints[i]!.window)).toBe(true);
+    }
     const gz = scans.findIndex((s) => s.compression === 'gzip' && (s.bounds?.length ?? 0) > 0);
     expect(gz).toBeGreaterThanOrEqual(0);
     expect(v3.boundCount(gz)).toBeGreaterThan(0);
@@ -228,6 +237,41 @@ describe('damaged index files', () => {
     }
     // Brotli keeps the windows smaller than deflate did.
     expect(bytes.length).toBeLessThan(v1bytes.length);
+  });
+
+  it('version 4 split for publishing: the eager part has no windows, takes each one fetched apart only against its digest', () => {
+    const { bytes, scans } = sample();
+    const { eager, windows } = splitWindows(bytes, 'whole.clipindex');
+    expect(eager.length).toBeLessThan(bytes.length - windows!.length + 8);
+    expect(splitWindows(eager).windows).toBeUndefined();
+    const lazy = new ImageIndex(eager, 'eager.clipindex');
+    expect(lazy.windowsAtHand).toBe(false);
+    expect(lazy.windowsBlob).toEqual({ digest: `sha256:${createHash('sha256').update(windows!).digest('hex')}`, size: windows!.length });
+    let fetched = 0;
+    for (let l = 0; l < scans.length; l++) {
+      for (let i = 0; i < scans[l]!.checkpoints.length; i++) {
+        const want = scans[l]!.checkpoints[i]!.window;
+        expect(lazy.needsWindow(l, i)).toBe(want.length > 0);
+        if (!lazy.needsWindow(l, i)) {
+          expect(lazy.checkpoint(l, i).window.length).toBe(0);
+          continue;
+        }
+        expect(() => lazy.checkpoint(l, i)).toThrow(expect.objectContaining({ code: 'ENOTFOUND', object: 'eager.clipindex' }));
+        const { offset, length } = lazy.windowPlace(l, i);
+        const packed = Buffer.from(windows!.subarray(offset, offset + length));
+        expect(lazy.checkpointWith(l, i, packed).window.equals(want)).toBe(true);
+        packed[0]! ^= 1;
+        expect(() => lazy.checkpointWith(l, i, packed)).toThrow(expect.objectContaining({
+          code: 'ECORRUPT', object: 'eager.clipindex', message: expect.stringContaining(`checkpoint ${i} window of layer ${scans[l]!.digest} does not match its digest`),
+        }));
+        fetched++;
+      }
+    }
+    expect(fetched).toBeGreaterThan(0);
+    // Window digests that do not match the checkpoints: ECORRUPT naming the file.
+    const b = Buffer.from(bytes);
+    b.writeDoubleLE(bytes.length, section(b, F.Section.WindowDigests) + F.DIGEST_SIZE);
+    expect(() => new ImageIndex(reseal(b), 'sizes.clipindex')).toThrow(expect.objectContaining({ code: 'ECORRUPT', object: 'sizes.clipindex' }));
   });
 
   it('a window that does not decode is ECORRUPT naming the file, when it is used', () => {
