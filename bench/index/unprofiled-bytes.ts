@@ -16,12 +16,12 @@
  *              what the profile recorded)
  * and bytes fetched twice are counted apart. Prints a table per layer; writes nothing.
  *
- * It also estimates the start under lazily fetched windows (issue 12 item 3): the index blob
- * without its Windows section (brotli output, which gzip cannot shrink, so its bytes come off the
- * blob one for one) plus a 32-byte digest per checkpoint, eagerly; then, by range, the window of
- * each checkpoint a layer request started from (a request starting at a checkpoint's fetch start;
- * the others continue a cut segment and need none). Run it with INDEX_ARGS="--span S --chunk-size
- * C" for a grid.
+ * Index format 4 publishes the checkpoint windows apart (docs/index-artifact.md): the mount
+ * downloads the index blob without them, then each window by range on its checkpoint's first use;
+ * those requests are reported on their own line. For an index of format 3 or older (a checkout of
+ * an earlier clip) it prints instead the estimate session 9 made of that: the index blob without its
+ * Windows section plus a 32-byte digest per checkpoint, and the windows of the checkpoints a layer
+ * request started from. Run it with INDEX_ARGS="--span S --chunk-size C" for a grid.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -157,10 +157,19 @@ async function main(): Promise<void> {
         console.log(`\nrun ${run}: layer bytes ${(all / 1e6).toFixed(2)} MB, index blob ${(indexBlob / 1e6).toFixed(2)} MB, served in all ${(served.reduce((n, r) => n + r.bytes, 0) / 1e6).toFixed(2)} MB = ${((served.reduce((n, r) => n + r.bytes, 0) / img.compressedBytes) * 100).toFixed(1)} % of the compressed image`);
         console.log('| layer | requests | MB | needed | before | after | between | unneeded | fetched twice |\n|---|---|---|---|---|---|---|---|---|');
         for (const r of rows) console.log(r);
-        const eager = indexBlob - index.windowsBytes + 32 * checkpointsAll;
-        const lazy = all + eager + windowsUsed;
-        console.log(`lazy windows (estimate): eager index ${mb(eager)} MB (windows ${mb(index.windowsBytes)} MB of ${checkpointsAll} checkpoints left out), `
-          + `${checkpointsUsed} windows fetched ${mb(windowsUsed)} MB; start ${mb(lazy)} MB = ${((lazy / img.compressedBytes) * 100).toFixed(1)} % of the compressed image`);
+        const blob = index.windowsBlob;
+        if (blob) {
+          const fetched = served.filter((r) => r.path.includes(blob.digest) && r.range);
+          const bytes = fetched.reduce((n, r) => n + r.bytes, 0);
+          const total = indexBlob + bytes;
+          console.log(`windows by range: ${fetched.length} requests, ${mb(bytes)} MB (of ${mb(blob.size)} MB, ${checkpointsAll} checkpoints; ${checkpointsUsed} layer requests started at one); `
+            + `index fetched ${mb(total)} MB (eager blob ${mb(indexBlob)} MB); index eager + every window ${mb(indexBlob + blob.size)} MB = ${(((indexBlob + blob.size) / img.uncompressedBytes) * 100).toFixed(2)} % of the uncompressed image`);
+        } else {
+          const eager = indexBlob - index.windowsBytes + 32 * checkpointsAll;
+          const lazy = all + eager + windowsUsed;
+          console.log(`lazy windows (estimate): eager index ${mb(eager)} MB (windows ${mb(index.windowsBytes)} MB of ${checkpointsAll} checkpoints left out), `
+            + `${checkpointsUsed} windows fetched ${mb(windowsUsed)} MB; start ${mb(lazy)} MB = ${((lazy / img.compressedBytes) * 100).toFixed(1)} % of the compressed image`);
+        }
       } finally {
         await rm(mnt, { recursive: true, force: true });
         await rm(cacheDir, { recursive: true, force: true });
