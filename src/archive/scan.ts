@@ -52,21 +52,23 @@ export function isBlobMismatch(err: unknown): boolean {
 }
 
 /**
- * 512 KiB: with sparse windows (sparse-window.ts) a checkpoint costs about 2 KB of index, and a
- * read inflates at most this much before its data: on debian-python the unprofiled python start
- * fetched 16.4 MB of layers at 2 MiB, 13.5 at 1 MiB, 10.1 at 512 KiB, with the index 0.49 % /
- * 0.57 % / 0.74 % of the image (bench/index/RESULTS.md).
+ * 256 KiB: a read inflates at most this much before its data. Since index format 4 a checkpoint's
+ * window is fetched only when a read starts there, so a denser span costs the mount nothing up
+ * front: on debian-python's unprofiled python start 512 KiB spans fetched 7.96 MB (11.7 % of the
+ * image), 256 KiB 6.76 MB (9.9 %) with 64 KiB chunks; 192 KiB would put the index (eager part and
+ * every window) over 1 % of the image (1.07 %; 256 KiB: 0.85 %; bench/index/RESULTS.md, session 10).
  */
-export const DEFAULT_SPAN = 512 * 1024;
+export const DEFAULT_SPAN = 256 * 1024;
 export const DEFAULT_BIG_FILE = 512 * 1024;
 /**
- * 128 KiB: a read fetches and verifies whole chunks, and since fetches end a deflate block past
- * their last chunk (index format 3) the chunk is what bounds them: on debian-python's python start
- * 1 MiB chunks fetched 2.38x the compressed bytes it read with a profile, 256 KiB ones 1.46x,
- * 128 KiB ones 1.31x; without a profile 9.31 MB at 256 KiB, 8.48 at 128 KiB, 8.37 at 64 KiB (32
- * index bytes a chunk: 0.77 % of the image at 128 KiB; bench/index/RESULTS.md, session 8).
+ * 64 KiB: a read fetches and verifies whole chunks, and since fetches end a deflate block past
+ * their last chunk (index format 3) the chunk is what bounds them. On debian-python's python start
+ * at 256 KiB spans: 6.76 MB unprofiled with 64 KiB chunks, 6.56 with 32 KiB, 7.01 (estimated) with
+ * 128 KiB; 32 bytes of digest a chunk (64 KiB: 0.05 % of the image). 32 KiB would halve every
+ * per-chunk cost (verification calls, cache bookkeeping, shared-cache keys) again for 0.3 points
+ * (bench/index/RESULTS.md, sessions 8-10).
  */
-export const DEFAULT_CHUNK_SIZE = 128 * 1024;
+export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 
 /**
  * One layer scan as a push state machine, so that the same code runs in the caller's thread
