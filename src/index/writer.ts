@@ -287,6 +287,20 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
 }
 
 /**
+ * The index as it is published: a version 4 index without its windows (they are the same index
+ * either way, so what names an index by its bytes, a profile or a condemnation, uses this form);
+ * any other index as it is.
+ */
+export function publishedForm(bytes: Buffer, file = 'index'): Buffer {
+  if (bytes.length < F.HEADER_SIZE || !bytes.subarray(0, F.MAGIC.length).equals(F.MAGIC) || formatVersion(bytes) < 4) return bytes;
+  try {
+    return splitWindows(bytes, file).eager;
+  } catch {
+    return bytes; // not a whole index: named by its bytes as they are
+  }
+}
+
+/**
  * A version 4 index split for publishing: `eager`, the same index with an empty Windows section
  * (what a mount downloads whole), and `windows`, the windows blob its checkpoints point into
  * (fetched by range, window by window). An index whose windows are left out already gives

@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 // The registry code (referrers, HTTP) loads only when the registry is asked: a node server serving
 // from its caches never loads it (docs/server.md).
+import { publishedForm } from '../index/writer.js';
 import type { ReferrerDescriptor } from '../oci/referrers.js';
 import type { RegistryPusher } from '../oci/push.js';
 import type { RegistryRepository } from '../oci/registry-source.js';
@@ -28,9 +29,9 @@ export const PROFILE_FORMAT_ANNOTATION = 'dev.clipfs.profile.format';
 
 export type ProfileOrigin = 'cache' | 'shared' | 'registry';
 
-/** The digest a profile names its index by: sha256 of the index file's bytes. */
+/** The digest a profile names its index by: sha256 of the index file's bytes as published (without windows). */
 export function indexDigestOf(indexBytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(indexBytes).digest('hex')}`;
+  return `sha256:${createHash('sha256').update(publishedForm(indexBytes)).digest('hex')}`;
 }
 
 export function localProfilePath(cacheDir: string, manifestDigest: string): string {

@@ -21,7 +21,7 @@ import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { READABLE_VERSIONS } from '../index/format.js';
 import { formatVersion } from '../index/sections.js';
-import { splitWindows } from '../index/writer.js';
+import { publishedForm, splitWindows } from '../index/writer.js';
 
 export const INDEX_ARTIFACT_TYPE = 'application/vnd.clipfs.index.v1';
 export const INDEX_BLOB_TYPE = 'application/vnd.clipfs.index.v1+gzip';
@@ -162,13 +162,13 @@ export async function storeSharedIndex(remote: RedisChunkCache, manifestDigest: 
   return remote.storeValue(sharedIndexKey(manifestDigest), packed ?? (await packIndex(indexBytes)));
 }
 
-/** Where indexes found to lie about a layer are listed, by the sha256 of their bytes. */
+/** Where indexes found to lie about a layer are listed, by the sha256 of their bytes as published (with or without windows, one index). */
 function condemnedPath(cacheDir: string, indexBytes: Buffer): string {
-  return path.join(cacheDir, 'indexes', 'bad', createHash('sha256').update(indexBytes).digest('hex'));
+  return path.join(cacheDir, 'indexes', 'bad', createHash('sha256').update(publishedForm(indexBytes)).digest('hex'));
 }
 
 function condemnedKey(indexBytes: Buffer): string {
-  return `clip:bad-index:${createHash('sha256').update(indexBytes).digest('hex')}`;
+  return `clip:bad-index:${createHash('sha256').update(publishedForm(indexBytes)).digest('hex')}`;
 }
 
 /**

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BoundsWriter, type BlockBound } from '../../src/archive/block-bounds.js';
 import * as F from '../../src/index/format.js';
 import { ImageIndex } from '../../src/index/reader.js';
-import { IndexBuilder, buildIndex, splitWindows, writeIndexFile } from '../../src/index/writer.js';
+import { IndexBuilder, buildIndex, publishedForm, splitWindows, writeIndexFile } from '../../src/index/writer.js';
 import { isClipError } from '../../src/util/errors.js';
 import { rec, reseal, section } from './crafted.js';
 import { dir, file, metaOf, scanOf, sha256, symlink } from './layers.js';
@@ -244,6 +244,9 @@ describe('damaged index files', () => {
     const { eager, windows } = splitWindows(bytes, 'whole.clipindex');
     expect(eager.length).toBeLessThan(bytes.length - windows!.length + 8);
     expect(splitWindows(eager).windows).toBeUndefined();
+    // One index with or without its windows: named by the same published form (profiles, condemnations).
+    expect(publishedForm(bytes).equals(eager)).toBe(true);
+    expect(publishedForm(eager).equals(eager)).toBe(true);
     const lazy = new ImageIndex(eager, 'eager.clipindex');
     expect(lazy.windowsAtHand).toBe(false);
     expect(lazy.windowsBlob).toEqual({ digest: `sha256:${createHash('sha256').update(windows!).digest('hex')}`, size: windows!.length });
