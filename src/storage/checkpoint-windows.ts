@@ -103,14 +103,16 @@ export class IndexWindows {
       if (b && right(b)) return got(b, 'local');
       if (b && b.some((x) => x !== 0)) missed('local', b);
     }
-    const fill = (b: Buffer, remote: boolean): void => {
-      if (file) void writeAt(file, place.offset, b).catch((err: unknown) => log.warn({ file, err: (err as Error).message }, 'cannot keep a checkpoint window'));
+    // The local write is a page-cache write, waited for (the next mount finds it); the shared
+    // cache's is sent now and not waited for (a slow cache must not slow the read).
+    const fill = async (b: Buffer, remote: boolean): Promise<void> => {
       if (remote && tiers.remote) void tiers.remote.storeRange(sharedWindowsKey(blob.digest), place.offset, b);
+      if (file) await writeAt(file, place.offset, b).catch((err: unknown) => log.warn({ file, err: (err as Error).message }, 'cannot keep a checkpoint window'));
     };
     if (tiers.remote) {
       const b = await tiers.remote.fetchRange(sharedWindowsKey(blob.digest), place.offset, place.offset + place.length);
       if (b && right(b)) {
-        fill(b, false);
+        await fill(b, false);
         return got(b, 'remote');
       }
       if (b?.length) missed('remote', b);
@@ -120,7 +122,7 @@ export class IndexWindows {
       throw new ClipError('ECORRUPT', `checkpoint ${i} window of layer ${this.index.layers[layer]!.digest} from the windows blob ${blob.digest} `
         + `(${b.length} bytes at ${place.offset}) does not match its digest`, { object: this.index.image.reference });
     }
-    fill(b, true);
+    await fill(b, true);
     return got(b, 'source');
   }
 }
