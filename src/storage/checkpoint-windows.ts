@@ -75,10 +75,11 @@ export class IndexWindows {
     else {
       let flight = this.flights.get(key);
       if (!flight) {
-        flight = this.fetch(layer, i, tiers).finally(() => this.flights.delete(key));
+        // Shared by every read that needs this window: no one reader's abort ends it, only its own deadline.
+        flight = this.fetch(layer, i, { ...tiers, signal: AbortSignal.timeout(FETCH_DEADLINE_MS) }).finally(() => this.flights.delete(key));
         this.flights.set(key, flight);
       }
-      packed = await flight;
+      packed = await untilAborted(flight, tiers.signal);
     }
     return this.index.checkpointWith(layer, i, packed);
   }
@@ -125,6 +126,19 @@ export class IndexWindows {
     await fill(b, true);
     return got(b, 'source');
   }
+}
+
+/** A window's fetch (a few KB) that takes longer than this has failed. */
+const FETCH_DEADLINE_MS = 30_000;
+
+/** `p`, or the signal's reason once it aborts first. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 const perIndex = new WeakMap<ImageIndex, IndexWindows>();
