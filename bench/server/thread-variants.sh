@@ -2,6 +2,7 @@
 # The 32-reader growth of the node server under variants of its setup (run by hand, as root, after
 # `npm run build`), a fresh server each run, variants rotating within each round:
 #   ROUNDS="1 2" VARIANTS="default threads2 arena1 pool1" bench/server/thread-variants.sh
+#   OTHER_CLI=/path/to/dist/cli/main.js VARIANTS="default other" ...   (`other`: another build)
 # Each run is bench/server/memory-probe.ts (MOUNTS=20 RANDOM_S=30 READERS=32; its image and warm
 # cache kept in .tmp/probe): one line per run with the server's RSS idle with 20 images, its peak
 # under the readers, the growth, the reads and the most OS threads. Full outputs in .tmp/variants/.
@@ -27,6 +28,7 @@ for ROUND in ${ROUNDS:-1 2}; do
       default) run default X=1 ;;
       threads2) run threads2 CLIP_FUSE_MAX_THREADS=2 ;;
       arena1) run arena1 MALLOC_ARENA_MAX=1 ;;
+      other) run other "CLIP_CLI=${OTHER_CLI:?set OTHER_CLI to the dist/cli/main.js of the other build}" ;;
       pool1) run pool1 "CLIP_SERVER_V8_FLAGS=--max-semi-space-size=1 --expose-gc --v8-pool-size=1" ;;
       *) echo "unknown variant $v" >&2; exit 2 ;;
     esac

@@ -65,11 +65,13 @@ export interface FuseServerOptions {
 
 export const MAX_READER_THREADS = 16;
 /**
- * The cap when the count follows the load: the CPU count, at least 4. On two cores four threads
- * read fastest (random and sequential, bench/mount/RESULTS.md): a thread waiting on the disk in a
- * pread leaves its core to another.
+ * The cap when the count follows the load: the CPUs this process may use, from 2 to 4. Each added
+ * thread is a V8 isolate (~9 MB under load). On 2 cores, two instead of four: 20-29 MB less under
+ * load (32 random readers: +15 MB instead of +44), 10-20 % fewer preads/s for 8 random readers,
+ * no steady difference for one reader or sequential reads (bench/server/RESULTS.md, session 10).
+ * More than 4 was never measured to pay.
  */
-export const DEFAULT_MAX_READER_THREADS = Math.min(MAX_READER_THREADS, Math.max(4, availableParallelism()));
+export const DEFAULT_MAX_READER_THREADS = Math.min(4, Math.max(2, availableParallelism()));
 /**
  * An added reader thread ends after this long without a request: long enough to span the pauses
  * between bursts (a thread costs about 0.1 s of CPU to start, and the bench's rounds lost that

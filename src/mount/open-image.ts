@@ -13,7 +13,7 @@ import { defaultCacheDir } from '../storage/cache-dir.js';
 import { indexLayers } from '../storage/index-layers.js';
 import type { IndexProgress } from '../storage/indexer.js';
 import type { IndexOrigin } from '../storage/index-resolver.js';
-import type { ResumableLayer, Storage } from '../storage/index.js';
+import type { CheckpointSource, ResumableLayer, Storage } from '../storage/index.js';
 import { ClipError } from '../util/errors.js';
 import { indexFileKind } from './index-file.js';
 import type { Logger } from '../util/log.js';
@@ -219,9 +219,15 @@ export interface ImageStorageOptions {
  * mounts): a layer common to two mounted images is one open file, verified and fetched once.
  */
 export async function openImageStorage(img: OpenedImage, opts: ImageStorageOptions = {}): Promise<Storage> {
+  return (await openMountStorage(img, opts)).storage;
+}
+
+/** The same, with the store's source: what a mount holds of it is counted there (mountMemory). */
+export async function openMountStorage(img: OpenedImage, opts: ImageStorageOptions = {}): Promise<{ storage: Storage; source: CheckpointSource }> {
   const { CheckpointSource, openStorage } = await import('../storage/index.js');
-  return openStorage({
-    source: new CheckpointSource(img.blobs),
+  const source = new CheckpointSource(img.blobs);
+  const storage = await openStorage({
+    source,
     cacheDir: img.cacheDir,
     shareLayers: true,
     ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
@@ -229,4 +235,5 @@ export async function openImageStorage(img: OpenedImage, opts: ImageStorageOptio
     ...(opts.readTimeoutMs !== undefined ? { readTimeoutMs: opts.readTimeoutMs } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
   });
+  return { storage, source };
 }

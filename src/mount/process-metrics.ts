@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Registry } from 'prom-client';
 import type { PromClient } from '../storage/counts.js';
 import { keptSpanBytes } from '../storage/checkpoint-source.js';
+import type { LayerRecord } from '../storage/types.js';
 
 /** The process's memory, in bytes. */
 export interface ProcessMemory {
@@ -28,6 +29,12 @@ export interface ProcessMemory {
 export interface MountMemory {
   /** The loaded index (shared memory; mounts of one image share it, each counts it). */
   indexBytes: number;
+  /**
+   * The 32 KiB windows of the learned checkpoints the mount's source keeps: captured by its own
+   * fetches and handed over by a startup profile (kept for the mount's life, ~3.5 MB for
+   * debian-python's profile). Absent in the status of a server older than this field.
+   */
+  learnedWindowBytes?: number;
   /** Files open through the mount now. */
   openFiles: number;
   /** READ buffers lent and not yet written back. */
@@ -35,12 +42,20 @@ export interface MountMemory {
 }
 
 export interface MountMemorySource {
-  readonly image: { readonly index: { readonly buffer: Buffer } };
+  readonly image: { readonly index: { readonly buffer: Buffer }; readonly layers: readonly LayerRecord[] };
   readonly fs: { readonly openFiles: number; readonly readsInFlight: number };
+  /** The store's source: the learned checkpoints it keeps, captured and handed over. */
+  readonly source: { learnedCheckpoints(layer: LayerRecord): readonly { readonly window: Buffer }[] };
 }
 
 export function mountMemory(m: MountMemorySource): MountMemory {
-  return { indexBytes: m.image.index.buffer.length, openFiles: m.fs.openFiles, readsInFlight: m.fs.readsInFlight };
+  return { indexBytes: m.image.index.buffer.length, learnedWindowBytes: learnedWindowBytes(m), openFiles: m.fs.openFiles, readsInFlight: m.fs.readsInFlight };
+}
+
+function learnedWindowBytes(m: MountMemorySource): number {
+  let bytes = 0;
+  for (const layer of m.image.layers) for (const l of m.source.learnedCheckpoints(layer)) bytes += l.window.length;
+  return bytes;
 }
 
 export function processMemory(): ProcessMemory {
@@ -82,6 +97,7 @@ export function registerProcessMetrics(prom: PromClient, registry: Registry, res
   gauge('clip_process_kept_spans_bytes', 'Inflated spans the process keeps for the next reads', keptSpanBytes);
   if (mount) {
     gauge('clip_mount_index_bytes', 'The loaded index of this mount (shared by the mounts of one image)', () => mount.image.index.buffer.length);
+    gauge('clip_mount_learned_window_bytes', 'Windows of the learned checkpoints this mount\'s source keeps (its own fetches\' and a startup profile\'s)', () => learnedWindowBytes(mount));
     gauge('clip_mount_open_files', 'Files open through this mount', () => mount.fs.openFiles);
   }
   new prom.Gauge({ name: 'clip_server_restarts', help: 'Times the node server serving this mount was started again (after a crash, or by clip server restart)', registers }).set(restarts);

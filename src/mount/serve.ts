@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import { resolve } from 'node:path';
-import { openImageArg, openImageStorage, type OpenedImage, type ResolvedHandoff } from './open-image.js';
+import { openImageArg, openMountStorage, type OpenedImage, type ResolvedHandoff } from './open-image.js';
 import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
 import { attach, serveAttached, type Attached, type InitInfo, type Mount, type MountOptions } from '../fuse/index.js';
 import { parsePlatform } from '../oci/platform.js';
@@ -12,7 +12,7 @@ import { timeoutsWithin } from '../oci/retry.js';
 import type { IndexProgress } from '../storage/indexer.js';
 import type * as LayerAuditModule from '../storage/layer-audit.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
-import type { BackgroundFetch, Storage } from '../storage/index.js';
+import type { BackgroundFetch, CheckpointSource, Storage } from '../storage/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { CLIP_FSNAME } from './files.js';
 import { registerProcessMetrics } from './process-metrics.js';
@@ -61,6 +61,8 @@ export interface RunningMount {
   readonly mountpoint: string;
   readonly image: OpenedImage;
   readonly storage: Storage;
+  /** The store's source (the learned checkpoints it keeps count in the mount's memory). */
+  readonly source: CheckpointSource;
   readonly fs: ImageFilesystem;
   readonly mount: Mount;
   /** The background fetch, when configured (stopped by the unmount). */
@@ -108,15 +110,17 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
   let metrics: Server | undefined;
   let profileWork: MountProfile | undefined;
   try {
-    storage = await openImageStorage(image, {
+    let source: CheckpointSource;
+    ({ storage, source } = await openMountStorage(image, {
       ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}),
       ...(cfg.cacheMaxBytes !== undefined ? { cacheMaxBytes: cfg.cacheMaxBytes } : {}),
       ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
       logger: log,
-    });
+    }));
     const fs = new ImageFilesystem(image.index, storage, { logger: log });
     const restarts = opts.restarts ?? 0;
-    storage.metrics.add((prom, registry) => registerProcessMetrics(prom, registry, restarts, { image, fs }));
+    const held = { image, fs, source };
+    storage.metrics.add((prom, registry) => registerProcessMetrics(prom, registry, restarts, held));
     // node:http and prom-client load only for a mount that serves metrics.
     if (cfg.metricsAddr) metrics = await (await import('./metrics-server.js')).serveMetrics(cfg.metricsAddr, await storage.metrics.registry());
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
@@ -176,7 +180,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     };
     const done = m.closed.then(closeAll);
     return {
-      mountpoint, image, storage: st, fs, mount: m, done, profile, ...(background ? { background } : {}),
+      mountpoint, image, storage: st, source, fs, mount: m, done, profile, ...(background ? { background } : {}),
       async stop() {
         await m.unmount();
         await done;

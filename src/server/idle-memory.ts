@@ -7,8 +7,8 @@
  * and then stayed quiet for a check interval, run a full GC, then ask glibc to return the free
  * pages of its heaps (malloc_trim: freed small blocks otherwise stay in the process's arenas).
  */
-import { createRequire } from 'node:module';
 import { releaseFreeReadBuffers } from '../fs/read-buffers.js';
+import { loadKoffi } from '../util/koffi.js';
 import type { Logger } from '../util/log.js';
 
 /** How often the server looks; a collection needs one quiet interval after growth. */
@@ -74,7 +74,7 @@ export function startIdleCollector(log: Logger): { stop(): void } {
  */
 export function fixMmapThreshold(log: Logger): boolean {
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as { load(lib: string): { func(sig: string): (param: number, value: number) => number } };
+    const koffi = loadKoffi<{ load(lib: string): { func(sig: string): (param: number, value: number) => number } }>();
     const mallopt = koffi.load('libc.so.6').func('int mallopt(int, int)');
     return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
   } catch (err) {
@@ -86,7 +86,7 @@ export function fixMmapThreshold(log: Logger): boolean {
 /** glibc's malloc_trim through koffi (already loaded by the server for pidfd_getfd), if there is one. */
 function mallocTrim(log: Logger): Trim | undefined {
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as { load(lib: string): { func(sig: string): Trim } };
+    const koffi = loadKoffi<{ load(lib: string): { func(sig: string): Trim } }>();
     return koffi.load('libc.so.6').func('int malloc_trim(size_t)');
   } catch (err) {
     log.debug({ err }, 'server: no malloc_trim (not glibc?)');

@@ -4,8 +4,8 @@
  * descriptors its holder opened this way: the holder keeps its copies, so a mount outlives the
  * server that answers it.
  */
-import { createRequire } from 'node:module';
 import { ClipError } from './errors.js';
+import { loadKoffi } from './koffi.js';
 
 const SYS_PIDFD_OPEN = 434;
 const SYS_PIDFD_GETFD = 438;
@@ -20,11 +20,11 @@ let libc: Libc | undefined;
 
 function load(): Libc {
   if (libc) return libc;
-  // koffi is CommonJS with a prebuilt binary; loaded only by the processes that need it.
-  const koffi = createRequire(import.meta.url)('koffi') as {
+  // Loaded only by the processes that need it.
+  const koffi = loadKoffi<{
     load(name: string): { func(sig: string): (...args: unknown[]) => number | bigint };
     errno(): number;
-  };
+  }>();
   const c = koffi.load('libc.so.6');
   const close = c.func('int close(int)') as (fd: number) => number;
   libc = { syscall: c.func('long syscall(long, ...)'), close, errno: () => koffi.errno() };

@@ -55,8 +55,8 @@ describe.skipIf(skipUnlessRoot())('clip mounts', () => {
     expect(listed).toEqual([expect.objectContaining({ mountpoint: mnt, pid: told.pid, index: 'cache', manifest: expect.stringMatching(/^sha256:/) })]);
     expect(listed[0]!.bytes.source).toBeGreaterThan(0);
     expect(listed[0]!.rssBytes).toBeGreaterThan(10 * 1024 * 1024);
-    // Memory per mount: its loaded index, the files open through it, READs in flight.
-    expect(listed[0]!.memory).toEqual({ indexBytes: expect.any(Number), openFiles: 0, readsInFlight: 0 });
+    // Memory per mount: its loaded index, its learned checkpoints' windows, the files open through it, READs in flight.
+    expect(listed[0]!.memory).toEqual({ indexBytes: expect.any(Number), learnedWindowBytes: expect.any(Number), openFiles: 0, readsInFlight: 0 });
     expect(listed[0]!.memory!.indexBytes).toBeGreaterThan(0);
     const table = (await clip(['mounts', '--cache-dir', cache])).stdout;
     expect(table).toMatch(/^MOUNTPOINT\s+IMAGE\s+PID\s+UP\s+RSS\s+MOUNT MEM\s+FROM DISK\s+FROM REMOTE\s+FROM SOURCE\s+INDEX\s+RESTARTS\n/);
@@ -83,6 +83,7 @@ describe.skipIf(skipUnlessRoot())('clip mounts', () => {
     expect(gauge('clip_process_kept_spans_bytes')).toBeGreaterThanOrEqual(0);
     expect(gauge('clip_mount_index_bytes')).toBe(listed[0]!.memory!.indexBytes);
     expect(gauge('clip_mount_open_files')).toBe(0);
+    expect(gauge('clip_mount_learned_window_bytes')).toBeGreaterThanOrEqual(0); // NaN when missing
 
     // Killed with its holder (nothing restarts it): its status is stale, shown no more, and removed.
     await killServerAndHolder(cache, mnt);

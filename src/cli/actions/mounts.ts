@@ -15,13 +15,14 @@ function uptime(since: string, now = Date.now()): string {
 
 /**
  * RSS is the serving process's (the node server's, shared by its mounts); MOUNT MEM what the mount
- * holds of it on its own: its loaded index (shared with other mounts of the same image).
+ * holds of it on its own: its loaded index (shared with other mounts of the same image) and the
+ * windows of the learned checkpoints its source keeps.
  */
 export function formatMounts(live: MountStatus[]): string {
   if (!live.length) return 'no clip mounts running\n';
   const rows = live.map((m) => [
     printable(m.mountpoint), printable(m.image), String(m.pid), uptime(m.startedAt), formatSize(m.rssBytes),
-    m.memory ? formatSize(m.memory.indexBytes) : '-',
+    m.memory ? formatSize(m.memory.indexBytes + (m.memory.learnedWindowBytes ?? 0)) : '-',
     formatSize(m.bytes.disk), formatSize(m.bytes.remote), formatSize(m.bytes.source), m.index, String(m.restarts ?? 0),
   ]);
   return `${formatTable(['MOUNTPOINT', 'IMAGE', 'PID', 'UP', 'RSS', 'MOUNT MEM', 'FROM DISK', 'FROM REMOTE', 'FROM SOURCE', 'INDEX', 'RESTARTS'], rows)}\n`;

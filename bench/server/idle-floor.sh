@@ -1,0 +1,66 @@
+#!/bin/bash
+# The floor under the idle server (run by hand, as root, after `npm run build`):
+#   ROUNDS=3 bench/server/idle-floor.sh [CLI...]   (default dist/cli/main.js of this tree; more
+#                                                   builds' CLIs to compare them in the same run)
+# Alternating, ROUNDS times: a bare `node` that only waits, with the V8 flags the holder gives the
+# server (CLIP_SERVER_V8_FLAGS or its default, plus the heap growing factor the server sets), then
+# for each CLI the server with one background mount of debian-python in a fresh cache, its reader
+# thread asleep (CLIP_FUSE_SLEEP_MS=5000). Each measured 20 s after start: RSS, anon, file (MB),
+# OS threads, PSS (pages shared with the holder and other node processes counted in part). Ends
+# with the medians of each arm, each server's less the bare node's, and the load average.
+# Two bare arms: `bare`, a node started alone, and `forked`, one forked with an IPC channel from a
+# waiting parent, as the holder forks the server (the channel loads child_process, net, streams).
+set -eu
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+[ $# -gt 0 ] || set -- "$ROOT/dist/cli/main.js"
+CLI=$1
+LAYOUT=$ROOT/.tmp/bench-images/debian-python/layout
+FLAGS=${CLIP_SERVER_V8_FLAGS:---max-semi-space-size=1 --expose-gc}
+W=$(mktemp -d "$ROOT/.tmp/idle-floor-XXXX")
+mkdir "$W/mnt"
+bare= parent=
+echo 'setInterval(() => undefined, 1 << 30);' >"$W/wait.cjs"
+cleanup() {
+  [ -n "$bare" ] && kill "$bare" 2>/dev/null || true
+  [ -n "$parent" ] && kill "$parent" "$(cat "$W/wait.cjs.pid" 2>/dev/null)" 2>/dev/null || true
+  node "$CLI" unmount "$W/mnt" --cache-dir "$W/cache" >/dev/null 2>&1 || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+rss() {
+  awk '/^(VmRSS|RssAnon|RssFile):/ { printf "%.1f ", $2 / 1024 }' "/proc/$1/status"
+  echo "$(ls "/proc/$1/task" | wc -l) $(awk '/^Pss:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/smaps_rollup")"
+}
+for i in $(seq $#); do echo "server$i: ${!i}"; done
+echo "load $(cut -d' ' -f1-3 /proc/loadavg)   (MB: rss anon file, threads, pss)"
+for r in $(seq "${ROUNDS:-3}"); do
+  # shellcheck disable=SC2086 # FLAGS is a list of flags
+  node $FLAGS --heap-growing-percent=25 -e 'setInterval(() => undefined, 1 << 30)' &
+  bare=$!
+  sleep 20; echo "bare   $r $(rss "$bare")" | tee -a "$W/figures"
+  kill "$bare"; wait "$bare" 2>/dev/null || true; bare=
+  # shellcheck disable=SC2086
+  node -e 'const c = require("node:child_process").fork(process.argv[1], { execArgv: process.argv.slice(2) }); require("node:fs").writeFileSync(process.argv[1] + ".pid", String(c.pid))' "$W/wait.cjs" $FLAGS --heap-growing-percent=25 &
+  parent=$!
+  sleep 20; echo "forked $r $(rss "$(cat "$W/wait.cjs.pid")")" | tee -a "$W/figures"
+  kill "$(cat "$W/wait.cjs.pid")" "$parent"; wait "$parent" 2>/dev/null || true; parent=
+
+  for i in $(seq $#); do
+    cli=${!i}
+    rm -rf "$W/cache"
+    CLIP_FUSE_SLEEP_MS=5000 node "$cli" mount "oci:$LAYOUT:latest" "$W/mnt" --background --cache-dir "$W/cache" >/dev/null 2>&1
+    pid=$(head -1 "$(ls "$W"/cache/mounts/*.pid | head -1)")
+    sleep 20; echo "server$i $r $(rss "$pid")" | tee -a "$W/figures"
+    node "$cli" unmount "$W/mnt" --cache-dir "$W/cache" >/dev/null
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  done
+done
+awk '{ if (!($1 in n)) arms[++k] = $1; n[$1]++; for (i = 3; i <= 7; i++) v[$1, i, n[$1]] = $i }
+  function med(arm, i,   m, j, t, a) { for (m = 1; m <= n[arm]; m++) a[m] = v[arm, i, m]
+    for (m = 1; m <= n[arm]; m++) for (j = m + 1; j <= n[arm]; j++) if (a[j] < a[m]) { t = a[m]; a[m] = a[j]; a[j] = t }
+    return a[int((n[arm] + 1) / 2)] }
+  END { for (a = 1; a <= k; a++) { arm = arms[a]
+      printf "median %-8s rss %.1f anon %.1f file %.1f pss %.1f", arm, med(arm, 3), med(arm, 4), med(arm, 5), med(arm, 7)
+      if (arm != "bare") printf "   over bare: rss %+.1f anon %+.1f file %+.1f", med(arm, 3) - med("bare", 3), med(arm, 4) - med("bare", 4), med(arm, 5) - med("bare", 5)
+      printf "\n" } }' "$W/figures"
+echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
