@@ -213,6 +213,16 @@ export function writeOutHeader(buf: Buffer, len: number, error: number, unique: 
   buf.writeBigUInt64LE(unique, 8);
 }
 
+/**
+ * The header of the reply to the request in `req`, its `unique` copied as the request's bytes: no
+ * BigInt built and written back on the reader threads' path (one per request).
+ */
+export function writeReplyHeader(out: Buffer, len: number, error: number, req: Buffer): void {
+  out.writeUInt32LE(len, 0);
+  out.writeInt32LE(error, 4);
+  for (let i = 8; i < 16; i++) out[i] = req[i]!;
+}
+
 /** A NUL-terminated string at `offset` (names in LOOKUP, GETXATTR); the rest of the buffer if none. */
 export function readCString(buf: Buffer, offset: number, end = buf.length): { value: Buffer; next: number } {
   const nul = buf.indexOf(0, offset);

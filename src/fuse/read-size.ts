@@ -9,6 +9,7 @@
  * for smaller READs (benchmarks). No koffi here: the holder imports this.
  */
 import { readFileSync } from 'node:fs';
+import { wholeNumberSetting } from './env-options.js';
 
 const PAGE = 4096;
 const MAX_PAGES = 256;
@@ -21,11 +22,7 @@ export function defaultMaxPages(): number {
 }
 
 function envPages(): number | undefined {
-  const v = process.env.CLIP_FUSE_MAX_PAGES;
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > MAX_PAGES) throw new Error(`CLIP_FUSE_MAX_PAGES=${v}: not a whole number of pages from 1 to ${MAX_PAGES}`);
-  return n;
+  return wholeNumberSetting({ env: 'CLIP_FUSE_MAX_PAGES' }, 1, MAX_PAGES, 'pages');
 }
 
 function compute(): number {

@@ -16,7 +16,7 @@
 import { writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoName } from './errno.js';
-import { IN_HEADER_SIZE, Opcode, OUT_HEADER_SIZE, readInHeader, writeOutHeader } from './protocol.js';
+import { IN_HEADER_SIZE, Opcode, OUT_HEADER_SIZE, readInHeader, writeReplyHeader } from './protocol.js';
 import { Splicer } from './splice.js';
 import { answerRead, answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
 import { EAGAIN, EINTR, ENODEV, ENOENT, loadLibc } from './libc.js';
@@ -117,7 +117,7 @@ let peers = 1;
 let streaming = true;
 /** Made on first use; null: splicing failed to set up here (a pipe too small), never tried again. */
 let splicer: Splicer | undefined | null;
-/** READ replies built here (header, then the bytes read straight into it); made on first use. */
+/** Replies built here (header, then the answer, or a READ's bytes read straight into it); made on first use. */
 let replyBuf: Buffer | undefined;
 
 /**
@@ -199,12 +199,13 @@ function answerHere(id: number, fd: number, n: number): boolean {
   if (reply === undefined) return false;
   Atomics.add(a.counts, h.opcode & 63, 1);
   const errno = typeof reply === 'number' ? reply : 0;
-  const body = typeof reply === 'number' ? 0 : reply.length;
-  const msg = Buffer.allocUnsafe(OUT_HEADER_SIZE + body);
-  writeOutHeader(msg, msg.length, -errno, h.unique);
-  if (body) msg.set(reply as Uint8Array, OUT_HEADER_SIZE);
+  const len = OUT_HEADER_SIZE + (typeof reply === 'number' ? 0 : reply.length);
+  // Built in the thread's reply buffer: no buffer per request.
+  const msg = len <= bufferSize ? (replyBuf ??= Buffer.allocUnsafeSlow(bufferSize)) : Buffer.allocUnsafe(len);
+  writeReplyHeader(msg, len, -errno, req);
+  if (typeof reply !== 'number') msg.set(reply, OUT_HEADER_SIZE);
   try {
-    writeSync(fd, msg);
+    writeSync(fd, msg, 0, len);
   } catch {
     // ENOENT: interrupted meanwhile; ENODEV: the connection ended (its read says so next)
   }

@@ -25,6 +25,7 @@ import {
 } from './protocol.js';
 import { sizedReply } from './sync-answers.js';
 import { defaultMaxPages } from './read-size.js';
+import { wholeNumberSetting } from './env-options.js';
 import type { FuseFilesystem, OpenResult, RequestContext, StatFs } from './types.js';
 
 export interface FuseServerOptions {
@@ -78,26 +79,20 @@ export const DEFAULT_MAX_READER_THREADS = Math.min(4, Math.max(2, availableParal
  * much per workload with 5 s), short enough that a quiet server is back to one thread soon.
  */
 const DEFAULT_READER_IDLE_MS = 30_000;
+/** The longest a Node timer waits (2^31 - 1 ms); a longer idle time would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * How many reader threads serve a connection: `readerThreads` (or CLIP_FUSE_THREADS) fixes the
  * count; otherwise one, and more up to the cap while requests queue.
  */
 export function readerPolicy(opts: Pick<FuseServerOptions, 'readerThreads' | 'maxReaderThreads' | 'readerIdleMs'> = {}): ReaderPolicy {
-  const env = process.env;
-  const count = (value: number | undefined, name: string, envName: string): number | undefined => {
-    const raw = value ?? (env[envName] ? Number(env[envName]) : undefined);
-    if (raw === undefined) return undefined;
-    if (!Number.isSafeInteger(raw) || raw < 1 || raw > MAX_READER_THREADS) {
-      throw new Error(`FUSE ${name} must be a whole number from 1 to ${MAX_READER_THREADS}${value === undefined ? ` (${envName})` : ''}; got ${value ?? env[envName]}`);
-    }
-    return raw;
-  };
-  const idleMs = opts.readerIdleMs ?? (env.CLIP_FUSE_IDLE_MS ? Number(env.CLIP_FUSE_IDLE_MS) : DEFAULT_READER_IDLE_MS);
-  if (!(Number.isFinite(idleMs) && idleMs > 0)) throw new Error(`FUSE reader idle time must be a positive number of ms (CLIP_FUSE_IDLE_MS); got ${env.CLIP_FUSE_IDLE_MS ?? idleMs}`);
-  const fixed = count(opts.readerThreads, 'reader threads', 'CLIP_FUSE_THREADS');
+  const idleMs = wholeNumberSetting({ value: opts.readerIdleMs, option: 'readerIdleMs', env: 'CLIP_FUSE_IDLE_MS' }, 1, MAX_TIMER_MS, 'ms') ?? DEFAULT_READER_IDLE_MS;
+  const count = (value: number | undefined, option: string, env: string): number | undefined =>
+    wholeNumberSetting({ value, option, env }, 1, MAX_READER_THREADS, 'reader threads');
+  const fixed = count(opts.readerThreads, 'readerThreads', 'CLIP_FUSE_THREADS');
   if (fixed !== undefined) return { min: fixed, max: fixed, idleMs };
-  return { min: 1, max: count(opts.maxReaderThreads, 'reader thread cap', 'CLIP_FUSE_MAX_THREADS') ?? DEFAULT_MAX_READER_THREADS, idleMs };
+  return { min: 1, max: count(opts.maxReaderThreads, 'maxReaderThreads', 'CLIP_FUSE_MAX_THREADS') ?? DEFAULT_MAX_READER_THREADS, idleMs };
 }
 
 /** What INIT settled on, for logs and tests. */

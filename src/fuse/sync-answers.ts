@@ -8,7 +8,7 @@
  */
 import { attrOut, entryOut, negativeEntryOut, packDirents, packDirentsPlus, statfsOut, type Timeouts } from './encode.js';
 import { Errno, FuseErrno, toErrno } from './errno.js';
-import { IN_HEADER_SIZE, OPEN_OUT_SIZE, OUT_HEADER_SIZE, Opcode, OpenFlag, readCString, writeOutHeader, type InHeader } from './protocol.js';
+import { IN_HEADER_SIZE, OPEN_OUT_SIZE, OUT_HEADER_SIZE, Opcode, OpenFlag, readCString, writeReplyHeader, type InHeader } from './protocol.js';
 import type { DirEntry, DirEntryPlus, FuseAttr, FuseEntry, OpenResult, ReaddirRequest, StatFs } from './types.js';
 
 /** The part of a filesystem that answers from memory alone. */
@@ -149,7 +149,7 @@ export function answerRead(fs: SyncFilesystem, h: InHeader, req: Buffer, reply: 
     return -1; // the main thread's read says what went wrong
   }
   if (!(n >= 0 && n <= size)) return -1;
-  writeOutHeader(reply, OUT_HEADER_SIZE + n, 0, h.unique);
+  writeReplyHeader(reply, OUT_HEADER_SIZE + n, 0, req);
   return OUT_HEADER_SIZE + n;
 }
 

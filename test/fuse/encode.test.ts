@@ -3,7 +3,7 @@
  * the BigInt writes gave, for large sizes and inode numbers and for times before 1970.
  */
 import { describe, expect, it } from 'vitest';
-import { attrOut, entryOut, statfsOut } from '../../src/fuse/encode.js';
+import { attrOut, entryOut, packDirents, packDirentsPlus, statfsOut } from '../../src/fuse/encode.js';
 import { ATTR_OUT_SIZE, ENTRY_OUT_SIZE } from '../../src/fuse/protocol.js';
 import type { FuseAttr } from '../../src/fuse/types.js';
 
@@ -40,5 +40,30 @@ describe('reply encoding of 64-bit fields', () => {
     expect(e.readBigUInt64LE(40 + 8)).toBe(0n); // attr.size
     const s = statfsOut({ blocks: 2 ** 45, bfree: 0, bavail: 0, files: 2 ** 32, ffree: 1, bsize: 4096, namelen: 255, frsize: 4096 });
     expect([s.readBigUInt64LE(0), s.readBigUInt64LE(24), s.readBigUInt64LE(32)]).toEqual([BigInt(2 ** 45), BigInt(2 ** 32), 1n]);
+  });
+});
+
+describe('directory records', () => {
+  it('writes each fuse_direntplus as entry_out then dirent: inode, cookie, name length, type, name, 8-byte padding', () => {
+    const names = ['a', 'python3.11', 'x'.repeat(255)];
+    const entries = names.map((name, i) => ({ name, ino: 2 ** 35 + i, mode: i === 1 ? 0o120777 : 0o40755, next: 3 + i, entry: { ino: 2 ** 35 + i, attr: attr({ ino: 2 ** 35 + i, size: 2 ** 33 + i }) } }));
+    const out = packDirentsPlus(entries, 4096, { entry: 7, attr: 9 });
+    let at = 0;
+    for (const [i, name] of names.entries()) {
+      expect(out.readBigUInt64LE(at)).toBe(BigInt(2 ** 35 + i)); // entry_out.nodeid
+      expect(out.readBigUInt64LE(at + 16)).toBe(7n); // entry_valid
+      expect(out.readBigUInt64LE(at + 40 + 8)).toBe(BigInt(2 ** 33 + i)); // attr.size
+      const d = at + ENTRY_OUT_SIZE;
+      expect(out.readBigUInt64LE(d)).toBe(BigInt(2 ** 35 + i)); // dirent.ino
+      expect(out.readBigUInt64LE(d + 8)).toBe(BigInt(3 + i)); // off: the next entry's cookie
+      expect(out.readUInt32LE(d + 16)).toBe(name.length);
+      expect(out.readUInt32LE(d + 20)).toBe(i === 1 ? 10 : 4); // DT_LNK, DT_DIR
+      expect(out.toString('utf8', d + 24, d + 24 + name.length)).toBe(name);
+      at = d + ((24 + name.length + 7) & ~7);
+    }
+    expect(out.length).toBe(at);
+    const plain = packDirents(entries, 4096);
+    expect(plain.readUInt32LE(16)).toBe(1);
+    expect(plain.readBigUInt64LE(32 + 8)).toBe(4n); // the second record (after 24 + 1 bytes padded to 32): its cookie
   });
 });

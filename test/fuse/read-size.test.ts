@@ -70,10 +70,11 @@ describe('CLIP_FUSE_MAX_PAGES', () => {
     expect((await fresh('256')).defaultMaxPages()).toBe(spliceable);
   });
 
-  it('refuses a value that is not a page count from 1 to 256, naming it', async () => {
+  it('refuses a value that is not a page count from 1 to 256 as a usage error naming it', async () => {
     for (const bad of ['0', '257', '1.5', 'lots']) {
       const m = await fresh(bad);
-      expect(() => m.defaultMaxPages()).toThrow(`CLIP_FUSE_MAX_PAGES=${bad}`);
+      expect(() => m.defaultMaxPages()).toThrow(`CLIP_FUSE_MAX_PAGES=${bad}: not a whole number of pages from 1 to 256`);
+      expect(() => m.defaultMaxPages()).toThrow(expect.objectContaining({ name: 'ClipError', code: 'EINVAL' }));
     }
   });
 });

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageIndex } from '../../src/index/reader.js';
 import { readerPolicy } from '../../src/fuse/index.js';
 import { readerPool } from '../../src/fuse/reader-pool.js';
+import { errorReport } from '../../src/cli/exit.js';
+import { isClipError } from '../../src/util/errors.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture } from '../support/fixtures/index.js';
 import { umociUnpack } from '../support/tools.js';
@@ -34,13 +36,44 @@ function switches(tid: number): number {
   return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))?.[1]);
 }
 
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  return undefined;
+}
+
 describe('the reader thread policy', () => {
   it('is fixed when a count is given, else one thread growing up to the cap', () => {
     expect(readerPolicy({ readerThreads: 3, readerIdleMs: 100 })).toEqual({ min: 3, max: 3, idleMs: 100 });
     expect(readerPolicy({ maxReaderThreads: 5, readerIdleMs: 100 })).toEqual({ min: 1, max: 5, idleMs: 100 });
     expect(readerPolicy({}).max).toBeGreaterThanOrEqual(2);
-    expect(() => readerPolicy({ readerThreads: 0 })).toThrow(/reader threads must be a whole number from 1 to 16; got 0/);
-    expect(() => readerPolicy({ maxReaderThreads: 17 })).toThrow(/reader thread cap must be a whole number/);
+    expect(() => readerPolicy({ readerThreads: 0 })).toThrow('readerThreads=0: not a whole number of reader threads from 1 to 16');
+    expect(() => readerPolicy({ maxReaderThreads: 17 })).toThrow('maxReaderThreads=17: not a whole number');
+  });
+
+  it('refuses a bad CLIP_FUSE_THREADS, CLIP_FUSE_MAX_THREADS or CLIP_FUSE_IDLE_MS as a usage error naming it', () => {
+    const bad: [string, string][] = [['CLIP_FUSE_THREADS', '0'], ['CLIP_FUSE_MAX_THREADS', 'lots'], ['CLIP_FUSE_IDLE_MS', '-5'], ['CLIP_FUSE_IDLE_MS', '1.5']];
+    for (const [name, value] of bad) {
+      process.env[name] = value;
+      try {
+        const err = thrown(() => readerPolicy());
+        expect(isClipError(err, 'EINVAL'), `${name}=${value}`).toBe(true);
+        expect((err as Error).message).toContain(`${name}=${value}: not a whole number of `);
+        // The CLI prints a ClipError as its one line, where another error is a stack.
+        expect(errorReport(err)).toEqual({ text: `clip: ${(err as Error).message}\n`, code: 1 });
+      } finally {
+        delete process.env[name];
+      }
+    }
+    process.env.CLIP_FUSE_IDLE_MS = '250';
+    try {
+      expect(readerPolicy().idleMs).toBe(250);
+    } finally {
+      delete process.env.CLIP_FUSE_IDLE_MS;
+    }
   });
 });
 
