@@ -4,7 +4,7 @@
  * server here (RS256, key id in libtrust form, certificate made with openssl).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, createPrivateKey, createPublicKey, sign, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, type KeyObject } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -47,6 +47,9 @@ export async function bcryptHash(password: string): Promise<string> {
 }
 
 export { freePort } from './ports.js';
+
+/** A header every test registry adds to its answers, with a value of its own (distribution's `http.headers`). */
+const NONCE_HEADER = 'X-Clip-Test-Registry';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -145,17 +148,19 @@ async function startTokenServer(dir: string, opts: TokenAuthOptions): Promise<To
   return { url: `http://127.0.0.1:${port}/token`, requests, server, certFile };
 }
 
-async function waitForRegistry(url: string, child: ChildProcess, logs: () => string): Promise<void> {
+/** Waits until `url` is answered by this child: the answer must carry its `nonce` header, since another process may hold the port. */
+async function waitForRegistry(url: string, nonce: string, child: ChildProcess, logs: () => string): Promise<void> {
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`docker-registry exited (${child.exitCode}): ${logs()}`);
     try {
       const res = await fetch(url);
       await res.arrayBuffer();
-      return;
+      if (res.headers.get(NONCE_HEADER) === nonce) return;
     } catch {
-      await sleep(50);
+      // not listening yet
     }
+    await sleep(50);
   }
   throw new Error(`docker-registry did not answer ${url} within 20 s: ${logs()}`);
 }
@@ -200,6 +205,7 @@ export async function startRegistry(opts: { tokenAuth?: TokenAuthOptions; basicA
 
 /** docker-registry serving `storageDir` on `port`, once it answers; stopped again if it does not. */
 async function serveRegistry(dir: string, storageDir: string, port: number, authConfig: string): Promise<{ stop: () => Promise<void>; logs: () => string }> {
+  const nonce = randomBytes(8).toString('hex');
   const config = `version: 0.1
 log:
   level: warn
@@ -216,6 +222,8 @@ storage:
 http:
   addr: 127.0.0.1:${port}
   secret: clip-test-secret
+  headers:
+    ${NONCE_HEADER}: [${nonce}]
 ${authConfig}`;
   const configFile = join(dir, 'config.yml');
   await writeFile(configFile, config);
@@ -238,7 +246,7 @@ ${authConfig}`;
     }
   };
   try {
-    await waitForRegistry(`http://127.0.0.1:${port}/v2/`, child, () => output);
+    await waitForRegistry(`http://127.0.0.1:${port}/v2/`, nonce, child, () => output);
   } catch (err) {
     await stop();
     throw err;
