@@ -3,7 +3,11 @@
  * and synchronous, so the same object serves ImageFilesystem on the main thread and the FUSE
  * reader thread (index-thread.ts), which answers these requests where it reads them.
  */
-import { FuseErrno, makeDev, type DirEntry, type DirEntryPlus, type FuseAttr, type FuseEntry, type OpenResult, type ReaddirRequest, type StatFs, type SyncFilesystem } from '../fuse/index.js';
+// From the modules themselves, not src/fuse/index.ts: this runs in every reader thread, and the
+// barrel would load the whole FUSE server (child_process, the logger) into each one.
+import { FuseErrno } from '../fuse/errno.js';
+import { makeDev, type DirEntry, type DirEntryPlus, type FuseAttr, type FuseEntry, type OpenResult, type ReaddirRequest, type StatFs } from '../fuse/types.js';
+import type { SyncFilesystem } from '../fuse/sync-answers.js';
 import type { ImageIndex } from '../index/reader.js';
 import { emptyAttr, S_IFDIR, S_IFMT, S_IFREG, type Attr } from '../index/types.js';
 

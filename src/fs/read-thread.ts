@@ -9,7 +9,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import type { FileRange } from '../fuse/index.js';
 import type { ImageIndex } from '../index/reader.js';
-import { SHARED_STATE_HEADER, VERIFIED_SHARED } from '../storage/layer-file.js';
+import { SHARED_STATE_HEADER, VERIFIED_SHARED } from '../storage/shared-layer-state.js';
 
 /** What the main thread shares with its reader threads for READs (ImageFilesystem.threadAnswers). */
 export interface ThreadReadsData {

@@ -2,7 +2,7 @@
  * The few libc calls the FUSE reader needs and Node lacks (epoll, pipe2, fcntl, read), through koffi.
  * Loaded only where they are used: the reader thread, and the channel that wakes it.
  */
-import { createRequire } from 'node:module';
+import { loadKoffi } from '../util/koffi.js';
 
 type Func = ((...args: unknown[]) => number) & { async(...args: unknown[]): void };
 
@@ -88,7 +88,7 @@ let libc: Libc | undefined;
 
 export function loadLibc(): Libc {
   if (libc) return libc;
-  const koffi = createRequire(import.meta.url)('koffi') as Koffi;
+  const koffi = loadKoffi<Koffi>();
   const c = koffi.load('libc.so.6');
   const pipe2 = c.func('int pipe2(_Out_ int *fds, int flags)');
   const fcntl = c.func('int fcntl(int fd, int cmd, ...)');

@@ -23,6 +23,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { ClipError } from '../util/errors.js';
+import { SHARED_STATE_HEADER, VERIFIED_SHARED } from './shared-layer-state.js';
 import { chunkCount, chunkLength, digestHex, type LayerRecord } from './types.js';
 
 const PAGE = 4096;
@@ -33,18 +34,6 @@ const MARKED = 1;
 const VERIFIED = 2;
 
 const names = new WeakMap<LayerRecord, string>();
-
-/**
- * Which chunks of a layer's cache file this process has verified, in shared memory so that FUSE
- * reader threads can serve them straight from the file (src/fs/read-thread.ts). Layout: Int32
- * [0] the generation of the LayerFile that owns it now (0: none: serve nothing), [1] the last
- * generation given, a Float64 at byte 8 the owner's inode, then one byte per chunk, VERIFIED_SHARED
- * once verified by that owner. A reader checks the generation before and after it reads, and opens
- * the file itself and checks the inode: a file replaced meanwhile (evicted, reopened) is never
- * read with another inode's verified state.
- */
-export const SHARED_STATE_HEADER = 16;
-export const VERIFIED_SHARED = 1;
 
 export function newSharedLayerState(layer: LayerRecord): SharedArrayBuffer {
   return new SharedArrayBuffer(SHARED_STATE_HEADER + chunkCount(layer));

@@ -7,7 +7,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { open, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LayerFile, newSharedLayerState, SHARED_STATE_HEADER, VERIFIED_SHARED } from '../../src/storage/layer-file.js';
+import { LayerFile, newSharedLayerState } from '../../src/storage/layer-file.js';
+import { SHARED_STATE_HEADER, VERIFIED_SHARED } from '../../src/storage/shared-layer-state.js';
 import { layerRecord, type LayerRecord } from '../../src/storage/types.js';
 import { tempDir } from './helpers.js';
 
