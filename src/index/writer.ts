@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { packWindow } from '../archive/window-codec.js';
 import type { LayerScan } from '../archive/types.js';
 import { ClipError } from '../util/errors.js';
+import { assemble } from './assemble.js';
 import * as F from './format.js';
-import { formatVersion, readSections } from './sections.js';
 import { windowDigest } from './window-digest.js';
 import { OverlayMerger, type MergedInode, type MergedNode, type MergedTree } from './merge.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_IFCHR, S_IFBLK, type ImageMeta, type IndexedLayer } from './types.js';
@@ -141,10 +141,6 @@ function layoutTree(tree: MergedTree): TreeLayout {
     }
   }
   return { nodes, parentRecord: Int32Array.from(parents), firstChild: Uint32Array.from(first), childCount: Uint32Array.from(count) };
-}
-
-function alignTo8(n: number): number {
-  return (n + 7) & ~7;
 }
 
 export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], tree: MergedTree): Buffer {
@@ -286,71 +282,11 @@ export function serializeIndex(meta: ImageMeta, layers: readonly LayerAccess[], 
   ]);
 }
 
-/**
- * The index as it is published: a version 4 index without its windows (they are the same index
- * either way, so what names an index by its bytes, a profile or a condemnation, uses this form);
- * any other index as it is.
- */
-export function publishedForm(bytes: Buffer, file = 'index'): Buffer {
-  if (bytes.length < F.HEADER_SIZE || !bytes.subarray(0, F.MAGIC.length).equals(F.MAGIC) || formatVersion(bytes) < 4) return bytes;
-  try {
-    return splitWindows(bytes, file).eager;
-  } catch {
-    return bytes; // not a whole index: named by its bytes as they are
-  }
-}
-
-/**
- * A version 4 index split for publishing: `eager`, the same index with an empty Windows section
- * (what a mount downloads whole), and `windows`, the windows blob its checkpoints point into
- * (fetched by range, window by window). An index whose windows are left out already gives
- * itself and no windows.
- */
-export function splitWindows(bytes: Buffer, file = 'index'): { eager: Buffer; windows: Buffer | undefined } {
-  const sections = readSections(bytes, file);
-  if (formatVersion(bytes) < 4) throw new ClipError('EUNSUPPORTED', `index format version ${formatVersion(bytes)} keeps its windows in the file: re-create it with "clip index"`, { object: file });
-  const win = sections.get(F.Section.Windows)!;
-  if (win.length === 0) return { eager: bytes, windows: undefined };
-  const windows = bytes.subarray(win.at, win.at + win.length);
-  const head = sections.get(F.Section.WindowDigests);
-  if (!head || !createHash('sha256').update(windows).digest().equals(bytes.subarray(head.at, head.at + F.DIGEST_SIZE))) {
-    throw new ClipError('ECORRUPT', 'index file is inconsistent: its windows are not the blob it names', { object: file });
-  }
-  const parts: Array<[F.SectionId, Buffer]> = [];
-  for (const [id, r] of sections) parts.push([id as F.SectionId, id === F.Section.Windows ? Buffer.alloc(0) : bytes.subarray(r.at, r.at + r.length)]);
-  return { eager: assemble(parts), windows };
-}
-
 /** u32 byte length per layer, then each layer's encoded block boundaries (none for a scan without). */
 function boundsSection(layers: readonly LayerAccess[]): Buffer {
   const table = Buffer.alloc(layers.length * 4);
   layers.forEach((l, i) => table.writeUInt32LE(l.bounds?.length ?? 0, i * 4));
   return Buffer.concat([table, ...layers.map((l) => l.bounds ?? Buffer.alloc(0))]);
-}
-
-function assemble(sections: Array<[F.SectionId, Buffer]>): Buffer {
-  const tableEnd = F.HEADER_SIZE + sections.length * F.SECTION_ENTRY_SIZE;
-  let off = alignTo8(tableEnd);
-  const placed = sections.map(([id, bytes]) => {
-    const at = off;
-    off = alignTo8(off + bytes.length);
-    return { id, bytes, at };
-  });
-  const total = off + F.CHECKSUM_SIZE;
-  const out = Buffer.alloc(total);
-  F.MAGIC.copy(out, 0);
-  out.writeUInt32LE(F.FORMAT_VERSION, 8);
-  out.writeUInt32LE(sections.length, 12);
-  out.writeDoubleLE(total, 16);
-  placed.forEach(({ id, bytes, at }, i) => {
-    const e = F.HEADER_SIZE + i * F.SECTION_ENTRY_SIZE;
-    out.writeUInt32LE(id, e);
-    out.writeDoubleLE(at, e + 8);
-    out.writeDoubleLE(bytes.length, e + 16);
-    bytes.copy(out, at);
-  });
-  createHash('sha256').update(out.subarray(0, total - F.CHECKSUM_SIZE)).digest().copy(out, total - F.CHECKSUM_SIZE);
-  return out;
 }
 
 /** Temporaries of writeIndexFile: "<name>.tmp-<pid>-<ms>". */

@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 // The registry code (referrers, HTTP) loads only when the registry is asked: a node server serving
 // from its caches never loads it (docs/server.md).
-import { publishedForm } from '../index/writer.js';
+import { publishedForm } from '../index/published.js';
 import type { ReferrerDescriptor } from '../oci/referrers.js';
 import type { RegistryPusher } from '../oci/push.js';
 import type { RegistryRepository } from '../oci/registry-source.js';

@@ -24,6 +24,8 @@ const UNBOUND_NAME = /^sha256_[0-9a-f]{64}(?:\.json)?$/;
 /** CACHE_DIR/scans/: a kept layer scan (scan-cache.ts), its format version, and its writers' temporaries. */
 const SCAN_NAME = /^[0-9a-f]{64}-s\d+-c\d+-b\d+-(scan-v\d+)\.scan$/;
 const SCAN_TMP = /\.scan\.[0-9a-f]+\.tmp$/;
+/** CACHE_DIR/windows/: the fetched checkpoint windows of a published index (checkpoint-windows.ts). */
+const WINDOWS_NAME = /^[0-9a-f]{64}\.windows$/;
 /** A temporary this old belongs to a writer that died. */
 const STALE_TMP_MS = 10 * 60_000;
 
@@ -74,14 +76,16 @@ export interface GcResult {
   evicted: number;
   /** Kept layer scans (CACHE_DIR/scans/) removed: by the same LRU rule, or of a format no longer read. */
   scansEvicted: number;
-  /** Bytes freed and remaining, layers and scans together. */
+  /** Checkpoint windows files (CACHE_DIR/windows/, fetched windows of published indexes) removed, by the same LRU rule. */
+  windowsEvicted: number;
+  /** Bytes freed and remaining, layers, scans and windows files together. */
   freedBytes: number;
   remainingBytes: number;
 }
 
-/** What gc weighs: a layer file or a kept layer scan, by size and last use. */
+/** What gc weighs: a layer file, a kept layer scan or a windows file, by size and last use. */
 interface GcItem extends CachedLayerInfo {
-  kind: 'layer' | 'scan';
+  kind: 'layer' | 'scan' | 'windows';
 }
 
 interface Entry {
@@ -402,12 +406,30 @@ export class DiskCache {
     return { scans, dead };
   }
 
+  /**
+   * The windows files of published indexes (checkpoint-windows.ts), weighed like layer files. Their
+   * windows are written as fetched and read in place, so the last use is the later of atime and mtime.
+   */
+  private async listWindowsFiles(): Promise<GcItem[]> {
+    const dir = path.join(this.dir, 'windows');
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const items: GcItem[] = [];
+    for (const name of names) {
+      if (!WINDOWS_NAME.test(name)) continue;
+      const p = path.join(dir, name);
+      const st = await stat(p).catch(() => undefined);
+      if (st?.isFile()) items.push({ kind: 'windows', name, path: p, bytes: st.blocks * 512, atimeMs: Math.max(st.atimeMs, st.mtimeMs) });
+    }
+    return items;
+  }
+
   private async runGc(target: number): Promise<GcResult> {
     const layers: GcItem[] = (await this.list()).map((l) => ({ ...l, kind: 'layer' }));
     const { scans, dead } = await this.listScans();
     let scansEvicted = 0;
+    let windowsEvicted = 0;
     for (const p of dead) if (await unlink(p).then(() => true, () => false)) scansEvicted++;
-    const items = [...layers, ...scans];
+    const items = [...layers, ...scans, ...(await this.listWindowsFiles())];
     let total = items.reduce((n, l) => n + l.bytes, 0);
     let evicted = 0;
     let freed = 0;
@@ -433,6 +455,11 @@ export class DiskCache {
         this.log.info({ scan: l.name, bytes: l.bytes }, 'evicted layer scan from disk cache');
         continue;
       }
+      if (l.kind === 'windows') {
+        windowsEvicted++;
+        this.log.info({ windows: l.name, bytes: l.bytes }, 'evicted checkpoint windows file from disk cache');
+        continue;
+      }
       await unlink(layerMetaPath(l.path)).catch(() => undefined);
       evicted++;
       this.opts.metrics?.evictions.inc();
@@ -443,7 +470,7 @@ export class DiskCache {
     }
     this.estimatedBytes = total;
     await this.removeLeftovers();
-    return { evicted, scansEvicted, freedBytes: freed, remainingBytes: total };
+    return { evicted, scansEvicted, windowsEvicted, freedBytes: freed, remainingBytes: total };
   }
 
   /** Metadata whose layer file is gone, temporaries of writers that died, and files of the unbound format. */

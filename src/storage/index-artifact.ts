@@ -21,7 +21,7 @@ import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { READABLE_VERSIONS } from '../index/format.js';
 import { formatVersion } from '../index/sections.js';
-import { publishedForm, splitWindows } from '../index/writer.js';
+import { publishedForm, splitWindows } from '../index/published.js';
 
 export const INDEX_ARTIFACT_TYPE = 'application/vnd.clipfs.index.v1';
 export const INDEX_BLOB_TYPE = 'application/vnd.clipfs.index.v1+gzip';
@@ -76,6 +76,9 @@ export async function publishIndex(
 ): Promise<ReferrerDescriptor> {
   const version = formatVersion(indexBytes);
   const { eager, windows } = version >= 4 ? splitWindows(indexBytes, image.reference) : { eager: indexBytes, windows: undefined };
+  if (version >= 4 && !windows && !new ImageIndex(indexBytes, image.reference).windowsAtHand) {
+    throw new ClipError('EINVAL', 'this index holds no checkpoint windows (it came from a published artifact): pushed alone, no node could read from its checkpoints; index the image here (clip index --force) to push it', { object: image.reference });
+  }
   const blobs = [{ mediaType: INDEX_BLOB_TYPE, bytes: windows ? await packIndex(eager) : packed ?? (await packIndex(indexBytes)) }];
   if (windows?.length) blobs.push({ mediaType: WINDOWS_BLOB_TYPE, bytes: windows });
   return pushArtifact(repo, pusher, {

@@ -38,7 +38,7 @@ export interface ResolvedIndex {
 export async function resolveIndex(source: ImageSource, image: ResolvedImage, opts: ResolveIndexOptions): Promise<ResolvedIndex> {
   const log = opts.logger ?? silentLogger;
   const cached = await loadCachedIndex(opts.cacheDir, image.manifestDigest, log);
-  if (cached) return { index: cached, bytes: cached.buffer, origin: 'cache', file: cached.file };
+  if (cached && (await windowsReachable(source, cached, log))) return { index: cached, bytes: cached.buffer, origin: 'cache', file: cached.file };
 
   const discover = opts.discover ?? true;
   const repo = source instanceof RegistryRepository ? source : undefined;
@@ -51,7 +51,7 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
     const accept: Acceptor = async (bytes) => !(await isCondemned(opts.cacheDir, bytes, remote));
     if (discover && remote) {
       const shared = await findSharedIndex(remote, image, log, accept);
-      if (shared) found = { ...shared, origin: 'shared' };
+      if (shared && (await windowsReachable(source, shared.index, log))) found = { ...shared, origin: 'shared' };
     }
     if (!found && discover && repo) {
       const published = await findPublishedIndex(repo, image, log, accept).catch((err: unknown) => {
@@ -86,5 +86,26 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
     return { ...found, ...(file ? { file } : {}) };
   } finally {
     await remote?.close();
+  }
+}
+
+/**
+ * Whether this image's source can serve the windows an index left out (format 4, published). An
+ * index found by manifest digest may have been published in another repository than the one this
+ * command reads (a copy of the image, a local layout): its windows blob is not there, and every
+ * read that starts at a checkpoint would fail. Asked only when the source is not where the index
+ * was made (one byte of the blob); otherwise, or with every window at hand, nothing is asked.
+ */
+async function windowsReachable(source: ImageSource, index: ImageIndex, log: Logger): Promise<boolean> {
+  const blob = index.windowsBlob;
+  if (!blob || index.windowsAtHand || source.location === index.image.location) return true;
+  try {
+    const body = await source.openBlobRange(blob, 0, 1);
+    body.destroy();
+    return true;
+  } catch (err) {
+    log.warn({ image: index.image.reference, source: source.location, madeFrom: index.image.location, windows: blob.digest, err: (err as Error).message },
+      'the index found for this image left its checkpoint windows in another repository: not used here');
+    return false;
   }
 }

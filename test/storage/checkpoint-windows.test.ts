@@ -7,7 +7,7 @@
  * windows blob in the registry is ECORRUPT naming image, layer and checkpoint, and nothing is
  * served from it.
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
 import * as F from '../../src/index/format.js';
 import { ImageIndex } from '../../src/index/reader.js';
-import { splitWindows } from '../../src/index/writer.js';
+import { splitWindows } from '../../src/index/published.js';
 import { openImage, RegistryPusher, type RegistryRepository, type ResolvedImage } from '../../src/oci/index.js';
 import { pushArtifact } from '../../src/oci/referrers.js';
 import { CheckpointSource } from '../../src/storage/checkpoint-source.js';
@@ -26,6 +26,7 @@ import { resolveIndex } from '../../src/storage/index-resolver.js';
 import { openStorage } from '../../src/storage/index.js';
 import { RedisChunkCache } from '../../src/storage/remote-cache.js';
 import { S_IFMT, S_IFREG } from '../../src/index/types.js';
+import { clip } from '../cli/program.js';
 import { fixture, pushFixture } from '../support/fixtures/index.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
@@ -69,7 +70,10 @@ async function node(cacheDir: string, remoteCache?: string, chunkPrefix?: string
 }> {
   const src = openImage(ref) as RegistryRepository;
   const { index } = await resolveIndex(src, image, { cacheDir, ...(remoteCache ? { remoteCache } : {}) });
-  const storage = await openStorage({ source: new CheckpointSource(src), cacheDir, ...(remoteCache ? { remoteCache } : {}), ...(chunkPrefix ? { remotePrefix: chunkPrefix } : {}) });
+  // A generous Redis timeout: a GETRANGE slowed by a loaded machine must not send windows to the registry.
+  const storage = await openStorage({
+    source: new CheckpointSource(src), cacheDir, ...(remoteCache ? { remoteCache, remoteTimeoutMs: 10_000 } : {}), ...(chunkPrefix ? { remotePrefix: chunkPrefix } : {}),
+  });
   const layers = indexLayers(index);
   const read = async (ino: number): Promise<Buffer> => {
     const loc = index.dataLocation(ino)!;
@@ -191,6 +195,18 @@ describe('checkpoint windows fetched by range (index format 4)', () => {
     expect(stats.source + stats.remote).toBe(0);
   }, 120_000);
 
+  it('clip cache gc weighs windows files with layers: a plain gc keeps them, --all removes them', async () => {
+    const dir = join(tmp, 'node-c');
+    const file = windowsFilePath(dir, new ImageIndex(whole).windowsBlob!.digest);
+    expect((await stat(file)).isFile()).toBe(true);
+    const plain = JSON.parse((await clip('cache', 'gc', '--cache-dir', dir, '--json')).stdout.toString()) as Record<string, number>;
+    expect(plain).toMatchObject({ windowsEvicted: 0 });
+    expect((await stat(file)).isFile()).toBe(true);
+    const text = (await clip('cache', 'gc', '--cache-dir', dir, '--all')).stdout.toString();
+    expect(text).toMatch(/and 1 windows file \(/);
+    await expect(stat(file)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   it('a truncated or damaged copy in a cache is a miss there: the next tier gives the right window', async () => {
     const blob = new ImageIndex(whole).windowsBlob!;
     const remote = await RedisChunkCache.connect({ url: redis.url });
@@ -227,6 +243,56 @@ describe('checkpoint windows fetched by range (index format 4)', () => {
       await src.close?.();
     }
   }, 120_000);
+
+  it('an index published in the registry, cached on a node, is not used for the same image read from elsewhere (a layout): its windows are not there', async () => {
+    const cacheDir = join(tmp, 'node-layout');
+    const first = await node(cacheDir);
+    await first.close();
+    expect(first.index.windowsAtHand).toBe(false); // cached as it came: without its windows
+    const fx = await fixture('basic');
+    const layout = openImage(fx.ref);
+    try {
+      const resolved = await layout.resolve();
+      expect(resolved.manifestDigest).toBe(image.manifestDigest); // the same image, so the cache has its index
+      const got = await resolveIndex(layout, resolved, { cacheDir, discover: false });
+      expect(got.origin).toBe('indexed');
+      expect(got.index.windowsAtHand).toBe(true);
+      // Every file reads from the layout as umoci unpacks it.
+      const storage = await openStorage({ source: new CheckpointSource(layout), cacheDir: join(tmp, 'node-layout-chunks') });
+      try {
+        const layers = indexLayers(got.index);
+        let n = 0;
+        for (const { path, ino } of got.index.walk()) {
+          const loc = (got.index.mode(ino) & S_IFMT) === S_IFREG ? got.index.dataLocation(ino) : undefined;
+          if (!loc?.size) continue;
+          expect((await storage.read(layers[loc.layer]!, loc.offset, loc.size)).equals(await readFile(join(rootfs, path))), path).toBe(true);
+          n++;
+        }
+        expect(n).toBeGreaterThan(3);
+      } finally {
+        await storage.close();
+      }
+      // From the registry again, where the windows are, the cached index serves.
+      const again = openImage(ref) as RegistryRepository;
+      try {
+        expect((await resolveIndex(again, image, { cacheDir: join(tmp, 'node-a') })).origin).toBe('cache');
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await layout.close?.();
+    }
+  }, 120_000);
+
+  it('an index without its windows is never pushed alone (EINVAL naming the image)', async () => {
+    const { eager } = splitWindows(whole);
+    const repo = openImage(ref) as RegistryRepository;
+    try {
+      await expect(publishIndex(repo, new RegistryPusher(repo), image, eager)).rejects.toMatchObject({ code: 'EINVAL', object: image.reference });
+    } finally {
+      await repo.close();
+    }
+  });
 
   it('a damaged windows blob in the registry: the read that needs a damaged window is ECORRUPT naming image, layer and checkpoint; nothing is served from it', async () => {
     const { eager, windows } = splitWindows(whole);

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
 import * as F from '../../src/index/format.js';
 import { ImageIndex } from '../../src/index/reader.js';
-import { splitWindows } from '../../src/index/writer.js';
+import { splitWindows } from '../../src/index/published.js';
 import { seededBytes } from '../../src/oci/build/index.js';
 import type { RegistryRepository} from '../../src/oci/index.js';
 import { openImage, RegistryPusher, type ResolvedImage } from '../../src/oci/index.js';

@@ -95,7 +95,8 @@ export function formatStats(s: CacheStatsJson): string {
 
 export function formatGc(dir: string, r: CacheGcResult): string {
   const scans = r.scansEvicted ? ` and ${r.scansEvicted} layer scan${r.scansEvicted === 1 ? '' : 's'}` : '';
-  return `cache ${dir}: evicted ${r.evicted} layer${r.evicted === 1 ? '' : 's'}${scans} (${formatSize(r.freedBytes)}), `
+  const windows = r.windowsEvicted ? ` and ${r.windowsEvicted} windows file${r.windowsEvicted === 1 ? '' : 's'}` : '';
+  return `cache ${dir}: evicted ${r.evicted} layer${r.evicted === 1 ? '' : 's'}${scans}${windows} (${formatSize(r.freedBytes)}), `
     + `${formatSize(r.remainingBytes)} remain; ${r.statsRecordsCompacted} stats records compacted`
     + `${r.staleIndexTempsRemoved ? `; ${r.staleIndexTempsRemoved} unfinished index files removed` : ''}\n`;
 }

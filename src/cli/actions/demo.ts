@@ -182,7 +182,7 @@ function formatMount(r: DemoReport): string {
     ...m.first.output.trimEnd().split('\n').map((l) => `  | ${l}`),
     `  The image is ${formatSize(m.imageUncompressedBytes)} of files (${formatSize(m.imageStoredBytes)} as its compressed layers are stored).`,
     `  To run, the program needed ${formatSize(needed)} of it (${pct(needed, m.imageUncompressedBytes)}), fetched on demand from the image's`,
-    '  layer blobs (here the local OCI layout, standing in for a registry), in whole 1 MiB chunks around the',
+    '  layer blobs (here the local OCI layout, standing in for a registry), in whole chunks (64 KiB) around the',
     `  bytes it read; the rest was never fetched. It ran in ${m.first.seconds.toFixed(1)} s. Per layer:`,
     formatTable(
       ['LAYER', 'FILES (UNCOMPRESSED)', 'FETCHED FOR THE RUN', 'SHARE'],
@@ -210,7 +210,7 @@ function formatRead(r: DemoReport): string {
     `$ clip cat ${r.image.ref} ${file.path}`,
     ...file.content.trimEnd().split('\n').map((l) => `  | ${l}`),
     ...file.reads.map((d) => `  ${d.tier}: the file's ${d.bytes} bytes; ${d.tier === 'first read' ? 'from an empty cache, ' : ''}served by tier: ${tiers(d)}`),
-    `  (source: fetched from the image's layer blobs, the whole chunk of up to 1 MiB holding the file; disk: the disk cache)`,
+    `  (source: fetched from the image's layer blobs, the whole chunk of up to 64 KiB holding the file; disk: the disk cache)`,
     '',
   ].join('\n');
 }

@@ -125,7 +125,10 @@ export async function indexCommand(image: string, opts: IndexCommandOptions): Pr
     const cacheDir = opts.cacheDir ?? defaultCacheDir();
     const resolved = await source.resolve(platform ? { platform } : {});
     // An image indexed before (same manifest) is not read again, unless asked to or with other settings.
-    const cached = opts.force || span !== undefined || chunkSize !== undefined ? undefined : await loadCachedIndex(cacheDir, resolved.manifestDigest, logger);
+    const found = opts.force || span !== undefined || chunkSize !== undefined ? undefined : await loadCachedIndex(cacheDir, resolved.manifestDigest, logger);
+    // One found published left its windows where it was found: pushing it would publish an index without them.
+    const cached = found && (!opts.push || found.windowsAtHand) ? found : undefined;
+    if (found && !cached) logger.info({ image }, 'the cached index came without its checkpoint windows: indexing the image to push a whole one');
     if (cached && opts.output) await writeIndexFile(opts.output, cached.buffer);
     const result = cached ? { index: cached, image: resolved, bytes: cached.buffer, cachedAt: cached.file } : await indexImage(source, {
       resolved,
