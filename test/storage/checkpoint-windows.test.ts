@@ -284,6 +284,21 @@ describe('checkpoint windows fetched by range (index format 4)', () => {
     }
   }, 120_000);
 
+  it('clip index --push on a node whose cached index came without its windows indexes the image again and pushes it whole', async () => {
+    const dir = join(tmp, 'node-repush');
+    await (await node(dir)).close();
+    const pushed = JSON.parse((await clip('index', ref, '--push', '--cache-dir', dir, '--json', '--no-progress')).stdout.toString()) as { published: string };
+    expect(pushed.published).toMatch(/^sha256:/);
+    const n = await node(join(tmp, 'node-repushed'));
+    try {
+      // The newest artifact is the one just pushed: a node reads every file through its windows blob.
+      expect(await n.readAll()).toBeGreaterThan(3);
+      expect(indexWindows(n.index).stats.source).toBeGreaterThan(0);
+    } finally {
+      await n.close();
+    }
+  }, 120_000);
+
   it('an index without its windows is never pushed alone (EINVAL naming the image)', async () => {
     const { eager } = splitWindows(whole);
     const repo = openImage(ref) as RegistryRepository;
