@@ -93,7 +93,15 @@ export async function mount(fs: FuseFilesystem, mountpoint: string, opts: MountO
 export async function serveAttached(fs: FuseFilesystem, attached: Attached, opts: MountOptions = {}, resume?: InitInfo): Promise<Mount> {
   const log = opts.logger ?? silentLogger;
   const { fd, mountpoint: target } = attached;
-  const server = new FuseServer(fs, opts);
+  let server: FuseServer;
+  try {
+    server = new FuseServer(fs, opts); // reads the settings: a bad one throws here, once mounted
+  } catch (err) {
+    // Nothing serves the connection: a mount left behind would answer ENOTCONN to every user.
+    // A resumed connection belongs to the holder, which keeps it for the next server.
+    if (!resume) await detach(attached, log);
+    throw err;
+  }
   const served = server.serve(fd, resume ? { resume } : {});
   const m = new Mount(target, server, attached.connection, served, fd, log);
   try {
@@ -114,6 +122,18 @@ export async function serveAttached(fs: FuseFilesystem, attached: Attached, opts
   if (!resume) setReadahead(attached.major, attached.connection, opts.readaheadKb ?? (opts.maxPages ?? defaultMaxPages()) * 4, log);
   log.info({ mountpoint: target, connection: m.connection, init: server.init?.minor, resumed: resume !== undefined }, 'fuse: serving');
   return m;
+}
+
+/**
+ * Undo an attach nobody will serve. The connection is aborted first: until INIT is answered the
+ * kernel holds every request on the mount, `umount`'s own lookup of the path included.
+ */
+async function detach({ fd, mountpoint, connection }: Attached, log: Logger): Promise<void> {
+  await abortConnection(connection).catch((err: unknown) => log.warn({ err, connection }, 'fuse: could not abort an unserved connection'));
+  if ((await run('umount', [mountpoint])).code !== 0 && (await run('umount', ['-l', mountpoint])).code !== 0) {
+    log.warn({ mountpoint, connection }, 'fuse: could not unmount an attach left unserved');
+  }
+  closeSync(fd);
 }
 
 /** Raise the readahead of the mount's backing device so sequential reads arrive as large READs. */

@@ -14,6 +14,7 @@
 import { closeSync, writeSync } from 'node:fs';
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { siblingModule, startWorker } from '../util/worker.js';
+import { threadTuning } from './env-options.js';
 import { loadLibc } from './libc.js';
 import type { ReaderControl, ReaderEvent, ReaderWorkerData, ThreadAnswering } from './reader-worker.js';
 
@@ -47,36 +48,16 @@ interface Entry {
 
 const WAKE = Buffer.from([1]);
 
-/** How long the last reader thread waits for a request before it ends (CLIP_FUSE_SLEEP_MS). */
-const SLEEP_MS = 120_000;
-const sleepMs = (): number => Number(process.env.CLIP_FUSE_SLEEP_MS ?? SLEEP_MS) || SLEEP_MS;
-
-/** The scheduler slice a reader thread asks for (CLIP_FUSE_SLICE_US; 0: the kernel's default). */
-const SLICE_US = 100;
-/**
- * Threads take turns on a stream of requests, and one client's stream adds a second thread
- * (CLIP_FUSE_TURNS=1; off by default: in four bench runs under load it cost the one-reader 4 KiB
- * preads 5–60 % and helped python's start; bench/mount/RESULTS.md, session 8).
+/*
+ * Their tuning comes from the environment (env-options.ts threadTuning): CLIP_FUSE_SLEEP_MS, how
+ * long the last thread waits for a request before it ends (2 minutes); CLIP_FUSE_SLICE_US, the
+ * scheduler slice a thread asks for (100 µs; 0: the kernel's default); CLIP_FUSE_STREAM_RATE,
+ * requests a second from which a thread serving them alone says 'stream' (2000: a thread that
+ * serves a client's every request uses more than its share of a busy CPU, and the scheduler makes
+ * it wait; two threads taking turns each use half, docs/fuse.md); CLIP_FUSE_TURNS=1, threads take
+ * turns on such a stream (off by default: in four bench runs under load it cost the one-reader
+ * 4 KiB preads 5–60 % and helped python's start; bench/mount/RESULTS.md, session 8).
  */
-export function takeTurns(): boolean {
-  return process.env.CLIP_FUSE_TURNS === '1';
-}
-
-/**
- * Requests a second from which a thread serving them alone says 'stream' (CLIP_FUSE_STREAM_RATE,
- * default 2000). A thread that serves a client's every request uses more than its share of a busy
- * CPU, and the scheduler makes it wait (ms tails); two threads taking turns each use half
- * (docs/fuse.md).
- */
-export function streamRate(): number {
-  const rate = Number(process.env.CLIP_FUSE_STREAM_RATE ?? 2000);
-  return Number.isFinite(rate) && rate > 0 ? rate : 2000;
-}
-
-export function sliceNs(): number {
-  const us = Number(process.env.CLIP_FUSE_SLICE_US ?? SLICE_US);
-  return Number.isFinite(us) && us >= 0 ? Math.round(us * 1000) : SLICE_US * 1000;
-}
 
 /** A connection following the load may be left without a thread while it is quiet. */
 function maySleep(p: ReaderPolicy): boolean {
@@ -111,7 +92,8 @@ class ReaderThread {
     libc.setNonBlocking(this.wakeRead);
     const { port1, port2 } = new MessageChannel();
     this.control = port1;
-    const data: ReaderWorkerData = { wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs: sliceNs(), turns: takeTurns(), streamRate: streamRate() };
+    const { sliceNs, turns, streamRate } = threadTuning();
+    const data: ReaderWorkerData = { wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate };
     this.worker = startWorker(siblingModule(import.meta.url, 'reader-worker'), { workerData: data, transferList: [port2] });
     this.worker.on('message', (e: ReaderEvent) => onEvent(this, e));
     let exited = false;
@@ -190,7 +172,7 @@ class ReaderPool {
     // The threads every connection keeps never end for idleness, but the last one may sleep.
     const kept = Math.max(1, ...live.map((e) => e.policy.min));
     const sleeps = slot === 0 && live.length > 0 && live.every((e) => maySleep(e.policy));
-    const idleMs = sleeps ? sleepMs() : slot < kept ? 0 : Math.min(...live.map((e) => e.policy.idleMs));
+    const idleMs = sleeps ? threadTuning().sleepMs : slot < kept ? 0 : Math.min(...live.map((e) => e.policy.idleMs));
     const t = new ReaderThread(this.bufferSize, idleMs, (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
     this.threads.push(t);
     this.lastStart = Date.now();

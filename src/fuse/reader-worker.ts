@@ -29,11 +29,11 @@ export interface ReaderWorkerData {
   idleMs: number;
   /** Control messages (ReaderControl) come on this port. */
   control: MessagePort;
-  /** The scheduler slice this thread asks for, in ns (0: the kernel's default); see sliceNs(). */
+  /** The scheduler slice this thread asks for, in ns (0: the kernel's default); see threadTuning(). */
   sliceNs: number;
   /** Take turns with the other threads on a stream of requests, and say 'stream' (CLIP_FUSE_TURNS=1). */
   turns: boolean;
-  /** Requests a second that make a stream (streamRate()). */
+  /** Requests a second that make a stream (threadTuning()). */
   streamRate: number;
 }
 

@@ -25,7 +25,7 @@ import {
 } from './protocol.js';
 import { sizedReply } from './sync-answers.js';
 import { defaultMaxPages } from './read-size.js';
-import { wholeNumberSetting } from './env-options.js';
+import { MAX_TIMER_MS, threadTuning, wholeNumberSetting } from './env-options.js';
 import type { FuseFilesystem, OpenResult, RequestContext, StatFs } from './types.js';
 
 export interface FuseServerOptions {
@@ -79,14 +79,13 @@ export const DEFAULT_MAX_READER_THREADS = Math.min(4, Math.max(2, availableParal
  * much per workload with 5 s), short enough that a quiet server is back to one thread soon.
  */
 const DEFAULT_READER_IDLE_MS = 30_000;
-/** The longest a Node timer waits (2^31 - 1 ms); a longer idle time would fire at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * How many reader threads serve a connection: `readerThreads` (or CLIP_FUSE_THREADS) fixes the
  * count; otherwise one, and more up to the cap while requests queue.
  */
 export function readerPolicy(opts: Pick<FuseServerOptions, 'readerThreads' | 'maxReaderThreads' | 'readerIdleMs'> = {}): ReaderPolicy {
+  threadTuning(); // the threads read it when they start: a bad value fails here, before serving
   const idleMs = wholeNumberSetting({ value: opts.readerIdleMs, option: 'readerIdleMs', env: 'CLIP_FUSE_IDLE_MS' }, 1, MAX_TIMER_MS, 'ms') ?? DEFAULT_READER_IDLE_MS;
   const count = (value: number | undefined, option: string, env: string): number | undefined =>
     wholeNumberSetting({ value, option, env }, 1, MAX_READER_THREADS, 'reader threads');
@@ -149,6 +148,8 @@ export class FuseServer {
   private readonly timeouts: Timeouts;
   private readonly maxWrite: number;
   private readonly policy: ReaderPolicy;
+  /** The largest READ asked for at INIT, in pages; read here so a bad setting fails before serving. */
+  private readonly maxPages: number;
   private initInfo: InitInfo | undefined;
   /**
    * Int32 [0] / [1]: 1 once the kernel is known to take ENOSYS to OPEN / OPENDIR as "no opens"
@@ -166,6 +167,7 @@ export class FuseServer {
     this.timeouts = { entry: opts.entryTimeout ?? 1, attr: opts.attrTimeout ?? 1 };
     this.maxWrite = opts.maxWrite ?? 1024 * 1024;
     this.policy = readerPolicy(opts);
+    this.maxPages = Math.max(1, Math.min(opts.maxPages ?? defaultMaxPages(), 0xffff));
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -363,7 +365,7 @@ export class FuseServer {
     if (this.opts.posixAcl && this.fs.getxattr) wanted |= InitFlag.POSIX_ACL;
     const accepted = offered & wanted;
     const minor = Math.min(kernelMinor, FUSE_KERNEL_MINOR_VERSION);
-    const maxPages = Math.max(1, Math.min(this.opts.maxPages ?? defaultMaxPages(), 0xffff));
+    const maxPages = this.maxPages;
     const maxBackground = Math.min(this.opts.maxBackground ?? 128, 0xffff);
     const congestion = Math.min(this.opts.congestionThreshold ?? Math.floor((maxBackground * 3) / 4), 0xffff);
 

@@ -133,6 +133,31 @@ describe.skipIf(skipUnlessRoot())('FUSE mount lifecycle', () => {
     }
   });
 
+  test('a bad server setting fails the mount with EINVAL and leaves nothing mounted', async () => {
+    // The settings are read once the descriptor is attached: the attach must be undone.
+    await expect(mount(new MemFs(), dir, { maxReaderThreads: 0 })).rejects.toMatchObject({ name: 'ClipError', code: 'EINVAL' });
+    expect(mountsAt(dir)).toEqual([]);
+    const saved = process.env.CLIP_FUSE_MAX_THREADS;
+    process.env.CLIP_FUSE_MAX_THREADS = 'lots';
+    try {
+      await expect(mount(new MemFs(), dir)).rejects.toMatchObject({ name: 'ClipError', code: 'EINVAL', object: 'CLIP_FUSE_MAX_THREADS=lots' });
+    } finally {
+      if (saved === undefined) delete process.env.CLIP_FUSE_MAX_THREADS;
+      else process.env.CLIP_FUSE_MAX_THREADS = saved;
+    }
+    expect(mountsAt(dir)).toEqual([]);
+    // The mountpoint is a plain directory again, and the next mount works.
+    expect(await readdir(dir)).toEqual([]);
+    const fs = new MemFs();
+    fs.file(1, 'after', Buffer.from('after'));
+    const m = await mount(fs, dir);
+    try {
+      expect(await readdir(dir)).toEqual(['after']);
+    } finally {
+      await m.unmount();
+    }
+  });
+
   test('mounting on a mount whose server does not answer fails with ETIMEOUT instead of waiting', async () => {
     const fs = new MemFs();
     const answer: StatFs = { blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };

@@ -54,8 +54,12 @@ describe('the reader thread policy', () => {
     expect(() => readerPolicy({ maxReaderThreads: 17 })).toThrow('maxReaderThreads=17: not a whole number');
   });
 
-  it('refuses a bad CLIP_FUSE_THREADS, CLIP_FUSE_MAX_THREADS or CLIP_FUSE_IDLE_MS as a usage error naming it', () => {
-    const bad: [string, string][] = [['CLIP_FUSE_THREADS', '0'], ['CLIP_FUSE_MAX_THREADS', 'lots'], ['CLIP_FUSE_IDLE_MS', '-5'], ['CLIP_FUSE_IDLE_MS', '1.5']];
+  it('refuses a bad CLIP_FUSE_THREADS, MAX_THREADS, IDLE_MS, SLEEP_MS, SLICE_US or STREAM_RATE as a usage error naming it', () => {
+    const bad: [string, string][] = [
+      ['CLIP_FUSE_THREADS', '0'], ['CLIP_FUSE_MAX_THREADS', 'lots'], ['CLIP_FUSE_IDLE_MS', '-5'], ['CLIP_FUSE_IDLE_MS', '1.5'],
+      // Read when a thread starts: checked with the policy, so that a mount fails before serving.
+      ['CLIP_FUSE_SLEEP_MS', '0'], ['CLIP_FUSE_SLEEP_MS', '2m'], ['CLIP_FUSE_SLICE_US', '-1'], ['CLIP_FUSE_STREAM_RATE', 'fast'],
+    ];
     for (const [name, value] of bad) {
       process.env[name] = value;
       try {
@@ -68,11 +72,19 @@ describe('the reader thread policy', () => {
         delete process.env[name];
       }
     }
+    process.env.CLIP_FUSE_TURNS = 'yes';
+    try {
+      expect(thrown(() => readerPolicy())).toMatchObject({ code: 'EINVAL', message: 'CLIP_FUSE_TURNS=yes: not 0 or 1' });
+    } finally {
+      delete process.env.CLIP_FUSE_TURNS;
+    }
     process.env.CLIP_FUSE_IDLE_MS = '250';
+    process.env.CLIP_FUSE_SLICE_US = '0';
     try {
       expect(readerPolicy().idleMs).toBe(250);
     } finally {
       delete process.env.CLIP_FUSE_IDLE_MS;
+      delete process.env.CLIP_FUSE_SLICE_US;
     }
   });
 });
