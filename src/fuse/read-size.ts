@@ -9,7 +9,7 @@
  * for smaller READs (benchmarks). No koffi here: the holder imports this.
  */
 import { readFileSync } from 'node:fs';
-import { wholeNumberSetting } from './env-options.js';
+import { wholeNumberSetting } from '../util/setting.js';
 
 const PAGE = 4096;
 const MAX_PAGES = 256;

@@ -25,7 +25,8 @@ import {
 } from './protocol.js';
 import { sizedReply } from './sync-answers.js';
 import { defaultMaxPages } from './read-size.js';
-import { MAX_TIMER_MS, threadTuning, wholeNumberSetting } from './env-options.js';
+import { wholeNumberSetting } from '../util/setting.js';
+import { MAX_TIMER_MS, threadTuning } from './env-options.js';
 import type { FuseFilesystem, OpenResult, RequestContext, StatFs } from './types.js';
 
 export interface FuseServerOptions {

@@ -12,6 +12,7 @@ import type { BlobStore } from '../oci/types.js';
 import type { Storage } from '../storage/storage.js';
 import type { LayerRecord } from '../storage/types.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { wholeNumberSetting } from '../util/setting.js';
 import { encodeProfile, type ProfileRange, type StartupProfile } from './format.js';
 import { planPrefetch, prefetch, type PrefetchResult } from './prefetch.js';
 import { ProfileRecorder } from './recorder.js';
@@ -24,8 +25,7 @@ const DEFAULT_CONCURRENCY = 8;
 
 /** CLIP_PREFETCH_CONCURRENCY (1–16): for comparisons (bench/index/profiled-mount.ts VARIANTS). */
 function concurrencyFromEnv(): number | undefined {
-  const n = Number(process.env.CLIP_PREFETCH_CONCURRENCY);
-  return Number.isSafeInteger(n) && n >= 1 && n <= 16 ? n : undefined;
+  return wholeNumberSetting({ env: 'CLIP_PREFETCH_CONCURRENCY' }, 1, 16, 'pieces');
 }
 
 /** What a filesystem offers to be recorded (ImageFilesystem.recorder). */
@@ -64,6 +64,7 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
   const log = opts.logger ?? silentLogger;
   const none: MountProfile = { found: Promise.resolve(undefined), prefetched: Promise.resolve(undefined), saved: Promise.resolve(undefined), finish: async () => undefined };
   if (opts.mode === 'off') return none;
+  const concurrency = opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY; // a bad value fails the mount now
   const stop = new AbortController();
   const target = {
     manifestDigest: opts.index.image.manifestDigest,
@@ -116,7 +117,7 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       }
     }
     const pieces = planPrefetch(f.profile.ranges, opts.layers);
-    const result = await prefetch(opts.storage, pieces, { concurrency: opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY, signal: stop.signal, logger: log });
+    const result = await prefetch(opts.storage, pieces, { concurrency, signal: stop.signal, logger: log });
     log.info({ ...result, profile: f.from }, 'profile: prefetch done');
     return result;
   }).catch((err: unknown) => {

@@ -17,6 +17,7 @@ import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import { ClipError, isClipError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
+import { wholeNumberSetting } from '../util/setting.js';
 import { deadlineSignal, deferred, sleep, untilAborted, type Deferred } from './deferred.js';
 import type { DiskCache, InflightChunk, LayerLease } from './disk-cache.js';
 import { cacheFileName } from './layer-file.js';
@@ -870,10 +871,8 @@ export class Storage {
 }
 
 /** CLIP_READAHEAD_CHUNKS, CLIP_COLD_READAHEAD_CHUNKS: defaults for comparisons (bench/index/published-mount.ts). */
-function readaheadFromEnv(name: string): number | undefined {
-  const v = process.env[name];
-  const n = v === undefined || v === '' ? NaN : Number(v);
-  return Number.isSafeInteger(n) && n >= 0 && n <= 64 ? n : undefined;
+function readaheadFromEnv(env: string): number | undefined {
+  return wholeNumberSetting({ env }, 0, 64, 'chunks');
 }
 
 /** Sorted chunk indexes as [first, last] runs of adjacent chunks. */

@@ -14,7 +14,7 @@ import { readerPolicy } from '../../src/fuse/index.js';
 import { readerPool } from '../../src/fuse/reader-pool.js';
 import { errorReport } from '../../src/cli/exit.js';
 import { isClipError } from '../../src/util/errors.js';
-import { skipUnlessRoot } from '../support/env.js';
+import { skipUnlessRoot, thrown } from '../support/env.js';
 import { fixture } from '../support/fixtures/index.js';
 import { umociUnpack } from '../support/tools.js';
 import { indexImage, mountIndex, type MountedImage } from '../fs/helpers.js';
@@ -36,14 +36,6 @@ function switches(tid: number): number {
   return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))?.[1]);
 }
 
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  return undefined;
-}
 
 describe('the reader thread policy', () => {
   it('is fixed when a count is given, else one thread growing up to the cap', () => {

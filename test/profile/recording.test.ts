@@ -12,7 +12,7 @@ import { encodeProfile } from '../../src/profile/format.js';
 import { startMountProfile } from '../../src/profile/mount-profile.js';
 import { indexDigestOf, storeLocalProfile } from '../../src/profile/store.js';
 import { indexLayers } from '../../src/storage/index-layers.js';
-import { skipUnlessRoot } from '../support/env.js';
+import { skipUnlessRoot, thrown, withEnv } from '../support/env.js';
 import { fixture } from '../support/fixtures/index.js';
 import { indexImage, mountIndex, type MountedImage } from '../fs/helpers.js';
 import { tempDir } from '../storage/helpers.js';
@@ -48,6 +48,14 @@ describe.skipIf(skipUnlessRoot())('recording a mount', () => {
     await readFile(join(mounted.dir, files[2]!.path));
     expect(ranges.map((r) => [r.layer, r.offset, r.length, r.ino])).toEqual([files[1]!, files[0]!].map((f) => [f.layer, f.offset, f.size, f.ino]));
     expect(ranges[0]!.atMs).toBe(0);
+  });
+
+  it('refuses a bad CLIP_PREFETCH_CONCURRENCY when the mount starts, naming it', () => {
+    const { index, storage, fs } = mounted;
+    const start = (): unknown => startMountProfile({ mode: 'auto', cacheDir: storage.disk.dir, index, layers: indexLayers(index), fs, storage });
+    const err = withEnv('CLIP_PREFETCH_CONCURRENCY', '0', () => thrown(start));
+    expect((err as Error).message).toBe('CLIP_PREFETCH_CONCURRENCY=0: not a whole number of pieces from 1 to 16');
+    expect(fs.recording).toBe(false); // nothing was started
   });
 
   it("a mount's profile work finds a kept profile, stops recording, and prefetches it", async () => {

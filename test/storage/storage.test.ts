@@ -8,6 +8,7 @@ import { LayerFile } from '../../src/storage/layer-file.js';
 import { StorageMetrics } from '../../src/storage/metrics.js';
 import { Storage, WRITES_IN_FLIGHT } from '../../src/storage/storage.js';
 import { chunkCount, type LayerRecord } from '../../src/storage/types.js';
+import { thrown, withEnv } from '../support/env.js';
 import { makeTarLayer, ProbeSource, tempDir, type TestLayer } from './helpers.js';
 
 const CHUNK = 64 * 1024;
@@ -361,5 +362,24 @@ describe('the read path over disk and source', () => {
     expect(await diskBytes()).toBe(CHUNK + 4 * CHUNK); // what was on disk of each range (the last chunk was fetched), not what was fetched
     expect((await s.read(layer.record, 0, 5 * CHUNK)).equals(bytes.subarray(0, 5 * CHUNK))).toBe(true);
     expect(source.calls.length).toBe(before + 1); // the read came from disk
+  });
+});
+
+describe('read-ahead from the environment', () => {
+  it('refuses a bad CLIP_READAHEAD_CHUNKS or CLIP_COLD_READAHEAD_CHUNKS with EINVAL naming it, when it opens', async () => {
+    const dir = await tempDir();
+    const metrics = new StorageMetrics();
+    const disk = await DiskCache.open({ dir, metrics });
+    try {
+      const open = (): Storage => new Storage({ disk, source: new ProbeSource([]), metrics });
+      for (const env of ['CLIP_READAHEAD_CHUNKS', 'CLIP_COLD_READAHEAD_CHUNKS']) {
+        const err = withEnv(env, '65', () => thrown(open));
+        expect((err as Error).message).toBe(`${env}=65: not a whole number of chunks from 0 to 64`);
+      }
+      expect(withEnv('CLIP_READAHEAD_CHUNKS', '64', open)).toBeInstanceOf(Storage);
+    } finally {
+      await disk.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
