@@ -50,8 +50,8 @@ export interface MountProfileOptions {
 }
 
 export interface MountProfile {
-  /** Settles with the profile found (undefined when none, or not looked for). */
-  readonly found: Promise<FoundProfile | undefined>;
+  /** Settles with where a profile was found (undefined when none, or not looked for). */
+  readonly found: Promise<FoundAt | undefined>;
   /** Settles when the prefetch of a found profile is over. */
   readonly prefetched: Promise<PrefetchResult | undefined>;
   /** Settles with where the recording was kept, once it ended (undefined when nothing was kept). */
@@ -59,6 +59,9 @@ export interface MountProfile {
   /** Stop recording (keeping what was recorded) and prefetching; wait for both. */
   finish(): Promise<void>;
 }
+
+/** Where a profile was found, without the profile: its windows are the source's once handed over. */
+export type FoundAt = Pick<FoundProfile, 'origin' | 'from'>;
 
 export function startMountProfile(opts: MountProfileOptions): MountProfile {
   const log = opts.logger ?? silentLogger;
@@ -82,7 +85,10 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
   });
   opts.fs.recorder = recorder;
 
-  const found: Promise<FoundProfile | undefined> = opts.mode === 'record'
+  // `looked` and `lookedInTime` settle with the whole profile (its windows, its bytes): no closure may
+  // name them, or the function's context, which `finish` keeps for the mount's life, would keep it
+  // too (+2 MB a profiled mount, bench/server/RESULTS.md session 11).
+  const looked: Promise<FoundProfile | undefined> = opts.mode === 'record'
     ? Promise.resolve(undefined)
     : findProfile(target, {
       cacheDir: opts.cacheDir, logger: log, signal: stop.signal,
@@ -95,9 +101,11 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
 
   // Once the mount stops, nothing waits for a lookup still under way (a slow registry).
   const stopped = new Promise<undefined>((r) => stop.signal.addEventListener('abort', () => r(undefined), { once: true }));
-  const foundInTime = Promise.race([found, stopped]);
+  const lookedInTime = Promise.race([looked, stopped]);
+  const found = looked.then((f) => f && { origin: f.origin, from: f.from });
+  const foundInTime = lookedInTime.then((f) => f && { origin: f.origin, from: f.from });
 
-  const prefetched = foundInTime.then(async (f) => {
+  const prefetched = lookedInTime.then(async (f) => {
     if (!f || stop.signal.aborted) return undefined;
     // A profile exists: this start is not recorded, and every read may stay in the reader thread.
     recorder.discard();
@@ -118,6 +126,8 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
     const pieces = planPrefetch(f.profile.ranges, opts.layers);
     const result = await prefetch(opts.storage, pieces, { concurrency: opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY, signal: stop.signal, logger: log });
     log.info({ ...result, profile: f.from }, 'profile: prefetch done');
+    // Kept for later fetches from the source, deflated: -1 MB a profiled mount (bench/server/RESULTS.md session 11).
+    await opts.storage.packLearned().catch((err: unknown) => log.debug({ err }, 'profile: cannot pack the learned windows'));
     return result;
   }).catch((err: unknown) => {
     log.warn({ err: (err as Error).message }, 'profile: prefetch failed');
