@@ -11,6 +11,7 @@ import type { RegistryRepository } from '../oci/registry-source.js';
 import type { BlobStore } from '../oci/types.js';
 import type { Storage } from '../storage/storage.js';
 import type { LayerRecord } from '../storage/types.js';
+import { untilAborted } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { encodeProfile, type ProfileRange, type StartupProfile } from './format.js';
 import { planPrefetch, prefetch, type PrefetchResult } from './prefetch.js';
@@ -85,9 +86,8 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
   });
   opts.fs.recorder = recorder;
 
-  // `looked` and `lookedInTime` settle with the whole profile (its windows, its bytes): no closure may
-  // name them, or the function's context, which `finish` keeps for the mount's life, would keep it
-  // too (+2 MB a profiled mount, bench/server/RESULTS.md session 11).
+  // `looked` and `lookedInTime` settle with the whole profile (its windows, its bytes): what lives
+  // as long as the mount (`finish`, the stop signal's listeners) must not reach them.
   const looked: Promise<FoundProfile | undefined> = opts.mode === 'record'
     ? Promise.resolve(undefined)
     : findProfile(target, {
@@ -98,10 +98,7 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       log.warn({ err: (err as Error).message }, 'profile: lookup failed');
       return undefined;
     });
-
-  // Once the mount stops, nothing waits for a lookup still under way (a slow registry).
-  const stopped = new Promise<undefined>((r) => stop.signal.addEventListener('abort', () => r(undefined), { once: true }));
-  const lookedInTime = Promise.race([looked, stopped]);
+  const lookedInTime = untilAborted(looked, stop.signal);
   const found = looked.then((f) => f && { origin: f.origin, from: f.from });
   const foundInTime = lookedInTime.then((f) => f && { origin: f.origin, from: f.from });
 
