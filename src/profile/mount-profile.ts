@@ -124,7 +124,7 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
     const result = await prefetch(opts.storage, pieces, { concurrency: opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY, signal: stop.signal, logger: log });
     log.info({ ...result, profile: f.from }, 'profile: prefetch done');
     // Kept for later fetches from the source, deflated: -1 MB a profiled mount (bench/server/RESULTS.md session 11).
-    await opts.storage.packLearned().catch((err: unknown) => log.debug({ err }, 'profile: cannot pack the learned windows'));
+    if (!stop.signal.aborted) await opts.storage.packLearned().catch((err: unknown) => log.debug({ err }, 'profile: cannot pack the learned windows'));
     return result;
   }).catch((err: unknown) => {
     log.warn({ err: (err as Error).message }, 'profile: prefetch failed');
