@@ -8,12 +8,14 @@
 # thread asleep (CLIP_FUSE_SLEEP_MS=5000). Each measured 20 s after start: RSS, anon, file (MB),
 # OS threads, PSS (pages shared with the holder and other node processes counted in part). Ends
 # with the medians of each arm, each server's less the bare node's, and the load average.
+# An arm CLI+FLAG,FLAG... runs that build's server with these V8 flags added to the server's
+# (CLIP_SERVER_V8_FLAGS), e.g. `dist/cli/main.js dist/cli/main.js+--single-threaded-gc`.
 # Two bare arms: `bare`, a node started alone, and `forked`, one forked with an IPC channel from a
 # waiting parent, as the holder forks the server (the channel loads child_process, net, streams).
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 [ $# -gt 0 ] || set -- "$ROOT/dist/cli/main.js"
-CLI=$1
+CLI=${1%%+*}
 LAYOUT=$ROOT/.tmp/bench-images/debian-python/layout
 FLAGS=${CLIP_SERVER_V8_FLAGS:---max-semi-space-size=1 --expose-gc}
 W=$(mktemp -d "$ROOT/.tmp/idle-floor-XXXX")
@@ -46,9 +48,10 @@ for r in $(seq "${ROUNDS:-3}"); do
   kill "$(cat "$W/wait.cjs.pid")" "$parent"; wait "$parent" 2>/dev/null || true; parent=
 
   for i in $(seq $#); do
-    cli=${!i}
+    cli=${!i%%+*} extra=
+    [ "$cli" = "${!i}" ] || extra=" ${!i#*+}"
     rm -rf "$W/cache"
-    CLIP_FUSE_SLEEP_MS=5000 node "$cli" mount "oci:$LAYOUT:latest" "$W/mnt" --background --cache-dir "$W/cache" >/dev/null 2>&1
+    CLIP_SERVER_V8_FLAGS="$FLAGS${extra//,/ }" CLIP_FUSE_SLEEP_MS=5000 node "$cli" mount "oci:$LAYOUT:latest" "$W/mnt" --background --cache-dir "$W/cache" >/dev/null 2>&1
     pid=$(head -1 "$(ls "$W"/cache/mounts/*.pid | head -1)")
     sleep 20; echo "server$i $r $(rss "$pid")" | tee -a "$W/figures"
     node "$cli" unmount "$W/mnt" --cache-dir "$W/cache" >/dev/null

@@ -45,7 +45,7 @@ export interface MountMemorySource {
   readonly image: { readonly index: { readonly buffer: Buffer }; readonly layers: readonly LayerRecord[] };
   readonly fs: { readonly openFiles: number; readonly readsInFlight: number };
   /** The store's source: the learned checkpoints it keeps, captured and handed over. */
-  readonly source: { learnedCheckpoints(layer: LayerRecord): readonly { readonly window: Buffer }[] };
+  readonly source: { learnedWindowBytes(layer: LayerRecord): number };
 }
 
 export function mountMemory(m: MountMemorySource): MountMemory {
@@ -54,7 +54,7 @@ export function mountMemory(m: MountMemorySource): MountMemory {
 
 function learnedWindowBytes(m: MountMemorySource): number {
   let bytes = 0;
-  for (const layer of m.image.layers) for (const l of m.source.learnedCheckpoints(layer)) bytes += l.window.length;
+  for (const layer of m.image.layers) bytes += m.source.learnedWindowBytes(layer);
   return bytes;
 }
 

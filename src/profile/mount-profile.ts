@@ -11,6 +11,7 @@ import type { RegistryRepository } from '../oci/registry-source.js';
 import type { BlobStore } from '../oci/types.js';
 import type { Storage } from '../storage/storage.js';
 import type { LayerRecord } from '../storage/types.js';
+import { untilAborted } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { wholeNumberSetting } from '../util/setting.js';
 import { encodeProfile, type ProfileRange, type StartupProfile } from './format.js';
@@ -50,8 +51,8 @@ export interface MountProfileOptions {
 }
 
 export interface MountProfile {
-  /** Settles with the profile found (undefined when none, or not looked for). */
-  readonly found: Promise<FoundProfile | undefined>;
+  /** Settles with where a profile was found (undefined when none, or not looked for). */
+  readonly found: Promise<FoundAt | undefined>;
   /** Settles when the prefetch of a found profile is over. */
   readonly prefetched: Promise<PrefetchResult | undefined>;
   /** Settles with where the recording was kept, once it ended (undefined when nothing was kept). */
@@ -59,6 +60,9 @@ export interface MountProfile {
   /** Stop recording (keeping what was recorded) and prefetching; wait for both. */
   finish(): Promise<void>;
 }
+
+/** Where a profile was found, without the profile: its windows are the source's once handed over. */
+export type FoundAt = Pick<FoundProfile, 'origin' | 'from'>;
 
 export function startMountProfile(opts: MountProfileOptions): MountProfile {
   const log = opts.logger ?? silentLogger;
@@ -83,7 +87,9 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
   });
   opts.fs.recorder = recorder;
 
-  const found: Promise<FoundProfile | undefined> = opts.mode === 'record'
+  // `looked` and `lookedInTime` settle with the whole profile (its windows, its bytes): what lives
+  // as long as the mount (`finish`, the stop signal's listeners) must not reach them.
+  const looked: Promise<FoundProfile | undefined> = opts.mode === 'record'
     ? Promise.resolve(undefined)
     : findProfile(target, {
       cacheDir: opts.cacheDir, logger: log, signal: stop.signal,
@@ -93,12 +99,11 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       log.warn({ err: (err as Error).message }, 'profile: lookup failed');
       return undefined;
     });
+  const lookedInTime = untilAborted(looked, stop.signal);
+  const found = looked.then((f) => f && { origin: f.origin, from: f.from });
+  const foundInTime = lookedInTime.then((f) => f && { origin: f.origin, from: f.from });
 
-  // Once the mount stops, nothing waits for a lookup still under way (a slow registry).
-  const stopped = new Promise<undefined>((r) => stop.signal.addEventListener('abort', () => r(undefined), { once: true }));
-  const foundInTime = Promise.race([found, stopped]);
-
-  const prefetched = foundInTime.then(async (f) => {
+  const prefetched = lookedInTime.then(async (f) => {
     if (!f || stop.signal.aborted) return undefined;
     // A profile exists: this start is not recorded, and every read may stay in the reader thread.
     recorder.discard();
@@ -119,6 +124,8 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
     const pieces = planPrefetch(f.profile.ranges, opts.layers);
     const result = await prefetch(opts.storage, pieces, { concurrency, signal: stop.signal, logger: log });
     log.info({ ...result, profile: f.from }, 'profile: prefetch done');
+    // Kept for later fetches from the source, deflated: -1 MB a profiled mount (bench/server/RESULTS.md session 11).
+    if (!stop.signal.aborted) await opts.storage.packLearned().catch((err: unknown) => log.debug({ err }, 'profile: cannot pack the learned windows'));
     return result;
   }).catch((err: unknown) => {
     log.warn({ err: (err as Error).message }, 'profile: prefetch failed');

@@ -170,6 +170,16 @@ export class CheckpointSource implements LayerSource {
     return all.filter((c, i) => i === 0 || c.out !== all[i - 1]!.out);
   }
 
+  /** Bytes of the windows of the learned checkpoints kept for the layer (both kinds). */
+  learnedWindowBytes(layer: LayerRecord): number {
+    return this.given.windowBytes(layer) + this.captured.windowBytes(layer);
+  }
+
+  /** The reads the handed-over checkpoints were for are done: keep their windows deflated. */
+  packLearned(): Promise<number> {
+    return this.given.pack();
+  }
+
   /** Plan the layer's reads over these too (EINVAL naming the layer for one that cannot fit it). */
   addLearnedCheckpoints(layer: LayerRecord, list: readonly LearnedCheckpoint[]): number {
     if (layer.compression !== 'gzip') return 0;
@@ -316,10 +326,10 @@ export class CheckpointSource implements LayerSource {
       let { checkpoint, start: from, end: stop, endOut } = r;
       let loadWindow = r.loadWindow;
       const s = learned.atOrBefore(layer, start);
-      if (s && s.out > checkpoint.out) {
-        checkpoint = s;
-        from = fetchStart(s);
-        loadWindow = undefined; // a learned checkpoint carries its window
+      if (s && s.checkpoint.out > checkpoint.out) {
+        checkpoint = s.checkpoint;
+        from = fetchStart(s.checkpoint);
+        loadWindow = s.loadWindow; // none while the learned checkpoint carries its window
       }
       // Every block before a boundary ends before its `in`.
       const e = learned.atOrAfter(layer, end);

@@ -2,16 +2,32 @@
  * Learned checkpoints of each layer, as the registry tier keeps them: those it captured while
  * inflating (where reads began and ended) and those another node handed over. Sorted by `out`,
  * one per offset; bounded in number (each holds a 32 KiB window), so a long-running mount that
- * reads a whole layer stops learning rather than growing.
+ * reads a whole layer stops learning rather than growing. Once the reads they were handed over
+ * for are done, their windows can be kept deflated (`pack`, ~1/2 to 1/3 of the bytes): a later
+ * fetch that starts at one inflates its window again (`loadWindow`, ~0.1 ms against a fetch).
  */
-import { checkLearned, checkpointOf, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
+import { promisify } from 'node:util';
+import { deflateRaw, inflateRawSync } from 'node:zlib';
+import { checkLearned, checkpointOf, WINDOW_BYTES, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import type { Checkpoint } from '../archive/types.js';
 import type { LayerRecord } from './types.js';
 
 interface Entry {
+  /** Its window is empty once packed. */
   learned: LearnedCheckpoint;
   checkpoint: Checkpoint;
+  /** The window, deflated. */
+  packed?: Buffer;
 }
+
+/** Where a fetch may start inflating: with its window, or with the means to inflate it. */
+export interface LearnedStart {
+  checkpoint: Checkpoint;
+  loadWindow?: () => Promise<Checkpoint>;
+}
+
+const deflateRawAsync = promisify(deflateRaw);
+const NO_WINDOW = Buffer.alloc(0);
 
 export class LearnedCheckpoints {
   /** Per blob digest, ascending by out. */
@@ -46,21 +62,49 @@ export class LearnedCheckpoints {
   }
 
   list(layer: LayerRecord): LearnedCheckpoint[] {
-    return (this.byLayer.get(layer.digest) ?? []).map((e) => e.learned);
+    return (this.byLayer.get(layer.digest) ?? []).map((e) => (e.packed ? { ...e.learned, window: unpack(e.packed) } : e.learned));
+  }
+
+  /** Bytes of windows kept for the layer (deflated ones as kept). */
+  windowBytes(layer: LayerRecord): number {
+    let n = 0;
+    for (const e of this.byLayer.get(layer.digest) ?? []) n += (e.packed ?? e.learned.window).length;
+    return n;
+  }
+
+  /**
+   * Keep every window deflated from now on, deflated off the event loop (48 windows took ~0.1 s
+   * of CPU). Returns the bytes saved.
+   */
+  async pack(): Promise<number> {
+    let saved = 0;
+    for (const e of [...this.byLayer.values()].flat()) {
+      const window = e.learned.window;
+      if (e.packed || !window.length) continue;
+      const packed = await deflateRawAsync(window, { level: 1 });
+      if (e.packed || packed.length >= window.length) continue;
+      e.packed = packed;
+      e.learned = { ...e.learned, window: NO_WINDOW };
+      e.checkpoint = { ...e.checkpoint, window: NO_WINDOW };
+      saved += window.length - packed.length;
+    }
+    return saved;
   }
 
   has(layer: LayerRecord): boolean {
     return (this.byLayer.get(layer.digest)?.length ?? 0) > 0;
   }
 
-  /** The last one at or before `offset`. */
-  atOrBefore(layer: LayerRecord, offset: number): Checkpoint | undefined {
+  /** The last one at or before `offset`, where a fetch would start. */
+  atOrBefore(layer: LayerRecord, offset: number): LearnedStart | undefined {
     const list = this.byLayer.get(layer.digest);
-    if (!list) return undefined;
-    return list[firstAtOrAfter(list, offset + 1) - 1]?.checkpoint;
+    const e = list?.[firstAtOrAfter(list, offset + 1) - 1];
+    if (!e) return undefined;
+    const { checkpoint, packed } = e;
+    return packed ? { checkpoint, loadWindow: () => Promise.resolve({ ...checkpoint, window: unpack(packed) }) } : { checkpoint };
   }
 
-  /** The first one at or after `offset`. */
+  /** The first one at or after `offset` (where a fetch may end: its window is not needed). */
   atOrAfter(layer: LayerRecord, offset: number): Checkpoint | undefined {
     const list = this.byLayer.get(layer.digest);
     return list?.[firstAtOrAfter(list, offset)]?.checkpoint;
@@ -84,6 +128,10 @@ export class LearnedCheckpoints {
     if (!list.length) this.byLayer.delete(layer.digest);
     return b - a;
   }
+}
+
+function unpack(packed: Buffer): Buffer {
+  return inflateRawSync(packed, { maxOutputLength: WINDOW_BYTES });
 }
 
 function firstAtOrAfter(list: Entry[], out: number): number {

@@ -837,6 +837,14 @@ export class Storage {
   }
 
   /**
+   * The reads another node's learned checkpoints were handed over for (a profile's prefetch) are
+   * done: the source keeps their windows deflated, inflating one again when a fetch starts there.
+   */
+  async packLearned(): Promise<number> {
+    return (await this.source.packLearned?.()) ?? 0;
+  }
+
+  /**
    * Another node's learned checkpoints for this layer: from now on a registry read starts from the
    * nearest of the index's and these. Hints only: bytes inflated from one that fail their chunk's
    * digest drop it, and the retry starts from the index's own. Returns how many were new.

@@ -43,6 +43,8 @@ export interface LayerSource {
   learnedCheckpoints?(layer: LayerRecord): LearnedCheckpoint[];
   /** Learn no more checkpoints, and drop the ones captured (handed-over ones stay). */
   stopLearning?(): void;
+  /** Keep the windows of the handed-over checkpoints deflated from now on; returns the bytes saved. */
+  packLearned?(): Promise<number>;
   /** Plan the layer's reads over these learned checkpoints too; returns how many were new. */
   addLearnedCheckpoints?(layer: LayerRecord, list: readonly LearnedCheckpoint[]): number;
   /**

@@ -119,6 +119,19 @@ describe('learned checkpoints', () => {
       );
       // Measured: 1.30 MB then 0.57 MB (gzip -6), 1.30 then 0.40 (zlib), 1.42 then 0.43 (two members).
       expect(second, `${name}: ${first} then ${second} bytes`).toBeLessThan(first * 0.6);
+      // Their windows kept deflated (as after a profile's prefetch): the same reads, the same bytes.
+      const packed = await bytesFetched(layer, () =>
+        withStorage(async (s, source) => {
+          s.addLearnedCheckpoints(layer, learned);
+          const raw = source.learnedWindowBytes(layer);
+          expect(await s.packLearned(), name).toBeGreaterThan(0);
+          expect(source.learnedWindowBytes(layer), name).toBeLessThan(raw);
+          await readAll(s, layer);
+          expect(source.stats.learnedDropped, name).toBe(0);
+          expect((await s.metrics.snapshot())['verifyFailures.source'], name).toBe(0);
+        }),
+      );
+      expect(packed, `${name}: packed windows, ${packed} bytes`).toBe(second);
     }
   });
 

@@ -32,7 +32,7 @@ describe('learned checkpoints a store keeps and picks', () => {
     expect(set.full).toBe(true);
     expect(set.add(layer, at(4000))).toBe(false);
     expect(set.list(layer).map((c) => c.out)).toEqual([1000, 2000, 3000]);
-    expect(set.atOrBefore(layer, 2999)?.out).toBe(2000);
+    expect(set.atOrBefore(layer, 2999)?.checkpoint.out).toBe(2000);
     expect(set.atOrBefore(layer, 999)).toBeUndefined();
     expect(set.atOrAfter(layer, 2001)?.out).toBe(3000);
     expect(set.atOrAfter(layer, 3001)).toBeUndefined();
@@ -46,6 +46,26 @@ describe('learned checkpoints a store keeps and picks', () => {
   it('converts bit offsets as zran does: bits of byte in - 1 that belong to the next block', () => {
     const set = new LearnedCheckpoints();
     set.add(layer, { out: 5000, inBits: 8 * 100 - 3, window: Buffer.alloc(10) });
-    expect(set.atOrBefore(layer, 5000)).toMatchObject({ out: 5000, in: 100, bits: 3 });
+    expect(set.atOrBefore(layer, 5000)?.checkpoint).toMatchObject({ out: 5000, in: 100, bits: 3 });
+  });
+
+  it('keeps windows deflated once packed, and gives each back whole to the fetch that starts there', async () => {
+    const set = new LearnedCheckpoints();
+    // A window of text, as a layer's bytes mostly are: it deflates.
+    const text = Buffer.from('import json, email, http.client\n'.repeat(1000)).subarray(0, 32 * 1024);
+    set.add(layer, { out: 2 * CS, inBits: 800, window: text });
+    set.add(layer, { out: 5 * CS, inBits: 1600, window: Buffer.alloc(0) }); // a member's start: nothing to pack
+    expect(set.windowBytes(layer)).toBe(text.length);
+    expect(set.atOrBefore(layer, 2 * CS)?.loadWindow).toBeUndefined();
+    const saved = await set.pack();
+    expect(saved).toBeGreaterThan(0);
+    expect(set.windowBytes(layer)).toBe(text.length - saved);
+    const start = set.atOrBefore(layer, 3 * CS)!;
+    expect(start.checkpoint.window.length).toBe(0);
+    const loaded = await start.loadWindow!();
+    expect(loaded).toMatchObject({ out: 2 * CS, in: 100, bits: 0 });
+    expect(loaded.window.equals(text)).toBe(true);
+    expect(set.list(layer).map((c) => c.window.equals(c.out === 2 * CS ? text : Buffer.alloc(0)))).toEqual([true, true]);
+    expect(set.atOrBefore(layer, 5 * CS)?.loadWindow).toBeUndefined();
   });
 });
