@@ -8,6 +8,7 @@
  */
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import type { FileRange } from '../fuse/index.js';
+import { loadLibc, type Libc } from '../fuse/libc.js';
 import type { ImageIndex } from '../index/reader.js';
 import { SHARED_STATE_HEADER, VERIFIED_SHARED } from '../storage/shared-layer-state.js';
 
@@ -40,12 +41,37 @@ interface Found {
   /** Position in the cache file, and length. */
   start: number;
   n: number;
+  /** What may be read around it: the file's bytes in its verified chunks, [lo, hi) of the cache file. */
+  lo: number;
+  hi: number;
+}
+
+/**
+ * A small READ has the pages around it read too, this much, aligned (squashfuse's block, the
+ * kernel's default readahead): a program's random small reads of a file whose pages are not in
+ * the page cache cost one disk read per 128 KiB instead of one per READ (the kernel reads a
+ * random 4 KiB pread as it is). A READ this big or bigger gets nothing more.
+ */
+export const READ_AROUND = 128 * 1024;
+
+/**
+ * The READ_AROUND-aligned span of the cache file around the READ's bytes [start, start + n), cut
+ * to [lo, hi) (the file's bytes in verified chunks: nothing of another file, no hole of a chunk
+ * not fetched); undefined when it would add nothing (a READ of READ_AROUND or more, say).
+ */
+export function readAroundRange(start: number, n: number, lo: number, hi: number): { position: number; length: number } | undefined {
+  if (n >= READ_AROUND) return undefined;
+  const end = start + n;
+  const from = Math.max(lo, start - (start % READ_AROUND));
+  const to = Math.min(hi, end + ((READ_AROUND - (end % READ_AROUND)) % READ_AROUND));
+  return to - from > n ? { position: from, length: to - from } : undefined;
 }
 
 export class ThreadReads {
   private readonly on: Int32Array;
   private readonly counts: Int32Array;
   private readonly layers: LayerView[];
+  private readonly libc: Libc = loadLibc();
 
   constructor(
     private readonly index: ImageIndex,
@@ -68,6 +94,7 @@ export class ThreadReads {
   read(ino: number, offset: number, size: number, out: Buffer): number {
     const f = this.find(ino, offset, size);
     if (typeof f === 'number') return f;
+    this.readAround(f);
     for (let done = 0; done < f.n; ) {
       const got = readSync(f.fd, out, done, f.n - done, f.start + done);
       if (got <= 0) return -1;
@@ -97,14 +124,26 @@ export class ThreadReads {
     const cs = l.chunkSize;
     const start = loc.offset + offset;
     const end = start + n;
+    const first = Math.floor(start / cs);
     const last = Math.floor((end - 1) / cs);
-    for (let i = Math.floor(start / cs); i <= last; i++) if (Atomics.load(l.marks, i) !== VERIFIED_SHARED) return -1;
+    for (let i = first; i <= last; i++) if (Atomics.load(l.marks, i) !== VERIFIED_SHARED) return -1;
     // A read reaching the file's next chunk while that one is not verified goes to the main thread:
     // its read path recognises a sequential reader there and reads ahead.
     if ((last + 1) * cs < loc.offset + loc.size && Atomics.load(l.marks, last + 1) !== VERIFIED_SHARED) return -1;
     const fd = this.fdOf(l, gen);
     if (fd < 0) return -1;
-    return { l, layer: loc.layer, gen, fd, start, n };
+    const lo = Math.max(loc.offset, first * cs);
+    const hi = Math.min(loc.offset + loc.size, (last + 1) * cs);
+    return { l, layer: loc.layer, gen, fd, start, n, lo, hi };
+  }
+
+  /**
+   * Ask for the pages around a small READ before reading it: where they are not in the page cache,
+   * one disk read brings them all. Where they are, it costs a system call that finds them there.
+   */
+  private readAround(f: Found): void {
+    const around = readAroundRange(f.start, f.n, f.lo, f.hi);
+    if (around) this.libc.willNeed(f.fd, around.position, around.length);
   }
 
   /** After the bytes were read: still the file the marks described? Counted if so. */

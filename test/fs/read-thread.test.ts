@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageIndex } from '../../src/index/reader.js';
+import { READ_AROUND, readAroundRange } from '../../src/fs/read-thread.js';
 import { indexLayers } from '../../src/storage/index-layers.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture } from '../support/fixtures/index.js';
@@ -67,6 +68,24 @@ async function compare(m: MountedImage, ref: string, plan: [number, number][]): 
   expect(r.stderr).toBe('');
   return JSON.parse(r.stdout) as { reads: number; bad: [number, number][] };
 }
+
+describe('the pages read around a small READ', () => {
+  const K = 1024;
+  it('covers the aligned window around the READ, cut to the file in its verified chunks', () => {
+    // A 4 KiB READ in the middle of a big file: the whole aligned window.
+    expect(readAroundRange(3 * READ_AROUND + 5000, 4096, 0, 10 * READ_AROUND)).toEqual({ position: 3 * READ_AROUND, length: READ_AROUND });
+    // A READ across a window edge: both windows.
+    expect(readAroundRange(READ_AROUND - 100, 200, 0, 10 * READ_AROUND)).toEqual({ position: 0, length: 2 * READ_AROUND });
+    // The file starts and ends inside the window: nothing of the bytes before or after it.
+    expect(readAroundRange(READ_AROUND + 50 * K, 4096, READ_AROUND + 40 * K, READ_AROUND + 90 * K)).toEqual({ position: READ_AROUND + 40 * K, length: 50 * K });
+  });
+
+  it('adds nothing to a READ of the window or more, nor where the file is the READ alone', () => {
+    expect(readAroundRange(READ_AROUND, READ_AROUND, 0, 10 * READ_AROUND)).toBeUndefined();
+    expect(readAroundRange(5, 4 * READ_AROUND, 0, 10 * READ_AROUND)).toBeUndefined();
+    expect(readAroundRange(1000, 3000, 1000, 4000)).toBeUndefined();
+  });
+});
 
 describe.skipIf(skipUnlessRoot())('READs answered in the FUSE reader threads', () => {
   let work: string;
