@@ -41,9 +41,6 @@ interface Found {
   /** Position in the cache file, and length. */
   start: number;
   n: number;
-  /** What may be read around it: the file's bytes in its verified chunks, [lo, hi) of the cache file. */
-  lo: number;
-  hi: number;
 }
 
 /**
@@ -56,14 +53,21 @@ export const READ_AROUND = 128 * 1024;
 
 /**
  * The READ_AROUND-aligned span of the cache file around the READ's bytes [start, start + n), cut
- * to [lo, hi) (the file's bytes in verified chunks: nothing of another file, no hole of a chunk
- * not fetched); undefined when it would add nothing (a READ of READ_AROUND or more, say).
+ * to the chunks verified here (`marks`: the READ's own are; a neighbour may be a hole not fetched
+ * yet); undefined when it would add nothing (a READ of READ_AROUND or more, say). Bytes of the
+ * files next to it in those chunks are read too, as the kernel's own readahead would.
  */
-export function readAroundRange(start: number, n: number, lo: number, hi: number): { position: number; length: number } | undefined {
+export function readAroundRange(start: number, n: number, chunkSize: number, marks: Uint8Array): { position: number; length: number } | undefined {
   if (n >= READ_AROUND) return undefined;
   const end = start + n;
-  const from = Math.max(lo, start - (start % READ_AROUND));
-  const to = Math.min(hi, end + ((READ_AROUND - (end % READ_AROUND)) % READ_AROUND));
+  const lo = start - (start % READ_AROUND);
+  const hi = end + ((READ_AROUND - (end % READ_AROUND)) % READ_AROUND);
+  let a = Math.floor(start / chunkSize);
+  while (a > 0 && a * chunkSize > lo && Atomics.load(marks, a - 1) === VERIFIED_SHARED) a--;
+  let b = Math.floor((end - 1) / chunkSize) + 1;
+  while (b * chunkSize < hi && b < marks.length && Atomics.load(marks, b) === VERIFIED_SHARED) b++;
+  const from = Math.max(lo, a * chunkSize);
+  const to = Math.min(hi, b * chunkSize);
   return to - from > n ? { position: from, length: to - from } : undefined;
 }
 
@@ -124,17 +128,14 @@ export class ThreadReads {
     const cs = l.chunkSize;
     const start = loc.offset + offset;
     const end = start + n;
-    const first = Math.floor(start / cs);
     const last = Math.floor((end - 1) / cs);
-    for (let i = first; i <= last; i++) if (Atomics.load(l.marks, i) !== VERIFIED_SHARED) return -1;
+    for (let i = Math.floor(start / cs); i <= last; i++) if (Atomics.load(l.marks, i) !== VERIFIED_SHARED) return -1;
     // A read reaching the file's next chunk while that one is not verified goes to the main thread:
     // its read path recognises a sequential reader there and reads ahead.
     if ((last + 1) * cs < loc.offset + loc.size && Atomics.load(l.marks, last + 1) !== VERIFIED_SHARED) return -1;
     const fd = this.fdOf(l, gen);
     if (fd < 0) return -1;
-    const lo = Math.max(loc.offset, first * cs);
-    const hi = Math.min(loc.offset + loc.size, (last + 1) * cs);
-    return { l, layer: loc.layer, gen, fd, start, n, lo, hi };
+    return { l, layer: loc.layer, gen, fd, start, n };
   }
 
   /**
@@ -142,7 +143,7 @@ export class ThreadReads {
    * one disk read brings them all. Where they are, it costs a system call that finds them there.
    */
   private readAround(f: Found): void {
-    const around = readAroundRange(f.start, f.n, f.lo, f.hi);
+    const around = readAroundRange(f.start, f.n, f.l.chunkSize, f.l.marks);
     if (around) this.libc.willNeed(f.fd, around.position, around.length);
   }
 
