@@ -8,6 +8,7 @@
  */
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import type { FileRange } from '../fuse/index.js';
+import { loadLibc, type Libc } from '../fuse/libc.js';
 import type { ImageIndex } from '../index/reader.js';
 import { SHARED_STATE_HEADER, VERIFIED_SHARED } from '../storage/shared-layer-state.js';
 
@@ -42,10 +43,39 @@ interface Found {
   n: number;
 }
 
+/**
+ * A small READ has the pages around it read too, this much, aligned (squashfuse's block, the
+ * kernel's default readahead): a program's random small reads of a file whose pages are not in
+ * the page cache cost one disk read per 128 KiB instead of one per READ (the kernel reads a
+ * random 4 KiB pread as it is). A READ this big or bigger gets nothing more.
+ */
+export const READ_AROUND = 128 * 1024;
+
+/**
+ * The READ_AROUND-aligned span of the cache file around the READ's bytes [start, start + n), cut
+ * to the chunks verified here (`marks`: the READ's own are; a neighbour may be a hole not fetched
+ * yet); undefined when it would add nothing (a READ of READ_AROUND or more, say). Bytes of the
+ * files next to it in those chunks are read too, as the kernel's own readahead would.
+ */
+export function readAroundRange(start: number, n: number, chunkSize: number, marks: Uint8Array): { position: number; length: number } | undefined {
+  if (n >= READ_AROUND) return undefined;
+  const end = start + n;
+  const lo = start - (start % READ_AROUND);
+  const hi = end + ((READ_AROUND - (end % READ_AROUND)) % READ_AROUND);
+  let a = Math.floor(start / chunkSize);
+  while (a > 0 && a * chunkSize > lo && Atomics.load(marks, a - 1) === VERIFIED_SHARED) a--;
+  let b = Math.floor((end - 1) / chunkSize) + 1;
+  while (b * chunkSize < hi && b < marks.length && Atomics.load(marks, b) === VERIFIED_SHARED) b++;
+  const from = Math.max(lo, a * chunkSize);
+  const to = Math.min(hi, b * chunkSize);
+  return to - from > n ? { position: from, length: to - from } : undefined;
+}
+
 export class ThreadReads {
   private readonly on: Int32Array;
   private readonly counts: Int32Array;
   private readonly layers: LayerView[];
+  private readonly libc: Libc = loadLibc();
 
   constructor(
     private readonly index: ImageIndex,
@@ -68,6 +98,7 @@ export class ThreadReads {
   read(ino: number, offset: number, size: number, out: Buffer): number {
     const f = this.find(ino, offset, size);
     if (typeof f === 'number') return f;
+    this.readAround(f);
     for (let done = 0; done < f.n; ) {
       const got = readSync(f.fd, out, done, f.n - done, f.start + done);
       if (got <= 0) return -1;
@@ -105,6 +136,15 @@ export class ThreadReads {
     const fd = this.fdOf(l, gen);
     if (fd < 0) return -1;
     return { l, layer: loc.layer, gen, fd, start, n };
+  }
+
+  /**
+   * Ask for the pages around a small READ before reading it: where they are not in the page cache,
+   * one disk read brings them all. Where they are, it costs a system call that finds them there.
+   */
+  private readAround(f: Found): void {
+    const around = readAroundRange(f.start, f.n, f.l.chunkSize, f.l.marks);
+    if (around) this.libc.willNeed(f.fd, around.position, around.length);
   }
 
   /** After the bytes were read: still the file the marks described? Counted if so. */

@@ -1,5 +1,5 @@
 /**
- * The few libc calls the FUSE reader needs and Node lacks (epoll, pipe2, fcntl, read), through koffi.
+ * The few libc calls the FUSE reader needs and Node lacks (epoll, pipe2, fcntl, read, fadvise), through koffi.
  * Loaded only where they are used: the reader thread, and the channel that wakes it.
  */
 import { loadKoffi } from '../util/koffi.js';
@@ -52,6 +52,11 @@ export interface Libc {
    * the slice it now has (0 where an older kernel ignored it), or minus the errno (ENOSYS, EINVAL).
    */
   setSlice(ns: number): number;
+  /**
+   * posix_fadvise(POSIX_FADV_WILLNEED): start reading `len` bytes of `fd` at `offset` into the page
+   * cache without waiting for them; 0, or the errno (advice only: callers may ignore it).
+   */
+  willNeed(fd: number, offset: number, len: number): number;
   /** The calling thread's id (gettid(2)): its /proc/self/task entry. */
   gettid(): number;
   errno(): number;
@@ -67,6 +72,7 @@ const F_GETFL = 3;
 const F_SETFL = 4;
 const F_SETPIPE_SZ = 1031;
 const SPLICE_F_MOVE = 1;
+const POSIX_FADV_WILLNEED = 3;
 const SPLICE_F_NONBLOCK = 2;
 const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
@@ -100,6 +106,7 @@ export function loadLibc(): Libc {
   const epollCtl = c.func('int epoll_ctl(int epfd, int op, int fd, void *event)');
   const epollWait = c.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)');
   const syscall = c.func('long syscall(long number, ...)');
+  const fadvise = c.func('int posix_fadvise(int fd, long offset, long len, int advice)');
   const event = Buffer.alloc(16);
   const events = Buffer.alloc(EPOLL_EVENT_SIZE * EPOLL_EVENTS);
   /** For epollWaitAsync: one wait at a time (the reader pool's, while no thread runs). */
@@ -165,6 +172,7 @@ export function loadLibc(): Libc {
       if (Number(syscall(SYS_SCHED.get, 'int', 0, 'void *', attr, 'unsigned int', SCHED_ATTR_SIZE, 'unsigned int', 0)) !== 0) return -koffi.errno();
       return Number(attr.readBigUInt64LE(24));
     },
+    willNeed: (fd, offset, len) => fadvise(fd, offset, len, POSIX_FADV_WILLNEED),
     gettid: () => Number(syscall(SYS_GETTID)),
     errno: () => koffi.errno(),
   };

@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageIndex } from '../../src/index/reader.js';
+import { READ_AROUND, readAroundRange } from '../../src/fs/read-thread.js';
 import { indexLayers } from '../../src/storage/index-layers.js';
+import { VERIFIED_SHARED } from '../../src/storage/shared-layer-state.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture } from '../support/fixtures/index.js';
 import { umociUnpack } from '../support/tools.js';
@@ -67,6 +69,42 @@ async function compare(m: MountedImage, ref: string, plan: [number, number][]): 
   expect(r.stderr).toBe('');
   return JSON.parse(r.stdout) as { reads: number; bad: [number, number][] };
 }
+
+describe('the pages read around a small READ', () => {
+  const K = 1024;
+  /** Verified marks of a layer of `count` chunks, those in `verified` set. */
+  function marks(count: number, verified: number[]): Uint8Array {
+    const m = new Uint8Array(count);
+    for (const i of verified) m[i] = VERIFIED_SHARED;
+    return m;
+  }
+  const all = marks(64, [...Array(64).keys()]);
+
+  it('covers the aligned window around the READ where its chunks are verified', () => {
+    // A 4 KiB READ in the middle: the whole aligned window, over chunks of 64 KiB or of 4 KiB.
+    expect(readAroundRange(3 * READ_AROUND + 5000, 4096, 64 * K, all)).toEqual({ position: 3 * READ_AROUND, length: READ_AROUND });
+    expect(readAroundRange(READ_AROUND + 5000, 4096, 4 * K, all)).toEqual({ position: READ_AROUND, length: READ_AROUND });
+    // A READ across a window edge: both windows.
+    expect(readAroundRange(READ_AROUND - 100, 200, 64 * K, all)).toEqual({ position: 0, length: 2 * READ_AROUND });
+    // Chunks bigger than the window: the window alone.
+    expect(readAroundRange(3 * READ_AROUND + 5000, 4096, 1024 * K, marks(4, [0]))).toEqual({ position: 3 * READ_AROUND, length: READ_AROUND });
+  });
+
+  it('stops at a chunk not verified here (a hole not fetched yet) and at the layer end', () => {
+    // 64 KiB chunks 2 and 3 make window 1; only 3 (the READ's) is verified.
+    expect(readAroundRange(3 * 64 * K + 100, 4096, 64 * K, marks(64, [3]))).toEqual({ position: 3 * 64 * K, length: 64 * K });
+    // 4 KiB chunks: the READ's chunk 33 and its neighbours 32 and 34; 31 and 35 are not verified.
+    expect(readAroundRange(33 * 4 * K, 4096, 4 * K, marks(64, [30, 32, 33, 34, 36]))).toEqual({ position: 32 * 4 * K, length: 12 * K });
+    // The last chunk of the layer: nothing past it.
+    expect(readAroundRange(63 * 4 * K, 4096, 4 * K, marks(64, [...Array(64).keys()]))).toEqual({ position: 32 * 4 * K, length: 32 * 4 * K });
+  });
+
+  it('adds nothing to a READ of the window or more, nor where the READ is all that is verified', () => {
+    expect(readAroundRange(READ_AROUND, READ_AROUND, 64 * K, all)).toBeUndefined();
+    expect(readAroundRange(5, 4 * READ_AROUND, 64 * K, all)).toBeUndefined();
+    expect(readAroundRange(5 * 4 * K, 4096, 4 * K, marks(64, [5]))).toBeUndefined();
+  });
+});
 
 describe.skipIf(skipUnlessRoot())('READs answered in the FUSE reader threads', () => {
   let work: string;
