@@ -99,7 +99,8 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       log.warn({ err: (err as Error).message }, 'profile: lookup failed');
       return undefined;
     });
-  const lookedInTime = untilAborted(looked, stop.signal);
+  // Once the mount stops, nothing waits for a lookup still under way (a slow registry).
+  const lookedInTime = untilAborted(looked, stop.signal).catch(() => undefined);
   const found = looked.then((f) => f && { origin: f.origin, from: f.from });
   const foundInTime = lookedInTime.then((f) => f && { origin: f.origin, from: f.from });
 

@@ -23,6 +23,7 @@ import type { IndexCheckpoint } from '../index/types.js';
 import { windowDigest } from '../index/window-digest.js';
 import type { BlobStore } from '../oci/types.js';
 import { ClipError } from '../util/errors.js';
+import { untilAborted } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { ensurePrivateDir } from './cache-dir.js';
 import type { RedisChunkCache } from './remote-cache.js';
@@ -130,16 +131,6 @@ export class IndexWindows {
 
 /** A window's fetch (a few KB) that takes longer than this has failed. */
 const FETCH_DEADLINE_MS = 30_000;
-
-/** `p`, or the signal's reason once it aborts first. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
 
 const perIndex = new WeakMap<ImageIndex, IndexWindows>();
 

@@ -33,16 +33,6 @@ export function deferred<T>(): Deferred<T> {
   };
 }
 
-/** `p`, or a rejection as soon as `signal` aborts. */
-export function untilAborted<T>(p: Promise<T>, signal: AbortSignal, onAbort: (reason: unknown) => unknown): Promise<T> {
-  if (signal.aborted) return Promise.reject(onAbort(signal.reason));
-  return new Promise<T>((resolve, reject) => {
-    const abort = (): void => reject(onAbort(signal.reason));
-    signal.addEventListener('abort', abort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
-  });
-}
-
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(done, ms);

@@ -6,12 +6,14 @@ import { untilAborted } from '../../src/util/abort.js';
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
 
 describe('untilAborted', () => {
-  it('settles with the promise, or with undefined once the signal aborts', async () => {
+  it('settles with the promise, or rejects with the reason (or what onAbort makes of it) once the signal aborts', async () => {
     expect(await untilAborted(Promise.resolve(7), new AbortController().signal)).toBe(7);
+    await expect(untilAborted(Promise.reject(new Error('own')), new AbortController().signal)).rejects.toThrow('own');
     const stop = new AbortController();
     const pending = untilAborted(new Promise<number>(() => undefined), stop.signal);
-    stop.abort();
-    expect(await pending).toBeUndefined();
+    stop.abort(new Error('stopped'));
+    await expect(pending).rejects.toThrow('stopped');
+    await expect(untilAborted(Promise.resolve(1), stop.signal, () => new Error('already'))).rejects.toThrow('already');
   });
 
   it('keeps nothing of what it settled with for a signal that lives on (as Promise.race with one would)', async () => {
