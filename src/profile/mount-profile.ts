@@ -28,6 +28,11 @@ function concurrencyFromEnv(): number | undefined {
   return Number.isSafeInteger(n) && n >= 1 && n <= 16 ? n : undefined;
 }
 
+/** CLIP_PREFETCH_BEFORE_ATTACH=1: the prefetch starts beside the attach, as before session 11 (comparisons). */
+function prefetchBeforeAttach(): boolean {
+  return process.env.CLIP_PREFETCH_BEFORE_ATTACH === '1';
+}
+
 /** What a filesystem offers to be recorded (ImageFilesystem.recorder). */
 export interface RecordableFs {
   recorder: { readonly active: boolean; note(layer: number, offset: number, length: number, ino: number): void } | undefined;
@@ -46,6 +51,12 @@ export interface MountProfileOptions {
   quietMs?: number;
   /** Prefetch pieces in flight (default 8). */
   concurrency?: number;
+  /**
+   * The prefetch starts once this settles (the mount attached): its inflating and verifying on this
+   * thread would otherwise delay the attach and FUSE INIT (bench/index/RESULTS.md, session 11).
+   * The lookup and the learned checkpoints do not wait. Default: start at once.
+   */
+  startAfter?: Promise<unknown>;
   logger?: Logger;
 }
 
@@ -116,6 +127,8 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       }
     }
     const pieces = planPrefetch(f.profile.ranges, opts.layers);
+    if (!prefetchBeforeAttach()) await Promise.race([opts.startAfter?.catch(() => undefined), stopped]);
+    if (stop.signal.aborted) return undefined;
     const result = await prefetch(opts.storage, pieces, { concurrency: opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY, signal: stop.signal, logger: log });
     log.info({ ...result, profile: f.from }, 'profile: prefetch done');
     return result;
