@@ -127,11 +127,11 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     if (cfg.metricsAddr) metrics = await (await import('./metrics-server.js')).serveMetrics(cfg.metricsAddr, await storage.metrics.registry());
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
-    // Looked for (or recorded) from now, while the mount is attached; the prefetch itself waits for
-    // the attach (its CPU would delay FUSE INIT, and python cannot start before it anyway).
+    // Looked for (or recorded) from now, while the mount is attached; until the attach is done the
+    // prefetch keeps few pieces in flight (its CPU on this thread would delay FUSE INIT).
     let attachDone!: () => void;
     const attachedGate = new Promise<void>((r) => (attachDone = r));
-    const profile = startMountProfile({ startAfter: attachedGate,
+    const profile = startMountProfile({ attached: attachedGate,
       mode: opts.resume ? 'off' : cfg.profile ?? 'auto', cacheDir: image.cacheDir, index: image.index, layers: image.layers,
       // --no-discover: nothing is looked for in the registry, profiles included.
       fs, storage, blobs: cfg.discover === false ? undefined : image.blobs, logger: log,

@@ -28,9 +28,17 @@ function concurrencyFromEnv(): number | undefined {
   return Number.isSafeInteger(n) && n >= 1 && n <= 16 ? n : undefined;
 }
 
-/** CLIP_PREFETCH_BEFORE_ATTACH=1: the prefetch starts beside the attach, as before session 11 (comparisons). */
-function prefetchBeforeAttach(): boolean {
-  return process.env.CLIP_PREFETCH_BEFORE_ATTACH === '1';
+/**
+ * Prefetch pieces in flight until the mount is attached: its round trips start at once, while most
+ * of its inflating and verifying waits until FUSE INIT is answered (bench/index/RESULTS.md, session 11).
+ */
+const DEFAULT_BEFORE_ATTACH = 2;
+
+/** CLIP_PREFETCH_BEFORE_ATTACH (0–16): for comparisons. */
+function beforeAttachFromEnv(): number | undefined {
+  const text = process.env.CLIP_PREFETCH_BEFORE_ATTACH;
+  const n = Number(text);
+  return text && Number.isSafeInteger(n) && n >= 0 && n <= 16 ? n : undefined;
 }
 
 /** What a filesystem offers to be recorded (ImageFilesystem.recorder). */
@@ -52,11 +60,13 @@ export interface MountProfileOptions {
   /** Prefetch pieces in flight (default 8). */
   concurrency?: number;
   /**
-   * The prefetch starts once this settles (the mount attached): its inflating and verifying on this
-   * thread would otherwise delay the attach and FUSE INIT (bench/index/RESULTS.md, session 11).
-   * The lookup and the learned checkpoints do not wait. Default: start at once.
+   * Settles once the mount is attached (FUSE INIT answered): until then at most `beforeAttach`
+   * prefetch pieces are in flight, so that their inflating on this thread does not delay the attach.
+   * Without it, the prefetch runs at full concurrency from the start.
    */
-  startAfter?: Promise<unknown>;
+  attached?: Promise<unknown>;
+  /** Prefetch pieces in flight before `attached` settles (default 2; 0: none). */
+  beforeAttach?: number;
   logger?: Logger;
 }
 
@@ -127,9 +137,10 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       }
     }
     const pieces = planPrefetch(f.profile.ranges, opts.layers);
-    if (!prefetchBeforeAttach()) await Promise.race([opts.startAfter?.catch(() => undefined), stopped]);
-    if (stop.signal.aborted) return undefined;
-    const result = await prefetch(opts.storage, pieces, { concurrency: opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY, signal: stop.signal, logger: log });
+    const result = await prefetch(opts.storage, pieces, {
+      concurrency: opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY, signal: stop.signal, logger: log,
+      ...(opts.attached ? { ramp: { concurrency: opts.beforeAttach ?? beforeAttachFromEnv() ?? DEFAULT_BEFORE_ATTACH, until: opts.attached } } : {}),
+    });
     log.info({ ...result, profile: f.from }, 'profile: prefetch done');
     return result;
   }).catch((err: unknown) => {
