@@ -127,11 +127,9 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     if (cfg.metricsAddr) metrics = await (await import('./metrics-server.js')).serveMetrics(cfg.metricsAddr, await storage.metrics.registry());
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
-    // Looked for (or recorded) from now, while the mount is attached; until the attach is done the
-    // prefetch keeps few pieces in flight (its CPU on this thread would delay FUSE INIT).
-    let attachDone!: () => void;
-    const attachedGate = new Promise<void>((r) => (attachDone = r));
-    const profile = startMountProfile({ attached: attachedGate,
+    // Looked for (or recorded) from now, while the mount is attached: the prefetch starts sooner.
+    // (Holding it until FUSE INIT made the mount ready sooner but python end later: session 11.)
+    const profile = startMountProfile({
       mode: opts.resume ? 'off' : cfg.profile ?? 'auto', cacheDir: image.cacheDir, index: image.index, layers: image.layers,
       // --no-discover: nothing is looked for in the registry, profiles included.
       fs, storage, blobs: cfg.discover === false ? undefined : image.blobs, logger: log,
@@ -144,7 +142,6 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     const attached = opts.resume?.attached ?? (await (opts.attach ?? attach)(mountpoint, mountOpts));
     log.debug('mount: attached');
     const m = await serveAttached(fs, attached, mountOpts, opts.resume?.init);
-    attachDone();
     const st = storage;
     // An index this process did not make is checked against each layer once it is whole on disk.
     // The audit (with the indexing and registry code it needs) loads only when a layer is to be

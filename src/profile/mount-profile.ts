@@ -28,19 +28,6 @@ function concurrencyFromEnv(): number | undefined {
   return Number.isSafeInteger(n) && n >= 1 && n <= 16 ? n : undefined;
 }
 
-/**
- * Prefetch pieces in flight until the mount is attached: its round trips start at once, while most
- * of its inflating and verifying waits until FUSE INIT is answered (bench/index/RESULTS.md, session 11).
- */
-const DEFAULT_BEFORE_ATTACH = 2;
-
-/** CLIP_PREFETCH_BEFORE_ATTACH (0–16): for comparisons. */
-function beforeAttachFromEnv(): number | undefined {
-  const text = process.env.CLIP_PREFETCH_BEFORE_ATTACH;
-  const n = Number(text);
-  return text && Number.isSafeInteger(n) && n >= 0 && n <= 16 ? n : undefined;
-}
-
 /** What a filesystem offers to be recorded (ImageFilesystem.recorder). */
 export interface RecordableFs {
   recorder: { readonly active: boolean; note(layer: number, offset: number, length: number, ino: number): void } | undefined;
@@ -59,14 +46,6 @@ export interface MountProfileOptions {
   quietMs?: number;
   /** Prefetch pieces in flight (default 8). */
   concurrency?: number;
-  /**
-   * Settles once the mount is attached (FUSE INIT answered): until then at most `beforeAttach`
-   * prefetch pieces are in flight, so that their inflating on this thread does not delay the attach.
-   * Without it, the prefetch runs at full concurrency from the start.
-   */
-  attached?: Promise<unknown>;
-  /** Prefetch pieces in flight before `attached` settles (default 2; 0: none). */
-  beforeAttach?: number;
   logger?: Logger;
 }
 
@@ -137,10 +116,7 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
       }
     }
     const pieces = planPrefetch(f.profile.ranges, opts.layers);
-    const result = await prefetch(opts.storage, pieces, {
-      concurrency: opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY, signal: stop.signal, logger: log,
-      ...(opts.attached ? { ramp: { concurrency: opts.beforeAttach ?? beforeAttachFromEnv() ?? DEFAULT_BEFORE_ATTACH, until: opts.attached } } : {}),
-    });
+    const result = await prefetch(opts.storage, pieces, { concurrency: opts.concurrency ?? concurrencyFromEnv() ?? DEFAULT_CONCURRENCY, signal: stop.signal, logger: log });
     log.info({ ...result, profile: f.from }, 'profile: prefetch done');
     return result;
   }).catch((err: unknown) => {

@@ -80,11 +80,6 @@ export interface PrefetchOptions {
   concurrency?: number;
   signal?: AbortSignal;
   logger?: Logger;
-  /**
-   * Fewer pieces in flight (`concurrency`, 0 or more) until `until` settles: a mount's prefetch
-   * starts its round trips at once but leaves the CPU to the attach and FUSE INIT meanwhile.
-   */
-  ramp?: { concurrency: number; until: Promise<unknown> };
 }
 
 export interface PrefetchResult {
@@ -116,15 +111,6 @@ export async function prefetch(storage: PrefetchReader, pieces: readonly Prefetc
     }
   };
   const n = Math.max(1, Math.min(opts.concurrency ?? 3, pieces.length));
-  const early = Math.max(0, Math.min(n, opts.ramp?.concurrency ?? n));
-  const earlyDone = Promise.all(Array.from({ length: early }, worker));
-  if (early < n) {
-    // The rest join once `until` settles, or the early ones took every piece, or it is stopped.
-    const never = new Promise<never>(() => undefined);
-    const aborted = opts.signal ? new Promise<void>((r) => (opts.signal!.aborted ? r() : opts.signal!.addEventListener('abort', () => r(), { once: true }))) : never;
-    await Promise.race([opts.ramp!.until.catch(() => undefined), aborted, early > 0 ? earlyDone : never]);
-    await Promise.all(Array.from({ length: n - early }, worker));
-  }
-  await earlyDone;
+  await Promise.all(Array.from({ length: n }, worker));
   return { pieces: pieces.length, bytes, failed, ms: performance.now() - t0 };
 }

@@ -91,49 +91,6 @@ describe('prefetch through Storage', () => {
     }
   });
 
-  it('keeps ramp.concurrency pieces in flight until ramp.until settles, then the full concurrency', async () => {
-    const source = new ProbeSource([layer]);
-    source.delayMs = 150;
-    const metrics = new StorageMetrics();
-    const disk = await DiskCache.open({ dir: `${dir}/cache-ramp`, metrics });
-    const storage = new Storage({ disk, metrics, source, statsIntervalMs: 0, readaheadChunks: 0 });
-    try {
-      const rec = layer.record;
-      const pieces = planPrefetch(Array.from({ length: 12 }, (_, i) => ({ layer: 0, offset: i * 3 * CHUNK, length: 100, atMs: i, ino: 0 })), [rec]);
-      let attached!: () => void;
-      const until = new Promise<void>((r) => (attached = r));
-      let inFlight = 0;
-      let most = 0;
-      let mostBefore = -1;
-      const counting = {
-        read: storage.read.bind(storage),
-        warm: async (...args: Parameters<Storage['warm']>): Promise<number> => {
-          most = Math.max(most, ++inFlight);
-          // The mount attaches just after the first piece starts (every piece takes 150 ms or more):
-          // without the ramp every worker would have started by then.
-          if (mostBefore < 0) {
-            mostBefore = 0;
-            setImmediate(() => {
-              mostBefore = most;
-              attached();
-            });
-          }
-          try {
-            return await storage.warm(...args);
-          } finally {
-            inFlight--;
-          }
-        },
-      };
-      const result = await prefetch(counting, pieces, { concurrency: 4, ramp: { concurrency: 1, until } });
-      expect(mostBefore).toBe(1);
-      expect(most).toBe(4);
-      expect(result).toMatchObject({ pieces: 12, failed: 0, bytes: 12 * CHUNK });
-    } finally {
-      await storage.close();
-    }
-  });
-
   it('logs and goes on when a piece fails: never throws', async () => {
     const source = new ProbeSource([layer]);
     source.mode = 'down';

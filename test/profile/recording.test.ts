@@ -2,7 +2,7 @@
  * Recording through a real FUSE mount of the basic fixture: the reads a program makes arrive in
  * the profile in order, with their layer, range and inode; `recording` is true exactly while a
  * recorder is active; a mount's profile work finds a kept profile, stops recording and prefetches
- * it through storage, once the mount is attached when told to wait for that.
+ * it through storage.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -69,30 +69,5 @@ describe.skipIf(skipUnlessRoot())('recording a mount', () => {
     expect(result!.bytes).toBeGreaterThanOrEqual(f.size);
     await work.finish();
     expect(await work.saved).toBeUndefined(); // a found profile is not replaced by this start's
-  });
-
-  it('with no piece allowed before the attach, the prefetch waits for it; a mount stopped before it prefetches nothing', async () => {
-    const { index, storage, fs } = mounted;
-    const cacheDir = storage.disk.dir;
-    const layers = indexLayers(index);
-    const f = files[1]!;
-    await storeLocalProfile(cacheDir, index.image.manifestDigest, encodeProfile({
-      manifestDigest: index.image.manifestDigest, indexDigest: indexDigestOf(index.buffer), layers: layers.map((l) => l.diffId),
-      ranges: [{ layer: f.layer, offset: f.offset, length: f.size, atMs: 0, ino: f.ino }], learned: new Map(),
-    }));
-    const settled = (p: Promise<unknown>): Promise<boolean> => Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 200))]);
-
-    let attached!: () => void;
-    const work = startMountProfile({ mode: 'auto', cacheDir, index, layers, fs, storage, beforeAttach: 0, attached: new Promise<void>((r) => (attached = r)) });
-    expect((await work.found)?.origin).toBe('cache');
-    expect(await settled(work.prefetched)).toBe(false); // found, but held until the attach
-    attached();
-    expect(await work.prefetched).toMatchObject({ pieces: 1, failed: 0 });
-    await work.finish();
-
-    const stopped = startMountProfile({ mode: 'auto', cacheDir, index, layers, fs, storage, beforeAttach: 0, attached: new Promise<void>(() => undefined) });
-    expect(await stopped.found).toBeDefined();
-    await stopped.finish(); // the mount failed or ended before it was attached: nothing hangs
-    expect((await stopped.prefetched)?.bytes ?? 0).toBe(0);
   });
 });
