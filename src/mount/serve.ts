@@ -109,6 +109,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
   let storage: Storage | undefined;
   let metrics: Server | undefined;
   let profileWork: MountProfile | undefined;
+  log.debug({ origin: image.origin }, 'mount: image opened');
   try {
     let source: CheckpointSource;
     ({ storage, source } = await openMountStorage(image, {
@@ -117,6 +118,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
       logger: log,
     }));
+    log.debug('mount: storage opened');
     const fs = new ImageFilesystem(image.index, storage, { logger: log });
     const restarts = opts.restarts ?? 0;
     const held = { image, fs, source };
@@ -126,6 +128,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     // Loaded only when asked for, and before mounting, so that nothing can fail once mounted.
     const fetcher = cfg.backgroundFetch ? await import('../storage/background-fetch.js') : undefined;
     // Looked for (or recorded) from now, while the mount is attached: the prefetch starts sooner.
+    // (Holding it until FUSE INIT made the mount ready sooner but python end later: session 11.)
     const profile = startMountProfile({
       mode: opts.resume ? 'off' : cfg.profile ?? 'auto', cacheDir: image.cacheDir, index: image.index, layers: image.layers,
       // --no-discover: nothing is looked for in the registry, profiles included.
@@ -137,6 +140,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
     };
     const attached = opts.resume?.attached ?? (await (opts.attach ?? attach)(mountpoint, mountOpts));
+    log.debug('mount: attached');
     const m = await serveAttached(fs, attached, mountOpts, opts.resume?.init);
     const st = storage;
     // An index this process did not make is checked against each layer once it is whole on disk.

@@ -3,7 +3,7 @@
  * starts the server (through its holder) when none runs; other requests never do.
  */
 import { spawn } from 'node:child_process';
-import { closeSync } from 'node:fs';
+import { closeSync, watch, type FSWatcher } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { ensurePrivateDir, openPrivateLogSync } from '../storage/cache-dir.js';
@@ -11,7 +11,7 @@ import { ClipError, type ErrorCode } from '../util/errors.js';
 import { nodeArgs } from '../util/node-args.js';
 import { siblingModule } from '../util/worker.js';
 import { serverFiles } from './paths.js';
-import type { ClientReply, ClientRequest } from './protocol.js';
+import type { ClientReply, ClientRequest, MountPreparation } from './protocol.js';
 
 /** How long a starting server may take before its socket answers. */
 const START_MS = 20_000;
@@ -23,12 +23,42 @@ export async function askServer(cacheDir: string, req: ClientRequest, opts: { st
   if (reply !== undefined || !opts.start) return reply;
   await startHolder(cacheDir);
   const until = Date.now() + START_MS;
-  while (reply === undefined) {
-    if (Date.now() > until) throw new ClipError('ETIMEOUT', `the clip server did not start within ${START_MS / 1000} s (see its log ${files.log})`, { object: cacheDir });
-    await new Promise((r) => setTimeout(r, 50));
-    reply = await exchange(files.socket, req);
+  // The socket appearing in the run directory wakes the wait at once; the timer is the fallback.
+  const created = watchDir(files.runDir);
+  try {
+    while (reply === undefined) {
+      if (Date.now() > until) throw new ClipError('ETIMEOUT', `the clip server did not start within ${START_MS / 1000} s (see its log ${files.log})`, { object: cacheDir });
+      await created.next(50);
+      reply = await exchange(files.socket, req);
+    }
+  } finally {
+    created.close();
   }
   return reply;
+}
+
+/** Changes in `dir`: next(ms) settles at the next one, or after ms (also when it cannot be watched). */
+function watchDir(dir: string): { next(ms: number): Promise<void>; close(): void } {
+  let wake: (() => void) | undefined;
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(dir, () => wake?.());
+    watcher.on('error', () => undefined);
+  } catch {
+    // no inotify here: the timer alone
+  }
+  return {
+    next: (ms) => new Promise<void>((r) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        wake = undefined;
+        r();
+      }
+      wake = done;
+    }),
+    close: () => watcher?.close(),
+  };
 }
 
 /** Throw a failed reply as the error it names. */
@@ -82,9 +112,12 @@ async function startHolder(cacheDir: string): Promise<void> {
   }
 }
 
-/** Start the node's server for `cacheDir` if none runs, and wait until it answers; its pid. */
-export async function ensureServer(cacheDir: string): Promise<number> {
-  const reply = unwrap((await askServer(cacheDir, { op: 'status' }, { start: true }))!);
+/**
+ * Start the node's server for `cacheDir` if none runs, and wait until it answers; its pid. With
+ * `prepare`, the server loads what such a mount needs once it answers (the caller mounts next).
+ */
+export async function ensureServer(cacheDir: string, prepare?: MountPreparation): Promise<number> {
+  const reply = unwrap((await askServer(cacheDir, { op: 'status', ...(prepare ? { prepare } : {}) }, { start: true }))!);
   return reply.pid;
 }
 

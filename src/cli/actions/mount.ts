@@ -33,7 +33,8 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
     // the image: its start-up and the registry round trips overlap instead of adding up. A server
     // that cannot start fails the mount with its error (naming its log), once the image is resolved.
     const cacheDir = cfg.cacheDir ?? defaultCacheDir();
-    const serverUp = ensureServer(cacheDir).then(() => undefined, (err: unknown) => err);
+    // Told what comes, the server loads the mount's code while this process resolves the image.
+    const serverUp = ensureServer(cacheDir, { registry: !isIndexFile && !image.startsWith('oci:') }).then(() => undefined, (err: unknown) => err);
     const releaseServer = holdServer(cacheDir);
     let resolved: ResolvedHandoff | undefined;
     try {
@@ -49,6 +50,7 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
       }
       const failed = await serverUp;
       if (failed !== undefined) throw failed;
+      logger.debug('mount: the server answers; asking it to mount');
     } finally {
       releaseServer();
     }
