@@ -205,15 +205,6 @@ async function openResolved(r: ResolvedHandoff, cacheDir: string, registry: Open
   return { index, origin: 'cache', indexFile: r.indexFile, location: r.location, cacheDir, blobs, layers: indexLayers(index), close: () => blobs.close() };
 }
 
-/**
- * Load the code a mount will need (the storage read path; the registry client for a registry's
- * blobs) before it is asked for: the node's server does so while `clip mount` resolves the image.
- */
-export async function preloadMountCode(what: { registry: boolean }): Promise<void> {
-  await import('../storage/index.js');
-  if (what.registry) await import('../oci/index.js');
-}
-
 export interface ImageStorageOptions {
   remoteCache?: string;
   /** Cap on the disk cache; least recently used layers are evicted beyond it. */

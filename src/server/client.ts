@@ -11,7 +11,7 @@ import { ClipError, type ErrorCode } from '../util/errors.js';
 import { nodeArgs } from '../util/node-args.js';
 import { siblingModule } from '../util/worker.js';
 import { serverFiles } from './paths.js';
-import type { ClientReply, ClientRequest, MountPreparation } from './protocol.js';
+import type { ClientReply, ClientRequest } from './protocol.js';
 
 /** How long a starting server may take before its socket answers. */
 const START_MS = 20_000;
@@ -112,12 +112,9 @@ async function startHolder(cacheDir: string): Promise<void> {
   }
 }
 
-/**
- * Start the node's server for `cacheDir` if none runs, and wait until it answers; its pid. With
- * `prepare`, the server loads what such a mount needs once it answers (the caller mounts next).
- */
-export async function ensureServer(cacheDir: string, prepare?: MountPreparation): Promise<number> {
-  const reply = unwrap((await askServer(cacheDir, { op: 'status', ...(prepare ? { prepare } : {}) }, { start: true }))!);
+/** Start the node's server for `cacheDir` if none runs, and wait until it answers; its pid. */
+export async function ensureServer(cacheDir: string): Promise<number> {
+  const reply = unwrap((await askServer(cacheDir, { op: 'status' }, { start: true }))!);
   return reply.pid;
 }
 

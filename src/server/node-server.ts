@@ -11,14 +11,13 @@ import type { Attached, MountOptions } from '../fuse/index.js';
 import { abortConnection } from '../fuse/index.js';
 import { mountFiles, processStartTime, removePidFile, writePidFile } from '../mount/files.js';
 import { processMemory } from '../mount/process-metrics.js';
-import { preloadMountCode } from '../mount/open-image.js';
 import { readyLine, startMount, type MountConfig, type RunningMount } from '../mount/serve.js';
 import { keepStatus, statusOf, type MountStatus } from '../mount/status.js';
 import { ClipError, isClipError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { takeFd } from '../util/pidfd.js';
 import { serverFiles, type ServerFiles } from './paths.js';
-import { loadInit, saveInit, type AttachOptions, type ClientReply, type ClientRequest, type HeldMount, type MountPreparation, type ToHolder, type ToServer } from './protocol.js';
+import { loadInit, saveInit, type AttachOptions, type ClientReply, type ClientRequest, type HeldMount, type ToHolder, type ToServer } from './protocol.js';
 
 /** How long a server without mounts waits for a request before it ends. */
 const IDLE_MS = 5000;
@@ -191,7 +190,6 @@ export class NodeServer {
         setTimeout(() => void this.replaceSelf(), 50);
         return { ok: true, op: 'restart', pid: process.pid };
       case 'status': {
-        if (req.prepare) this.prepare(req.prepare);
         const mounts: MountStatus[] = [];
         for (const s of this.mounts.values()) mounts.push(await statusOf(s.running, s.startedAt, this.restarts));
         const holderPid = process.ppid;
@@ -199,15 +197,6 @@ export class NodeServer {
         return { ok: true, op: 'status', pid: process.pid, holderPid, restarts: this.restarts, rssBytes: memory.rss, memory, mounts };
       }
     }
-  }
-
-  /** Load a coming mount's code now, while its client still resolves the image (best effort). */
-  private prepare(what: MountPreparation): void {
-    const t0 = Date.now();
-    preloadMountCode(what).then(
-      () => this.log.debug({ ms: Date.now() - t0, ...what }, 'server: mount code loaded'),
-      (err: unknown) => this.log.debug({ err }, 'server: cannot load the mount code ahead'),
-    );
   }
 
   private async mount(config: MountConfig): Promise<ClientReply> {

@@ -11,19 +11,9 @@ import type { MountStatus } from '../mount/status.js';
 export type ClientRequest =
   | { op: 'mount'; config: MountConfig }
   | { op: 'unmount'; mountpoint: string; timeoutMs?: number }
-  /**
-   * With `prepare`, the client mounts next (`clip mount` asks so while it resolves the image): the
-   * server loads the code that mount needs meanwhile instead of after the mount request.
-   */
-  | { op: 'status'; prepare?: MountPreparation }
+  | { op: 'status' }
   /** Replace the server process with a new one (a new build) without unmounting anything. */
   | { op: 'restart' };
-
-/** What kind of mount comes next. */
-export interface MountPreparation {
-  /** Its blobs come from a registry (the registry client is loaded too). */
-  registry: boolean;
-}
 
 export type ClientReply =
   | { ok: true; op: 'mount'; pid: number; line: string; log: string }

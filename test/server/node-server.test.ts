@@ -2,8 +2,7 @@
  * What the node server's code loads before anything asks for it: no prom-client (it loads with a
  * metrics endpoint; the counters are plain numbers meanwhile) and no registry client (undici).
  * A fresh node with a module hook that lists every module it loads imports the server's modules,
- * counts, then builds a registry: prom-client must load then, and only then. A mount's code loaded
- * ahead (a status request with `prepare`) takes the registry client only for a registry's mount.
+ * counts, then builds a registry: prom-client must load then, and only then.
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -34,23 +33,5 @@ describe('the node server loads only what serving needs', () => {
     expect(before.some((l) => l.endsWith('/src/server/node-server.ts'))).toBe(true);
     expect(before.filter((l) => /\/node_modules\/(prom-client|undici)\//.test(l))).toEqual([]);
     expect(lines.slice(asked).some((l) => /\/node_modules\/prom-client\//.test(l))).toBe(true);
-  });
-
-  it("loads a coming mount's code ahead: the read path for any mount, the registry client only for a registry's", () => {
-    const code = `const { preloadMountCode } = await import('./src/mount/open-image.ts');
-      process.stderr.write('LOCAL\\n');
-      await preloadMountCode({ registry: false });
-      process.stderr.write('REGISTRY\\n');
-      await preloadMountCode({ registry: true });`;
-    const run = spawnSync(process.execPath, ['--import', 'tsx', '--import', `data:text/javascript,${encodeURIComponent(REGISTER)}`, '--input-type=module', '-e', code], {
-      cwd: ROOT, encoding: 'utf8', timeout: 120_000,
-    });
-    expect(run.status, run.stderr).toBe(0);
-    const lines = run.stderr.split('\n');
-    const local = lines.slice(lines.indexOf('LOCAL'), lines.indexOf('REGISTRY'));
-    const registry = lines.slice(lines.indexOf('REGISTRY'));
-    expect(local.some((l) => l.endsWith('/src/storage/storage.ts'))).toBe(true);
-    expect(local.filter((l) => /\/node_modules\/undici\//.test(l))).toEqual([]);
-    expect(registry.some((l) => /\/node_modules\/undici\//.test(l))).toBe(true);
   });
 });

@@ -33,8 +33,7 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
     // the image: its start-up and the registry round trips overlap instead of adding up. A server
     // that cannot start fails the mount with its error (naming its log), once the image is resolved.
     const cacheDir = cfg.cacheDir ?? defaultCacheDir();
-    // Told what comes, the server loads the mount's code while this process resolves the image.
-    const serverUp = ensureServer(cacheDir, { registry: !isIndexFile && !image.startsWith('oci:') }).then(() => undefined, (err: unknown) => err);
+    const serverUp = ensureServer(cacheDir).then(() => undefined, (err: unknown) => err);
     const releaseServer = holdServer(cacheDir);
     let resolved: ResolvedHandoff | undefined;
     try {
