@@ -44,10 +44,11 @@ interface Found {
 }
 
 /**
- * A small READ has the pages around it read too, this much, aligned (squashfuse's block, the
- * kernel's default readahead): a program's random small reads of a file whose pages are not in
- * the page cache cost one disk read per 128 KiB instead of one per READ (the kernel reads a
- * random 4 KiB pread as it is). A READ this big or bigger gets nothing more.
+ * A small READ (one answered by copy, `read`: spliced ones get none) has the pages around it read
+ * too, this much, aligned (squashfuse's block, the kernel's default readahead): a program's random
+ * small reads of a file whose pages are not in the page cache cost one disk read per 128 KiB
+ * instead of one per READ (the kernel reads a random 4 KiB pread as it is). A READ this big or
+ * bigger gets nothing more.
  */
 export const READ_AROUND = 128 * 1024;
 

@@ -1,4 +1,4 @@
-/** The FUSE server's tuning from the environment. No koffi here: the holder imports this. */
+/** The FUSE reader threads' tuning from the environment. */
 import { ClipError } from '../util/errors.js';
 import { wholeNumberSetting } from '../util/setting.js';
 

@@ -98,7 +98,7 @@ export async function serveAttached(fs: FuseFilesystem, attached: Attached, opts
     server = new FuseServer(fs, opts); // reads the settings: a bad one throws here, once mounted
   } catch (err) {
     // Nothing serves the connection: a mount left behind would answer ENOTCONN to every user.
-    // A resumed connection belongs to the holder, which keeps it for the next server.
+    // A resumed connection is the caller's (the node server's resume) to end.
     if (!resume) await detach(attached, log);
     throw err;
   }
@@ -129,11 +129,16 @@ export async function serveAttached(fs: FuseFilesystem, attached: Attached, opts
  * kernel holds every request on the mount, `umount`'s own lookup of the path included.
  */
 async function detach({ fd, mountpoint, connection }: Attached, log: Logger): Promise<void> {
-  await abortConnection(connection).catch((err: unknown) => log.warn({ err, connection }, 'fuse: could not abort an unserved connection'));
-  if ((await run('umount', [mountpoint])).code !== 0 && (await run('umount', ['-l', mountpoint])).code !== 0) {
-    log.warn({ mountpoint, connection }, 'fuse: could not unmount an attach left unserved');
+  try {
+    await abortConnection(connection).catch((err: unknown) => log.warn({ err, connection }, 'fuse: could not abort an unserved connection'));
+    if ((await run('umount', [mountpoint])).code !== 0 && (await run('umount', ['-l', mountpoint])).code !== 0) {
+      log.warn({ mountpoint, connection }, 'fuse: could not unmount an attach left unserved');
+    }
+  } catch (err) {
+    log.warn({ err, mountpoint }, 'fuse: could not unmount an attach left unserved'); // umount could not be run
+  } finally {
+    closeSync(fd);
   }
-  closeSync(fd);
 }
 
 /** Raise the readahead of the mount's backing device so sequential reads arrive as large READs. */

@@ -14,7 +14,7 @@
 import { closeSync, writeSync } from 'node:fs';
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { siblingModule, startWorker } from '../util/worker.js';
-import { threadTuning } from './env-options.js';
+import type { ThreadTuning } from './env-options.js';
 import { loadLibc } from './libc.js';
 import type { ReaderControl, ReaderEvent, ReaderWorkerData, ThreadAnswering } from './reader-worker.js';
 
@@ -24,6 +24,8 @@ export interface ReaderPolicy {
   max: number;
   /** An added thread that served nothing for this long ends. */
   idleMs: number;
+  /** Read (and checked) once with the policy: a thread's start never reads the environment. */
+  tuning: ThreadTuning;
 }
 
 export interface ReaderCallbacks {
@@ -84,6 +86,7 @@ class ReaderThread {
   constructor(
     readonly bufferSize: number,
     idleMs: number,
+    { sliceNs, turns, streamRate }: ThreadTuning,
     onEvent: (t: ReaderThread, e: ReaderEvent) => void,
     onExit: (t: ReaderThread, why: string) => void,
   ) {
@@ -92,7 +95,6 @@ class ReaderThread {
     libc.setNonBlocking(this.wakeRead);
     const { port1, port2 } = new MessageChannel();
     this.control = port1;
-    const { sliceNs, turns, streamRate } = threadTuning();
     const data: ReaderWorkerData = { wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate };
     this.worker = startWorker(siblingModule(import.meta.url, 'reader-worker'), { workerData: data, transferList: [port2] });
     this.worker.on('message', (e: ReaderEvent) => onEvent(this, e));
@@ -172,8 +174,10 @@ class ReaderPool {
     // The threads every connection keeps never end for idleness, but the last one may sleep.
     const kept = Math.max(1, ...live.map((e) => e.policy.min));
     const sleeps = slot === 0 && live.length > 0 && live.every((e) => maySleep(e.policy));
-    const idleMs = sleeps ? threadTuning().sleepMs : slot < kept ? 0 : Math.min(...live.map((e) => e.policy.idleMs));
-    const t = new ReaderThread(this.bufferSize, idleMs, (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
+    // Every connection's policy read the same environment: the first one's tuning stands for all.
+    const tuning = live[0]?.policy.tuning ?? [...this.entries.values()][0]!.policy.tuning;
+    const idleMs = sleeps ? tuning.sleepMs : slot < kept ? 0 : Math.min(...live.map((e) => e.policy.idleMs));
+    const t = new ReaderThread(this.bufferSize, idleMs, tuning, (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
     this.threads.push(t);
     this.lastStart = Date.now();
     for (const e of live) if (slot < e.policy.max) this.add(t, e);

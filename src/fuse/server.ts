@@ -86,13 +86,13 @@ const DEFAULT_READER_IDLE_MS = 30_000;
  * count; otherwise one, and more up to the cap while requests queue.
  */
 export function readerPolicy(opts: Pick<FuseServerOptions, 'readerThreads' | 'maxReaderThreads' | 'readerIdleMs'> = {}): ReaderPolicy {
-  threadTuning(); // the threads read it when they start: a bad value fails here, before serving
+  const tuning = threadTuning(); // checked here, before serving
   const idleMs = wholeNumberSetting({ value: opts.readerIdleMs, option: 'readerIdleMs', env: 'CLIP_FUSE_IDLE_MS' }, 1, MAX_TIMER_MS, 'ms') ?? DEFAULT_READER_IDLE_MS;
   const count = (value: number | undefined, option: string, env: string): number | undefined =>
     wholeNumberSetting({ value, option, env }, 1, MAX_READER_THREADS, 'reader threads');
   const fixed = count(opts.readerThreads, 'readerThreads', 'CLIP_FUSE_THREADS');
-  if (fixed !== undefined) return { min: fixed, max: fixed, idleMs };
-  return { min: 1, max: count(opts.maxReaderThreads, 'maxReaderThreads', 'CLIP_FUSE_MAX_THREADS') ?? DEFAULT_MAX_READER_THREADS, idleMs };
+  if (fixed !== undefined) return { min: fixed, max: fixed, idleMs, tuning };
+  return { min: 1, max: count(opts.maxReaderThreads, 'maxReaderThreads', 'CLIP_FUSE_MAX_THREADS') ?? DEFAULT_MAX_READER_THREADS, idleMs, tuning };
 }
 
 /** What INIT settled on, for logs and tests. */

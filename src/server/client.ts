@@ -37,21 +37,29 @@ export async function askServer(cacheDir: string, req: ClientRequest, opts: { st
   return reply;
 }
 
-/** Changes in `dir`: next(ms) settles at the next one, or after ms (also when it cannot be watched). */
+/**
+ * Changes in `dir`: next(ms) settles at the next one (at once if one came since the last call),
+ * or after ms (also when the directory cannot be watched).
+ */
 function watchDir(dir: string): { next(ms: number): Promise<void>; close(): void } {
+  let changed = false;
   let wake: (() => void) | undefined;
   let watcher: FSWatcher | undefined;
   try {
-    watcher = watch(dir, () => wake?.());
+    watcher = watch(dir, () => {
+      changed = true;
+      wake?.();
+    });
     watcher.on('error', () => undefined);
   } catch {
     // no inotify here: the timer alone
   }
   return {
     next: (ms) => new Promise<void>((r) => {
-      const timer = setTimeout(done, ms);
+      const timer = setTimeout(done, changed ? 0 : ms);
       function done(): void {
         clearTimeout(timer);
+        changed = false;
         wake = undefined;
         r();
       }

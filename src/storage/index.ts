@@ -75,15 +75,22 @@ export async function openStorage(cfg: StorageConfig): Promise<Storage> {
         throw err;
       })
     : undefined;
-  return new Storage({
-    disk,
-    ...(remote ? { remote } : {}),
-    source: cfg.source,
-    metrics,
-    ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
-    ...(cfg.statsIntervalMs !== undefined ? { statsIntervalMs: cfg.statsIntervalMs } : {}),
-    ...(cfg.logger ? { logger: cfg.logger } : {}),
-  });
+  try {
+    return new Storage({
+      disk,
+      ...(remote ? { remote } : {}),
+      source: cfg.source,
+      metrics,
+      ...(cfg.readTimeoutMs !== undefined ? { readTimeoutMs: cfg.readTimeoutMs } : {}),
+      ...(cfg.statsIntervalMs !== undefined ? { statsIntervalMs: cfg.statsIntervalMs } : {}),
+      ...(cfg.logger ? { logger: cfg.logger } : {}),
+    });
+  } catch (err) {
+    // A bad setting (EINVAL): what was opened for it is closed, not left to a long-lived server.
+    await remote?.close().catch(() => undefined);
+    await disk.close();
+    throw err;
+  }
 }
 
 /** For `clip cache stats`: layers and allocated bytes under `dir`. */

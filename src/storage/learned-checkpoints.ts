@@ -101,7 +101,7 @@ export class LearnedCheckpoints {
     const e = list?.[firstAtOrAfter(list, offset + 1) - 1];
     if (!e) return undefined;
     const { checkpoint, packed } = e;
-    return packed ? { checkpoint, loadWindow: () => Promise.resolve({ ...checkpoint, window: unpack(packed) }) } : { checkpoint };
+    return packed ? { checkpoint, loadWindow: async () => ({ ...checkpoint, window: unpack(packed) }) } : { checkpoint };
   }
 
   /** The first one at or after `offset` (where a fetch may end: its window is not needed). */

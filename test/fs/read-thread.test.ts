@@ -97,6 +97,8 @@ describe('the pages read around a small READ', () => {
     expect(readAroundRange(33 * 4 * K, 4096, 4 * K, marks(64, [30, 32, 33, 34, 36]))).toEqual({ position: 32 * 4 * K, length: 12 * K });
     // The last chunk of the layer: nothing past it.
     expect(readAroundRange(63 * 4 * K, 4096, 4 * K, marks(64, [...Array(64).keys()]))).toEqual({ position: 32 * 4 * K, length: 32 * 4 * K });
+    // A layer of 60 chunks ends inside the window: it stops at the layer's end.
+    expect(readAroundRange(59 * 4 * K, 4096, 4 * K, marks(60, [...Array(60).keys()]))).toEqual({ position: 32 * 4 * K, length: 28 * 4 * K });
   });
 
   it('adds nothing to a READ of the window or more, nor where the READ is all that is verified', () => {

@@ -39,8 +39,8 @@ function switches(tid: number): number {
 
 describe('the reader thread policy', () => {
   it('is fixed when a count is given, else one thread growing up to the cap', () => {
-    expect(readerPolicy({ readerThreads: 3, readerIdleMs: 100 })).toEqual({ min: 3, max: 3, idleMs: 100 });
-    expect(readerPolicy({ maxReaderThreads: 5, readerIdleMs: 100 })).toEqual({ min: 1, max: 5, idleMs: 100 });
+    expect(readerPolicy({ readerThreads: 3, readerIdleMs: 100 })).toMatchObject({ min: 3, max: 3, idleMs: 100, tuning: { sleepMs: 120_000, sliceNs: 100_000, turns: false } });
+    expect(readerPolicy({ maxReaderThreads: 5, readerIdleMs: 100 })).toMatchObject({ min: 1, max: 5, idleMs: 100 });
     expect(readerPolicy({}).max).toBeGreaterThanOrEqual(2);
     expect(() => readerPolicy({ readerThreads: 0 })).toThrow('readerThreads=0: not a whole number of reader threads from 1 to 16');
     expect(() => readerPolicy({ maxReaderThreads: 17 })).toThrow('maxReaderThreads=17: not a whole number');
@@ -73,7 +73,7 @@ describe('the reader thread policy', () => {
     process.env.CLIP_FUSE_IDLE_MS = '250';
     process.env.CLIP_FUSE_SLICE_US = '0';
     try {
-      expect(readerPolicy().idleMs).toBe(250);
+      expect(readerPolicy()).toMatchObject({ idleMs: 250, tuning: { sliceNs: 0 } });
     } finally {
       delete process.env.CLIP_FUSE_IDLE_MS;
       delete process.env.CLIP_FUSE_SLICE_US;

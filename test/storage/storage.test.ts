@@ -371,7 +371,7 @@ describe('read-ahead from the environment', () => {
     const metrics = new StorageMetrics();
     const disk = await DiskCache.open({ dir, metrics });
     try {
-      const open = (): Storage => new Storage({ disk, source: new ProbeSource([]), metrics });
+      const open = (): Storage => new Storage({ disk, source: new ProbeSource([]), metrics, statsIntervalMs: 0 });
       for (const env of ['CLIP_READAHEAD_CHUNKS', 'CLIP_COLD_READAHEAD_CHUNKS']) {
         const err = withEnv(env, '65', () => thrown(open));
         expect((err as Error).message).toBe(`${env}=65: not a whole number of chunks from 0 to 64`);
