@@ -101,8 +101,8 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
     });
   // Once the mount stops, nothing waits for a lookup still under way (a slow registry).
   const lookedInTime = untilAborted(looked, stop.signal).catch(() => undefined);
-  const found = looked.then((f) => f && { origin: f.origin, from: f.from });
-  const foundInTime = lookedInTime.then((f) => f && { origin: f.origin, from: f.from });
+  const found = looked.then((f): FoundAt | undefined => f && { origin: f.origin, from: f.from });
+  const foundInTime = lookedInTime.then((f) => f !== undefined);
 
   const prefetched = lookedInTime.then(async (f) => {
     if (!f || stop.signal.aborted) return undefined;
