@@ -2,11 +2,12 @@
  * The holder: one small, stable process per cache directory that owns every /dev/fuse descriptor
  * of the node's mounts and runs the server as its child. The kernel keeps a FUSE connection while
  * any process holds its descriptor, so when the server dies (crash, kill -9, OOM) or is replaced
- * (`clip server upgrade`), the mounts stay and a new server takes them over: it copies the
+ * (`clip server restart`), the mounts stay and a new server takes them over: it copies the
  * descriptors with pidfd_getfd and asks the kernel to resend what the dead one left unanswered.
  * The holder does little on purpose: mount, keep, restart with back-off, and give up cleanly.
  *
- * Started by the first `clip mount --background` (src/server/client.ts) as `holder CACHE_DIR`.
+ * Started by the first `clip mount --background` or by `clip server start` (src/server/client.ts) as
+ * `holder CACHE_DIR`.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -49,17 +50,37 @@ let stopping = false;
 /** The server said it exits to be replaced (clip server restart). */
 let replacing = false;
 let restarts = 0;
+/** Started as a node's service (`clip server start`): no end when the last mount goes. */
+let stay = false;
+/** The server process now. */
+let server: ChildProcess | undefined;
 const crashes: number[] = [];
 
 startServer();
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  // Stopping the holder would end every mount: only the server's own 'idle' (no mounts) ends it.
-  process.on(sig, () => log.warn({ signal: sig, mounts: mounts.size }, 'holder: ignoring the signal while mounts are held (clip unmount them)'));
+  // Stopping the holder would end every mount: a signal ends it only when it holds none (a node's
+  // service manager stopping a server that `clip server start` began).
+  process.on(sig, () => {
+    if (mounts.size > 0) {
+      log.warn({ signal: sig, mounts: mounts.size }, 'holder: ignoring the signal while mounts are held (clip unmount them)');
+      return;
+    }
+    log.info({ signal: sig }, 'holder: no mount held; stopping');
+    stop();
+  });
+}
+
+/** End the server, then the holder (on the server's exit). */
+function stop(): void {
+  stopping = true;
+  if (server?.connected) send(server, { op: 'stop' });
+  else finish();
 }
 
 function startServer(): void {
   const module = fileURLToPath(siblingModule(import.meta.url, 'main'));
   const child = fork(module, [cacheDir], { execArgv: [...SERVER_V8_FLAGS, ...nodeArgs(module)], cwd: '/', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  server = child;
   const startedAt = Date.now();
   child.on('message', (msg: ToHolder) => void onMessage(child, msg));
   child.on('error', (err) => log.error({ err }, 'holder: server process error'));
@@ -68,7 +89,7 @@ function startServer(): void {
       finish();
       return;
     }
-    if (replacing && mounts.size > 0) {
+    if (replacing && (mounts.size > 0 || stay)) {
       replacing = false;
       restarts++;
       log.info({ pid: child.pid, mounts: mounts.size }, 'holder: replacing the server');
@@ -79,7 +100,7 @@ function startServer(): void {
     // which a new server would not know how it was asked. Drop them.
     for (const m of mounts.values()) if (!m.init) void drop(m, 'it was never served');
     log.error({ code, signal, pid: child.pid, ranMs: Date.now() - startedAt, mounts: mounts.size }, 'holder: the server died');
-    if (mounts.size === 0) {
+    if (mounts.size === 0 && !stay) {
       finish();
       return;
     }
@@ -99,7 +120,7 @@ function startServer(): void {
       startServer();
     }, delay);
   });
-  send(child, { op: 'start', mounts: [...mounts.values()], restarts });
+  send(child, { op: 'start', mounts: [...mounts.values()], restarts, stay });
 }
 
 async function onMessage(child: ChildProcess, msg: ToHolder): Promise<void> {
@@ -131,10 +152,12 @@ async function onMessage(child: ChildProcess, msg: ToHolder): Promise<void> {
     case 'restart':
       replacing = true;
       return;
+    case 'stay':
+      stay = msg.stay;
+      return;
     case 'idle':
-      if (mounts.size > 0) return;
-      stopping = true;
-      send(child, { op: 'stop' });
+      if (mounts.size > 0 || stay) return;
+      stop();
       return;
   }
 }

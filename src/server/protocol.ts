@@ -13,13 +13,19 @@ export type ClientRequest =
   | { op: 'unmount'; mountpoint: string; timeoutMs?: number }
   | { op: 'status' }
   /** Replace the server process with a new one (a new build) without unmounting anything. */
-  | { op: 'restart' };
+  | { op: 'restart' }
+  /**
+   * Keep the server running without mounts (`clip server start`: a node's service), or no longer
+   * (`clip server stop`: it ends now if it has no mount, else once its last mount is unmounted).
+   */
+  | { op: 'stay'; stay: boolean };
 
 export type ClientReply =
   | { ok: true; op: 'mount'; pid: number; line: string; log: string }
   | { ok: true; op: 'unmount'; pid: number; served: boolean }
   | { ok: true; op: 'restart'; pid: number }
-  | { ok: true; op: 'status'; pid: number; holderPid: number; restarts: number; rssBytes: number; memory: ProcessMemory; mounts: MountStatus[] }
+  | { ok: true; op: 'stay'; pid: number; holderPid: number; stay: boolean; mounts: number }
+  | { ok: true; op: 'status'; pid: number; holderPid: number; restarts: number; stay: boolean; rssBytes: number; memory: ProcessMemory; mounts: MountStatus[] }
   | { ok: false; code?: string; message: string };
 
 /** InitInfo with its bigints as hex strings, for JSON. */
@@ -64,10 +70,12 @@ export type ToHolder =
   | { op: 'detach'; id: number }
   /** The server is about to exit to be replaced: start the next one at once, not as after a crash. */
   | { op: 'restart' }
+  /** Whether the server stays without mounts: the holder keeps it for the servers that follow. */
+  | { op: 'stay'; stay: boolean }
   | { op: 'idle' };
 
 /** Holder to server. */
 export type ToServer =
-  | { op: 'start'; mounts: HeldMount[]; restarts: number }
+  | { op: 'start'; mounts: HeldMount[]; restarts: number; stay: boolean }
   | { op: 'attached'; req: number; mount?: HeldMount; error?: { code?: string; message: string } }
   | { op: 'stop' };

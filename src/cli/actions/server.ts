@@ -1,7 +1,8 @@
-/** `clip server status` and `clip server restart`. */
+/** `clip server start`, `stop`, `status` and `restart`. */
 import { resolve } from 'node:path';
 import type { ProcessMemory } from '../../mount/process-metrics.js';
 import { askServer, unwrap } from '../../server/client.js';
+import { processGone } from '../../server/paths.js';
 import { serverFiles } from '../../server/paths.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
 import { ClipError } from '../../util/errors.js';
@@ -24,7 +25,7 @@ export async function serverStatusCommand(opts: { cacheDir?: string; json?: bool
     return;
   }
   process.stdout.write(
-    `server pid ${st.pid} (holder pid ${st.holderPid}), ${st.restarts} restart${st.restarts === 1 ? '' : 's'}, RSS ${formatSize(st.rssBytes)}, log ${serverFiles(cacheDir).log}\n${memoryLine(st.memory)}\n${formatMounts(st.mounts)}`,
+    `server pid ${st.pid} (holder pid ${st.holderPid}), ${st.stay ? 'kept running (clip server start), ' : ''}${st.restarts} restart${st.restarts === 1 ? '' : 's'}, RSS ${formatSize(st.rssBytes)}, log ${serverFiles(cacheDir).log}\n${memoryLine(st.memory)}\n${formatMounts(st.mounts)}`,
   );
 }
 
@@ -40,4 +41,41 @@ export async function serverRestartCommand(opts: { cacheDir?: string }): Promise
   if (!reply) throw new ClipError('ENOTFOUND', 'no clip server runs for this cache directory', { object: cacheDir });
   const done = unwrap(reply);
   process.stdout.write(`clip: server pid ${done.pid} is being replaced; its mounts stay\n`);
+}
+
+/** How long `clip server stop` waits for a server without mounts (and its holder) to be gone. */
+const STOP_WAIT_MS = 15_000;
+
+export async function serverStartCommand(opts: { cacheDir?: string; json?: boolean }): Promise<void> {
+  const cacheDir = cacheDirOf(opts);
+  const reply = unwrap((await askServer(cacheDir, { op: 'stay', stay: true }, { start: true }))!);
+  if (reply.op !== 'stay') throw new ClipError('EINVAL', 'the clip server answered another request', { object: cacheDir });
+  if (opts.json) {
+    printJson({ cacheDir, pid: reply.pid, holderPid: reply.holderPid, mounts: reply.mounts, log: serverFiles(cacheDir).log });
+    return;
+  }
+  process.stdout.write(`clip: server pid ${reply.pid} (holder pid ${reply.holderPid}) runs for ${cacheDir} until clip server stop; log ${serverFiles(cacheDir).log}\n`);
+}
+
+export async function serverStopCommand(opts: { cacheDir?: string; json?: boolean }): Promise<void> {
+  const cacheDir = cacheDirOf(opts);
+  const asked = await askServer(cacheDir, { op: 'stay', stay: false });
+  if (!asked) {
+    if (opts.json) printJson({ cacheDir, running: false });
+    else process.stdout.write(`clip: no clip server runs for ${cacheDir}\n`);
+    return;
+  }
+  const reply = unwrap(asked);
+  if (reply.op !== 'stay') throw new ClipError('EINVAL', 'the clip server answered another request', { object: cacheDir });
+  // Without mounts it ends now: wait for it, so that a `clip server start` after this finds none.
+  if (reply.mounts === 0 && !(await processGone(reply.holderPid, STOP_WAIT_MS))) {
+    throw new ClipError('ETIMEOUT', `the clip server's holder (pid ${reply.holderPid}) did not end within ${STOP_WAIT_MS / 1000} s (see ${serverFiles(cacheDir).log})`, { object: cacheDir });
+  }
+  if (opts.json) {
+    printJson({ cacheDir, running: reply.mounts > 0, pid: reply.pid, mounts: reply.mounts });
+    return;
+  }
+  process.stdout.write(reply.mounts === 0
+    ? `clip: server pid ${reply.pid} stopped\n`
+    : `clip: server pid ${reply.pid} ends once its ${reply.mounts} mount${reply.mounts === 1 ? ' is' : 's are'} unmounted (clip mounts lists them)\n`);
 }

@@ -1,0 +1,110 @@
+/**
+ * `clip server start` and `clip server stop`: a node's server kept running without mounts (what a
+ * node's boot starts, so that no mount waits for a server to start), across the end of its mounts,
+ * a crash and a restart; stopped at once when it serves nothing, and never by taking a mount down.
+ */
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { processEnded, processGone, serverFiles } from '../../src/server/paths.js';
+import type { ClientReply } from '../../src/server/protocol.js';
+import { skipUnlessRoot } from '../support/env.js';
+import { fixture } from '../support/fixtures/index.js';
+import { cleanScratch, clip, fuseMounted, holderPidOf, scratch, waitUntil } from '../mount/helpers.js';
+
+type ServerStatus = Extract<ClientReply, { op: 'status'; ok: true }>;
+
+/** Longer than the 5 s a server without mounts waits before it ends (node-server.ts IDLE_MS). */
+const PAST_IDLE_MS = 7000;
+
+describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
+  let ref: string;
+  let mnt: string;
+  let cache: string;
+
+  beforeAll(async () => {
+    ref = (await fixture('basic')).ref;
+    ({ mnt, cache } = await scratch('clip-stay'));
+  });
+  afterAll(async () => {
+    await clip(['server', 'stop', '--cache-dir', cache]);
+    await cleanScratch({ mnt, cache });
+  });
+
+  const status = async (): Promise<ServerStatus | undefined> => {
+    const r = await clip(['server', 'status', '--cache-dir', cache, '--json']);
+    return r.code === 0 ? (JSON.parse(r.stdout) as ServerStatus) : undefined;
+  };
+  const alive = (pid: number): boolean => !processEnded(pid);
+
+  it('outlives its mounts, a crash of its server, and ends on clip server stop', async () => {
+    const none = await clip(['server', 'stop', '--cache-dir', cache]);
+    expect(none.code, none.stderr).toBe(0);
+    expect(none.stdout).toBe(`clip: no clip server runs for ${cache}\n`);
+
+    const started = await clip(['server', 'start', '--cache-dir', cache, '--json']);
+    expect(started.code, started.stderr).toBe(0);
+    const told = JSON.parse(started.stdout) as { pid: number; holderPid: number; mounts: number };
+    expect(told.mounts).toBe(0);
+    expect(told.holderPid).toBe(holderPidOf(cache));
+    // Starting it again finds it: the same server, nothing new started.
+    expect(JSON.parse((await clip(['server', 'start', '--cache-dir', cache, '--json'])).stdout)).toMatchObject({ pid: told.pid, holderPid: told.holderPid });
+
+    // A mount comes and goes; the server stays past the wait after which it would have ended.
+    const mounted = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--json']);
+    expect(mounted.code, mounted.stderr).toBe(0);
+    expect((JSON.parse(mounted.stdout) as { pid: number }).pid).toBe(told.pid);
+    expect(readFileSync(`${mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
+    expect((await clip(['unmount', mnt, '--cache-dir', cache])).code).toBe(0);
+    await sleep(PAST_IDLE_MS);
+    expect(alive(told.holderPid)).toBe(true);
+    expect(await status()).toMatchObject({ pid: told.pid, stay: true, mounts: [] });
+    expect(readFileSync(serverFiles(cache).log, 'utf8')).toMatch(/server: kept running; the mount code is loaded/);
+
+    // Its server killed: the holder starts another, which still stays.
+    process.kill(told.pid, 'SIGKILL');
+    expect(await waitUntil(() => !alive(told.pid), 10_000)).toBe(true);
+    let next: ServerStatus | undefined;
+    for (let t = 0; t < 100 && (next?.pid ?? told.pid) === told.pid; t++) {
+      next = await status();
+      if ((next?.pid ?? told.pid) === told.pid) await sleep(100);
+    }
+    expect(next).toMatchObject({ holderPid: told.holderPid, stay: true, restarts: 1 });
+    expect(next!.pid).not.toBe(told.pid);
+
+    // Stopped with nothing mounted: gone when the command returns, and a new start works at once.
+    const stopped = await clip(['server', 'stop', '--cache-dir', cache]);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toBe(`clip: server pid ${next!.pid} stopped\n`);
+    expect(alive(told.holderPid)).toBe(false);
+    expect(await status()).toBeUndefined();
+    const again = await clip(['server', 'start', '--cache-dir', cache, '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect((JSON.parse(again.stdout) as { holderPid: number }).holderPid).not.toBe(told.holderPid);
+  });
+
+  it('stop never takes a mount down: the server ends after its last unmount; SIGTERM ends a holder without mounts', async () => {
+    const started = JSON.parse((await clip(['server', 'start', '--cache-dir', cache, '--json'])).stdout) as { pid: number; holderPid: number };
+    expect((await clip(['mount', ref, mnt, '--cache-dir', cache, '--background'])).code).toBe(0);
+    const stopped = await clip(['server', 'stop', '--cache-dir', cache]);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toBe(`clip: server pid ${started.pid} ends once its 1 mount is unmounted (clip mounts lists them)\n`);
+    expect(await status()).toMatchObject({ pid: started.pid, stay: false });
+    expect(fuseMounted(mnt)).toBe(true);
+    expect(readFileSync(`${mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
+    // A signal is ignored while a mount is held ...
+    process.kill(started.holderPid, 'SIGTERM');
+    await sleep(500);
+    expect(alive(started.holderPid)).toBe(true);
+    expect(readFileSync(`${mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
+    // ... and once the mount is gone the server ends by itself (it was told to stop).
+    expect((await clip(['unmount', mnt, '--cache-dir', cache])).code).toBe(0);
+    expect(await processGone(started.holderPid, 20_000)).toBe(true);
+
+    // A holder kept running with no mount ends on SIGTERM (a service manager's stop).
+    const kept = JSON.parse((await clip(['server', 'start', '--cache-dir', cache, '--json'])).stdout) as { holderPid: number };
+    process.kill(kept.holderPid, 'SIGTERM');
+    expect(await processGone(kept.holderPid, 20_000)).toBe(true);
+    expect(await status()).toBeUndefined();
+  });
+});
