@@ -6,7 +6,8 @@
  * profiled-mount.ts does). Per RTT and round, two arms in turn, each from a fresh cache directory
  * and a dropped page cache: 'cold' (an empty node: the profile is found in the registry) and 'warm'
  * (a cache directory a run before filled; the node's server still up from it, as in
- * profiled-mount.ts's warm arm). Each trial is timed from `clip mount --background` to the end of
+ * profiled-mount.ts's warm arm); 'served' (ARMS=cold,served,warm): 'cold' on a node whose server
+ * runs already (`clip server start` before the clock starts). Each trial is timed from `clip mount --background` to the end of
  * `chroot MNT python3 -c 'import json'`, and its events are put on one clock: the CLI's own log
  * (--log-level debug: each registry request it makes), the proxy's log (each request's start, end
  * and bytes), the server's log (every message), and python's execve, first and last openat and exit
@@ -57,7 +58,9 @@ function requestName(p: string, method: string, range: string | undefined, bytes
   return `${method} ${p}`;
 }
 
-async function trace(arm: 'cold' | 'warm', run0: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string): Promise<Trace> {
+type Arm = 'cold' | 'served' | 'warm';
+
+async function trace(arm: Arm, run0: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string): Promise<Trace> {
   const cacheDir = await mkdtemp(path.join(scratch, 'cache-'));
   const mnt = await mkdtemp(path.join(scratch, 'mnt-'));
   const straceOut = path.join(scratch, `strace-${arm}-${rtt}-${run0}`);
@@ -124,10 +127,12 @@ async function trace(arm: 'cold' | 'warm', run0: number, rtt: number, proxy: Thr
       await once();
       await run(process.execPath, [CLI, 'unmount', mnt, '--cache-dir', cacheDir], env);
     }
+    if (arm === 'served') await run(process.execPath, [CLI, 'server', 'start', '--cache-dir', cacheDir], env);
     const t = await once();
     await run(process.execPath, [CLI, 'unmount', mnt, '--cache-dir', cacheDir], env).catch(async () => sh('umount', ['-l', mnt]).catch(() => undefined));
     return t;
   } finally {
+    if (arm === 'served') await run(process.execPath, [CLI, 'server', 'stop', '--cache-dir', cacheDir], env).catch(() => undefined);
     await rm(mnt, { recursive: true, force: true });
     await rm(cacheDir, { recursive: true, force: true });
   }
@@ -135,7 +140,7 @@ async function trace(arm: 'cold' | 'warm', run0: number, rtt: number, proxy: Thr
 
 const ms = (x: number | undefined): string => (x === undefined ? '-' : `${Math.round(x)}`);
 
-/** Median ms of the first event of each name, per arm (cold, warm), in the cold order. */
+/** Median ms of the first event of each name, per arm (cold, served, warm), in the cold order. */
 function phaseTable(traces: Trace[]): string[] {
   const names: string[] = [];
   for (const t of traces) for (const e of t.events) if (!names.includes(e.name)) names.push(e.name);
@@ -143,9 +148,9 @@ function phaseTable(traces: Trace[]): string[] {
     const hits = traces.filter((t) => t.arm === arm).map((t) => t.events.find((e) => e.name === n)?.at).filter((x): x is number => x !== undefined);
     return hits.length ? median(hits) : undefined;
   };
-  return names.map((n) => ({ n, cold: at('cold', n), warm: at('warm', n) }))
-    .sort((a, b) => (a.cold ?? a.warm ?? 0) - (b.cold ?? b.warm ?? 0))
-    .map((p) => `| ${p.n} | ${ms(p.cold)} | ${ms(p.warm)} |`);
+  return names.map((n) => ({ n, cold: at('cold', n), served: at('served', n), warm: at('warm', n) }))
+    .sort((a, b) => (a.cold ?? a.served ?? a.warm ?? 0) - (b.cold ?? b.served ?? b.warm ?? 0))
+    .map((p) => `| ${p.n} | ${ms(p.cold)} | ${ms(p.served)} | ${ms(p.warm)} |`);
 }
 
 async function main(): Promise<void> {
@@ -169,7 +174,8 @@ async function main(): Promise<void> {
     const traces: Trace[] = [];
     for (let r = 1; r <= RUNS; r++) {
       for (const [rtt, via] of proxies) {
-        const arms = (r % 2 ? ['cold', 'warm'] : ['warm', 'cold']) as ('cold' | 'warm')[];
+        const all: Arm[] = ['cold', 'served', 'warm'];
+        const arms = all.map((_, i) => all[(i + r - 1) % all.length]!);
         for (const arm of arms.filter((a) => (process.env.ARMS ?? 'cold,warm').split(',').includes(a))) {
           const t = await trace(arm, r, rtt, via, refOf(via), scratch);
           traces.push(t);
@@ -180,10 +186,10 @@ async function main(): Promise<void> {
     }
     for (const rtt of RTTS) {
       const ts = traces.filter((t) => t.rtt === rtt);
-      console.log(`\nPhases at ${rtt} ms RTT (ms from \`clip mount\`, medians of ${RUNS} rounds): | event | cold | warm |`);
-      console.log('| event | cold | warm |\n|---|---|---|');
+      console.log(`\nPhases at ${rtt} ms RTT (ms from \`clip mount\`, medians of ${RUNS} rounds):`);
+      console.log('| event | cold | served | warm |\n|---|---|---|---|');
       for (const l of phaseTable(ts)) console.log(l);
-      for (const arm of ['cold', 'warm']) {
+      for (const arm of ['cold', 'served', 'warm']) {
         const a = ts.filter((t) => t.arm === arm);
         console.log(`${arm}: ready ${a.map((t) => ms(t.readyMs)).join(', ')} ms; end ${a.map((t) => ms(t.totalMs)).join(', ')} ms; server CPU ${a.map((t) => ms(t.serverCpuMs)).join(', ')} ms`);
       }

@@ -31,6 +31,8 @@ export interface ImageArgOptions {
   onProgress?: (event: IndexProgress) => void;
   /** The image as a caller resolved it already (see ResolvedHandoff): nothing is asked of the registry to open it. */
   resolved?: ResolvedHandoff;
+  /** false: an image with no index to find fails (ENOINDEX) rather than being indexed (default true). */
+  mayIndex?: boolean;
 }
 
 /**
@@ -172,6 +174,7 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
       ...(opts.discover === false ? { discover: false } : {}),
       ...(opts.logger ? { logger: opts.logger } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      ...(opts.mayIndex === false ? { mayIndex: false } : {}),
     });
     return {
       index, origin, ...(file ? { indexFile: file } : {}), location: image.location, cacheDir, blobs: source, layers: indexLayers(index),

@@ -27,6 +27,8 @@ export interface MountConfig {
   image: string;
   /** `image` as the caller resolved it (its cached index, its blobs' location): the mount then resolves nothing. */
   resolved?: ResolvedHandoff;
+  /** false: an image with no index to find fails with ENOINDEX rather than being indexed by the mount. */
+  mayIndex?: boolean;
   mountpoint: string;
   cacheDir?: string;
   remoteCache?: string;
@@ -105,6 +107,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
     logger: log,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     ...(cfg.resolved ? { resolved: cfg.resolved } : {}),
+    ...(cfg.mayIndex === false ? { mayIndex: false } : {}),
   });
   let storage: Storage | undefined;
   let metrics: Server | undefined;

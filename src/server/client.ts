@@ -120,6 +120,12 @@ async function startHolder(cacheDir: string): Promise<void> {
   }
 }
 
+/** Whether a server kept running (`clip server start`) serves `cacheDir`; starts none. */
+export async function keptServer(cacheDir: string): Promise<boolean> {
+  const reply = await askServer(cacheDir, { op: 'status' }).catch(() => undefined);
+  return reply?.ok === true && reply.op === 'status' && reply.stay;
+}
+
 /** Start the node's server for `cacheDir` if none runs, and wait until it answers; its pid. */
 export async function ensureServer(cacheDir: string): Promise<number> {
   const reply = unwrap((await askServer(cacheDir, { op: 'status' }, { start: true }))!);

@@ -8,6 +8,7 @@ import type { ImageIndex } from '../index/reader.js';
 import { RegistryRepository } from '../oci/registry-source.js';
 import type { ImageSource, ResolvedImage } from '../oci/types.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { ClipError } from '../util/errors.js';
 import { findPublishedIndex, findSharedIndex, isCondemned, storeSharedIndex, type Acceptor } from './index-artifact.js';
 import { isDiskFull } from './cache-dir.js';
 import { indexImage, loadCachedIndex, storeCachedIndex, type IndexImageOptions } from './indexer.js';
@@ -25,6 +26,11 @@ export interface ResolveIndexOptions {
   onProgress?: IndexImageOptions['onProgress'];
   /** Settings for indexing, when it comes to that. */
   indexing?: Pick<IndexImageOptions, 'span' | 'chunkSize' | 'bigFileThreshold' | 'concurrency'>;
+  /**
+   * false: an image with no index to find fails with ENOINDEX instead of being indexed here (the
+   * node's server, asked to resolve an image, leaves indexing to the command that shows progress).
+   */
+  mayIndex?: boolean;
 }
 
 export interface ResolvedIndex {
@@ -65,6 +71,9 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
       }
     }
     let file: string | undefined;
+    if (!found && opts.mayIndex === false) {
+      throw new ClipError('ENOINDEX', 'has no index published, shared or cached: it must be indexed first', { object: image.reference });
+    }
     if (!found) {
       const made = await indexImage(source, {
         resolved: image, cacheDir: opts.cacheDir, logger: log, ...opts.indexing, ...(remote ? { remote } : {}),

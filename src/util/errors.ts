@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'EUNSAFE' // a path that would escape its root
   | 'ETIMEOUT'
   | 'EPERM'
-  | 'EIO'; // a local file system call failed (full disk, name too long, I/O error)
+  | 'EIO' // a local file system call failed (full disk, name too long, I/O error)
+  | 'ENOINDEX'; // an image with no index published, shared or cached, where indexing was not allowed
 
 export class ClipError extends Error {
   readonly code: ErrorCode;

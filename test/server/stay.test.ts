@@ -2,14 +2,21 @@
  * `clip server start` and `clip server stop`: a node's server kept running without mounts (what a
  * node's boot starts, so that no mount waits for a server to start), across the end of its mounts,
  * a crash and a restart; stopped at once when it serves nothing, and never by taking a mount down.
+ * `clip mount` hands such a server the image to resolve (it has the registry code loaded), and
+ * indexes only an image with no index to find itself, where its progress shows.
  */
 import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { processEnded, processGone, serverFiles } from '../../src/server/paths.js';
 import type { ClientReply } from '../../src/server/protocol.js';
 import { skipUnlessRoot } from '../support/env.js';
-import { fixture } from '../support/fixtures/index.js';
+import { fixture, pushFixture } from '../support/fixtures/index.js';
+import { startRegistry } from '../support/registry.js';
+import { clipProcess, MAIN } from '../cli/program.js';
 import { cleanScratch, clip, fuseMounted, holderPidOf, scratch, waitUntil } from '../mount/helpers.js';
 
 type ServerStatus = Extract<ClientReply, { op: 'status'; ok: true }>;
@@ -50,10 +57,22 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
     // Starting it again finds it: the same server, nothing new started.
     expect(JSON.parse((await clip(['server', 'start', '--cache-dir', cache, '--json'])).stdout)).toMatchObject({ pid: told.pid, holderPid: told.holderPid });
 
-    // A mount comes and goes; the server stays past the wait after which it would have ended.
-    const mounted = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--json']);
+    // A mount comes and goes; the server stays past the wait after which it would have ended. The
+    // image has no index yet: the server, asked first, sends it back, and the command indexes it.
+    const mounted = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--json', '--log-level', 'debug']);
     expect(mounted.code, mounted.stderr).toBe(0);
+    expect(mounted.stderr).toContain('mount: the server is kept running; it resolves the image');
+    expect(mounted.stderr).toMatch(/"origin":"indexed"[^\n]*"msg":"index ready"/);
     expect((JSON.parse(mounted.stdout) as { pid: number }).pid).toBe(told.pid);
+    expect(readFileSync(`${mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
+    expect((await clip(['unmount', mnt, '--cache-dir', cache])).code).toBe(0);
+    // Indexed now: the server resolves it alone; the command neither indexes nor resolves.
+    const resolved = await clip(['mount', ref, mnt, '--cache-dir', cache, '--background', '--log-level', 'debug']);
+    expect(resolved.code, resolved.stderr).toBe(0);
+    expect(resolved.stderr).toContain('mount: the server is kept running; it resolves the image');
+    expect(resolved.stderr).not.toContain('index ready');
+    expect(resolved.stderr).not.toContain('asking it to mount');
+    expect(resolved.stdout).toMatch(/^clip: mounted .* \(\d+ entries, index from the cache\)\n$/);
     expect(readFileSync(`${mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
     expect((await clip(['unmount', mnt, '--cache-dir', cache])).code).toBe(0);
     await sleep(PAST_IDLE_MS);
@@ -81,6 +100,31 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
     const again = await clip(['server', 'start', '--cache-dir', cache, '--json']);
     expect(again.code, again.stderr).toBe(0);
     expect((JSON.parse(again.stdout) as { holderPid: number }).holderPid).not.toBe(told.holderPid);
+  });
+
+  it('resolves a registry image itself: the index published next to it, found and kept by the server', async () => {
+    const registry = await startRegistry();
+    const pub = await mkdtemp(join(tmpdir(), 'clip-stay-pub-'));
+    const node = await scratch('clip-stay-registry'); // an empty node: the first test indexed this image
+    try {
+      const remote = await pushFixture('basic', registry.host);
+      const pushed = await clipProcess(['index', remote, '--push', '--cache-dir', pub, '--no-progress'], {}, { entry: MAIN });
+      expect(pushed.code, pushed.stderr).toBe(0);
+      expect((await clip(['server', 'start', '--cache-dir', node.cache])).code).toBe(0);
+      const mounted = await clip(['mount', remote, node.mnt, '--cache-dir', node.cache, '--background', '--log-level', 'debug']);
+      expect(mounted.code, mounted.stderr).toBe(0);
+      expect(mounted.stderr).toContain('mount: the server is kept running; it resolves the image');
+      expect(mounted.stderr).not.toContain('index ready'); // not resolved in the command
+      expect(mounted.stdout).toMatch(/\(\d+ entries, index published with the image\)\n$/);
+      expect(readFileSync(serverFiles(node.cache).log, 'utf8')).toMatch(/"origin":"registry"[^\n]*"msg":"index ready"/);
+      expect(readFileSync(`${node.mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
+    } finally {
+      await clip(['unmount', node.mnt, '--cache-dir', node.cache]);
+      await clip(['server', 'stop', '--cache-dir', node.cache]);
+      await cleanScratch(node);
+      await registry.stop();
+      await rm(pub, { recursive: true, force: true });
+    }
   });
 
   it('stop never takes a mount down: the server ends after its last unmount; SIGTERM ends a holder without mounts', async () => {

@@ -5,10 +5,11 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { startBackground } from '../../server/background.js';
-import { ensureServer, holdServer } from '../../server/client.js';
+import { ensureServer, holdServer, keptServer } from '../../server/client.js';
 import { indexFileKind } from '../../mount/index-file.js';
 import { handoffOf, type OpenedImage, type ResolvedHandoff } from '../../mount/open-image.js';
 import { checkMountPlacement } from '../../mount/placement.js';
+import type { MountConfig } from '../../mount/serve.js';
 import { requireRoot } from '../../mount/require-root.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
 import { ClipError, isClipError } from '../../util/errors.js';
@@ -29,10 +30,37 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
     // An image reference is indexed here, where a progress display can be seen; the daemon then
     // finds the index cached.
     const isIndexFile = (await indexFileKind(image)) === 'index';
+    const absolute = absoluteImageArg(image, isIndexFile);
+    const cacheDir = cfg.cacheDir ?? defaultCacheDir();
+    const inServer = async (extra: Partial<MountConfig>): Promise<void> => {
+      const bg = await startBackground({ ...cfg, image: absolute, ...extra }).catch((err: unknown) => {
+        // The daemon names the image as it was given to it (absolute): name it as the user wrote it.
+        if (isClipError(err) && absolute !== image && err.message.startsWith(`${absolute}: `)) {
+          throw new ClipError(err.code, err.message.slice(absolute.length + 2), { object: image, cause: err });
+        }
+        throw err;
+      });
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify({ mountpoint: cfg.mountpoint, pid: bg.pid, image, log: bg.log, ready: bg.line })}\n`);
+        return;
+      }
+      process.stdout.write(`${bg.line}\n`);
+      process.stderr.write(`clip: served by the node's clip server (pid ${bg.pid}, log ${bg.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
+    };
+    // A server kept running (clip server start) has the registry code loaded: it resolves the image
+    // itself, and this process loads none of it. Only an image with no index to find comes back
+    // (ENOINDEX), to be indexed here, where its progress can be seen.
+    if (!isIndexFile && (await keptServer(cacheDir))) {
+      logger.debug('mount: the server is kept running; it resolves the image');
+      const done = await inServer({ mayIndex: false }).then(() => true, (err: unknown) => {
+        if (isClipError(err) && err.code === 'ENOINDEX') return false;
+        throw err;
+      });
+      if (done) return;
+    }
     // The node's server (two Node start-ups) starts now and is kept up while this process resolves
     // the image: its start-up and the registry round trips overlap instead of adding up. A server
     // that cannot start fails the mount with its error (naming its log), once the image is resolved.
-    const cacheDir = cfg.cacheDir ?? defaultCacheDir();
     const serverUp = ensureServer(cacheDir).then(() => undefined, (err: unknown) => err);
     const releaseServer = holdServer(cacheDir);
     let resolved: ResolvedHandoff | undefined;
@@ -53,20 +81,7 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
     } finally {
       releaseServer();
     }
-    const absolute = absoluteImageArg(image, isIndexFile);
-    const bg = await startBackground({ ...cfg, image: absolute, ...(resolved ? { resolved } : {}) }).catch((err: unknown) => {
-      // The daemon names the image as it was given to it (absolute): name it as the user wrote it.
-      if (isClipError(err) && absolute !== image && err.message.startsWith(`${absolute}: `)) {
-        throw new ClipError(err.code, err.message.slice(absolute.length + 2), { object: image, cause: err });
-      }
-      throw err;
-    });
-    if (opts.json) {
-      process.stdout.write(`${JSON.stringify({ mountpoint: cfg.mountpoint, pid: bg.pid, image, log: bg.log, ready: bg.line })}\n`);
-      return;
-    }
-    process.stdout.write(`${bg.line}\n`);
-    process.stderr.write(`clip: served by the node's clip server (pid ${bg.pid}, log ${bg.log}); stop with: clip unmount ${cfg.mountpoint}\n`);
+    await inServer(resolved ? { resolved } : {});
     return;
   }
   const [{ createProgress }, { runMount }] = await Promise.all([import('../progress.js'), import('../../mount/run.js')]);
