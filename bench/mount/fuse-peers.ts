@@ -138,6 +138,20 @@ async function timed(script: string, ...args: string[]): Promise<number> {
   return Number(process.hrtime.bigint() - started) / 1e9;
 }
 
+/** The block device (its /proc/diskstats name) holding `dir`: what the cold workloads read from. */
+function diskOf(dir: string): string {
+  const dev = statSync(dir).dev;
+  const [major, minor] = [Math.floor(dev / 256) & 0xfff, (dev & 0xff) | ((dev >> 12) & 0xfff00)];
+  const line = readFileSync('/proc/diskstats', 'utf8').split('\n').find((l) => { const f = l.trim().split(/\s+/); return Number(f[0]) === major && Number(f[1]) === minor; });
+  return line?.trim().split(/\s+/)[2] ?? '';
+}
+
+/** MB read so far from the device `name` (/proc/diskstats: sectors read, 512 bytes each); 0 when unknown. */
+function diskReadMb(name: string): number {
+  const line = readFileSync('/proc/diskstats', 'utf8').split('\n').find((l) => l.trim().split(/\s+/)[2] === name);
+  return line ? Number(line.trim().split(/\s+/)[5]) * 512 / 1e6 : 0;
+}
+
 function cpuSeconds(pid: number | undefined): number {
   if (pid === undefined) return 0;
   const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -347,14 +361,15 @@ async function main(): Promise<void> {
   console.log(`${all.length} paths; ${seq.length} largest files, ${(seqBytes / 1e6).toFixed(1)} MB; ${ROUNDS} rounds`);
 
   const arms = await startArms(rootfs, squashfs);
-  const results: Record<string, Record<string, { value: number[]; cpu: number[] }>> = {};
+  const results: Record<string, Record<string, { value: number[]; cpu: number[]; diskMb: number[] }>> = {};
+  const disk = diskOf(WORK);
   const rss: Record<string, { rssMb: number; threads: number }> = {};
   try {
     for (const w of wls) {
       results[w.key] = {};
       for (const a of arms) {
         await w.run(a); // once untimed: the same state (e.g. the server's code paths warm) for every round
-        results[w.key]![a.name] = { value: [], cpu: [] };
+        results[w.key]![a.name] = { value: [], cpu: [], diskMb: [] };
       }
     }
     for (let r = 0; r < ROUNDS; r++) {
@@ -362,11 +377,14 @@ async function main(): Promise<void> {
       for (const w of wls) {
         for (const a of order) {
           const before = cpuSeconds(a.pid);
+          const readBefore = diskReadMb(disk);
           const v = await w.run(a);
           const cpu = cpuSeconds(a.pid) - before;
+          const diskMb = diskReadMb(disk) - readBefore;
           results[w.key]![a.name]!.value.push(v);
           results[w.key]![a.name]!.cpu.push(cpu);
-          console.log(`round ${r + 1} ${w.key.padEnd(7)} ${a.name.padEnd(10)} ${fmt(v, w.unit).padStart(12)}  server CPU ${cpu.toFixed(2)} s`);
+          results[w.key]![a.name]!.diskMb.push(diskMb);
+          console.log(`round ${r + 1} ${w.key.padEnd(7)} ${a.name.padEnd(10)} ${fmt(v, w.unit).padStart(12)}  server CPU ${cpu.toFixed(2)} s  disk ${diskMb.toFixed(1)} MB read`);
         }
       }
     }
@@ -408,6 +426,14 @@ async function main(): Promise<void> {
     const cells = servers.map((n) => {
       const xs = results[w.key]![n]!.cpu;
       return `${median(xs).toFixed(2)} (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`;
+    });
+    console.log(`| ${w.key} | ${cells.join(' | ')} |`);
+  }
+  console.log(`\nMB read from ${disk} per workload run (the whole device: other programs' reads too), median (min–max):\n\n| workload | ${names.join(' | ')} |\n|---|${names.map(() => '---|').join('')}`);
+  for (const w of wls) {
+    const cells = names.map((n) => {
+      const xs = results[w.key]![n]!.diskMb;
+      return `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
     });
     console.log(`| ${w.key} | ${cells.join(' | ')} |`);
   }

@@ -26,6 +26,7 @@ export function createSyncFilesystem(data: IndexThreadData): SyncFilesystem {
   const reads = new ThreadReads(index, data.reads);
   answers.read = (ino, _fh, offset, size, out) => reads.read(ino, offset, size, out);
   answers.readRange = (ino, offset, size) => reads.readRange(ino, offset, size);
+  answers.afterRead = () => reads.afterRead();
   answers.close = () => reads.close();
   return answers;
 }

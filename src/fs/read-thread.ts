@@ -41,6 +41,8 @@ interface Found {
   /** Position in the cache file, and length. */
   start: number;
   n: number;
+  /** Where the file's data starts in the cache file. */
+  fileStart: number;
 }
 
 /**
@@ -72,11 +74,51 @@ export function readAroundRange(start: number, n: number, chunkSize: number, mar
   return to - from > n ? { position: from, length: to - from } : undefined;
 }
 
+/**
+ * A big READ (READ_AROUND or more: the kernel's readahead of the mounted file, or a program's big
+ * read) is a stream's: the cache file is read ahead of it in aligned blocks this big, a block
+ * ahead (`readAheadRange`). 8 MiB is what the kernel reads ahead for one sequential descriptor on
+ * this project's bench disk (virtio, read_ahead_kb 8192), as it does for squashfuse's image; the
+ * kernel caps each WILLNEED at the device's readahead or largest request (`force_page_cache_ra`),
+ * so a disk set to read less ahead gets less.
+ */
+export const READ_AHEAD_BLOCK = 8 * 1024 * 1024;
+
+/**
+ * What to ask for ahead of a big READ of the cache file's [start, start + n): when the READ starts
+ * its file (`fileStart`) or goes on into another READ_AHEAD_BLOCK than it starts in, from its end
+ * to the end of the block after that one, cut to the chunks verified here; else nothing (asked
+ * already).
+ * The kernel reads ahead in the cache file only for a descriptor whose reads it sees in order; the
+ * reader threads each read through their own descriptor and take a stream's READs in turn, and
+ * every file starts a new stream: without this a cold READ waited for its own disk read (reading
+ * 100 MB of the bench's largest files, the server's threads waited on the disk 0.2-0.3 s where
+ * squashfuse's waited 0.04 s and this 0.08 s: delay accounting, bench/mount/RESULTS.md).
+ * Blocks, not the READ's next bytes: the disk gets a few big reads (the next bytes alone split them
+ * into READ-sized ones), and a READ within a block costs no call. Past the file's end too, as the
+ * kernel's readahead of squashfuse's image does: the files next to it in the layer are often read
+ * next (reading ahead only within the file did not pay).
+ */
+export function readAheadRange(start: number, n: number, fileStart: number, chunkSize: number, marks: Uint8Array): { position: number; length: number } | undefined {
+  if (n < READ_AROUND) return undefined;
+  const end = start + n;
+  // The block the stream goes on in (a READ ending on a block's edge goes on into the next).
+  const block = Math.floor(end / READ_AHEAD_BLOCK);
+  if (start !== fileStart && Math.floor(start / READ_AHEAD_BLOCK) === block) return undefined;
+  const want = (block + 2) * READ_AHEAD_BLOCK;
+  let c = Math.floor(end / chunkSize);
+  while (c * chunkSize < want && c < marks.length && Atomics.load(marks, c) === VERIFIED_SHARED) c++;
+  const to = Math.min(want, c * chunkSize);
+  return to > end ? { position: end, length: to - end } : undefined;
+}
+
 export class ThreadReads {
   private readonly on: Int32Array;
   private readonly counts: Int32Array;
   private readonly layers: LayerView[];
   private readonly libc: Libc = loadLibc();
+  /** What the last READ read ahead, for afterRead (on this thread's descriptor, which only close() closes). */
+  private ahead: { fd: number; position: number; length: number } | undefined;
 
   constructor(
     private readonly index: ImageIndex,
@@ -100,6 +142,7 @@ export class ThreadReads {
     const f = this.find(ino, offset, size);
     if (typeof f === 'number') return f;
     this.readAround(f);
+    this.readAhead(f);
     for (let done = 0; done < f.n; ) {
       const got = readSync(f.fd, out, done, f.n - done, f.start + done);
       if (got <= 0) return -1;
@@ -112,11 +155,13 @@ export class ThreadReads {
   readRange(ino: number, offset: number, size: number): FileRange | undefined {
     const f = this.find(ino, offset, size);
     if (typeof f === 'number') return undefined;
+    this.readAhead(f);
     return { fd: f.fd, position: f.start, length: f.n, valid: () => this.stillValid(f) };
   }
 
   /** Where the READ's bytes are, if this thread may read them: else -1 (main thread) or 0 (past the end). */
   private find(ino: number, offset: number, size: number): Found | number {
+    this.ahead = undefined;
     if (Atomics.load(this.on, 0) === 0) return -1;
     const loc = this.index.dataLocation(ino);
     if (!loc) return -1;
@@ -136,7 +181,7 @@ export class ThreadReads {
     if ((last + 1) * cs < loc.offset + loc.size && Atomics.load(l.marks, last + 1) !== VERIFIED_SHARED) return -1;
     const fd = this.fdOf(l, gen);
     if (fd < 0) return -1;
-    return { l, layer: loc.layer, gen, fd, start, n };
+    return { l, layer: loc.layer, gen, fd, start, n, fileStart: loc.offset };
   }
 
   /**
@@ -146,6 +191,23 @@ export class ThreadReads {
   private readAround(f: Found): void {
     const around = readAroundRange(f.start, f.n, f.l.chunkSize, f.l.marks);
     if (around) this.libc.willNeed(f.fd, around.position, around.length);
+  }
+
+  /** Note the cache file's bytes a big READ's stream reads next, asked for once its reply is sent (afterRead). */
+  private readAhead(f: Found): void {
+    const ahead = readAheadRange(f.start, f.n, f.fileStart, f.l.chunkSize, f.l.marks);
+    this.ahead = ahead && { fd: f.fd, ...ahead };
+  }
+
+  /**
+   * After the READ's reply went out: ask for what it reads ahead (posix_fadvise WILLNEED). The call
+   * takes the pages and starts their disk reads without waiting for them, yet that costs 0.2 ms or
+   * more for a block not yet cached: not before the reply.
+   */
+  afterRead(): void {
+    const a = this.ahead;
+    this.ahead = undefined;
+    if (a) this.libc.willNeed(a.fd, a.position, a.length);
   }
 
   /** After the bytes were read: still the file the marks described? Counted if so. */
@@ -159,6 +221,7 @@ export class ThreadReads {
 
   /** Close this thread's descriptors (the connection ended). */
   close(): void {
+    this.ahead = undefined;
     for (const l of this.layers) {
       if (l.fd >= 0) closeSync(l.fd);
       l.fd = -1;

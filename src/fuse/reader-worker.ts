@@ -216,6 +216,7 @@ function answerReadHere(a: { fs: SyncFilesystem; counts: Int32Array }, h: Return
   if (!a.fs.read) return false;
   if (a.fs.readRange && req.readUInt32LE(IN_HEADER_SIZE + 16) >= SPLICE_FROM && spliceReply(a.fs, h, req, fd)) {
     Atomics.add(a.counts, Opcode.READ, 1);
+    a.fs.afterRead?.();
     return true;
   }
   replyBuf ??= Buffer.allocUnsafeSlow(bufferSize);
@@ -227,6 +228,7 @@ function answerReadHere(a: { fs: SyncFilesystem; counts: Int32Array }, h: Return
   } catch {
     // ENOENT: interrupted meanwhile; ENODEV: the connection ended (its read says so next)
   }
+  a.fs.afterRead?.();
   return true;
 }
 

@@ -35,6 +35,11 @@ export interface SyncFilesystem {
    * reply is spliced from (no copy through the thread). Undefined: use `read`.
    */
   readRange?(ino: number, offset: number, size: number): FileRange | undefined;
+  /**
+   * Called once a READ answered here has its reply sent (optional): work the READ asked for that
+   * should not delay its reply (reading ahead of a stream).
+   */
+  afterRead?(): void;
   /** The connection is gone from this thread: release what it holds (descriptors). */
   close?(): void;
   /**

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageIndex } from '../../src/index/reader.js';
-import { READ_AROUND, readAroundRange } from '../../src/fs/read-thread.js';
+import { READ_AHEAD_BLOCK, READ_AROUND, readAheadRange, readAroundRange } from '../../src/fs/read-thread.js';
 import { indexLayers } from '../../src/storage/index-layers.js';
 import { VERIFIED_SHARED } from '../../src/storage/shared-layer-state.js';
 import { skipUnlessRoot } from '../support/env.js';
@@ -32,6 +32,37 @@ for off, n in plan:
     os.posix_fadvise(a, 0, 0, os.POSIX_FADV_DONTNEED)
     if os.pread(a, n, off) != os.pread(b, n, off): bad.append([off, n])
 print(json.dumps({"reads": len(plan), "bad": bad}))
+`;
+
+/**
+ * Drops the layer's cache file from the page cache, reads 256 KiB at the start of the file through
+ * the mount (one READ: the mount's pages dropped too, readahead off), and waits up to 10 s for the
+ * cache file's resident bytes (fincore) to stop growing. Prints {before, after, cap}: cap, the most
+ * one WILLNEED reads on the cache file's disk (read_ahead_kb or max_sectors_kb), 0 when unknown.
+ */
+const FIRST_READ = String.raw`
+import os, sys, json, time, subprocess
+mnt, layer = sys.argv[1], sys.argv[2]
+def resident():
+    return int(subprocess.run(["fincore", "-b", "-n", "-o", "RES", layer], capture_output=True, text=True, check=True).stdout.split()[0])
+st = os.stat(layer)
+q = "/sys/dev/block/%d:%d/" % (os.major(st.st_dev), os.minor(st.st_dev))
+q = q + "queue/" if os.path.exists(q + "queue") else q + "../queue/"
+try: cap = 1024 * max(int(open(q + "read_ahead_kb").read()), int(open(q + "max_sectors_kb").read()))
+except OSError: cap = 0
+os.sync()
+l = os.open(layer, os.O_RDONLY); os.posix_fadvise(l, 0, 0, os.POSIX_FADV_DONTNEED)
+before = resident()
+f = os.open(mnt, os.O_RDONLY)
+os.posix_fadvise(f, 0, 0, os.POSIX_FADV_RANDOM); os.posix_fadvise(f, 0, 0, os.POSIX_FADV_DONTNEED)
+assert len(os.pread(f, 262144, 0)) == 262144
+after, end = resident(), time.time() + 10
+while time.time() < end:
+    time.sleep(0.2)
+    now = resident()
+    if now == after: break
+    after = now
+print(json.dumps({"before": before, "after": after, "cap": cap}))
 `;
 
 function inodeOf(index: ImageIndex, path: string): number {
@@ -70,14 +101,15 @@ async function compare(m: MountedImage, ref: string, plan: [number, number][]): 
   return JSON.parse(r.stdout) as { reads: number; bad: [number, number][] };
 }
 
+/** Verified marks of a layer of `count` chunks, those in `verified` set. */
+function marks(count: number, verified: number[]): Uint8Array {
+  const m = new Uint8Array(count);
+  for (const i of verified) m[i] = VERIFIED_SHARED;
+  return m;
+}
+
 describe('the pages read around a small READ', () => {
   const K = 1024;
-  /** Verified marks of a layer of `count` chunks, those in `verified` set. */
-  function marks(count: number, verified: number[]): Uint8Array {
-    const m = new Uint8Array(count);
-    for (const i of verified) m[i] = VERIFIED_SHARED;
-    return m;
-  }
   const all = marks(64, [...Array(64).keys()]);
 
   it('covers the aligned window around the READ where its chunks are verified', () => {
@@ -105,6 +137,34 @@ describe('the pages read around a small READ', () => {
     expect(readAroundRange(READ_AROUND, READ_AROUND, 64 * K, all)).toBeUndefined();
     expect(readAroundRange(5, 4 * READ_AROUND, 64 * K, all)).toBeUndefined();
     expect(readAroundRange(5 * 4 * K, 4096, 4 * K, marks(64, [5]))).toBeUndefined();
+  });
+});
+
+describe('the blocks read ahead of a big READ', () => {
+  const M = 1024 * 1024;
+  const B = READ_AHEAD_BLOCK;
+  const layer = (chunks: number, verified = chunks): Uint8Array => marks(chunks, [...Array(verified).keys()]);
+
+  it("reads from a file's first READ to the end of the next block", () => {
+    // 1 MiB chunks, 4 blocks' worth, all verified: a file at 3 MiB, its first READ of 256 KiB.
+    expect(readAheadRange(3 * M, 256 * 1024, 3 * M, M, layer(4 * B / M))).toEqual({ position: 3 * M + 256 * 1024, length: 2 * B - 3 * M - 256 * 1024 });
+  });
+
+  it('reads the next block once a READ reaches into it, and asks nothing for a READ within a block', () => {
+    const l = layer(4 * B / M);
+    expect(readAheadRange(B - M / 2, M, 0, M, l)).toEqual({ position: B + M / 2, length: 2 * B - M / 2 });
+    // A READ ending on a block's edge goes on into the next block: read that one and the one after.
+    expect(readAheadRange(B - M, M, 0, M, l)).toEqual({ position: B, length: 2 * B });
+    expect(readAheadRange(B, M, 0, M, l)).toBeUndefined();
+    expect(readAheadRange(B + 2 * M, M, 0, M, l)).toBeUndefined();
+  });
+
+  it('stops at a chunk not verified here and at the layer end, and adds nothing to a small READ', () => {
+    // Chunk 10 not fetched yet: up to it, across the file's end (the files after it in the layer).
+    expect(readAheadRange(3 * M, M, 3 * M, M, marks(32, [...Array(32).keys()].filter((c) => c !== 10)))).toEqual({ position: 4 * M, length: 6 * M });
+    expect(readAheadRange(3 * M, M, 3 * M, M, layer(6))).toEqual({ position: 4 * M, length: 2 * M });
+    expect(readAheadRange(3 * M, M, 3 * M, M, layer(4))).toBeUndefined();
+    expect(readAheadRange(3 * M, READ_AROUND - 1, 3 * M, M, layer(32))).toBeUndefined();
   });
 });
 
@@ -154,6 +214,20 @@ describe.skipIf(skipUnlessRoot())('READs answered in the FUSE reader threads', (
       m.fs.foldThreadReads();
       const hits = m.storage.metrics.hits.get().values.find((v) => v.labels.tier === 'disk')?.value ?? 0;
       expect(hits).toBeGreaterThanOrEqual(after.thread - before.thread);
+    });
+
+    it("reads the cache file ahead of a file's first big READ, past the READ's own bytes", async (ctx) => {
+      await run('cat', [join(m.dir, FILE)]); // every chunk of it verified here
+      const loc = index.dataLocation(inodeOf(index, FILE))!;
+      const layerFile = m.storage.disk.pathOf(indexLayers(index)[loc.layer]!);
+      const r = await python(FIRST_READ, join(m.dir, FILE), layerFile);
+      expect(r.stderr).toBe('');
+      const { before, after, cap } = JSON.parse(r.stdout) as { before: number; after: number; cap: number };
+      // Only where the page cache can be dropped (not tmpfs) and the disk's readahead is known.
+      if (before > 64 * 1024 || cap < 512 * 1024) ctx.skip();
+      // Without the read ahead the kernel reads a lone 256 KiB READ of the cache file as it is (at most twice that).
+      const ahead = Math.min(cap, loc.size - 256 * 1024);
+      expect(after).toBeGreaterThan(256 * 1024 + ahead / 2);
     });
 
     it('sends every READ to the main thread while thread reads are switched off (a profile recording)', async () => {
