@@ -6,6 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
+import { insecureRegistriesFromEnv } from './insecure-registries.js';
 import { ClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { Authenticator } from './auth.js';
@@ -57,9 +58,7 @@ function hostnameOf(registry: string): string {
   return registry.replace(/:\d+$/, '');
 }
 
-export function insecureRegistriesFromEnv(env: NodeJS.ProcessEnv = process.env): string[] {
-  return (env.CLIP_INSECURE_REGISTRIES ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-}
+export { insecureRegistriesFromEnv };
 
 /** Plain HTTP for loopback hosts and hosts listed as insecure (by "host:port" or bare "host"). */
 export function usesPlainHttp(registry: string, insecure: string[]): boolean {

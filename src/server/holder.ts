@@ -54,6 +54,8 @@ let restarts = 0;
 let stay = false;
 /** The server process now. */
 let server: ChildProcess | undefined;
+/** Mounts being made (mount(8) under way): not held yet, yet ending now would leave them dead. */
+let attaching = 0;
 const crashes: number[] = [];
 
 startServer();
@@ -61,8 +63,8 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   // Stopping the holder would end every mount: a signal ends it only when it holds none (a node's
   // service manager stopping a server that `clip server start` began).
   process.on(sig, () => {
-    if (mounts.size > 0) {
-      log.warn({ signal: sig, mounts: mounts.size }, 'holder: ignoring the signal while mounts are held (clip unmount them)');
+    if (mounts.size > 0 || attaching > 0) {
+      log.warn({ signal: sig, mounts: mounts.size, attaching }, 'holder: ignoring the signal while mounts are held (clip unmount them)');
       return;
     }
     log.info({ signal: sig }, 'holder: no mount held; stopping');
@@ -126,6 +128,12 @@ function startServer(): void {
 async function onMessage(child: ChildProcess, msg: ToHolder): Promise<void> {
   switch (msg.op) {
     case 'attach':
+      if (stopping) {
+        // Told to stop meanwhile: a mount made now would be left dead when this holder ends.
+        send(child, { op: 'attached', req: msg.req, error: { message: 'the clip server is stopping (clip server stop); mount again' } });
+        return;
+      }
+      attaching++;
       try {
         const a = await attach(msg.mountpoint, { ...msg.options, logger: log.asLogger() });
         const held: HeldMount = { id: nextId++, fd: a.fd, mountpoint: a.mountpoint, connection: a.connection, major: a.major, config: msg.config };
@@ -134,11 +142,19 @@ async function onMessage(child: ChildProcess, msg: ToHolder): Promise<void> {
       } catch (err) {
         const code = err instanceof ClipError ? err.code : undefined;
         send(child, { op: 'attached', req: msg.req, error: { ...(code ? { code } : {}), message: err instanceof Error ? err.message : String(err) } });
+      } finally {
+        attaching--;
       }
       return;
     case 'served': {
       const m = mounts.get(msg.id);
-      if (m) m.init = msg.init;
+      if (m) {
+        m.init = msg.init;
+        if (msg.resolved) {
+          const { mayIndex: _resolvedNow, ...config } = m.config;
+          m.config = { ...config, resolved: msg.resolved };
+        }
+      }
       return;
     }
     case 'detach': {
@@ -156,7 +172,7 @@ async function onMessage(child: ChildProcess, msg: ToHolder): Promise<void> {
       stay = msg.stay;
       return;
     case 'idle':
-      if (mounts.size > 0 || stay) return;
+      if (mounts.size > 0 || attaching > 0 || stay) return;
       stop();
       return;
   }

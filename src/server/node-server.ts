@@ -11,7 +11,7 @@ import type { Attached, MountOptions } from '../fuse/index.js';
 import { abortConnection } from '../fuse/index.js';
 import { mountFiles, processStartTime, removePidFile, writePidFile } from '../mount/files.js';
 import { processMemory } from '../mount/process-metrics.js';
-import { preloadMountCode } from '../mount/open-image.js';
+import { handoffOf, preloadMountCode } from '../mount/open-image.js';
 import { readyLine, startMount, type MountConfig, type RunningMount } from '../mount/serve.js';
 import { keepStatus, statusOf, type MountStatus } from '../mount/status.js';
 import { ClipError, isClipError } from '../util/errors.js';
@@ -22,6 +22,8 @@ import { loadInit, saveInit, type AttachOptions, type ClientReply, type ClientRe
 
 /** How long a server without mounts waits for a request before it ends. */
 const IDLE_MS = 5000;
+/** The same once `clip server stop` asked it to end: at once, yet after the stop's own reply. */
+const STOPPED_IDLE_MS = 50;
 /** How long a server being replaced lets its requests in flight finish. */
 const DRAIN_MS = 2000;
 
@@ -42,6 +44,10 @@ export class NodeServer {
   private restarts = 0;
   /** Kept running without mounts (`clip server start`), until `clip server stop`. */
   private stay = false;
+  /** `clip server stop` asked it to end: it does so as soon as it is idle. */
+  private stopAsked = false;
+  /** Mount requests under way (their mounts are not in `mounts` yet). */
+  private mounting = 0;
   private listener: Server | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
 
@@ -161,8 +167,8 @@ export class NodeServer {
     clearTimeout(this.idleTimer);
     if (this.mounts.size > 0 || this.busy > 0 || this.stay) return;
     this.idleTimer = setTimeout(() => {
-      if (this.mounts.size === 0 && this.busy === 0) this.toHolder({ op: 'idle' });
-    }, IDLE_MS);
+      if (this.mounts.size === 0 && this.busy === 0 && !this.stay) this.toHolder({ op: 'idle' });
+    }, this.stopAsked ? STOPPED_IDLE_MS : IDLE_MS);
   }
 
   private onClient(sock: Socket): void {
@@ -204,13 +210,15 @@ export class NodeServer {
         return { ok: true, op: 'unmount', pid: process.pid, served: true };
       }
       case 'stay': {
+        if (typeof req.stay !== 'boolean') throw new ClipError('EINVAL', 'a stay request needs stay: true or false');
         const was = this.stay;
         this.stay = req.stay;
+        // Stopped: it ends as soon as it is idle (idleCheck, run once this request is answered);
+        // mounts, and mounts under way, keep it until they are gone.
+        this.stopAsked = !req.stay;
         await this.notifyHolder({ op: 'stay', stay: req.stay });
         if (req.stay && !was) this.prepare();
-        // A stopped server without mounts ends at once (after this reply), not after the idle wait.
-        if (!req.stay && this.mounts.size === 0) setTimeout(() => this.toHolder({ op: 'idle' }), 50);
-        return { ok: true, op: 'stay', pid: process.pid, holderPid: process.ppid, stay: req.stay, mounts: this.mounts.size };
+        return { ok: true, op: 'stay', pid: process.pid, holderPid: process.ppid, stay: req.stay, mounts: this.mounts.size + this.mounting };
       }
       case 'restart':
         // Answer first, then go once the holder knows to start the next server at once.
@@ -227,6 +235,15 @@ export class NodeServer {
   }
 
   private async mount(config: MountConfig): Promise<ClientReply> {
+    this.mounting++;
+    try {
+      return await this.mountNow(config);
+    } finally {
+      this.mounting--;
+    }
+  }
+
+  private async mountNow(config: MountConfig): Promise<ClientReply> {
     const mountpoint = resolve(config.mountpoint);
     if (this.mounts.has(mountpoint)) throw new ClipError('EINVAL', `already mounted by clip (server pid ${process.pid}); clip unmount it first`, { object: mountpoint });
     let heldId: number | undefined;
@@ -251,7 +268,10 @@ export class NodeServer {
       if (heldId !== undefined) this.toHolder({ op: 'detach', id: heldId });
       throw err;
     }
-    this.toHolder({ op: 'served', id: heldId!, init: saveInit(running.mount.server.init!) });
+    // What this server resolved (a kept server resolves images itself) is what the next one takes
+    // over from: no registry asked again, and the same manifest even if its tag moved meanwhile.
+    const resolved = config.resolved ?? handoffOf(running.image);
+    this.toHolder({ op: 'served', id: heldId!, init: saveInit(running.mount.server.init!), ...(resolved ? { resolved } : {}) });
     await this.track(heldId!, running);
     log.info({ image: running.image.index.image.reference, pid: process.pid, start: processStartTime(process.pid) }, 'server: mounted');
     return { ok: true, op: 'mount', pid: process.pid, line: readyLine(running), log: this.files.log };

@@ -4,6 +4,7 @@
  * IPC channel between parent and child.
  */
 import type { AttachOptions as FuseAttachOptions, InitInfo } from '../fuse/index.js';
+import type { ResolvedHandoff } from '../mount/open-image.js';
 import type { MountConfig } from '../mount/serve.js';
 import type { ProcessMemory } from '../mount/process-metrics.js';
 import type { MountStatus } from '../mount/status.js';
@@ -66,7 +67,7 @@ export type AttachOptions = Omit<FuseAttachOptions, 'logger'>;
 /** Server to holder. */
 export type ToHolder =
   | { op: 'attach'; req: number; mountpoint: string; options: AttachOptions; config: MountConfig }
-  | { op: 'served'; id: number; init: SavedInit }
+  | { op: 'served'; id: number; init: SavedInit; resolved?: ResolvedHandoff }
   | { op: 'detach'; id: number }
   /** The server is about to exit to be replaced: start the next one at once, not as after a crash. */
   | { op: 'restart' }

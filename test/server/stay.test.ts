@@ -5,13 +5,13 @@
  * `clip mount` hands such a server the image to resolve (it has the registry code loaded), and
  * indexes only an image with no index to find itself, where its progress shows.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { processEnded, processGone, serverFiles } from '../../src/server/paths.js';
+import { liveHolder, processEnded, processGone, serverFiles } from '../../src/server/paths.js';
 import type { ClientReply } from '../../src/server/protocol.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture, pushFixture } from '../support/fixtures/index.js';
@@ -38,8 +38,8 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
     await cleanScratch({ mnt, cache });
   });
 
-  const status = async (): Promise<ServerStatus | undefined> => {
-    const r = await clip(['server', 'status', '--cache-dir', cache, '--json']);
+  const status = async (dir = cache): Promise<ServerStatus | undefined> => {
+    const r = await clip(['server', 'status', '--cache-dir', dir, '--json']);
     return r.code === 0 ? (JSON.parse(r.stdout) as ServerStatus) : undefined;
   };
   const alive = (pid: number): boolean => !processEnded(pid);
@@ -102,8 +102,9 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
     expect((JSON.parse(again.stdout) as { holderPid: number }).holderPid).not.toBe(told.holderPid);
   });
 
-  it('resolves a registry image itself: the index published next to it, found and kept by the server', async () => {
+  it('resolves a registry image itself (the index published next to it); a restarted server takes the mount over without the registry', async () => {
     const registry = await startRegistry();
+    let registryUp = true;
     const pub = await mkdtemp(join(tmpdir(), 'clip-stay-pub-'));
     const node = await scratch('clip-stay-registry'); // an empty node: the first test indexed this image
     try {
@@ -118,11 +119,26 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
       expect(mounted.stdout).toMatch(/\(\d+ entries, index published with the image\)\n$/);
       expect(readFileSync(serverFiles(node.cache).log, 'utf8')).toMatch(/"origin":"registry"[^\n]*"msg":"index ready"/);
       expect(readFileSync(`${node.mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
+
+      // The next server takes the mount over from what this one resolved: the registry, gone now,
+      // is not asked for the image again (it would fail, and the mount with it).
+      const first = (await status(node.cache))!;
+      await registry.stop();
+      registryUp = false;
+      expect((await clip(['server', 'restart', '--cache-dir', node.cache])).code).toBe(0);
+      let next = first;
+      for (let t = 0; t < 100 && next.pid === first.pid; t++) {
+        await sleep(100);
+        next = (await status(node.cache)) ?? first;
+      }
+      expect(next).toMatchObject({ restarts: 1, stay: true, mounts: [expect.objectContaining({ mountpoint: node.mnt })] });
+      expect(readdirSync(join(node.mnt, 'etc'))).toContain('hostname');
+      expect(readFileSync(`${node.mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
     } finally {
       await clip(['unmount', node.mnt, '--cache-dir', node.cache]);
       await clip(['server', 'stop', '--cache-dir', node.cache]);
       await cleanScratch(node);
-      await registry.stop();
+      if (registryUp) await registry.stop();
       await rm(pub, { recursive: true, force: true });
     }
   });
@@ -138,12 +154,30 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
     expect(readFileSync(`${mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
     // A signal is ignored while a mount is held ...
     process.kill(started.holderPid, 'SIGTERM');
-    await sleep(500);
+    const ignored = (): boolean => readFileSync(serverFiles(cache).log, 'utf8').includes('holder: ignoring the signal while mounts are held');
+    expect(await waitUntil(ignored, 20_000)).toBe(true);
     expect(alive(started.holderPid)).toBe(true);
     expect(readFileSync(`${mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
     // ... and once the mount is gone the server ends by itself (it was told to stop).
     expect((await clip(['unmount', mnt, '--cache-dir', cache])).code).toBe(0);
     expect(await processGone(started.holderPid, 20_000)).toBe(true);
+
+    // A stop that races a mount being made: either the mount is made and served (the server ends
+    // after it), or it fails and leaves nothing mounted; never a dead mount.
+    for (let round = 0; round < 2; round++) {
+      expect((await clip(['server', 'start', '--cache-dir', cache])).code).toBe(0);
+      const [raced] = await Promise.all([
+        clip(['mount', ref, mnt, '--cache-dir', cache, '--background']),
+        sleep(300 * round).then(() => clip(['server', 'stop', '--cache-dir', cache])),
+      ]);
+      if (raced.code === 0) expect(fuseMounted(mnt)).toBe(true);
+      if (fuseMounted(mnt)) {
+        expect(readFileSync(`${mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
+        expect((await clip(['unmount', mnt, '--cache-dir', cache])).code).toBe(0);
+      }
+      const holder = liveHolder(serverFiles(cache).lock);
+      if (holder !== undefined) expect(await processGone(holder, 20_000)).toBe(true);
+    }
 
     // A holder kept running with no mount ends on SIGTERM (a service manager's stop).
     const kept = JSON.parse((await clip(['server', 'start', '--cache-dir', cache, '--json'])).stdout) as { holderPid: number };

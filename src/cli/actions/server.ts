@@ -2,7 +2,7 @@
 import { resolve } from 'node:path';
 import type { ProcessMemory } from '../../mount/process-metrics.js';
 import { askServer, unwrap } from '../../server/client.js';
-import { processGone } from '../../server/paths.js';
+import { liveHolder, processGone } from '../../server/paths.js';
 import { serverFiles } from '../../server/paths.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
 import { ClipError } from '../../util/errors.js';
@@ -59,23 +59,39 @@ export async function serverStartCommand(opts: { cacheDir?: string; json?: boole
 
 export async function serverStopCommand(opts: { cacheDir?: string; json?: boolean }): Promise<void> {
   const cacheDir = cacheDirOf(opts);
+  const files = serverFiles(cacheDir);
+  const print = (text: string, json: object): void => {
+    if (opts.json) printJson({ cacheDir, ...json });
+    else process.stdout.write(`clip: ${text}\n`);
+  };
   const asked = await askServer(cacheDir, { op: 'stay', stay: false });
   if (!asked) {
-    if (opts.json) printJson({ cacheDir, running: false });
-    else process.stdout.write(`clip: no clip server runs for ${cacheDir}\n`);
+    const holder = liveHolder(files.lock);
+    if (holder === undefined) {
+      print(`no clip server runs for ${cacheDir}`, { running: false });
+      return;
+    }
+    // A holder whose server is between two lives (a crash's back-off) answers no request: it ends
+    // on SIGTERM when it holds no mount.
+    process.kill(holder, 'SIGTERM');
+    if (!(await processGone(holder, STOP_WAIT_MS))) {
+      throw new ClipError('ETIMEOUT', `no clip server answers, and its holder (pid ${holder}) did not end: it holds mounts (clip mounts; see ${files.log})`, { object: cacheDir });
+    }
+    print(`the clip server's holder (pid ${holder}) stopped`, { running: false, holderPid: holder });
     return;
   }
   const reply = unwrap(asked);
   if (reply.op !== 'stay') throw new ClipError('EINVAL', 'the clip server answered another request', { object: cacheDir });
+  let mounts = reply.mounts;
   // Without mounts it ends now: wait for it, so that a `clip server start` after this finds none.
-  if (reply.mounts === 0 && !(await processGone(reply.holderPid, STOP_WAIT_MS))) {
-    throw new ClipError('ETIMEOUT', `the clip server's holder (pid ${reply.holderPid}) did not end within ${STOP_WAIT_MS / 1000} s (see ${serverFiles(cacheDir).log})`, { object: cacheDir });
+  if (mounts === 0 && !(await processGone(reply.holderPid, STOP_WAIT_MS))) {
+    // A mount came meanwhile: the server ends after it, as told.
+    const now = await askServer(cacheDir, { op: 'status' }).catch(() => undefined);
+    if (!now?.ok || now.op !== 'status' || now.mounts.length === 0) {
+      throw new ClipError('ETIMEOUT', `the clip server's holder (pid ${reply.holderPid}) did not end within ${STOP_WAIT_MS / 1000} s (see ${files.log})`, { object: cacheDir });
+    }
+    mounts = now.mounts.length;
   }
-  if (opts.json) {
-    printJson({ cacheDir, running: reply.mounts > 0, pid: reply.pid, mounts: reply.mounts });
-    return;
-  }
-  process.stdout.write(reply.mounts === 0
-    ? `clip: server pid ${reply.pid} stopped\n`
-    : `clip: server pid ${reply.pid} ends once its ${reply.mounts} mount${reply.mounts === 1 ? ' is' : 's are'} unmounted (clip mounts lists them)\n`);
+  if (mounts === 0) print(`server pid ${reply.pid} stopped`, { running: false, pid: reply.pid, mounts });
+  else print(`server pid ${reply.pid} ends once its ${mounts} mount${mounts === 1 ? ' is' : 's are'} unmounted (clip mounts lists them)`, { running: true, pid: reply.pid, mounts });
 }

@@ -5,6 +5,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { MountConfig } from '../../mount/serve.js';
+import { insecureRegistriesFromEnv } from '../../oci/insecure-registries.js';
 import { ClipError } from '../../util/errors.js';
 import { parseSize } from '../../util/size.js';
 import { addReadOptions, examples, storageSettingsOf, type ReadCommandOptions } from '../read-options.js';
@@ -33,6 +34,7 @@ export function parseRate(text: string): number {
 }
 
 export function mountConfigOf(image: string, mountpoint: string, opts: MountCommandOptions): MountConfig {
+  const insecure = [...new Set([...(opts.insecureRegistry ?? []), ...insecureRegistriesFromEnv()])];
   return {
     image,
     mountpoint: resolve(mountpoint),
@@ -46,7 +48,8 @@ export function mountConfigOf(image: string, mountpoint: string, opts: MountComm
     ...(opts.allowDev ? { allowDev: true } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
     ...(opts.discover === false ? { discover: false } : {}),
-    ...(opts.insecureRegistry ? { insecureRegistry: opts.insecureRegistry } : {}),
+    // The environment's too: the node's server that reads (and may resolve) the image has its own.
+    ...(insecure.length ? { insecureRegistry: insecure } : {}),
     ...(opts.logLevel ? { logLevel: opts.logLevel } : {}),
   };
 }
