@@ -5,7 +5,7 @@
 # only the image's index (copied, so that no indexing runs), its reader thread let sleep
 # (CLIP_FUSE_SLEEP_MS=5000). Measured: the server's CPU (user+sys, ms) when `clip mount` returns
 # (the mount ready), its RSS (anon, file) 20 s later, idle; then a first READ (`cat` of one small
-# file: the fetch from the layout, inflate, verify, cache), the CPU it took, and the RSS 20 s after
+# file: the fetch from the layout, inflate, verify, cache), the CPU it took, and the RSS AFTER_S (40) s after
 # it, idle again. Ends with the medians of each arm (min-max) and the load average.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,7 +33,7 @@ for r in $(seq "${ROUNDS:-3}"); do
     ready=$(cpu_ms "$pid")
     sleep 20; idle=$(mem "$pid")
     before=$(cpu_ms "$pid"); cat "$W/mnt/$FILE" >/dev/null; read=$(($(cpu_ms "$pid") - before))
-    sleep 20; after=$(mem "$pid")
+    sleep "${AFTER_S:-40}"; after=$(mem "$pid")
     echo "arm$i $r $ready $idle $read $after" | tee -a "$W/figures"
     node "$cli" unmount "$W/mnt" --cache-dir "$W/cache" >/dev/null
     for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
