@@ -2,7 +2,6 @@ import type { Readable } from 'node:stream';
 import { ClipError } from '../util/errors.js';
 import type { Checkpoint, LayerCompression } from './types.js';
 import { inflateGzipNative } from './native-resume.js';
-import { ZstdDecoder } from './zstd-decoder.js';
 
 export type CompressedSource = Readable | AsyncIterable<Uint8Array>;
 
@@ -32,7 +31,8 @@ export async function* inflateFrom(
     pending.push(Buffer.from(out.buffer, out.byteOffset, out.length));
   };
   let decoder: { write(c: Uint8Array, onData: (o: Uint8Array) => void): void } | null = null;
-  if (compression === 'zstd') decoder = new ZstdDecoder({ name: opts.name, startOut: checkpoint.out });
+  // fzstd builds its decoding tables when loaded: only a zstd layer's read loads it.
+  if (compression === 'zstd') decoder = new (await import('./zstd-decoder.js')).ZstdDecoder({ name: opts.name, startOut: checkpoint.out });
   else if (compression !== 'none') throw new ClipError('EUNSUPPORTED', `unknown layer compression "${String(compression)}"`, { object: opts.name });
   for await (const chunk of compressed as AsyncIterable<Uint8Array>) {
     if (!decoder) {

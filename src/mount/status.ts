@@ -6,6 +6,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readPrivateFile, writePrivateFile } from '../storage/cache-dir.js';
+import { isoTime } from '../util/iso-time.js';
 import { processStartTime, type MountFiles } from './files.js';
 import { mountMemory, type MountMemory } from './process-metrics.js';
 import type { RunningMount } from './serve.js';
@@ -53,7 +54,7 @@ export async function statusOf(running: RunningMount, startedAt: string, restart
     manifest: running.image.index.image.manifestDigest,
     index: running.image.origin,
     startedAt,
-    updatedAt: new Date().toISOString(),
+    updatedAt: isoTime(),
     rssBytes: process.memoryUsage.rss(),
     memory: mountMemory(running),
     restarts,
@@ -66,7 +67,7 @@ export async function statusOf(running: RunningMount, startedAt: string, restart
 /** Keep the status file of `running` current until the returned stop() (which removes it). */
 export function keepStatus(files: MountFiles, running: RunningMount, onError: (err: unknown) => void, restarts = 0): () => Promise<void> {
   const file = statusFile(files);
-  const startedAt = new Date().toISOString();
+  const startedAt = isoTime();
   let writing: Promise<void> = Promise.resolve();
   const write = (): void => {
     writing = writing.then(async () => writePrivateFile(file, `${JSON.stringify(await statusOf(running, startedAt, restarts))}\n`)).catch(onError);

@@ -12,7 +12,6 @@ import type { Logger } from '../util/log.js';
 import { defaultCacheDir } from './cache-dir.js';
 import { DiskCache, type CachedLayerReport, type CacheStats, type GcResult } from './disk-cache.js';
 import { StorageMetrics } from './metrics.js';
-import { removeStaleIndexTemps } from './index-temps.js';
 import { compactStats, readStats, type Counters } from './stats-log.js';
 import { Storage } from './storage.js';
 import type { LayerSource } from './types.js';
@@ -149,6 +148,8 @@ export async function cacheGc(maxBytes: number, dir = defaultCacheDir()): Promis
   try {
     const gc = await disk.gc(maxBytes);
     const { absorbed } = await compactStats(dir);
+    // Loaded here: the index writer it comes from has no place in the server, which imports this module.
+    const { removeStaleIndexTemps } = await import('./index-temps.js');
     return { ...gc, statsRecordsCompacted: absorbed, staleIndexTempsRemoved: await removeStaleIndexTemps(dir) };
   } finally {
     await disk.close();

@@ -1,6 +1,8 @@
 /**
  * What the node server's code loads before anything asks for it: no prom-client (it loads with a
- * metrics endpoint; the counters are plain numbers meanwhile) and no registry client (undici).
+ * metrics endpoint; the counters are plain numbers meanwhile), no registry client (undici), no zstd
+ * decoder (fzstd builds its tables when loaded; it loads with a zstd layer's read) and no index
+ * writer (only `clip cache gc` of the storage module uses it).
  * A fresh node with a module hook that lists every module it loads imports the server's modules,
  * counts, then builds a registry: prom-client must load then, and only then.
  */
@@ -14,7 +16,7 @@ const HOOK = `export async function load(url, context, next) { process.stderr.wr
 const REGISTER = `import { register } from 'node:module'; register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(HOOK)}));`;
 
 describe('the node server loads only what serving needs', () => {
-  it('imports neither prom-client nor the registry client with its modules; prom-client loads when a registry is asked for', () => {
+  it('imports neither prom-client, the registry client, fzstd nor the index writer with its modules; prom-client loads when a registry is asked for', () => {
     const code = `await import('./src/server/node-server.ts'); await import('./src/mount/serve.ts'); await import('./src/storage/index.ts');
       const { StorageMetrics } = await import('./src/storage/metrics.ts');
       const m = new StorageMetrics(); m.bytes.inc({ tier: 'disk' }, 5);
@@ -31,7 +33,9 @@ describe('the node server loads only what serving needs', () => {
     const asked = lines.indexOf('ASKED');
     const before = lines.slice(0, asked).filter((l) => l.startsWith('LOADED '));
     expect(before.some((l) => l.endsWith('/src/server/node-server.ts'))).toBe(true);
-    expect(before.filter((l) => /\/node_modules\/(prom-client|undici)\//.test(l))).toEqual([]);
+    expect(before.filter((l) => /\/node_modules\/(prom-client|undici|fzstd)\//.test(l))).toEqual([]);
+    expect(before.filter((l) => /\/src\/(index\/writer|archive\/zstd-decoder)\.ts$/.test(l))).toEqual([]);
+    expect(before.some((l) => l.endsWith('/src/archive/random-access.ts')), 'the read path is loaded').toBe(true);
     expect(lines.slice(asked).some((l) => /\/node_modules\/prom-client\//.test(l))).toBe(true);
   });
 });
