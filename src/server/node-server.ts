@@ -15,6 +15,7 @@ import { handoffOf, preloadMountCode } from '../mount/open-image.js';
 import { readyLine, startMount, type MountConfig, type RunningMount } from '../mount/serve.js';
 import { keepStatus, statusOf, type MountStatus } from '../mount/status.js';
 import { ClipError, isClipError } from '../util/errors.js';
+import { isoTime } from '../util/iso-time.js';
 import type { Logger } from '../util/log.js';
 import { takeFd } from '../util/pidfd.js';
 import { serverFiles, type ServerFiles } from './paths.js';
@@ -124,7 +125,7 @@ export class NodeServer {
       await removePidFile(files).catch(() => undefined);
       this.idleCheck();
     });
-    const served: Served = { id, running, startedAt: new Date().toISOString(), cleaned };
+    const served: Served = { id, running, startedAt: isoTime(), cleaned };
     this.mounts.set(running.mountpoint, served);
     await pidWritten;
   }
