@@ -2,8 +2,7 @@
 import { resolve } from 'node:path';
 import type { ProcessMemory } from '../../mount/process-metrics.js';
 import { askServer, unwrap } from '../../server/client.js';
-import { liveHolder, processGone } from '../../server/paths.js';
-import { serverFiles } from '../../server/paths.js';
+import { liveHolder, processGone, serverFiles } from '../../server/paths.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
 import { ClipError } from '../../util/errors.js';
 import { formatSize } from '../../util/size.js';
