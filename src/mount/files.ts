@@ -43,6 +43,17 @@ export function mountFiles(cacheDir: string, mountpoint: string): MountFiles {
  * (pid, start time) pair cannot.
  */
 export function processStartTime(pid: number): string | undefined {
+  return statFields(pid)?.[19];
+}
+
+/** Whether `pid` has ended (gone, or a zombie nobody reaped yet). */
+export function processEnded(pid: number): boolean {
+  const state = statFields(pid)?.[0];
+  return state === undefined || state === 'Z';
+}
+
+/** /proc/PID/stat's fields from the third on (the state first), or undefined when PID is gone. */
+function statFields(pid: number): string[] | undefined {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -50,7 +61,7 @@ export function processStartTime(pid: number): string | undefined {
     return undefined;
   }
   // The command name (field 2) is in parentheses and may hold spaces and parentheses itself.
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
 
 /** The pid file's content: the pid, the mountpoint it serves, and the process's start time. */

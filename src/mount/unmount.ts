@@ -14,6 +14,7 @@ import { defaultCacheDir } from '../storage/cache-dir.js';
 import { ClipError, isClipError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { daemonPid, isClipMount, mountFiles, processStartTime } from './files.js';
+import { waitFor } from '../util/wait.js';
 
 // Here since `clip unmount` asks it; it lives in files.ts so that checking a mount loads no FUSE code.
 export { isClipMount };
@@ -103,15 +104,6 @@ function fuseMounted(target: string): boolean {
 
 function connectionOpen(n: number): boolean {
   return n >= 0 && existsSync(`/sys/fs/fuse/connections/${n}`);
-}
-
-async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() >= until) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return true;
 }
 
 function run(cmd: string, args: string[]): Promise<number> {

@@ -58,8 +58,6 @@ function hostnameOf(registry: string): string {
   return registry.replace(/:\d+$/, '');
 }
 
-export { insecureRegistriesFromEnv };
-
 /** Plain HTTP for loopback hosts and hosts listed as insecure (by "host:port" or bare "host"). */
 export function usesPlainHttp(registry: string, insecure: string[]): boolean {
   const hostname = hostnameOf(registry);

@@ -41,23 +41,3 @@ export function liveHolder(lock: string): number | undefined {
   const [pid, start] = text.split('\n');
   return pid && start && processStartTime(Number(pid)) === start ? Number(pid) : undefined;
 }
-
-/** Whether `pid` has ended (gone, or a zombie nobody reaped yet). */
-export function processEnded(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
-}
-
-/** Resolves true once `pid` has ended, false if it still runs after `ms`. */
-export async function processGone(pid: number, ms: number): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (!processEnded(pid)) {
-    if (Date.now() > until) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return true;
-}

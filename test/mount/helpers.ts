@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { mountsAt } from '../../src/fuse/mountinfo.js';
 import { mountFiles } from '../../src/mount/files.js';
 import { serverFiles } from '../../src/server/paths.js';
+import { waitFor } from '../../src/util/wait.js';
 import { run } from '../fuse/tools.js';
 
 export const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url));
@@ -64,14 +65,7 @@ export function fuseMounted(dir: string): boolean {
   return mountsAt(dir).some((m) => m.fsType.startsWith('fuse'));
 }
 
-export async function waitUntil(cond: () => boolean, ms: number): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > until) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return true;
-}
+export const waitUntil = waitFor;
 
 /** A fresh mountpoint and cache directory for one test. */
 export async function scratch(prefix: string): Promise<{ mnt: string; cache: string }> {

@@ -162,7 +162,7 @@ describe('CLIP_INSECURE_REGISTRIES', () => {
   });
 
   it('is a comma separated list', async () => {
-    const { insecureRegistriesFromEnv } = await import('../../src/oci/registry-client.js');
+    const { insecureRegistriesFromEnv } = await import('../../src/oci/insecure-registries.js');
     expect(insecureRegistriesFromEnv({ CLIP_INSECURE_REGISTRIES: 'a.lan:5000, b.lan ,' })).toEqual(['a.lan:5000', 'b.lan']);
     expect(insecureRegistriesFromEnv({})).toEqual([]);
   });

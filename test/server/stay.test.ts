@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { liveHolder, processEnded, processGone, serverFiles } from '../../src/server/paths.js';
+import { processEnded } from '../../src/mount/files.js';
+import { liveHolder, serverFiles } from '../../src/server/paths.js';
 import type { ClientReply } from '../../src/server/protocol.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { fixture, pushFixture } from '../support/fixtures/index.js';
@@ -160,7 +161,7 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
     expect(readFileSync(`${mnt}/etc/hostname`, 'utf8')).toBe('clip-basic-2\n');
     // ... and once the mount is gone the server ends by itself (it was told to stop).
     expect((await clip(['unmount', mnt, '--cache-dir', cache])).code).toBe(0);
-    expect(await processGone(started.holderPid, 20_000)).toBe(true);
+    expect(await waitUntil(() => processEnded(started.holderPid), 20_000)).toBe(true);
 
     // A stop that races a mount being made: either the mount is made and served (the server ends
     // after it), or it fails and leaves nothing mounted; never a dead mount.
@@ -176,13 +177,13 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
         expect((await clip(['unmount', mnt, '--cache-dir', cache])).code).toBe(0);
       }
       const holder = liveHolder(serverFiles(cache).lock);
-      if (holder !== undefined) expect(await processGone(holder, 20_000)).toBe(true);
+      if (holder !== undefined) expect(await waitUntil(() => processEnded(holder), 20_000)).toBe(true);
     }
 
     // A holder kept running with no mount ends on SIGTERM (a service manager's stop).
     const kept = JSON.parse((await clip(['server', 'start', '--cache-dir', cache, '--json'])).stdout) as { holderPid: number };
     process.kill(kept.holderPid, 'SIGTERM');
-    expect(await processGone(kept.holderPid, 20_000)).toBe(true);
+    expect(await waitUntil(() => processEnded(kept.holderPid), 20_000)).toBe(true);
     expect(await status()).toBeUndefined();
   });
 });

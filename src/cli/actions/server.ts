@@ -2,10 +2,12 @@
 import { resolve } from 'node:path';
 import type { ProcessMemory } from '../../mount/process-metrics.js';
 import { askServer, unwrap } from '../../server/client.js';
-import { liveHolder, processGone, serverFiles } from '../../server/paths.js';
+import { processEnded } from '../../mount/files.js';
+import { liveHolder, serverFiles } from '../../server/paths.js';
 import { defaultCacheDir } from '../../storage/cache-dir.js';
 import { ClipError } from '../../util/errors.js';
 import { formatSize } from '../../util/size.js';
+import { waitFor } from '../../util/wait.js';
 import { printJson } from '../output.js';
 import { formatMounts } from './mounts.js';
 
@@ -73,7 +75,7 @@ export async function serverStopCommand(opts: { cacheDir?: string; json?: boolea
     // A holder whose server is between two lives (a crash's back-off) answers no request: it ends
     // on SIGTERM when it holds no mount.
     process.kill(holder, 'SIGTERM');
-    if (!(await processGone(holder, STOP_WAIT_MS))) {
+    if (!(await waitFor(() => processEnded(holder), STOP_WAIT_MS))) {
       throw new ClipError('ETIMEOUT', `no clip server answers, and its holder (pid ${holder}) did not end: it holds mounts (clip mounts; see ${files.log})`, { object: cacheDir });
     }
     print(`the clip server's holder (pid ${holder}) stopped`, { running: false, holderPid: holder });
@@ -83,7 +85,7 @@ export async function serverStopCommand(opts: { cacheDir?: string; json?: boolea
   if (reply.op !== 'stay') throw new ClipError('EINVAL', 'the clip server answered another request', { object: cacheDir });
   let mounts = reply.mounts;
   // Without mounts it ends now: wait for it, so that a `clip server start` after this finds none.
-  if (mounts === 0 && !(await processGone(reply.holderPid, STOP_WAIT_MS))) {
+  if (mounts === 0 && !(await waitFor(() => processEnded(reply.holderPid), STOP_WAIT_MS))) {
     // A mount came meanwhile: the server ends after it, as told.
     const now = await askServer(cacheDir, { op: 'status' }).catch(() => undefined);
     if (!now?.ok || now.op !== 'status' || now.mounts.length === 0) {
