@@ -85,6 +85,8 @@ interface HeldFile extends OpenFile {
   refs: number;
 }
 
+/** The module FUSE reader threads answer a mount's requests with (threadAnswers); a thread started ahead loads it. */
+export const THREAD_ANSWERS_MODULE = siblingModule(import.meta.url, 'index-thread').href;
 
 export class ImageFilesystem implements FuseFilesystem {
   private readonly layers: LayerRecord[];
@@ -130,7 +132,7 @@ export class ImageFilesystem implements FuseFilesystem {
       const sab = whole ? (own.buffer as SharedArrayBuffer) : new SharedArrayBuffer(own.length);
       if (!whole) own.copy(Buffer.from(sab));
       const data: IndexThreadData = { index: sab, file: this.index.file, timeoutSeconds: this.timeoutSeconds, reads: this.threadReadsData() };
-      this.shared = { module: siblingModule(import.meta.url, 'index-thread').href, data };
+      this.shared = { module: THREAD_ANSWERS_MODULE, data };
     }
     return this.shared;
   }

@@ -35,6 +35,8 @@ export interface ReaderWorkerData {
   turns: boolean;
   /** Requests a second that make a stream (threadTuning()). */
   streamRate: number;
+  /** Modules to load before reading (a thread started ahead of its first connection: its answering module). */
+  preload?: string[];
 }
 
 /** Requests of a connection answered here: how to build its filesystem, and what the server answers with. */
@@ -76,7 +78,7 @@ export type ReaderEvent =
     message: string;
   };
 
-const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE } = workerData as ReaderWorkerData;
+const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload } = workerData as ReaderWorkerData;
 /** Requests read in one wake-up (to EAGAIN) from which the thread says it is busy. */
 const BUSY_BURST = 4;
 /** At most one 'busy' per this many ms. */
@@ -280,6 +282,10 @@ function readOne(id: number, fd: number): boolean {
   port!.postMessage({ type: 'request', id, data } satisfies ReaderEvent, [data]);
   return true;
 }
+
+// Loaded now, while no connection waits: the thread blocks in epoll_wait later, and an import then
+// would wait for the first connection's add. A module that fails to load fails there again, loudly.
+if (preload?.length) await Promise.all(preload.map((m) => import(m).catch(() => undefined)));
 
 let ready = false;
 let lastServed = Date.now();

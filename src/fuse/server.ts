@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { FuseChannel } from './channel.js';
-import type { ReaderPolicy } from './reader-pool.js';
+import { readerPool, type ReaderPolicy } from './reader-pool.js';
 import { attrOut, entryOut, negativeEntryOut, packDirents, packDirentsPlus, statfsOut, type Timeouts } from './encode.js';
 import { Errno, FuseErrno, toErrno } from './errno.js';
 import {
@@ -95,6 +95,26 @@ export function readerPolicy(opts: Pick<FuseServerOptions, 'readerThreads' | 'ma
   return { min: 1, max: count(opts.maxReaderThreads, 'maxReaderThreads', 'CLIP_FUSE_MAX_THREADS') ?? DEFAULT_MAX_READER_THREADS, idleMs, tuning };
 }
 
+/** The reader threads' request buffer for a connection whose largest WRITE is `maxWrite`. */
+function requestBufferSize(maxWrite: number): number {
+  return Math.max(FUSE_MIN_READ_BUFFER, maxWrite + IN_HEADER_SIZE + WRITE_IN_SIZE, maxWrite + PAGE);
+}
+
+/**
+ * Start a reader thread for a connection that is about to be served with `opts` (reader-pool.ts
+ * prestart): a caller with other work before it can attach (resolving an image) gets the thread's
+ * start out of the way meanwhile. `preload`: modules the thread loads meanwhile (the filesystem's
+ * ThreadAnswers module). Checks the settings as FuseServer does: a bad one throws here.
+ */
+export function prestartReaders(opts: FuseServerOptions = {}, preload: string[] = []): void {
+  readerPool.prestart(requestBufferSize(opts.maxWrite ?? 1024 * 1024), readerPolicy(opts), preload);
+}
+
+/** End what prestartReaders started if no connection took it (the caller will not attach after all). */
+export function cancelPrestartedReaders(): void {
+  readerPool.cancelPrestart();
+}
+
 /** What INIT settled on, for logs and tests. */
 export interface InitInfo {
   major: number;
@@ -184,7 +204,7 @@ export class FuseServer {
    * every request the earlier one read but never answered (FUSE_NOTIFY_RESEND, protocol 7.40+).
    */
   async serve(fd: number, opts: { resume?: InitInfo } = {}): Promise<{ code: string; message: string }> {
-    const bufferSize = Math.max(FUSE_MIN_READ_BUFFER, this.maxWrite + IN_HEADER_SIZE + WRITE_IN_SIZE, this.maxWrite + PAGE);
+    const bufferSize = requestBufferSize(this.maxWrite);
     const answers = this.fs.threadAnswers;
     const channel = new FuseChannel(fd, bufferSize, (req) => this.handle(req), this.log, answers ? {
       answers,

@@ -5,8 +5,8 @@
 import type { Server } from 'node:http';
 import { resolve } from 'node:path';
 import { openImageArg, openMountStorage, type OpenedImage, type ResolvedHandoff } from './open-image.js';
-import { ImageFilesystem, imageMountOptions } from '../fs/image-fs.js';
-import { attach, serveAttached, type Attached, type InitInfo, type Mount, type MountOptions } from '../fuse/index.js';
+import { ImageFilesystem, imageMountOptions, THREAD_ANSWERS_MODULE } from '../fs/image-fs.js';
+import { attach, cancelPrestartedReaders, prestartReaders, serveAttached, type Attached, type InitInfo, type Mount, type MountOptions } from '../fuse/index.js';
 import { parsePlatform } from '../oci/platform.js';
 import { timeoutsWithin } from '../oci/retry.js';
 import type { IndexProgress } from '../storage/indexer.js';
@@ -98,17 +98,30 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
   requireRoot(mountpoint); // before any indexing: fail fast
   // A resumed mount is in place already: the placement was checked when it was made.
   if (!opts.resume) await checkMountPlacement(cfg.cacheDir ?? defaultCacheDir(), mountpoint);
-  const image = await openImageArg(cfg.image, {
-    ...(cfg.cacheDir ? { cacheDir: cfg.cacheDir } : {}),
-    ...(cfg.platform ? { platform: parsePlatform(cfg.platform) } : {}),
-    registry: { insecureRegistries: cfg.insecureRegistry ?? [], ...(cfg.readTimeoutMs !== undefined ? { timeouts: timeoutsWithin(cfg.readTimeoutMs) } : {}) },
-    ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}),
-    ...(cfg.discover === false ? { discover: false } : {}),
-    logger: log,
-    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-    ...(cfg.resolved ? { resolved: cfg.resolved } : {}),
-    ...(cfg.mayIndex === false ? { mayIndex: false } : {}),
-  });
+  const mountOpts: MountOptions = { fsname: CLIP_FSNAME, subtype: CLIP_FSNAME, logger: log, ...imageMountOptions(),
+    ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
+    suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
+  };
+  // The reader thread starts while the image is resolved (an index and a profile to fetch, on an
+  // empty node): by the attach it is ready (bench/index/RESULTS.md, session 13).
+  if (!opts.resume) prestartReaders(mountOpts, [THREAD_ANSWERS_MODULE]);
+  let image: OpenedImage;
+  try {
+    image = await openImageArg(cfg.image, {
+      ...(cfg.cacheDir ? { cacheDir: cfg.cacheDir } : {}),
+      ...(cfg.platform ? { platform: parsePlatform(cfg.platform) } : {}),
+      registry: { insecureRegistries: cfg.insecureRegistry ?? [], ...(cfg.readTimeoutMs !== undefined ? { timeouts: timeoutsWithin(cfg.readTimeoutMs) } : {}) },
+      ...(cfg.remoteCache ? { remoteCache: cfg.remoteCache } : {}),
+      ...(cfg.discover === false ? { discover: false } : {}),
+      logger: log,
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      ...(cfg.resolved ? { resolved: cfg.resolved } : {}),
+      ...(cfg.mayIndex === false ? { mayIndex: false } : {}),
+    });
+  } catch (err) {
+    cancelPrestartedReaders();
+    throw err;
+  }
   let storage: Storage | undefined;
   let metrics: Server | undefined;
   let profileWork: MountProfile | undefined;
@@ -138,10 +151,6 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       fs, storage, blobs: cfg.discover === false ? undefined : image.blobs, logger: log,
     });
     profileWork = profile;
-    const mountOpts: MountOptions = { fsname: CLIP_FSNAME, subtype: CLIP_FSNAME, logger: log, ...imageMountOptions(),
-      ...(cfg.readaheadKb !== undefined ? { readaheadKb: cfg.readaheadKb } : {}),
-      suid: cfg.allowSuid === true, dev: cfg.allowDev === true,
-    };
     const attached = opts.resume?.attached ?? (await (opts.attach ?? attach)(mountpoint, mountOpts));
     log.debug('mount: attached');
     const m = await serveAttached(fs, attached, mountOpts, opts.resume?.init);
@@ -194,6 +203,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       },
     };
   } catch (err) {
+    cancelPrestartedReaders();
     metrics?.close();
     await profileWork?.finish().catch(() => undefined);
     await storage?.close().catch(() => undefined);

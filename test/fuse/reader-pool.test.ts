@@ -4,13 +4,13 @@
  * to the cap; once quiet, the added ones end after the idle time. Every read is compared with
  * `umoci unpack`'s file meanwhile. A fixed count never changes.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageIndex } from '../../src/index/reader.js';
-import { readerPolicy } from '../../src/fuse/index.js';
+import { cancelPrestartedReaders, prestartReaders, readerPolicy } from '../../src/fuse/index.js';
 import { readerPool } from '../../src/fuse/reader-pool.js';
 import { errorReport } from '../../src/cli/exit.js';
 import { isClipError } from '../../src/util/errors.js';
@@ -220,6 +220,45 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
       await m.close();
       delete process.env.CLIP_FUSE_TURNS;
       delete process.env.CLIP_FUSE_STREAM_RATE;
+    }
+  });
+
+  it('a thread started ahead serves the first mount; one no mount takes, or started with smaller buffers, ends', async () => {
+    const ready = (): number | undefined => (readerPool.size === 1 ? readerPool.threadIds()[0] : undefined);
+    prestartReaders({ readerIdleMs: 200 });
+    expect(await waitUntil(() => ready() !== undefined, 20_000)).toBe(true);
+    const ahead = ready()!;
+    const m = await mountIndex(index, { mount: { readerIdleMs: 200 } });
+    try {
+      expect(m.mount.server.readerThreads).toBe(1);
+      expect(readerPool.threadIds()).toEqual([ahead]); // the same thread: none started for the mount
+      const r = await python(RANDOM_PREADS, join(m.dir, FILE), ref, '1', '50', '4096');
+      expect(r.stdout.trim()).toBe('0');
+    } finally {
+      await m.close();
+    }
+    expect(await waitUntil(() => !existsSync(`/proc/self/task/${ahead}`), 20_000)).toBe(true);
+
+    // Its mount failed before attaching: the thread ends at once.
+    prestartReaders({});
+    expect(await waitUntil(() => ready() !== undefined, 20_000)).toBe(true);
+    const unused = ready()!;
+    cancelPrestartedReaders();
+    expect(readerPool.size).toBe(0);
+    expect(await waitUntil(() => !existsSync(`/proc/self/task/${unused}`), 20_000)).toBe(true);
+
+    // Started for 128 KiB WRITEs, it cannot read the mount's bigger requests: another thread serves.
+    prestartReaders({ maxWrite: 128 * 1024 });
+    expect(await waitUntil(() => ready() !== undefined, 20_000)).toBe(true);
+    const small = ready()!;
+    const big = await mountIndex(index, { mount: { readerIdleMs: 200 } });
+    try {
+      expect(await waitUntil(() => !existsSync(`/proc/self/task/${small}`), 20_000)).toBe(true);
+      const r = await python(RANDOM_PREADS, join(big.dir, FILE), ref, '1', '50', '4096');
+      expect(r.stdout.trim()).toBe('0');
+      expect(readerPool.threadIds()).not.toContain(small);
+    } finally {
+      await big.close();
     }
   });
 });
