@@ -8,7 +8,8 @@
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ImageIndex } from '../index/reader.js';
-import type { BlobStore, ImageSource, OpenOptions, Platform } from '../oci/index.js';
+import type { BlobStore, ImageSource, OpenOptions, Platform, RegistryRepository } from '../oci/index.js';
+import type { FetchedProfile } from '../profile/store.js';
 import { defaultCacheDir } from '../storage/cache-dir.js';
 import { indexLayers } from '../storage/index-layers.js';
 import type { IndexProgress } from '../storage/indexer.js';
@@ -33,6 +34,11 @@ export interface ImageArgOptions {
   resolved?: ResolvedHandoff;
   /** false: an image with no index to find fails (ENOINDEX) rather than being indexed (default true). */
   mayIndex?: boolean;
+  /**
+   * A mount's: fetch the registry's profile of the image while its index is looked for, when the
+   * local cache has none (OpenedImage.earlyProfile).
+   */
+  profileAhead?: boolean;
 }
 
 /**
@@ -67,6 +73,8 @@ export interface OpenedImage {
   blobs: BlobStore;
   /** The index's layers as the read path wants them. */
   layers: ResumableLayer[];
+  /** With profileAhead: the registry's latest profile of the image, fetched beside the index (not checked yet). */
+  earlyProfile?: Promise<FetchedProfile | undefined>;
   close(): Promise<void>;
 }
 
@@ -164,10 +172,13 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     // Most likely a mistyped index file, not an image on Docker Hub.
     throw new ClipError('ENOTFOUND', 'no such index file (and it does not look like an image reference)', { object: arg });
   }
-  const [{ openImage }, { resolveIndex }] = await Promise.all([import('../oci/index.js'), import('../storage/index-resolver.js')]);
+  const [{ openImage, RegistryRepository }, { resolveIndex }] = await Promise.all([import('../oci/index.js'), import('../storage/index-resolver.js')]);
   const source: ImageSource = openImage(arg, registry);
   try {
     const image = await source.resolve(opts.platform ? { platform: opts.platform } : {});
+    const early = opts.profileAhead && opts.discover !== false && source instanceof RegistryRepository
+      ? profileAhead(source, image.manifestDigest, cacheDir, opts.logger)
+      : undefined;
     const { index, origin, file } = await resolveIndex(source, image, {
       cacheDir,
       ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
@@ -178,12 +189,20 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     });
     return {
       index, origin, ...(file ? { indexFile: file } : {}), location: image.location, cacheDir, blobs: source, layers: indexLayers(index),
+      ...(early ? { earlyProfile: early } : {}),
       close: async () => { await source.close?.(); },
     };
   } catch (err) {
     await source.close?.();
     throw err;
   }
+}
+
+/** The registry's latest profile of an image, unless the local cache has one (it is looked at first). */
+async function profileAhead(repo: RegistryRepository, manifestDigest: string, cacheDir: string, logger?: Logger): Promise<FetchedProfile | undefined> {
+  const { fetchLatestProfile, localProfilePath } = await import('../profile/store.js');
+  if (await stat(localProfilePath(cacheDir, manifestDigest)).then(() => true, () => false)) return undefined;
+  return fetchLatestProfile(repo, manifestDigest, logger);
 }
 
 /**

@@ -117,6 +117,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(cfg.resolved ? { resolved: cfg.resolved } : {}),
       ...(cfg.mayIndex === false ? { mayIndex: false } : {}),
+      profileAhead: !opts.resume && (cfg.profile ?? 'auto') === 'auto',
     });
   } catch (err) {
     cancelPrestartedReaders();
@@ -149,6 +150,7 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       mode: opts.resume ? 'off' : cfg.profile ?? 'auto', cacheDir: image.cacheDir, index: image.index, layers: image.layers,
       // --no-discover: nothing is looked for in the registry, profiles included.
       fs, storage, blobs: cfg.discover === false ? undefined : image.blobs, logger: log,
+      ...(image.earlyProfile ? { earlyProfile: image.earlyProfile } : {}),
     });
     profileWork = profile;
     const attached = opts.resume?.attached ?? (await (opts.attach ?? attach)(mountpoint, mountOpts));

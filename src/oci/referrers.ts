@@ -143,21 +143,24 @@ export async function listReferrers(repo: RegistryRepository, subjectDigest: str
   // Every listing is remembered per repository object and subject; `reuse` takes the last one
   // instead of asking again: `clip mount` looks for the index and then the profile of one image
   // (two artifact types) in one listing. A push through this module forgets it.
+  // A listing still on its way is taken by every caller (a mount fetches its profile while it
+  // looks for its index: one listing for both).
   let listings = listed.get(repo);
   if (!listings) listed.set(repo, (listings = new Map()));
-  let all = opts.reuse ? listings.get(subjectDigest) : undefined;
+  const last = listings.get(subjectDigest);
+  let all = last && (opts.reuse || !last.settled) ? last.listing : undefined;
   if (!all) {
-    const fetching = fetchReferrers(repo, subjectDigest, opts.signal);
-    listings.set(subjectDigest, fetching);
-    fetching.catch(() => { if (listings.get(subjectDigest) === fetching) listings.delete(subjectDigest); }); // a failure is not remembered
-    all = fetching;
+    const entry = { listing: fetchReferrers(repo, subjectDigest, opts.signal), settled: false };
+    listings.set(subjectDigest, entry);
+    entry.listing.then(() => { entry.settled = true; }, () => { if (listings.get(subjectDigest) === entry) listings.delete(subjectDigest); }); // a failure is not remembered
+    all = entry.listing;
   }
   const found = await all;
   return opts.artifactType ? found.filter((d) => d.artifactType === opts.artifactType) : found;
 }
 
 /** Listings made by listReferrers, per repository object (gone with it) and subject digest. */
-const listed = new WeakMap<RegistryRepository, Map<string, Promise<ReferrerDescriptor[]>>>();
+const listed = new WeakMap<RegistryRepository, Map<string, { listing: Promise<ReferrerDescriptor[]>; settled: boolean }>>();
 
 /** Forget what was listed for a subject, after a write that may change it. */
 function forgetReferrers(repo: RegistryRepository, subjectDigest: string): void {

@@ -17,7 +17,7 @@ import { wholeNumberSetting } from '../util/setting.js';
 import { encodeProfile, type ProfileRange, type StartupProfile } from './format.js';
 import { planPrefetch, prefetch, type PrefetchResult } from './prefetch.js';
 import { ProfileRecorder } from './recorder.js';
-import { findProfile, indexDigestOf, storeLocalProfile, storeSharedProfile, type FoundProfile } from './store.js';
+import { findProfile, indexDigestOf, storeLocalProfile, storeSharedProfile, type FetchedProfile, type FoundProfile } from './store.js';
 
 export type ProfileMode = 'auto' | 'record' | 'off';
 
@@ -43,6 +43,8 @@ export interface MountProfileOptions {
   storage: Storage;
   /** Where the image's blobs come from: a registry repository is also looked in for profiles. */
   blobs?: BlobStore;
+  /** The registry's latest profile, fetched while the index was (OpenedImage.earlyProfile). */
+  earlyProfile?: Promise<FetchedProfile | undefined>;
   /** Recording ends after this long without a new range ('auto'; default 2000 ms). */
   quietMs?: number;
   /** Prefetch pieces in flight (default 8). */
@@ -93,6 +95,7 @@ export function startMountProfile(opts: MountProfileOptions): MountProfile {
     ? Promise.resolve(undefined)
     : findProfile(target, {
       cacheDir: opts.cacheDir, logger: log, signal: stop.signal,
+      ...(opts.earlyProfile ? { early: opts.earlyProfile } : {}),
       ...(opts.storage.remote ? { remote: opts.storage.remote } : {}),
       ...(opts.blobs ? { repo: () => registryOf(opts.blobs!) } : {}),
     }).catch((err: unknown) => {

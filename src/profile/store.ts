@@ -62,6 +62,8 @@ export function profileFor(target: ProfileTarget, bytes: Buffer, from: string): 
 
 export interface FindProfileOptions {
   cacheDir: string;
+  /** The registry's latest profile, fetched ahead (fetchLatestProfile): tried before asking the registry. */
+  early?: Promise<FetchedProfile | undefined>;
   remote?: RedisChunkCache;
   /** The image's repository, asked for only when neither cache has a profile (none: not a registry image). */
   repo?: () => Promise<RegistryRepository | undefined>;
@@ -100,9 +102,13 @@ export async function findProfile(target: ProfileTarget, opts: FindProfileOption
     const found = shared && tryBytes(shared, 'shared', `shared cache ${key}`);
     if (found) return found;
   }
+  const early = opts.early && !opts.signal?.aborted ? await opts.early : undefined;
+  const fromEarly = early && tryBytes(early.bytes, 'registry', early.from);
+  if (fromEarly) return fromEarly;
   const repo = opts.repo && !opts.signal?.aborted ? await opts.repo().catch(() => undefined) : undefined;
   if (repo && !opts.signal?.aborted) {
-    const found = await findPublishedProfile(repo, target, log, opts.signal, opts.reuseListing === true).catch((err: unknown) => {
+    const reuse = opts.reuseListing === true || opts.early !== undefined;
+    const found = await findPublishedProfile(repo, target, log, opts.signal, reuse, early?.from).catch((err: unknown) => {
       log.warn({ image: target.manifestDigest, err: (err as Error).message }, 'profile: cannot look in the registry');
       return undefined;
     });
@@ -111,26 +117,62 @@ export async function findProfile(target: ProfileTarget, opts: FindProfileOption
   return undefined;
 }
 
-async function findPublishedProfile(repo: RegistryRepository, target: ProfileTarget, log: Logger, signal: AbortSignal | undefined, reuse: boolean): Promise<FoundProfile | undefined> {
-  const { listReferrers } = await import('../oci/referrers.js');
-  const listed = await listReferrers(repo, target.manifestDigest, { artifactType: PROFILE_ARTIFACT_TYPE, ...(signal ? { signal } : {}), ...(reuse ? { reuse } : {}) });
+/** `tried`: an artifact fetched ahead and found unusable, not fetched again. */
+async function findPublishedProfile(repo: RegistryRepository, target: ProfileTarget, log: Logger, signal: AbortSignal | undefined, reuse: boolean, tried?: string): Promise<FoundProfile | undefined> {
+  const listed = await listProfiles(repo, target.manifestDigest, signal, reuse);
   // Those recorded on this index first, the last pushed first; the others are tried (and logged) after.
-  const ordered = [...listed].reverse().sort((a, b) => Number(b.annotations?.[PROFILE_INDEX_ANNOTATION] === target.indexDigest) - Number(a.annotations?.[PROFILE_INDEX_ANNOTATION] === target.indexDigest));
+  const ordered = listed.sort((a, b) => Number(b.annotations?.[PROFILE_INDEX_ANNOTATION] === target.indexDigest) - Number(a.annotations?.[PROFILE_INDEX_ANNOTATION] === target.indexDigest));
   for (const desc of ordered) {
     const object = `${repo.location}@${desc.digest}`;
+    if (object === tried) continue;
     try {
-      const manifest = JSON.parse((await repo.getManifest(desc.digest)).bytes.toString('utf8')) as { layers?: { mediaType?: string; digest?: string; size?: number }[] };
-      const blob = manifest.layers?.find((l) => l.mediaType === PROFILE_BLOB_TYPE);
-      if (!blob || typeof blob.digest !== 'string' || !Number.isSafeInteger(blob.size) || blob.size! > MAX_PROFILE_BYTES) {
-        throw new ClipError('ECORRUPT', `artifact has no ${PROFILE_BLOB_TYPE} layer of a sane size`, { object });
-      }
-      const bytes = await repo.readSmallBlob({ digest: blob.digest, size: blob.size! });
+      const bytes = await fetchArtifactProfile(repo, desc, object);
       return { profile: profileFor(target, bytes, object), bytes, origin: 'registry', from: object };
     } catch (err) {
       log.warn({ artifact: object, err: (err as Error).message }, 'profile: published profile unusable, ignored');
     }
   }
   return undefined;
+}
+
+/** The profile artifacts referring to a manifest, the last pushed first. */
+async function listProfiles(repo: RegistryRepository, manifestDigest: string, signal: AbortSignal | undefined, reuse: boolean): Promise<ReferrerDescriptor[]> {
+  const { listReferrers } = await import('../oci/referrers.js');
+  const listed = await listReferrers(repo, manifestDigest, { artifactType: PROFILE_ARTIFACT_TYPE, ...(signal ? { signal } : {}), ...(reuse ? { reuse } : {}) });
+  return [...listed].reverse(); // the tag schema appends
+}
+
+/** The profile blob of one artifact (not decoded: profileFor checks it). */
+async function fetchArtifactProfile(repo: RegistryRepository, desc: ReferrerDescriptor, object: string): Promise<Buffer> {
+  const manifest = JSON.parse((await repo.getManifest(desc.digest)).bytes.toString('utf8')) as { layers?: { mediaType?: string; digest?: string; size?: number }[] };
+  const blob = manifest.layers?.find((l) => l.mediaType === PROFILE_BLOB_TYPE);
+  if (!blob || typeof blob.digest !== 'string' || !Number.isSafeInteger(blob.size) || blob.size! > MAX_PROFILE_BYTES) {
+    throw new ClipError('ECORRUPT', `artifact has no ${PROFILE_BLOB_TYPE} layer of a sane size`, { object });
+  }
+  return repo.readSmallBlob({ digest: blob.digest, size: blob.size! });
+}
+
+/** A published profile fetched before the index it must match is known (findProfile checks it). */
+export interface FetchedProfile {
+  bytes: Buffer;
+  from: string;
+}
+
+/**
+ * The registry's last published profile of a manifest, fetched while a mount's index is still on
+ * its way (one referrers listing serves both lookups): on an empty node the profile is at hand when
+ * the index is, instead of two round trips and a download later. Not checked here; never throws.
+ */
+export async function fetchLatestProfile(repo: RegistryRepository, manifestDigest: string, logger: Logger = silentLogger): Promise<FetchedProfile | undefined> {
+  try {
+    const [desc] = await listProfiles(repo, manifestDigest, undefined, true);
+    if (!desc) return undefined;
+    const from = `${repo.location}@${desc.digest}`;
+    return { bytes: await fetchArtifactProfile(repo, desc, from), from };
+  } catch (err) {
+    logger.debug({ image: manifestDigest, err: (err as Error).message }, 'profile: cannot fetch the published one ahead');
+    return undefined;
+  }
 }
 
 /**

@@ -178,6 +178,34 @@ describe.skipIf(skipUnlessRoot())('startup profiles', () => {
       await clipCli(['unmount', mnt, '--cache-dir', d]);
     }
   });
+
+  it('(last: it publishes the index) a node whose server is kept running has the server fetch the profile beside the index, from one referrers listing', async () => {
+    const e = await cache('e');
+    const mnt = join(tmp, 'mnt-e');
+    await mkdir(mnt);
+    // The index made by the first test's node is published (until now each node made its own).
+    const pushed = await clip(['index', image, '--push', '--cache-dir', join(tmp, 'a')]);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    expect((await clipCli(['server', 'start', '--cache-dir', e])).code).toBe(0);
+    try {
+      const before = proxy.requests.length;
+      const m = await clipCli(['mount', image, mnt, '--background', '--cache-dir', e]);
+      expect(m.code, m.stderr).toBe(0);
+      try {
+        expect(await waitUntil(() => readLog(e).includes('profile: prefetch done'), 20_000)).toBe(true);
+        // Resolved by the server (the command asked the registry nothing), the profile taken from
+        // the registry artifact fetched while the index was: the index lookup's listing served both.
+        expect(readLog(e)).toMatch(/"profile":"[^"]*@sha256:[0-9a-f]{64}"[^\n]*profile: found/);
+        expect(proxy.requests.slice(before).filter((q) => q.path.includes('/referrers/')).length).toBe(1);
+        expect(await readFile(join(mnt, 'srv/data/hello'), 'utf8')).toBe('hello from the image\n');
+        expect(await readFile(localProfilePath(e, manifestDigest))).toEqual(profileBytes);
+      } finally {
+        await clipCli(['unmount', mnt, '--cache-dir', e]);
+      }
+    } finally {
+      await clipCli(['server', 'stop', '--cache-dir', e]);
+    }
+  });
 });
 
 function readLog(cacheDir: string): string {
