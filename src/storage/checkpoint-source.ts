@@ -109,6 +109,8 @@ export function keptSpanBytes(): number {
 const keptAll = new Map<Span, CheckpointSource>();
 
 export class CheckpointSource implements LayerSource {
+  /** Pieces it yields are never written again: kept spans are copies, and a decoder that may reuse its buffer is copied from. */
+  readonly stablePieces = true;
   private readonly stores: BlobStore | ((layer: LayerRecord) => BlobStore);
   private readonly merge: boolean;
   private readonly keepBytes: number;
@@ -192,7 +194,7 @@ export class CheckpointSource implements LayerSource {
     const desc = { digest: layer.digest, size: layer.compressedSize };
     // Refused before any request: a body opened and never read would hold its connection forever.
     if (!DECODABLE.has(layer.compression)) throw new ClipError('EUNSUPPORTED', `unknown layer compression "${String(layer.compression)}"`, { object: layer.digest });
-    if (layer.compression === 'none') return store.openBlobRange(desc, start, end, { signal });
+    if (layer.compression === 'none') return copied(await store.openBlobRange(desc, start, end, { signal }));
     if (!isResumable(layer)) throw new ClipError('EINVAL', 'a compressed layer needs its checkpoints to be read by range', { object: layer.digest });
     const planned = this.withLearned(layer);
     const plan = this.merge ? this.plan(planned, start, end) : undefined;
@@ -207,7 +209,8 @@ export class CheckpointSource implements LayerSource {
       const broke = (): void => {
         if (!signal.aborted) this.dropLearned(layer, range.checkpoint.out, range.endOut ?? end);
       };
-      return closing(cut(inflated, range.checkpoint.out, start, end, layer.digest), body, broke);
+      const stable = this.yieldsStable(layer, targets.length > 0);
+      return closing(cut(stable ? inflated : copied(inflated), range.checkpoint.out, start, end, layer.digest), body, broke);
     }
     signal.throwIfAborted();
     let byStart = this.spans.get(layer.digest);
@@ -289,6 +292,11 @@ export class CheckpointSource implements LayerSource {
     };
     signal.addEventListener('abort', release, { once: true });
     return readSpans(need, start, end, signal, release);
+  }
+
+  /** True when the decoder for this layer yields buffers it never writes again (native gzip inflation). */
+  private yieldsStable(layer: LayerRecord, learning: boolean): boolean {
+    return layer.compression === 'gzip' && (!learning || NATIVE_LEARNING);
   }
 
   /** From the checkpoint before `start` to the one after `end`: all of it is inflated to serve [start, end). */
@@ -679,6 +687,11 @@ async function* closing(stream: AsyncIterable<Buffer>, body: Readable, onError?:
   } finally {
     body.destroy();
   }
+}
+
+/** Each piece of `stream` copied (a body or decoder that may write its buffer again). */
+async function* copied(stream: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> {
+  for await (const piece of stream) yield Buffer.from(piece);
 }
 
 /** The part [start, end) of a stream that begins at uncompressed offset `at`; one that ends before `end` fails. */
