@@ -30,13 +30,13 @@ const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WORK = path.join(REPO_ROOT, '.tmp/bench-trace-start');
 const CLI = process.env.CLI ?? path.join(REPO_ROOT, 'dist/cli/main.js');
 /**
- * The builds traced in turn, each round: this one, BASE=DIR's (a built checkout), and
+ * The builds traced in turn, each round: this one, BASE=DIR[,DIR2]'s (built checkouts, named by their directory), and
  * VARIANTS="name:K=V,K2=V2;..." (this build with those variables: a value may hold spaces and '=').
  */
 interface Build { name: string; cli: string; env: Record<string, string> }
 const BUILDS: Build[] = [
   { name: 'this', cli: CLI, env: {} },
-  ...(process.env.BASE ? [{ name: 'base', cli: path.join(path.resolve(process.env.BASE), 'dist/cli/main.js'), env: {} }] : []),
+  ...(process.env.BASE ?? '').split(',').filter(Boolean).map((dir) => ({ name: path.basename(dir), cli: path.join(path.resolve(dir), 'dist/cli/main.js'), env: {} })),
   ...(process.env.VARIANTS ?? '').split(';').filter(Boolean).map((v) => {
     const [name, kvs = ''] = v.split(/:(.*)/s) as [string, string?];
     return { name, cli: CLI, env: Object.fromEntries(kvs.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) };

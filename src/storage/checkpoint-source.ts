@@ -109,7 +109,7 @@ export function keptSpanBytes(): number {
 const keptAll = new Map<Span, CheckpointSource>();
 
 export class CheckpointSource implements LayerSource {
-  /** Pieces it yields are never written again: kept spans are copies, and a decoder that may reuse its buffer is copied from. */
+  /** Pieces it yields are never written again: a decoder that may write its buffer again is copied from. */
   readonly stablePieces = true;
   private readonly stores: BlobStore | ((layer: LayerRecord) => BlobStore);
   private readonly merge: boolean;
@@ -414,12 +414,16 @@ export class CheckpointSource implements LayerSource {
       const inflated = targets.length
         ? this.learner(from, body, targets, (c) => this.learn(layer, c), layer.digest)
         : inflateFrom(from, body, { compression: layer.compression, name: layer.digest });
+      // These bytes are kept: views of a decoder's buffers it never writes again (no copy of every
+      // inflated byte: bench/index/RESULTS.md, session 13), else copies; a small part of a buffer
+      // is copied too, so as not to keep the rest of it alive.
+      const stable = this.yieldsStable(layer, targets.length > 0);
       for await (const piece of inflated) {
         for (let off = 0; off < piece.length && k < spans.length; ) {
           const s = spans[k]!;
           const n = Math.min(piece.length - off, s.endOut - pos);
-          // Copied: a decoder may reuse its output buffer, and these bytes are kept.
-          if (n > 0) s.push(Buffer.from(piece.subarray(off, off + n)));
+          const view = stable && n * 4 >= piece.buffer.byteLength;
+          if (n > 0) s.push(view ? piece.subarray(off, off + n) : Buffer.from(piece.subarray(off, off + n)), view);
           off += n;
           pos += n;
           if (pos >= s.endOut) {
@@ -460,8 +464,8 @@ export class CheckpointSource implements LayerSource {
     if (s.tainted) return;
     s.usedAt = Date.now();
     this.lru.add(s);
-    this.lruBytes += s.size;
-    keptInProcess += s.size;
+    this.lruBytes += s.retained;
+    keptInProcess += s.retained;
     keptAll.set(s, this);
     for (const old of this.lru) {
       if (this.lruBytes <= this.keepBytes) break;
@@ -488,8 +492,8 @@ export class CheckpointSource implements LayerSource {
 
   private drop(s: Span): void {
     if (this.lru.delete(s)) {
-      this.lruBytes -= s.size;
-      keptInProcess -= s.size;
+      this.lruBytes -= s.retained;
+      keptInProcess -= s.retained;
       keptAll.delete(s);
       this.stats.evicted++;
     }
@@ -584,6 +588,12 @@ class Span {
   readonly out: number;
   readonly endOut: number;
   readonly pieces: Buffer[] = [];
+  /**
+   * Memory its pieces hold: their bytes, or for views the whole buffers they are views of (counted
+   * once per span; spans sharing a buffer count it each, so kept spans hold at most what is counted).
+   */
+  retained = 0;
+  private lastBuffer: ArrayBufferLike | undefined;
   done = false;
   /** Invalidated while in flight: not kept. */
   tainted = false;
@@ -607,8 +617,14 @@ class Span {
   get cut(): BlockBound | undefined {
     return this.planned.cut;
   }
-  push(b: Buffer): void {
+  /** Add inflated bytes: a copy of its own, or a `view` of a larger buffer that it keeps alive. */
+  push(b: Buffer, view = false): void {
     this.pieces.push(b);
+    if (!view) this.retained += b.length;
+    else if (b.buffer !== this.lastBuffer) {
+      this.lastBuffer = b.buffer;
+      this.retained += b.buffer.byteLength;
+    }
     this.wake();
   }
   finish(): void {
