@@ -147,6 +147,11 @@ export class CheckpointSource implements LayerSource {
     this.given = new LearnedCheckpoints(opts.maxLearned ?? 256);
   }
 
+  /** Memory the spans it keeps hold (their buffers, counted as keepBytes counts them). */
+  get keptBytes(): number {
+    return this.lruBytes;
+  }
+
   /**
    * Learn no more, and let go of what was captured (up to 8 MiB of windows a store): they are
    * for a startup profile, and once the mount's profile is kept (or another was found) nothing
