@@ -11,7 +11,8 @@
  * `chroot MNT python3 -c 'import json'`, and its events are put on one clock: the CLI's own log
  * (--log-level debug: each registry request it makes), the proxy's log (each request's start, end
  * and bytes), the server's log (every message), and python's execve, first and last openat and exit
- * (strace -ttt). The server's CPU time over the trial comes from /proc. Prints one timeline per
+ * (strace -ttt). The server's CPU time over the trial comes from /proc (its main thread's apart);
+ * PERF=1 also samples the server with `perf record -g` into .tmp/bench-trace-start/. Prints one timeline per
  * trial and a median table of the phases; writes nothing.
  */
 import { existsSync } from 'node:fs';
