@@ -11,12 +11,13 @@
  * `chroot MNT python3 -c 'import json'`, and its events are put on one clock: the CLI's own log
  * (--log-level debug: each registry request it makes), the proxy's log (each request's start, end
  * and bytes), the server's log (every message), and python's execve, first and last openat and exit
- * (strace -ttt). The server's CPU time over the trial comes from /proc. Prints one timeline per
+ * (strace -ttt). The server's CPU time over the trial comes from /proc (its main thread's apart);
+ * PERF=1 also samples the server with `perf record -g` into .tmp/bench-trace-start/. Prints one timeline per
  * trial and a median table of the phases; writes nothing.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pushLayout } from '../../src/oci/push.js';
@@ -29,13 +30,26 @@ import { buildDebianPython } from '../images/debian-python.js';
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WORK = path.join(REPO_ROOT, '.tmp/bench-trace-start');
 const CLI = process.env.CLI ?? path.join(REPO_ROOT, 'dist/cli/main.js');
+/**
+ * The builds traced in turn, each round: this one, BASE=DIR[,DIR2]'s (built checkouts, named by their directory), and
+ * VARIANTS="name:K=V,K2=V2;..." (this build with those variables: a value may hold spaces and '=').
+ */
+interface Build { name: string; cli: string; env: Record<string, string> }
+const BUILDS: Build[] = [
+  { name: 'this', cli: CLI, env: {} },
+  ...(process.env.BASE ?? '').split(',').filter(Boolean).map((dir) => ({ name: path.basename(dir), cli: path.join(path.resolve(dir), 'dist/cli/main.js'), env: {} })),
+  ...(process.env.VARIANTS ?? '').split(';').filter(Boolean).map((v) => {
+    const [name, kvs = ''] = v.split(/:(.*)/s) as [string, string?];
+    return { name, cli: CLI, env: Object.fromEntries(kvs.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) };
+  }),
+];
 const RUNS = Number(process.env.RUNS ?? 2);
 const { rateMb: RATE_MB, rtts: RTTS } = linkSettings('0,25');
 const PROGRAM = ['python3', '-c', 'import json'];
 const REPO = 'bench/trace';
 
 interface Event { name: string; at: number; end?: number; note?: string }
-interface Trace { arm: string; rtt: number; run: number; readyMs: number; totalMs: number; serverCpuMs?: number; events: Event[] }
+interface Trace { build: string; arm: string; rtt: number; run: number; readyMs: number; totalMs: number; serverCpuMs?: number; threadCpuMs?: Map<string, number>; events: Event[] }
 
 /** stdout and stderr of a command (it must succeed). */
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ out: string; err: string }> {
@@ -50,6 +64,22 @@ async function cpuMs(pid: number | undefined): Promise<number | undefined> {
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
+/** CPU ms of a process's threads: its main thread, and the others summed per thread name (libuv's pool threads share one). */
+async function threadCpuMs(pid: number | undefined): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  if (!pid) return out;
+  const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  for (const tid of tids) {
+    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => undefined);
+    if (!stat) continue;
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const key = tid === String(pid) ? 'main' : name;
+    out.set(key, (out.get(key) ?? 0) + (Number(f[11]) + Number(f[12])) * 10);
+  }
+  return out;
+}
+
 function requestName(p: string, method: string, range: string | undefined, bytes: number): string {
   if (p.includes('/manifests/sha256-')) return 'referrers (tag schema)';
   if (p.includes('/referrers/')) return 'referrers API';
@@ -60,12 +90,13 @@ function requestName(p: string, method: string, range: string | undefined, bytes
 
 type Arm = 'cold' | 'served' | 'warm';
 
-async function trace(arm: Arm, run0: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string): Promise<Trace> {
+async function trace(build: Build, arm: Arm, run0: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string): Promise<Trace> {
+  const CLI = build.cli;
   const cacheDir = await mkdtemp(path.join(scratch, 'cache-'));
   const mnt = await mkdtemp(path.join(scratch, 'mnt-'));
-  const straceOut = path.join(scratch, `strace-${arm}-${rtt}-${run0}`);
+  const straceOut = path.join(scratch, `strace-${build.name}-${arm}-${rtt}-${run0}`);
   // TRACE_ENV="K=V K2=V2" reaches clip's processes only.
-  const env = { ...process.env, CLIP_LOG_LEVEL: 'debug', ...(process.env.TRACE_ENV ? Object.fromEntries(process.env.TRACE_ENV.split(' ').map((kv) => kv.split('=', 2) as [string, string])) : {}) };
+  const env = { ...process.env, ...build.env, CLIP_LOG_LEVEL: 'debug', ...(process.env.TRACE_ENV ? Object.fromEntries(process.env.TRACE_ENV.split(' ').map((kv) => kv.split('=', 2) as [string, string])) : {}) };
   const once = async (): Promise<Trace> => {
     await syncAndDrop();
     proxy.reset();
@@ -74,10 +105,18 @@ async function trace(arm: Arm, run0: number, rtt: number, proxy: ThrottleProxy, 
     const logBefore = (await readFile(serverFiles(cacheDir).log, 'utf8').catch(() => '')).length;
     const serverPid = Number(/"server":(\d+)/.exec((await readFile(serverFiles(cacheDir).log, 'utf8').catch(() => '')).split('\n').filter(Boolean).at(-1) ?? '')?.[1]) || undefined;
     const cpu0 = await cpuMs(serverPid);
+    const threads0 = await threadCpuMs(serverPid);
+    // PERF=1: the server sampled over the trial (perf report -i the file; CLIP_SERVER_V8_FLAGS=... --perf-basic-prof names JS frames).
+    const perf = process.env.PERF === '1' && serverPid ? spawn('perf', ['record', '-F', '1999', '-g', '-p', String(serverPid), '-o', `${straceOut}.perf`], { stdio: 'ignore' }) : undefined;
     const mounted = await run(process.execPath, [CLI, 'mount', ref, mnt, '--background', '--cache-dir', cacheDir, '--log-level', 'debug'], env);
     const readyMs = performance.timeOrigin + performance.now() - wall0;
     await run('strace', ['-f', '-ttt', '-e', 'trace=execve,openat,exit_group', '-o', straceOut, 'chroot', mnt, ...PROGRAM]);
     const totalMs = performance.timeOrigin + performance.now() - wall0;
+    if (perf) {
+      perf.kill('SIGINT');
+      await new Promise((r) => perf.once('exit', r));
+      await run('cp', [`${straceOut}.perf`, path.join(WORK, `perf-${build.name}-${arm}-${rtt}-${run0}.data`)]);
+    }
     const events: Event[] = [{ name: 'clip mount returns (ready)', at: readyMs }, { name: 'python ends (strace returns)', at: totalMs }];
     // The server's and its holder's process start (10 ms ticks since boot), on the trial's clock.
     const started = async (p: number | undefined): Promise<number | undefined> => {
@@ -120,7 +159,9 @@ async function trace(arm: Arm, run0: number, rtt: number, proxy: ThrottleProxy, 
     if (holderStart !== undefined && holderStart > 0) events.push({ name: 'holder process starts', at: holderStart });
     events.sort((a, b) => a.at - b.at);
     const cpu1 = await cpuMs(pid);
-    return { arm, rtt, run: run0, readyMs, totalMs, ...(cpu1 !== undefined ? { serverCpuMs: cpu1 - (serverPid === pid ? cpu0 ?? 0 : 0) } : {}), events };
+    const threadCpu = await threadCpuMs(pid);
+    if (serverPid === pid) for (const [name, t] of threads0) threadCpu.set(name, (threadCpu.get(name) ?? 0) - t);
+    return { build: build.name, arm, rtt, run: run0, readyMs, totalMs, ...(cpu1 !== undefined ? { serverCpuMs: cpu1 - (serverPid === pid ? cpu0 ?? 0 : 0) } : {}), threadCpuMs: threadCpu, events };
   };
   try {
     if (arm === 'warm') {
@@ -176,10 +217,11 @@ async function main(): Promise<void> {
       for (const [rtt, via] of proxies) {
         const all: Arm[] = ['cold', 'served', 'warm'];
         const arms = all.map((_, i) => all[(i + r - 1) % all.length]!);
-        for (const arm of arms.filter((a) => (process.env.ARMS ?? 'cold,warm').split(',').includes(a))) {
-          const t = await trace(arm, r, rtt, via, refOf(via), scratch);
+        const builds = BUILDS.map((_, i) => BUILDS[(i + r - 1) % BUILDS.length]!);
+        for (const arm of arms.filter((a) => (process.env.ARMS ?? 'cold,warm').split(',').includes(a))) for (const build of builds) {
+          const t = await trace(build, arm, r, rtt, via, refOf(via), scratch);
           traces.push(t);
-          console.log(`\n### ${arm}, ${rtt} ms RTT, round ${r}: ready ${ms(t.readyMs)} ms, end of python ${ms(t.totalMs)} ms, server CPU ${ms(t.serverCpuMs)} ms`);
+          console.log(`\n### ${BUILDS.length > 1 ? `${build.name}: ` : ''}${arm}, ${rtt} ms RTT, round ${r}: ready ${ms(t.readyMs)} ms, end of python ${ms(t.totalMs)} ms, server CPU ${ms(t.serverCpuMs)} ms (${[...(t.threadCpuMs ?? [])].filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}; threads that ended are not counted)`);
           for (const e of t.events) console.log(`${ms(e.at).padStart(6)}${e.end !== undefined ? `-${ms(e.end)}` : ''}  ${e.name}${e.note ? `  (${e.note})` : ''}`);
         }
       }
@@ -188,10 +230,14 @@ async function main(): Promise<void> {
       const ts = traces.filter((t) => t.rtt === rtt);
       console.log(`\nPhases at ${rtt} ms RTT (ms from \`clip mount\`, medians of ${RUNS} rounds):`);
       console.log('| event | cold | served | warm |\n|---|---|---|---|');
-      for (const l of phaseTable(ts)) console.log(l);
-      for (const arm of ['cold', 'served', 'warm']) {
-        const a = ts.filter((t) => t.arm === arm);
-        console.log(`${arm}: ready ${a.map((t) => ms(t.readyMs)).join(', ')} ms; end ${a.map((t) => ms(t.totalMs)).join(', ')} ms; server CPU ${a.map((t) => ms(t.serverCpuMs)).join(', ')} ms`);
+      for (const l of phaseTable(ts.filter((t) => t.build === BUILDS[0]!.name))) console.log(l);
+      for (const arm of ['cold', 'served', 'warm']) for (const build of BUILDS) {
+        const a = ts.filter((t) => t.arm === arm && t.build === build.name);
+        if (!a.length) continue;
+        const cpu = a.map((t) => t.serverCpuMs).filter((x): x is number => x !== undefined);
+        const main = a.map((t) => t.threadCpuMs?.get('main')).filter((x): x is number => x !== undefined);
+        console.log(`${build.name} ${arm}: server CPU median ${ms(cpu.length ? median(cpu) : undefined)} ms (${ms(Math.min(...cpu))}–${ms(Math.max(...cpu))}), main thread ${ms(main.length ? median(main) : undefined)} ms; end median ${ms(median(a.map((t) => t.totalMs)))} ms`);
+        console.log(`${build.name} ${arm}: ready ${a.map((t) => ms(t.readyMs)).join(', ')} ms; end ${a.map((t) => ms(t.totalMs)).join(', ')} ms; server CPU ${a.map((t) => ms(t.serverCpuMs)).join(', ')} ms`);
       }
     }
     console.log(`uptime after: ${(await sh('uptime', [])).trim()}`);

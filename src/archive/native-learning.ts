@@ -89,18 +89,17 @@ export async function* inflateLearningNative(
     const all = Buffer.concat(recent);
     return Buffer.from(all.subarray(Math.max(0, all.length - WINDOW_BYTES)));
   };
-  const compressedAt = (from: number, to: number): Buffer => {
-    const all = Buffer.concat(kept);
-    return all.subarray(Math.max(0, from - keptBase), Math.max(0, Math.min(all.length, to - keptBase)));
-  };
+  const compressedAt = (from: number, to: number, all: Buffer = Buffer.concat(kept)): Buffer =>
+    all.subarray(Math.max(0, from - keptBase), Math.max(0, Math.min(all.length, to - keptBase)));
   /** Settle a boundary's bit; learn it when exactly the right bytes come out of one candidate. */
   /** The exact checkpoint of a boundary known to a byte, if one of its 8 candidates gives the bytes native zlib gave. */
   const settleBits = (p: Pending): Checkpoint | undefined => {
     const truth = Buffer.concat(p.truth).subarray(0, CHECK_OUT);
     if (truth.length < 64) return undefined;
+    const all = Buffer.concat(kept); // once for the 8 candidates, not a copy of what is kept for each
     for (let bits = 0; bits < 8; bits++) {
       const cp: Checkpoint = { out: p.b.out, in: p.b.c, bits, window: p.b.window };
-      const input = compressedAt(fetchStart(cp), p.b.c + CHECK_IN);
+      const input = compressedAt(fetchStart(cp), p.b.c + CHECK_IN, all);
       const got: Buffer[] = [];
       let n = 0;
       try {

@@ -19,6 +19,9 @@ const MIN_WRITE = 1024;
  * begins at fetchStart(checkpoint). Native inflate runs to the end of the member the checkpoint is
  * in; from its trailer on (later members, padding) the pako-based GzipInflater takes over, with the
  * same checks as a pako resume. A partial input is not an error.
+ *
+ * Every buffer it yields is never written again (node's zlib fills a fresh output buffer once one
+ * is full, and the tail's are copies): a consumer may keep views of them instead of copies.
  */
 export async function* inflateGzipNative(
   checkpoint: Checkpoint,
@@ -30,8 +33,9 @@ export async function* inflateGzipNative(
   // Set once the member ends (inside toNative, hence the explicit type for narrowing).
   let rest = null as GzipInflater | null;
   const pending: Buffer[] = [];
+  // Copied: pako may write its output buffer again (only the member's tail goes this way).
   const sink = (out: Uint8Array): void => {
-    pending.push(Buffer.from(out.buffer, out.byteOffset, out.length));
+    pending.push(Buffer.from(out));
   };
   // Each write is a trip to the libuv pool: small pieces are joined, the first ones less so that
   // the first output comes early.

@@ -2,6 +2,7 @@
  * Registry authentication: the WWW-Authenticate challenge learnt from `/v2/`, Bearer tokens fetched
  * from the challenge's realm and cached per scope, and Basic auth. Secrets never reach a log.
  */
+import './http-parser-tier.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request, type Dispatcher } from 'undici';
 import { ClipError } from '../util/errors.js';

@@ -3,6 +3,7 @@
  * loopback and insecure hosts), authentication, deadlines, retries with backoff and jitter, and
  * redirects followed by hand so the registry's Authorization never goes to another host.
  */
+import './http-parser-tier.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';

@@ -109,6 +109,8 @@ export function keptSpanBytes(): number {
 const keptAll = new Map<Span, CheckpointSource>();
 
 export class CheckpointSource implements LayerSource {
+  /** Pieces it yields are never written again: a decoder that may write its buffer again is copied from. */
+  readonly stablePieces = true;
   private readonly stores: BlobStore | ((layer: LayerRecord) => BlobStore);
   private readonly merge: boolean;
   private readonly keepBytes: number;
@@ -143,6 +145,11 @@ export class CheckpointSource implements LayerSource {
     this.learning = opts.learn ?? process.env.CLIP_LEARN !== '0';
     this.captured = new LearnedCheckpoints(opts.maxLearned ?? 256);
     this.given = new LearnedCheckpoints(opts.maxLearned ?? 256);
+  }
+
+  /** Memory the spans it keeps hold (their buffers, counted as keepBytes counts them). */
+  get keptBytes(): number {
+    return this.lruBytes;
   }
 
   /**
@@ -192,7 +199,7 @@ export class CheckpointSource implements LayerSource {
     const desc = { digest: layer.digest, size: layer.compressedSize };
     // Refused before any request: a body opened and never read would hold its connection forever.
     if (!DECODABLE.has(layer.compression)) throw new ClipError('EUNSUPPORTED', `unknown layer compression "${String(layer.compression)}"`, { object: layer.digest });
-    if (layer.compression === 'none') return store.openBlobRange(desc, start, end, { signal });
+    if (layer.compression === 'none') return copied(await store.openBlobRange(desc, start, end, { signal }));
     if (!isResumable(layer)) throw new ClipError('EINVAL', 'a compressed layer needs its checkpoints to be read by range', { object: layer.digest });
     const planned = this.withLearned(layer);
     const plan = this.merge ? this.plan(planned, start, end) : undefined;
@@ -207,7 +214,8 @@ export class CheckpointSource implements LayerSource {
       const broke = (): void => {
         if (!signal.aborted) this.dropLearned(layer, range.checkpoint.out, range.endOut ?? end);
       };
-      return closing(cut(inflated, range.checkpoint.out, start, end, layer.digest), body, broke);
+      const stable = this.yieldsStable(layer, targets.length > 0);
+      return closing(cut(stable ? inflated : copied(inflated), range.checkpoint.out, start, end, layer.digest), body, broke);
     }
     signal.throwIfAborted();
     let byStart = this.spans.get(layer.digest);
@@ -289,6 +297,11 @@ export class CheckpointSource implements LayerSource {
     };
     signal.addEventListener('abort', release, { once: true });
     return readSpans(need, start, end, signal, release);
+  }
+
+  /** True when the decoder for this layer yields buffers it never writes again (native gzip inflation). */
+  private yieldsStable(layer: LayerRecord, learning: boolean): boolean {
+    return layer.compression === 'gzip' && (!learning || NATIVE_LEARNING);
   }
 
   /** From the checkpoint before `start` to the one after `end`: all of it is inflated to serve [start, end). */
@@ -406,12 +419,16 @@ export class CheckpointSource implements LayerSource {
       const inflated = targets.length
         ? this.learner(from, body, targets, (c) => this.learn(layer, c), layer.digest)
         : inflateFrom(from, body, { compression: layer.compression, name: layer.digest });
+      // These bytes are kept: views of a decoder's buffers it never writes again (no copy of every
+      // inflated byte: bench/index/RESULTS.md, session 13), else copies; a small part of a buffer
+      // is copied too, so as not to keep the rest of it alive.
+      const stable = this.yieldsStable(layer, targets.length > 0);
       for await (const piece of inflated) {
         for (let off = 0; off < piece.length && k < spans.length; ) {
           const s = spans[k]!;
           const n = Math.min(piece.length - off, s.endOut - pos);
-          // Copied: a decoder may reuse its output buffer, and these bytes are kept.
-          if (n > 0) s.push(Buffer.from(piece.subarray(off, off + n)));
+          const view = stable && n * 4 >= piece.buffer.byteLength;
+          if (n > 0) s.push(view ? piece.subarray(off, off + n) : Buffer.from(piece.subarray(off, off + n)), view);
           off += n;
           pos += n;
           if (pos >= s.endOut) {
@@ -452,8 +469,8 @@ export class CheckpointSource implements LayerSource {
     if (s.tainted) return;
     s.usedAt = Date.now();
     this.lru.add(s);
-    this.lruBytes += s.size;
-    keptInProcess += s.size;
+    this.lruBytes += s.retained;
+    keptInProcess += s.retained;
     keptAll.set(s, this);
     for (const old of this.lru) {
       if (this.lruBytes <= this.keepBytes) break;
@@ -480,8 +497,8 @@ export class CheckpointSource implements LayerSource {
 
   private drop(s: Span): void {
     if (this.lru.delete(s)) {
-      this.lruBytes -= s.size;
-      keptInProcess -= s.size;
+      this.lruBytes -= s.retained;
+      keptInProcess -= s.retained;
       keptAll.delete(s);
       this.stats.evicted++;
     }
@@ -576,6 +593,12 @@ class Span {
   readonly out: number;
   readonly endOut: number;
   readonly pieces: Buffer[] = [];
+  /**
+   * Memory its pieces hold: their bytes, or for views the whole buffers they are views of (counted
+   * once per span; spans sharing a buffer count it each, so kept spans hold at most what is counted).
+   */
+  retained = 0;
+  private lastBuffer: ArrayBufferLike | undefined;
   done = false;
   /** Invalidated while in flight: not kept. */
   tainted = false;
@@ -599,8 +622,14 @@ class Span {
   get cut(): BlockBound | undefined {
     return this.planned.cut;
   }
-  push(b: Buffer): void {
+  /** Add inflated bytes: a copy of its own, or a `view` of a larger buffer that it keeps alive. */
+  push(b: Buffer, view = false): void {
     this.pieces.push(b);
+    if (!view) this.retained += b.length;
+    else if (b.buffer !== this.lastBuffer) {
+      this.lastBuffer = b.buffer;
+      this.retained += b.buffer.byteLength;
+    }
     this.wake();
   }
   finish(): void {
@@ -679,6 +708,11 @@ async function* closing(stream: AsyncIterable<Buffer>, body: Readable, onError?:
   } finally {
     body.destroy();
   }
+}
+
+/** Each piece of `stream` copied (a body or decoder that may write its buffer again). */
+async function* copied(stream: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> {
+  for await (const piece of stream) yield Buffer.from(piece);
 }
 
 /** The part [start, end) of a stream that begins at uncompressed offset `at`; one that ends before `end` fails. */

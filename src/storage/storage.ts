@@ -733,19 +733,28 @@ export class Storage {
     let written = 0; // writes[0..written) have been waited for
     try {
       const body = await this.source.readUncompressed(layer, start, end, signal);
+      // A chunk within one piece of a source whose pieces are never written again is that piece's
+      // view, not a copy (bench/index/RESULTS.md, session 13: copies were a tenth of the server's
+      // main-thread time in a profiled start).
+      const views = this.source.stablePieces === true;
       let i = begin;
       // Chunks nobody here wants (on disk, or another fetch's) are counted through, not copied.
-      let buf: Buffer | undefined = wanted(i) ? Buffer.allocUnsafe(chunkLength(layer, i)) : undefined;
+      let buf: Buffer | undefined;
       let fill = 0;
-      for await (const piece of body) {
+      for await (const raw of body) {
+        const piece = Buffer.from(raw.buffer, raw.byteOffset, raw.length);
         let off = 0;
         while (off < piece.length && i <= stop) {
-          const n = Math.min(piece.length - off, chunkLength(layer, i) - fill);
-          buf?.set(piece.subarray(off, off + n), fill);
+          const len = chunkLength(layer, i);
+          const n = Math.min(piece.length - off, len - fill);
+          if (wanted(i)) {
+            if (fill === 0 && n === len && views) buf = piece.subarray(off, off + n);
+            else (buf ??= Buffer.allocUnsafe(len)).set(piece.subarray(off, off + n), fill);
+          }
           fill += n;
           off += n;
           m.bytes.inc({ tier: 'source' }, n);
-          if (fill < chunkLength(layer, i)) continue;
+          if (fill < len) continue;
           if (buf && pending.has(i)) this.acceptFromSource(layer, lease, i, buf, owned, pending, digestFailures, writes);
           else if (buf && extras.has(i)) this.acceptExtra(layer, lease, i, buf, extras.get(i)!, writes);
           extras.delete(i);
@@ -753,7 +762,7 @@ export class Storage {
           while (writes.length - written > WRITES_IN_FLIGHT) await writes[written++];
           i++;
           fill = 0;
-          buf = i <= stop && wanted(i) ? Buffer.allocUnsafe(chunkLength(layer, i)) : undefined;
+          buf = undefined;
         }
         if (i > stop) break;
       }
@@ -776,7 +785,7 @@ export class Storage {
       return;
     }
     this.metrics.hits.inc({ tier: 'source' });
-    if (this.remote) this.remote.publish(digest, buf);
+    if (this.remote) this.remote.publish(digest, ownBuffer(buf));
     this.deliver(lease, i, buf, d, writes);
   }
 
@@ -807,7 +816,7 @@ export class Storage {
       return;
     }
     this.metrics.hits.inc({ tier: 'source' });
-    if (this.remote) this.remote.publish(digest, buf);
+    if (this.remote) this.remote.publish(digest, ownBuffer(buf));
     pending.delete(i);
     this.deliver(lease, i, buf, owned.get(i)!, writes);
   }
@@ -882,6 +891,14 @@ export class Storage {
 /** CLIP_READAHEAD_CHUNKS, CLIP_COLD_READAHEAD_CHUNKS: defaults for comparisons (bench/index/published-mount.ts). */
 function readaheadFromEnv(env: string): number | undefined {
   return wholeNumberSetting({ env }, 0, 64, 'chunks');
+}
+
+/**
+ * The chunk in a buffer of its own: what waits in the remote cache's queue must not hold alive
+ * the larger inflated piece a chunk may be a view of (the queue counts the chunk's bytes).
+ */
+function ownBuffer(chunk: Buffer): Buffer {
+  return chunk.byteOffset === 0 && chunk.length === chunk.buffer.byteLength ? chunk : Buffer.from(chunk);
 }
 
 /** Sorted chunk indexes as [first, last] runs of adjacent chunks. */

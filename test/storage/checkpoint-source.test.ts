@@ -627,3 +627,27 @@ describe('fetches that end at a deflate block boundary (index format 3)', () => 
     }
   });
 });
+
+describe('what kept spans hold', () => {
+  let root: string;
+
+  afterAll(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('keeps a small span as a copy, not as a view that holds the inflater\'s whole output buffer alive', async () => {
+    root = await tempDir();
+    // 32 KiB checkpoint spans: each a small part of the native inflater's 512 KiB output buffers.
+    const made = await makeGzipLayout(root, { files: 4, bytesEach: 200_000, chunkSize: CHUNK, span: 32 * 1024 });
+    const layer = layerFromScan({ ...made.scan, bounds: undefined });
+    const src = new CheckpointSource(new LayoutSource(made.layoutDir));
+    const [start, end] = [2 * CHUNK, 3 * CHUNK];
+    const from = layer.compressedRange(start, start + 1).checkpoint.out;
+    const to = layer.compressedRange(end - 1, end).endOut!;
+    const parts: Buffer[] = [];
+    for await (const p of await src.readUncompressed(layer, start, end, AbortSignal.timeout(10_000))) parts.push(Buffer.from(p));
+    expect(Buffer.concat(parts).equals(made.tar.subarray(start, end))).toBe(true);
+    // Kept: the spans the flight inflated, counted at their own size (views would count 512 KiB each).
+    await expect.poll(() => src.keptBytes).toBe(to - from);
+  });
+});
