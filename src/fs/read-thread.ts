@@ -31,9 +31,6 @@ interface LayerView {
   /** This thread's own descriptor of the file, for generation `fdGen` (-1: none, or not usable). */
   fd: number;
   fdGen: number;
-  /** A mapping of that descriptor's file, only to ask which pages are in the page cache (0: none). */
-  map: number;
-  mapLen: number;
 }
 
 interface Found {
@@ -58,28 +55,16 @@ interface Found {
 export const READ_AROUND = 128 * 1024;
 
 /**
- * A small READ whose pages are not in the page cache while others of this aligned block are (read
- * earlier: the program keeps coming back to this part of the file) has the whole block read around
- * it instead of READ_AROUND. On this project's bench disk a read costs about 140 µs plus 0.28 µs a
- * KiB (O_DIRECT, random: 4 KiB 148 µs, 128 KiB 179, 512 KiB 285, bench/mount/RESULTS.md session 13):
- * one 512 KiB read instead of up to three more of 128 KiB. A READ far from anything read before
- * (a sparse random reader) still reads READ_AROUND only.
- */
-export const READ_AROUND_BLOCK = 512 * 1024;
-
-const PAGE = 4096;
-
-/**
  * The READ_AROUND-aligned span of the cache file around the READ's bytes [start, start + n), cut
  * to the chunks verified here (`marks`: the READ's own are; a neighbour may be a hole not fetched
  * yet); undefined when it would add nothing (a READ of READ_AROUND or more, say). Bytes of the
  * files next to it in those chunks are read too, as the kernel's own readahead would.
  */
-export function readAroundRange(start: number, n: number, chunkSize: number, marks: Uint8Array, window = READ_AROUND): { position: number; length: number } | undefined {
+export function readAroundRange(start: number, n: number, chunkSize: number, marks: Uint8Array): { position: number; length: number } | undefined {
   if (n >= READ_AROUND) return undefined;
   const end = start + n;
-  const lo = start - (start % window);
-  const hi = end + ((window - (end % window)) % window);
+  const lo = start - (start % READ_AROUND);
+  const hi = end + ((READ_AROUND - (end % READ_AROUND)) % READ_AROUND);
   let a = Math.floor(start / chunkSize);
   while (a > 0 && a * chunkSize > lo && Atomics.load(marks, a - 1) === VERIFIED_SHARED) a--;
   let b = Math.floor((end - 1) / chunkSize) + 1;
@@ -87,19 +72,6 @@ export function readAroundRange(start: number, n: number, chunkSize: number, mar
   const from = Math.max(lo, a * chunkSize);
   const to = Math.min(hi, b * chunkSize);
   return to - from > n ? { position: from, length: to - from } : undefined;
-}
-
-/**
- * Whether a page of [position, position + length) other than those of the READ's bytes
- * [start, end) is in the page cache: `vec`, mincore's answer for the range, one byte a page from
- * `position` (page-aligned).
- */
-export function residentBesides(vec: Uint8Array, position: number, length: number, start: number, end: number): boolean {
-  const first = Math.floor((start - position) / PAGE);
-  const last = Math.floor((end - 1 - position) / PAGE);
-  const pages = Math.ceil(length / PAGE);
-  for (let i = 0; i < pages; i++) if ((i < first || i > last) && (vec[i]! & 1) !== 0) return true;
-  return false;
 }
 
 /**
@@ -145,8 +117,6 @@ export class ThreadReads {
   private readonly counts: Int32Array;
   private readonly layers: LayerView[];
   private readonly libc: Libc = loadLibc();
-  /** mincore's answers, one byte a page of a READ_AROUND_BLOCK. */
-  private readonly pages = new Uint8Array(READ_AROUND_BLOCK / PAGE);
   /** What the last READ read ahead, for afterRead (on this thread's descriptor, which only close() closes). */
   private ahead: { fd: number; position: number; length: number } | undefined;
 
@@ -164,8 +134,6 @@ export class ThreadReads {
       marks: new Uint8Array(l.state, SHARED_STATE_HEADER),
       fd: -1,
       fdGen: 0,
-      map: 0,
-      mapLen: 0,
     }));
   }
 
@@ -217,37 +185,12 @@ export class ThreadReads {
   }
 
   /**
-   * Ask for the pages around a small READ before reading it, when its own are not in the page
-   * cache: one disk read brings them all. The window is READ_AROUND, or the READ_AROUND_BLOCK
-   * around it where other pages of that block are cached already. Without a mapping to ask
-   * (mmap failed), the READ_AROUND window every time (a call that finds cached pages is cheap).
+   * Ask for the pages around a small READ before reading it: where they are not in the page cache,
+   * one disk read brings them all. Where they are, it costs a system call that finds them there.
    */
   private readAround(f: Found): void {
-    const { l } = f;
-    const end = f.start + f.n;
-    const window = readAroundRange(f.start, f.n, l.chunkSize, l.marks);
-    if (!window) return;
-    if (l.map === 0) {
-      this.libc.willNeed(f.fd, window.position, window.length);
-      return;
-    }
-    const first = f.start - (f.start % PAGE);
-    const count = Math.ceil((end - first) / PAGE);
-    if (this.cached(l, first, end - first) && allSet(this.pages, count)) return;
-    let around = window;
-    const block = readAroundRange(f.start, f.n, l.chunkSize, l.marks, READ_AROUND_BLOCK);
-    if (block && block.length > window.length) {
-      const from = block.position - (block.position % PAGE);
-      const length = block.position + block.length - from;
-      if (this.cached(l, from, length) && residentBesides(this.pages, from, length, f.start, end)) around = block;
-    }
-    this.libc.willNeed(f.fd, around.position, around.length);
-  }
-
-  /** mincore of the layer's mapping into `pages` (page-aligned `position`); false when it cannot say. */
-  private cached(l: LayerView, position: number, length: number): boolean {
-    if (length > READ_AROUND_BLOCK || position + length > l.mapLen) return false;
-    return this.libc.resident(l.map, position, length, this.pages) === 0;
+    const around = readAroundRange(f.start, f.n, f.l.chunkSize, f.l.marks);
+    if (around) this.libc.willNeed(f.fd, around.position, around.length);
   }
 
   /** Note the cache file's bytes a big READ's stream reads next, asked for once its reply is sent (afterRead). */
@@ -280,7 +223,6 @@ export class ThreadReads {
   close(): void {
     this.ahead = undefined;
     for (const l of this.layers) {
-      this.unmap(l);
       if (l.fd >= 0) closeSync(l.fd);
       l.fd = -1;
       l.fdGen = 0;
@@ -294,37 +236,17 @@ export class ThreadReads {
    */
   private fdOf(l: LayerView, gen: number): number {
     if (l.fdGen === gen) return l.fd;
-    this.unmap(l);
     if (l.fd >= 0) closeSync(l.fd);
     l.fd = -1;
     l.fdGen = gen;
     let fd = -1;
     try {
       fd = openSync(l.path, constants.O_RDONLY | constants.O_NOFOLLOW);
-      const st = fstatSync(fd);
-      if (st.ino === l.ino[0] && Atomics.load(l.header, 0) === gen) {
-        l.fd = fd;
-        // The cache file has its full size from the start (storage/layer-file.ts).
-        l.map = st.size > 0 ? this.libc.mapFile(fd, st.size) : 0;
-        l.mapLen = l.map ? st.size : 0;
-      }
+      if (fstatSync(fd).ino === l.ino[0] && Atomics.load(l.header, 0) === gen) l.fd = fd;
     } catch {
       // gone (evicted): the main thread answers
     }
     if (l.fd !== fd && fd >= 0) closeSync(fd);
     return l.fd;
   }
-
-  /** Drop the layer's mapping: it holds the file, as the descriptor does. */
-  private unmap(l: LayerView): void {
-    if (l.map) this.libc.unmap(l.map, l.mapLen);
-    l.map = 0;
-    l.mapLen = 0;
-  }
-}
-
-/** Whether bit 0 (in the page cache) is set in each of the first `count` bytes of mincore's vector. */
-function allSet(vec: Uint8Array, count: number): boolean {
-  for (let i = 0; i < count; i++) if ((vec[i]! & 1) === 0) return false;
-  return true;
 }

@@ -1,5 +1,5 @@
 /**
- * The few libc calls the FUSE reader needs and Node lacks (epoll, pipe2, fcntl, read, fadvise, mincore), through koffi.
+ * The few libc calls the FUSE reader needs and Node lacks (epoll, pipe2, fcntl, read, fadvise), through koffi.
  * Loaded only where they are used: the reader thread, and the channel that wakes it.
  */
 import { loadKoffi } from '../util/koffi.js';
@@ -57,17 +57,6 @@ export interface Libc {
    * cache without waiting for them; 0, or the errno (advice only: callers may ignore it).
    */
   willNeed(fd: number, offset: number, len: number): number;
-  /**
-   * A read-only shared mapping of `len` bytes of file `fd` from its start, for `resident` only
-   * (nothing reads through it: no page is faulted in): its address, or 0 when mmap failed.
-   */
-  mapFile(fd: number, len: number): number;
-  unmap(addr: number, len: number): void;
-  /**
-   * mincore(2) of the mapping at `addr`, `len` bytes from page-aligned `offset`: one byte per page
-   * into `vec`, bit 0 set where the file's page is in the page cache. 0, or minus the errno.
-   */
-  resident(addr: number, offset: number, len: number, vec: Uint8Array): number;
   /** The calling thread's id (gettid(2)): its /proc/self/task entry. */
   gettid(): number;
   errno(): number;
@@ -84,8 +73,6 @@ const F_SETFL = 4;
 const F_SETPIPE_SZ = 1031;
 const SPLICE_F_MOVE = 1;
 const POSIX_FADV_WILLNEED = 3;
-const PROT_READ = 1;
-const MAP_SHARED = 1;
 const SPLICE_F_NONBLOCK = 2;
 const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
@@ -120,10 +107,6 @@ export function loadLibc(): Libc {
   const epollWait = c.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)');
   const syscall = c.func('long syscall(long number, ...)');
   const fadvise = c.func('int posix_fadvise(int fd, long offset, long len, int advice)');
-  // Addresses as integers (below 2^47: exact as numbers), so that an offset is a plain addition.
-  const mmap = c.func('intptr_t mmap(intptr_t addr, size_t len, int prot, int flags, int fd, long offset)');
-  const munmap = c.func('int munmap(intptr_t addr, size_t len)');
-  const mincore = c.func('int mincore(intptr_t addr, size_t len, void *vec)');
   const event = Buffer.alloc(16);
   const events = Buffer.alloc(EPOLL_EVENT_SIZE * EPOLL_EVENTS);
   /** For epollWaitAsync: one wait at a time (the reader pool's, while no thread runs). */
@@ -190,12 +173,6 @@ export function loadLibc(): Libc {
       return Number(attr.readBigUInt64LE(24));
     },
     willNeed: (fd, offset, len) => fadvise(fd, offset, len, POSIX_FADV_WILLNEED),
-    mapFile: (fd, len) => {
-      const addr = Number(mmap(0, len, PROT_READ, MAP_SHARED, fd, 0));
-      return addr > 0 ? addr : 0; // MAP_FAILED is -1
-    },
-    unmap: (addr, len) => void munmap(addr, len),
-    resident: (addr, offset, len, vec) => (mincore(addr + offset, len, vec) === 0 ? 0 : -koffi.errno()),
     gettid: () => Number(syscall(SYS_GETTID)),
     errno: () => koffi.errno(),
   };

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageIndex } from '../../src/index/reader.js';
-import { READ_AHEAD_BLOCK, READ_AROUND, READ_AROUND_BLOCK, readAheadRange, readAroundRange, residentBesides } from '../../src/fs/read-thread.js';
+import { READ_AHEAD_BLOCK, READ_AROUND, readAheadRange, readAroundRange } from '../../src/fs/read-thread.js';
 import { indexLayers } from '../../src/storage/index-layers.js';
 import { VERIFIED_SHARED } from '../../src/storage/shared-layer-state.js';
 import { skipUnlessRoot } from '../support/env.js';
@@ -140,38 +140,6 @@ describe('the pages read around a small READ', () => {
     expect(readAroundRange(READ_AROUND, READ_AROUND, 64 * K, all)).toBeUndefined();
     expect(readAroundRange(5, 4 * READ_AROUND, 64 * K, all)).toBeUndefined();
     expect(readAroundRange(5 * 4 * K, 4096, 4 * K, marks(64, [5]))).toBeUndefined();
-  });
-});
-
-describe('the block read around a small READ near pages read before', () => {
-  const K = 1024;
-  const B = READ_AROUND_BLOCK;
-  /** mincore's vector for a block: pages `cached` in the page cache. */
-  const vec = (cached: number[]): Uint8Array => {
-    const v = new Uint8Array(B / 4096);
-    for (const p of cached) v[p] = 1;
-    return v;
-  };
-
-  it('is the aligned block, cut to verified chunks, with the window size given', () => {
-    const all = marks(64, [...Array(64).keys()]);
-    expect(readAroundRange(B + 300 * K, 4096, 64 * K, all, B)).toEqual({ position: B, length: B });
-    // 64 KiB chunks: chunk 12 (at 768 KiB) not verified, the READ in chunk 13.
-    expect(readAroundRange(13 * 64 * K + 5, 4096, 64 * K, marks(64, [...Array(64).keys()].filter((c) => c !== 12)), B)).toEqual({ position: 13 * 64 * K, length: 3 * 64 * K });
-  });
-
-  it('is asked for only when a page of the block besides the READ\'s own is cached', () => {
-    // A READ of pages 10-11 of the block at 1 MiB.
-    const start = 2 * B + 10 * 4096 + 100;
-    const end = start + 4096;
-    expect(residentBesides(vec([]), 2 * B, B, start, end)).toBe(false);
-    expect(residentBesides(vec([10, 11]), 2 * B, B, start, end)).toBe(false);
-    expect(residentBesides(vec([9]), 2 * B, B, start, end)).toBe(true);
-    expect(residentBesides(vec([127]), 2 * B, B, start, end)).toBe(true);
-    // mincore's other bits (reserved) say nothing about the page cache.
-    expect(residentBesides(new Uint8Array(B / 4096).fill(2), 2 * B, B, start, end)).toBe(false);
-    // A block cut short (the layer's end): pages past its length are not looked at.
-    expect(residentBesides(vec([100]), 2 * B, 64 * K, start, end)).toBe(false);
   });
 });
 
