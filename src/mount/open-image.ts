@@ -36,7 +36,7 @@ export interface ImageArgOptions {
   mayIndex?: boolean;
   /**
    * A mount's: fetch the registry's profile of the image while its index is looked for, when the
-   * local cache has none (OpenedImage.earlyProfile).
+   * local cache has none and there is no shared cache to look in first (OpenedImage.earlyProfile).
    */
   profileAhead?: boolean;
 }
@@ -174,10 +174,17 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
   }
   const [{ openImage, RegistryRepository }, { resolveIndex }] = await Promise.all([import('../oci/index.js'), import('../storage/index-resolver.js')]);
   const source: ImageSource = openImage(arg, registry);
+  // Closing the image ends an early profile fetch still under way (it would hold the close up).
+  const stopEarly = new AbortController();
+  const close = async (): Promise<void> => {
+    stopEarly.abort();
+    await source.close?.();
+  };
   try {
     const image = await source.resolve(opts.platform ? { platform: opts.platform } : {});
-    const early = opts.profileAhead && opts.discover !== false && source instanceof RegistryRepository
-      ? profileAhead(source, image.manifestDigest, cacheDir, opts.logger)
+    // Not with a shared cache: it is looked in first, and may well have the profile.
+    const early = opts.profileAhead && opts.discover !== false && !opts.remoteCache && source instanceof RegistryRepository
+      ? profileAhead(source, image.manifestDigest, cacheDir, stopEarly.signal, opts.logger)
       : undefined;
     const { index, origin, file } = await resolveIndex(source, image, {
       cacheDir,
@@ -190,19 +197,19 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     return {
       index, origin, ...(file ? { indexFile: file } : {}), location: image.location, cacheDir, blobs: source, layers: indexLayers(index),
       ...(early ? { earlyProfile: early } : {}),
-      close: async () => { await source.close?.(); },
+      close,
     };
   } catch (err) {
-    await source.close?.();
+    await close();
     throw err;
   }
 }
 
 /** The registry's latest profile of an image, unless the local cache has one (it is looked at first). */
-async function profileAhead(repo: RegistryRepository, manifestDigest: string, cacheDir: string, logger?: Logger): Promise<FetchedProfile | undefined> {
+async function profileAhead(repo: RegistryRepository, manifestDigest: string, cacheDir: string, signal: AbortSignal, logger?: Logger): Promise<FetchedProfile | undefined> {
   const { fetchLatestProfile, localProfilePath } = await import('../profile/store.js');
   if (await stat(localProfilePath(cacheDir, manifestDigest)).then(() => true, () => false)) return undefined;
-  return fetchLatestProfile(repo, manifestDigest, logger);
+  return fetchLatestProfile(repo, manifestDigest, logger, signal);
 }
 
 /**

@@ -78,6 +78,14 @@ export async function pushArtifact(repo: RegistryRepository, pusher: RegistryPus
 /** Add `desc` to the subject's referrers tag, keeping every entry already there (other tools' too). */
 export async function addToReferrersTag(repo: RegistryRepository, pusher: RegistryPusher, subjectDigest: string, desc: ReferrerDescriptor): Promise<void> {
   forgetReferrers(repo, subjectDigest);
+  try {
+    await mergeIntoReferrersTag(repo, pusher, subjectDigest, desc);
+  } finally {
+    forgetReferrers(repo, subjectDigest); // a listing started while the tag was written is stale
+  }
+}
+
+async function mergeIntoReferrersTag(repo: RegistryRepository, pusher: RegistryPusher, subjectDigest: string, desc: ReferrerDescriptor): Promise<void> {
   const tag = referrersTag(subjectDigest);
   for (let attempt = 0; attempt < TAG_MERGE_ATTEMPTS; attempt++) {
     const current = await readReferrersTag(repo, subjectDigest);
@@ -143,14 +151,14 @@ export async function listReferrers(repo: RegistryRepository, subjectDigest: str
   // Every listing is remembered per repository object and subject; `reuse` takes the last one
   // instead of asking again: `clip mount` looks for the index and then the profile of one image
   // (two artifact types) in one listing. A push through this module forgets it.
-  // A listing still on its way is taken by every caller (a mount fetches its profile while it
-  // looks for its index: one listing for both).
+  // A listing still on its way, made without a caller's abort signal, is taken by every caller (a
+  // mount fetches its profile while it looks for its index: one listing for both).
   let listings = listed.get(repo);
   if (!listings) listed.set(repo, (listings = new Map()));
   const last = listings.get(subjectDigest);
-  let all = last && (opts.reuse || !last.settled) ? last.listing : undefined;
+  let all = last && (opts.reuse || (!last.settled && !last.signalled)) ? last.listing : undefined;
   if (!all) {
-    const entry = { listing: fetchReferrers(repo, subjectDigest, opts.signal), settled: false };
+    const entry = { listing: fetchReferrers(repo, subjectDigest, opts.signal), settled: false, signalled: opts.signal !== undefined };
     listings.set(subjectDigest, entry);
     entry.listing.then(() => { entry.settled = true; }, () => { if (listings.get(subjectDigest) === entry) listings.delete(subjectDigest); }); // a failure is not remembered
     all = entry.listing;
@@ -160,7 +168,7 @@ export async function listReferrers(repo: RegistryRepository, subjectDigest: str
 }
 
 /** Listings made by listReferrers, per repository object (gone with it) and subject digest. */
-const listed = new WeakMap<RegistryRepository, Map<string, { listing: Promise<ReferrerDescriptor[]>; settled: boolean }>>();
+const listed = new WeakMap<RegistryRepository, Map<string, { listing: Promise<ReferrerDescriptor[]>; settled: boolean; signalled: boolean }>>();
 
 /** Forget what was listed for a subject, after a write that may change it. */
 function forgetReferrers(repo: RegistryRepository, subjectDigest: string): void {

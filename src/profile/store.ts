@@ -103,7 +103,9 @@ export async function findProfile(target: ProfileTarget, opts: FindProfileOption
     if (found) return found;
   }
   const early = opts.early && !opts.signal?.aborted ? await opts.early : undefined;
-  const fromEarly = early && tryBytes(early.bytes, 'registry', early.from);
+  // One its artifact says was recorded on another index is passed over quietly (the search below
+  // tries those of this index first); any other is checked as every profile is.
+  const fromEarly = early && (early.indexDigest === undefined || early.indexDigest === target.indexDigest) ? tryBytes(early.bytes, 'registry', early.from) : undefined;
   if (fromEarly) return fromEarly;
   const repo = opts.repo && !opts.signal?.aborted ? await opts.repo().catch(() => undefined) : undefined;
   if (repo && !opts.signal?.aborted) {
@@ -143,12 +145,13 @@ async function listProfiles(repo: RegistryRepository, manifestDigest: string, si
 }
 
 /** The profile blob of one artifact (not decoded: profileFor checks it). */
-async function fetchArtifactProfile(repo: RegistryRepository, desc: ReferrerDescriptor, object: string): Promise<Buffer> {
-  const manifest = JSON.parse((await repo.getManifest(desc.digest)).bytes.toString('utf8')) as { layers?: { mediaType?: string; digest?: string; size?: number }[] };
+async function fetchArtifactProfile(repo: RegistryRepository, desc: ReferrerDescriptor, object: string, signal?: AbortSignal): Promise<Buffer> {
+  const manifest = JSON.parse((await repo.getManifest(desc.digest, signal)).bytes.toString('utf8')) as { layers?: { mediaType?: string; digest?: string; size?: number }[] };
   const blob = manifest.layers?.find((l) => l.mediaType === PROFILE_BLOB_TYPE);
   if (!blob || typeof blob.digest !== 'string' || !Number.isSafeInteger(blob.size) || blob.size! > MAX_PROFILE_BYTES) {
     throw new ClipError('ECORRUPT', `artifact has no ${PROFILE_BLOB_TYPE} layer of a sane size`, { object });
   }
+  signal?.throwIfAborted();
   return repo.readSmallBlob({ digest: blob.digest, size: blob.size! });
 }
 
@@ -156,6 +159,8 @@ async function fetchArtifactProfile(repo: RegistryRepository, desc: ReferrerDesc
 export interface FetchedProfile {
   bytes: Buffer;
   from: string;
+  /** The index its artifact says it was recorded on (PROFILE_INDEX_ANNOTATION), if it says. */
+  indexDigest?: string;
 }
 
 /**
@@ -163,12 +168,14 @@ export interface FetchedProfile {
  * its way (one referrers listing serves both lookups): on an empty node the profile is at hand when
  * the index is, instead of two round trips and a download later. Not checked here; never throws.
  */
-export async function fetchLatestProfile(repo: RegistryRepository, manifestDigest: string, logger: Logger = silentLogger): Promise<FetchedProfile | undefined> {
+export async function fetchLatestProfile(repo: RegistryRepository, manifestDigest: string, logger: Logger = silentLogger, signal?: AbortSignal): Promise<FetchedProfile | undefined> {
   try {
+    // Without the signal: the listing is shared with the index lookup, which must not fail with it.
     const [desc] = await listProfiles(repo, manifestDigest, undefined, true);
-    if (!desc) return undefined;
+    if (!desc || signal?.aborted) return undefined;
     const from = `${repo.location}@${desc.digest}`;
-    return { bytes: await fetchArtifactProfile(repo, desc, from), from };
+    const indexDigest = desc.annotations?.[PROFILE_INDEX_ANNOTATION];
+    return { bytes: await fetchArtifactProfile(repo, desc, from, signal), from, ...(indexDigest ? { indexDigest } : {}) };
   } catch (err) {
     logger.debug({ image: manifestDigest, err: (err as Error).message }, 'profile: cannot fetch the published one ahead');
     return undefined;

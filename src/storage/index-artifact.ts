@@ -108,7 +108,8 @@ export interface FoundIndex {
  * Artifacts that fail (unreadable, another format version, another image) are logged and skipped.
  */
 export async function findPublishedIndex(repo: RegistryRepository, image: ResolvedImage, logger: Logger = silentLogger, accept: Acceptor = acceptAll): Promise<FoundIndex | undefined> {
-  const found = await listReferrers(repo, image.manifestDigest, { artifactType: INDEX_ARTIFACT_TYPE });
+  // `reuse`: the listing a mount's early profile fetch made (or is making) for this resolve.
+  const found = await listReferrers(repo, image.manifestDigest, { artifactType: INDEX_ARTIFACT_TYPE, reuse: true });
   // The tag schema appends: the last listed is the last pushed.
   for (const desc of [...found].reverse()) {
     const object = `${repo.location}@${desc.digest}`;
