@@ -95,6 +95,9 @@ export function readerPolicy(opts: Pick<FuseServerOptions, 'readerThreads' | 'ma
   return { min: 1, max: count(opts.maxReaderThreads, 'maxReaderThreads', 'CLIP_FUSE_MAX_THREADS') ?? DEFAULT_MAX_READER_THREADS, idleMs, tuning };
 }
 
+/** The largest WRITE the kernel may send when `maxWrite` is not given (FuseServerOptions). */
+const DEFAULT_MAX_WRITE = 1024 * 1024;
+
 /** The reader threads' request buffer for a connection whose largest WRITE is `maxWrite`. */
 function requestBufferSize(maxWrite: number): number {
   return Math.max(FUSE_MIN_READ_BUFFER, maxWrite + IN_HEADER_SIZE + WRITE_IN_SIZE, maxWrite + PAGE);
@@ -107,7 +110,7 @@ function requestBufferSize(maxWrite: number): number {
  * ThreadAnswers module). Checks the settings as FuseServer does: a bad one throws here.
  */
 export function prestartReaders(opts: FuseServerOptions = {}, preload: string[] = []): void {
-  readerPool.prestart(requestBufferSize(opts.maxWrite ?? 1024 * 1024), readerPolicy(opts), preload);
+  readerPool.prestart(requestBufferSize(opts.maxWrite ?? DEFAULT_MAX_WRITE), readerPolicy(opts), preload);
 }
 
 /** End what prestartReaders started if no connection took it (the caller will not attach after all). */
@@ -186,7 +189,7 @@ export class FuseServer {
   ) {
     this.log = opts.logger ?? silentLogger;
     this.timeouts = { entry: opts.entryTimeout ?? 1, attr: opts.attrTimeout ?? 1 };
-    this.maxWrite = opts.maxWrite ?? 1024 * 1024;
+    this.maxWrite = opts.maxWrite ?? DEFAULT_MAX_WRITE;
     this.policy = readerPolicy(opts);
     this.maxPages = Math.max(1, Math.min(opts.maxPages ?? defaultMaxPages(), 0xffff));
     this.ready = new Promise((resolve, reject) => {

@@ -109,8 +109,6 @@ export function keptSpanBytes(): number {
 const keptAll = new Map<Span, CheckpointSource>();
 
 export class CheckpointSource implements LayerSource {
-  /** Pieces it yields are never written again: a decoder that may write its buffer again is copied from. */
-  readonly stablePieces = true;
   private readonly stores: BlobStore | ((layer: LayerRecord) => BlobStore);
   private readonly merge: boolean;
   private readonly keepBytes: number;
@@ -199,7 +197,7 @@ export class CheckpointSource implements LayerSource {
     const desc = { digest: layer.digest, size: layer.compressedSize };
     // Refused before any request: a body opened and never read would hold its connection forever.
     if (!DECODABLE.has(layer.compression)) throw new ClipError('EUNSUPPORTED', `unknown layer compression "${String(layer.compression)}"`, { object: layer.digest });
-    if (layer.compression === 'none') return copied(await store.openBlobRange(desc, start, end, { signal }));
+    if (layer.compression === 'none') return store.openBlobRange(desc, start, end, { signal });
     if (!isResumable(layer)) throw new ClipError('EINVAL', 'a compressed layer needs its checkpoints to be read by range', { object: layer.digest });
     const planned = this.withLearned(layer);
     const plan = this.merge ? this.plan(planned, start, end) : undefined;
@@ -297,6 +295,15 @@ export class CheckpointSource implements LayerSource {
     };
     signal.addEventListener('abort', release, { once: true });
     return readSpans(need, start, end, signal, release);
+  }
+
+  /**
+   * A compressed layer's pieces are never written again: a decoder that may write its buffer again
+   * is copied from (readUncompressed). An uncompressed layer's HTTP body is not copied here: the
+   * read path copies its chunks, once.
+   */
+  stablePieces(layer: LayerRecord): boolean {
+    return layer.compression !== 'none';
   }
 
   /** True when the decoder for this layer yields buffers it never writes again (native gzip inflation). */

@@ -736,7 +736,7 @@ export class Storage {
       // A chunk within one piece of a source whose pieces are never written again is that piece's
       // view, not a copy (bench/index/RESULTS.md, session 13: copies were a tenth of the server's
       // main-thread time in a profiled start).
-      const views = this.source.stablePieces === true;
+      const views = this.source.stablePieces?.(layer) === true;
       let i = begin;
       // Chunks nobody here wants (on disk, or another fetch's) are counted through, not copied.
       let buf: Buffer | undefined;

@@ -29,10 +29,10 @@ export interface LayerRecord {
 export interface LayerSource {
   readUncompressed(layer: LayerRecord, start: number, end: number, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
   /**
-   * True when the pieces readUncompressed yields are never written again by anyone: the read path
-   * then keeps a chunk that lies within one piece as a view of it instead of a copy.
+   * True when the pieces readUncompressed yields for `layer` are never written again by anyone: the
+   * read path then keeps a chunk that lies within one piece as a view of it instead of a copy.
    */
-  readonly stablePieces?: boolean;
+  stablePieces?(layer: LayerRecord): boolean;
   /**
    * The uncompressed range that producing [start, end) yields anyway (a compressed source inflates
    * from one checkpoint to the next), to read whole chunks of it at no extra transfer. It contains

@@ -386,11 +386,15 @@ describe('the read path over disk and source', () => {
 class PieceSource implements LayerSource {
   constructor(
     private readonly bytes: Buffer,
-    readonly stablePieces: boolean,
+    private readonly stable: boolean,
   ) {}
 
+  stablePieces(): boolean {
+    return this.stable;
+  }
+
   async readUncompressed(_layer: LayerRecord, start: number, end: number): Promise<AsyncIterable<Uint8Array>> {
-    const { bytes, stablePieces } = this;
+    const { bytes, stable: stablePieces } = this;
     const reused = Buffer.alloc(100_003);
     return (async function* () {
       for (let at = start; at < end; at += reused.length) {
