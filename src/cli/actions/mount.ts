@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { startBackground } from '../../server/background.js';
 import { ensureServer, holdServer, keptServer } from '../../server/client.js';
 import { indexFileKind } from '../../mount/index-file.js';
-import { handoffOf, type OpenedImage, type ResolvedHandoff } from '../../mount/open-image.js';
+import type { OpenedImage, ResolvedHandoff } from '../../mount/open-image.js';
 import { checkMountPlacement } from '../../mount/placement.js';
 import type { MountConfig } from '../../mount/serve.js';
 import { requireRoot } from '../../mount/require-root.js';
@@ -19,8 +19,11 @@ import { absoluteImageArg, mountConfigOf, type MountCommandOptions } from '../co
 
 export async function mountCommand(image: string, mountpoint: string, opts: MountCommandOptions, cmd: Command): Promise<void> {
   requireRoot(mountpoint);
-  const { createLogger } = await import('../../util/log.js');
-  const logger = createLogger(opts.logLevel, 2, opts.logFormat); // a bad level or format fails here, before any work
+  // At the default level the line logger: a mount handed to a kept server then loads neither pino
+  // nor the image code (open-image and the index reader are imported only where this process
+  // resolves the image itself).
+  const { commandLogger } = await import('../logger.js');
+  const logger = commandLogger(opts.logLevel, opts.logFormat); // a bad level or format fails here, before any work
   const cfg = mountConfigOf(image, mountpoint, opts);
   await checkMountPlacement(cfg.cacheDir ?? defaultCacheDir(), cfg.mountpoint); // before any indexing
   if (opts.background) {
@@ -66,7 +69,7 @@ export async function mountCommand(image: string, mountpoint: string, opts: Moun
     let resolved: ResolvedHandoff | undefined;
     try {
       if (!isIndexFile) {
-        const { openForCommand } = await import('../image-arg.js');
+        const [{ openForCommand }, { handoffOf }] = await Promise.all([import('../image-arg.js'), import('../../mount/open-image.js')]);
         const { img, logger: cmdLogger } = await openForCommand(image, opts);
         // Handed to the server, which then loads no registry, indexing or Redis code to open it.
         resolved = handoffOf(img);
