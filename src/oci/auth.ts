@@ -1,5 +1,5 @@
 /**
- * Registry authentication: the WWW-Authenticate challenge learnt from `/v2/`, Bearer tokens fetched
+ * Registry authentication: the WWW-Authenticate challenge learnt from a 401, Bearer tokens fetched
  * from the challenge's realm and cached per scope, and Basic auth. Secrets never reach a log.
  */
 import './http-parser-tier.js';
@@ -78,14 +78,19 @@ export class Authenticator {
     return `Bearer ${token.token}`;
   }
 
-  /** After a 401: learn the challenge, drop the stale token; false when retrying cannot help. */
-  onUnauthorized(wwwAuthenticate: string | undefined, scope: string | undefined): boolean {
+  /**
+   * After a 401: learn the challenge, drop the stale token; false when retrying cannot help.
+   * `sentAuthorization`: whether the refused request carried credentials. One that did not is worth
+   * sending again with them even when the challenge is known already: requests sent at once before
+   * any challenge was learnt each get a 401, and only the first of them learns it.
+   */
+  onUnauthorized(wwwAuthenticate: string | undefined, scope: string | undefined, sentAuthorization: boolean): boolean {
     const ch = parseChallenge(wwwAuthenticate);
     if (!ch) return false;
     const hadToken = this.tokens.delete(scope ?? '');
     const changed = JSON.stringify(ch) !== JSON.stringify(this.challenge);
     this.challenge = ch;
-    return changed || hadToken;
+    return changed || hadToken || !sentAuthorization;
   }
 
   private getCredentials(): Promise<Credentials | undefined> {

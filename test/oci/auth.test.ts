@@ -9,6 +9,7 @@ import { parseChallenge } from '../../src/oci/auth.js';
 import { DockerConfigCredentials } from '../../src/oci/credentials.js';
 import { openImage, pushLayout } from '../../src/oci/index.js';
 import { usesPlainHttp } from '../../src/oci/registry-client.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { LayoutWriter, writeImage, type TestImage } from './images.js';
 
@@ -81,6 +82,32 @@ describe('bearer token flow against the real registry', () => {
     expect(logged).not.toContain(PASSWORD);
     expect(logged).not.toContain(Buffer.from(`alice:${PASSWORD}`).toString('base64'));
     expect(logged).not.toMatch(/Bearer|eyJ/);
+  });
+
+  it('asks no GET /v2/ first: requests sent at once on a fresh client each authenticate after their own 401', async () => {
+    const proxy = await startFaultProxy(registry.host);
+    const d = join(work, 'docker-proxy');
+    await mkdir(d);
+    await writeFile(join(d, 'config.json'), JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from(`alice:${PASSWORD}`).toString('base64') } } }));
+    const source = openImage(`${proxy.host}/team/app:v1`, { credentials: new DockerConfigCredentials(d) });
+    try {
+      const read = async (desc: (typeof img.layers)[number]): Promise<Buffer> => {
+        const chunks: Buffer[] = [];
+        for await (const c of (await source.openBlob(desc)) as Readable) chunks.push(c as Buffer);
+        return Buffer.concat(chunks);
+      };
+      const [resolved, ...layers] = await Promise.all([source.resolve(), ...img.layers.map(read)]);
+      expect(resolved.manifestDigest).toBe(img.manifest.digest);
+      expect(layers).toEqual(img.layerBytes);
+      expect(proxy.count((r) => r.path === '/v2/' || r.path === '/v2')).toBe(0);
+      // Each of the first requests went out without credentials, was refused, and went again with a token.
+      const first = proxy.requests.filter((r) => !r.authorized);
+      expect(first.length).toBeGreaterThanOrEqual(1);
+      for (const r of first) expect(proxy.count((o) => o.authorized && o.method === r.method && o.path === r.path)).toBeGreaterThanOrEqual(1);
+    } finally {
+      await source.close?.();
+      await proxy.stop();
+    }
   });
 
   it('exchanges an identity token (OAuth2 refresh token) from config.json for access tokens', async () => {
