@@ -290,9 +290,10 @@ export async function openMountStorage(img: OpenedImage, opts: ImageStorageOptio
 }
 
 /**
- * Load the code every mount runs (the storage read path, the registry client) before a mount asks
- * for it: what a node's server kept running (`clip server start`) does while it waits.
+ * Load the code every mount runs (the storage read path, the registry client, undici's HTTP
+ * parser) before a mount asks for it: what a node's server kept running (`clip server start`)
+ * does while it waits.
  */
 export async function preloadMountCode(): Promise<void> {
-  await Promise.all([import('../storage/index.js'), import('../oci/index.js')]);
+  await Promise.all([import('../storage/index.js'), import('../oci/index.js').then((oci) => oci.warmHttpParser())]);
 }
