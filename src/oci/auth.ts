@@ -51,14 +51,26 @@ export interface AuthenticatorOptions {
   retry: Required<RetryOptions>;
 }
 
+/**
+ * The challenge each registry gave in this process: a client made later (a kept server's next
+ * mount) sends its first request with credentials at once, instead of learning the challenge again
+ * from a 401 (a round trip before every cold start on a registry with auth).
+ */
+const learnt = new Map<string, Challenge>();
+
 export class Authenticator {
   challenge: Challenge | undefined;
+  /** The challenge came from `learnt`, not from a 401 to this client: it may be stale. */
+  private remembered: boolean;
   private readonly tokens = new Map<string, CachedToken>();
   /** Token fetches in flight, so that concurrent requests for one scope share one fetch. */
   private readonly pending = new Map<string, Promise<CachedToken>>();
   private credentials: Promise<Credentials | undefined> | undefined;
 
-  constructor(private readonly opts: AuthenticatorOptions) {}
+  constructor(private readonly opts: AuthenticatorOptions) {
+    this.challenge = learnt.get(opts.registry);
+    this.remembered = this.challenge !== undefined;
+  }
 
   /** The Authorization header for a request needing `scope`, if the registry asks for one. */
   async authorization(scope: string | undefined): Promise<string | undefined> {
@@ -73,7 +85,18 @@ export class Authenticator {
       inFlight = this.fetchToken(ch, scope).finally(() => this.pending.delete(key));
       this.pending.set(key, inFlight);
     }
-    const token = await inFlight;
+    let token: CachedToken;
+    try {
+      token = await inFlight;
+    } catch (err) {
+      if (!this.remembered) throw err;
+      // The registry's auth may have changed since: ask without, and learn from its answer.
+      this.opts.logger.debug({ err: (err as Error).message }, 'the remembered registry challenge failed; asking without credentials');
+      learnt.delete(this.opts.registry);
+      this.challenge = undefined;
+      this.remembered = false;
+      return undefined;
+    }
     this.tokens.set(key, token);
     return `Bearer ${token.token}`;
   }
@@ -90,6 +113,8 @@ export class Authenticator {
     const hadToken = this.tokens.delete(scope ?? '');
     const changed = JSON.stringify(ch) !== JSON.stringify(this.challenge);
     this.challenge = ch;
+    this.remembered = false;
+    learnt.set(this.opts.registry, ch);
     return changed || hadToken || !sentAuthorization;
   }
 
