@@ -181,11 +181,15 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     await source.close?.();
   };
   try {
-    const image = await source.resolve(opts.platform ? { platform: opts.platform } : {});
-    // Not with a shared cache: it is looked in first, and may well have the profile.
-    const early = opts.profileAhead && opts.discover !== false && !opts.remoteCache && source instanceof RegistryRepository
-      ? profileAhead(source, image.manifestDigest, cacheDir, stopEarly.signal, opts.logger)
-      : undefined;
+    // Not with a shared cache: it is looked in first, and may well have the index and the profile.
+    const lookIn = opts.discover !== false && !opts.remoteCache && source instanceof RegistryRepository ? source : undefined;
+    const ahead: { profile?: Promise<FetchedProfile | undefined> } = {};
+    const image = await source.resolve({
+      ...(opts.platform ? { platform: opts.platform } : {}),
+      // The registry's referrers are asked for as soon as the manifest is known, beside its config.
+      ...(lookIn ? { onImageManifest: (digest: string) => { ahead.profile = lookAhead(lookIn, digest, cacheDir, opts.profileAhead === true, stopEarly.signal, opts.logger); } } : {}),
+    });
+    const early = ahead.profile;
     const { index, origin, file } = await resolveIndex(source, image, {
       cacheDir,
       ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
@@ -203,6 +207,24 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
     await close();
     throw err;
   }
+}
+
+/**
+ * What a resolve that will look in the registry starts once the manifest is known: the referrers
+ * listing, unless the local cache has the index already (the index lookup then takes this one
+ * instead of listing again, a round trip later), and with `profile`, the registry's latest profile
+ * (unless the local cache has one), from the same listing.
+ */
+function lookAhead(repo: RegistryRepository, manifestDigest: string, cacheDir: string, profile: boolean, signal: AbortSignal, logger?: Logger): Promise<FetchedProfile | undefined> | undefined {
+  void listAhead(repo, manifestDigest, cacheDir);
+  return profile ? profileAhead(repo, manifestDigest, cacheDir, signal, logger) : undefined;
+}
+
+async function listAhead(repo: RegistryRepository, manifestDigest: string, cacheDir: string): Promise<void> {
+  const [{ cachedIndexPath }, { listReferrers }] = await Promise.all([import('../storage/indexer.js'), import('../oci/referrers.js')]);
+  if (await stat(cachedIndexPath(cacheDir, manifestDigest)).then(() => true, () => false)) return;
+  // Unsignalled, so that every lookup of this resolve shares it; its failure is theirs to report.
+  await listReferrers(repo, manifestDigest).catch(() => undefined);
 }
 
 /** The registry's latest profile of an image, unless the local cache has one (it is looked at first). */
@@ -268,9 +290,10 @@ export async function openMountStorage(img: OpenedImage, opts: ImageStorageOptio
 }
 
 /**
- * Load the code every mount runs (the storage read path, the registry client) before a mount asks
- * for it: what a node's server kept running (`clip server start`) does while it waits.
+ * Load the code every mount runs (the storage read path, the registry client, undici's HTTP
+ * parser) before a mount asks for it: what a node's server kept running (`clip server start`)
+ * does while it waits.
  */
 export async function preloadMountCode(): Promise<void> {
-  await Promise.all([import('../storage/index.js'), import('../oci/index.js')]);
+  await Promise.all([import('../storage/index.js'), import('../oci/index.js').then((oci) => oci.warmHttpParser())]);
 }

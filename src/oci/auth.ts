@@ -1,5 +1,5 @@
 /**
- * Registry authentication: the WWW-Authenticate challenge learnt from `/v2/`, Bearer tokens fetched
+ * Registry authentication: the WWW-Authenticate challenge learnt from a 401, Bearer tokens fetched
  * from the challenge's realm and cached per scope, and Basic auth. Secrets never reach a log.
  */
 import './http-parser-tier.js';
@@ -51,14 +51,26 @@ export interface AuthenticatorOptions {
   retry: Required<RetryOptions>;
 }
 
+/**
+ * The challenge each registry gave in this process: a client made later (a kept server's next
+ * mount) sends its first request with credentials at once, instead of learning the challenge again
+ * from a 401 (a round trip before every cold start on a registry with auth).
+ */
+const learnt = new Map<string, Challenge>();
+
 export class Authenticator {
   challenge: Challenge | undefined;
+  /** The challenge came from `learnt`, not from a 401 to this client: it may be stale. */
+  private remembered: boolean;
   private readonly tokens = new Map<string, CachedToken>();
   /** Token fetches in flight, so that concurrent requests for one scope share one fetch. */
   private readonly pending = new Map<string, Promise<CachedToken>>();
   private credentials: Promise<Credentials | undefined> | undefined;
 
-  constructor(private readonly opts: AuthenticatorOptions) {}
+  constructor(private readonly opts: AuthenticatorOptions) {
+    this.challenge = learnt.get(opts.registry);
+    this.remembered = this.challenge !== undefined;
+  }
 
   /** The Authorization header for a request needing `scope`, if the registry asks for one. */
   async authorization(scope: string | undefined): Promise<string | undefined> {
@@ -73,19 +85,37 @@ export class Authenticator {
       inFlight = this.fetchToken(ch, scope).finally(() => this.pending.delete(key));
       this.pending.set(key, inFlight);
     }
-    const token = await inFlight;
+    let token: CachedToken;
+    try {
+      token = await inFlight;
+    } catch (err) {
+      if (!this.remembered) throw err;
+      // The registry's auth may have changed since: ask without, and learn from its answer.
+      this.opts.logger.debug({ err: (err as Error).message }, 'the remembered registry challenge failed; asking without credentials');
+      learnt.delete(this.opts.registry);
+      this.challenge = undefined;
+      this.remembered = false;
+      return undefined;
+    }
     this.tokens.set(key, token);
     return `Bearer ${token.token}`;
   }
 
-  /** After a 401: learn the challenge, drop the stale token; false when retrying cannot help. */
-  onUnauthorized(wwwAuthenticate: string | undefined, scope: string | undefined): boolean {
+  /**
+   * After a 401: learn the challenge, drop the stale token; false when retrying cannot help.
+   * `sentAuthorization`: whether the refused request carried credentials. One that did not is worth
+   * sending again with them even when the challenge is known already: requests sent at once before
+   * any challenge was learnt each get a 401, and only the first of them learns it.
+   */
+  onUnauthorized(wwwAuthenticate: string | undefined, scope: string | undefined, sentAuthorization: boolean): boolean {
     const ch = parseChallenge(wwwAuthenticate);
     if (!ch) return false;
     const hadToken = this.tokens.delete(scope ?? '');
     const changed = JSON.stringify(ch) !== JSON.stringify(this.challenge);
     this.challenge = ch;
-    return changed || hadToken;
+    this.remembered = false;
+    learnt.set(this.opts.registry, ch);
+    return changed || hadToken || !sentAuthorization;
   }
 
   private getCredentials(): Promise<Credentials | undefined> {

@@ -34,6 +34,7 @@ export { sha256Digest, assertDigest, BlobVerifier } from './digest.js';
 export { DockerConfigCredentials, StaticCredentials, type Credentials, type CredentialStore } from './credentials.js';
 export { RegistryClient, type RegistryOptions, type RetryOptions, type TimeoutOptions } from './registry-client.js';
 export { RegistryRepository } from './registry-source.js';
+export { warmHttpParser } from './warm-http.js';
 export { LayoutSource } from './layout.js';
 export { pushLayout, RegistryPusher, type PushOptions } from './push.js';
 export { parseManifest, type ImageManifest, type ImageIndex } from './manifest.js';

@@ -12,7 +12,7 @@ import { assertDigest, verifyBytes, verifyingChunks } from './digest.js';
 import { MAX_MANIFEST_BYTES, parseManifest, resolveImage, type FetchedManifest, type ManifestSource } from './manifest.js';
 import { OCI_INDEX, isImageManifestMediaType, isIndexMediaType } from './media-types.js';
 import { platformMatches } from './platform.js';
-import type { BlobReadOptions, Descriptor, ImageSource, Platform, ResolvedImage } from './types.js';
+import type { BlobReadOptions, Descriptor, ImageSource, Platform, ResolveOptions, ResolvedImage } from './types.js';
 
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 
@@ -116,9 +116,9 @@ export class LayoutSource implements ImageSource, ManifestSource {
     return bytes;
   }
 
-  async resolve(opts: { platform?: Platform } = {}): Promise<ResolvedImage> {
+  async resolve(opts: ResolveOptions = {}): Promise<ResolvedImage> {
     const top = await this.fetchManifest(await this.topDescriptor(opts.platform));
-    return resolveImage(this, { reference: this.reference, location: this.location, top, ...(opts.platform ? { platform: opts.platform } : {}) });
+    return resolveImage(this, { ...opts, reference: this.reference, location: this.location, top });
   }
 
   private missing(digest: string, err: unknown): ClipError {

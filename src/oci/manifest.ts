@@ -10,7 +10,7 @@ import {
   isImageManifestMediaType, isIndexMediaType, layerCompression,
 } from './media-types.js';
 import { formatPlatform, hostPlatform, normalizePlatform, platformMatches, selectPlatform } from './platform.js';
-import type { Descriptor, ImageConfig, Layer, Platform, ResolvedImage } from './types.js';
+import type { Descriptor, ImageConfig, Layer, Platform, ResolveOptions, ResolvedImage } from './types.js';
 
 export interface ImageManifest {
   schemaVersion: number;
@@ -103,12 +103,11 @@ function parseConfig(bytes: Buffer, digest: string): ImageConfig {
   return json;
 }
 
-export interface ResolveInput {
+export interface ResolveInput extends ResolveOptions {
   reference: string;
   location: string;
   /** The top manifest or index, already fetched and verified. */
   top: FetchedManifest;
-  platform?: Platform;
 }
 
 /** Walks from the top manifest to one image: platform selection, config, layers. */
@@ -139,6 +138,7 @@ async function buildImage(
   direct: boolean,
 ): Promise<ResolvedImage> {
   if (manifest.config.size > MAX_CONFIG_BYTES) throw corrupt(manifest.config.digest, `image config of ${manifest.config.size} bytes is too large`);
+  input.onImageManifest?.(fetched.digest);
   const configBytes = await source.readSmallBlob(manifest.config);
   verifyBytes(configBytes, manifest.config.digest, 'image config');
   const config = parseConfig(configBytes, manifest.config.digest);

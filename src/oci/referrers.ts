@@ -111,9 +111,9 @@ async function keptThrough(repo: RegistryRepository, subjectDigest: string, dige
   return true;
 }
 
-async function readReferrersTag(repo: RegistryRepository, subjectDigest: string): Promise<{ raw: Record<string, unknown>; manifests: ReferrerDescriptor[] }> {
+async function readReferrersTag(repo: RegistryRepository, subjectDigest: string, signal?: AbortSignal): Promise<{ raw: Record<string, unknown>; manifests: ReferrerDescriptor[] }> {
   try {
-    const got = await repo.getManifest(referrersTag(subjectDigest));
+    const got = await repo.getManifest(referrersTag(subjectDigest), signal);
     const object = `${repo.location}:${referrersTag(subjectDigest)}`;
     // Something else under that tag is not ours to replace.
     if (got.mediaType !== OCI_INDEX) throw new ClipError('ECORRUPT', `referrers tag holds a ${got.mediaType || 'manifest of no type'}, not an image index`, { object });
@@ -177,22 +177,25 @@ function forgetReferrers(repo: RegistryRepository, subjectDigest: string): void 
 
 async function fetchReferrers(repo: RegistryRepository, subjectDigest: string, signal: AbortSignal | undefined): Promise<ReferrerDescriptor[]> {
   const object = `${repo.location}@${subjectDigest}`;
+  // The tag schema's listing is asked for at once with the API's, not after its 404: on registries
+  // without the API (distribution 2.8) that is a round trip less before a mount has its index. It
+  // is used only when the API is missing; otherwise its answer (or failure) is dropped.
+  const tagged = readReferrersTag(repo, subjectDigest, signal);
+  tagged.catch(() => undefined); // awaited below only when the API is missing
   // Unfiltered (no artifactType query): the one listing serves every type asked for.
   const res = await repo.client.request({
     method: 'GET', url: `/v2/${repo.repository}/referrers/${subjectDigest}`, scope: `repository:${repo.repository}:pull`,
     headers: { accept: OCI_INDEX }, followRedirects: true, ...(signal ? { signal } : {}),
   });
-  let found: ReferrerDescriptor[];
   const type = (headerValue(res.headers['content-type']) ?? '').split(';')[0]!.trim();
   if (res.statusCode === 200 && type === OCI_INDEX) {
     const text = await res.body.text();
-    found = parseIndexJson(Buffer.from(text), object).manifests.filter(isReferrer);
-  } else if (res.statusCode === 404 || res.statusCode === 200) {
+    return parseIndexJson(Buffer.from(text), object).manifests.filter(isReferrer);
+  }
+  if (res.statusCode === 404 || res.statusCode === 200) {
     // No referrers API (a plain 404, or a 200 that is not an index): the tag schema.
     await res.body.dump();
-    found = (await readReferrersTag(repo, subjectDigest)).manifests.filter(isReferrer);
-  } else {
-    throw await repo.failure(res, `referrers of ${subjectDigest}`, object);
+    return (await tagged).manifests.filter(isReferrer);
   }
-  return found;
+  throw await repo.failure(res, `referrers of ${subjectDigest}`, object);
 }

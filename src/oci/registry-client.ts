@@ -76,7 +76,6 @@ export class RegistryClient {
   readonly retry: Required<RetryOptions>;
   private readonly agent: Agent;
   private readonly auth: Authenticator;
-  private pinged: Promise<void> | undefined;
   private readonly userAgent: string;
 
   constructor(registry: string, opts: RegistryOptions = {}) {
@@ -99,39 +98,21 @@ export class RegistryClient {
     });
   }
 
-  /** GET /v2/: learns whether and how the registry wants authentication. */
-  ping(signal?: AbortSignal): Promise<void> {
-    this.pinged ??= (async () => {
-      const res = await this.send({ method: 'GET', url: '/v2/', ...(signal ? { signal } : {}) });
-      await res.body.dump();
-      if (res.statusCode === 401) {
-        this.auth.onUnauthorized(headerValue(res.headers['www-authenticate']), undefined);
-      } else if (res.statusCode === 200) {
-        this.auth.challenge = { scheme: 'none' };
-      } else if (res.statusCode === 404) {
-        throw new ClipError('EUNSUPPORTED', 'not an OCI distribution registry (GET /v2/ answered 404)', { object: this.registry });
-      } else {
-        throw new ClipError('ENETWORK', `registry answered HTTP ${res.statusCode} to GET /v2/`, { object: this.registry });
-      }
-    })().catch((err: unknown) => {
-      this.pinged = undefined; // a failed ping is retried by the next request
-      throw err;
-    });
-    return this.pinged;
-  }
-
   /**
    * Sends a request with authentication, retries and redirects; returns the final response, whatever
    * its status, for the caller to judge. 401 after a fresh token is returned too.
+   *
+   * No `GET /v2/` ping first (a round trip before every cold start's first request): the first
+   * request goes out as it is, and the registry's 401 challenge on it says how to authenticate,
+   * as the distribution spec allows; it is sent again once, with what the challenge asks for.
    */
   async request(req: RegistryRequest): Promise<Dispatcher.ResponseData> {
-    await this.ping(req.signal);
     let retriedAuth = false;
     while (true) {
       const authorization = await this.auth.authorization(req.scope);
       const res = await this.send({ ...req, authorization });
       if (res.statusCode === 401 && !retriedAuth) {
-        const again = this.auth.onUnauthorized(headerValue(res.headers['www-authenticate']), req.scope);
+        const again = this.auth.onUnauthorized(headerValue(res.headers['www-authenticate']), req.scope, authorization !== undefined);
         if (again) {
           await res.body.dump();
           retriedAuth = true;

@@ -11,7 +11,7 @@ import { MAX_MANIFEST_BYTES, resolveImage, type FetchedManifest, type ManifestSo
 import { MANIFEST_ACCEPT } from './media-types.js';
 import { formatReference, manifestSelector, type RegistryReference } from './reference.js';
 import { errorSummary, headerValue, type RegistryClient } from './registry-client.js';
-import type { BlobReadOptions, Descriptor, ImageSource, Platform, ResolvedImage } from './types.js';
+import type { BlobReadOptions, Descriptor, ImageSource, ResolveOptions, ResolvedImage } from './types.js';
 
 type BlobDesc = Pick<Descriptor, 'digest' | 'size'>;
 
@@ -86,10 +86,10 @@ export class RegistryRepository implements ImageSource, ManifestSource {
     return Buffer.concat(chunks);
   }
 
-  async resolve(opts: { platform?: Platform } = {}): Promise<ResolvedImage> {
+  async resolve(opts: ResolveOptions = {}): Promise<ResolvedImage> {
     if (!this.ref) throw new ClipError('EINVAL', 'this blob store was opened from a location, not an image reference', { object: this.location });
     const top = await this.getManifest(manifestSelector(this.ref));
-    return resolveImage(this, { reference: formatReference(this.ref), location: this.location, top, ...(opts.platform ? { platform: opts.platform } : {}) });
+    return resolveImage(this, { ...opts, reference: formatReference(this.ref), location: this.location, top });
   }
 
   /** One GET of bytes [start, end), normalised to yield exactly those bytes whether the server honoured Range or not. */

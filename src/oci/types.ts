@@ -85,7 +85,17 @@ export interface BlobStore {
   close?(): Promise<void>;
 }
 
+export interface ResolveOptions {
+  platform?: Platform;
+  /**
+   * Called with the image manifest's digest as soon as it is known, before its config is fetched:
+   * a caller that asks the registry more about the image (its referrers) starts now, not a round
+   * trip later.
+   */
+  onImageManifest?: (digest: string) => void;
+}
+
 export interface ImageSource extends BlobStore {
   /** Resolve the reference to one image manifest, choosing a platform from an index if needed. */
-  resolve(opts?: { platform?: Platform }): Promise<ResolvedImage>;
+  resolve(opts?: ResolveOptions): Promise<ResolvedImage>;
 }

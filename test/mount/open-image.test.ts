@@ -3,12 +3,15 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { closeScanPool } from '../../src/archive/scan-pool.js';
 import { indexFileKind } from '../../src/mount/index-file.js';
 import { openImageArg } from '../../src/mount/open-image.js';
 import type { IndexProgress } from '../../src/storage/indexer.js';
-import { fixture } from '../support/fixtures/index.js';
+import { openImage } from '../../src/oci/index.js';
+import { blobGets, startFaultProxy } from '../support/fault-proxy.js';
+import { fixture, pushFixture } from '../support/fixtures/index.js';
+import { startRegistry } from '../support/registry.js';
 
 let tmp: string;
 beforeAll(async () => {
@@ -69,4 +72,31 @@ describe('openImageArg', () => {
     await expect(openImageArg(fifo, { cacheDir: tmp })).rejects.toMatchObject({ code: 'EINVAL', object: fifo, message: expect.stringMatching(/not a regular file/) });
     await expect(openImageArg('/dev/zero', { cacheDir: tmp })).rejects.toMatchObject({ code: 'EINVAL', object: '/dev/zero' });
   }, 30_000);
+});
+
+describe('openImageArg on a registry image', () => {
+  it('asks for the image\'s referrers as soon as the manifest is known, while its config is still on its way', async () => {
+    const registry = await startRegistry();
+    const proxy = await startFaultProxy(registry.host);
+    let release = (): void => undefined;
+    try {
+      const ref = await pushFixture('basic', proxy.host);
+      const direct = openImage(ref);
+      const config = (await direct.resolve()).configDescriptor.digest;
+      await direct.close?.();
+      proxy.inject({ kind: 'hold', until: new Promise<void>((r) => (release = r)), match: blobGets(config), times: 100 });
+      // Headers waited for longer than the wait below, so that no retry of the held GET comes first.
+      const opened = openImageArg(ref, { cacheDir: join(tmp, 'cache-ahead'), mayIndex: false, registry: { timeouts: { headersMs: 120_000 } } });
+      opened.catch(() => undefined);
+      await vi.waitFor(() => expect(proxy.count((r) => r.path.includes('/referrers/'))).toBe(1), { timeout: 20_000, interval: 20 });
+      release();
+      // Nothing is published for it: the lookup (that listing) finds no index, and this caller may not make one.
+      await expect(opened).rejects.toMatchObject({ code: 'ENOINDEX', object: ref });
+      expect(proxy.count((r) => r.path.includes('/referrers/'))).toBe(1);
+    } finally {
+      release();
+      await proxy.stop();
+      await registry.stop();
+    }
+  });
 });

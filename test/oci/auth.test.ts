@@ -9,6 +9,7 @@ import { parseChallenge } from '../../src/oci/auth.js';
 import { DockerConfigCredentials } from '../../src/oci/credentials.js';
 import { openImage, pushLayout } from '../../src/oci/index.js';
 import { usesPlainHttp } from '../../src/oci/registry-client.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { LayoutWriter, writeImage, type TestImage } from './images.js';
 
@@ -83,6 +84,53 @@ describe('bearer token flow against the real registry', () => {
     expect(logged).not.toMatch(/Bearer|eyJ/);
   });
 
+  it('asks no GET /v2/ first: requests sent at once on a fresh client each authenticate after their own 401', async () => {
+    const proxy = await startFaultProxy(registry.host);
+    const d = join(work, 'docker-proxy');
+    await mkdir(d);
+    await writeFile(join(d, 'config.json'), JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from(`alice:${PASSWORD}`).toString('base64') } } }));
+    const source = openImage(`${proxy.host}/team/app:v1`, { credentials: new DockerConfigCredentials(d) });
+    try {
+      const read = async (desc: (typeof img.layers)[number]): Promise<Buffer> => {
+        const chunks: Buffer[] = [];
+        for await (const c of (await source.openBlob(desc)) as Readable) chunks.push(c as Buffer);
+        return Buffer.concat(chunks);
+      };
+      const [resolved, ...layers] = await Promise.all([source.resolve(), ...img.layers.map(read)]);
+      expect(resolved.manifestDigest).toBe(img.manifest.digest);
+      expect(layers).toEqual(img.layerBytes);
+      expect(proxy.count((r) => r.path === '/v2/' || r.path === '/v2')).toBe(0);
+      // Each of the first requests went out without credentials, was refused, and went again with a token.
+      const first = proxy.requests.filter((r) => !r.authorized);
+      expect(first.length).toBeGreaterThanOrEqual(1);
+      for (const r of first) expect(proxy.count((o) => o.authorized && o.method === r.method && o.path === r.path)).toBeGreaterThanOrEqual(1);
+    } finally {
+      await source.close?.();
+      await proxy.stop();
+    }
+  });
+
+  it('a later client of the same registry sends its first request with a token at once: the challenge is remembered', async () => {
+    const proxy = await startFaultProxy(registry.host);
+    const d = join(work, 'docker-later');
+    await mkdir(d);
+    await writeFile(join(d, 'config.json'), JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from(`alice:${PASSWORD}`).toString('base64') } } }));
+    try {
+      for (const round of [1, 2]) {
+        const before = proxy.requests.length;
+        const source = openImage(`${proxy.host}/team/app:v1`, { credentials: new DockerConfigCredentials(d) });
+        expect((await source.resolve()).manifestDigest).toBe(img.manifest.digest);
+        await source.close?.();
+        const unauthorized = proxy.requests.slice(before).filter((r) => !r.authorized).length;
+        // The first client learns the challenge from a 401; the second never gets one.
+        if (round === 1) expect(unauthorized).toBe(1);
+        else expect(unauthorized).toBe(0);
+      }
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('exchanges an identity token (OAuth2 refresh token) from config.json for access tokens', async () => {
     const d = join(work, 'docker-idtoken');
     await mkdir(d);
@@ -141,6 +189,35 @@ describe('Basic auth against the real registry (htpasswd)', () => {
     const source = openImage(`${registry.host}/basic/app:v1`, { credentials: new DockerConfigCredentials(join(work, 'none')) });
     await expect(source.resolve()).rejects.toMatchObject({ code: 'EAUTH', message: expect.stringMatching(/Basic.*no credentials/) });
     await source.close?.();
+  });
+});
+
+describe('a remembered challenge that no longer holds', () => {
+  it('is dropped when its token service fails: the request goes without credentials and the registry answers', async () => {
+    const registry = await startRegistry();
+    const proxy = await startFaultProxy(registry.host);
+    const work = await mkdtemp(join(tmpdir(), 'clip-oci-stale-'));
+    try {
+      const w = new LayoutWriter(join(work, 'layout'));
+      const img = await writeImage(w, { layers: [{ s: 'stale' }] });
+      w.tag(img.manifest, 'v1');
+      await w.save();
+      await pushLayout(join(work, 'layout'), 'v1', `${proxy.host}/open/app:v1`);
+      const opts = { credentials: new DockerConfigCredentials(join(work, 'none')), retry: { attempts: 1 } };
+      // Once, the registry (as the proxy plays it) asked for a token from a service that is gone.
+      proxy.inject({ kind: 'reply', status: 401, headers: { 'www-authenticate': 'Bearer realm="http://127.0.0.1:9/token",service="gone"' }, body: '{}' });
+      const first = openImage(`${proxy.host}/open/app:v1`, opts);
+      await expect(first.resolve()).rejects.toMatchObject({ code: 'ENETWORK', message: expect.stringContaining('token service unreachable') });
+      await first.close?.();
+      // A later client starts from that challenge, fails to get a token, and asks without one.
+      const later = openImage(`${proxy.host}/open/app:v1`, opts);
+      expect((await later.resolve()).manifestDigest).toBe(img.manifest.digest);
+      await later.close?.();
+    } finally {
+      await proxy.stop();
+      await registry.stop();
+      await rm(work, { recursive: true, force: true });
+    }
   });
 });
 

@@ -160,7 +160,8 @@ describe('redirects', () => {
     const creds = { credentials: { get: async () => ({ username: 'bob', password: 'pw' }) }, retry: fastRetry };
     try {
       await pushLayout(join(work, 'layout'), 'v1', `${authProxy.host}/${repo}:v1`, creds);
-      authProxy.inject({ kind: 'redirect', base: storageBase, match: blobGets(layer().digest) });
+      // As a registry with auth redirects: an authorized GET (the first goes without credentials, gets its 401).
+      authProxy.inject({ kind: 'redirect', base: storageBase, match: (r) => blobGets(layer().digest)(r) && r.authorized });
       const s = openBlobStore(`${authProxy.host}/${repo}`, creds);
       const got = await readAll(await s.openBlobRange(layer(), 5, 50));
       expect(got.equals(img.layerBytes[0]!.subarray(5, 50))).toBe(true);

@@ -2,12 +2,13 @@
  * Artifacts with a subject on the real docker-registry 2.8, which has no referrers API: pushing one
  * keeps the referrers tag schema, merged with what other tools put there, under concurrent pushers.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openImage, RegistryClient, RegistryPusher, RegistryRepository, type ResolvedImage } from '../../src/oci/index.js';
 import { EMPTY_CONFIG, listReferrers, pushArtifact, referrersTag } from '../../src/oci/referrers.js';
 import { sha256Digest } from '../../src/oci/digest.js';
 import * as mt from '../../src/oci/media-types.js';
 import { pushFixture } from '../support/fixtures/index.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 
 let registry: TestRegistry;
@@ -106,6 +107,47 @@ describe('artifacts that refer to an image', () => {
       artifactType: 'application/vnd.example.reuse.v1', subject: subject(), blobs: [{ mediaType: 'application/octet-stream', bytes: Buffer.from('reuse, ours') }],
     });
     expect((await listReferrers(repo, image.manifestDigest, { artifactType: 'application/vnd.example.reuse.v1', reuse: true })).map((d) => d.digest).sort()).toEqual([added.digest, ours.digest].sort());
+  });
+
+  it('asks for the referrers tag at once with the referrers API, not after its 404, and takes the tag when the API is missing', async () => {
+    await pushArtifact(repo, pusher, { artifactType: 'application/vnd.example.at-once.v1', subject: subject(), blobs: [] });
+    const proxy = await startFaultProxy(registry.host);
+    // Headers waited for longer than the wait below: a client that gave up on the held answer would
+    // ask again, and then the tag after the retry's 404.
+    const via = new RegistryRepository(new RegistryClient(proxy.host, { timeouts: { headersMs: 120_000 } }), 'fixtures/basic');
+    let release = (): void => undefined;
+    try {
+      proxy.inject({ kind: 'hold', until: new Promise<void>((r) => (release = r)), match: (r) => r.path.includes('/referrers/'), times: 100 });
+      const listing = listReferrers(via, image.manifestDigest);
+      // The API's answer is held at the proxy: the tag's request must go out meanwhile.
+      const tagPath = `/v2/fixtures/basic/manifests/${referrersTag(image.manifestDigest)}`;
+      await vi.waitFor(() => expect(proxy.count((r) => r.path === tagPath)).toBe(1), { timeout: 20_000, interval: 20 });
+      release();
+      const listed = await listing;
+      expect(listed.map((d) => d.artifactType)).toContain('application/vnd.example.at-once.v1');
+      expect(listed).toEqual(await listReferrers(repo, image.manifestDigest));
+    } finally {
+      release();
+      await via.close();
+      await proxy.stop();
+    }
+  });
+
+  it('takes the referrers API\'s answer where the registry has one, not the tag asked for beside it', async () => {
+    await pushArtifact(repo, pusher, { artifactType: 'application/vnd.example.tagged.v1', subject: subject(), blobs: [] });
+    const proxy = await startFaultProxy(registry.host);
+    const via = new RegistryRepository(new RegistryClient(proxy.host), 'fixtures/basic');
+    try {
+      const fromApi = { mediaType: mt.OCI_MANIFEST, digest: sha256Digest(Buffer.from('listed by the API')), size: 17, artifactType: 'application/vnd.example.api.v1' };
+      proxy.inject({
+        kind: 'reply', status: 200, headers: { 'content-type': mt.OCI_INDEX }, match: (r) => r.path.includes('/referrers/'),
+        body: JSON.stringify({ schemaVersion: 2, mediaType: mt.OCI_INDEX, manifests: [fromApi] }),
+      });
+      expect(await listReferrers(via, image.manifestDigest)).toEqual([fromApi]);
+    } finally {
+      await via.close();
+      await proxy.stop();
+    }
   });
 
   it('a referrers tag that holds something else is an error naming it, and is never overwritten', async () => {

@@ -39,7 +39,11 @@ export type FaultAction =
   /** Forward without the Range header, as a server that ignores Range would answer. */
   | { kind: 'ignoreRange' }
   /** Answer 307 to `${base}${path}` instead of forwarding. */
-  | { kind: 'redirect'; base: string };
+  | { kind: 'redirect'; base: string }
+  /** Forward only once `until` settles (the request waits at the proxy meanwhile). */
+  | { kind: 'hold'; until: Promise<void> }
+  /** Answer this instead of forwarding (as a registry with a feature this one lacks would). */
+  | { kind: 'reply'; status: number; headers: Record<string, string>; body: string };
 
 export type Fault = FaultAction & {
   /** Which requests it applies to; all when absent. */
@@ -94,8 +98,17 @@ export async function startFaultProxy(upstream: string, opts: FaultProxyOptions 
     else forward(req, res, r);
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, r: ProxiedRequest): void => {
-    const fault = takeFault(r);
+  const forward = (req: IncomingMessage, res: ServerResponse, r: ProxiedRequest, fault = takeFault(r)): void => {
+    if (fault?.kind === 'hold') {
+      const go = (): void => forward(req, res, r, undefined);
+      fault.until.then(go, go);
+      return;
+    }
+    if (fault?.kind === 'reply') {
+      req.resume();
+      res.writeHead(fault.status, { ...fault.headers, 'content-length': String(Buffer.byteLength(fault.body)) }).end(fault.body);
+      return;
+    }
     if (fault?.kind === 'status') {
       req.resume();
       res.writeHead(fault.status, { 'content-type': 'application/json' }).end('{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}');
