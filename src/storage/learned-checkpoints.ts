@@ -10,7 +10,7 @@
  */
 import { promisify } from 'node:util';
 import { deflateRaw } from 'node:zlib';
-import { checkLearned, checkpointOf, unpackWindow, WINDOW_BYTES, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
+import { checkLearned, checkpointOf, unpackWindow, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import type { Checkpoint } from '../archive/types.js';
 import type { LayerRecord } from './types.js';
 
