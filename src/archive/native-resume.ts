@@ -6,6 +6,22 @@ import { GzipInflater } from './gzip-inflater.js';
 
 /** Output buffer of the native inflater: each refill is a trip to the libuv pool, so few and large. */
 const NATIVE_CHUNK = 512 * 1024;
+/** The smallest output buffer asked for when the output's size is known (zlib's default). */
+const MIN_NATIVE_CHUNK = 16 * 1024;
+
+/**
+ * The output buffer for `expected` bytes of output: just large enough (and a page more, so that
+ * zlib does not start another buffer the moment this one is full), up to NATIVE_CHUNK; past it,
+ * the size that the output fills evenly. A small
+ * range inflated into a 512 KiB buffer left its bytes a small part of it, which a keeper copies
+ * rather than keep the rest alive (bench/index/RESULTS.md, session 14).
+ */
+export function outputChunkFor(expected: number | undefined): number {
+  if (expected === undefined || !(expected > 0)) return NATIVE_CHUNK;
+  // Past NATIVE_CHUNK, buffers of one size that the output fills evenly (no small last one).
+  const buffers = Math.ceil((expected + 4096) / NATIVE_CHUNK);
+  return Math.min(NATIVE_CHUNK, Math.max(MIN_NATIVE_CHUNK, Math.ceil(expected / buffers / 4096) * 4096 + 4096));
+}
 /** Compressed bytes per native write: from the first to the largest. */
 const FIRST_BATCH = 32 * 1024;
 const MAX_BATCH = 256 * 1024;
@@ -27,9 +43,11 @@ export async function* inflateGzipNative(
   checkpoint: Checkpoint,
   compressed: AsyncIterable<Uint8Array>,
   name?: string,
+  /** The output the caller expects (the bytes up to where its range stops), when it knows it. */
+  expectedBytes?: number,
 ): AsyncGenerator<Buffer> {
   const start = checkpoint.bits ? checkpoint.in - 1 : checkpoint.in;
-  const native = new NativeMember(checkpoint, name);
+  const native = new NativeMember(checkpoint, name, outputChunkFor(expectedBytes));
   // Set once the member ends (inside toNative, hence the explicit type for narrowing).
   let rest = null as GzipInflater | null;
   const pending: Buffer[] = [];
@@ -108,14 +126,14 @@ class NativeMember {
   /** Uncompressed bytes produced so far. */
   produced = 0;
 
-  constructor(checkpoint: Checkpoint, name?: string) {
+  constructor(checkpoint: Checkpoint, name?: string, chunkSize = NATIVE_CHUNK) {
     this.checkpoint = checkpoint;
     this.name = name;
     this.inflater = zlib.createInflateRaw({
       ...(checkpoint.window.length ? { dictionary: checkpoint.window } : {}),
       // A range read stops anywhere: a truncated member is not an error.
       finishFlush: zlib.constants.Z_SYNC_FLUSH,
-      chunkSize: NATIVE_CHUNK,
+      chunkSize,
     });
     this.inflater.on('data', (b: Buffer) => {
       this.out.push(b);
