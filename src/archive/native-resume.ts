@@ -28,6 +28,8 @@ const MAX_BATCH = 256 * 1024;
 /** Aim for about this much output per native write (see toNative). */
 const OUTPUT_PER_WRITE = 2 * 1024 * 1024;
 const MIN_WRITE = 1024;
+/** Room past a batch's target for the piece that completes it (a socket read is at most 64 KiB). */
+const PIECE_SLACK = 64 * 1024;
 
 /**
  * Resume a gzip layer at `checkpoint` with node's native zlib (about 2x pako's
@@ -57,8 +59,7 @@ export async function* inflateGzipNative(
   };
   // Each write is a trip to the libuv pool: small pieces are joined, the first ones less so that
   // the first output comes early.
-  let batch: Buffer[] = [];
-  let batchBytes = 0;
+  const batch = new InputBatch();
   let target = FIRST_BATCH;
   const toNative = async function* (piece: Buffer): AsyncGenerator<Buffer> {
     for (let pos = 0; pos < piece.length; ) {
@@ -89,23 +90,53 @@ export async function* inflateGzipNative(
         continue;
       }
       const view = Buffer.from(input.buffer, input.byteOffset, input.length);
-      batchBytes += input.length;
-      // A piece kept across the next pull is copied: a source may reuse its buffer.
-      batch.push(batchBytes < target ? Buffer.from(view) : view);
-      if (batchBytes < target) continue;
-      const piece = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes);
-      batch = [];
-      batchBytes = 0;
+      // A piece that fills a batch alone goes as it is; smaller ones are joined.
+      if (batch.length === 0 && view.length >= target) {
+        target = Math.min(target * 2, MAX_BATCH);
+        yield* toNative(view);
+        continue;
+      }
+      batch.add(view, target);
+      if (batch.length < target) continue;
       target = Math.min(target * 2, MAX_BATCH);
-      yield* toNative(piece);
+      yield* toNative(batch.take());
     }
-    if (!rest && batchBytes) yield* toNative(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
+    if (!rest && batch.length) yield* toNative(batch.take());
     if (!rest) {
       await native.end();
       yield* native.take();
     }
   } finally {
     native.destroy();
+  }
+}
+
+/**
+ * Compressed pieces joined for one native write, each byte copied once, as it comes (it is kept
+ * across the next pull, and a source may reuse its buffer). Joining the copies again at the end
+ * copied most of the compressed bytes twice (bench/index/RESULTS.md, session 14).
+ */
+class InputBatch {
+  private buf: Buffer | undefined;
+  length = 0;
+
+  /** Add a copy of `piece`; the buffer is sized for a batch of `target` bytes and one more piece. */
+  add(piece: Buffer, target: number): void {
+    if (!this.buf || this.length + piece.length > this.buf.length) {
+      const next = Buffer.allocUnsafe(Math.max(target + PIECE_SLACK, this.length + piece.length));
+      if (this.buf) this.buf.copy(next, 0, 0, this.length);
+      this.buf = next;
+    }
+    piece.copy(this.buf, this.length);
+    this.length += piece.length;
+  }
+
+  /** The joined bytes; the batch starts again empty (the bytes are the caller's). */
+  take(): Buffer {
+    const out = this.buf!.subarray(0, this.length);
+    this.buf = undefined;
+    this.length = 0;
+    return out;
   }
 }
 
