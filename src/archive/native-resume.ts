@@ -6,12 +6,30 @@ import { GzipInflater } from './gzip-inflater.js';
 
 /** Output buffer of the native inflater: each refill is a trip to the libuv pool, so few and large. */
 const NATIVE_CHUNK = 512 * 1024;
+/** The smallest output buffer asked for when the output's size is known (zlib's default). */
+const MIN_NATIVE_CHUNK = 16 * 1024;
+
+/**
+ * The output buffer for `expected` bytes of output: just large enough (and a page more, so that
+ * zlib does not start another buffer the moment this one is full), up to NATIVE_CHUNK; past it,
+ * the size that the output fills evenly. A small
+ * range inflated into a 512 KiB buffer left its bytes a small part of it, which a keeper copies
+ * rather than keep the rest alive (bench/index/RESULTS.md, session 14).
+ */
+export function outputChunkFor(expected: number | undefined): number {
+  if (expected === undefined || !(expected > 0)) return NATIVE_CHUNK;
+  // Past NATIVE_CHUNK, buffers of one size that the output fills evenly (no small last one).
+  const buffers = Math.ceil((expected + 4096) / NATIVE_CHUNK);
+  return Math.min(NATIVE_CHUNK, Math.max(MIN_NATIVE_CHUNK, Math.ceil(expected / buffers / 4096) * 4096 + 4096));
+}
 /** Compressed bytes per native write: from the first to the largest. */
 const FIRST_BATCH = 32 * 1024;
 const MAX_BATCH = 256 * 1024;
 /** Aim for about this much output per native write (see toNative). */
 const OUTPUT_PER_WRITE = 2 * 1024 * 1024;
 const MIN_WRITE = 1024;
+/** Room past a batch's target for the piece that completes it (a socket read is at most 64 KiB). */
+const PIECE_SLACK = 64 * 1024;
 
 /**
  * Resume a gzip layer at `checkpoint` with node's native zlib (about 2x pako's
@@ -27,9 +45,11 @@ export async function* inflateGzipNative(
   checkpoint: Checkpoint,
   compressed: AsyncIterable<Uint8Array>,
   name?: string,
+  /** The output the caller expects (the bytes up to where its range stops), when it knows it. */
+  expectedBytes?: number,
 ): AsyncGenerator<Buffer> {
   const start = checkpoint.bits ? checkpoint.in - 1 : checkpoint.in;
-  const native = new NativeMember(checkpoint, name);
+  const native = new NativeMember(checkpoint, name, outputChunkFor(expectedBytes));
   // Set once the member ends (inside toNative, hence the explicit type for narrowing).
   let rest = null as GzipInflater | null;
   const pending: Buffer[] = [];
@@ -39,8 +59,7 @@ export async function* inflateGzipNative(
   };
   // Each write is a trip to the libuv pool: small pieces are joined, the first ones less so that
   // the first output comes early.
-  let batch: Buffer[] = [];
-  let batchBytes = 0;
+  const batch = new InputBatch();
   let target = FIRST_BATCH;
   const toNative = async function* (piece: Buffer): AsyncGenerator<Buffer> {
     for (let pos = 0; pos < piece.length; ) {
@@ -71,23 +90,53 @@ export async function* inflateGzipNative(
         continue;
       }
       const view = Buffer.from(input.buffer, input.byteOffset, input.length);
-      batchBytes += input.length;
-      // A piece kept across the next pull is copied: a source may reuse its buffer.
-      batch.push(batchBytes < target ? Buffer.from(view) : view);
-      if (batchBytes < target) continue;
-      const piece = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes);
-      batch = [];
-      batchBytes = 0;
+      // A piece that fills a batch alone goes as it is; smaller ones are joined.
+      if (batch.length === 0 && view.length >= target) {
+        target = Math.min(target * 2, MAX_BATCH);
+        yield* toNative(view);
+        continue;
+      }
+      batch.add(view, target);
+      if (batch.length < target) continue;
       target = Math.min(target * 2, MAX_BATCH);
-      yield* toNative(piece);
+      yield* toNative(batch.take());
     }
-    if (!rest && batchBytes) yield* toNative(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
+    if (!rest && batch.length) yield* toNative(batch.take());
     if (!rest) {
       await native.end();
       yield* native.take();
     }
   } finally {
     native.destroy();
+  }
+}
+
+/**
+ * Compressed pieces joined for one native write, each byte copied once, as it comes (it is kept
+ * across the next pull, and a source may reuse its buffer). Joining the copies again at the end
+ * copied most of the compressed bytes twice (bench/index/RESULTS.md, session 14).
+ */
+class InputBatch {
+  private buf: Buffer | undefined;
+  length = 0;
+
+  /** Add a copy of `piece`; the buffer is sized for a batch of `target` bytes and one more piece. */
+  add(piece: Buffer, target: number): void {
+    if (!this.buf || this.length + piece.length > this.buf.length) {
+      const next = Buffer.allocUnsafe(Math.max(target + PIECE_SLACK, this.length + piece.length));
+      if (this.buf) this.buf.copy(next, 0, 0, this.length);
+      this.buf = next;
+    }
+    piece.copy(this.buf, this.length);
+    this.length += piece.length;
+  }
+
+  /** The joined bytes; the batch starts again empty (the bytes are the caller's). */
+  take(): Buffer {
+    const out = this.buf!.subarray(0, this.length);
+    this.buf = undefined;
+    this.length = 0;
+    return out;
   }
 }
 
@@ -108,14 +157,14 @@ class NativeMember {
   /** Uncompressed bytes produced so far. */
   produced = 0;
 
-  constructor(checkpoint: Checkpoint, name?: string) {
+  constructor(checkpoint: Checkpoint, name?: string, chunkSize = NATIVE_CHUNK) {
     this.checkpoint = checkpoint;
     this.name = name;
     this.inflater = zlib.createInflateRaw({
       ...(checkpoint.window.length ? { dictionary: checkpoint.window } : {}),
       // A range read stops anywhere: a truncated member is not an error.
       finishFlush: zlib.constants.Z_SYNC_FLUSH,
-      chunkSize: NATIVE_CHUNK,
+      chunkSize,
     });
     this.inflater.on('data', (b: Buffer) => {
       this.out.push(b);

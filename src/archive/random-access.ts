@@ -19,11 +19,12 @@ export function fetchStart(cp: Pick<Checkpoint, 'in' | 'bits'>): number {
 export async function* inflateFrom(
   checkpoint: Checkpoint,
   compressed: CompressedSource,
-  opts: { compression?: LayerCompression; name?: string } = {},
+  /** expectedBytes: how much output the caller's range inflates to, when known (sizes gzip's output buffers). */
+  opts: { compression?: LayerCompression; name?: string; expectedBytes?: number } = {},
 ): AsyncGenerator<Buffer> {
   const compression = opts.compression ?? 'gzip';
   if (compression === 'gzip') {
-    yield* inflateGzipNative(checkpoint, compressed as AsyncIterable<Uint8Array>, opts.name);
+    yield* inflateGzipNative(checkpoint, compressed as AsyncIterable<Uint8Array>, opts.name, opts.expectedBytes);
     return;
   }
   const pending: Buffer[] = [];

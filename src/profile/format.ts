@@ -8,17 +8,20 @@
  *   "CLIPPROF" version(1) manifestDigest(str) indexDigest(str) layerCount { diffId(str) }
  *   rangeCount { layer offset length atMs ino }
  *   learnedLayerCount { layer count { out inBits windowLen window(deflated) } }
+ *   (decoded, windows stay deflated: LearnedCheckpoint.packed)
  *   sha256(everything before)
  */
 import { createHash } from 'node:crypto';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { deflateRawSync } from 'node:zlib';
+import { PACKED_WINDOW_MAX, WINDOW_BYTES, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import { ClipError } from '../util/errors.js';
 
 export const PROFILE_MAGIC = Buffer.from('CLIPPROF');
 export const PROFILE_VERSION = 1;
 /** A profile larger than this is not a profile (a python start is a few kB). */
 export const MAX_PROFILE_BYTES = 64 * 1024 * 1024;
-const WINDOW_MAX = 32 * 1024;
+const WINDOW_MAX = WINDOW_BYTES;
+const NO_WINDOW = Buffer.alloc(0);
 
 /** One range the start read: bytes [offset, offset + length) of the uncompressed layer. */
 export interface ProfileRange {
@@ -33,7 +36,6 @@ export interface ProfileRange {
 }
 
 /** A point where inflating a layer may start, learned by the read path (issue 12 item 2). */
-import type { LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 export type { LearnedCheckpoint };
 
 export interface StartupProfile {
@@ -150,9 +152,10 @@ export function encodeProfile(p: StartupProfile): Buffer {
     w.uint(list.length);
     for (const c of list) {
       if (c.window.length > WINDOW_MAX) throw new ClipError('EINVAL', `learned checkpoint window of ${c.window.length} bytes (at most ${WINDOW_MAX})`);
+      if (c.packed && c.packed.length > PACKED_WINDOW_MAX) throw new ClipError('EINVAL', `learned checkpoint packed window of ${c.packed.length} bytes (at most ${PACKED_WINDOW_MAX})`);
       w.uint(c.out);
       w.uint(c.inBits);
-      w.bytes(deflateRawSync(c.window));
+      w.bytes(c.packed ?? deflateRawSync(c.window));
     }
   }
   const body = Buffer.concat([PROFILE_MAGIC, w.done()]);
@@ -192,15 +195,10 @@ export function decodeProfile(buf: Buffer, object: string): StartupProfile {
     for (let j = 0; j < n; j++) {
       const out = r.uint();
       const inBits = r.uint();
-      const packed = r.bytes(WINDOW_MAX + 1024);
-      let window: Buffer | undefined;
-      try {
-        window = inflateRawSync(packed, { maxOutputLength: WINDOW_MAX });
-      } catch {
-        window = undefined;
-      }
-      if (!window) r.fail(`window of learned checkpoint ${j} of layer ${layer} does not inflate`);
-      list.push({ out, inBits, window });
+      // Kept deflated: inflated off the event loop where a fetch starts from it (unpackWindow).
+      // The trailer catches damage; a window that still does not fit fails that fetch, which
+      // drops the checkpoint and starts again from the index's own (a profile is a hint).
+      list.push({ out, inBits, window: NO_WINDOW, packed: r.bytes(PACKED_WINDOW_MAX) });
     }
     learned.set(layer, list);
   }

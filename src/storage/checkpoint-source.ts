@@ -425,7 +425,7 @@ export class CheckpointSource implements LayerSource {
       let pos = first.out;
       const inflated = targets.length
         ? this.learner(from, body, targets, (c) => this.learn(layer, c), layer.digest)
-        : inflateFrom(from, body, { compression: layer.compression, name: layer.digest });
+        : inflateFrom(from, body, { compression: layer.compression, name: layer.digest, expectedBytes: last.endOut - from.out });
       // These bytes are kept: views of a decoder's buffers it never writes again (no copy of every
       // inflated byte: bench/index/RESULTS.md, session 13), else copies; a small part of a buffer
       // is copied too, so as not to keep the rest of it alive.

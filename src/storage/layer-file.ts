@@ -59,6 +59,36 @@ export function presenceOffset(uncompressedSize: number): number {
   return Math.ceil(uncompressedSize / PAGE) * PAGE;
 }
 
+interface QueuedWrite {
+  index: number;
+  data: Buffer;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** Chunks a positioned write may take at once (under IOV_MAX, and a bounded write). */
+const RUN_MAX = 64;
+
+/** Writes by chunk, in runs of adjacent chunks (a chunk written twice stays in its run, once). */
+function adjacentRuns(batch: QueuedWrite[]): QueuedWrite[][] {
+  const runs: QueuedWrite[][] = [];
+  for (const w of [...batch].sort((a, b) => a.index - b.index)) {
+    const run = runs[runs.length - 1];
+    const last = run?.[run.length - 1];
+    if (run && last && (w.index === last.index || (w.index === last.index + 1 && run.length < RUN_MAX))) run.push(w);
+    else runs.push([w]);
+  }
+  return runs;
+}
+
+/** What is left of `bufs` after its first `n` bytes (views, no copy). */
+function after(bufs: Buffer[], n: number): Buffer[] {
+  let k = 0;
+  while (k < bufs.length && n >= bufs[k]!.length) n -= bufs[k++]!.length;
+  if (k === bufs.length) return [];
+  return n ? [bufs[k]!.subarray(n), ...bufs.slice(k + 1)] : bufs.slice(k);
+}
+
 export class LayerFile {
   readonly layer: LayerRecord;
   readonly path: string;
@@ -75,6 +105,9 @@ export class LayerFile {
   private readonly sharedHeader: Int32Array | undefined;
   private readonly sharedMarks: Uint8Array | undefined;
   private readonly generation: number = 0;
+  /** Chunks waiting for the write under way to end (see writeChunk). */
+  private queued: QueuedWrite[] = [];
+  private writing = false;
 
   private constructor(layer: LayerRecord, path: string, fh: FileHandle, ino: number, durable: boolean, shared?: SharedArrayBuffer) {
     this.layer = layer;
@@ -178,17 +211,71 @@ export class LayerFile {
     await this.readFully(target, position);
   }
 
-  /** Store a verified chunk, then mark it present. */
-  async writeChunk(index: number, data: Buffer): Promise<void> {
-    const at = index * this.layer.chunkSize;
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.fh.write(data, done, data.length - done, at + done);
-      done += bytesWritten;
+  /**
+   * Store a verified chunk, then mark it present. Chunks handed over while a write is under way
+   * are written together next: one write per run of adjacent chunks, then one of their marks
+   * (two trips to the libuv pool per chunk were a tenth of a profiled prefetch's main thread,
+   * with the pool threads they woke: bench/index/RESULTS.md, session 14).
+   */
+  writeChunk(index: number, data: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queued.push({ index, data, resolve, reject });
+      if (!this.writing) void this.writeQueued();
+    });
+  }
+
+  private async writeQueued(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.queued.length) await this.writeBatch(this.queued.splice(0));
+    } finally {
+      this.writing = false;
     }
-    if (this.durable) await this.fh.datasync();
-    await this.fh.write(Buffer.of(this.marker), 0, 1, this.presenceAt + index);
-    this.setVerified(index);
+  }
+
+  /** Every run's data first (synced when durable), then the runs' marks: a mark never before its data. */
+  private async writeBatch(batch: QueuedWrite[]): Promise<void> {
+    const written: QueuedWrite[][] = [];
+    for (const run of adjacentRuns(batch)) {
+      try {
+        await this.writeAll(run.filter((w, k) => k === 0 || w.index !== run[k - 1]!.index).map((w) => w.data), run[0]!.index * this.layer.chunkSize);
+        written.push(run);
+      } catch (err) {
+        for (const w of run) w.reject(err);
+      }
+    }
+    if (this.durable && written.length) {
+      try {
+        await this.fh.datasync();
+      } catch (err) {
+        for (const w of written.flat()) w.reject(err);
+        return;
+      }
+    }
+    for (const run of written) {
+      const first = run[0]!.index;
+      const count = run[run.length - 1]!.index - first + 1;
+      try {
+        await this.writeAll([Buffer.alloc(count, this.marker)], this.presenceAt + first);
+      } catch (err) {
+        for (const w of run) w.reject(err);
+        continue;
+      }
+      for (const w of run) {
+        this.setVerified(w.index);
+        w.resolve();
+      }
+    }
+  }
+
+  /** `bufs` one after another from `position` (positioned writes go on where a short one stopped). */
+  private async writeAll(bufs: Buffer[], position: number): Promise<void> {
+    let rest = bufs;
+    for (let at = position; rest.length; ) {
+      const { bytesWritten } = rest.length === 1 ? await this.fh.write(rest[0]!, 0, rest[0]!.length, at) : await this.fh.writev(rest, at);
+      at += bytesWritten;
+      rest = after(rest, bytesWritten);
+    }
   }
 
   private setVerified(index: number): void {

@@ -5,10 +5,12 @@
  * reads a whole layer stops learning rather than growing. Once the reads they were handed over
  * for are done, their windows can be kept deflated (`pack`, ~1/2 to 1/3 of the bytes): a later
  * fetch that starts at one inflates its window again (`loadWindow`, ~0.1 ms against a fetch).
+ * Those handed over deflated (a startup profile's) stay so until a fetch first starts at one:
+ * inflated then, off the event loop, and kept inflated until `pack`.
  */
 import { promisify } from 'node:util';
-import { deflateRaw, inflateRawSync } from 'node:zlib';
-import { checkLearned, checkpointOf, WINDOW_BYTES, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
+import { deflateRaw } from 'node:zlib';
+import { checkLearned, checkpointOf, unpackWindow, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
 import type { Checkpoint } from '../archive/types.js';
 import type { LayerRecord } from './types.js';
 
@@ -18,6 +20,10 @@ interface Entry {
   checkpoint: Checkpoint;
   /** The window, deflated. */
   packed?: Buffer;
+  /** The packed window being inflated, or inflated, for the fetches that start here until pack(). */
+  unpacking?: Promise<Buffer>;
+  /** Bytes of that inflated window, once inflated. */
+  unpacked?: number;
 }
 
 /** Where a fetch may start inflating: with its window, or with the means to inflate it. */
@@ -43,7 +49,11 @@ export class LearnedCheckpoints {
     if (!list) this.byLayer.set(layer.digest, (list = []));
     const k = firstAtOrAfter(list, l.out);
     if (list[k]?.learned.out === l.out) return false;
-    list.splice(k, 0, { learned: l, checkpoint: checkpointOf(l) });
+    // One handed over packed (a profile's) is inflated when a fetch first starts there.
+    const entry: Entry = l.packed
+      ? { learned: { out: l.out, inBits: l.inBits, window: NO_WINDOW }, checkpoint: checkpointOf({ ...l, window: NO_WINDOW }), packed: l.packed }
+      : { learned: l, checkpoint: checkpointOf(l) };
+    list.splice(k, 0, entry);
     this.count++;
     return true;
   }
@@ -53,7 +63,10 @@ export class LearnedCheckpoints {
     const sizes = { name: layer.digest, compressedSize: layer.compressedSize, uncompressedSize: layer.uncompressedSize };
     for (const l of list) checkLearned(l, sizes);
     let added = 0;
-    for (const l of list) if (this.add(layer, { out: l.out, inBits: l.inBits, window: Buffer.from(l.window) })) added++;
+    for (const l of list) {
+      const own = l.packed ? { out: l.out, inBits: l.inBits, window: NO_WINDOW, packed: l.packed } : { out: l.out, inBits: l.inBits, window: Buffer.from(l.window) };
+      if (this.add(layer, own)) added++;
+    }
     return added;
   }
 
@@ -61,14 +74,15 @@ export class LearnedCheckpoints {
     return this.count >= this.max;
   }
 
+  /** The layer's, by out; those kept deflated as they are (`packed`: what a profile carries). */
   list(layer: LayerRecord): LearnedCheckpoint[] {
-    return (this.byLayer.get(layer.digest) ?? []).map((e) => (e.packed ? { ...e.learned, window: unpack(e.packed) } : e.learned));
+    return (this.byLayer.get(layer.digest) ?? []).map((e) => (e.packed ? { ...e.learned, packed: e.packed } : e.learned));
   }
 
   /** Bytes of windows kept for the layer (deflated ones as kept). */
   windowBytes(layer: LayerRecord): number {
     let n = 0;
-    for (const e of this.byLayer.get(layer.digest) ?? []) n += (e.packed ?? e.learned.window).length;
+    for (const e of this.byLayer.get(layer.digest) ?? []) n += e.packed ? e.packed.length + (e.unpacking ? e.unpacked ?? 0 : 0) : e.learned.window.length;
     return n;
   }
 
@@ -79,6 +93,12 @@ export class LearnedCheckpoints {
   async pack(): Promise<number> {
     let saved = 0;
     for (const e of [...this.byLayer.values()].flat()) {
+      // Handed over packed: only the inflated copy goes.
+      if (e.unpacking) {
+        saved += e.unpacked ?? 0;
+        e.unpacking = undefined;
+        e.unpacked = undefined;
+      }
       const window = e.learned.window;
       if (e.packed || !window.length) continue;
       const packed = await deflateRawAsync(window, { level: 1 });
@@ -101,7 +121,17 @@ export class LearnedCheckpoints {
     const e = list?.[firstAtOrAfter(list, offset + 1) - 1];
     if (!e) return undefined;
     const { checkpoint, packed } = e;
-    return packed ? { checkpoint, loadWindow: async () => ({ ...checkpoint, window: unpack(packed) }) } : { checkpoint };
+    if (!packed) return { checkpoint };
+    const loadWindow = async (): Promise<Checkpoint> => {
+      // Several fetches of a prefetch may start here at once: inflated once.
+      // (One that fails fails the fetch, which drops the checkpoint: it is not planned over again.)
+      const unpacking = (e.unpacking ??= unpackWindow(packed, checkpoint.out, layer.digest).then((w) => {
+        e.unpacked = w.length;
+        return w;
+      }));
+      return { ...checkpoint, window: await unpacking };
+    };
+    return { checkpoint, loadWindow };
   }
 
   /** The first one at or after `offset` (where a fetch may end: its window is not needed). */
@@ -128,10 +158,6 @@ export class LearnedCheckpoints {
     if (!list.length) this.byLayer.delete(layer.digest);
     return b - a;
   }
-}
-
-function unpack(packed: Buffer): Buffer {
-  return inflateRawSync(packed, { maxOutputLength: WINDOW_BYTES });
 }
 
 function firstAtOrAfter(list: Entry[], out: number): number {

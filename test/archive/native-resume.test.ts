@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inflateGzipNative } from '../../src/archive/native-resume.js';
+import { inflateGzipNative, outputChunkFor } from '../../src/archive/native-resume.js';
 import { fetchStart } from '../../src/archive/random-access.js';
 import { scanLayer } from '../../src/archive/scan.js';
 import type { Checkpoint, LayerScan } from '../../src/archive/types.js';
@@ -129,5 +129,43 @@ describe('native resume', () => {
     const err = await collect(cp, cutAt(fetchStart(cp), [], bad)).catch((e: unknown) => e);
     expect(isClipError(err, 'ECORRUPT')).toBe(true);
     expect((err as Error).message).toMatch(/^two-members: invalid deflate data near byte \d+/);
+  });
+});
+
+describe('native resume: output buffers sized to the range', () => {
+  it('a range of known size is inflated into buffers about its size, not 512 KiB ones, with the same bytes', async () => {
+    const cps = firstMemberCheckpoints();
+    const cp = cps[Math.floor(cps.length / 2)]!;
+    const next = cps.find((c) => c.out > cp.out + 20_000)!;
+    const expected = next.out - cp.out;
+    const range = async function* (): AsyncGenerator<Buffer> {
+      yield* cutAt(fetchStart(cp), [next.in + 1], blob.subarray(0, next.in + 1));
+    };
+    const sized: Buffer[] = [];
+    for await (const b of inflateGzipNative(cp, range(), 'two-members', expected)) sized.push(b);
+    const unsized: Buffer[] = [];
+    for await (const b of inflateGzipNative(cp, range(), 'two-members')) unsized.push(b);
+    const bytes = Buffer.concat(sized);
+    expect(bytes.subarray(0, expected).equals(tar.subarray(cp.out, next.out))).toBe(true);
+    expect(bytes.equals(Buffer.concat(unsized))).toBe(true);
+    // Every byte it gave lies in buffers that hold little else (a keeper may keep views of them).
+    const buffers = new Set(sized.map((b) => b.buffer));
+    const held = [...buffers].reduce((n, b) => n + b.byteLength, 0);
+    expect(held, `${expected} bytes in ${held}`).toBeLessThan(expected + 16 * 1024);
+    // (Unsized, the same range held 512 KiB buffers.)
+    expect([...new Set(unsized.map((b) => b.buffer))].reduce((n, b) => n + b.byteLength, 0)).toBeGreaterThan(expected + 16 * 1024);
+  });
+
+  it('sizes the buffers from the expected output: at least 16 KiB, at most 512 KiB, evenly past that', () => {
+    expect(outputChunkFor(undefined)).toBe(512 * 1024);
+    expect(outputChunkFor(1)).toBe(16 * 1024);
+    expect(outputChunkFor(100_000)).toBeGreaterThan(100_000);
+    expect(outputChunkFor(100_000)).toBeLessThan(100_000 + 8192);
+    for (const n of [600_000, 1_048_576, 3_000_000]) {
+      const c = outputChunkFor(n);
+      expect(c).toBeLessThanOrEqual(512 * 1024);
+      // The last buffer is filled as the others are, within a page each.
+      expect(Math.ceil(n / c) * c - n, `${n} in buffers of ${c}`).toBeLessThan(Math.ceil(n / c) * 8192);
+    }
   });
 });

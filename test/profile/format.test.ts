@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { deflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
+import { unpackWindow } from '../../src/archive/learned-checkpoint.js';
 import { decodeProfile, encodeProfile, type StartupProfile } from '../../src/profile/format.js';
 import { isClipError } from '../../src/util/errors.js';
 
@@ -12,7 +14,7 @@ function sample(): StartupProfile {
       { layer: 1, offset: 5 * 2 ** 32 + 17, length: 131072, atMs: 0, ino: 42 },
       { layer: 0, offset: 0, length: 1, atMs: 1234, ino: 7 },
     ],
-    learned: new Map([[1, [{ out: 2 ** 33, inBits: 2 ** 36 + 3, window: randomBytes(32 * 1024) }, { out: 10, inBits: 80, window: Buffer.alloc(100, 1) }]]]),
+    learned: new Map([[1, [{ out: 2 ** 33, inBits: 2 ** 36 + 3, window: randomBytes(32 * 1024) }, { out: 100, inBits: 80, window: Buffer.alloc(100, 1) }]]]),
   };
 }
 
@@ -26,7 +28,7 @@ function errorOf(fn: () => unknown): unknown {
 }
 
 describe('profile format', () => {
-  it('round-trips ranges (offsets past 4 GiB) and learned checkpoints with their windows', () => {
+  it('round-trips ranges (offsets past 4 GiB) and learned checkpoints with their windows', async () => {
     const p = sample();
     const back = decodeProfile(encodeProfile(p), 'p');
     expect(back.manifestDigest).toBe(p.manifestDigest);
@@ -37,8 +39,26 @@ describe('profile format', () => {
     const [a, b] = back.learned.get(1)!;
     expect(a!.out).toBe(2 ** 33);
     expect(a!.inBits).toBe(2 ** 36 + 3);
-    expect(a!.window.equals(p.learned.get(1)![0]!.window)).toBe(true);
-    expect(b!.window.equals(Buffer.alloc(100, 1))).toBe(true);
+    expect((await unpackWindow(a!.packed!, a!.out, 'p')).equals(p.learned.get(1)![0]!.window)).toBe(true);
+    expect((await unpackWindow(b!.packed!, b!.out, 'p')).equals(Buffer.alloc(100, 1))).toBe(true);
+  });
+
+  it('keeps learned windows deflated when decoding, and writes them back as they came', () => {
+    const bytes = encodeProfile(sample());
+    const back = decodeProfile(bytes, 'p');
+    for (const c of back.learned.get(1)!) {
+      expect(c.window.length).toBe(0);
+      expect(c.packed!.length).toBeGreaterThan(0);
+    }
+    // Encoded again without inflating and deflating anything: the same bytes.
+    expect(encodeProfile(back).equals(bytes)).toBe(true);
+  });
+
+  it('a window that does not inflate, or is longer than the bytes before it, fails with ECORRUPT naming the layer when unpacked', async () => {
+    await expect(unpackWindow(Buffer.from('not deflate data at all'), 100_000, 'sha256:layer')).rejects.toMatchObject({ code: 'ECORRUPT', object: 'sha256:layer' });
+    const window = deflateRawSync(Buffer.alloc(500, 7));
+    await expect(unpackWindow(window, 499, 'sha256:layer')).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/500 bytes/) });
+    expect((await unpackWindow(window, 500, 'sha256:layer')).equals(Buffer.alloc(500, 7))).toBe(true);
   });
 
   it('is compact: a thousand ranges in a few kB', () => {

@@ -182,4 +182,46 @@ describe('disk cache', () => {
     expect(await cache.gc(0)).toMatchObject({ evicted: 2, remainingBytes: 0 });
     expect(await readdir(cache.layersDir)).toEqual([]);
   });
+  it('writes chunks handed over while a write is under way together, data before marks, each byte in place', async () => {
+    const cache = await open();
+    const { data, record } = memLayer(20 * 4096 + 100, 4096);
+    const lease = await cache.acquire(record);
+    // Count the positioned writes of the file's handle (its class is node's FileHandle).
+    const handle = await import('node:fs/promises').then((fs) => fs.open(path.join(cache.dir, 'probe'), 'w'));
+    const proto = Object.getPrototypeOf(handle) as { write: (...a: unknown[]) => unknown; writev: (...a: unknown[]) => unknown };
+    await handle.close();
+    const order: string[] = [];
+    const marksAt = presenceOffset(record.uncompressedSize);
+    const spy = (name: 'write' | 'writev') => {
+      const original = proto[name];
+      return vi.spyOn(proto, name).mockImplementation(function (this: unknown, ...args: unknown[]) {
+        const position = Number(name === 'writev' ? args[1] : args[3]);
+        order.push(position >= marksAt ? 'mark' : 'data');
+        return original.apply(this, args);
+      });
+    };
+    const writes = [spy('write'), spy('writev')];
+    try {
+      // Chunks 2..9 and 12..20 (the last one short), handed over at once, one of them twice.
+      const chunks = [...Array.from({ length: 8 }, (_, k) => 2 + k), ...Array.from({ length: 9 }, (_, k) => 12 + k), 5];
+      await Promise.all(chunks.map((i) => lease.file.writeChunk(i, data.subarray(i * 4096, (i + 1) * 4096))));
+    } finally {
+      for (const w of writes) w.mockRestore();
+    }
+    // The first alone (nothing was under way), the rest together: two runs, a data write and a mark write each.
+    expect(order.length, order.join(' ')).toBeLessThanOrEqual(6);
+    expect(order.slice(0, 2)).toEqual(['data', 'mark']);
+    expect(order.slice(2)).toEqual(['data', 'data', 'mark', 'mark']);
+    expect(await lease.file.missing(0, 20)).toEqual([0, 1, 10, 11]);
+    const got = Buffer.alloc(data.length);
+    await lease.file.read(got, 0);
+    for (const i of [2, 9, 12, 20]) expect(got.subarray(i * 4096, (i + 1) * 4096).equals(data.subarray(i * 4096, (i + 1) * 4096)), `chunk ${i}`).toBe(true);
+    lease.release();
+    // Another handle (another process) sees the same marks.
+    const other = await DiskCache.open({ dir: cache.dir });
+    caches.push(other);
+    const b = await other.acquire(record);
+    expect(await b.file.missing(0, 20)).toEqual([0, 1, 10, 11]);
+    b.release();
+  });
 });

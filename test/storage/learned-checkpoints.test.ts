@@ -133,6 +133,21 @@ describe('learned checkpoints', () => {
       );
       // (Not exactly `second`: a flight still streaming when the storage closes counts what it got.)
       expect(packed, `${name}: packed windows, ${first} then ${packed} bytes`).toBeLessThan(first * 0.6);
+      // Handed over as a decoded profile hands them (windows deflated, inflated where a fetch starts).
+      const fromProfile = learned.map((c) => ({ out: c.out, inBits: c.inBits, window: Buffer.alloc(0), packed: zlib.deflateRawSync(c.window) }));
+      const lazy = await bytesFetched(layer, () =>
+        withStorage(async (s, source) => {
+          expect(s.addLearnedCheckpoints(layer, fromProfile)).toBe(learned.length);
+          expect(source.learnedWindowBytes(layer), name).toBe(fromProfile.reduce((n, c) => n + c.packed.length, 0));
+          await readAll(s, layer);
+          expect(source.stats.learnedDropped, name).toBe(0);
+          expect((await s.metrics.snapshot())['verifyFailures.source'], name).toBe(0);
+          // The windows fetches started at were inflated, and are let go by packLearned.
+          expect(source.learnedWindowBytes(layer), name).toBeGreaterThan(fromProfile.reduce((n, c) => n + c.packed.length, 0));
+          expect(await s.packLearned(), name).toBeGreaterThan(0);
+        }),
+      );
+      expect(lazy, `${name}: windows inflated on use, ${first} then ${lazy} bytes`).toBeLessThan(first * 0.6);
     }
   });
 
@@ -149,6 +164,8 @@ describe('learned checkpoints', () => {
       { ...withWindow[0]!, window: Buffer.from(withWindow[0]!.window).fill(0x41, 0, 32_768) },
       { ...withWindow[1]!, out: withWindow[1]!.out - 700 },
       { ...withWindow[2]!, inBits: withWindow[2]!.inBits + 13 },
+      // Handed over deflated (as a profile carries it), and not deflate data.
+      { ...withWindow[3]!, window: Buffer.alloc(0), packed: Buffer.from('not a deflated window') },
     ];
     for (const bad of wrong) {
       await withStorage(async (s, source) => {
