@@ -85,14 +85,18 @@ export class Authenticator {
       inFlight = this.fetchToken(ch, scope).finally(() => this.pending.delete(key));
       this.pending.set(key, inFlight);
     }
+    const wasRemembered = this.remembered;
     let token: CachedToken;
     try {
       token = await inFlight;
     } catch (err) {
-      if (!this.remembered) throw err;
+      // Requests waiting on one fetch all come here: the first drops the challenge, the others
+      // then find it dropped (or learnt anew) and ask again with what is current.
+      if (this.challenge !== ch) return this.authorization(scope);
+      if (!wasRemembered) throw err;
       // The registry's auth may have changed since: ask without, and learn from its answer.
       this.opts.logger.debug({ err: (err as Error).message }, 'the remembered registry challenge failed; asking without credentials');
-      learnt.delete(this.opts.registry);
+      if (learnt.get(this.opts.registry) === ch) learnt.delete(this.opts.registry);
       this.challenge = undefined;
       this.remembered = false;
       return undefined;
@@ -116,6 +120,13 @@ export class Authenticator {
     this.remembered = false;
     learnt.set(this.opts.registry, ch);
     return changed || hadToken || !sentAuthorization;
+  }
+
+  /** Whether credentials may be configured for this registry (see CredentialStore.configured). */
+  async mayHaveCredentials(): Promise<boolean> {
+    const store = this.opts.credentials;
+    if (!store) return false;
+    return store.configured ? store.configured(this.opts.registry) : true;
   }
 
   private getCredentials(): Promise<Credentials | undefined> {

@@ -18,6 +18,12 @@ export interface Credentials {
 
 export interface CredentialStore {
   get(registry: string): Promise<Credentials | undefined>;
+  /**
+   * Whether credentials may be configured for `registry`, without running a helper: a client with
+   * some asks the registry how to authenticate before its first request (a private repository may
+   * answer an anonymous request 404, not 401). Absent: assumed so.
+   */
+  configured?(registry: string): Promise<boolean>;
 }
 
 interface AuthEntry {
@@ -62,6 +68,13 @@ export class DockerConfigCredentials implements CredentialStore {
     if (fromEntry) return fromEntry;
     if (config.credsStore) return this.runHelper(config.credsStore, host);
     return undefined;
+  }
+
+  async configured(registry: string): Promise<boolean> {
+    const config = await this.load();
+    const host = normalizeKey(registry);
+    // A global credsStore may hold any registry's: only its helper could say.
+    return config.credsStore !== undefined || [...Object.keys(config.credHelpers ?? {}), ...Object.keys(config.auths ?? {})].some((k) => normalizeKey(k) === host);
   }
 
   private load(): Promise<DockerConfigFile> {
@@ -140,5 +153,9 @@ export class StaticCredentials implements CredentialStore {
   constructor(private readonly byRegistry: Record<string, Credentials>) {}
   async get(registry: string): Promise<Credentials | undefined> {
     return this.byRegistry[normalizeKey(registry)] ?? this.byRegistry[registry];
+  }
+
+  async configured(registry: string): Promise<boolean> {
+    return (await this.get(registry)) !== undefined;
   }
 }

@@ -69,6 +69,9 @@ function redactUrl(url: URL): string {
   return `${url.origin}${url.pathname}`;
 }
 
+/** Responses that came from another origin than the registry's (a redirect's target). */
+const fromElsewhere = new WeakSet<Dispatcher.ResponseData>();
+
 export class RegistryClient {
   readonly registry: string;
   readonly baseUrl: URL;
@@ -77,6 +80,7 @@ export class RegistryClient {
   private readonly agent: Agent;
   private readonly auth: Authenticator;
   private readonly userAgent: string;
+  private pinged: Promise<void> | undefined;
 
   constructor(registry: string, opts: RegistryOptions = {}) {
     this.registry = registry;
@@ -102,16 +106,21 @@ export class RegistryClient {
    * Sends a request with authentication, retries and redirects; returns the final response, whatever
    * its status, for the caller to judge. 401 after a fresh token is returned too.
    *
-   * No `GET /v2/` ping first (a round trip before every cold start's first request): the first
-   * request goes out as it is, and the registry's 401 challenge on it says how to authenticate,
-   * as the distribution spec allows; it is sent again once, with what the challenge asks for.
+   * No `GET /v2/` ping first where no credentials are configured for the registry (a round trip
+   * before every cold start's first request): the first request goes out as it is, and the
+   * registry's 401 challenge on it says how to authenticate, as the distribution spec allows; it is
+   * sent again once, with what the challenge asks for.
    */
   async request(req: RegistryRequest): Promise<Dispatcher.ResponseData> {
+    // With credentials configured, the registry is asked first how to authenticate, as before: a
+    // private repository may answer an anonymous request 404 or 403 instead of a 401 challenge.
+    if (!this.auth.challenge && (await this.auth.mayHaveCredentials())) await this.ping(req.signal);
     let retriedAuth = false;
     while (true) {
       const authorization = await this.auth.authorization(req.scope);
       const res = await this.send({ ...req, authorization });
-      if (res.statusCode === 401 && !retriedAuth) {
+      // A 401 from a storage host the registry redirected to is not the registry's challenge.
+      if (res.statusCode === 401 && !retriedAuth && !fromElsewhere.has(res)) {
         const again = this.auth.onUnauthorized(headerValue(res.headers['www-authenticate']), req.scope, authorization !== undefined);
         if (again) {
           await res.body.dump();
@@ -121,6 +130,27 @@ export class RegistryClient {
       }
       return res;
     }
+  }
+
+  /** GET /v2/: learns whether and how the registry wants authentication (once per client). */
+  private ping(signal?: AbortSignal): Promise<void> {
+    this.pinged ??= (async () => {
+      const res = await this.send({ method: 'GET', url: '/v2/', ...(signal ? { signal } : {}) });
+      await res.body.dump();
+      if (res.statusCode === 401) {
+        this.auth.onUnauthorized(headerValue(res.headers['www-authenticate']), undefined, false);
+      } else if (res.statusCode === 200) {
+        this.auth.challenge ??= { scheme: 'none' };
+      } else if (res.statusCode === 404) {
+        throw new ClipError('EUNSUPPORTED', 'not an OCI distribution registry (GET /v2/ answered 404)', { object: this.registry });
+      } else if (res.statusCode !== 200) {
+        throw new ClipError('ENETWORK', `registry answered HTTP ${res.statusCode} to GET /v2/`, { object: this.registry });
+      }
+    })().catch((err: unknown) => {
+      this.pinged = undefined; // a failed ping is retried by the next request
+      throw err;
+    });
+    return this.pinged;
   }
 
   /** One logical request: retries on transient failures, follows redirects by hand. */
@@ -162,6 +192,7 @@ export class RegistryClient {
       this.logger.debug({ method, url: redactUrl(url), range: headers.range }, 'registry request');
       const body = hop === 0 && req.body ? req.body() : undefined;
       const res = await request(url, { method, headers, body, dispatcher: this.agent, signal: req.signal });
+      if (!sameOrigin) fromElsewhere.add(res);
       const location = headerValue(res.headers.location);
       if (!req.followRedirects || ![301, 302, 303, 307, 308].includes(res.statusCode) || !location) return res;
       await res.body.dump();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseChallenge } from '../../src/oci/auth.js';
-import { DockerConfigCredentials } from '../../src/oci/credentials.js';
+import { DockerConfigCredentials, StaticCredentials } from '../../src/oci/credentials.js';
 import { openImage, pushLayout } from '../../src/oci/index.js';
 import { usesPlainHttp } from '../../src/oci/registry-client.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
@@ -14,6 +14,12 @@ import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { LayoutWriter, writeImage, type TestImage } from './images.js';
 
 const PASSWORD = 'correct-horse-battery-staple';
+
+async function readBlob(source: ReturnType<typeof openImage>, desc: TestImage['layers'][number]): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of (await source.openBlob(desc)) as Readable) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
 
 describe('parseChallenge', () => {
   it('reads Bearer and Basic challenges', () => {
@@ -84,26 +90,20 @@ describe('bearer token flow against the real registry', () => {
     expect(logged).not.toMatch(/Bearer|eyJ/);
   });
 
-  it('asks no GET /v2/ first: requests sent at once on a fresh client each authenticate after their own 401', async () => {
+  it('with credentials configured, asks the registry first how to authenticate: one GET /v2/, and no other request goes without them', async () => {
+    // A private repository may answer an anonymous request 404 or 403 instead of a 401 challenge:
+    // a client with credentials learns the challenge before its first request, as before.
     const proxy = await startFaultProxy(registry.host);
     const d = join(work, 'docker-proxy');
     await mkdir(d);
     await writeFile(join(d, 'config.json'), JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from(`alice:${PASSWORD}`).toString('base64') } } }));
     const source = openImage(`${proxy.host}/team/app:v1`, { credentials: new DockerConfigCredentials(d) });
     try {
-      const read = async (desc: (typeof img.layers)[number]): Promise<Buffer> => {
-        const chunks: Buffer[] = [];
-        for await (const c of (await source.openBlob(desc)) as Readable) chunks.push(c as Buffer);
-        return Buffer.concat(chunks);
-      };
-      const [resolved, ...layers] = await Promise.all([source.resolve(), ...img.layers.map(read)]);
+      const [resolved, ...layers] = await Promise.all([source.resolve(), ...img.layers.map((l) => readBlob(source, l))]);
       expect(resolved.manifestDigest).toBe(img.manifest.digest);
       expect(layers).toEqual(img.layerBytes);
-      expect(proxy.count((r) => r.path === '/v2/' || r.path === '/v2')).toBe(0);
-      // Each of the first requests went out without credentials, was refused, and went again with a token.
-      const first = proxy.requests.filter((r) => !r.authorized);
-      expect(first.length).toBeGreaterThanOrEqual(1);
-      for (const r of first) expect(proxy.count((o) => o.authorized && o.method === r.method && o.path === r.path)).toBeGreaterThanOrEqual(1);
+      expect(proxy.count((r) => r.path === '/v2/' || r.path === '/v2')).toBe(1);
+      expect(proxy.requests.filter((r) => r.path !== '/v2/' && !r.authorized)).toEqual([]);
     } finally {
       await source.close?.();
       await proxy.stop();
@@ -155,6 +155,38 @@ describe('bearer token flow against the real registry', () => {
     const source = openImage(`${registry.host}/team/app:v1`, { credentials: new DockerConfigCredentials(join(work, 'none')) });
     await expect(source.resolve()).rejects.toMatchObject({ code: 'EAUTH', message: expect.stringContaining(`${registry.host}/team/app`) });
     await source.close?.();
+  });
+});
+
+describe('an anonymous client of a registry with token auth', () => {
+  it('asks no GET /v2/ first: requests sent at once on a fresh client each authenticate after their own 401', async () => {
+    const registry = await startRegistry({ tokenAuth: { users: { alice: PASSWORD }, anonymousPull: true } });
+    const proxy = await startFaultProxy(registry.host);
+    const work = await mkdtemp(join(tmpdir(), 'clip-oci-anon-'));
+    try {
+      const w = new LayoutWriter(join(work, 'layout'));
+      const img = await writeImage(w, { layers: [{ a: 'one' }, { b: 'two' }] });
+      w.tag(img.manifest, 'v1');
+      await w.save();
+      await pushLayout(join(work, 'layout'), 'v1', `${registry.host}/open/app:v1`, { credentials: new StaticCredentials({ [registry.host]: { username: 'alice', password: PASSWORD } }) });
+      const source = openImage(`${proxy.host}/open/app:v1`, { credentials: new DockerConfigCredentials(join(work, 'none')) });
+      try {
+        const [resolved, ...layers] = await Promise.all([source.resolve(), ...img.layers.map((l) => readBlob(source, l))]);
+        expect(resolved.manifestDigest).toBe(img.manifest.digest);
+        expect(layers).toEqual(img.layerBytes);
+      } finally {
+        await source.close?.();
+      }
+      expect(proxy.count((r) => r.path === '/v2/' || r.path === '/v2')).toBe(0);
+      // Each of the first requests went out without a token, was refused, and went again with one.
+      const first = proxy.requests.filter((r) => !r.authorized);
+      expect(first.length).toBeGreaterThanOrEqual(1);
+      for (const r of first) expect(proxy.count((o) => o.authorized && o.method === r.method && o.path === r.path)).toBeGreaterThanOrEqual(1);
+    } finally {
+      await proxy.stop();
+      await registry.stop();
+      await rm(work, { recursive: true, force: true });
+    }
   });
 });
 
@@ -210,8 +242,10 @@ describe('a remembered challenge that no longer holds', () => {
       await expect(first.resolve()).rejects.toMatchObject({ code: 'ENETWORK', message: expect.stringContaining('token service unreachable') });
       await first.close?.();
       // A later client starts from that challenge, fails to get a token, and asks without one.
+      // Requests sent at once all wait on that one failed token fetch: each goes on without one.
       const later = openImage(`${proxy.host}/open/app:v1`, opts);
-      expect((await later.resolve()).manifestDigest).toBe(img.manifest.digest);
+      const both = await Promise.all([later.resolve(), later.resolve()]);
+      expect(both.map((r) => r.manifestDigest)).toEqual([img.manifest.digest, img.manifest.digest]);
       await later.close?.();
     } finally {
       await proxy.stop();
