@@ -8,8 +8,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 
-/** One loopback request through undici, so that its parser is compiled; never throws. */
-export async function warmHttpParser(): Promise<void> {
+/** One loopback request through undici, so that its parser is compiled; whether it was answered (never throws). */
+export async function warmHttpParser(): Promise<boolean> {
   const server = createServer((_req, res) => res.end());
   const agent = new Agent();
   try {
@@ -17,8 +17,10 @@ export async function warmHttpParser(): Promise<void> {
     const { port } = server.address() as AddressInfo;
     const res = await request(`http://127.0.0.1:${port}/`, { dispatcher: agent });
     await res.body.dump();
+    return res.statusCode === 200;
   } catch {
     // No loopback (a locked-down sandbox): the first registry answer compiles it, as without this.
+    return false;
   } finally {
     await agent.close().catch(() => undefined);
     server.closeAllConnections();

@@ -227,23 +227,35 @@ export class LayerFile {
   private async writeQueued(): Promise<void> {
     this.writing = true;
     try {
-      while (this.queued.length) await this.writeBatch(this.queued.splice(0));
+      while (this.queued.length) {
+        const batch = this.queued.splice(0);
+        // A throw outside the batch's own handling must not leave its writers waiting for ever
+        // (a writer settled already ignores this).
+        await this.writeBatch(batch).catch((err: unknown) => {
+          for (const w of batch) w.reject(err);
+        });
+      }
     } finally {
       this.writing = false;
     }
   }
 
-  /** Every run's data first (synced when durable), then the runs' marks: a mark never before its data. */
+  /**
+   * Every run's data first (synced when durable), then the runs' marks: a mark never before its
+   * data. The runs' writes go to the pool side by side, as separate chunks' writes did.
+   */
   private async writeBatch(batch: QueuedWrite[]): Promise<void> {
-    const written: QueuedWrite[][] = [];
-    for (const run of adjacentRuns(batch)) {
+    const runs = adjacentRuns(batch);
+    const wrote = await Promise.all(runs.map(async (run) => {
       try {
         await this.writeAll(run.filter((w, k) => k === 0 || w.index !== run[k - 1]!.index).map((w) => w.data), run[0]!.index * this.layer.chunkSize);
-        written.push(run);
+        return true;
       } catch (err) {
         for (const w of run) w.reject(err);
+        return false;
       }
-    }
+    }));
+    const written = runs.filter((_, k) => wrote[k]);
     if (this.durable && written.length) {
       try {
         await this.fh.datasync();
@@ -252,20 +264,20 @@ export class LayerFile {
         return;
       }
     }
-    for (const run of written) {
+    await Promise.all(written.map(async (run) => {
       const first = run[0]!.index;
       const count = run[run.length - 1]!.index - first + 1;
       try {
         await this.writeAll([Buffer.alloc(count, this.marker)], this.presenceAt + first);
       } catch (err) {
         for (const w of run) w.reject(err);
-        continue;
+        return;
       }
       for (const w of run) {
         this.setVerified(w.index);
         w.resolve();
       }
-    }
+    }));
   }
 
   /** `bufs` one after another from `position` (positioned writes go on where a short one stopped). */

@@ -64,7 +64,7 @@ export class LearnedCheckpoints {
     for (const l of list) checkLearned(l, sizes);
     let added = 0;
     for (const l of list) {
-      const own = l.packed ? { out: l.out, inBits: l.inBits, window: NO_WINDOW, packed: l.packed } : { out: l.out, inBits: l.inBits, window: Buffer.from(l.window) };
+      const own = l.packed ? { out: l.out, inBits: l.inBits, window: NO_WINDOW, packed: Buffer.from(l.packed) } : { out: l.out, inBits: l.inBits, window: Buffer.from(l.window) };
       if (this.add(layer, own)) added++;
     }
     return added;

@@ -147,8 +147,10 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
   it('stop never takes a mount down: the server ends after its last unmount; SIGTERM ends a holder without mounts', async () => {
     const started = JSON.parse((await clip(['server', 'start', '--cache-dir', cache, '--json'])).stdout) as { pid: number; holderPid: number };
     // At the default log level the command that hands the mount over loads no pino (Node's module
-    // debug lines name every CommonJS file loaded). The first test's mount left the image indexed in
-    // this cache: an image to index here would load it, with the indexing code.
+    // debug lines name every CommonJS file loaded). The image is indexed in this cache first: one
+    // to index here would load it, with the indexing code.
+    const indexed = await clipProcess(['index', ref, '--cache-dir', cache, '--no-progress'], {}, { entry: MAIN });
+    expect(indexed.code, indexed.stderr).toBe(0);
     const handed = await clipProcess(['mount', ref, mnt, '--cache-dir', cache, '--background'], { NODE_DEBUG: 'module' }, { entry: MAIN });
     expect(handed.code, handed.stderr).toBe(0);
     expect(handed.stderr).toMatch(/MODULE \d+: load "[^"]*\/commander\/index\.js"/); // the debug lines are there
