@@ -180,22 +180,30 @@ async function fetchReferrers(repo: RegistryRepository, subjectDigest: string, s
   // The tag schema's listing is asked for at once with the API's, not after its 404: on registries
   // without the API (distribution 2.8) that is a round trip less before a mount has its index. It
   // is used only when the API is missing; otherwise its answer (or failure) is dropped.
-  const tagged = readReferrersTag(repo, subjectDigest, signal);
+  // Cancelled once the API has answered with an index, or failed: nothing waits on it then.
+  const tagCancel = new AbortController();
+  const tagged = readReferrersTag(repo, subjectDigest, signal ? AbortSignal.any([signal, tagCancel.signal]) : tagCancel.signal);
   tagged.catch(() => undefined); // awaited below only when the API is missing
-  // Unfiltered (no artifactType query): the one listing serves every type asked for.
-  const res = await repo.client.request({
-    method: 'GET', url: `/v2/${repo.repository}/referrers/${subjectDigest}`, scope: `repository:${repo.repository}:pull`,
-    headers: { accept: OCI_INDEX }, followRedirects: true, ...(signal ? { signal } : {}),
-  });
-  const type = (headerValue(res.headers['content-type']) ?? '').split(';')[0]!.trim();
-  if (res.statusCode === 200 && type === OCI_INDEX) {
-    const text = await res.body.text();
-    return parseIndexJson(Buffer.from(text), object).manifests.filter(isReferrer);
+  let usedTag = false;
+  try {
+    // Unfiltered (no artifactType query): the one listing serves every type asked for.
+    const res = await repo.client.request({
+      method: 'GET', url: `/v2/${repo.repository}/referrers/${subjectDigest}`, scope: `repository:${repo.repository}:pull`,
+      headers: { accept: OCI_INDEX }, followRedirects: true, ...(signal ? { signal } : {}),
+    });
+    const type = (headerValue(res.headers['content-type']) ?? '').split(';')[0]!.trim();
+    if (res.statusCode === 200 && type === OCI_INDEX) {
+      const text = await res.body.text();
+      return parseIndexJson(Buffer.from(text), object).manifests.filter(isReferrer);
+    }
+    if (res.statusCode === 404 || res.statusCode === 200) {
+      // No referrers API (a plain 404, or a 200 that is not an index): the tag schema.
+      await res.body.dump();
+      usedTag = true;
+      return (await tagged).manifests.filter(isReferrer);
+    }
+    throw await repo.failure(res, `referrers of ${subjectDigest}`, object);
+  } finally {
+    if (!usedTag) tagCancel.abort();
   }
-  if (res.statusCode === 404 || res.statusCode === 200) {
-    // No referrers API (a plain 404, or a 200 that is not an index): the tag schema.
-    await res.body.dump();
-    return (await tagged).manifests.filter(isReferrer);
-  }
-  throw await repo.failure(res, `referrers of ${subjectDigest}`, object);
 }
