@@ -1,3 +1,4 @@
+import { inflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import type { LearnedCheckpoint } from '../../src/archive/learned-checkpoint.js';
 import { LearnedCheckpoints } from '../../src/storage/learned-checkpoints.js';
@@ -51,8 +52,9 @@ describe('learned checkpoints a store keeps and picks', () => {
 
   it('keeps windows deflated once packed, and gives each back whole to the fetch that starts there', async () => {
     const set = new LearnedCheckpoints();
-    // A window of text, as a layer's bytes mostly are: it deflates.
-    const text = Buffer.from('import json, email, http.client\n'.repeat(1000)).subarray(0, 32 * 1024);
+    // A window of text, as a layer's bytes mostly are: it deflates. No longer than the bytes
+    // before its checkpoint (a longer one is refused as corrupt when it is unpacked).
+    const text = Buffer.from('import json, email, http.client\n'.repeat(1000)).subarray(0, 2 * CS);
     set.add(layer, { out: 2 * CS, inBits: 800, window: text });
     set.add(layer, { out: 5 * CS, inBits: 1600, window: Buffer.alloc(0) }); // a member's start: nothing to pack
     expect(set.windowBytes(layer)).toBe(text.length);
@@ -65,7 +67,9 @@ describe('learned checkpoints a store keeps and picks', () => {
     const loaded = await start.loadWindow!();
     expect(loaded).toMatchObject({ out: 2 * CS, in: 100, bits: 0 });
     expect(loaded.window.equals(text)).toBe(true);
-    expect(set.list(layer).map((c) => c.window.equals(c.out === 2 * CS ? text : Buffer.alloc(0)))).toEqual([true, true]);
+    // Listed (for a profile to record) as kept: the packed window deflated, the empty one as it is.
+    expect(set.list(layer).map((c) => (c.packed ? inflateRawSync(c.packed) : c.window).equals(c.out === 2 * CS ? text : Buffer.alloc(0)))).toEqual([true, true]);
+    expect(set.list(layer)[0]!.packed).toBeDefined();
     expect(set.atOrBefore(layer, 5 * CS)?.loadWindow).toBeUndefined();
   });
 });
