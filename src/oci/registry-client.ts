@@ -143,7 +143,7 @@ export class RegistryClient {
         this.auth.challenge ??= { scheme: 'none' };
       } else if (res.statusCode === 404) {
         throw new ClipError('EUNSUPPORTED', 'not an OCI distribution registry (GET /v2/ answered 404)', { object: this.registry });
-      } else if (res.statusCode !== 200) {
+      } else {
         throw new ClipError('ENETWORK', `registry answered HTTP ${res.statusCode} to GET /v2/`, { object: this.registry });
       }
     })().catch((err: unknown) => {

@@ -20,7 +20,6 @@ export const PROFILE_MAGIC = Buffer.from('CLIPPROF');
 export const PROFILE_VERSION = 1;
 /** A profile larger than this is not a profile (a python start is a few kB). */
 export const MAX_PROFILE_BYTES = 64 * 1024 * 1024;
-const WINDOW_MAX = WINDOW_BYTES;
 const NO_WINDOW = Buffer.alloc(0);
 
 /** One range the start read: bytes [offset, offset + length) of the uncompressed layer. */
@@ -151,7 +150,7 @@ export function encodeProfile(p: StartupProfile): Buffer {
     w.uint(layer);
     w.uint(list.length);
     for (const c of list) {
-      if (c.window.length > WINDOW_MAX) throw new ClipError('EINVAL', `learned checkpoint window of ${c.window.length} bytes (at most ${WINDOW_MAX})`);
+      if (c.window.length > WINDOW_BYTES) throw new ClipError('EINVAL', `learned checkpoint window of ${c.window.length} bytes (at most ${WINDOW_BYTES})`);
       if (c.packed && c.packed.length > PACKED_WINDOW_MAX) throw new ClipError('EINVAL', `learned checkpoint packed window of ${c.packed.length} bytes (at most ${PACKED_WINDOW_MAX})`);
       w.uint(c.out);
       w.uint(c.inBits);
