@@ -16,6 +16,7 @@
 import { writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoName } from './errno.js';
+import { Blocker, BlockState } from './blocking-wake.js';
 import { IN_HEADER_SIZE, Opcode, OUT_HEADER_SIZE, readInHeader, writeReplyHeader } from './protocol.js';
 import { Splicer } from './splice.js';
 import { answerRead, answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
@@ -37,6 +38,11 @@ export interface ReaderWorkerData {
   streamRate: number;
   /** Modules to load before reading (a thread started ahead of its first connection: its answering module). */
   preload?: string[];
+  /** Shared with the pool (blocking-wake.ts): whether and where the thread blocks in read(2), and the wake protocol's count. */
+  blockState: SharedArrayBuffer;
+  /** Shared by every thread of the pool: which one blocks (Blocker), this thread's number there. */
+  blocker: SharedArrayBuffer;
+  serial: number;
 }
 
 /** Requests of a connection answered here: how to build its filesystem, and what the server answers with. */
@@ -48,7 +54,8 @@ export interface ThreadAnswering {
 }
 
 export type ReaderControl =
-  | { op: 'add'; id: number; fd: number; answering?: ThreadAnswering }
+  /** `blockable`: the pool can wake a thread blocked in read(2) on it (it knows the mountpoint). */
+  | { op: 'add'; id: number; fd: number; blockable: boolean; answering?: ThreadAnswering }
   | { op: 'remove'; id: number }
   /** How many threads read now: more than one take turns on a stream (see rotate()). */
   | { op: 'peers'; n: number }
@@ -66,6 +73,8 @@ export type ReaderEvent =
   | { type: 'stream' }
   /** Nothing served for idleMs. */
   | { type: 'idle' }
+  /** This thread no longer blocks in read(2): the others may watch its descriptor again. */
+  | { type: 'unblocked' }
   /** Serving again after an 'idle'. */
   | { type: 'active' }
   /** A connection removed on the main thread's word: this thread no longer touches its descriptor. */
@@ -78,7 +87,7 @@ export type ReaderEvent =
     message: string;
   };
 
-const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload } = workerData as ReaderWorkerData;
+const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload, blockState, serial } = workerData as ReaderWorkerData;
 /** Requests read in one wake-up (to EAGAIN) from which the thread says it is busy. */
 const BUSY_BURST = 4;
 /** At most one 'busy' per this many ms. */
@@ -101,6 +110,16 @@ const libc = loadLibc();
 const slice = sliceNs > 0 ? libc.setSlice(sliceNs) : 0;
 
 const conns = new Map<number, number>(); // id → fd
+/** Connections that have sent a request other than INIT: initialized, so a wake (a notification) cannot wait for INIT. */
+const initialized = new Set<number>();
+/** Connections the pool can wake a blocked read of (blocking-wake.ts). */
+const blockable = new Set<number>();
+const block = new BlockState(blockState);
+const blocker = new Blocker((workerData as ReaderWorkerData).blocker);
+/** The descriptor another thread blocks on, which this one does not watch meanwhile (followBlocker); -1: none. */
+let steppedBack = -1;
+/** The pool's control count when the thread last took its messages. */
+let seenControl = 0;
 const ep = libc.epollCreate();
 libc.epollAdd(ep, wakeFd, false);
 const answering = new Map<number, { fs: SyncFilesystem; options: SyncAnswerOptions; counts: Int32Array }>();
@@ -127,6 +146,7 @@ let replyBuf: Buffer | undefined;
  * answering module loads (the requests wait in the kernel meanwhile).
  */
 function takeControl(): boolean | Promise<boolean> {
+  seenControl = block.controlCount(); // before the messages: one posted after is seen by the next look
   const loads: Promise<void>[] = [];
   for (let m = receiveMessageOnPort(control); m; m = receiveMessageOnPort(control)) {
     const msg = m.message as ReaderControl;
@@ -144,6 +164,7 @@ function takeControl(): boolean | Promise<boolean> {
       continue;
     }
     conns.set(msg.id, msg.fd);
+    if (msg.blockable) blockable.add(msg.id);
     libc.epollAdd(ep, msg.fd, true);
     const a = msg.answering;
     if (a) {
@@ -176,8 +197,12 @@ function rotate(fd: number): void {
 function unwatch(id: number): boolean {
   const fd = conns.get(id);
   if (fd === undefined) return false;
+  block.leave(); // before the pool hears of it and may close the descriptor
+  if (fd === steppedBack) steppedBack = -1;
   libc.epollDel(ep, fd);
   conns.delete(id);
+  initialized.delete(id);
+  blockable.delete(id);
   return true;
 }
 
@@ -256,6 +281,62 @@ function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req
   return splicer.send(fd, h.unique, range.fd, range.position, range.length, range.valid);
 }
 
+/** The connection this thread may block on (serveBlocking): its only one, while it reads alone for a lone client. */
+function blockTarget(): [number, number] | undefined {
+  if (TURNS || conns.size !== 1 || singles < SINGLES_BEFORE_ONE_READ) return undefined;
+  const [id, fd] = conns.entries().next().value!;
+  return initialized.has(id) && blockable.has(id) && fd !== steppedBack && blocker.claim(serial, fd) ? [id, fd] : undefined;
+}
+
+/**
+ * Leave alone the descriptor another thread blocks on (Blocker), and watch it again once that one
+ * stops: the pool tells this thread then (a control message wakes it).
+ */
+function followBlocker(): void {
+  const held = blocker.heldBy(serial);
+  if (held === steppedBack) return;
+  if (steppedBack >= 0 && [...conns.values()].includes(steppedBack)) libc.epollAdd(ep, steppedBack, true);
+  steppedBack = -1;
+  if (held >= 0 && [...conns.values()].includes(held)) {
+    libc.epollDel(ep, held);
+    steppedBack = held;
+  }
+}
+
+/**
+ * Serve connection `id` alone with blocking reads (blocking-wake.ts): read, answer, read again, two
+ * system calls a request where the loop below makes three (epoll_wait, then a non-blocking read).
+ * Left when the pool posts a message (it wakes the thread with a STATFS), when the
+ * connection ends, and when every PROBE_EVERY-th request finds another queued behind it: the loop
+ * then reads the queue greedily and says 'busy' as before.
+ */
+function serveBlocking(id: number, fd: number): void {
+  woken = true; // the control messages are looked at on the way back, whatever ended this
+  if (!block.enter(fd, seenControl)) return; // a message came: taken first, the claim kept (blockTarget)
+  libc.setBlocking(fd);
+  let served = 0;
+  // Checked after the descriptor blocks too: a message posted meanwhile may have had its wake read already.
+  while (!block.changed(seenControl)) {
+    if (!readOne(id, fd) || !conns.has(id)) break; // EAGAIN: the pool set it non-blocking
+    if (buf.readUInt32LE(4) === Opcode.STATFS) break; // the pool's wake (answered): not a client's request
+    block.servedOne();
+    served++;
+    lastServed = Date.now();
+    if (served % PROBE_EVERY === 0 && libc.readable(fd)) {
+      singles = 0; // a queue: read greedily, and say so
+      break;
+    }
+  }
+  block.leave();
+  woken = true;
+  libc.read(wakeFd, wakeBuf); // what the pool wrote meanwhile: the pipe is not left to fill
+  if (conns.has(id)) libc.setNonBlocking(fd); // before the claim is let go (below): the next blocker sets it blocking after
+  if (served > 0 && saidIdle) {
+    saidIdle = false;
+    port!.postMessage({ type: 'active' } satisfies ReaderEvent);
+  }
+}
+
 /** Read one request from `fd`; true if one came (or the connection stopped), false on EAGAIN. */
 function readOne(id: number, fd: number): boolean {
   const n = libc.read(fd, buf);
@@ -276,6 +357,7 @@ function readOne(id: number, fd: number): boolean {
     port!.postMessage({ type: 'stopped', id, code: 'ENODEV', message: 'end of file on /dev/fuse' } satisfies ReaderEvent);
     return true;
   }
+  if (!initialized.has(id) && buf.readUInt32LE(4) !== Opcode.INIT) initialized.add(id);
   if (answerHere(id, fd, n)) return true;
   const data = new ArrayBuffer(n);
   buf.copy(new Uint8Array(data), 0, 0, n);
@@ -309,6 +391,7 @@ for (;;) {
     const taken = takeControl();
     if (!(taken === true || (taken !== false && (await taken)))) break;
   }
+  followBlocker();
   if (!ready) {
     ready = true;
     port.postMessage({ type: 'ready', slice, tid: libc.gettid() } satisfies ReaderEvent);
@@ -321,7 +404,7 @@ for (;;) {
   while (busy) {
     busy = false;
     for (const [id, fd] of conns) {
-      if (readOne(id, fd)) {
+      if (fd !== steppedBack && readOne(id, fd)) {
         busy = greedy;
         served++;
         if (TURNS && peers > 1 && streaming && !servedFds.includes(fd)) servedFds.push(fd);
@@ -364,6 +447,13 @@ for (;;) {
       timeout = idleMs;
     }
   }
+  const target = blockTarget();
+  if (target) {
+    serveBlocking(...target);
+    continue;
+  }
+  // A claim kept from an earlier block (serveBlocking) that this thread no longer uses: the others watch again.
+  if (blocker.release(serial)) port.postMessage({ type: 'unblocked' } satisfies ReaderEvent);
   const fired = libc.epollWait(ep, timeout);
   // The pipe and the control port only when the pipe woke us: a request's wake-up goes straight to
   // its read (two calls fewer per request). The pipe is this thread's own, written after each

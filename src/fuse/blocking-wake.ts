@@ -1,0 +1,131 @@
+/**
+ * How a reader thread blocked in read(2) on a connection's descriptor is woken (reader-worker.ts,
+ * serveBlocking). A thread that serves one connection and sees a lone client's requests (one at
+ * a time) reads the descriptor blocking, as libfuse's loop does, instead of epoll_wait and then a
+ * non-blocking read: one system call and one koffi crossing fewer per request (bench/mount/RESULTS.md,
+ * session 14). Blocked there it sees neither its wake pipe nor an idle timeout, so the pool wakes it
+ * with a request: an asynchronous statfs(2) of the mountpoint on a libuv pool thread (STATFS always
+ * reaches the server, and the reader thread answers it itself: nothing waits on the main thread).
+ * A STATFS read while blocking ends the blocking, and is not counted as served (idle time).
+ * FUSE_NOTIFY_RETRIEVE, a request the server could have the kernel send without touching the
+ * mount, is refused (EINVAL) for the root directory by Linux 6.18, and no regular file is sure to
+ * stay in the kernel's inode cache (drop_caches forgets them).
+ *
+ * The pool and the thread share a few Int32 words (BlockState): the pool counts its control
+ * messages, the thread says which descriptor it blocks on. Both are sequentially consistent
+ * (Atomics): the pool adds to the count and then looks at the descriptor; the thread says the
+ * descriptor and then looks at the count. Either the thread sees the new message before it
+ * blocks, or the pool sees it blocked and wakes it.
+ */
+
+/** Words of the shared state. */
+const CONTROL = 0;
+const BLOCKED_FD = 1;
+const SERVED = 2;
+const WORDS = 3;
+
+export class BlockState {
+  readonly words: Int32Array;
+
+  constructor(shared = new SharedArrayBuffer(WORDS * 4)) {
+    this.words = new Int32Array(shared);
+    Atomics.store(this.words, BLOCKED_FD, -1);
+  }
+
+  get buffer(): SharedArrayBuffer {
+    return this.words.buffer as SharedArrayBuffer;
+  }
+
+  // ---- the pool's side
+
+  /**
+   * A control message was posted to the thread (before this call, so a thread that sees the new
+   * count finds it on its port): the descriptor it blocks on, to wake it there, or -1.
+   */
+  told(): number {
+    Atomics.add(this.words, CONTROL, 1);
+    return this.blockedFd;
+  }
+
+  /** Requests served while blocked (the pool's idle check reads it). */
+  get served(): number {
+    return Atomics.load(this.words, SERVED);
+  }
+
+  get blockedFd(): number {
+    return Atomics.load(this.words, BLOCKED_FD);
+  }
+
+  // ---- the thread's side
+
+  /** The control count, read before the thread takes its messages. */
+  controlCount(): number {
+    return Atomics.load(this.words, CONTROL);
+  }
+
+  /**
+   * The thread is about to block on `fd`: true if it may (no message came since `seen`); false:
+   * it must take its messages first.
+   */
+  enter(fd: number, seen: number): boolean {
+    Atomics.store(this.words, BLOCKED_FD, fd);
+    if (Atomics.load(this.words, CONTROL) === seen) return true;
+    this.leave();
+    return false;
+  }
+
+  /** Whether a message came since `seen` (checked before each blocking read). */
+  changed(seen: number): boolean {
+    return Atomics.load(this.words, CONTROL) !== seen;
+  }
+
+  servedOne(): void {
+    Atomics.add(this.words, SERVED, 1);
+  }
+
+  /** No longer blocking: before anything that may let the pool close the descriptor. */
+  leave(): void {
+    Atomics.store(this.words, BLOCKED_FD, -1);
+  }
+}
+
+/**
+ * Which thread blocks, shared by the pool's threads: one at a time. The others stop watching that
+ * descriptor meanwhile (reader-worker.ts, followBlocker): a thread waiting in epoll_wait comes
+ * before a blocked reader in the kernel's queue of waiters (its entry was added once, when it began
+ * to watch; a blocking read adds its own at the back each time), so an idle second thread would
+ * otherwise take every request of the lone client from the blocked one. When the blocker leaves,
+ * the pool tells the others (its 'unblocked' event), and they watch the descriptor again.
+ */
+export class Blocker {
+  /** [0]: the blocking thread's serial (0: none); [1]: the descriptor it blocks on. */
+  private readonly words: Int32Array;
+
+  constructor(shared = new SharedArrayBuffer(8)) {
+    this.words = new Int32Array(shared);
+  }
+
+  get buffer(): SharedArrayBuffer {
+    return this.words.buffer as SharedArrayBuffer;
+  }
+
+  /** Thread `serial` would block on `fd`: true if no other thread does. */
+  claim(serial: number, fd: number): boolean {
+    const who = Atomics.load(this.words, 0);
+    if (who === serial) return Atomics.load(this.words, 1) === fd;
+    if (who !== 0) return false;
+    Atomics.store(this.words, 1, fd);
+    return Atomics.compareExchange(this.words, 0, 0, serial) === 0;
+  }
+
+  /** Thread `serial` blocks no more: true if it was the blocker (the others are to be told). */
+  release(serial: number): boolean {
+    return Atomics.compareExchange(this.words, 0, serial, 0) === serial;
+  }
+
+  /** The descriptor another thread than `serial` blocks on (this one is to leave it alone), or -1. */
+  heldBy(serial: number): number {
+    const who = Atomics.load(this.words, 0);
+    return who !== 0 && who !== serial ? Atomics.load(this.words, 1) : -1;
+  }
+}
