@@ -323,7 +323,9 @@ function serveBlocking(id: number, fd: number): void {
     served++;
     lastServed = Date.now();
     if (served % PROBE_EVERY === 0 && libc.readable(fd)) {
-      singles = 0; // a queue: read greedily, and say so
+      // Another request already: often a fast client's next one, sometimes a queue. The loop's
+      // next pass reads until EAGAIN and tells them apart (blocking again, or 'busy' and the claim let go).
+      probeHit = true;
       break;
     }
   }
@@ -376,6 +378,8 @@ let lastBusy = 0;
 let saidIdle = false;
 /** The wake pipe said a control message came (the first pass looks anyway). */
 let woken = true;
+/** A blocking thread's probe found another request (serveBlocking): the next pass reads until EAGAIN. */
+let probeHit = false;
 /** Wake-ups in a row that found at most one request (read until EAGAIN). */
 let singles = 0;
 let wakeups = 0;
@@ -398,7 +402,8 @@ for (;;) {
   }
   // Serve whoever has requests, one each in turn, until none has; or, while requests come one at
   // a time, one read each and back to epoll_wait, which returns at once if another is queued.
-  const greedy = singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
+  const greedy = probeHit || singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
+  probeHit = false;
   let served = 0;
   let busy = true;
   while (busy) {
