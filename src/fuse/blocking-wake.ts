@@ -89,20 +89,33 @@ export class BlockState {
   }
 }
 
+/** Descriptors below this have a count of watching threads (Blocker); a thread never blocks on a higher one. */
+const WATCHED_FDS = 4096;
+
 /**
  * Which thread blocks, shared by the pool's threads: one at a time. The others stop watching that
  * descriptor meanwhile (reader-worker.ts, followBlocker): a thread waiting in epoll_wait comes
  * before a blocked reader in the kernel's queue of waiters (its entry was added once, when it began
- * to watch; a blocking read adds its own at the back each time), so an idle second thread would
- * otherwise take every request of the lone client from the blocked one. When the blocker leaves,
- * the pool tells the others (its 'unblocked' event), and they watch the descriptor again.
+ * to watch; a blocking read adds its own at the back each time), and a request's wake-up is
+ * exclusive: it wakes that thread, not the blocked one. So the claimer blocks only while no other
+ * thread watches the descriptor (a count per descriptor, kept by every thread as it adds and
+ * removes it), and a thread that steps back from it after waiting on it first reads what is queued
+ * there (the claimer is not blocking yet, so the descriptor is still non-blocking): a wake-up it
+ * took is not lost. Session 14's prototype blocked at once, and a thread that woke for a request,
+ * saw the claim and stepped back left that request unread with nobody woken for it: a lone client
+ * waited until another request came (bench/mount/RESULTS.md, session 15). When the blocker leaves,
+ * the pool tells the others (its 'unblocked' event), and they watch the descriptor again. A count
+ * left too high (a thread that died) only keeps threads from blocking.
  */
 export class Blocker {
   /** [0]: the blocking thread's serial (0: none); [1]: the descriptor it blocks on. */
   private readonly words: Int32Array;
+  /** Per descriptor: the threads that have it in their epoll set. */
+  private readonly watchers: Int32Array;
 
-  constructor(shared = new SharedArrayBuffer(8)) {
-    this.words = new Int32Array(shared);
+  constructor(shared = new SharedArrayBuffer(8 + WATCHED_FDS * 4)) {
+    this.words = new Int32Array(shared, 0, 2);
+    this.watchers = new Int32Array(shared, 8, WATCHED_FDS);
   }
 
   get buffer(): SharedArrayBuffer {
@@ -127,5 +140,15 @@ export class Blocker {
   heldBy(serial: number): number {
     const who = Atomics.load(this.words, 0);
     return who !== 0 && who !== serial ? Atomics.load(this.words, 1) : -1;
+  }
+
+  /** A thread added `fd` to its epoll set (`by` 1) or removed it (-1). */
+  watching(fd: number, by: 1 | -1): void {
+    if (fd < WATCHED_FDS) Atomics.add(this.watchers, fd, by);
+  }
+
+  /** Whether the calling thread, which watches `fd`, is the only one: it may block on it. */
+  alone(fd: number): boolean {
+    return fd < WATCHED_FDS && Atomics.load(this.watchers, fd) <= 1;
   }
 }

@@ -315,6 +315,7 @@ class ReaderPool {
         t.idle = false;
         return;
       case 'unblocked':
+      case 'claimed':
         this.nudgeOthers(t);
         return;
     }
@@ -383,7 +384,7 @@ class ReaderPool {
     });
   }
 
-  /** Thread `t` no longer blocks in read(2): the others watch its descriptor again (woken by a message). */
+  /** Thread `t` no longer blocks in read(2), or is about to: the others look at the claim again (woken by a message). */
   private nudgeOthers(t: ReaderThread): void {
     for (const other of this.threads) if (other !== t) other.tell({ op: 'peers', n: this.threads.length });
   }

@@ -75,6 +75,8 @@ export type ReaderEvent =
   | { type: 'idle' }
   /** This thread no longer blocks in read(2): the others may watch its descriptor again. */
   | { type: 'unblocked' }
+  /** This thread would block in read(2): the others are to step back from its descriptor. */
+  | { type: 'claimed' }
   /** Serving again after an 'idle'. */
   | { type: 'active' }
   /** A connection removed on the main thread's word: this thread no longer touches its descriptor. */
@@ -120,6 +122,10 @@ const blocker = new Blocker((workerData as ReaderWorkerData).blocker);
 let steppedBack = -1;
 /** The pool's control count when the thread last took its messages. */
 let seenControl = 0;
+/** This thread claimed a descriptor and asked the pool to have the others step back ('claimed'). */
+let askedToStep = false;
+/** Descriptors added to the epoll set since the last epoll_wait: no wake-up for them was taken here. */
+const fresh = new Set<number>();
 const ep = libc.epollCreate();
 libc.epollAdd(ep, wakeFd, false);
 const answering = new Map<number, { fs: SyncFilesystem; options: SyncAnswerOptions; counts: Int32Array }>();
@@ -165,7 +171,7 @@ function takeControl(): boolean | Promise<boolean> {
     }
     conns.set(msg.id, msg.fd);
     if (msg.blockable) blockable.add(msg.id);
-    libc.epollAdd(ep, msg.fd, true);
+    watch(msg.fd);
     const a = msg.answering;
     if (a) {
       loads.push(
@@ -198,8 +204,8 @@ function unwatch(id: number): boolean {
   const fd = conns.get(id);
   if (fd === undefined) return false;
   block.leave(); // before the pool hears of it and may close the descriptor
-  if (fd === steppedBack) steppedBack = -1;
-  libc.epollDel(ep, fd);
+  if (fd === steppedBack) steppedBack = -1; // not in the epoll set
+  else unwatchFd(fd);
   conns.delete(id);
   initialized.delete(id);
   blockable.delete(id);
@@ -281,26 +287,56 @@ function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req
   return splicer.send(fd, h.unique, range.fd, range.position, range.length, range.valid);
 }
 
-/** The connection this thread may block on (serveBlocking): its only one, while it reads alone for a lone client. */
-function blockTarget(): [number, number] | undefined {
+/**
+ * The connection this thread may block on (serveBlocking): its only one, while it reads alone for a
+ * lone client. 'wait': claimed, but another thread still watches it (Blocker): the claim is kept
+ * and the thread waits in epoll_wait as before until the others have stepped back.
+ */
+function blockTarget(): [number, number] | 'wait' | undefined {
   if (TURNS || conns.size !== 1 || singles < SINGLES_BEFORE_ONE_READ) return undefined;
   const [id, fd] = conns.entries().next().value!;
-  return initialized.has(id) && blockable.has(id) && fd !== steppedBack && blocker.claim(serial, fd) ? [id, fd] : undefined;
+  if (!(initialized.has(id) && blockable.has(id) && fd !== steppedBack && blocker.claim(serial, fd))) return undefined;
+  if (blocker.alone(fd)) return [id, fd];
+  if (!askedToStep) {
+    askedToStep = true; // once per claim: the pool wakes the others, and they step back
+    port!.postMessage({ type: 'claimed' } satisfies ReaderEvent);
+  }
+  return 'wait';
 }
 
 /**
  * Leave alone the descriptor another thread blocks on (Blocker), and watch it again once that one
- * stops: the pool tells this thread then (a control message wakes it).
+ * stops: the pool tells this thread then (a control message wakes it). A descriptor this thread
+ * has waited on is read until empty before it steps back: it may have been woken for a request
+ * (the wake-up is exclusive: the claimer was not), and while this thread watches it the claimer
+ * does not block, so it is still non-blocking here. One added since the last wait took no wake-up.
  */
 function followBlocker(): void {
   const held = blocker.heldBy(serial);
   if (held === steppedBack) return;
-  if (steppedBack >= 0 && [...conns.values()].includes(steppedBack)) libc.epollAdd(ep, steppedBack, true);
-  steppedBack = -1;
-  if (held >= 0 && [...conns.values()].includes(held)) {
-    libc.epollDel(ep, held);
-    steppedBack = held;
+  if (steppedBack >= 0) {
+    if ([...conns.values()].includes(steppedBack)) watch(steppedBack);
+    steppedBack = -1;
   }
+  const id = [...conns].find(([, fd]) => fd === held)?.[0];
+  if (id === undefined) return;
+  libc.epollDel(ep, held);
+  if (!fresh.has(held)) while (conns.has(id) && readOne(id, held)) lastServed = Date.now();
+  if (!conns.has(id)) return; // it ended meanwhile (and was counted out)
+  blocker.watching(held, -1);
+  steppedBack = held;
+}
+
+/** Add a connection's descriptor to this thread's epoll set, counted (Blocker). */
+function watch(fd: number): void {
+  libc.epollAdd(ep, fd, true);
+  blocker.watching(fd, 1);
+  fresh.add(fd);
+}
+
+function unwatchFd(fd: number): void {
+  libc.epollDel(ep, fd);
+  blocker.watching(fd, -1);
 }
 
 /**
@@ -453,12 +489,16 @@ for (;;) {
     }
   }
   const target = blockTarget();
-  if (target) {
+  if (Array.isArray(target)) {
     serveBlocking(...target);
     continue;
   }
   // A claim kept from an earlier block (serveBlocking) that this thread no longer uses: the others watch again.
-  if (blocker.release(serial)) port.postMessage({ type: 'unblocked' } satisfies ReaderEvent);
+  if (!target) {
+    askedToStep = false;
+    if (blocker.release(serial)) port.postMessage({ type: 'unblocked' } satisfies ReaderEvent);
+  }
+  fresh.clear();
   const fired = libc.epollWait(ep, timeout);
   // The pipe and the control port only when the pipe woke us: a request's wake-up goes straight to
   // its read (two calls fewer per request). The pipe is this thread's own, written after each
@@ -467,5 +507,6 @@ for (;;) {
   if (woken) libc.read(wakeFd, wakeBuf);
   // A connection that ended shows as EPOLLERR/EPOLLHUP: its read then says ENODEV.
 }
+for (const fd of conns.values()) if (fd !== steppedBack) blocker.watching(fd, -1); // ended: counted out
 libc.close(ep);
 splicer?.close();

@@ -15,11 +15,14 @@ import { skipUnlessRoot } from '../support/env.js';
 import { fixture } from '../support/fixtures/index.js';
 import { indexImage, mountIndex } from '../fs/helpers.js';
 import { waitUntil } from '../mount/helpers.js';
-import { python, run } from './tools.js';
+import { python, RANDOM_PREADS, run } from './tools.js';
 
 const FILE = 'opt/app/large.bin';
 /** read(2)'s number, as /proc/PID/task/TID/syscall shows a thread blocked in it. */
 const SYS_READ = process.arch === 'x64' ? 0 : process.arch === 'arm64' ? 63 : undefined;
+
+/** A hang here (a request nobody reads) ends the client after this long: a failure, not a timing. */
+const CLIENT_TIMEOUT_MS = 120_000;
 
 const XATTRS = String.raw`
 import os, sys
@@ -77,6 +80,33 @@ describe.skipIf(skipUnlessRoot() || SYS_READ === undefined)('a reader thread blo
       await b?.close();
       await a.close();
       delete process.env.CLIP_FUSE_SLEEP_MS;
+    }
+  });
+  // Session 14's stall: with a second thread waiting in epoll_wait on the descriptor, the lone
+  // client's next request woke that thread (its epoll entry comes before the blocked read in the
+  // kernel's queue of waiters, and the wake is exclusive); it saw the other thread's claim, stopped
+  // watching and went back to sleep without reading it, and the blocked thread was never woken.
+  it.each([
+    ['two fixed threads', { readerThreads: 2 }],
+    ['threads that follow the load', { maxReaderThreads: 4, readerIdleMs: 60_000 }],
+  ])('answers every request of a lone client, then many, then a lone one again (%s)', async (_, opts) => {
+    const m = await mountIndex(index, { mount: opts });
+    try {
+      const file = join(m.dir, FILE);
+      const ref = join(work, 'large.bin');
+      const copied = await run('cp', [file, ref], { timeoutMs: CLIENT_TIMEOUT_MS });
+      expect(copied.code).toBe(0);
+      for (let round = 0; round < 3; round++) {
+        const lone = await run('python3', ['-c', XATTRS, file, '300'], { timeoutMs: CLIENT_TIMEOUT_MS });
+        expect(lone.code).toBe(0);
+        const many = await run('python3', ['-c', RANDOM_PREADS, file, ref, '8', '40', '1,4096,70000'], { timeoutMs: CLIENT_TIMEOUT_MS });
+        expect(many.code).toBe(0);
+        expect(many.stdout.trim()).toBe('0');
+      }
+      const last = await run('python3', ['-c', XATTRS, file, '300'], { timeoutMs: CLIENT_TIMEOUT_MS });
+      expect(last.code).toBe(0);
+    } finally {
+      await m.close();
     }
   });
 });
