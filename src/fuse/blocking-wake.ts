@@ -108,14 +108,14 @@ const WATCHED_FDS = 4096;
  * left too high (a thread that died) only keeps threads from blocking.
  */
 export class Blocker {
-  /** [0]: the blocking thread's serial (0: none); [1]: the descriptor it blocks on. */
+  /** [0]: the blocking thread's serial (0: none); [1]: the descriptor it blocks on; [2]: the thread that served last. */
   private readonly words: Int32Array;
   /** Per descriptor: the threads that have it in their epoll set. */
   private readonly watchers: Int32Array;
 
-  constructor(shared = new SharedArrayBuffer(8 + WATCHED_FDS * 4)) {
-    this.words = new Int32Array(shared, 0, 2);
-    this.watchers = new Int32Array(shared, 8, WATCHED_FDS);
+  constructor(shared = new SharedArrayBuffer(12 + WATCHED_FDS * 4)) {
+    this.words = new Int32Array(shared, 0, 3);
+    this.watchers = new Int32Array(shared, 12, WATCHED_FDS);
   }
 
   get buffer(): SharedArrayBuffer {
@@ -150,5 +150,17 @@ export class Blocker {
   /** Whether the calling thread, which watches `fd`, is the only one: it may block on it. */
   alone(fd: number): boolean {
     return fd < WATCHED_FDS && Atomics.load(this.watchers, fd) <= 1;
+  }
+
+  /**
+   * Thread `serial` served requests: true if no other thread served since it last did. A thread
+   * claims only after a run of wake-ups served by it alone (reader-worker.ts, blockTarget): with
+   * several clients every thread sees wake-ups of one request while the others serve too, and
+   * one blocking thread would then serve them all.
+   */
+  servedBy(serial: number): boolean {
+    const last = Atomics.load(this.words, 2);
+    if (last !== serial) Atomics.store(this.words, 2, serial);
+    return last === serial;
   }
 }

@@ -293,7 +293,7 @@ function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req
  * and the thread waits in epoll_wait as before until the others have stepped back.
  */
 function blockTarget(): [number, number] | 'wait' | undefined {
-  if (TURNS || conns.size !== 1 || singles < SINGLES_BEFORE_ONE_READ) return undefined;
+  if (TURNS || conns.size !== 1 || singles < SINGLES_BEFORE_ONE_READ || soleWakeups < SINGLES_BEFORE_ONE_READ) return undefined;
   const [id, fd] = conns.entries().next().value!;
   if (!(initialized.has(id) && blockable.has(id) && fd !== steppedBack && blocker.claim(serial, fd))) return undefined;
   if (blocker.alone(fd)) return [id, fd];
@@ -418,6 +418,8 @@ let woken = true;
 let probeHit = false;
 /** Wake-ups in a row that found at most one request (read until EAGAIN). */
 let singles = 0;
+/** Wake-ups in a row that served requests with no other thread serving meanwhile (Blocker.servedBy). */
+let soleWakeups = 0;
 let wakeups = 0;
 /** Requests served since `windowStart` (for 'stream'). */
 let windowCount = 0;
@@ -453,6 +455,7 @@ for (;;) {
     }
   }
   if (greedy) singles = served <= 1 ? singles + 1 : 0;
+  if (served > 0) soleWakeups = blocker.servedBy(serial) ? soleWakeups + 1 : 0;
   const now = Date.now();
   if (served > 0) {
     lastServed = now;
