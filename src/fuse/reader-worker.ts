@@ -102,6 +102,8 @@ const BUSY_EVERY_MS = 50;
  * that builds up (and the 'busy' it should cause) is seen within that many requests.
  */
 const SINGLES_BEFORE_ONE_READ = 8;
+/** A thread steps back from a claimed descriptor (followBlocker) once it has served nothing for this long. */
+const STEP_BACK_IDLE_MS = 50;
 const PROBE_EVERY = 16;
 const port = parentPort;
 if (!port) throw new Error('reader-worker must run as a worker thread');
@@ -319,7 +321,8 @@ function followBlocker(): void {
     steppedBack = -1;
   }
   const id = [...conns].find(([, fd]) => fd === held)?.[0];
-  if (id === undefined) return;
+  // A thread still serving stays (the claimer then does not block): several clients, not one.
+  if (id === undefined || Date.now() - lastServed < STEP_BACK_IDLE_MS) return;
   libc.epollDel(ep, held);
   if (!fresh.has(held)) while (conns.has(id) && readOne(id, held)) lastServed = Date.now();
   if (!conns.has(id)) return; // it ended meanwhile (and was counted out)
@@ -491,6 +494,9 @@ for (;;) {
       timeout = idleMs;
     }
   }
+  // Another thread's claim this one has not stepped back from yet: look again once idle that long.
+  const held = blocker.heldBy(serial);
+  if (held >= 0 && held !== steppedBack && (timeout < 0 || timeout > STEP_BACK_IDLE_MS)) timeout = STEP_BACK_IDLE_MS;
   const target = blockTarget();
   if (Array.isArray(target)) {
     serveBlocking(...target);
