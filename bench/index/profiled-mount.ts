@@ -48,7 +48,7 @@ import { localProfilePath } from '../../src/profile/store.js';
 import { serverFiles } from '../../src/server/paths.js';
 import { cachedIndexPath } from '../../src/storage/indexer.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
-import { clip, linkSettings, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
+import { clip, cpuQuiet, linkSettings, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
 import { profileOf } from '../coldstart/profile.js';
 import { startThrottleProxy, type ServedRequest, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
 import { buildDebianPython, describeImage } from '../images/debian-python.js';
@@ -134,26 +134,6 @@ function neededCompressed(index: ImageIndex, ranges: readonly ProfileRange[]): {
   return { interpolated, bounded, uncompressed };
 }
 
-/**
- * Until a process has used no CPU for 200 ms (at most 5 s): a kept server prepares for mounts
- * once started (it loads and runs the mount code), which a node does at boot, long before a mount.
- */
-async function quiet(pid: number): Promise<void> {
-  if (!Number.isInteger(pid)) throw new Error("clip server start did not say the server's pid");
-  const ticks = async (): Promise<number> => {
-    const f = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
-    return Number(f[11]) + Number(f[12]); // utime + stime
-  };
-  const until = Date.now() + 5000;
-  let last = await ticks();
-  for (let still = 0; still < 4 && Date.now() < until;) {
-    await new Promise((r) => setTimeout(r, 50));
-    const now = await ticks();
-    still = now === last ? still + 1 : 0;
-    last = now;
-  }
-}
-
 /** What a profiled-seasoned server serves before the measured mount: an image and the program run in it. */
 interface Seasoning { image: string; program: string[] }
 
@@ -179,7 +159,7 @@ async function trial(build: Build, arm: Arm, run: number, rtt: number, proxy: Th
   try {
     await prepare?.(cacheDir);
     if (arm === 'warm' || arm === 'warm-served') await once(); // fills the cache directory
-    if (served) await quiet(Number(/server pid (\d+)/.exec(await clip('server', 'start', '--cache-dir', cacheDir))?.[1]));
+    if (served) await cpuQuiet(Number(/server pid (\d+)/.exec(await clip('server', 'start', '--cache-dir', cacheDir))?.[1]));
     if (seasoning) {
       // The kept server's first mount: another image, cold, its program run to the end.
       await clip('mount', seasoning.image, mnt, '--background', '--cache-dir', cacheDir);
