@@ -162,7 +162,6 @@ export class NodeServer {
         const t1 = Date.now();
         const done = await (await import('../mount/rehearsal.js')).rehearseColdStart();
         this.log.info({ ms: Date.now() - t1, ...done }, 'server: the cold start\'s read path rehearsed');
-        (globalThis as { gc?: () => void }).gc?.(); // its buffers are garbage now
       },
     ).catch((err: unknown) => this.log.warn({ err }, 'server: cannot prepare the mount code ahead'));
   }
