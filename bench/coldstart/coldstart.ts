@@ -84,6 +84,26 @@ export async function syncAndDrop(): Promise<void> {
   dropCaches();
 }
 
+/**
+ * Until a process has used no CPU for 200 ms (at most 5 s): a kept server (`clip server start`)
+ * prepares for mounts once started, as a node's does at boot, long before its first mount.
+ */
+export async function cpuQuiet(pid: number): Promise<void> {
+  if (!Number.isInteger(pid)) throw new Error("clip server start did not say the server's pid");
+  const ticks = async (): Promise<number> => {
+    const f = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+    return Number(f[11]) + Number(f[12]); // utime + stime
+  };
+  const until = Date.now() + 5000;
+  let last = await ticks();
+  for (let still = 0; still < 4 && Date.now() < until;) {
+    await new Promise((r) => setTimeout(r, 50));
+    const now = await ticks();
+    still = now === last ? still + 1 : 0;
+    last = now;
+  }
+}
+
 export const seconds = (since: number): number => (performance.now() - since) / 1000;
 
 /** User + system CPU seconds of the daemon serving `mnt` (from its pid file and /proc; 100 ticks a second). */

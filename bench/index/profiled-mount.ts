@@ -16,9 +16,14 @@
  *                  that run, as on any node that ran something in the last seconds)
  *   profiled-served, unprofiled-served, warm-served: as profiled / unprofiled / warm, on a node
  *                  whose server was kept running (`clip server start` on the cache directory before
- *                  the page cache is dropped and the clock starts: a node's boot starts it); `clip
+ *                  the page cache is dropped and the clock starts, and the server's CPU quiet: a
+ *                  node's boot starts it, and it prepares for mounts once started); `clip
  *                  mount` then hands the image to the server to resolve. The served arms' physical
  *                  limit comes from warm-served (the same path, warm) when it ran
+ *   profiled-seasoned: as profiled-served, on a kept server that first served a cold mount of
+ *                  another image (the demo image of src/demo, no layer in common, its own index
+ *                  and profile published: its program run from an empty cache, then unmounted),
+ *                  as a fleet's long-lived server has: the cold path's code has run once in it
  * The bytes python needs, compressed: for each range of the python profile (what the kernel asked
  * of the mount, readahead included), the compressed bytes between its ends, each end placed by
  * linear interpolation between the index's gzip checkpoints around it (the "interpolated" figure);
@@ -43,10 +48,11 @@ import { localProfilePath } from '../../src/profile/store.js';
 import { serverFiles } from '../../src/server/paths.js';
 import { cachedIndexPath } from '../../src/storage/indexer.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
-import { clip, linkSettings, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
+import { clip, cpuQuiet, linkSettings, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
 import { profileOf } from '../coldstart/profile.js';
 import { startThrottleProxy, type ServedRequest, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
 import { buildDebianPython, describeImage } from '../images/debian-python.js';
+import { APP_PATH, buildDemoImage, DEMO_TAG, findPython } from '../../src/demo/index.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WORK = path.join(REPO_ROOT, '.tmp/bench-profiled-mount');
@@ -57,9 +63,11 @@ const { rateMb: RATE_MB, rtts: RTTS, indexArgs: INDEX_ARGS } = linkSettings('0,2
 const PROGRAM = ['python3', '-c', 'import json'];
 const OTHER = ['/bin/sh', '-c', 'perl -MPOSIX -e 1; dpkg -l >/dev/null'];
 const P_REPO = 'bench/profiled';
+/** The image a profiled-seasoned arm's server serves first (the demo image: no layer in common). */
+const S_REPO = 'bench/seasoning';
 const U_REPO = 'bench/unprofiled';
 
-type Arm = 'profiled' | 'unprofiled' | 'other-profile' | 'warm' | 'profiled-served' | 'unprofiled-served' | 'warm-served';
+type Arm = 'profiled' | 'unprofiled' | 'other-profile' | 'warm' | 'profiled-served' | 'unprofiled-served' | 'warm-served' | 'profiled-seasoned';
 const ARMS: Arm[] = (process.env.ARMS ?? (process.env.BASE || process.env.VARIANTS ? 'profiled,warm' : 'profiled,unprofiled,other-profile,warm')).split(',') as Arm[];
 interface Build { name: string; cli: string; env?: Record<string, string> }
 const BUILDS: Build[] = [
@@ -126,7 +134,10 @@ function neededCompressed(index: ImageIndex, ranges: readonly ProfileRange[]): {
   return { interpolated, bounded, uncompressed };
 }
 
-async function trial(build: Build, arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, image: string, scratch: string, prepare?: (cacheDir: string) => Promise<void>): Promise<Row> {
+/** What a profiled-seasoned server serves before the measured mount: an image and the program run in it. */
+interface Seasoning { image: string; program: string[] }
+
+async function trial(build: Build, arm: Arm, run: number, rtt: number, proxy: ThrottleProxy, image: string, scratch: string, prepare?: (cacheDir: string) => Promise<void>, seasoning?: Seasoning): Promise<Row> {
   const env = { ...process.env, ...build.env };
   const clip = (...args: string[]): Promise<string> => new Promise((done, fail) => execFile(process.execPath, [build.cli, ...args], { env }, (err, out, stderr) => (err ? fail(new Error(`clip ${args.join(' ')}: ${stderr || err.message}`)) : done(out))));
   const cacheDir = await mkdtemp(path.join(scratch, 'cache-'));
@@ -144,13 +155,23 @@ async function trial(build: Build, arm: Arm, run: number, rtt: number, proxy: Th
       await clip('unmount', mnt, '--cache-dir', cacheDir).catch(async () => sh('umount', ['-l', mnt]).catch(() => undefined));
     }
   };
-  const served = arm.endsWith('-served');
+  const served = arm.endsWith('-served') || arm === 'profiled-seasoned';
   try {
     await prepare?.(cacheDir);
     if (arm === 'warm' || arm === 'warm-served') await once(); // fills the cache directory
-    if (served) await clip('server', 'start', '--cache-dir', cacheDir);
+    if (served) await cpuQuiet(Number(/server pid (\d+)/.exec(await clip('server', 'start', '--cache-dir', cacheDir))?.[1]));
+    if (seasoning) {
+      // The kept server's first mount: another image, cold, its program run to the end.
+      await clip('mount', seasoning.image, mnt, '--background', '--cache-dir', cacheDir);
+      try {
+        await sh('chroot', [mnt, ...seasoning.program]);
+      } finally {
+        await clip('unmount', mnt, '--cache-dir', cacheDir);
+      }
+    }
+    const logFrom = seasoning ? (await readFile(serverFiles(cacheDir).log).catch(() => Buffer.alloc(0))).length : 0;
     const t = await once();
-    const log = await readFile(serverFiles(cacheDir).log, 'utf8').catch(() => '');
+    const log = (await readFile(serverFiles(cacheDir).log).catch(() => Buffer.alloc(0))).subarray(logFrom).toString('utf8'); // the measured mount's part
     const found = /"profile":"([^"]*)"[^\n]*profile: found/.exec(log)?.[1];
     const done = /"bytes":(\d+)[^\n]*profile: prefetch done/.exec(log)?.[1];
     const ignored = /"err":"([^"]*)"[^\n]*profile: unusable/.exec(log)?.[1];
@@ -222,6 +243,17 @@ async function main(): Promise<void> {
     const learnedCount = [...pythonProfile.learned.values()].reduce((n, list) => n + list.length, 0);
     const learnedDesc = learnedCount ? `${learnedCount} learned checkpoints (${learnedPerLayer.join(', ')})` : 'no learned checkpoint';
     console.log(`python profile carries ${learnedDesc}`);
+    // The other image a profiled-seasoned server serves first, published the same way (index and profile).
+    let seasoning: { program: string[] } | undefined;
+    if (ARMS.includes('profiled-seasoned')) {
+      const demo = await buildDemoImage({ dir: path.join(WORK, 'demo') });
+      await pushLayout(demo.layoutDir, DEMO_TAG, `${registry.host}/${S_REPO}:${DEMO_TAG}`);
+      seasoning = { program: [(await findPython()).binary, '-I', APP_PATH] };
+      const pubS = path.join(scratch, 'publisher-s');
+      const ref = `${first.host}/${S_REPO}:${DEMO_TAG}`;
+      await clip('index', ref, '--push', '--cache-dir', pubS, '--no-progress', ...INDEX_ARGS);
+      await clip('profile', ref, '--push', '--cache-dir', pubS, '--json', '--', APP_PATH); // after the image's entrypoint (python -I)
+    }
     console.log(`python profile: ${made.ranges} ranges, ${mb(made.bytesRead)} uncompressed, ${made.profileBytes} bytes; needed compressed ${mb(need.interpolated)} interpolated, ${mb(need.bounded)} checkpoint-bounded; other profile ${other.ranges.length} ranges`);
 
     const rows: Row[] = [];
@@ -231,6 +263,7 @@ async function main(): Promise<void> {
         const order = pairs.map((_, i) => pairs[(i + run - 1) % pairs.length]!);
         for (const [build, arm] of order) {
           const row = arm === 'profiled' || arm === 'profiled-served' ? await trial(build, arm, run, rtt, via, refOf(via, P_REPO), scratch)
+            : arm === 'profiled-seasoned' ? await trial(build, arm, run, rtt, via, refOf(via, P_REPO), scratch, undefined, { image: `${via.host}/${S_REPO}:${DEMO_TAG}`, program: seasoning!.program })
             : arm === 'other-profile' ? await trial(build, arm, run, rtt, via, refOf(via, U_REPO), scratch, async (dir) => {
               await mkdir(path.join(dir, 'profiles'), { recursive: true, mode: 0o700 });
               await copyFile(otherFile, localProfilePath(dir, made.manifestDigest));
@@ -269,7 +302,8 @@ async function main(): Promise<void> {
         `- ${at}: profiled layer bytes ${mb(profB)} = **${(profB / need.interpolated).toFixed(2)}x** the needed compressed bytes (interpolated ${mb(need.interpolated)}; ${(profB / need.bounded).toFixed(2)}x the checkpoint-bounded ${mb(need.bounded)}); goal ≤ 1.5x.`,
         `- ${at}: profiled time ${s2(profT)} = **${(profT / limit).toFixed(2)}x** the physical limit ${s2(limit)} (warm ${s2(warm)} + ${mb(need.interpolated)} at ${RATE_MB} MB/s + 3 x ${rtt} ms; per round ${perRound('profiled', limit)}); goal ≤ 1.5x. Unprofiled / profiled: ${(unprofT / profT).toFixed(2)}x (per round ${of('unprofiled').map((u) => { const p = prof.find((x) => x.run === u.run); return p ? (u.totalS / p.totalS).toFixed(2) : '-'; }).join(', ')}).`,
         `- ${at}: from the mount ready to the end of python (the part a profile can shorten; ready time does not depend on it): profiled ${s2(median(prof.map((r) => r.totalS - r.readyS)))}, unprofiled ${s2(median(of('unprofiled').map((r) => r.totalS - r.readyS)))}, warm ${s2(median(of('warm').map((r) => r.totalS - r.readyS)))}; unprofiled / profiled per round ${of('unprofiled').map((u) => { const p = prof.find((x) => x.run === u.run); return p ? ((u.totalS - u.readyS) / (p.totalS - p.readyS)).toFixed(2) : '-'; }).join(', ')}.`,
-        `- ${at}: with the node's server kept running: profiled ${s2(servedT)} = **${(servedT / servedLimit).toFixed(2)}x** the physical limit ${s2(servedLimit)} (${of('warm-served').length ? 'warm-served' : 'warm'} ${s2(servedWarm)} + ${mb(need.interpolated)} at ${RATE_MB} MB/s + 3 x ${rtt} ms; per round ${perRound('profiled-served', servedLimit)}), ${(servedT / limit).toFixed(2)}x the limit from the warm arm (${s2(limit)}); unprofiled ${of('unprofiled-served').length ? s2(median(of('unprofiled-served').map((r) => r.totalS))) : 'not run'}; ready ${s2(median(of('profiled-served').map((r) => r.readyS)))} profiled, ${s2(median(of('warm-served').map((r) => r.readyS)))} warm-served, ${s2(median(of('warm').map((r) => r.readyS)))} warm. Profiled, server kept running / not: ${(profT / servedT).toFixed(2)}x faster.`,
+        `- ${at}: with the node's server kept running: profiled ${s2(servedT)} = **${(servedT / servedLimit).toFixed(2)}x** the physical limit ${s2(servedLimit)} (${of('warm-served').length ? 'warm-served' : 'warm'} ${s2(servedWarm)} + ${mb(need.interpolated)} at ${RATE_MB} MB/s + 3 x ${rtt} ms; per round ${perRound('profiled-served', servedLimit)})${of('warm').length ? `, ${(servedT / limit).toFixed(2)}x the limit from the warm arm (${s2(limit)})` : ''}; unprofiled ${of('unprofiled-served').length ? s2(median(of('unprofiled-served').map((r) => r.totalS))) : 'not run'}; ready ${s2(median(of('profiled-served').map((r) => r.readyS)))} profiled, ${s2(median(of('warm-served').map((r) => r.readyS)))} warm-served, ${prof.length ? `${s2(median(of('warm').map((r) => r.readyS)))} warm. Profiled, server kept running / not: ${(profT / servedT).toFixed(2)}x faster.` : 'no unserved arm run.'}`,
+        `- ${at}: on a kept server that served another image's cold mount first: profiled-seasoned ${s2(median(of('profiled-seasoned').map((r) => r.totalS)))} = **${(median(of('profiled-seasoned').map((r) => r.totalS)) / servedLimit).toFixed(2)}x** the physical limit ${s2(servedLimit)}; ready ${s2(median(of('profiled-seasoned').map((r) => r.readyS)))}; profiled-served / profiled-seasoned per round ${perRound('profiled-served', 'profiled-seasoned')}.`,
         `- ${at}: another workload's profile / unprofiled: **${(otherT / unprofT).toFixed(2)}x** (per round ${perRound('other-profile', 'unprofiled')}); goal ≤ 2x.`,
       );
     }

@@ -7,7 +7,7 @@
  * and a dropped page cache: 'cold' (an empty node: the profile is found in the registry) and 'warm'
  * (a cache directory a run before filled; the node's server still up from it, as in
  * profiled-mount.ts's warm arm); 'served' (ARMS=cold,served,warm): 'cold' on a node whose server
- * runs already (`clip server start` before the clock starts). Each trial is timed from `clip mount --background` to the end of
+ * runs already (`clip server start` before the clock starts, and its CPU quiet: it prepares for mounts once started). Each trial is timed from `clip mount --background` to the end of
  * `chroot MNT python3 -c 'import json'`, and its events are put on one clock: the CLI's own log
  * (--log-level debug: each registry request it makes), the proxy's log (each request's start, end
  * and bytes), the server's log (every message), and python's execve, first and last openat and exit
@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { pushLayout } from '../../src/oci/push.js';
 import { serverFiles } from '../../src/server/paths.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
-import { linkSettings, median, sh, syncAndDrop } from '../coldstart/coldstart.js';
+import { cpuQuiet, linkSettings, median, sh, syncAndDrop } from '../coldstart/coldstart.js';
 import { startThrottleProxy, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
 import { buildDebianPython } from '../images/debian-python.js';
 
@@ -168,7 +168,7 @@ async function trace(build: Build, arm: Arm, run0: number, rtt: number, proxy: T
       await once();
       await run(process.execPath, [CLI, 'unmount', mnt, '--cache-dir', cacheDir], env);
     }
-    if (arm === 'served') await run(process.execPath, [CLI, 'server', 'start', '--cache-dir', cacheDir], env);
+    if (arm === 'served') await cpuQuiet(Number(/server pid (\d+)/.exec((await run(process.execPath, [CLI, 'server', 'start', '--cache-dir', cacheDir], env)).out)?.[1]));
     const t = await once();
     await run(process.execPath, [CLI, 'unmount', mnt, '--cache-dir', cacheDir], env).catch(async () => sh('umount', ['-l', mnt]).catch(() => undefined));
     return t;
