@@ -149,21 +149,14 @@ export class NodeServer {
 
   /**
    * A server kept running is there to make the next mount quick: it loads the code every mount
-   * runs (the storage read path, the registry client) now rather than in the first mount's way,
-   * then runs a cold start's read path once on a small layer of its own, so that the first mount
-   * does not compile it (mount/rehearsal.ts; CLIP_REHEARSE=0 leaves that out).
+   * runs (the storage read path, the registry client) now rather than in the first mount's way.
    */
   private prepare(): void {
     const t0 = Date.now();
     preloadMountCode().then(
-      async () => {
-        this.log.info({ ms: Date.now() - t0 }, 'server: kept running; the mount code is loaded');
-        if (process.env.CLIP_REHEARSE === '0') return;
-        const t1 = Date.now();
-        const done = await (await import('../mount/rehearsal.js')).rehearseColdStart();
-        this.log.info({ ms: Date.now() - t1, ...done }, 'server: the cold start\'s read path rehearsed');
-      },
-    ).catch((err: unknown) => this.log.warn({ err }, 'server: cannot prepare the mount code ahead'));
+      () => this.log.info({ ms: Date.now() - t0 }, 'server: kept running; the mount code is loaded'),
+      (err: unknown) => this.log.warn({ err }, 'server: cannot load the mount code ahead'),
+    );
   }
 
   /**

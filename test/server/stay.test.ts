@@ -80,7 +80,6 @@ describe.skipIf(skipUnlessRoot())('a node server kept running', () => {
     expect(alive(told.holderPid)).toBe(true);
     expect(await status()).toMatchObject({ pid: told.pid, stay: true, mounts: [] });
     expect(readFileSync(serverFiles(cache).log, 'utf8')).toMatch(/server: kept running; the mount code is loaded/);
-    expect(readFileSync(serverFiles(cache).log, 'utf8')).toMatch(/"learned":[1-9][^\n]*server: the cold start's read path rehearsed/);
 
     // Its server killed: the holder starts another, which still stays.
     process.kill(told.pid, 'SIGKILL');
