@@ -54,6 +54,9 @@ export interface Checkpoint {
   packed?: PackedWindow;
 }
 
+/** The window of a checkpoint whose window is elsewhere for now (deflated, or fetched on first use). */
+export const NO_WINDOW: Buffer = Buffer.alloc(0);
+
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
 
 /** Everything one pass over a layer learns; the index is built from one of these per layer. */

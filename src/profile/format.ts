@@ -14,13 +14,13 @@
 import { createHash } from 'node:crypto';
 import { deflateRawSync } from 'node:zlib';
 import { PACKED_WINDOW_MAX, WINDOW_BYTES, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
+import { NO_WINDOW } from '../archive/types.js';
 import { ClipError } from '../util/errors.js';
 
 export const PROFILE_MAGIC = Buffer.from('CLIPPROF');
 export const PROFILE_VERSION = 1;
 /** A profile larger than this is not a profile (a python start is a few kB). */
 export const MAX_PROFILE_BYTES = 64 * 1024 * 1024;
-const NO_WINDOW = Buffer.alloc(0);
 
 /** One range the start read: bytes [offset, offset + length) of the uncompressed layer. */
 export interface ProfileRange {

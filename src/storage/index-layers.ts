@@ -4,12 +4,10 @@
  * checkpoint whose window the index left out (version 4, published) comes with `loadWindow`:
  * the window is fetched when a fetch starts there (checkpoint-windows.ts), beside its range.
  */
+import { NO_WINDOW } from '../archive/types.js';
 import type { ImageIndex } from '../index/reader.js';
 import type { CompressedRange, ResumableLayer } from './checkpoint-source.js';
 import { indexWindows } from './checkpoint-windows.js';
-
-/** Where a checkpoint stands, its window still to be fetched (empty until then). */
-const NO_WINDOW = Buffer.alloc(0);
 
 export function indexLayers(index: ImageIndex): ResumableLayer[] {
   return index.layers.map((info, n) => {

@@ -11,7 +11,7 @@
 import { promisify } from 'node:util';
 import { deflateRaw } from 'node:zlib';
 import { checkLearned, checkpointOf, unpackWindow, type LearnedCheckpoint } from '../archive/learned-checkpoint.js';
-import type { Checkpoint } from '../archive/types.js';
+import { NO_WINDOW, type Checkpoint } from '../archive/types.js';
 import type { LayerRecord } from './types.js';
 
 interface Entry {
@@ -33,7 +33,6 @@ export interface LearnedStart {
 }
 
 const deflateRawAsync = promisify(deflateRaw);
-const NO_WINDOW = Buffer.alloc(0);
 
 export class LearnedCheckpoints {
   /** Per blob digest, ascending by out. */
