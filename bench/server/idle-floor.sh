@@ -10,8 +10,12 @@
 # with the medians of each arm, each server's less the bare node's, and the load average.
 # An arm CLI+FLAG,FLAG... runs that build's server with these V8 flags added to the server's
 # (CLIP_SERVER_V8_FLAGS), e.g. `dist/cli/main.js dist/cli/main.js+--single-threaded-gc`.
-# Two bare arms: `bare`, a node started alone, and `forked`, one forked with an IPC channel from a
-# waiting parent, as the holder forks the server (the channel loads child_process, net, streams).
+# Three bare arms: `bare`, a node started alone; `forked`, one forked with an IPC channel from a
+# waiting parent, as the holder forks the server (the channel loads child_process, net, streams);
+# `runtime`, forked the same way, loading what the first server was seen to load besides clip's
+# own code (node builtins, koffi, pako: listed once before the rounds by loaded-modules.mjs in an
+# idle server with one mount), then collected and trimmed: the floor of a Node server with clip's
+# dependencies, before any of clip's code, index or state.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 [ $# -gt 0 ] || set -- "$ROOT/dist/cli/main.js"
@@ -24,7 +28,7 @@ bare= parent=
 echo 'setInterval(() => undefined, 1 << 30);' >"$W/wait.cjs"
 cleanup() {
   [ -n "$bare" ] && kill "$bare" 2>/dev/null || true
-  [ -n "$parent" ] && kill "$parent" "$(cat "$W/wait.cjs.pid" 2>/dev/null)" 2>/dev/null || true
+  [ -n "$parent" ] && kill "$parent" "$(cat "$W/wait.cjs.pid" 2>/dev/null)" "$(cat "$W/modules.json.pid" 2>/dev/null)" 2>/dev/null || true
   node "$CLI" unmount "$W/mnt" --cache-dir "$W/cache" >/dev/null 2>&1 || true
   rm -rf "$W"
 }
@@ -35,6 +39,16 @@ rss() {
 }
 for i in $(seq $#); do echo "server$i: ${!i}"; done
 echo "load $(cut -d' ' -f1-3 /proc/loadavg)   (MB: rss anon file, threads, pss)"
+# The listing server: mounted as the measured ones, idle as long, then asked for its list.
+rm -rf "$W/cache"
+CLIP_BENCH_MODULES=$W/modules.json CLIP_SERVER_V8_FLAGS="$FLAGS --import $ROOT/bench/server/loaded-modules.mjs" CLIP_FUSE_SLEEP_MS=5000 \
+  node "$CLI" mount "oci:$LAYOUT:latest" "$W/mnt" --background --cache-dir "$W/cache" >/dev/null 2>&1
+pid=$(head -1 "$(ls "$W"/cache/mounts/*.pid | head -1)")
+sleep 20; kill -USR2 "$pid"
+for _ in $(seq 20); do [ -s "$W/modules.json" ] && break; sleep 0.5; done
+node "$CLI" unmount "$W/mnt" --cache-dir "$W/cache" >/dev/null
+for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+node -e 'const l = require(process.argv[1]); console.log(`runtime arm loads ${l.builtins.length} builtins, ${l.cjs.length + l.esm.length} package files: ${[...new Set([...l.cjs, ...l.esm].map((f) => f.replace(/.*node_modules\//, "").split("/")[0]))].join(" ")}`)' "$W/modules.json"
 for r in $(seq "${ROUNDS:-3}"); do
   # shellcheck disable=SC2086 # FLAGS is a list of flags
   node $FLAGS --heap-growing-percent=25 -e 'setInterval(() => undefined, 1 << 30)' &
@@ -46,6 +60,11 @@ for r in $(seq "${ROUNDS:-3}"); do
   parent=$!
   sleep 20; echo "forked $r $(rss "$(cat "$W/wait.cjs.pid")")" | tee -a "$W/figures"
   kill "$(cat "$W/wait.cjs.pid")" "$parent"; wait "$parent" 2>/dev/null || true; parent=
+  # shellcheck disable=SC2086
+  node -e 'const c = require("node:child_process").fork(process.argv[1], [process.argv[2]], { execArgv: process.argv.slice(3) }); require("node:fs").writeFileSync(process.argv[2] + ".pid", String(c.pid))' "$ROOT/bench/server/runtime-floor.mjs" "$W/modules.json" $FLAGS --heap-growing-percent=25 &
+  parent=$!
+  sleep 20; echo "runtime $r $(rss "$(cat "$W/modules.json.pid")")" | tee -a "$W/figures"
+  kill "$(cat "$W/modules.json.pid")" "$parent"; wait "$parent" 2>/dev/null || true; parent=
 
   for i in $(seq $#); do
     cli=${!i%%+*} extra=
@@ -65,5 +84,6 @@ awk '{ if (!($1 in n)) arms[++k] = $1; n[$1]++; for (i = 3; i <= 7; i++) v[$1, i
   END { for (a = 1; a <= k; a++) { arm = arms[a]
       printf "median %-8s rss %.1f anon %.1f file %.1f pss %.1f", arm, med(arm, 3), med(arm, 4), med(arm, 5), med(arm, 7)
       if (arm != "bare") printf "   over bare: rss %+.1f anon %+.1f file %+.1f", med(arm, 3) - med("bare", 3), med(arm, 4) - med("bare", 4), med(arm, 5) - med("bare", 5)
+      if (arm ~ /^server/ && ("runtime" in n)) printf "   over runtime: rss %+.1f anon %+.1f file %+.1f", med(arm, 3) - med("runtime", 3), med(arm, 4) - med("runtime", 4), med(arm, 5) - med("runtime", 5)
       printf "\n" } }' "$W/figures"
 echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
