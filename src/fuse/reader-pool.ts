@@ -11,10 +11,11 @@
  * heap) and starts a reader thread when one has a request (bench/server/RESULTS.md: the idle
  * server's cost of the thread, and the first request's wait).
  */
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync, statfs, writeSync } from 'node:fs';
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { siblingModule, startWorker } from '../util/worker.js';
 import type { ThreadTuning } from './env-options.js';
+import { Blocker, BlockState } from './blocking-wake.js';
 import { loadLibc } from './libc.js';
 import type { ReaderControl, ReaderEvent, ReaderWorkerData, ThreadAnswering } from './reader-worker.js';
 
@@ -46,6 +47,11 @@ interface Entry {
   /** Threads told to read it that have not let go of it yet. */
   readers: Set<ReaderThread>;
   ended?: { code: string; message: string };
+  /** The mountpoint, whose statfs wakes a thread blocked in read(2) on `fd` (blocking-wake.ts); none: no thread blocks on it. */
+  wakePath: string | undefined;
+  /** A wake's statfs is under way; `rewake`: another was asked for meanwhile. */
+  waking?: boolean;
+  rewake?: boolean;
 }
 
 const WAKE = Buffer.from([1]);
@@ -84,12 +90,21 @@ class ReaderThread {
   /** It said it served nothing for the idle time, and has not served since. */
   idle = false;
   private closed = false;
+  /** Where it blocks in read(2), if it does, and how it is woken there (blocking-wake.ts). */
+  private readonly block = new BlockState();
+  /** While it may end for idleness: wakes it from a blocking read once it has served nothing for the idle time. */
+  private idleCheck: NodeJS.Timeout | undefined;
 
   constructor(
     readonly bufferSize: number,
     idleMs: number,
     { sliceNs, turns, streamRate }: ThreadTuning,
     preload: string[],
+    /** Which of the pool's threads blocks in read(2) (shared by all), and this one's number there. */
+    blocker: Blocker,
+    readonly serial: number,
+    /** Wake the thread blocked in read(2) on this descriptor (ReaderPool.wakeBlocked). */
+    private readonly wakeBlocked: (fd: number) => void,
     onEvent: (t: ReaderThread, e: ReaderEvent) => void,
     onExit: (t: ReaderThread, why: string) => void,
   ) {
@@ -98,13 +113,17 @@ class ReaderThread {
     libc.setNonBlocking(this.wakeRead);
     const { port1, port2 } = new MessageChannel();
     this.control = port1;
-    const data: ReaderWorkerData = { wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate, ...(preload.length ? { preload } : {}) };
+    const data: ReaderWorkerData = {
+      wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate, blockState: this.block.buffer, blocker: blocker.buffer, serial, ...(preload.length ? { preload } : {}),
+    };
     this.worker = startWorker(siblingModule(import.meta.url, 'reader-worker'), { workerData: data, transferList: [port2] });
     this.worker.on('message', (e: ReaderEvent) => onEvent(this, e));
+    if (idleMs > 0) this.idleCheck = this.watchIdle(idleMs);
     let exited = false;
     const exit = (why: string): void => {
       if (exited) return;
       exited = true;
+      clearInterval(this.idleCheck);
       this.closed = true; // before closing: a closed pipe's number may be reused by another file
       closeSync(this.wakeRead);
       closeSync(this.wakeWrite);
@@ -122,6 +141,28 @@ class ReaderThread {
     } catch {
       // the thread is gone already
     }
+    const fd = this.block.told();
+    if (fd >= 0) this.wakeBlocked(fd);
+  }
+
+  /**
+   * A thread blocked in read(2) has no timeout of its own: once it has served nothing for `idleMs`
+   * it is woken, and says 'idle' as a thread waiting in epoll_wait would (within a quarter of
+   * the idle time more).
+   */
+  private watchIdle(idleMs: number): NodeJS.Timeout {
+    let served = -1;
+    let since = Date.now();
+    return setInterval(() => {
+      if (this.block.served !== served) {
+        served = this.block.served;
+        since = Date.now();
+      } else if (Date.now() - since >= idleMs) {
+        const fd = this.block.blockedFd;
+        if (fd >= 0) this.wakeBlocked(fd);
+        since = Date.now();
+      }
+    }, Math.max(10, Math.floor(idleMs / 4))).unref();
   }
 }
 
@@ -136,8 +177,10 @@ class ReaderPool {
   private wake: (() => void) | undefined;
   /** Ends a thread started ahead (prestart) that no connection came for. */
   private prestarted: NodeJS.Timeout | undefined;
+  private readonly blocker = new Blocker();
+  private nextSerial = 1;
 
-  open(fd: number, bufferSize: number, policy: ReaderPolicy, callbacks: ReaderCallbacks, answering?: ThreadAnswering): { readers(): number } {
+  open(fd: number, bufferSize: number, policy: ReaderPolicy, callbacks: ReaderCallbacks, answering?: ThreadAnswering, mountpoint?: string): { readers(): number } {
     if (this.entries.size > 0 && bufferSize > this.bufferSize) {
       throw new Error(`the FUSE reader threads read at most ${this.bufferSize} bytes a request; ${bufferSize} asked`);
     }
@@ -148,7 +191,7 @@ class ReaderPool {
       this.bufferSize = bufferSize;
     }
     loadLibc().setNonBlocking(fd);
-    const entry: Entry = { id: this.nextId++, fd, policy, callbacks, answering, readers: new Set() };
+    const entry: Entry = { id: this.nextId++, fd, policy, callbacks, answering, readers: new Set(), wakePath: mountpoint };
     this.entries.set(entry.id, entry);
     this.threads.forEach((t, slot) => {
       if (slot < policy.max) this.add(t, entry);
@@ -174,7 +217,7 @@ class ReaderPool {
 
   private add(t: ReaderThread, e: Entry): void {
     e.readers.add(t);
-    t.tell({ op: 'add', id: e.id, fd: e.fd, ...(e.answering ? { answering: e.answering } : {}) });
+    t.tell({ op: 'add', id: e.id, fd: e.fd, blockable: e.wakePath !== undefined, ...(e.answering ? { answering: e.answering } : {}) });
   }
 
   /**
@@ -210,12 +253,15 @@ class ReaderPool {
     const sleeps = slot === 0 && live.length > 0 && live.every((e) => maySleep(e.policy));
     // Every connection's policy read the same environment: the first one's tuning stands for all.
     const tuning = live[0]?.policy.tuning ?? [...this.entries.values()][0]!.policy.tuning;
+    // A lone thread may have made a descriptor blocking (blocking-wake.ts): it makes it non-blocking
+    // again once woken by this start's messages, but the new thread must not find it blocking first.
+    for (const e of live) loadLibc().setNonBlocking(e.fd);
     const t = this.launch(sleeps ? tuning.sleepMs : slot < kept ? 0 : Math.min(...live.map((e) => e.policy.idleMs)), tuning);
     for (const e of live) if (slot < e.policy.max) this.add(t, e);
   }
 
   private launch(idleMs: number, tuning: ThreadTuning, preload: string[] = []): ReaderThread {
-    const t = new ReaderThread(this.bufferSize, idleMs, tuning, preload, (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
+    const t = new ReaderThread(this.bufferSize, idleMs, tuning, preload, this.blocker, this.nextSerial++, (fd) => this.wakeBlocked(fd), (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
     this.threads.push(t);
     this.lastStart = Date.now();
     this.tellPeers();
@@ -268,6 +314,10 @@ class ReaderPool {
       case 'active':
         t.idle = false;
         return;
+      case 'unblocked':
+      case 'claimed':
+        this.nudgeOthers(t);
+        return;
     }
   }
 
@@ -313,7 +363,35 @@ class ReaderPool {
     }
   }
 
+  /**
+   * A request on connection `fd` wakes the thread blocked reading it: a statfs of its mountpoint on
+   * a libuv pool thread (never the main thread's: the mount is this process's own). One at a time
+   * per connection; one asked for meanwhile is made when it returns.
+   */
+  private wakeBlocked(fd: number): void {
+    const e = [...this.entries.values()].find((x) => x.fd === fd && !x.ended);
+    if (!e?.wakePath) return;
+    if (e.waking) {
+      e.rewake = true;
+      return;
+    }
+    e.waking = true;
+    statfs(e.wakePath, () => {
+      e.waking = false;
+      if (!e.rewake) return;
+      e.rewake = false;
+      this.wakeBlocked(fd);
+    });
+  }
+
+  /** Thread `t` no longer blocks in read(2), or is about to: the others look at the claim again (woken by a message). */
+  private nudgeOthers(t: ReaderThread): void {
+    for (const other of this.threads) if (other !== t) other.tell({ op: 'peers', n: this.threads.length });
+  }
+
   private onExit(t: ReaderThread, why: string): void {
+    // A thread that ended while blocking (it failed): the others must not leave its descriptor alone.
+    if (this.blocker.release(t.serial)) this.nudgeOthers(t);
     const i = this.threads.indexOf(t);
     if (i >= 0) {
       this.threads.splice(i, 1);

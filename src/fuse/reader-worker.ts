@@ -16,6 +16,7 @@
 import { writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoName } from './errno.js';
+import { Blocker, BlockState } from './blocking-wake.js';
 import { IN_HEADER_SIZE, Opcode, OUT_HEADER_SIZE, readInHeader, writeReplyHeader } from './protocol.js';
 import { Splicer } from './splice.js';
 import { answerRead, answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
@@ -37,6 +38,11 @@ export interface ReaderWorkerData {
   streamRate: number;
   /** Modules to load before reading (a thread started ahead of its first connection: its answering module). */
   preload?: string[];
+  /** Shared with the pool (blocking-wake.ts): whether and where the thread blocks in read(2), and the wake protocol's count. */
+  blockState: SharedArrayBuffer;
+  /** Shared by every thread of the pool: which one blocks (Blocker), this thread's number there. */
+  blocker: SharedArrayBuffer;
+  serial: number;
 }
 
 /** Requests of a connection answered here: how to build its filesystem, and what the server answers with. */
@@ -48,7 +54,8 @@ export interface ThreadAnswering {
 }
 
 export type ReaderControl =
-  | { op: 'add'; id: number; fd: number; answering?: ThreadAnswering }
+  /** `blockable`: the pool can wake a thread blocked in read(2) on it (it knows the mountpoint). */
+  | { op: 'add'; id: number; fd: number; blockable: boolean; answering?: ThreadAnswering }
   | { op: 'remove'; id: number }
   /** How many threads read now: more than one take turns on a stream (see rotate()). */
   | { op: 'peers'; n: number }
@@ -66,6 +73,10 @@ export type ReaderEvent =
   | { type: 'stream' }
   /** Nothing served for idleMs. */
   | { type: 'idle' }
+  /** This thread no longer blocks in read(2): the others may watch its descriptor again. */
+  | { type: 'unblocked' }
+  /** This thread would block in read(2): the others are to step back from its descriptor. */
+  | { type: 'claimed' }
   /** Serving again after an 'idle'. */
   | { type: 'active' }
   /** A connection removed on the main thread's word: this thread no longer touches its descriptor. */
@@ -78,7 +89,7 @@ export type ReaderEvent =
     message: string;
   };
 
-const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload } = workerData as ReaderWorkerData;
+const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload, blockState, serial } = workerData as ReaderWorkerData;
 /** Requests read in one wake-up (to EAGAIN) from which the thread says it is busy. */
 const BUSY_BURST = 4;
 /** At most one 'busy' per this many ms. */
@@ -91,6 +102,8 @@ const BUSY_EVERY_MS = 50;
  * that builds up (and the 'busy' it should cause) is seen within that many requests.
  */
 const SINGLES_BEFORE_ONE_READ = 8;
+/** A thread steps back from a claimed descriptor (followBlocker) once it has served nothing for this long. */
+const STEP_BACK_IDLE_MS = 50;
 const PROBE_EVERY = 16;
 const port = parentPort;
 if (!port) throw new Error('reader-worker must run as a worker thread');
@@ -101,6 +114,20 @@ const libc = loadLibc();
 const slice = sliceNs > 0 ? libc.setSlice(sliceNs) : 0;
 
 const conns = new Map<number, number>(); // id → fd
+/** Connections that have sent a request other than INIT: initialized, so a wake (a notification) cannot wait for INIT. */
+const initialized = new Set<number>();
+/** Connections the pool can wake a blocked read of (blocking-wake.ts). */
+const blockable = new Set<number>();
+const block = new BlockState(blockState);
+const blocker = new Blocker((workerData as ReaderWorkerData).blocker);
+/** The descriptor another thread blocks on, which this one does not watch meanwhile (followBlocker); -1: none. */
+let steppedBack = -1;
+/** The pool's control count when the thread last took its messages. */
+let seenControl = 0;
+/** This thread claimed a descriptor and asked the pool to have the others step back ('claimed'). */
+let askedToStep = false;
+/** Descriptors added to the epoll set since the last epoll_wait: no wake-up for them was taken here. */
+const fresh = new Set<number>();
 const ep = libc.epollCreate();
 libc.epollAdd(ep, wakeFd, false);
 const answering = new Map<number, { fs: SyncFilesystem; options: SyncAnswerOptions; counts: Int32Array }>();
@@ -127,6 +154,7 @@ let replyBuf: Buffer | undefined;
  * answering module loads (the requests wait in the kernel meanwhile).
  */
 function takeControl(): boolean | Promise<boolean> {
+  seenControl = block.controlCount(); // before the messages: one posted after is seen by the next look
   const loads: Promise<void>[] = [];
   for (let m = receiveMessageOnPort(control); m; m = receiveMessageOnPort(control)) {
     const msg = m.message as ReaderControl;
@@ -144,7 +172,8 @@ function takeControl(): boolean | Promise<boolean> {
       continue;
     }
     conns.set(msg.id, msg.fd);
-    libc.epollAdd(ep, msg.fd, true);
+    if (msg.blockable) blockable.add(msg.id);
+    watch(msg.fd);
     const a = msg.answering;
     if (a) {
       loads.push(
@@ -176,8 +205,12 @@ function rotate(fd: number): void {
 function unwatch(id: number): boolean {
   const fd = conns.get(id);
   if (fd === undefined) return false;
-  libc.epollDel(ep, fd);
+  block.leave(); // before the pool hears of it and may close the descriptor
+  if (fd === steppedBack) steppedBack = -1; // not in the epoll set
+  else unwatchFd(fd);
   conns.delete(id);
+  initialized.delete(id);
+  blockable.delete(id);
   return true;
 }
 
@@ -256,6 +289,95 @@ function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req
   return splicer.send(fd, h.unique, range.fd, range.position, range.length, range.valid);
 }
 
+/**
+ * The connection this thread may block on (serveBlocking): its only one, while it reads alone for a
+ * lone client. 'wait': claimed, but another thread still watches it (Blocker): the claim is kept
+ * and the thread waits in epoll_wait as before until the others have stepped back.
+ */
+function blockTarget(): [number, number] | 'wait' | undefined {
+  if (TURNS || conns.size !== 1 || singles < SINGLES_BEFORE_ONE_READ || soleWakeups < SINGLES_BEFORE_ONE_READ) return undefined;
+  const [id, fd] = conns.entries().next().value!;
+  if (!(initialized.has(id) && blockable.has(id) && fd !== steppedBack && blocker.claim(serial, fd))) return undefined;
+  if (blocker.alone(fd)) return [id, fd];
+  if (!askedToStep) {
+    askedToStep = true; // once per claim: the pool wakes the others, and they step back
+    port!.postMessage({ type: 'claimed' } satisfies ReaderEvent);
+  }
+  return 'wait';
+}
+
+/**
+ * Leave alone the descriptor another thread blocks on (Blocker), and watch it again once that one
+ * stops: the pool tells this thread then (a control message wakes it). A descriptor this thread
+ * has waited on is read until empty before it steps back: it may have been woken for a request
+ * (the wake-up is exclusive: the claimer was not), and while this thread watches it the claimer
+ * does not block, so it is still non-blocking here. One added since the last wait took no wake-up.
+ */
+function followBlocker(): void {
+  const held = blocker.heldBy(serial);
+  if (held === steppedBack) return;
+  if (steppedBack >= 0) {
+    if ([...conns.values()].includes(steppedBack)) watch(steppedBack);
+    steppedBack = -1;
+  }
+  const id = [...conns].find(([, fd]) => fd === held)?.[0];
+  // A thread still serving stays (the claimer then does not block): several clients, not one.
+  if (id === undefined || Date.now() - lastServed < STEP_BACK_IDLE_MS) return;
+  libc.epollDel(ep, held);
+  if (!fresh.has(held)) while (conns.has(id) && readOne(id, held)) lastServed = Date.now();
+  if (!conns.has(id)) return; // it ended meanwhile (and was counted out)
+  blocker.watching(held, -1);
+  steppedBack = held;
+}
+
+/** Add a connection's descriptor to this thread's epoll set, counted (Blocker). */
+function watch(fd: number): void {
+  libc.epollAdd(ep, fd, true);
+  blocker.watching(fd, 1);
+  fresh.add(fd);
+}
+
+function unwatchFd(fd: number): void {
+  libc.epollDel(ep, fd);
+  blocker.watching(fd, -1);
+}
+
+/**
+ * Serve connection `id` alone with blocking reads (blocking-wake.ts): read, answer, read again, two
+ * system calls a request where the loop below makes three (epoll_wait, then a non-blocking read).
+ * Left when the pool posts a message (it wakes the thread with a STATFS), when the
+ * connection ends, and when every PROBE_EVERY-th request finds another queued behind it: the loop
+ * then reads the queue greedily and says 'busy' as before.
+ */
+function serveBlocking(id: number, fd: number): void {
+  woken = true; // the control messages are looked at on the way back, whatever ended this
+  if (!block.enter(fd, seenControl)) return; // a message came: taken first, the claim kept (blockTarget)
+  libc.setBlocking(fd);
+  let served = 0;
+  // Checked after the descriptor blocks too: a message posted meanwhile may have had its wake read already.
+  while (!block.changed(seenControl)) {
+    if (!readOne(id, fd) || !conns.has(id)) break; // EAGAIN: the pool set it non-blocking
+    if (buf.readUInt32LE(4) === Opcode.STATFS) break; // the pool's wake (answered): not a client's request
+    block.servedOne();
+    served++;
+    lastServed = Date.now();
+    if (served % PROBE_EVERY === 0 && libc.readable(fd)) {
+      // Another request already: often a fast client's next one, sometimes a queue. The loop's
+      // next pass reads until EAGAIN and tells them apart (blocking again, or 'busy' and the claim let go).
+      probeHit = true;
+      break;
+    }
+  }
+  block.leave();
+  woken = true;
+  libc.read(wakeFd, wakeBuf); // what the pool wrote meanwhile: the pipe is not left to fill
+  if (conns.has(id)) libc.setNonBlocking(fd); // before the claim is let go (below): the next blocker sets it blocking after
+  if (served > 0 && saidIdle) {
+    saidIdle = false;
+    port!.postMessage({ type: 'active' } satisfies ReaderEvent);
+  }
+}
+
 /** Read one request from `fd`; true if one came (or the connection stopped), false on EAGAIN. */
 function readOne(id: number, fd: number): boolean {
   const n = libc.read(fd, buf);
@@ -276,6 +398,7 @@ function readOne(id: number, fd: number): boolean {
     port!.postMessage({ type: 'stopped', id, code: 'ENODEV', message: 'end of file on /dev/fuse' } satisfies ReaderEvent);
     return true;
   }
+  if (!initialized.has(id) && buf.readUInt32LE(4) !== Opcode.INIT) initialized.add(id);
   if (answerHere(id, fd, n)) return true;
   const data = new ArrayBuffer(n);
   buf.copy(new Uint8Array(data), 0, 0, n);
@@ -294,8 +417,12 @@ let lastBusy = 0;
 let saidIdle = false;
 /** The wake pipe said a control message came (the first pass looks anyway). */
 let woken = true;
+/** A blocking thread's probe found another request (serveBlocking): the next pass reads until EAGAIN. */
+let probeHit = false;
 /** Wake-ups in a row that found at most one request (read until EAGAIN). */
 let singles = 0;
+/** Wake-ups in a row that served requests with no other thread serving meanwhile (Blocker.servedBy). */
+let soleWakeups = 0;
 let wakeups = 0;
 /** Requests served since `windowStart` (for 'stream'). */
 let windowCount = 0;
@@ -309,19 +436,21 @@ for (;;) {
     const taken = takeControl();
     if (!(taken === true || (taken !== false && (await taken)))) break;
   }
+  followBlocker();
   if (!ready) {
     ready = true;
     port.postMessage({ type: 'ready', slice, tid: libc.gettid() } satisfies ReaderEvent);
   }
   // Serve whoever has requests, one each in turn, until none has; or, while requests come one at
   // a time, one read each and back to epoll_wait, which returns at once if another is queued.
-  const greedy = singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
+  const greedy = probeHit || singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
+  probeHit = false;
   let served = 0;
   let busy = true;
   while (busy) {
     busy = false;
     for (const [id, fd] of conns) {
-      if (readOne(id, fd)) {
+      if (fd !== steppedBack && readOne(id, fd)) {
         busy = greedy;
         served++;
         if (TURNS && peers > 1 && streaming && !servedFds.includes(fd)) servedFds.push(fd);
@@ -329,6 +458,7 @@ for (;;) {
     }
   }
   if (greedy) singles = served <= 1 ? singles + 1 : 0;
+  if (served > 0) soleWakeups = blocker.servedBy(serial) ? soleWakeups + 1 : 0;
   const now = Date.now();
   if (served > 0) {
     lastServed = now;
@@ -364,6 +494,20 @@ for (;;) {
       timeout = idleMs;
     }
   }
+  // Another thread's claim this one has not stepped back from yet: look again once idle that long.
+  const held = blocker.heldBy(serial);
+  if (held >= 0 && held !== steppedBack && (timeout < 0 || timeout > STEP_BACK_IDLE_MS)) timeout = STEP_BACK_IDLE_MS;
+  const target = blockTarget();
+  if (Array.isArray(target)) {
+    serveBlocking(...target);
+    continue;
+  }
+  // A claim kept from an earlier block (serveBlocking) that this thread no longer uses: the others watch again.
+  if (!target) {
+    askedToStep = false;
+    if (blocker.release(serial)) port.postMessage({ type: 'unblocked' } satisfies ReaderEvent);
+  }
+  fresh.clear();
   const fired = libc.epollWait(ep, timeout);
   // The pipe and the control port only when the pipe woke us: a request's wake-up goes straight to
   // its read (two calls fewer per request). The pipe is this thread's own, written after each
@@ -372,5 +516,6 @@ for (;;) {
   if (woken) libc.read(wakeFd, wakeBuf);
   // A connection that ended shows as EPOLLERR/EPOLLHUP: its read then says ENODEV.
 }
+for (const fd of conns.values()) if (fd !== steppedBack) blocker.watching(fd, -1); // ended: counted out
 libc.close(ep);
 splicer?.close();
