@@ -15,9 +15,10 @@ import { closeSync, statfs, writeSync } from 'node:fs';
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { siblingModule, startWorker } from '../util/worker.js';
 import type { ThreadTuning } from './env-options.js';
-import { Blocker, BlockState } from './blocking-wake.js';
+import { BlockState } from './blocking-wake.js';
 import { loadLibc } from './libc.js';
 import type { ReaderControl, ReaderEvent, ReaderWorkerData, ThreadAnswering } from './reader-worker.js';
+import { SoloReads } from './solo-reads.js';
 
 /** How many threads read a connection: always `min`, up to `max` while requests queue. */
 export interface ReaderPolicy {
@@ -100,9 +101,6 @@ class ReaderThread {
     idleMs: number,
     { sliceNs, turns, streamRate }: ThreadTuning,
     preload: string[],
-    /** Which of the pool's threads blocks in read(2) (shared by all), and this one's number there. */
-    blocker: Blocker,
-    readonly serial: number,
     /** Wake the thread blocked in read(2) on this descriptor (ReaderPool.wakeBlocked). */
     private readonly wakeBlocked: (fd: number) => void,
     onEvent: (t: ReaderThread, e: ReaderEvent) => void,
@@ -114,7 +112,7 @@ class ReaderThread {
     const { port1, port2 } = new MessageChannel();
     this.control = port1;
     const data: ReaderWorkerData = {
-      wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate, blockState: this.block.buffer, blocker: blocker.buffer, serial, ...(preload.length ? { preload } : {}),
+      wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate, blockState: this.block.buffer, ...(preload.length ? { preload } : {}),
     };
     this.worker = startWorker(siblingModule(import.meta.url, 'reader-worker'), { workerData: data, transferList: [port2] });
     this.worker.on('message', (e: ReaderEvent) => onEvent(this, e));
@@ -177,8 +175,8 @@ class ReaderPool {
   private wake: (() => void) | undefined;
   /** Ends a thread started ahead (prestart) that no connection came for. */
   private prestarted: NodeJS.Timeout | undefined;
-  private readonly blocker = new Blocker();
-  private nextSerial = 1;
+  /** Which thread may read blocking (solo-reads.ts). */
+  private readonly solo = new SoloReads<ReaderThread>(() => this.threads);
 
   open(fd: number, bufferSize: number, policy: ReaderPolicy, callbacks: ReaderCallbacks, answering?: ThreadAnswering, mountpoint?: string): { readers(): number } {
     if (this.entries.size > 0 && bufferSize > this.bufferSize) {
@@ -191,6 +189,7 @@ class ReaderPool {
       this.bufferSize = bufferSize;
     }
     loadLibc().setNonBlocking(fd);
+    this.solo.revoke(false); // a second connection: a blocked thread would not see its requests
     const entry: Entry = { id: this.nextId++, fd, policy, callbacks, answering, readers: new Set(), wakePath: mountpoint };
     this.entries.set(entry.id, entry);
     this.threads.forEach((t, slot) => {
@@ -255,13 +254,14 @@ class ReaderPool {
     const tuning = live[0]?.policy.tuning ?? [...this.entries.values()][0]!.policy.tuning;
     // A lone thread may have made a descriptor blocking (blocking-wake.ts): it makes it non-blocking
     // again once woken by this start's messages, but the new thread must not find it blocking first.
+    this.solo.revoke(true);
     for (const e of live) loadLibc().setNonBlocking(e.fd);
     const t = this.launch(sleeps ? tuning.sleepMs : slot < kept ? 0 : Math.min(...live.map((e) => e.policy.idleMs)), tuning);
     for (const e of live) if (slot < e.policy.max) this.add(t, e);
   }
 
   private launch(idleMs: number, tuning: ThreadTuning, preload: string[] = []): ReaderThread {
-    const t = new ReaderThread(this.bufferSize, idleMs, tuning, preload, this.blocker, this.nextSerial++, (fd) => this.wakeBlocked(fd), (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
+    const t = new ReaderThread(this.bufferSize, idleMs, tuning, preload, (fd) => this.wakeBlocked(fd), (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
     this.threads.push(t);
     this.lastStart = Date.now();
     this.tellPeers();
@@ -301,7 +301,10 @@ class ReaderPool {
         t.tid = e.tid;
         return;
       case 'busy':
-        this.grow();
+        this.grow(); // a lone fast client's requests may look like a queue: the soloist's probe tells (solo-reads.ts)
+        return;
+      case 'queued':
+        this.solo.revoke(true);
         return;
       case 'stream':
         // A lone client's stream: a second thread to take turns with, no more.
@@ -314,9 +317,17 @@ class ReaderPool {
       case 'active':
         t.idle = false;
         return;
-      case 'unblocked':
-      case 'claimed':
-        this.nudgeOthers(t);
+      case 'lone': {
+        const live = [...this.entries.values()].filter((x) => !x.ended);
+        const e = live.length === 1 ? live[0]! : undefined;
+        if (e?.wakePath && e.readers.has(t) && !e.policy.tuning.turns && !t.leaving && this.threads.every((x) => x.ready)) this.solo.lone(t, e.fd);
+        return;
+      }
+      case 'parked':
+        this.solo.parked(t);
+        return;
+      case 'unsoloed':
+        this.solo.unsoloed(t);
         return;
     }
   }
@@ -350,6 +361,7 @@ class ReaderPool {
     if (why && !e.ended) {
       // One thread seeing the end ends the connection for all: the others let go of it.
       e.ended = why;
+      this.solo.revoke(false);
       e.callbacks.onStopped(why);
       for (const r of e.readers) r.tell({ op: 'remove', id });
     }
@@ -384,14 +396,10 @@ class ReaderPool {
     });
   }
 
-  /** Thread `t` no longer blocks in read(2), or is about to: the others look at the claim again (woken by a message). */
-  private nudgeOthers(t: ReaderThread): void {
-    for (const other of this.threads) if (other !== t) other.tell({ op: 'peers', n: this.threads.length });
-  }
-
   private onExit(t: ReaderThread, why: string): void {
-    // A thread that ended while blocking (it failed): the others must not leave its descriptor alone.
-    if (this.blocker.release(t.serial)) this.nudgeOthers(t);
+    // The soloist ended (it let go of the descriptor non-blocking, unless it failed): the others watch again.
+    const soloFd = this.solo.exited(t);
+    if (soloFd !== undefined && [...this.entries.values()].some((e) => e.fd === soloFd && !e.ended)) loadLibc().setNonBlocking(soloFd);
     const i = this.threads.indexOf(t);
     if (i >= 0) {
       this.threads.splice(i, 1);

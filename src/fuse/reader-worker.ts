@@ -13,10 +13,10 @@
  * descriptor; anything else is copied out of the big read buffer into a buffer of its own and
  * transferred (not cloned) to the main thread.
  */
-import { writeSync } from 'node:fs';
+import { appendFileSync, writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoName } from './errno.js';
-import { Blocker, BlockState } from './blocking-wake.js';
+import { BlockState } from './blocking-wake.js';
 import { IN_HEADER_SIZE, Opcode, OUT_HEADER_SIZE, readInHeader, writeReplyHeader } from './protocol.js';
 import { Splicer } from './splice.js';
 import { answerRead, answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
@@ -40,9 +40,6 @@ export interface ReaderWorkerData {
   preload?: string[];
   /** Shared with the pool (blocking-wake.ts): whether and where the thread blocks in read(2), and the wake protocol's count. */
   blockState: SharedArrayBuffer;
-  /** Shared by every thread of the pool: which one blocks (Blocker), this thread's number there. */
-  blocker: SharedArrayBuffer;
-  serial: number;
 }
 
 /** Requests of a connection answered here: how to build its filesystem, and what the server answers with. */
@@ -59,6 +56,14 @@ export type ReaderControl =
   | { op: 'remove'; id: number }
   /** How many threads read now: more than one take turns on a stream (see rotate()). */
   | { op: 'peers'; n: number }
+  /** Stop watching `fd` (after reading what is queued), and say 'parked': another thread is to read it blocking (solo-reads.ts). */
+  | { op: 'park'; fd: number }
+  /** Watch the parked descriptor again. */
+  | { op: 'unpark' }
+  /** Every other thread is parked: this one may read `fd` blocking while its requests come one at a time. */
+  | { op: 'solo'; fd: number }
+  /** No more blocking reads: say 'unsoloed' (the descriptor is non-blocking again). */
+  | { op: 'unsolo' }
   | { op: 'exit' };
 
 /** What the thread tells the main thread. */
@@ -73,10 +78,14 @@ export type ReaderEvent =
   | { type: 'stream' }
   /** Nothing served for idleMs. */
   | { type: 'idle' }
-  /** This thread no longer blocks in read(2): the others may watch its descriptor again. */
-  | { type: 'unblocked' }
-  /** This thread would block in read(2): the others are to step back from its descriptor. */
-  | { type: 'claimed' }
+  /** Its only connection's requests come one at a time: it could read them blocking, alone ('solo'). */
+  | { type: 'lone' }
+  /** It no longer watches the descriptor it was told to park. */
+  | { type: 'parked' }
+  /** Solo, it found requests queued: several clients. */
+  | { type: 'queued' }
+  /** Told 'unsolo': it reads non-blocking, and will not block. */
+  | { type: 'unsoloed' }
   /** Serving again after an 'idle'. */
   | { type: 'active' }
   /** A connection removed on the main thread's word: this thread no longer touches its descriptor. */
@@ -89,7 +98,7 @@ export type ReaderEvent =
     message: string;
   };
 
-const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload, blockState, serial } = workerData as ReaderWorkerData;
+const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload, blockState } = workerData as ReaderWorkerData;
 /** Requests read in one wake-up (to EAGAIN) from which the thread says it is busy. */
 const BUSY_BURST = 4;
 /** At most one 'busy' per this many ms. */
@@ -102,9 +111,20 @@ const BUSY_EVERY_MS = 50;
  * that builds up (and the 'busy' it should cause) is seen within that many requests.
  */
 const SINGLES_BEFORE_ONE_READ = 8;
-/** A thread steps back from a claimed descriptor (followBlocker) once it has served nothing for this long. */
-const STEP_BACK_IDLE_MS = 50;
+/** At most one 'lone' per this many ms. */
+const LONE_EVERY_MS = 250;
 const PROBE_EVERY = 16;
+/** CLIP_FUSE_BLOCK_STATS=FILE: each thread appends its blocking counters there once a second while it serves (diagnosis). */
+const STATS_FILE = process.env.CLIP_FUSE_BLOCK_STATS;
+const stats = { served: 0, waits: 0, lone: 0, parks: 0, unparks: 0, sessions: 0, blockedServed: 0, probeHits: 0, queued: 0, busy: 0, longestSession: 0 };
+let statsAt = Date.now();
+let statsServed = 0;
+function reportStats(now: number): void {
+  if (now - statsAt < 1000 || stats.served === statsServed) return;
+  statsAt = now;
+  statsServed = stats.served;
+  appendFileSync(STATS_FILE!, `${JSON.stringify({ t: now, tid: libc.gettid(), ...stats })}\n`);
+}
 const port = parentPort;
 if (!port) throw new Error('reader-worker must run as a worker thread');
 const libc = loadLibc();
@@ -119,15 +139,12 @@ const initialized = new Set<number>();
 /** Connections the pool can wake a blocked read of (blocking-wake.ts). */
 const blockable = new Set<number>();
 const block = new BlockState(blockState);
-const blocker = new Blocker((workerData as ReaderWorkerData).blocker);
-/** The descriptor another thread blocks on, which this one does not watch meanwhile (followBlocker); -1: none. */
-let steppedBack = -1;
+/** The descriptor this thread was told to park (not watched until 'unpark'); -1: none. */
+let parkedFd = -1;
+/** The descriptor the pool lets this thread read blocking ('solo'); -1: none. */
+let soloFd = -1;
 /** The pool's control count when the thread last took its messages. */
 let seenControl = 0;
-/** This thread claimed a descriptor and asked the pool to have the others step back ('claimed'). */
-let askedToStep = false;
-/** Descriptors added to the epoll set since the last epoll_wait: no wake-up for them was taken here. */
-const fresh = new Set<number>();
 const ep = libc.epollCreate();
 libc.epollAdd(ep, wakeFd, false);
 const answering = new Map<number, { fs: SyncFilesystem; options: SyncAnswerOptions; counts: Int32Array }>();
@@ -164,6 +181,22 @@ function takeControl(): boolean | Promise<boolean> {
     }
     if (msg.op === 'peers') {
       peers = msg.n;
+      continue;
+    }
+    if (msg.op === 'park') {
+      park(msg.fd);
+      continue;
+    }
+    if (msg.op === 'unpark') {
+      if (parkedFd >= 0) stats.unparks++;
+      if (parkedFd >= 0) watch(parkedFd);
+      parkedFd = -1;
+      continue;
+    }
+    if (msg.op === 'solo' || msg.op === 'unsolo') {
+      // Taken only between blocking reads (serveBlocking left the descriptor non-blocking).
+      soloFd = msg.op === 'solo' && [...conns.values()].includes(msg.fd) ? msg.fd : -1;
+      if (msg.op === 'unsolo') port!.postMessage({ type: 'unsoloed' } satisfies ReaderEvent);
       continue;
     }
     if (msg.op === 'remove') {
@@ -206,8 +239,9 @@ function unwatch(id: number): boolean {
   const fd = conns.get(id);
   if (fd === undefined) return false;
   block.leave(); // before the pool hears of it and may close the descriptor
-  if (fd === steppedBack) steppedBack = -1; // not in the epoll set
-  else unwatchFd(fd);
+  if (fd === parkedFd) parkedFd = -1; // not in the epoll set
+  else libc.epollDel(ep, fd);
+  if (fd === soloFd) soloFd = -1;
   conns.delete(id);
   initialized.delete(id);
   blockable.delete(id);
@@ -289,89 +323,77 @@ function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req
   return splicer.send(fd, h.unique, range.fd, range.position, range.length, range.valid);
 }
 
-/**
- * The connection this thread may block on (serveBlocking): its only one, while it reads alone for a
- * lone client. 'wait': claimed, but another thread still watches it (Blocker): the claim is kept
- * and the thread waits in epoll_wait as before until the others have stepped back.
- */
-function blockTarget(): [number, number] | 'wait' | undefined {
-  if (TURNS || conns.size !== 1 || singles < SINGLES_BEFORE_ONE_READ || soleWakeups < SINGLES_BEFORE_ONE_READ) return undefined;
+/** The connection this thread reads blocking now (serveBlocking): the pool's 'solo' one, while its requests come one at a time. */
+function blockTarget(): [number, number] | undefined {
+  if (soloFd < 0 || conns.size !== 1 || singles < SINGLES_BEFORE_ONE_READ) return undefined;
   const [id, fd] = conns.entries().next().value!;
-  if (!(initialized.has(id) && blockable.has(id) && fd !== steppedBack && blocker.claim(serial, fd))) return undefined;
-  if (blocker.alone(fd)) return [id, fd];
-  if (!askedToStep) {
-    askedToStep = true; // once per claim: the pool wakes the others, and they step back
-    port!.postMessage({ type: 'claimed' } satisfies ReaderEvent);
-  }
-  return 'wait';
+  return fd === soloFd && initialized.has(id) && blockable.has(id) ? [id, fd] : undefined;
 }
 
 /**
- * Leave alone the descriptor another thread blocks on (Blocker), and watch it again once that one
- * stops: the pool tells this thread then (a control message wakes it). A descriptor this thread
- * has waited on is read until empty before it steps back: it may have been woken for a request
- * (the wake-up is exclusive: the claimer was not), and while this thread watches it the claimer
- * does not block, so it is still non-blocking here. One added since the last wait took no wake-up.
+ * Stop watching `fd`: another thread is to read it blocking (solo-reads.ts). What is queued there
+ * is read first: this thread may have taken a request's wake-up (exclusive: nobody else was
+ * woken for it), and the soloist does not block before every other thread has parked, so the
+ * descriptor is still non-blocking here. Session 14's stall was a wake-up dropped this way.
  */
-function followBlocker(): void {
-  const held = blocker.heldBy(serial);
-  if (held === steppedBack) return;
-  if (steppedBack >= 0) {
-    if ([...conns.values()].includes(steppedBack)) watch(steppedBack);
-    steppedBack = -1;
+function park(fd: number): void {
+  const id = [...conns].find(([, f]) => f === fd)?.[0];
+  if (id !== undefined && parkedFd !== fd) {
+    libc.epollDel(ep, fd);
+    parkedFd = fd;
+    stats.parks++;
+    while (conns.has(id) && readOne(id, fd)) lastServed = Date.now();
   }
-  const id = [...conns].find(([, fd]) => fd === held)?.[0];
-  // A thread still serving stays (the claimer then does not block): several clients, not one.
-  if (id === undefined || Date.now() - lastServed < STEP_BACK_IDLE_MS) return;
-  libc.epollDel(ep, held);
-  if (!fresh.has(held)) while (conns.has(id) && readOne(id, held)) lastServed = Date.now();
-  if (!conns.has(id)) return; // it ended meanwhile (and was counted out)
-  blocker.watching(held, -1);
-  steppedBack = held;
+  port!.postMessage({ type: 'parked' } satisfies ReaderEvent);
 }
 
-/** Add a connection's descriptor to this thread's epoll set, counted (Blocker). */
 function watch(fd: number): void {
   libc.epollAdd(ep, fd, true);
-  blocker.watching(fd, 1);
-  fresh.add(fd);
-}
-
-function unwatchFd(fd: number): void {
-  libc.epollDel(ep, fd);
-  blocker.watching(fd, -1);
 }
 
 /**
  * Serve connection `id` alone with blocking reads (blocking-wake.ts): read, answer, read again, two
  * system calls a request where the loop below makes three (epoll_wait, then a non-blocking read).
- * Left when the pool posts a message (it wakes the thread with a STATFS), when the
- * connection ends, and when every PROBE_EVERY-th request finds another queued behind it: the loop
- * then reads the queue greedily and says 'busy' as before.
+ * Only while the pool says 'solo' (solo-reads.ts: every other thread has parked). Left when the
+ * pool posts a message (it wakes the thread with a STATFS), when the connection ends, and when every
+ * PROBE_EVERY-th request finds another queued behind it before it is answered (a lone client
+ * cannot have sent it): the thread says 'queued', and the loop then reads the queue greedily and
+ * says 'busy' as before.
  */
 function serveBlocking(id: number, fd: number): void {
   woken = true; // the control messages are looked at on the way back, whatever ended this
-  if (!block.enter(fd, seenControl)) return; // a message came: taken first, the claim kept (blockTarget)
+  if (!block.enter(fd, seenControl)) return; // a message came: taken first
   libc.setBlocking(fd);
+  stats.sessions++;
   let served = 0;
   // Checked after the descriptor blocks too: a message posted meanwhile may have had its wake read already.
   while (!block.changed(seenControl)) {
-    if (!readOne(id, fd) || !conns.has(id)) break; // EAGAIN: the pool set it non-blocking
+    probing = (served + 1) % PROBE_EVERY === 0;
+    const read = readOne(id, fd);
+    probing = false;
+    if (!read || !conns.has(id)) break; // EAGAIN: the pool set it non-blocking
     if (buf.readUInt32LE(4) === Opcode.STATFS) break; // the pool's wake (answered): not a client's request
     block.servedOne();
     served++;
     lastServed = Date.now();
-    if (served % PROBE_EVERY === 0 && libc.readable(fd)) {
-      // Another request already: often a fast client's next one, sometimes a queue. The loop's
-      // next pass reads until EAGAIN and tells them apart (blocking again, or 'busy' and the claim let go).
+    if (queuedBehind) {
+      // Several clients: the pool lets the others watch again, and nobody block for a while. The
+      // loop's next pass reads the queue (and says 'busy' as before if it is long).
+      queuedBehind = false;
+      soloFd = -1;
       probeHit = true;
+      stats.probeHits++;
+      port!.postMessage({ type: 'queued' } satisfies ReaderEvent);
       break;
     }
   }
   block.leave();
+  stats.blockedServed += served;
+  stats.served += served;
+  if (served > stats.longestSession) stats.longestSession = served;
   woken = true;
   libc.read(wakeFd, wakeBuf); // what the pool wrote meanwhile: the pipe is not left to fill
-  if (conns.has(id)) libc.setNonBlocking(fd); // before the claim is let go (below): the next blocker sets it blocking after
+  if (conns.has(id)) libc.setNonBlocking(fd); // before 'unsoloed' (takeControl): the others then read it non-blocking
   if (served > 0 && saidIdle) {
     saidIdle = false;
     port!.postMessage({ type: 'active' } satisfies ReaderEvent);
@@ -399,6 +421,9 @@ function readOne(id: number, fd: number): boolean {
     return true;
   }
   if (!initialized.has(id) && buf.readUInt32LE(4) !== Opcode.INIT) initialized.add(id);
+  // Another request queued before this one is answered: not a lone client's (it waits for this
+  // reply), whereas after the reply a fast one's next request is often there already.
+  if (probing) queuedBehind = libc.readable(fd);
   if (answerHere(id, fd, n)) return true;
   const data = new ArrayBuffer(n);
   buf.copy(new Uint8Array(data), 0, 0, n);
@@ -419,10 +444,12 @@ let saidIdle = false;
 let woken = true;
 /** A blocking thread's probe found another request (serveBlocking): the next pass reads until EAGAIN. */
 let probeHit = false;
+/** serveBlocking's probe: readOne looks whether another request is queued behind the one it read (`queuedBehind`). */
+let probing = false;
+let queuedBehind = false;
 /** Wake-ups in a row that found at most one request (read until EAGAIN). */
 let singles = 0;
-/** Wake-ups in a row that served requests with no other thread serving meanwhile (Blocker.servedBy). */
-let soleWakeups = 0;
+let lastLone = 0;
 let wakeups = 0;
 /** Requests served since `windowStart` (for 'stream'). */
 let windowCount = 0;
@@ -436,7 +463,6 @@ for (;;) {
     const taken = takeControl();
     if (!(taken === true || (taken !== false && (await taken)))) break;
   }
-  followBlocker();
   if (!ready) {
     ready = true;
     port.postMessage({ type: 'ready', slice, tid: libc.gettid() } satisfies ReaderEvent);
@@ -450,7 +476,7 @@ for (;;) {
   while (busy) {
     busy = false;
     for (const [id, fd] of conns) {
-      if (fd !== steppedBack && readOne(id, fd)) {
+      if (fd !== parkedFd && readOne(id, fd)) {
         busy = greedy;
         served++;
         if (TURNS && peers > 1 && streaming && !servedFds.includes(fd)) servedFds.push(fd);
@@ -458,8 +484,11 @@ for (;;) {
     }
   }
   if (greedy) singles = served <= 1 ? singles + 1 : 0;
-  if (served > 0) soleWakeups = blocker.servedBy(serial) ? soleWakeups + 1 : 0;
   const now = Date.now();
+  if (STATS_FILE) {
+    stats.served += served;
+    reportStats(now);
+  }
   if (served > 0) {
     lastServed = now;
     if (saidIdle) {
@@ -469,6 +498,7 @@ for (;;) {
   }
   if (served >= BUSY_BURST && now - lastBusy >= BUSY_EVERY_MS) {
     lastBusy = now;
+    stats.busy++;
     port.postMessage({ type: 'busy' } satisfies ReaderEvent);
   }
   windowCount += served;
@@ -494,20 +524,17 @@ for (;;) {
       timeout = idleMs;
     }
   }
-  // Another thread's claim this one has not stepped back from yet: look again once idle that long.
-  const held = blocker.heldBy(serial);
-  if (held >= 0 && held !== steppedBack && (timeout < 0 || timeout > STEP_BACK_IDLE_MS)) timeout = STEP_BACK_IDLE_MS;
   const target = blockTarget();
-  if (Array.isArray(target)) {
+  if (target) {
     serveBlocking(...target);
     continue;
   }
-  // A claim kept from an earlier block (serveBlocking) that this thread no longer uses: the others watch again.
-  if (!target) {
-    askedToStep = false;
-    if (blocker.release(serial)) port.postMessage({ type: 'unblocked' } satisfies ReaderEvent);
+  if (!TURNS && soloFd < 0 && parkedFd < 0 && served > 0 && conns.size === 1 && singles >= SINGLES_BEFORE_ONE_READ && now - lastLone >= LONE_EVERY_MS) {
+    lastLone = now;
+    stats.lone++;
+    port.postMessage({ type: 'lone' } satisfies ReaderEvent);
   }
-  fresh.clear();
+  stats.waits++;
   const fired = libc.epollWait(ep, timeout);
   // The pipe and the control port only when the pipe woke us: a request's wake-up goes straight to
   // its read (two calls fewer per request). The pipe is this thread's own, written after each
@@ -516,6 +543,5 @@ for (;;) {
   if (woken) libc.read(wakeFd, wakeBuf);
   // A connection that ended shows as EPOLLERR/EPOLLHUP: its read then says ENODEV.
 }
-for (const fd of conns.values()) if (fd !== steppedBack) blocker.watching(fd, -1); // ended: counted out
 libc.close(ep);
 splicer?.close();

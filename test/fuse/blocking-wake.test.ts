@@ -1,6 +1,6 @@
 /**
  * A reader thread serving a lone client's requests one at a time reads its descriptor blocking
- * (src/fuse/blocking-wake.ts): seen in the kernel as the thread sitting in read(2) rather than
+ * (src/fuse/blocking-wake.ts, solo-reads.ts): seen in the kernel as the thread sitting in read(2) rather than
  * epoll_wait(2). Blocked there it sees no wake pipe, so the pool wakes it with a request of its own
  * (a statfs of the mountpoint): a second mount given to it is served, and it still ends for idleness.
  */
@@ -84,8 +84,9 @@ describe.skipIf(skipUnlessRoot() || SYS_READ === undefined)('a reader thread blo
   });
   // Session 14's stall: with a second thread waiting in epoll_wait on the descriptor, the lone
   // client's next request woke that thread (its epoll entry comes before the blocked read in the
-  // kernel's queue of waiters, and the wake is exclusive); it saw the other thread's claim, stopped
-  // watching and went back to sleep without reading it, and the blocked thread was never woken.
+  // kernel's queue of waiters, and the wake is exclusive); it stopped watching and went back to
+  // sleep without reading it, and the blocked thread was never woken. Here the other threads park
+  // (src/fuse/solo-reads.ts) before one blocks, and are unparked when 8 readers come.
   it.each([
     ['two fixed threads', { readerThreads: 2 }],
     ['threads that follow the load', { maxReaderThreads: 4, readerIdleMs: 60_000 }],
@@ -97,8 +98,15 @@ describe.skipIf(skipUnlessRoot() || SYS_READ === undefined)('a reader thread blo
       const copied = await run('cp', [file, ref], { timeoutMs: CLIENT_TIMEOUT_MS });
       expect(copied.code).toBe(0);
       for (let round = 0; round < 3; round++) {
-        const lone = await run('python3', ['-c', XATTRS, file, '300'], { timeoutMs: CLIENT_TIMEOUT_MS });
-        expect(lone.code).toBe(0);
+        // The lone client until a thread reads blocking (the others parked): the pool lets one only
+        // a while after the last queue, so a few loops (a loaded machine may need more).
+        let blocked = false;
+        for (let i = 0; i < 40 && !blocked; i++) {
+          const lone = await run('python3', ['-c', XATTRS, file, '300'], { timeoutMs: CLIENT_TIMEOUT_MS });
+          expect(lone.code).toBe(0);
+          blocked = readerSyscalls().includes(SYS_READ!);
+        }
+        expect(blocked).toBe(true);
         const many = await run('python3', ['-c', RANDOM_PREADS, file, ref, '8', '40', '1,4096,70000'], { timeoutMs: CLIENT_TIMEOUT_MS });
         expect(many.code).toBe(0);
         expect(many.stdout.trim()).toBe('0');
