@@ -13,7 +13,7 @@
  * descriptor; anything else is copied out of the big read buffer into a buffer of its own and
  * transferred (not cloned) to the main thread.
  */
-import { appendFileSync, writeSync } from 'node:fs';
+import { writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoName } from './errno.js';
 import { BlockState } from './blocking-wake.js';
@@ -114,17 +114,6 @@ const SINGLES_BEFORE_ONE_READ = 8;
 /** At most one 'lone' per this many ms. */
 const LONE_EVERY_MS = 250;
 const PROBE_EVERY = 16;
-/** CLIP_FUSE_BLOCK_STATS=FILE: each thread appends its blocking counters there once a second while it serves (diagnosis). */
-const STATS_FILE = process.env.CLIP_FUSE_BLOCK_STATS;
-const stats = { served: 0, waits: 0, lone: 0, parks: 0, unparks: 0, sessions: 0, blockedServed: 0, probeHits: 0, queued: 0, busy: 0, longestSession: 0 };
-let statsAt = Date.now();
-let statsServed = 0;
-function reportStats(now: number): void {
-  if (now - statsAt < 1000 || stats.served === statsServed) return;
-  statsAt = now;
-  statsServed = stats.served;
-  appendFileSync(STATS_FILE!, `${JSON.stringify({ t: now, tid: libc.gettid(), ...stats })}\n`);
-}
 const port = parentPort;
 if (!port) throw new Error('reader-worker must run as a worker thread');
 const libc = loadLibc();
@@ -188,7 +177,6 @@ function takeControl(): boolean | Promise<boolean> {
       continue;
     }
     if (msg.op === 'unpark') {
-      if (parkedFd >= 0) stats.unparks++;
       if (parkedFd >= 0) watch(parkedFd);
       parkedFd = -1;
       continue;
@@ -341,7 +329,6 @@ function park(fd: number): void {
   if (id !== undefined && parkedFd !== fd) {
     libc.epollDel(ep, fd);
     parkedFd = fd;
-    stats.parks++;
     while (conns.has(id) && readOne(id, fd)) lastServed = Date.now();
   }
   port!.postMessage({ type: 'parked' } satisfies ReaderEvent);
@@ -364,7 +351,6 @@ function serveBlocking(id: number, fd: number): void {
   woken = true; // the control messages are looked at on the way back, whatever ended this
   if (!block.enter(fd, seenControl)) return; // a message came: taken first
   libc.setBlocking(fd);
-  stats.sessions++;
   let served = 0;
   // Checked after the descriptor blocks too: a message posted meanwhile may have had its wake read already.
   while (!block.changed(seenControl)) {
@@ -372,7 +358,10 @@ function serveBlocking(id: number, fd: number): void {
     const read = readOne(id, fd);
     probing = false;
     if (!read || !conns.has(id)) break; // EAGAIN: the pool set it non-blocking
-    if (buf.readUInt32LE(4) === Opcode.STATFS) break; // the pool's wake (answered): not a client's request
+    if (buf.readUInt32LE(4) === Opcode.STATFS) {
+      queuedBehind = false; // the pool's wake (answered, not a client's request): a lone client's may be behind it
+      break;
+    }
     block.servedOne();
     served++;
     lastServed = Date.now();
@@ -382,15 +371,11 @@ function serveBlocking(id: number, fd: number): void {
       queuedBehind = false;
       soloFd = -1;
       probeHit = true;
-      stats.probeHits++;
       port!.postMessage({ type: 'queued' } satisfies ReaderEvent);
       break;
     }
   }
   block.leave();
-  stats.blockedServed += served;
-  stats.served += served;
-  if (served > stats.longestSession) stats.longestSession = served;
   woken = true;
   libc.read(wakeFd, wakeBuf); // what the pool wrote meanwhile: the pipe is not left to fill
   if (conns.has(id)) libc.setNonBlocking(fd); // before 'unsoloed' (takeControl): the others then read it non-blocking
@@ -423,7 +408,10 @@ function readOne(id: number, fd: number): boolean {
   if (!initialized.has(id) && buf.readUInt32LE(4) !== Opcode.INIT) initialized.add(id);
   // Another request queued before this one is answered: not a lone client's (it waits for this
   // reply), whereas after the reply a fast one's next request is often there already.
-  if (probing) queuedBehind = libc.readable(fd);
+  if (probing) {
+    probing = false;
+    queuedBehind = libc.readable(fd);
+  }
   if (answerHere(id, fd, n)) return true;
   const data = new ArrayBuffer(n);
   buf.copy(new Uint8Array(data), 0, 0, n);
@@ -444,7 +432,7 @@ let saidIdle = false;
 let woken = true;
 /** A blocking thread's probe found another request (serveBlocking): the next pass reads until EAGAIN. */
 let probeHit = false;
-/** serveBlocking's probe: readOne looks whether another request is queued behind the one it read (`queuedBehind`). */
+/** A solo thread's probe: the next readOne looks whether another request is queued behind the one it read (`queuedBehind`). */
 let probing = false;
 let queuedBehind = false;
 /** Wake-ups in a row that found at most one request (read until EAGAIN). */
@@ -473,6 +461,9 @@ for (;;) {
   probeHit = false;
   let served = 0;
   let busy = true;
+  // Solo but not blocking now (its requests did not come one at a time lately): the queue is looked
+  // for here, once a wake-up, or the parked threads would wait for a probe that never comes.
+  probing = soloFd >= 0;
   while (busy) {
     busy = false;
     for (const [id, fd] of conns) {
@@ -483,12 +474,14 @@ for (;;) {
       }
     }
   }
+  probing = false;
+  if (queuedBehind) {
+    queuedBehind = false;
+    soloFd = -1;
+    port.postMessage({ type: 'queued' } satisfies ReaderEvent);
+  }
   if (greedy) singles = served <= 1 ? singles + 1 : 0;
   const now = Date.now();
-  if (STATS_FILE) {
-    stats.served += served;
-    reportStats(now);
-  }
   if (served > 0) {
     lastServed = now;
     if (saidIdle) {
@@ -498,7 +491,6 @@ for (;;) {
   }
   if (served >= BUSY_BURST && now - lastBusy >= BUSY_EVERY_MS) {
     lastBusy = now;
-    stats.busy++;
     port.postMessage({ type: 'busy' } satisfies ReaderEvent);
   }
   windowCount += served;
@@ -531,10 +523,8 @@ for (;;) {
   }
   if (!TURNS && soloFd < 0 && parkedFd < 0 && served > 0 && conns.size === 1 && singles >= SINGLES_BEFORE_ONE_READ && now - lastLone >= LONE_EVERY_MS) {
     lastLone = now;
-    stats.lone++;
     port.postMessage({ type: 'lone' } satisfies ReaderEvent);
   }
-  stats.waits++;
   const fired = libc.epollWait(ep, timeout);
   // The pipe and the control port only when the pipe woke us: a request's wake-up goes straight to
   // its read (two calls fewer per request). The pipe is this thread's own, written after each
