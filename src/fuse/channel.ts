@@ -29,8 +29,6 @@ export class FuseChannel {
     private readonly log: Logger,
     answering: Omit<ThreadAnswering, 'counts'> | undefined,
     policy: ReaderPolicy,
-    /** Where the connection is mounted: lets a reader thread block in read(2) (blocking-wake.ts). */
-    mountpoint?: string,
   ) {
     this.fd = fd;
     this.answeredHere = answering ? new Int32Array(new SharedArrayBuffer(64 * 4)) : undefined;
@@ -46,7 +44,7 @@ export class FuseChannel {
       },
       onWarning: (message) => log.warn({ fd }, message),
       onReleased: () => released(),
-    }, threadAnswering, mountpoint);
+    }, threadAnswering);
     this.stopped = done.then(() => first ?? { code: 'ENODEV', message: 'FUSE readers stopped' });
   }
 

@@ -21,10 +21,6 @@ export interface Libc {
   /** A close-on-exec pipe: [read end, write end]. */
   pipe(): [number, number];
   setNonBlocking(fd: number): void;
-  /** Clear O_NONBLOCK (of the open file description: every thread and process sharing it sees it). */
-  setBlocking(fd: number): void;
-  /** Whether `fd` has input now (poll(2), no wait). */
-  readable(fd: number): boolean;
   /**
    * close(2), for descriptors a worker thread made through libc: Node's closeSync there warns
    * ("closed but not opened in unmanaged mode") about descriptors it did not open itself.
@@ -81,7 +77,6 @@ const SPLICE_F_NONBLOCK = 2;
 const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
 const EPOLLIN = 0x1;
-const POLLIN = 0x1;
 const EPOLLEXCLUSIVE = 1 << 28;
 /** struct epoll_event: packed (12 bytes) on x86-64, 16 bytes elsewhere; its data (we store the fd) after the events word. */
 const EPOLL_EVENT_SIZE = process.arch === 'x64' ? 12 : 16;
@@ -107,9 +102,6 @@ export function loadLibc(): Libc {
   const splice = c.func('long splice(int fd_in, void *off_in, int fd_out, void *off_out, unsigned long len, unsigned int flags)');
   const position = Buffer.alloc(8);
   const close = c.func('int close(int fd)');
-  const poll = c.func('int poll(void *fds, unsigned long nfds, int timeout)');
-  /** struct pollfd: fd, events, revents. */
-  const pollFd = Buffer.alloc(8);
   const epollCreate1 = c.func('int epoll_create1(int flags)');
   const epollCtl = c.func('int epoll_ctl(int epfd, int op, int fd, void *event)');
   const epollWait = c.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)');
@@ -132,15 +124,6 @@ export function loadLibc(): Libc {
     setNonBlocking: (fd) => {
       const flags = fcntl(fd, F_GETFL);
       if (flags < 0 || fcntl(fd, F_SETFL, 'int', flags | O_NONBLOCK) < 0) throw new Error(`fcntl of fd ${fd} failed (errno ${koffi.errno()})`);
-    },
-    setBlocking: (fd) => {
-      const flags = fcntl(fd, F_GETFL);
-      if (flags < 0 || fcntl(fd, F_SETFL, 'int', flags & ~O_NONBLOCK) < 0) throw new Error(`fcntl of fd ${fd} failed (errno ${koffi.errno()})`);
-    },
-    readable: (fd) => {
-      pollFd.writeInt32LE(fd, 0);
-      pollFd.writeInt32LE(POLLIN, 4); // events; revents 0
-      return poll(pollFd, 1, 0) > 0;
     },
     close: (fd) => void close(fd),
     setPipeSize: (fd, size) => fcntl(fd, F_SETPIPE_SZ, 'int', size),

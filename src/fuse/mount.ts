@@ -102,7 +102,7 @@ export async function serveAttached(fs: FuseFilesystem, attached: Attached, opts
     if (!resume) await detach(attached, log);
     throw err;
   }
-  const served = server.serve(fd, { ...(resume ? { resume } : {}), mountpoint: target });
+  const served = server.serve(fd, resume ? { resume } : {});
   const m = new Mount(target, server, attached.connection, served, fd, log);
   try {
     const timeout = opts.initTimeoutMs ?? 60_000;

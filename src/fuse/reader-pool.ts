@@ -11,14 +11,12 @@
  * heap) and starts a reader thread when one has a request (bench/server/RESULTS.md: the idle
  * server's cost of the thread, and the first request's wait).
  */
-import { closeSync, statfs, writeSync } from 'node:fs';
+import { closeSync, writeSync } from 'node:fs';
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { siblingModule, startWorker } from '../util/worker.js';
 import type { ThreadTuning } from './env-options.js';
-import { BlockState } from './blocking-wake.js';
 import { loadLibc } from './libc.js';
 import type { ReaderControl, ReaderEvent, ReaderWorkerData, ThreadAnswering } from './reader-worker.js';
-import { SoloReads } from './solo-reads.js';
 
 /** How many threads read a connection: always `min`, up to `max` while requests queue. */
 export interface ReaderPolicy {
@@ -48,11 +46,6 @@ interface Entry {
   /** Threads told to read it that have not let go of it yet. */
   readers: Set<ReaderThread>;
   ended?: { code: string; message: string };
-  /** The mountpoint, whose statfs wakes a thread blocked in read(2) on `fd` (blocking-wake.ts); none: no thread blocks on it. */
-  wakePath: string | undefined;
-  /** A wake's statfs is under way; `rewake`: another was asked for meanwhile. */
-  waking?: boolean;
-  rewake?: boolean;
 }
 
 const WAKE = Buffer.from([1]);
@@ -91,18 +84,12 @@ class ReaderThread {
   /** It said it served nothing for the idle time, and has not served since. */
   idle = false;
   private closed = false;
-  /** Where it blocks in read(2), if it does, and how it is woken there (blocking-wake.ts). */
-  private readonly block = new BlockState();
-  /** While it may end for idleness: wakes it from a blocking read once it has served nothing for the idle time. */
-  private idleCheck: NodeJS.Timeout | undefined;
 
   constructor(
     readonly bufferSize: number,
     idleMs: number,
     { sliceNs, turns, streamRate }: ThreadTuning,
     preload: string[],
-    /** Wake the thread blocked in read(2) on this descriptor (ReaderPool.wakeBlocked). */
-    private readonly wakeBlocked: (fd: number) => void,
     onEvent: (t: ReaderThread, e: ReaderEvent) => void,
     onExit: (t: ReaderThread, why: string) => void,
   ) {
@@ -111,17 +98,13 @@ class ReaderThread {
     libc.setNonBlocking(this.wakeRead);
     const { port1, port2 } = new MessageChannel();
     this.control = port1;
-    const data: ReaderWorkerData = {
-      wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate, blockState: this.block.buffer, ...(preload.length ? { preload } : {}),
-    };
+    const data: ReaderWorkerData = { wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate, ...(preload.length ? { preload } : {}) };
     this.worker = startWorker(siblingModule(import.meta.url, 'reader-worker'), { workerData: data, transferList: [port2] });
     this.worker.on('message', (e: ReaderEvent) => onEvent(this, e));
-    if (idleMs > 0) this.idleCheck = this.watchIdle(idleMs);
     let exited = false;
     const exit = (why: string): void => {
       if (exited) return;
       exited = true;
-      clearInterval(this.idleCheck);
       this.closed = true; // before closing: a closed pipe's number may be reused by another file
       closeSync(this.wakeRead);
       closeSync(this.wakeWrite);
@@ -139,28 +122,6 @@ class ReaderThread {
     } catch {
       // the thread is gone already
     }
-    const fd = this.block.told();
-    if (fd >= 0) this.wakeBlocked(fd);
-  }
-
-  /**
-   * A thread blocked in read(2) has no timeout of its own: once it has served nothing for `idleMs`
-   * it is woken, and says 'idle' as a thread waiting in epoll_wait would (within a quarter of
-   * the idle time more).
-   */
-  private watchIdle(idleMs: number): NodeJS.Timeout {
-    let served = -1;
-    let since = Date.now();
-    return setInterval(() => {
-      if (this.block.served !== served) {
-        served = this.block.served;
-        since = Date.now();
-      } else if (Date.now() - since >= idleMs) {
-        const fd = this.block.blockedFd;
-        if (fd >= 0) this.wakeBlocked(fd);
-        since = Date.now();
-      }
-    }, Math.max(10, Math.floor(idleMs / 4))).unref();
   }
 }
 
@@ -175,10 +136,8 @@ class ReaderPool {
   private wake: (() => void) | undefined;
   /** Ends a thread started ahead (prestart) that no connection came for. */
   private prestarted: NodeJS.Timeout | undefined;
-  /** Which thread may read blocking (solo-reads.ts). */
-  private readonly solo = new SoloReads<ReaderThread>(() => this.threads);
 
-  open(fd: number, bufferSize: number, policy: ReaderPolicy, callbacks: ReaderCallbacks, answering?: ThreadAnswering, mountpoint?: string): { readers(): number } {
+  open(fd: number, bufferSize: number, policy: ReaderPolicy, callbacks: ReaderCallbacks, answering?: ThreadAnswering): { readers(): number } {
     if (this.entries.size > 0 && bufferSize > this.bufferSize) {
       throw new Error(`the FUSE reader threads read at most ${this.bufferSize} bytes a request; ${bufferSize} asked`);
     }
@@ -189,8 +148,7 @@ class ReaderPool {
       this.bufferSize = bufferSize;
     }
     loadLibc().setNonBlocking(fd);
-    this.solo.revoke(false); // a second connection: a blocked thread would not see its requests
-    const entry: Entry = { id: this.nextId++, fd, policy, callbacks, answering, readers: new Set(), wakePath: mountpoint };
+    const entry: Entry = { id: this.nextId++, fd, policy, callbacks, answering, readers: new Set() };
     this.entries.set(entry.id, entry);
     this.threads.forEach((t, slot) => {
       if (slot < policy.max) this.add(t, entry);
@@ -216,7 +174,7 @@ class ReaderPool {
 
   private add(t: ReaderThread, e: Entry): void {
     e.readers.add(t);
-    t.tell({ op: 'add', id: e.id, fd: e.fd, blockable: e.wakePath !== undefined, ...(e.answering ? { answering: e.answering } : {}) });
+    t.tell({ op: 'add', id: e.id, fd: e.fd, ...(e.answering ? { answering: e.answering } : {}) });
   }
 
   /**
@@ -252,16 +210,12 @@ class ReaderPool {
     const sleeps = slot === 0 && live.length > 0 && live.every((e) => maySleep(e.policy));
     // Every connection's policy read the same environment: the first one's tuning stands for all.
     const tuning = live[0]?.policy.tuning ?? [...this.entries.values()][0]!.policy.tuning;
-    // A lone thread may have made a descriptor blocking (blocking-wake.ts): it makes it non-blocking
-    // again once woken by this start's messages, but the new thread must not find it blocking first.
-    this.solo.revoke(true);
-    for (const e of live) loadLibc().setNonBlocking(e.fd);
     const t = this.launch(sleeps ? tuning.sleepMs : slot < kept ? 0 : Math.min(...live.map((e) => e.policy.idleMs)), tuning);
     for (const e of live) if (slot < e.policy.max) this.add(t, e);
   }
 
   private launch(idleMs: number, tuning: ThreadTuning, preload: string[] = []): ReaderThread {
-    const t = new ReaderThread(this.bufferSize, idleMs, tuning, preload, (fd) => this.wakeBlocked(fd), (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
+    const t = new ReaderThread(this.bufferSize, idleMs, tuning, preload, (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
     this.threads.push(t);
     this.lastStart = Date.now();
     this.tellPeers();
@@ -301,10 +255,7 @@ class ReaderPool {
         t.tid = e.tid;
         return;
       case 'busy':
-        this.grow(); // a lone fast client's requests may look like a queue: the soloist's probe tells (solo-reads.ts)
-        return;
-      case 'queued':
-        this.solo.revoke(true);
+        this.grow();
         return;
       case 'stream':
         // A lone client's stream: a second thread to take turns with, no more.
@@ -316,18 +267,6 @@ class ReaderPool {
         return;
       case 'active':
         t.idle = false;
-        return;
-      case 'lone': {
-        const live = [...this.entries.values()].filter((x) => !x.ended);
-        const e = live.length === 1 ? live[0]! : undefined;
-        if (e?.wakePath && e.readers.has(t) && !e.policy.tuning.turns && !t.leaving && this.threads.every((x) => x.ready)) this.solo.lone(t, e.fd);
-        return;
-      }
-      case 'parked':
-        this.solo.parked(t);
-        return;
-      case 'unsoloed':
-        this.solo.unsoloed(t);
         return;
     }
   }
@@ -361,7 +300,6 @@ class ReaderPool {
     if (why && !e.ended) {
       // One thread seeing the end ends the connection for all: the others let go of it.
       e.ended = why;
-      this.solo.revoke(false);
       e.callbacks.onStopped(why);
       for (const r of e.readers) r.tell({ op: 'remove', id });
     }
@@ -375,31 +313,7 @@ class ReaderPool {
     }
   }
 
-  /**
-   * A request on connection `fd` wakes the thread blocked reading it: a statfs of its mountpoint on
-   * a libuv pool thread (never the main thread's: the mount is this process's own). One at a time
-   * per connection; one asked for meanwhile is made when it returns.
-   */
-  private wakeBlocked(fd: number): void {
-    const e = [...this.entries.values()].find((x) => x.fd === fd && !x.ended);
-    if (!e?.wakePath) return;
-    if (e.waking) {
-      e.rewake = true;
-      return;
-    }
-    e.waking = true;
-    statfs(e.wakePath, () => {
-      e.waking = false;
-      if (!e.rewake) return;
-      e.rewake = false;
-      this.wakeBlocked(fd);
-    });
-  }
-
   private onExit(t: ReaderThread, why: string): void {
-    // The soloist ended (it let go of the descriptor non-blocking, unless it failed): the others watch again.
-    const soloFd = this.solo.exited(t);
-    if (soloFd !== undefined && [...this.entries.values()].some((e) => e.fd === soloFd && !e.ended)) loadLibc().setNonBlocking(soloFd);
     const i = this.threads.indexOf(t);
     if (i >= 0) {
       this.threads.splice(i, 1);

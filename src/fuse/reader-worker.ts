@@ -16,7 +16,6 @@
 import { writeSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoName } from './errno.js';
-import { BlockState } from './blocking-wake.js';
 import { IN_HEADER_SIZE, Opcode, OUT_HEADER_SIZE, readInHeader, writeReplyHeader } from './protocol.js';
 import { Splicer } from './splice.js';
 import { answerRead, answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
@@ -38,8 +37,6 @@ export interface ReaderWorkerData {
   streamRate: number;
   /** Modules to load before reading (a thread started ahead of its first connection: its answering module). */
   preload?: string[];
-  /** Shared with the pool (blocking-wake.ts): whether and where the thread blocks in read(2), and the wake protocol's count. */
-  blockState: SharedArrayBuffer;
 }
 
 /** Requests of a connection answered here: how to build its filesystem, and what the server answers with. */
@@ -51,19 +48,10 @@ export interface ThreadAnswering {
 }
 
 export type ReaderControl =
-  /** `blockable`: the pool can wake a thread blocked in read(2) on it (it knows the mountpoint). */
-  | { op: 'add'; id: number; fd: number; blockable: boolean; answering?: ThreadAnswering }
+  | { op: 'add'; id: number; fd: number; answering?: ThreadAnswering }
   | { op: 'remove'; id: number }
   /** How many threads read now: more than one take turns on a stream (see rotate()). */
   | { op: 'peers'; n: number }
-  /** Stop watching `fd` (after reading what is queued), and say 'parked': another thread is to read it blocking (solo-reads.ts). */
-  | { op: 'park'; fd: number }
-  /** Watch the parked descriptor again. */
-  | { op: 'unpark' }
-  /** Every other thread is parked: this one may read `fd` blocking while its requests come one at a time. */
-  | { op: 'solo'; fd: number }
-  /** No more blocking reads: say 'unsoloed' (the descriptor is non-blocking again). */
-  | { op: 'unsolo' }
   | { op: 'exit' };
 
 /** What the thread tells the main thread. */
@@ -78,14 +66,6 @@ export type ReaderEvent =
   | { type: 'stream' }
   /** Nothing served for idleMs. */
   | { type: 'idle' }
-  /** Its only connection's requests come one at a time: it could read them blocking, alone ('solo'). */
-  | { type: 'lone' }
-  /** It no longer watches the descriptor it was told to park. */
-  | { type: 'parked' }
-  /** Solo, it found requests queued: several clients. */
-  | { type: 'queued' }
-  /** Told 'unsolo': it reads non-blocking, and will not block. */
-  | { type: 'unsoloed' }
   /** Serving again after an 'idle'. */
   | { type: 'active' }
   /** A connection removed on the main thread's word: this thread no longer touches its descriptor. */
@@ -98,7 +78,7 @@ export type ReaderEvent =
     message: string;
   };
 
-const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload, blockState } = workerData as ReaderWorkerData;
+const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload } = workerData as ReaderWorkerData;
 /** Requests read in one wake-up (to EAGAIN) from which the thread says it is busy. */
 const BUSY_BURST = 4;
 /** At most one 'busy' per this many ms. */
@@ -111,8 +91,6 @@ const BUSY_EVERY_MS = 50;
  * that builds up (and the 'busy' it should cause) is seen within that many requests.
  */
 const SINGLES_BEFORE_ONE_READ = 8;
-/** At most one 'lone' per this many ms. */
-const LONE_EVERY_MS = 250;
 const PROBE_EVERY = 16;
 const port = parentPort;
 if (!port) throw new Error('reader-worker must run as a worker thread');
@@ -123,17 +101,6 @@ const libc = loadLibc();
 const slice = sliceNs > 0 ? libc.setSlice(sliceNs) : 0;
 
 const conns = new Map<number, number>(); // id → fd
-/** Connections that have sent a request other than INIT: initialized, so a wake (a notification) cannot wait for INIT. */
-const initialized = new Set<number>();
-/** Connections the pool can wake a blocked read of (blocking-wake.ts). */
-const blockable = new Set<number>();
-const block = new BlockState(blockState);
-/** The descriptor this thread was told to park (not watched until 'unpark'); -1: none. */
-let parkedFd = -1;
-/** The descriptor the pool lets this thread read blocking ('solo'); -1: none. */
-let soloFd = -1;
-/** The pool's control count when the thread last took its messages. */
-let seenControl = 0;
 const ep = libc.epollCreate();
 libc.epollAdd(ep, wakeFd, false);
 const answering = new Map<number, { fs: SyncFilesystem; options: SyncAnswerOptions; counts: Int32Array }>();
@@ -160,7 +127,6 @@ let replyBuf: Buffer | undefined;
  * answering module loads (the requests wait in the kernel meanwhile).
  */
 function takeControl(): boolean | Promise<boolean> {
-  seenControl = block.controlCount(); // before the messages: one posted after is seen by the next look
   const loads: Promise<void>[] = [];
   for (let m = receiveMessageOnPort(control); m; m = receiveMessageOnPort(control)) {
     const msg = m.message as ReaderControl;
@@ -172,29 +138,13 @@ function takeControl(): boolean | Promise<boolean> {
       peers = msg.n;
       continue;
     }
-    if (msg.op === 'park') {
-      park(msg.fd);
-      continue;
-    }
-    if (msg.op === 'unpark') {
-      if (parkedFd >= 0) watch(parkedFd);
-      parkedFd = -1;
-      continue;
-    }
-    if (msg.op === 'solo' || msg.op === 'unsolo') {
-      // Taken only between blocking reads (serveBlocking left the descriptor non-blocking).
-      soloFd = msg.op === 'solo' && [...conns.values()].includes(msg.fd) ? msg.fd : -1;
-      if (msg.op === 'unsolo') port!.postMessage({ type: 'unsoloed' } satisfies ReaderEvent);
-      continue;
-    }
     if (msg.op === 'remove') {
       dropAnswering(msg.id);
       if (unwatch(msg.id)) port!.postMessage({ type: 'removed', id: msg.id } satisfies ReaderEvent);
       continue;
     }
     conns.set(msg.id, msg.fd);
-    if (msg.blockable) blockable.add(msg.id);
-    watch(msg.fd);
+    libc.epollAdd(ep, msg.fd, true);
     const a = msg.answering;
     if (a) {
       loads.push(
@@ -226,13 +176,8 @@ function rotate(fd: number): void {
 function unwatch(id: number): boolean {
   const fd = conns.get(id);
   if (fd === undefined) return false;
-  block.leave(); // before the pool hears of it and may close the descriptor
-  if (fd === parkedFd) parkedFd = -1; // not in the epoll set
-  else libc.epollDel(ep, fd);
-  if (fd === soloFd) soloFd = -1;
+  libc.epollDel(ep, fd);
   conns.delete(id);
-  initialized.delete(id);
-  blockable.delete(id);
   return true;
 }
 
@@ -311,91 +256,6 @@ function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req
   return splicer.send(fd, h.unique, range.fd, range.position, range.length, range.valid);
 }
 
-/** The connection this thread reads blocking now (serveBlocking): the pool's 'solo' one, while its requests come one at a time. */
-function blockTarget(): [number, number] | undefined {
-  if (soloFd < 0 || conns.size !== 1 || singles < SINGLES_BEFORE_ONE_READ) return undefined;
-  const [id, fd] = conns.entries().next().value!;
-  return fd === soloFd && initialized.has(id) && blockable.has(id) ? [id, fd] : undefined;
-}
-
-/**
- * Stop watching `fd`: another thread is to read it blocking (solo-reads.ts). What is queued there
- * is read first: this thread may have taken a request's wake-up (exclusive: nobody else was
- * woken for it), and the soloist does not block before every other thread has parked, so the
- * descriptor is still non-blocking here. Session 14's stall was a wake-up dropped this way.
- */
-function park(fd: number): void {
-  const id = [...conns].find(([, f]) => f === fd)?.[0];
-  if (id !== undefined && parkedFd !== fd) {
-    libc.epollDel(ep, fd);
-    parkedFd = fd;
-    while (conns.has(id) && readOne(id, fd)) lastServed = Date.now();
-  }
-  port!.postMessage({ type: 'parked' } satisfies ReaderEvent);
-}
-
-function watch(fd: number): void {
-  libc.epollAdd(ep, fd, true);
-}
-
-/**
- * Serve connection `id` alone with blocking reads (blocking-wake.ts): read, answer, read again, two
- * system calls a request where the loop below makes three (epoll_wait, then a non-blocking read).
- * Only while the pool says 'solo' (solo-reads.ts: every other thread has parked). Left when the
- * pool posts a message (it wakes the thread with a STATFS), when the connection ends, and when every
- * PROBE_EVERY-th request finds another queued behind it before it is answered (a lone client
- * cannot have sent it): the thread says 'queued', and the loop then reads the queue greedily and
- * says 'busy' as before.
- */
-function serveBlocking(id: number, fd: number): void {
-  woken = true; // the control messages are looked at on the way back, whatever ended this
-  if (!block.enter(fd, seenControl)) return; // a message came: taken first
-  libc.setBlocking(fd);
-  let served = 0;
-  // Checked after the descriptor blocks too: a message posted meanwhile may have had its wake read already.
-  while (!block.changed(seenControl)) {
-    probing = (served + 1) % PROBE_EVERY === 0;
-    const read = readOne(id, fd);
-    probing = false;
-    if (!read || !conns.has(id)) break; // EAGAIN: the pool set it non-blocking
-    if (buf.readUInt32LE(4) === Opcode.STATFS) {
-      queuedBehind = false; // the pool's wake (answered, not a client's request): a lone client's may be behind it
-      break;
-    }
-    block.servedOne();
-    served++;
-    lastServed = Date.now();
-    if (queuedBehind || isStreamRead()) {
-      // Several clients, or a stream (the kernel's readahead): the pool lets the others watch
-      // again, and nobody block for a while. The loop's next pass reads the queue (and says 'busy'
-      // as before if it is long).
-      queuedBehind = false;
-      soloFd = -1;
-      probeHit = true;
-      port!.postMessage({ type: 'queued' } satisfies ReaderEvent);
-      break;
-    }
-  }
-  block.leave();
-  woken = true;
-  libc.read(wakeFd, wakeBuf); // what the pool wrote meanwhile: the pipe is not left to fill
-  if (conns.has(id)) libc.setNonBlocking(fd); // before 'unsoloed' (takeControl): the others then read it non-blocking
-  if (served > 0 && saidIdle) {
-    saidIdle = false;
-    port!.postMessage({ type: 'active' } satisfies ReaderEvent);
-  }
-}
-
-/**
- * The request just read (still in `buf`) is a READ of SPLICE_FROM or more: a stream read ahead by
- * the kernel, whose READs overlap on several threads (docs/fuse.md); a blocking read saves one
- * system call on it, nothing next to its copy. A soloist leaves solo for it (session 16: a solo
- * thread took the cached sequential row from 1 283 to 968 MB/s against main's build).
- */
-function isStreamRead(): boolean {
-  return buf.readUInt32LE(4) === Opcode.READ && buf.readUInt32LE(IN_HEADER_SIZE + 16) >= SPLICE_FROM;
-}
-
 /** Read one request from `fd`; true if one came (or the connection stopped), false on EAGAIN. */
 function readOne(id: number, fd: number): boolean {
   const n = libc.read(fd, buf);
@@ -416,13 +276,6 @@ function readOne(id: number, fd: number): boolean {
     port!.postMessage({ type: 'stopped', id, code: 'ENODEV', message: 'end of file on /dev/fuse' } satisfies ReaderEvent);
     return true;
   }
-  if (!initialized.has(id) && buf.readUInt32LE(4) !== Opcode.INIT) initialized.add(id);
-  // Another request queued before this one is answered: not a lone client's (it waits for this
-  // reply), whereas after the reply a fast one's next request is often there already.
-  if (probing) {
-    probing = false;
-    queuedBehind = libc.readable(fd);
-  }
   if (answerHere(id, fd, n)) return true;
   const data = new ArrayBuffer(n);
   buf.copy(new Uint8Array(data), 0, 0, n);
@@ -441,14 +294,8 @@ let lastBusy = 0;
 let saidIdle = false;
 /** The wake pipe said a control message came (the first pass looks anyway). */
 let woken = true;
-/** A blocking thread's probe found another request (serveBlocking): the next pass reads until EAGAIN. */
-let probeHit = false;
-/** A solo thread's probe: the next readOne looks whether another request is queued behind the one it read (`queuedBehind`). */
-let probing = false;
-let queuedBehind = false;
 /** Wake-ups in a row that found at most one request (read until EAGAIN). */
 let singles = 0;
-let lastLone = 0;
 let wakeups = 0;
 /** Requests served since `windowStart` (for 'stream'). */
 let windowCount = 0;
@@ -468,31 +315,18 @@ for (;;) {
   }
   // Serve whoever has requests, one each in turn, until none has; or, while requests come one at
   // a time, one read each and back to epoll_wait, which returns at once if another is queued.
-  const greedy = probeHit || singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
-  probeHit = false;
+  const greedy = singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
   let served = 0;
   let busy = true;
-  // Solo but not blocking now (its requests did not come one at a time lately): the queue is looked
-  // for here, once a wake-up, or the parked threads would wait for a probe that never comes.
-  probing = soloFd >= 0;
   while (busy) {
     busy = false;
     for (const [id, fd] of conns) {
-      if (fd !== parkedFd && readOne(id, fd)) {
+      if (readOne(id, fd)) {
         busy = greedy;
         served++;
         if (TURNS && peers > 1 && streaming && !servedFds.includes(fd)) servedFds.push(fd);
       }
     }
-    // A message first (an Atomics load): a queue that never empties (8 readers, one thread) kept a
-    // soloist told 'unsolo' reading alone for 0.2-0.3 s while the parked threads waited for its answer.
-    if (busy && block.changed(seenControl)) break;
-  }
-  probing = false;
-  if (queuedBehind || (soloFd >= 0 && served > 0 && isStreamRead())) {
-    queuedBehind = false;
-    soloFd = -1;
-    port.postMessage({ type: 'queued' } satisfies ReaderEvent);
   }
   if (greedy) singles = served <= 1 ? singles + 1 : 0;
   const now = Date.now();
@@ -529,15 +363,6 @@ for (;;) {
       lastServed = now;
       timeout = idleMs;
     }
-  }
-  const target = blockTarget();
-  if (target) {
-    serveBlocking(...target);
-    continue;
-  }
-  if (!TURNS && soloFd < 0 && parkedFd < 0 && served > 0 && conns.size === 1 && singles >= SINGLES_BEFORE_ONE_READ && now - lastLone >= LONE_EVERY_MS) {
-    lastLone = now;
-    port.postMessage({ type: 'lone' } satisfies ReaderEvent);
   }
   const fired = libc.epollWait(ep, timeout);
   // The pipe and the control port only when the pipe woke us: a request's wake-up goes straight to

@@ -205,15 +205,14 @@ export class FuseServer {
    * With `resume`, the connection was set up (INIT answered) by an earlier server that died or was
    * replaced: this one takes over with what INIT settled then, and asks the kernel to send again
    * every request the earlier one read but never answered (FUSE_NOTIFY_RESEND, protocol 7.40+).
-   * `mountpoint`: where it is mounted, for waking a reader thread blocked in read(2) (blocking-wake.ts).
    */
-  async serve(fd: number, opts: { resume?: InitInfo; mountpoint?: string } = {}): Promise<{ code: string; message: string }> {
+  async serve(fd: number, opts: { resume?: InitInfo } = {}): Promise<{ code: string; message: string }> {
     const bufferSize = requestBufferSize(this.maxWrite);
     const answers = this.fs.threadAnswers;
     const channel = new FuseChannel(fd, bufferSize, (req) => this.handle(req), this.log, answers ? {
       answers,
       options: { timeouts: this.timeouts, negativeTimeout: this.opts.negativeTimeout ?? 0, cacheDir: this.opts.cacheDir ?? false, noOpen: this.noOpen },
-    } : undefined, this.policy, opts.mountpoint);
+    } : undefined, this.policy);
     this.channel = channel;
     if (opts.resume) this.resume(channel, opts.resume);
     const stopped = await channel.stopped;
