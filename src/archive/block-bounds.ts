@@ -74,21 +74,20 @@ export function decodeBounds(buf: Uint8Array, outSize: number, inSize: number, n
   const bad = (why: string): ClipError => new ClipError('ECORRUPT', `index file is corrupt: block boundaries ${why}`, { object: name });
   const maxBit = inSize * 8;
   for (let p = 0; p < buf.length; ) {
+    // Two varints: the output delta, then the bit-position delta.
     let dOut = 0;
-    for (let scale = 1; ; scale *= 0x80) {
-      if (scale > 2 ** 56) throw bad('hold a number too long');
-      if (p >= buf.length) throw bad('end inside a number');
-      const b = buf[p++]!;
-      dOut += (b & 0x7f) * scale;
-      if (b < 0x80) break;
-    }
     let dBit = 0;
-    for (let scale = 1; ; scale *= 0x80) {
-      if (scale > 2 ** 56) throw bad('hold a number too long');
-      if (p >= buf.length) throw bad('end inside a number');
-      const b = buf[p++]!;
-      dBit += (b & 0x7f) * scale;
-      if (b < 0x80) break;
+    for (let k = 0; k < 2; k++) {
+      let n = 0;
+      for (let scale = 1; ; scale *= 0x80) {
+        if (scale > 2 ** 56) throw bad('hold a number too long');
+        if (p >= buf.length) throw bad('end inside a number');
+        const b = buf[p++]!;
+        n += (b & 0x7f) * scale;
+        if (b < 0x80) break;
+      }
+      if (k === 0) dOut = n;
+      else dBit = n;
     }
     if (dOut === 0 || dBit === 0) throw bad('do not ascend');
     out += dOut;
