@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { MountInfo } from '../fuse/mountinfo.js';
-import { readPrivateFile, writePrivateFile } from '../storage/cache-dir.js';
+import { readPrivateFile, writeSmallPrivateFileSync } from '../storage/cache-dir.js';
 
 /** The fsname and subtype of clip's mounts: how `clip unmount` tells them from others'. */
 export const CLIP_FSNAME = 'clip';
@@ -70,7 +70,8 @@ export function pidFileText(mountpoint: string, pid = process.pid, startTime = p
 }
 
 export async function writePidFile(files: MountFiles, mountpoint: string): Promise<void> {
-  await writePrivateFile(files.pid, pidFileText(mountpoint));
+  // A mount is reported ready once this is written: a few bytes, not queued behind the pool's work.
+  writeSmallPrivateFileSync(files.pid, pidFileText(mountpoint));
 }
 
 /**

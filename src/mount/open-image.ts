@@ -39,6 +39,11 @@ export interface ImageArgOptions {
    * local cache has none and there is no shared cache to look in first (OpenedImage.earlyProfile).
    */
   profileAhead?: boolean;
+  /**
+   * A mount's: return once the index is checked, its local cache copy still being written
+   * (OpenedImage.indexStored, awaited before the mount attaches).
+   */
+  deferIndexStore?: boolean;
 }
 
 /**
@@ -64,8 +69,13 @@ export interface OpenedImage {
    * cache's; 'registry': published with the image; 'indexed': made just now.
    */
   origin: 'file' | IndexOrigin;
-  /** The index file it was loaded from, when there is one. */
+  /** The index file it was loaded from, when there is one (with indexStored: once that settles). */
   indexFile?: string;
+  /**
+   * With deferIndexStore: the index's local cache copy being written; sets indexFile when written.
+   * Rejects as the write failed: a command must not go on (a mount not attach) before it settles.
+   */
+  indexStored?: Promise<void>;
   /** Where the layers' blobs are read from, when an image reference was resolved (BlobStore.location). */
   location?: string;
   cacheDir: string;
@@ -190,19 +200,27 @@ export async function openImageArg(arg: string, opts: ImageArgOptions = {}): Pro
       ...(lookIn ? { onImageManifest: (digest: string) => { ahead.profile = lookAhead(lookIn, digest, cacheDir, opts.profileAhead === true, stopEarly.signal, opts.logger); } } : {}),
     });
     const early = ahead.profile;
-    const { index, origin, file } = await resolveIndex(source, image, {
+    const { index, origin, file, stored } = await resolveIndex(source, image, {
       cacheDir,
       ...(opts.remoteCache ? { remoteCache: opts.remoteCache } : {}),
       ...(opts.discover === false ? { discover: false } : {}),
       ...(opts.logger ? { logger: opts.logger } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.mayIndex === false ? { mayIndex: false } : {}),
+      ...(opts.deferIndexStore ? { deferStore: true } : {}),
     });
-    return {
+    const opened: OpenedImage = {
       index, origin, ...(file ? { indexFile: file } : {}), location: image.location, cacheDir, blobs: source, layers: indexLayers(index),
       ...(early ? { earlyProfile: early } : {}),
       close,
     };
+    if (stored) {
+      opened.indexStored = stored.then((f) => {
+        if (f) opened.indexFile = f;
+      });
+      opened.indexStored.catch(() => undefined); // the caller's to await (see OpenedImage.indexStored)
+    }
+    return opened;
   } catch (err) {
     await close();
     throw err;

@@ -118,6 +118,8 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(cfg.resolved ? { resolved: cfg.resolved } : {}),
       ...(cfg.mayIndex === false ? { mayIndex: false } : {}),
       profileAhead: !opts.resume && (cfg.profile ?? 'auto') === 'auto',
+      // The index's cache copy is written while the storage opens and the prefetch starts.
+      deferIndexStore: true,
     });
   } catch (err) {
     cancelPrestartedReaders();
@@ -153,6 +155,9 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(image.earlyProfile ? { earlyProfile: image.earlyProfile } : {}),
     });
     profileWork = profile;
+    // Nothing is mounted before the index's cache copy is written (or its failure fails the mount,
+    // as it did when it was written first): a restarted server takes the mount over from it.
+    await image.indexStored;
     const attached = opts.resume?.attached ?? (await (opts.attach ?? attach)(mountpoint, mountOpts));
     log.debug('mount: attached');
     const m = await serveAttached(fs, attached, mountOpts, opts.resume?.init);

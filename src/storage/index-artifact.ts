@@ -40,9 +40,24 @@ export function packIndex(bytes: Buffer): Promise<Buffer> {
   return gzipAsync(bytes, { level: constants.Z_BEST_COMPRESSION });
 }
 
+/** Output buffers of an index's inflation: from zlib's 16 KiB (one trip to the libuv pool each) up to this. */
+const MAX_UNPACK_CHUNK = 16 * 1024 * 1024;
+
+/**
+ * The output buffer to inflate `packed` into: the size its gzip trailer announces (ISIZE, the
+ * uncompressed length mod 2^32), and a page more so the last write ends the stream. Only a hint:
+ * a wrong one costs buffers, never bytes (maxOutputLength bounds the output). In zlib's default
+ * 16 KiB buffers a 0.76 MB index took 47 trips to the pool, 15–24 ms of a cold mount's path to
+ * ready against ~5 ms in one (bench/index/RESULTS.md, session 16).
+ */
+export function unpackChunkSize(packed: Buffer): number {
+  const announced = packed.length >= 18 ? packed.readUInt32LE(packed.length - 4) : 0;
+  return Math.min(MAX_UNPACK_CHUNK, Math.max(constants.Z_DEFAULT_CHUNK, announced + 4096));
+}
+
 export async function unpackIndex(packed: Buffer, object: string): Promise<Buffer> {
   try {
-    return await gunzipAsync(packed, { maxOutputLength: MAX_INDEX_BYTES });
+    return await gunzipAsync(packed, { maxOutputLength: MAX_INDEX_BYTES, chunkSize: unpackChunkSize(packed) });
   } catch (err) {
     throw new ClipError('ECORRUPT', `published index does not inflate (${(err as Error).message})`, { object, cause: err });
   }

@@ -31,6 +31,13 @@ export interface ResolveIndexOptions {
    * node's server, asked to resolve an image, leaves indexing to the command that shows progress).
    */
   mayIndex?: boolean;
+  /**
+   * Return as soon as the index is found and checked, its local cache copy still being written
+   * (ResolvedIndex.stored): a mount serves from the index in memory and waits for the copy only
+   * before it attaches, so the write (with its sync) overlaps the storage's opening and the
+   * profile's prefetch (bench/index/RESULTS.md, session 16).
+   */
+  deferStore?: boolean;
 }
 
 export interface ResolvedIndex {
@@ -39,6 +46,11 @@ export interface ResolvedIndex {
   origin: IndexOrigin;
   /** The local cache copy (none when the cache disk is full: the index serves from memory). */
   file?: string;
+  /**
+   * With deferStore, the local cache copy being written: settles with its path (undefined when
+   * the cache disk is full), or rejects as the write failed (what fails the command otherwise).
+   */
+  stored?: Promise<string | undefined>;
 }
 
 export async function resolveIndex(source: ImageSource, image: ResolvedImage, opts: ResolveIndexOptions): Promise<ResolvedIndex> {
@@ -70,7 +82,6 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
         if (remote) await storeSharedIndex(remote, image.manifestDigest, published.bytes, published.packed);
       }
     }
-    let file: string | undefined;
     if (!found && opts.mayIndex === false) {
       throw new ClipError('ENOINDEX', 'has no index published, shared or cached: it must be indexed first', { object: image.reference });
     }
@@ -79,18 +90,23 @@ export async function resolveIndex(source: ImageSource, image: ResolvedImage, op
         resolved: image, cacheDir: opts.cacheDir, logger: log, ...opts.indexing, ...(remote ? { remote } : {}),
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       });
-      found = { index: made.index, bytes: made.bytes, origin: 'indexed' };
-      file = made.cachedAt;
       if (remote) await storeSharedIndex(remote, image.manifestDigest, made.bytes);
+      log.info({ image: image.reference, origin: 'indexed' }, 'index ready');
+      return { index: made.index, bytes: made.bytes, origin: 'indexed', ...(made.cachedAt ? { file: made.cachedAt } : {}) };
     }
-    if (found.origin !== 'indexed') {
-      file = await storeCachedIndex(opts.cacheDir, image.manifestDigest, found.bytes).catch((err: unknown) => {
-        // A full cache disk costs caching only: the index is in memory, and serves as it is.
-        if (!isDiskFull(err)) throw err;
-        log.warn({ err: (err as Error).message, image: image.reference }, 'the index is not cached: the cache disk is full');
-        return undefined;
-      });
+    const bytes = found.bytes;
+    const stored = storeCachedIndex(opts.cacheDir, image.manifestDigest, bytes).catch((err: unknown) => {
+      // A full cache disk costs caching only: the index is in memory, and serves as it is.
+      if (!isDiskFull(err)) throw err;
+      log.warn({ err: (err as Error).message, image: image.reference }, 'the index is not cached: the cache disk is full');
+      return undefined;
+    });
+    if (opts.deferStore) {
+      stored.catch(() => undefined); // the caller's to await; unawaited (a mount failing first), not unhandled
+      log.info({ image: image.reference, origin: found.origin }, 'index ready');
+      return { ...found, stored };
     }
+    const file = await stored;
     log.info({ image: image.reference, origin: found.origin }, 'index ready');
     return { ...found, ...(file ? { file } : {}) };
   } finally {

@@ -1,6 +1,6 @@
 /** The IMAGE|INDEX argument: index files as they are, image references through the index cache. */
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -8,7 +8,9 @@ import { closeScanPool } from '../../src/archive/scan-pool.js';
 import { indexFileKind } from '../../src/mount/index-file.js';
 import { openImageArg } from '../../src/mount/open-image.js';
 import type { IndexProgress } from '../../src/storage/indexer.js';
-import { openImage } from '../../src/oci/index.js';
+import { openImage, RegistryPusher, type RegistryRepository } from '../../src/oci/index.js';
+import { publishIndex } from '../../src/storage/index-artifact.js';
+import { resolveIndex } from '../../src/storage/index-resolver.js';
 import { blobGets, startFaultProxy } from '../support/fault-proxy.js';
 import { fixture, pushFixture } from '../support/fixtures/index.js';
 import { startRegistry } from '../support/registry.js';
@@ -75,6 +77,40 @@ describe('openImageArg', () => {
 });
 
 describe('openImageArg on a registry image', () => {
+  it('deferIndexStore: an image whose index is published opens before the index\'s cache copy is written; indexStored sets indexFile to it', async () => {
+    const registry = await startRegistry();
+    try {
+      const ref = await pushFixture('basic', registry.host);
+      const src = openImage(ref) as RegistryRepository;
+      try {
+        const image = await src.resolve();
+        const made = await resolveIndex(src, image, { cacheDir: join(tmp, 'publisher'), discover: false });
+        await publishIndex(src, new RegistryPusher(src), image, made.bytes);
+      } finally {
+        await src.close?.();
+      }
+      const cacheDir = join(tmp, 'cache-deferred');
+      const opened = await openImageArg(ref, { cacheDir, deferIndexStore: true });
+      try {
+        expect(opened.origin).toBe('registry');
+        expect(opened.indexFile).toBeUndefined();
+        await opened.indexStored;
+        expect(opened.indexFile).toMatch(/\/indexes\/[0-9a-f]{64}\.clip$/);
+        expect((await readFile(opened.indexFile!)).equals(opened.index.buffer)).toBe(true);
+      } finally {
+        await opened.close();
+      }
+      // Without it the copy is written before the image is opened.
+      const plain = await openImageArg(ref, { cacheDir: join(tmp, 'cache-plain') });
+      await plain.close();
+      expect(plain.origin).toBe('registry');
+      expect(plain.indexStored).toBeUndefined();
+      expect((await readFile(plain.indexFile!)).equals(plain.index.buffer)).toBe(true);
+    } finally {
+      await registry.stop();
+    }
+  });
+
   it('asks for the image\'s referrers as soon as the manifest is known, while its config is still on its way', async () => {
     const registry = await startRegistry();
     const proxy = await startFaultProxy(registry.host);

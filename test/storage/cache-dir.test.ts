@@ -1,7 +1,7 @@
-import { chmod, chown, lstat, mkdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { defaultCacheDir, ensurePrivateDir, readPrivateFile, writePrivateFile } from '../../src/storage/cache-dir.js';
+import { defaultCacheDir, ensurePrivateDir, readPrivateFile, writePrivateFile, writeSmallPrivateFileSync } from '../../src/storage/cache-dir.js';
 import { skipUnlessRoot } from '../support/env.js';
 import { tempDir } from './helpers.js';
 
@@ -43,7 +43,12 @@ describe('cache directory', () => {
     await ensurePrivateDir(path.join(open, 'cache'));
   });
 
-  it('writes a file whole without following a link planted at its name, and reads none through one', async () => {
+  const writers: [string, (file: string, data: string) => Promise<void>][] = [
+    ['writePrivateFile', writePrivateFile],
+    ['writeSmallPrivateFileSync', async (file, data) => writeSmallPrivateFileSync(file, data)],
+  ];
+
+  it.each(writers)('%s writes a file whole without following a link planted at its name, and reads none through one', async (_name, write) => {
     const root = await tempDir();
     dirs.push(root);
     const victim = path.join(root, 'victim');
@@ -51,12 +56,28 @@ describe('cache directory', () => {
     const file = path.join(root, 'x.pid');
     await symlink(victim, file);
     expect(await readPrivateFile(file)).toBeUndefined();
-    await writePrivateFile(file, '42\n');
+    await write(file, '42\n');
     expect(await readFile(victim, 'utf8')).toBe('precious\n');
     expect((await lstat(file)).isFile()).toBe(true);
     expect((await stat(file)).mode & 0o777).toBe(0o600);
     expect(await readPrivateFile(file)).toBe('42\n');
     await expect(readlink(file)).rejects.toMatchObject({ code: 'EINVAL' });
+    // Written again: replaced whole.
+    await write(file, '4242\n');
+    expect(await readPrivateFile(file)).toBe('4242\n');
+  });
+
+  it.each(writers)('%s fails naming the file where it cannot write, and leaves no temporary behind', async (_name, write) => {
+    const root = await tempDir();
+    dirs.push(root);
+    const dir = path.join(root, 'd');
+    await mkdir(dir);
+    // Its name taken by a directory: the temporary is written, the rename fails.
+    const file = path.join(dir, 'x.pid');
+    await mkdir(file);
+    await expect(write(file, '42\n')).rejects.toMatchObject({ code: 'EIO', object: file });
+    expect(await readdir(dir)).toEqual(['x.pid']);
+    await expect(write(path.join(root, 'missing', 'x.pid'), '42\n')).rejects.toMatchObject({ code: 'EIO' });
   });
 });
 

@@ -4,7 +4,7 @@
  * empty cache goes from an image reference to the bytes of one file fetching the manifest, the
  * config, the index and one span, never a layer.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +12,7 @@ import { closeScanPool } from '../../src/archive/scan-pool.js';
 import { openImage, RegistryClient, RegistryPusher, RegistryRepository, type ResolvedImage } from '../../src/oci/index.js';
 import { INDEX_ARTIFACT_TYPE, publishIndex } from '../../src/storage/index-artifact.js';
 import { resolveIndex } from '../../src/storage/index-resolver.js';
+import { cachedIndexPath } from '../../src/storage/indexer.js';
 import { listReferrers } from '../../src/oci/referrers.js';
 import { BIG_PATH } from '../support/fixtures/images/big.js';
 import { pushFixture } from '../support/fixtures/index.js';
@@ -75,6 +76,34 @@ describe('an index published with its image', () => {
     proxy.requests.length = 0;
     expect((await clipProcess(['stat', big, BIG_PATH, '--cache-dir', join(tmp, 'fresh-node'), '--json'])).stdout.toString()).toContain('"size"');
     expect(proxy.requests.filter((r) => r.path.includes('sha256-') || r.path.includes('/referrers/'))).toEqual([]);
+  });
+
+  it('deferStore: the index is ready before its local copy is written, and the copy settles with the same bytes (or with its failure, not the resolve\'s)', async () => {
+    const cacheDir = join(tmp, 'deferred-node');
+    const src = openImage(big);
+    try {
+      const got = await resolveIndex(src, bigImage, { cacheDir, deferStore: true });
+      expect(got.origin).toBe('registry');
+      expect(got.file).toBeUndefined();
+      const file = await got.stored;
+      expect(file).toBe(cachedIndexPath(cacheDir, bigImage.manifestDigest));
+      expect((await readFile(file!)).equals(got.bytes)).toBe(true);
+      // The next resolve takes the copy: no store left to wait for.
+      const again = await resolveIndex(src, bigImage, { cacheDir, deferStore: true });
+      expect(again.origin).toBe('cache');
+      expect(again.stored).toBeUndefined();
+
+      // A cache directory where the copy cannot go: without deferStore the resolve fails; with it, only `stored`.
+      const blocked = join(tmp, 'blocked-node');
+      await mkdir(blocked, { recursive: true });
+      await writeFile(join(blocked, 'indexes'), 'not a directory');
+      await expect(resolveIndex(src, bigImage, { cacheDir: blocked })).rejects.toThrow();
+      const deferred = await resolveIndex(src, bigImage, { cacheDir: blocked, deferStore: true });
+      expect(deferred.origin).toBe('registry');
+      await expect(deferred.stored).rejects.toThrow();
+    } finally {
+      await src.close?.();
+    }
   });
 
   it('--no-discover indexes here even though an index is published', async () => {
