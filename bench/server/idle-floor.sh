@@ -39,15 +39,32 @@ rss() {
 }
 for i in $(seq $#); do echo "server$i: ${!i}"; done
 echo "load $(cut -d' ' -f1-3 /proc/loadavg)   (MB: rss anon file, threads, pss)"
+# The image mounted in a fresh cache by CLI, its server given V8 flags FLAGS (more variables can be
+# set before the call); prints the server's pid.
+mount_server() { # CLI FLAGS
+  rm -rf "$W/cache"
+  CLIP_SERVER_V8_FLAGS="$2" CLIP_FUSE_SLEEP_MS=5000 node "$1" mount "oci:$LAYOUT:latest" "$W/mnt" --background --cache-dir "$W/cache" >/dev/null 2>&1
+  head -1 "$(ls "$W"/cache/mounts/*.pid | head -1)"
+}
+unmount_server() { # CLI PID
+  node "$1" unmount "$W/mnt" --cache-dir "$W/cache" >/dev/null
+  for _ in $(seq 30); do kill -0 "$2" 2>/dev/null || break; sleep 1; done
+}
+# SCRIPT [ARG] forked from a waiting parent (`parent`) with the server's flags, as the holder forks
+# the server; the child's pid in PIDFILE.
+fork_node() { # PIDFILE SCRIPT [ARG]
+  # shellcheck disable=SC2086 # FLAGS is a list of flags
+  node -e 'const [pidFile, script, arg] = process.argv.slice(1, 4); const c = require("node:child_process").fork(script, arg ? [arg] : [], { execArgv: process.argv.slice(4) }); require("node:fs").writeFileSync(pidFile, String(c.pid))' "$1" "$2" "${3:-}" $FLAGS --heap-growing-percent=25 &
+  parent=$!
+}
+end_fork() { # PIDFILE
+  kill "$(cat "$1")" "$parent"; wait "$parent" 2>/dev/null || true; parent=
+}
 # The listing server: mounted as the measured ones, idle as long, then asked for its list.
-rm -rf "$W/cache"
-CLIP_BENCH_MODULES=$W/modules.json CLIP_SERVER_V8_FLAGS="$FLAGS --import $ROOT/bench/server/loaded-modules.mjs" CLIP_FUSE_SLEEP_MS=5000 \
-  node "$CLI" mount "oci:$LAYOUT:latest" "$W/mnt" --background --cache-dir "$W/cache" >/dev/null 2>&1
-pid=$(head -1 "$(ls "$W"/cache/mounts/*.pid | head -1)")
+pid=$(CLIP_BENCH_MODULES=$W/modules.json mount_server "$CLI" "$FLAGS --import $ROOT/bench/server/loaded-modules.mjs")
 sleep 20; kill -USR2 "$pid"
 for _ in $(seq 20); do [ -s "$W/modules.json" ] && break; sleep 0.5; done
-node "$CLI" unmount "$W/mnt" --cache-dir "$W/cache" >/dev/null
-for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+unmount_server "$CLI" "$pid"
 node -e 'const l = require(process.argv[1]); console.log(`runtime arm loads ${l.builtins.length} builtins, ${l.cjs.length + l.esm.length} package files: ${[...new Set([...l.cjs, ...l.esm].map((f) => f.replace(/.*node_modules\//, "").split("/")[0]))].join(" ")}`)' "$W/modules.json"
 for r in $(seq "${ROUNDS:-3}"); do
   # shellcheck disable=SC2086 # FLAGS is a list of flags
@@ -55,26 +72,19 @@ for r in $(seq "${ROUNDS:-3}"); do
   bare=$!
   sleep 20; echo "bare   $r $(rss "$bare")" | tee -a "$W/figures"
   kill "$bare"; wait "$bare" 2>/dev/null || true; bare=
-  # shellcheck disable=SC2086
-  node -e 'const c = require("node:child_process").fork(process.argv[1], { execArgv: process.argv.slice(2) }); require("node:fs").writeFileSync(process.argv[1] + ".pid", String(c.pid))' "$W/wait.cjs" $FLAGS --heap-growing-percent=25 &
-  parent=$!
+  fork_node "$W/wait.cjs.pid" "$W/wait.cjs"
   sleep 20; echo "forked $r $(rss "$(cat "$W/wait.cjs.pid")")" | tee -a "$W/figures"
-  kill "$(cat "$W/wait.cjs.pid")" "$parent"; wait "$parent" 2>/dev/null || true; parent=
-  # shellcheck disable=SC2086
-  node -e 'const c = require("node:child_process").fork(process.argv[1], [process.argv[2]], { execArgv: process.argv.slice(3) }); require("node:fs").writeFileSync(process.argv[2] + ".pid", String(c.pid))' "$ROOT/bench/server/runtime-floor.mjs" "$W/modules.json" $FLAGS --heap-growing-percent=25 &
-  parent=$!
+  end_fork "$W/wait.cjs.pid"
+  fork_node "$W/modules.json.pid" "$ROOT/bench/server/runtime-floor.mjs" "$W/modules.json"
   sleep 20; echo "runtime $r $(rss "$(cat "$W/modules.json.pid")")" | tee -a "$W/figures"
-  kill "$(cat "$W/modules.json.pid")" "$parent"; wait "$parent" 2>/dev/null || true; parent=
+  end_fork "$W/modules.json.pid"
 
   for i in $(seq $#); do
     cli=${!i%%+*} extra=
     [ "$cli" = "${!i}" ] || extra=" ${!i#*+}"
-    rm -rf "$W/cache"
-    CLIP_SERVER_V8_FLAGS="$FLAGS${extra//,/ }" CLIP_FUSE_SLEEP_MS=5000 node "$cli" mount "oci:$LAYOUT:latest" "$W/mnt" --background --cache-dir "$W/cache" >/dev/null 2>&1
-    pid=$(head -1 "$(ls "$W"/cache/mounts/*.pid | head -1)")
+    pid=$(mount_server "$cli" "$FLAGS${extra//,/ }")
     sleep 20; echo "server$i $r $(rss "$pid")" | tee -a "$W/figures"
-    node "$cli" unmount "$W/mnt" --cache-dir "$W/cache" >/dev/null
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    unmount_server "$cli" "$pid"
   done
 done
 awk '{ if (!($1 in n)) arms[++k] = $1; n[$1]++; for (i = 3; i <= 7; i++) v[$1, i, n[$1]] = $i }
