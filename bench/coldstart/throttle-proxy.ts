@@ -2,6 +2,14 @@
  * An HTTP proxy in front of a registry that limits the bytes it sends back to a fixed rate shared by
  * all responses (one network link), and records every request: range, status, body bytes and when
  * it started, got its first byte and ended. What the cold-start bench measures and profiles with.
+ *
+ * Blob bytes come from memory by default: the proxy fetches a blob whole from the registry the
+ * first time it is asked for, keeps it (blobs are addressed by digest), and answers range GETs of
+ * it itself, with the registry's own headers. On this 2-core machine the local registry and the
+ * proxy's relaying of its bytes took ~0.35–0.47 s and ~0.25 s of CPU in each profiled cold start
+ * (bench/index/RESULTS.md, session 17): CPU that a registry across a network does not take from
+ * the node. Manifests, tags and referrers still come from the registry on every request.
+ * BENCH_BLOBS=registry relays blob bytes from the registry as before.
  */
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -34,13 +42,66 @@ export interface ThrottleProxy {
 
 /** Lets a link run ahead of its schedule by this much after a late timer, so the mean rate holds. */
 const BURST_MS = 5;
+/** Bytes a blob served from memory is sent in, each booked on the link. */
+const SLICE = 64 * 1024;
+
+interface KeptBlob {
+  bytes: Buffer;
+  /** The registry's headers of its whole-blob answer, less the ones that depend on the range. */
+  headers: Record<string, string>;
+}
+/** Blobs kept by every proxy of this process, by upstream and path (a digest: never stale). */
+const keptBlobs = new Map<string, Promise<KeptBlob | undefined>>();
+const RANGE_DEPENDENT = new Set(['content-length', 'content-range', 'connection', 'keep-alive', 'transfer-encoding', 'date']);
+
+/** The whole blob at `path`, fetched once; undefined if the registry does not answer it with 200. */
+function keptBlob(upHost: string, upPort: string, path: string, headers: IncomingMessage['headers']): Promise<KeptBlob | undefined> {
+  const key = `${upHost}:${upPort}${path}`;
+  let kept = keptBlobs.get(key);
+  if (!kept) {
+    const { range: _range, ...rest } = headers;
+    kept = new Promise<KeptBlob | undefined>((resolve) => {
+      const up = httpRequest({ host: upHost, port: Number(upPort), method: 'GET', path, headers: rest }, (upRes) => {
+        if (upRes.statusCode !== 200) {
+          upRes.resume();
+          resolve(undefined);
+          return;
+        }
+        const parts: Buffer[] = [];
+        upRes.on('data', (d: Buffer) => parts.push(d));
+        upRes.on('end', () => {
+          const kept: Record<string, string> = {};
+          for (const [k, v] of Object.entries(upRes.headers)) if (typeof v === 'string' && !RANGE_DEPENDENT.has(k)) kept[k] = v;
+          resolve({ bytes: Buffer.concat(parts), headers: kept });
+        });
+        upRes.on('error', () => resolve(undefined));
+      });
+      up.on('error', () => resolve(undefined));
+      up.end();
+    });
+    keptBlobs.set(key, kept);
+    // A blob the registry would not give is asked for again next time.
+    void kept.then((b) => b ?? keptBlobs.delete(key));
+  }
+  return kept;
+}
+
+/** [start, end] (inclusive) of a single-range header over `size` bytes; undefined: serve it all; null: unsatisfiable or several ranges. */
+function byteRange(header: string | undefined, size: number): [number, number] | undefined | null {
+  if (!header) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return null;
+  const [start, end] = m[1] === '' ? [Math.max(0, size - Number(m[2])), size - 1] : [Number(m[1]), m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1)];
+  return start <= end && start < size ? [start, end] : null;
+}
 
 /**
  * `rttMs`: a round-trip time added to every request before it is forwarded (the request's way
  * there and the answer's first byte back), and once more to the first request of a new client
  * connection (its TCP handshake): reusing kept-alive connections saves that, as on a real link.
  */
-export async function startThrottleProxy(upstream: string, opts: { rateBytesPerSec: number; rttMs?: number }): Promise<ThrottleProxy> {
+export async function startThrottleProxy(upstream: string, opts: { rateBytesPerSec: number; rttMs?: number; blobsFromMemory?: boolean }): Promise<ThrottleProxy> {
+  const fromMemory = opts.blobsFromMemory ?? process.env.BENCH_BLOBS !== 'registry';
   const [upHost, upPort] = upstream.split(':') as [string, string];
   const rttMs = opts.rttMs ?? 0;
   const connectionOf = new WeakMap<Socket, number>();
@@ -76,7 +137,37 @@ export async function startThrottleProxy(upstream: string, opts: { rateBytesPerS
     else forward(req, res, rec, at);
   };
 
+  /** Send `body` at the link's rate, a slice at a time. */
+  const send = async (res: ServerResponse, body: Buffer, rec: ServedRequest, at: () => number): Promise<void> => {
+    for (let off = 0; off < body.length && !res.destroyed; off += SLICE) {
+      const slice = body.subarray(off, off + SLICE);
+      const wait = book(slice.length);
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      rec.firstByteMs ??= at();
+      rec.bytes += slice.length;
+      if (!res.write(slice)) await new Promise((r) => res.once('drain', r));
+    }
+    rec.endMs = at();
+    res.end();
+  };
+
   const forward = (req: IncomingMessage, res: ServerResponse, rec: ServedRequest, at: () => number): void => {
+    if (fromMemory && req.method === 'GET' && /\/blobs\/sha256:[0-9a-f]{64}$/.test(rec.path)) {
+      void keptBlob(upHost, upPort, req.url ?? rec.path, req.headers).then((blob) => {
+        const range = blob ? byteRange(req.headers.range, blob.bytes.length) : null;
+        if (!blob || range === null) return relay(req, res, rec, at);
+        const [start, end] = range ?? [0, blob.bytes.length - 1];
+        rec.status = range ? 206 : 200;
+        res.on('close', () => (rec.endMs ??= at()));
+        res.writeHead(rec.status, { ...blob.headers, 'content-length': String(end - start + 1), ...(range ? { 'content-range': `bytes ${start}-${end}/${blob.bytes.length}` } : {}) });
+        void send(res, blob.bytes.subarray(start, end + 1), rec, at);
+      });
+      return;
+    }
+    relay(req, res, rec, at);
+  };
+
+  const relay = (req: IncomingMessage, res: ServerResponse, rec: ServedRequest, at: () => number): void => {
     const up = httpRequest({ host: upHost, port: Number(upPort), method: req.method, path: req.url, headers: req.headers }, (upRes) => {
       rec.status = upRes.statusCode ?? 502;
       res.writeHead(rec.status, upRes.rawHeaders);

@@ -15,7 +15,7 @@
  * PERF=1 also samples the server with `perf record -g` into .tmp/bench-trace-start/. Prints one timeline per
  * trial and a median table of the phases; writes nothing.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
@@ -88,6 +88,32 @@ function requestName(p: string, method: string, range: string | undefined, bytes
   return `${method} ${p}`;
 }
 
+/** The whole machine's CPU use, per 100 ms from now (/proc/stat; 100 %: every core busy), as one event. */
+function machineBusy(): { stop(): Event } {
+  const read = (): [number, number] => {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    return [total, total - f[3]! - f[4]!];
+  };
+  const per: number[] = [];
+  let [t0, b0] = read();
+  const timer = setInterval(() => {
+    const [t, b] = read();
+    per.push(t > t0 ? Math.round((100 * (b - b0)) / (t - t0)) : 0);
+    [t0, b0] = [t, b];
+  }, 100);
+  return { stop: () => (clearInterval(timer), { name: 'machine: CPU busy % per 100 ms', at: 0, note: per.join(' ') }) };
+}
+
+/** CPU ms of this process and of its children that ended (10 ms ticks). */
+function selfCpuMs(): [number, number] {
+  const f = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+  return [(Number(f[11]) + Number(f[12])) * 10, (Number(f[13]) + Number(f[14])) * 10];
+}
+
+/** The registry's process, for its CPU over a trial (the newest docker-registry, started by main()). */
+let registryPid: number | undefined;
+
 type Arm = 'cold' | 'served' | 'warm';
 
 async function trace(build: Build, arm: Arm, run0: number, rtt: number, proxy: ThrottleProxy, ref: string, scratch: string): Promise<Trace> {
@@ -108,6 +134,9 @@ async function trace(build: Build, arm: Arm, run0: number, rtt: number, proxy: T
     const threads0 = await threadCpuMs(serverPid);
     // PERF=1: the server sampled over the trial (perf report -i the file; CLIP_SERVER_V8_FLAGS=... --perf-basic-prof names JS frames).
     const perf = process.env.PERF === '1' && serverPid ? spawn('perf', ['record', '-F', '1999', '-g', '-p', String(serverPid), '-o', `${straceOut}.perf`], { stdio: 'ignore' }) : undefined;
+    const busy = machineBusy();
+    const self0 = selfCpuMs();
+    const reg0 = await cpuMs(registryPid);
     const mounted = await run(process.execPath, [CLI, 'mount', ref, mnt, '--background', '--cache-dir', cacheDir, '--log-level', 'debug'], env);
     const readyMs = performance.timeOrigin + performance.now() - wall0;
     await run('strace', ['-f', '-ttt', '-e', 'trace=execve,openat,exit_group', '-o', straceOut, 'chroot', mnt, ...PROGRAM]);
@@ -117,7 +146,10 @@ async function trace(build: Build, arm: Arm, run0: number, rtt: number, proxy: T
       await new Promise((r) => perf.once('exit', r));
       await run('cp', [`${straceOut}.perf`, path.join(WORK, `perf-${build.name}-${arm}-${rtt}-${run0}.data`)]);
     }
-    const events: Event[] = [{ name: 'clip mount returns (ready)', at: readyMs }, { name: 'python ends (strace returns)', at: totalMs }];
+    const self1 = selfCpuMs();
+    const reg1 = await cpuMs(registryPid);
+    const events: Event[] = [{ name: 'clip mount returns (ready)', at: readyMs }, { name: 'python ends (strace returns)', at: totalMs }, busy.stop(),
+      { name: 'bench: CPU ms of this process (the proxy) / of its ended children (the CLI, strace, python) / of the registry', at: 0, note: `${self1[0] - self0[0]} / ${self1[1] - self0[1]} / ${reg1 !== undefined && reg0 !== undefined ? reg1 - reg0 : '-'}` }];
     // The server's and its holder's process start (10 ms ticks since boot), on the trial's clock.
     const started = async (p: number | undefined): Promise<number | undefined> => {
       const stat = p ? await readFile(`/proc/${p}/stat`, 'utf8').catch(() => undefined) : undefined;
@@ -205,6 +237,7 @@ async function main(): Promise<void> {
   const proxies = new Map<number, ThrottleProxy>();
   try {
     registry = await startRegistry();
+    registryPid = Number((await sh('pgrep', ['-n', '-f', 'docker-registry serve'])).trim()) || undefined;
     await pushLayout(img.layoutDir, img.tag, `${registry.host}/${REPO}:${img.tag}`);
     for (const rtt of RTTS) proxies.set(rtt, await startThrottleProxy(registry.host, { rateBytesPerSec: RATE_MB * 1e6, rttMs: rtt }));
     const first = proxies.get(RTTS[0]!)!;
