@@ -4,7 +4,7 @@
  * READs of chunks already verified in the disk cache (read-thread.ts).
  */
 import type { SyncFilesystem } from '../fuse/index.js';
-import { ImageIndex } from '../index/reader.js';
+import { CHECKED_IN_PROCESS, ImageIndex } from '../index/reader.js';
 import { IndexAnswers } from './index-answers.js';
 import { ThreadReads, type ThreadReadsData } from './read-thread.js';
 
@@ -18,7 +18,8 @@ export interface IndexThreadData {
 }
 
 export function createSyncFilesystem(data: IndexThreadData): SyncFilesystem {
-  const index = new ImageIndex(Buffer.from(data.index), data.file);
+  // The main thread checked these bytes whole before sharing them.
+  const index = new ImageIndex(Buffer.from(data.index), data.file, CHECKED_IN_PROCESS);
   const answers: SyncFilesystem = new IndexAnswers(index, data.timeoutSeconds);
   // The handle is the inode and the content never changes: an open needs no answer from the server.
   answers.zeroMessageOpen = true;

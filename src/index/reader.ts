@@ -3,8 +3,6 @@
  * on demand, never turned into per-entry objects.
  */
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
-import { brotliDecompressSync, inflateRawSync } from 'node:zlib';
 import { boundAtOrAfter, decodeBounds, NO_BOUNDS, type BlockBound, type BlockBounds } from '../archive/block-bounds.js';
 import { shownBytes } from '../archive/tar-path.js';
 import { ClipError } from '../util/errors.js';
@@ -27,6 +25,13 @@ export interface IndexImageInfo {
 
 /** Called per directory entry by readdir; return false to stop (the reply buffer is full). */
 export type ReaddirVisitor = (name: Buffer, ino: number, mode: number, nextOffset: number) => boolean | void;
+
+/**
+ * Given for `checked`: the bytes are shared with the thread of this process that checked them
+ * whole (a FUSE reader thread's copy, src/fs/index-thread.ts). Nothing is checked again, and the
+ * block boundaries are decoded only if asked for.
+ */
+export const CHECKED_IN_PROCESS = Symbol('checked by this process');
 
 const MAX_SYMLINK_HOPS = 40;
 const SLASH = 0x2f;
@@ -59,15 +64,17 @@ export class ImageIndex {
    * Windows section is that blob whole, or empty when the index was published without it.
    */
   readonly windowsBlob: { digest: string; size: number } | undefined;
-  /** Per layer, its deflate block boundaries (none before version 3). */
-  private readonly bounds: readonly BlockBounds[];
+  /** Per layer, its deflate block boundaries (none before version 3); see `bounds`. */
+  private decodedBounds: readonly BlockBounds[] | undefined;
+  private readonly boundsSection: Buffer | undefined;
 
   /** Read an index file (one read) and check it (see the constructor for `checked`). */
   static async open(file: string, checked?: string): Promise<ImageIndex> {
     let buf: Buffer;
     try {
       // O_NONBLOCK and the type check: a FIFO (or device) named as an index would block or never end.
-      const fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+      // node:fs/promises on first use: a reader thread never opens an index file.
+      const fh = await process.getBuiltinModule('node:fs/promises').open(file, constants.O_RDONLY | constants.O_NONBLOCK);
       try {
         const st = await fh.stat();
         if (!st.isFile()) throw new ClipError('EINVAL', 'is not a regular file, so not an index file', { object: file });
@@ -96,10 +103,12 @@ export class ImageIndex {
    * `file` names the index in errors. The frame and checksum are always checked; every field and
    * the tree's shape too, unless `checked` is the checksum (hex) of an index the caller knows was
    * checked whole already (this process's copy of it, or the one `clip mount` checked before
-   * handing it to the node's server): equal checksums are equal bytes.
+   * handing it to the node's server): equal checksums are equal bytes. CHECKED_IN_PROCESS: not
+   * even the checksum (the bytes are another thread's, which checked them).
    */
-  constructor(readonly buffer: Buffer, readonly file: string = 'index', checked?: string) {
-    const sections = readSections(buffer, file);
+  constructor(readonly buffer: Buffer, readonly file: string = 'index', checked?: string | typeof CHECKED_IN_PROCESS) {
+    const inProcess = checked === CHECKED_IN_PROCESS;
+    const sections = readSections(buffer, file, inProcess);
     this.version = formatVersion(buffer);
     const sec = (id: F.SectionId): Buffer => {
       const r = sections.get(id)!;
@@ -157,13 +166,19 @@ export class ImageIndex {
       this.windowsBlob = { digest: `sha256:${wd.toString('hex', 0, F.DIGEST_SIZE)}`, size };
       this.windowDigests = wd.subarray(F.WINDOWS_HEAD_SIZE);
     }
-    if (checked === undefined || checked !== this.checksum) validateIndex({
+    if (!inProcess && checked !== this.checksum) validateIndex({
       version: this.version, entries: this.entries, inodes: this.inodes, strings: this.strings, xattrs: this.xattrs, layerTable: this.layerTable,
       checkpoints: this.checkpoints, windowsLength: this.windowsBlob?.size ?? this.windows.length, chunks: this.chunks, layers: meta.layers,
     }, file);
     this.entryCount = entries.length / F.ENTRY_RECORD_SIZE;
     this.inodeCount = inodes.length / 4 - 1;
-    this.bounds = readBounds(this.version >= 3 && sections.has(F.Section.Bounds) ? sec(F.Section.Bounds) : undefined, this.layers, file);
+    this.boundsSection = this.version >= 3 && sections.has(F.Section.Bounds) ? sec(F.Section.Bounds) : undefined;
+    // Decoded (and checked) now, so that a damaged table fails the open; a reader thread never asks.
+    if (!inProcess) void this.bounds;
+  }
+
+  private get bounds(): readonly BlockBounds[] {
+    return (this.decodedBounds ??= readBounds(this.boundsSection, this.layers, this.file));
   }
 
   /** The file's sha256 trailer, in hex: the digest of every byte before it. */
@@ -443,8 +458,8 @@ export class ImageIndex {
     let window: Buffer;
     try {
       window = rawLen === 0 ? Buffer.alloc(0)
-        : codec === F.WindowCodec.Brotli ? brotliDecompressSync(packed, { maxOutputLength: rawLen })
-          : inflateRawSync(packed, { maxOutputLength: rawLen });
+        : codec === F.WindowCodec.Brotli ? process.getBuiltinModule('node:zlib').brotliDecompressSync(packed, { maxOutputLength: rawLen })
+          : process.getBuiltinModule('node:zlib').inflateRawSync(packed, { maxOutputLength: rawLen });
     } catch (err) {
       throw new ClipError('ECORRUPT', `${where} does not decode`, { object: this.file, cause: err });
     }

@@ -1,5 +1,4 @@
 /** The outer layer of an index file: magic, checksum, version, section table. */
-import { createHash } from 'node:crypto';
 import { ClipError } from '../util/errors.js';
 import * as F from './format.js';
 
@@ -8,8 +7,10 @@ export interface SectionRange { at: number; length: number }
 /**
  * Check the file's frame and return where each section lies. Order matters for the messages:
  * a damaged byte anywhere is reported as damage (checksum) before the version is believed.
+ * `sumChecked`: these very bytes had their checksum checked by another thread of this process
+ * (a FUSE reader thread's shared copy), so it is not computed again.
  */
-export function readSections(buf: Buffer, file: string): Map<number, SectionRange> {
+export function readSections(buf: Buffer, file: string, sumChecked = false): Map<number, SectionRange> {
   const corrupt = (why: string): ClipError => new ClipError('ECORRUPT', `index file is corrupt: ${why}`, { object: file });
   const magicLen = Math.min(buf.length, F.MAGIC.length);
   if (!buf.subarray(0, magicLen).equals(F.MAGIC.subarray(0, magicLen))) {
@@ -18,8 +19,9 @@ export function readSections(buf: Buffer, file: string): Map<number, SectionRang
   if (buf.length < F.HEADER_SIZE + F.CHECKSUM_SIZE) throw corrupt(`truncated to ${buf.length} bytes`);
   const total = buf.readDoubleLE(16);
   const body = buf.subarray(0, buf.length - F.CHECKSUM_SIZE);
-  const sum = createHash('sha256').update(body).digest();
-  if (!sum.equals(buf.subarray(buf.length - F.CHECKSUM_SIZE))) {
+  // node:crypto is loaded on first use: a reader thread that never hashes does not load it (~13 ms).
+  const sum = sumChecked ? undefined : process.getBuiltinModule('node:crypto').createHash('sha256').update(body).digest();
+  if (sum && !sum.equals(buf.subarray(buf.length - F.CHECKSUM_SIZE))) {
     throw corrupt(total !== buf.length ? `${buf.length} bytes where the header says ${total} (truncated or extended)` : 'checksum mismatch');
   }
   // After the checksum, so that a damaged byte is reported as damage, not as a strange version.

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BoundsWriter, type BlockBound } from '../../src/archive/block-bounds.js';
 import * as F from '../../src/index/format.js';
-import { ImageIndex } from '../../src/index/reader.js';
+import { CHECKED_IN_PROCESS, ImageIndex } from '../../src/index/reader.js';
 import { IndexBuilder, buildIndex, writeIndexFile } from '../../src/index/writer.js';
 import { publishedForm, splitWindows } from '../../src/index/published.js';
 import { isClipError } from '../../src/util/errors.js';
@@ -215,6 +215,23 @@ describe('damaged index files', () => {
     const at = section(b, F.Section.Bounds);
     b.writeUInt32LE(0xfffffff, at);
     expect(() => new ImageIndex(reseal(b), 'bounds.clipindex')).toThrow(expect.objectContaining({ code: 'ECORRUPT', object: 'bounds.clipindex', message: expect.stringMatching(/block boundary/) }));
+  });
+
+  it("reads bytes another thread checked (a reader thread's) without checking them, its bounds decoded when first asked", () => {
+    const { bytes, scans } = sample();
+    const gz = scans.findIndex((s) => s.compression === 'gzip' && (s.bounds?.length ?? 0) > 0);
+    const checked = new ImageIndex(bytes, 'main.clipindex');
+    const shared = new ImageIndex(bytes, 'thread.clipindex', CHECKED_IN_PROCESS);
+    expect(shared.entryCount).toBe(checked.entryCount);
+    expect(checked.lookup(checked.rootIno, 'etc')).toBeGreaterThan(0);
+    expect(shared.lookup(shared.rootIno, 'etc')).toBe(checked.lookup(checked.rootIno, 'etc'));
+    expect(shared.boundCount(gz)).toBe(3);
+    expect(shared.boundAtOrAfter(gz, 40_001)).toEqual(checked.boundAtOrAfter(gz, 40_001));
+    // A damaged table (the checksum not even looked at) fails where the thread first asks, named.
+    const b = Buffer.from(bytes);
+    b.writeUInt32LE(0xfffffff, section(b, F.Section.Bounds));
+    const lazy = new ImageIndex(b, 'thread.clipindex', CHECKED_IN_PROCESS);
+    expect(() => lazy.boundAtOrAfter(gz, 1)).toThrow(expect.objectContaining({ code: 'ECORRUPT', object: 'thread.clipindex', message: expect.stringMatching(/block boundary/) }));
   });
 
   it('writes brotli windows, and still reads version 1 (deflated windows, no codec byte)', () => {
