@@ -74,8 +74,9 @@ const BUILDS: Build[] = [
   { name: 'this build', cli: CLI },
   ...(process.env.BASE ? [{ name: 'before', cli: path.join(path.resolve(process.env.BASE), 'dist/cli/main.js') }] : []),
   ...(process.env.VARIANTS ?? '').split(';').filter(Boolean).map((v) => {
-    const [name, kvs] = v.split(':') as [string, string];
-    return { name, cli: CLI, env: Object.fromEntries(kvs.split(',').map((kv) => kv.split('=') as [string, string])) };
+    // A value may hold spaces and '=' (V8 flags): split at the first ':' and each pair's first '='.
+    const [name, kvs = ''] = v.split(/:(.*)/s) as [string, string?];
+    return { name, cli: CLI, env: Object.fromEntries(kvs.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) };
   }),
 ];
 

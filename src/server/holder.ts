@@ -32,7 +32,7 @@ const STEADY_MS = 5000;
  * throughput measured (bench/server/RESULTS.md); gc() for the idle collection (idle-memory.ts).
  * CLIP_SERVER_V8_FLAGS replaces them (benchmarks).
  */
-const SERVER_V8_FLAGS = (process.env.CLIP_SERVER_V8_FLAGS ?? '--max-semi-space-size=1 --expose-gc').split(' ').filter(Boolean);
+const SERVER_V8_FLAGS = (process.env.CLIP_SERVER_V8_FLAGS ?? '--max-semi-space-size=1 --expose-gc --interrupt-budget=540672').split(' ').filter(Boolean);
 
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 const cacheDir = process.argv[2]!;
