@@ -49,6 +49,12 @@ interface Entry {
 }
 
 const WAKE = Buffer.from([1]);
+/**
+ * A thread is added when threads said 'busy' this many times within SUSTAINED_MS (a thread says
+ * it at most every 50 ms: a queue seen for ~0.1 s or more).
+ */
+const SUSTAINED_BUSY = 3;
+const SUSTAINED_MS = 250;
 /** A thread started ahead of its connection (prestart) ends if none opens within this. */
 const PRESTART_MS = 60_000;
 
@@ -132,6 +138,8 @@ class ReaderPool {
   private nextId = 1;
   private bufferSize = 0;
   private lastStart = 0;
+  /** When threads said 'busy' lately (within SUSTAINED_MS). */
+  private busyAt: number[] = [];
   /** Set while no thread runs and the main thread waits for a request: ends that wait. */
   private wake: (() => void) | undefined;
   /** Ends a thread started ahead (prestart) that no connection came for. */
@@ -254,9 +262,17 @@ class ReaderPool {
         t.slice = e.slice;
         t.tid = e.tid;
         return;
-      case 'busy':
+      case 'busy': {
+        // Only a queue that lasts: a burst of READs (a program's start, the kernel's read-ahead)
+        // is over before a new thread (~80 ms of CPU, then its compiling) could serve any of it.
+        const now = Date.now();
+        this.busyAt = this.busyAt.filter((at) => now - at < SUSTAINED_MS);
+        this.busyAt.push(now);
+        if (this.busyAt.length < SUSTAINED_BUSY) return;
+        this.busyAt = [];
         this.grow();
         return;
+      }
       case 'stream':
         // A lone client's stream: a second thread to take turns with, no more.
         if (this.threads.length < 2) this.grow();

@@ -79,7 +79,12 @@ export type ReaderEvent =
   };
 
 const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload } = workerData as ReaderWorkerData;
-/** Requests read in one wake-up (to EAGAIN) from which the thread says it is busy. */
+/**
+ * Requests answered in the thread in one wake-up (read to EAGAIN) from which it says it is busy.
+ * Requests it hands to the main thread do not count: while they are the load (a cold start's
+ * misses) the main thread is what they wait for, and another reader thread would only take CPU
+ * from it (~80 ms to start, then its own compiling; bench/index/RESULTS.md, session 17).
+ */
 const BUSY_BURST = 4;
 /** At most one 'busy' per this many ms. */
 const BUSY_EVERY_MS = 50;
@@ -256,6 +261,9 @@ function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req
   return splicer.send(fd, h.unique, range.fd, range.position, range.length, range.valid);
 }
 
+/** Requests this wake-up answered in the thread (readOne counts them). */
+let answeredHere = 0;
+
 /** Read one request from `fd`; true if one came (or the connection stopped), false on EAGAIN. */
 function readOne(id: number, fd: number): boolean {
   const n = libc.read(fd, buf);
@@ -276,7 +284,10 @@ function readOne(id: number, fd: number): boolean {
     port!.postMessage({ type: 'stopped', id, code: 'ENODEV', message: 'end of file on /dev/fuse' } satisfies ReaderEvent);
     return true;
   }
-  if (answerHere(id, fd, n)) return true;
+  if (answerHere(id, fd, n)) {
+    answeredHere++;
+    return true;
+  }
   const data = new ArrayBuffer(n);
   buf.copy(new Uint8Array(data), 0, 0, n);
   port!.postMessage({ type: 'request', id, data } satisfies ReaderEvent, [data]);
@@ -317,6 +328,7 @@ for (;;) {
   // a time, one read each and back to epoll_wait, which returns at once if another is queued.
   const greedy = singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
   let served = 0;
+  answeredHere = 0;
   let busy = true;
   while (busy) {
     busy = false;
@@ -337,7 +349,7 @@ for (;;) {
       port.postMessage({ type: 'active' } satisfies ReaderEvent);
     }
   }
-  if (served >= BUSY_BURST && now - lastBusy >= BUSY_EVERY_MS) {
+  if (answeredHere >= BUSY_BURST && now - lastBusy >= BUSY_EVERY_MS) {
     lastBusy = now;
     port.postMessage({ type: 'busy' } satisfies ReaderEvent);
   }

@@ -133,6 +133,25 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
     }
   });
 
+  it('adds no thread while the queued READs are ones it hands to the main thread (a cold start\'s misses)', async () => {
+    const m = await mountIndex(index, { mount: { maxReaderThreads: 3, readerIdleMs: 400 } });
+    try {
+      await run('cat', [join(m.dir, FILE)]);
+      // Every READ to the main thread, as misses are: the reader thread only passes them on.
+      m.fs.setThreadReads(false);
+      const handed = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
+      expect(await peakDuring(m, handed)).toBe(1);
+      expect((await handed).stdout.trim()).toBe('0');
+      // The same load answered in the thread does add threads.
+      m.fs.setThreadReads(true);
+      const answered = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
+      expect(await peakDuring(m, answered)).toBeGreaterThan(1);
+      expect((await answered).stdout.trim()).toBe('0');
+    } finally {
+      await m.close();
+    }
+  });
+
   it('lets the last thread go after the sleep time, and starts one for the next request', async () => {
     process.env.CLIP_FUSE_SLEEP_MS = '300'; // read when a thread starts
     const m = await mountIndex(index, { mount: { maxReaderThreads: 3, readerIdleMs: 200 } });
