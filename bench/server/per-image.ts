@@ -88,7 +88,7 @@ async function run(cli: string, variant: string, tags: string[], label: string):
   await cp(seed, cache, { recursive: true });
   for (const d of ['server', 'mounts']) rmSync(path.join(cache, d), { recursive: true, force: true });
   if (variant === 'none') rmSync(path.join(cache, 'profiles'), { recursive: true, force: true });
-  const env = { CLIP_FUSE_SLEEP_MS: '5000', CLIP_SERVER_V8_FLAGS: `${process.env.CLIP_SERVER_V8_FLAGS ?? '--max-semi-space-size=1 --expose-gc'} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${w}` };
+  const env = { CLIP_FUSE_SLEEP_MS: '5000', CLIP_SERVER_V8_FLAGS: `${process.env.CLIP_SERVER_V8_FLAGS ?? '--max-semi-space-size=1 --expose-gc --interrupt-budget=540672'} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${w}` };
   const mnts = tags.map((t) => path.join(w, `mnt-${t}`));
   let one: Figures | undefined;
   let pid = 0;

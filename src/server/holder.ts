@@ -29,8 +29,10 @@ const STEADY_MS = 5000;
 /**
  * V8 flags of the server, before any of ours (a later flag wins): young-generation semi-spaces of
  * 1 MB instead of up to 16 MB cut the idle server's RSS by about 8 MB, with no loss of read
- * throughput measured (bench/server/RESULTS.md); gc() for the idle collection (idle-memory.ts).
- * CLIP_SERVER_V8_FLAGS replaces them (benchmarks).
+ * throughput measured (bench/server/RESULTS.md); gc() for the idle collection (idle-memory.ts);
+ * an interrupt budget 4x V8's, so that TurboFan optimizes only code that stays hot: a cold mount
+ * runs much code once, and its optimizing took ~0.1 s of CPU from the start on two cores
+ * (bench/index/RESULTS.md, session 17). CLIP_SERVER_V8_FLAGS replaces them (benchmarks).
  */
 const SERVER_V8_FLAGS = (process.env.CLIP_SERVER_V8_FLAGS ?? '--max-semi-space-size=1 --expose-gc --interrupt-budget=540672').split(' ').filter(Boolean);
 
