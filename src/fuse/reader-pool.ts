@@ -49,12 +49,8 @@ interface Entry {
 }
 
 const WAKE = Buffer.from([1]);
-/**
- * A thread is added when threads said 'busy' this many times within SUSTAINED_MS (a thread says
- * it at most every 50 ms: a queue seen for ~0.1 s or more).
- */
-const SUSTAINED_BUSY = 3;
-const SUSTAINED_MS = 250;
+/** A thread is added when threads said 'busy' twice within this. */
+const BUSY_WINDOW_MS = 250;
 /** A thread started ahead of its connection (prestart) ends if none opens within this. */
 const PRESTART_MS = 60_000;
 
@@ -138,8 +134,10 @@ class ReaderPool {
   private nextId = 1;
   private bufferSize = 0;
   private lastStart = 0;
-  /** When threads said 'busy' lately (within SUSTAINED_MS). */
-  private busyAt: number[] = [];
+  /** When a thread last said 'busy'. */
+  private lastBusy = 0;
+  /** Holds on adding threads (holdGrowth) not released yet. */
+  private growthHolds = 0;
   /** Set while no thread runs and the main thread waits for a request: ends that wait. */
   private wake: (() => void) | undefined;
   /** Ends a thread started ahead (prestart) that no connection came for. */
@@ -263,14 +261,13 @@ class ReaderPool {
         t.tid = e.tid;
         return;
       case 'busy': {
-        // Only a queue that lasts: a burst of READs (a program's start, the kernel's read-ahead)
-        // is over before a new thread (~80 ms of CPU, then its compiling) could serve any of it.
+        // A queue seen twice within BUSY_WINDOW_MS (a thread says 'busy' at most every 50 ms): a
+        // lone burst of READs (a program's start, the kernel's read-ahead) is over before a new
+        // thread (~80 ms of CPU, then its compiling) could serve any of it.
         const now = Date.now();
-        this.busyAt = this.busyAt.filter((at) => now - at < SUSTAINED_MS);
-        this.busyAt.push(now);
-        if (this.busyAt.length < SUSTAINED_BUSY) return;
-        this.busyAt = [];
-        this.grow();
+        const again = now - this.lastBusy < BUSY_WINDOW_MS;
+        this.lastBusy = now;
+        if (again) this.grow();
         return;
       }
       case 'stream':
@@ -287,9 +284,28 @@ class ReaderPool {
     }
   }
 
-  /** Requests queue: one more thread, if a connection allows it and none is starting. */
+  /**
+   * No thread is added until the returned function is called (or `maxMs` passed): for work that
+   * keeps the process's CPU busy, such as a profile's prefetch, during which another thread's start
+   * would only take CPU from it.
+   */
+  holdGrowth(maxMs: number): () => void {
+    this.growthHolds++;
+    let held = true;
+    const release = (): void => {
+      if (!held) return;
+      held = false;
+      clearTimeout(timer);
+      this.growthHolds--;
+    };
+    const timer = setTimeout(release, maxMs).unref();
+    return release;
+  }
+
+  /** Requests queue: one more thread, if a connection allows it, none is starting and none is held. */
   private grow(): void {
     const slot = this.threads.length;
+    if (this.growthHolds > 0) return;
     if (this.threads.some((t) => !t.ready) || Date.now() - this.lastStart < 100) return;
     if (![...this.entries.values()].some((e) => !e.ended && slot < e.policy.max)) return;
     this.start();

@@ -113,6 +113,14 @@ export function prestartReaders(opts: FuseServerOptions = {}, preload: string[] 
   readerPool.prestart(requestBufferSize(opts.maxWrite ?? DEFAULT_MAX_WRITE), readerPolicy(opts), preload);
 }
 
+/**
+ * Add no reader thread, for any connection of this process, until the returned function is called
+ * or `maxMs` passed (reader-pool.ts holdGrowth). The threads already running go on serving.
+ */
+export function holdReaderGrowth(maxMs: number): () => void {
+  return readerPool.holdGrowth(maxMs);
+}
+
 /** End what prestartReaders started if no connection took it (the caller will not attach after all). */
 export function cancelPrestartedReaders(): void {
   readerPool.cancelPrestart();

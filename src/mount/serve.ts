@@ -6,7 +6,7 @@ import type { Server } from 'node:http';
 import { resolve } from 'node:path';
 import { openImageArg, openMountStorage, type OpenedImage, type ResolvedHandoff } from './open-image.js';
 import { ImageFilesystem, imageMountOptions, THREAD_ANSWERS_MODULE } from '../fs/image-fs.js';
-import { attach, cancelPrestartedReaders, prestartReaders, serveAttached, type Attached, type InitInfo, type Mount, type MountOptions } from '../fuse/index.js';
+import { attach, cancelPrestartedReaders, holdReaderGrowth, prestartReaders, serveAttached, type Attached, type InitInfo, type Mount, type MountOptions } from '../fuse/index.js';
 import { parsePlatform } from '../oci/platform.js';
 import { timeoutsWithin } from '../oci/retry.js';
 import type { IndexProgress } from '../storage/indexer.js';
@@ -79,6 +79,8 @@ export interface RunningMount {
 
 /** How long chunks still on their way to the shared cache may delay the end of a mount. */
 const FLUSH_MS = 2000;
+/** The longest a profile's prefetch holds the reader threads to their count (a slow link's). */
+const PREFETCH_GROWTH_HOLD_MS = 10_000;
 
 
 export interface StartMountOptions {
@@ -155,6 +157,10 @@ export async function startMount(cfg: MountConfig, opts: StartMountOptions = {})
       ...(image.earlyProfile ? { earlyProfile: image.earlyProfile } : {}),
     });
     profileWork = profile;
+    // While a profile's prefetch runs, the process's CPU is its (and the program's): a second reader
+    // thread's start (~80 ms of CPU, then its compiling) only slowed the start down (session 17).
+    const releaseGrowth = holdReaderGrowth(PREFETCH_GROWTH_HOLD_MS);
+    void profile.prefetched.finally(releaseGrowth);
     // Nothing is mounted before the index's cache copy is written (or its failure fails the mount,
     // as it did when it was written first): a restarted server takes the mount over from it.
     await image.indexStored;

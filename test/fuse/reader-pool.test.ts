@@ -10,7 +10,7 @@ import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageIndex } from '../../src/index/reader.js';
-import { cancelPrestartedReaders, prestartReaders, readerPolicy } from '../../src/fuse/index.js';
+import { cancelPrestartedReaders, holdReaderGrowth, prestartReaders, readerPolicy } from '../../src/fuse/index.js';
 import { readerPool } from '../../src/fuse/reader-pool.js';
 import { errorReport } from '../../src/cli/exit.js';
 import { isClipError } from '../../src/util/errors.js';
@@ -147,6 +147,31 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
       const answered = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
       expect(await peakDuring(m, answered)).toBeGreaterThan(1);
       expect((await answered).stdout.trim()).toBe('0');
+    } finally {
+      await m.close();
+    }
+  });
+
+  it('adds no thread while growth is held (a profile\'s prefetch), and does once it is released or the hold times out', async () => {
+    const m = await mountIndex(index, { mount: { maxReaderThreads: 3, readerIdleMs: 400 } });
+    try {
+      await run('cat', [join(m.dir, FILE)]);
+      const release = holdReaderGrowth(60_000);
+      const held = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
+      expect(await peakDuring(m, held)).toBe(1);
+      expect((await held).stdout.trim()).toBe('0');
+      release();
+      release(); // a second call changes nothing
+      const free = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
+      expect(await peakDuring(m, free)).toBeGreaterThan(1);
+      expect((await free).stdout.trim()).toBe('0');
+      expect(await waitUntil(() => m.mount.server.readerThreads === 1, 10_000)).toBe(true);
+      // A hold nobody releases ends by itself.
+      holdReaderGrowth(50);
+      await new Promise((r) => setTimeout(r, 100));
+      const after = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
+      expect(await peakDuring(m, after)).toBeGreaterThan(1);
+      expect((await after).stdout.trim()).toBe('0');
     } finally {
       await m.close();
     }
