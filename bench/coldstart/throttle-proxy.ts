@@ -11,6 +11,7 @@
  * the node. Manifests, tags and referrers still come from the registry on every request.
  * BENCH_BLOBS=registry relays blob bytes from the registry as before.
  */
+import { createHash } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { listenOnLoopback } from '../../test/support/loopback-server.js';
@@ -70,9 +71,16 @@ function keptBlob(upHost: string, upPort: string, path: string, headers: Incomin
         const parts: Buffer[] = [];
         upRes.on('data', (d: Buffer) => parts.push(d));
         upRes.on('end', () => {
+          const bytes = Buffer.concat(parts);
+          // Kept only whole: a body cut short would be served short to every later trial.
+          const digest = /sha256:([0-9a-f]{64})$/.exec(path)?.[1];
+          if (!digest || createHash('sha256').update(bytes).digest('hex') !== digest) {
+            resolve(undefined);
+            return;
+          }
           const kept: Record<string, string> = {};
           for (const [k, v] of Object.entries(upRes.headers)) if (typeof v === 'string' && !RANGE_DEPENDENT.has(k)) kept[k] = v;
-          resolve({ bytes: Buffer.concat(parts), headers: kept });
+          resolve({ bytes, headers: kept });
         });
         upRes.on('error', () => resolve(undefined));
       });
@@ -137,17 +145,28 @@ export async function startThrottleProxy(upstream: string, opts: { rateBytesPerS
     else forward(req, res, rec, at);
   };
 
-  /** Send `body` at the link's rate, a slice at a time. */
+  /** Send `body` at the link's rate, a slice at a time; stops when the client goes away. */
   const send = async (res: ServerResponse, body: Buffer, rec: ServedRequest, at: () => number): Promise<void> => {
-    for (let off = 0; off < body.length && !res.destroyed; off += SLICE) {
+    for (let off = 0; off < body.length; off += SLICE) {
       const slice = body.subarray(off, off + SLICE);
       const wait = book(slice.length);
       if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      if (res.destroyed) return;
       rec.firstByteMs ??= at();
       rec.bytes += slice.length;
-      if (!res.write(slice)) await new Promise((r) => res.once('drain', r));
+      if (!res.write(slice)) {
+        await new Promise<void>((r) => {
+          const done = (): void => {
+            res.off('drain', done);
+            res.off('close', done);
+            r();
+          };
+          res.once('drain', done);
+          res.once('close', done);
+        });
+      }
     }
-    rec.endMs = at();
+    rec.endMs ??= at();
     res.end();
   };
 

@@ -85,6 +85,8 @@ class ReaderThread {
   tid = 0;
   /** It said it served nothing for the idle time, and has not served since. */
   idle = false;
+  /** When it last said 'busy' (it says so at most every 50 ms). */
+  lastBusy = 0;
   private closed = false;
 
   constructor(
@@ -134,10 +136,9 @@ class ReaderPool {
   private nextId = 1;
   private bufferSize = 0;
   private lastStart = 0;
-  /** When a thread last said 'busy'. */
-  private lastBusy = 0;
-  /** Holds on adding threads (holdGrowth) not released yet. */
+  /** Holds on adding threads (holdGrowth) not released yet, and their generation (see open). */
   private growthHolds = 0;
+  private holdGeneration = 0;
   /** Set while no thread runs and the main thread waits for a request: ends that wait. */
   private wake: (() => void) | undefined;
   /** Ends a thread started ahead (prestart) that no connection came for. */
@@ -154,6 +155,11 @@ class ReaderPool {
       this.bufferSize = bufferSize;
     }
     loadLibc().setNonBlocking(fd);
+    // A second connection: holds taken for the first one's start end (holdGrowth).
+    if (this.entries.size > 0 && this.growthHolds > 0) {
+      this.growthHolds = 0;
+      this.holdGeneration++;
+    }
     const entry: Entry = { id: this.nextId++, fd, policy, callbacks, answering, readers: new Set() };
     this.entries.set(entry.id, entry);
     this.threads.forEach((t, slot) => {
@@ -261,12 +267,13 @@ class ReaderPool {
         t.tid = e.tid;
         return;
       case 'busy': {
-        // A queue seen twice within BUSY_WINDOW_MS (a thread says 'busy' at most every 50 ms): a
-        // lone burst of READs (a program's start, the kernel's read-ahead) is over before a new
-        // thread (~80 ms of CPU, then its compiling) could serve any of it.
+        // A queue one thread saw twice within BUSY_WINDOW_MS (a thread says 'busy' at most every
+        // 50 ms; two threads seeing one burst are not twice): a lone burst of READs (a program's
+        // start, the kernel's read-ahead) is over before a new thread (~80 ms of CPU, then its
+        // compiling) could serve any of it.
         const now = Date.now();
-        const again = now - this.lastBusy < BUSY_WINDOW_MS;
-        this.lastBusy = now;
+        const again = now - t.lastBusy < BUSY_WINDOW_MS;
+        t.lastBusy = now;
         if (again) this.grow();
         return;
       }
@@ -287,16 +294,20 @@ class ReaderPool {
   /**
    * No thread is added until the returned function is called (or `maxMs` passed): for work that
    * keeps the process's CPU busy, such as a profile's prefetch, during which another thread's start
-   * would only take CPU from it.
+   * would only take CPU from it. Only while no connection is open: a hold taken while one is, or
+   * held when another opens, would keep that connection's load from the threads it needs; it is
+   * not taken, or ends then.
    */
   holdGrowth(maxMs: number): () => void {
+    if (this.entries.size > 0) return () => undefined;
     this.growthHolds++;
+    const generation = this.holdGeneration;
     let held = true;
     const release = (): void => {
       if (!held) return;
       held = false;
       clearTimeout(timer);
-      this.growthHolds--;
+      if (generation === this.holdGeneration) this.growthHolds--;
     };
     const timer = setTimeout(release, maxMs).unref();
     return release;

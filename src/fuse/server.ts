@@ -114,8 +114,9 @@ export function prestartReaders(opts: FuseServerOptions = {}, preload: string[] 
 }
 
 /**
- * Add no reader thread, for any connection of this process, until the returned function is called
- * or `maxMs` passed (reader-pool.ts holdGrowth). The threads already running go on serving.
+ * Add no reader thread until the returned function is called or `maxMs` passed (reader-pool.ts
+ * holdGrowth): taken only while no connection of the process is open, and ended when another one
+ * opens. The threads already running go on serving.
  */
 export function holdReaderGrowth(maxMs: number): () => void {
   return readerPool.holdGrowth(maxMs);

@@ -115,7 +115,7 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
       await run('cat', [join(m.dir, FILE)]); // fetched and verified: later READs are the threads'
       await python(RANDOM_PREADS, join(m.dir, FILE), ref, '1', '5', '4096'); // the first thread opens its layer file
       const fds = readdirSync('/proc/self/fd').length;
-      const load = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '400', '4096');
+      const load = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '1500', '4096');
       const peak = await peakDuring(m, load);
       const r = await load;
       expect(r.stderr).toBe('');
@@ -144,7 +144,7 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
       expect((await handed).stdout.trim()).toBe('0');
       // The same load answered in the thread does add threads.
       m.fs.setThreadReads(true);
-      const answered = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
+      const answered = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '1500', '4096');
       expect(await peakDuring(m, answered)).toBeGreaterThan(1);
       expect((await answered).stdout.trim()).toBe('0');
     } finally {
@@ -152,26 +152,56 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
     }
   });
 
-  it('adds no thread while growth is held (a profile\'s prefetch), and does once it is released or the hold times out', async () => {
-    const m = await mountIndex(index, { mount: { maxReaderThreads: 3, readerIdleMs: 400 } });
+  it("adds no thread while growth is held (a first mount's profile prefetch); a release, the timeout or a second connection ends the hold", async () => {
+    const load = (m: MountedImage): Promise<{ stdout: string }> => python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '1500', '4096');
+    const grows = async (m: MountedImage): Promise<number> => {
+      const l = load(m);
+      const peak = await peakDuring(m, l);
+      expect((await l).stdout.trim()).toBe('0');
+      return peak;
+    };
+    const opts = { mount: { maxReaderThreads: 3, readerIdleMs: 400 } };
+    // Taken while no connection is open, as a mount takes it before it attaches.
+    const first = holdReaderGrowth(60_000);
+    let m = await mountIndex(index, opts);
     try {
       await run('cat', [join(m.dir, FILE)]);
-      const release = holdReaderGrowth(60_000);
-      const held = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
-      expect(await peakDuring(m, held)).toBe(1);
-      expect((await held).stdout.trim()).toBe('0');
-      release();
-      release(); // a second call changes nothing
-      const free = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
-      expect(await peakDuring(m, free)).toBeGreaterThan(1);
-      expect((await free).stdout.trim()).toBe('0');
+      expect(await grows(m)).toBe(1);
+      // Not taken while a connection is open: that connection's load gets its threads.
+      first();
       expect(await waitUntil(() => m.mount.server.readerThreads === 1, 10_000)).toBe(true);
-      // A hold nobody releases ends by itself.
-      holdReaderGrowth(50);
-      await new Promise((r) => setTimeout(r, 100));
-      const after = python(RANDOM_PREADS, join(m.dir, FILE), ref, '8', '300', '4096');
-      expect(await peakDuring(m, after)).toBeGreaterThan(1);
-      expect((await after).stdout.trim()).toBe('0');
+      const none = holdReaderGrowth(60_000);
+      expect(await grows(m)).toBeGreaterThan(1);
+      none();
+    } finally {
+      first();
+      await m.close();
+    }
+    // Released twice: the second call takes nothing off a later hold.
+    first();
+    const second = holdReaderGrowth(60_000);
+    m = await mountIndex(index, opts);
+    try {
+      await run('cat', [join(m.dir, FILE)]);
+      expect(await grows(m)).toBe(1);
+      // Another connection opening ends the hold.
+      const other = await mountIndex(index, opts);
+      try {
+        expect(await grows(m)).toBeGreaterThan(1);
+      } finally {
+        await other.close();
+      }
+    } finally {
+      second();
+      await m.close();
+    }
+    // A hold nobody releases ends by itself.
+    holdReaderGrowth(50);
+    await new Promise((r) => setTimeout(r, 100));
+    m = await mountIndex(index, opts);
+    try {
+      await run('cat', [join(m.dir, FILE)]);
+      expect(await grows(m)).toBeGreaterThan(1);
     } finally {
       await m.close();
     }
