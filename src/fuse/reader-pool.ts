@@ -49,7 +49,7 @@ interface Entry {
 }
 
 const WAKE = Buffer.from([1]);
-/** A thread is added when threads said 'busy' twice within this. */
+/** A thread is added when one thread said 'busy' twice within this. */
 const BUSY_WINDOW_MS = 250;
 /** A thread started ahead of its connection (prestart) ends if none opens within this. */
 const PRESTART_MS = 60_000;
