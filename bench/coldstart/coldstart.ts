@@ -50,6 +50,17 @@ export function linkSettings(defaultRtts: string): { rateMb: number; rtts: numbe
   };
 }
 
+/**
+ * VARIANTS="NAME:K=V,K2=V2;NAME2:K=V": one environment per name. A value may hold spaces and '='
+ * (V8 flags): each variant splits at its first ':', each pair at its first '='.
+ */
+export function variantsFromEnv(): { name: string; env: Record<string, string> }[] {
+  return (process.env.VARIANTS ?? '').split(';').filter(Boolean).map((v) => {
+    const [name, kvs = ''] = v.split(/:(.*)/s) as [string, string?];
+    return { name, env: Object.fromEntries(kvs.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) };
+  });
+}
+
 export interface Trial {
   kind: 'clip' | 'baseline';
   run: number;

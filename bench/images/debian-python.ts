@@ -161,6 +161,21 @@ export interface BuildOptions {
   log?: (line: string) => void;
 }
 
+/**
+ * The index file of the debian-python image, made once by this tree's `clip index` (built) into
+ * .tmp/bench-index-checks/cache, or INDEX=FILE.
+ */
+export async function debianPythonIndexFile(): Promise<string> {
+  if (process.env.INDEX) return process.env.INDEX;
+  const cacheDir = path.join(REPO_ROOT, '.tmp/bench-index-checks/cache');
+  const dir = path.join(cacheDir, 'indexes');
+  const made = (await readdir(dir).catch(() => [] as string[])).find((f) => f.endsWith('.clip'));
+  if (made) return path.join(dir, made);
+  const image = await buildDebianPython();
+  await execFileP('node', [path.join(REPO_ROOT, 'dist/cli/main.js'), 'index', `oci:${image.layoutDir}:${image.tag}`, '--cache-dir', cacheDir, '--no-progress'], { maxBuffer: 64 << 20 });
+  return debianPythonIndexFile();
+}
+
 /** The debian-python image in `dir`/layout (tag `latest`), built unless a complete one of this plan version is there. */
 export async function buildDebianPython(opts: BuildOptions = {}): Promise<DebianPythonImage> {
   const dir = opts.dir ?? DEBIAN_PYTHON_DIR;

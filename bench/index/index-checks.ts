@@ -11,8 +11,7 @@
  * build and step and the load average; writes nothing.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +19,7 @@ import { promisify } from 'node:util';
 import { splitWindows } from '../../src/index/published.js';
 import { packIndex } from '../../src/storage/index-artifact.js';
 import { median } from '../coldstart/coldstart.js';
-import { buildDebianPython } from '../images/debian-python.js';
+import { debianPythonIndexFile } from '../images/debian-python.js';
 
 const execFileP = promisify(execFile);
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -51,20 +50,9 @@ const store = lap();
 console.log(JSON.stringify({ unpack, check, store }));
 `;
 
-async function indexBytes(): Promise<Buffer> {
-  if (process.env.INDEX) return readFile(process.env.INDEX);
-  const cacheDir = path.join(WORK, 'cache');
-  const dir = path.join(cacheDir, 'indexes');
-  const made = existsSync(dir) ? (await readdir(dir)).find((f) => f.endsWith('.clip')) : undefined;
-  if (made) return readFile(path.join(dir, made));
-  const image = await buildDebianPython();
-  await execFileP('node', [path.join(REPO_ROOT, 'dist/cli/main.js'), 'index', `oci:${image.layoutDir}:${image.tag}`, '--cache-dir', cacheDir, '--no-progress'], { maxBuffer: 64 << 20 });
-  return indexBytes();
-}
-
 async function main(): Promise<void> {
   await mkdir(WORK, { recursive: true });
-  const { eager } = splitWindows(await indexBytes(), 'debian-python index');
+  const { eager } = splitWindows(await readFile(await debianPythonIndexFile()), 'debian-python index');
   const packed = await packIndex(eager);
   const packedFile = path.join(WORK, 'index.gz');
   await writeFile(packedFile, packed);

@@ -48,7 +48,7 @@ import { localProfilePath } from '../../src/profile/store.js';
 import { serverFiles } from '../../src/server/paths.js';
 import { cachedIndexPath } from '../../src/storage/indexer.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
-import { clip, cpuQuiet, linkSettings, median, seconds, sh, syncAndDrop, writeBetweenMarkers } from '../coldstart/coldstart.js';
+import { clip, cpuQuiet, linkSettings, median, seconds, sh, syncAndDrop, variantsFromEnv, writeBetweenMarkers } from '../coldstart/coldstart.js';
 import { profileOf } from '../coldstart/profile.js';
 import { startThrottleProxy, type ServedRequest, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
 import { buildDebianPython, describeImage } from '../images/debian-python.js';
@@ -73,11 +73,7 @@ interface Build { name: string; cli: string; env?: Record<string, string> }
 const BUILDS: Build[] = [
   { name: 'this build', cli: CLI },
   ...(process.env.BASE ? [{ name: 'before', cli: path.join(path.resolve(process.env.BASE), 'dist/cli/main.js') }] : []),
-  ...(process.env.VARIANTS ?? '').split(';').filter(Boolean).map((v) => {
-    // A value may hold spaces and '=' (V8 flags): split at the first ':' and each pair's first '='.
-    const [name, kvs = ''] = v.split(/:(.*)/s) as [string, string?];
-    return { name, cli: CLI, env: Object.fromEntries(kvs.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) };
-  }),
+  ...variantsFromEnv().map(({ name, env }) => ({ name, cli: CLI, env })),
 ];
 
 interface Row {

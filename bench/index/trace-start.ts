@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { pushLayout } from '../../src/oci/push.js';
 import { serverFiles } from '../../src/server/paths.js';
 import { startRegistry, type TestRegistry } from '../../test/support/registry.js';
-import { cpuQuiet, linkSettings, median, sh, syncAndDrop } from '../coldstart/coldstart.js';
+import { cpuQuiet, linkSettings, median, sh, syncAndDrop, variantsFromEnv } from '../coldstart/coldstart.js';
 import { startThrottleProxy, type ThrottleProxy } from '../coldstart/throttle-proxy.js';
 import { buildDebianPython } from '../images/debian-python.js';
 
@@ -38,10 +38,7 @@ interface Build { name: string; cli: string; env: Record<string, string> }
 const BUILDS: Build[] = [
   { name: 'this', cli: CLI, env: {} },
   ...(process.env.BASE ?? '').split(',').filter(Boolean).map((dir) => ({ name: path.basename(dir), cli: path.join(path.resolve(dir), 'dist/cli/main.js'), env: {} })),
-  ...(process.env.VARIANTS ?? '').split(';').filter(Boolean).map((v) => {
-    const [name, kvs = ''] = v.split(/:(.*)/s) as [string, string?];
-    return { name, cli: CLI, env: Object.fromEntries(kvs.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) };
-  }),
+  ...variantsFromEnv().map(({ name, env }) => ({ name, cli: CLI, env })),
 ];
 const RUNS = Number(process.env.RUNS ?? 2);
 const { rateMb: RATE_MB, rtts: RTTS } = linkSettings('0,25');

@@ -8,17 +8,15 @@
  * makes the thread's filesystem over the shared bytes, as a reader thread does on its first
  * connection. Prints medians (min–max) per build of the thread's own CPU (/proc/thread-self/schedstat:
  * node's start of the thread, the modules, the index) and of the wall time from `new Worker` to its
- * answer; writes nothing. The index is made once into .tmp/bench-index-checks (or INDEX=FILE).
+ * answer; writes nothing. The index: bench/images/debian-python.ts debianPythonIndexFile (or INDEX=FILE).
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { median } from '../coldstart/coldstart.js';
-import { buildDebianPython } from '../images/debian-python.js';
+import { debianPythonIndexFile } from '../images/debian-python.js';
 
 const execFileP = promisify(execFile);
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -52,19 +50,8 @@ await w.terminate();
 console.log(JSON.stringify({ cpu, wall }));
 `;
 
-async function indexFile(): Promise<string> {
-  if (process.env.INDEX) return process.env.INDEX;
-  const cacheDir = path.join(REPO_ROOT, '.tmp/bench-index-checks/cache');
-  const dir = path.join(cacheDir, 'indexes');
-  const made = existsSync(dir) ? (await readdir(dir)).find((f) => f.endsWith('.clip')) : undefined;
-  if (made) return path.join(dir, made);
-  const image = await buildDebianPython();
-  await execFileP('node', [path.join(REPO_ROOT, 'dist/cli/main.js'), 'index', `oci:${image.layoutDir}:${image.tag}`, '--cache-dir', cacheDir, '--no-progress'], { maxBuffer: 64 << 20 });
-  return indexFile();
-}
-
 async function main(): Promise<void> {
-  const file = await indexFile();
+  const file = await debianPythonIndexFile();
   console.log(`index ${file}; load ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   const got = new Map(BUILDS.map((b) => [b.name, { cpu: [] as number[], wall: [] as number[] }]));
   for (let r = 0; r < RUNS; r++) {
