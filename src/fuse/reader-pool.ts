@@ -136,9 +136,8 @@ class ReaderPool {
   private nextId = 1;
   private bufferSize = 0;
   private lastStart = 0;
-  /** Holds on adding threads (holdGrowth) not released yet, and their generation (see open). */
-  private growthHolds = 0;
-  private holdGeneration = 0;
+  /** Holds on adding threads (holdGrowth) not released yet; a second connection ends them all. */
+  private readonly growthHolds = new Set<object>();
   /** Set while no thread runs and the main thread waits for a request: ends that wait. */
   private wake: (() => void) | undefined;
   /** Ends a thread started ahead (prestart) that no connection came for. */
@@ -156,10 +155,7 @@ class ReaderPool {
     }
     loadLibc().setNonBlocking(fd);
     // A second connection: holds taken for the first one's start end (holdGrowth).
-    if (this.entries.size > 0 && this.growthHolds > 0) {
-      this.growthHolds = 0;
-      this.holdGeneration++;
-    }
+    if (this.entries.size > 0) this.growthHolds.clear();
     const entry: Entry = { id: this.nextId++, fd, policy, callbacks, answering, readers: new Set() };
     this.entries.set(entry.id, entry);
     this.threads.forEach((t, slot) => {
@@ -300,23 +296,19 @@ class ReaderPool {
    */
   holdGrowth(maxMs: number): () => void {
     if (this.entries.size > 0) return () => undefined;
-    this.growthHolds++;
-    const generation = this.holdGeneration;
-    let held = true;
-    const release = (): void => {
-      if (!held) return;
-      held = false;
+    const hold = {};
+    this.growthHolds.add(hold);
+    const timer = setTimeout(() => this.growthHolds.delete(hold), maxMs).unref();
+    return () => {
       clearTimeout(timer);
-      if (generation === this.holdGeneration) this.growthHolds--;
+      this.growthHolds.delete(hold);
     };
-    const timer = setTimeout(release, maxMs).unref();
-    return release;
   }
 
   /** Requests queue: one more thread, if a connection allows it, none is starting and none is held. */
   private grow(): void {
     const slot = this.threads.length;
-    if (this.growthHolds > 0) return;
+    if (this.growthHolds.size > 0) return;
     if (this.threads.some((t) => !t.ready) || Date.now() - this.lastStart < 100) return;
     if (![...this.entries.values()].some((e) => !e.ended && slot < e.policy.max)) return;
     this.start();
