@@ -9,7 +9,7 @@
  * threads), `clip-base` (the build at CLIP_BASE, another checkout: before/after in one run),
  * `clip-noslice` / `clip-turns` (this build without the reader threads' short slices / with threads
  * taking turns on a stream of requests: CLIP_FUSE_SLICE_US=0 / CLIP_FUSE_TURNS=1), `clip-128k` (READs of at
- * most 128 KiB, go-fuse's: CLIP_FUSE_MAX_PAGES=32). Each
+ * most 128 KiB, go-fuse's: CLIP_FUSE_MAX_PAGES=32), `clip-nosolo` (no solo reads: CLIP_FUSE_SOLO=0). Each
  * has its own cache directory, so its own clip server.
  *   CLIP_BASE=/path/to/old/checkout ARMS=native,squashfuse,go-fuse,clip-base,clip@1,clip@2,clip@4 ROUNDS=3 ...
  * WORKLOADS=seqCold,seqWarm (keys below) runs only those; PROFILE_DIR=DIR has the clip servers write
@@ -39,12 +39,13 @@ const GOFUSE = path.join(WORK, 'go-fuse-loopback');
 const execFileP = promisify(execFile);
 const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
-type ArmName = 'native' | 'squashfuse' | 'go-fuse' | 'clip' | 'clip-base' | 'clip-noslice' | 'clip-turns' | 'clip-128k' | `clip@${number}`;
+type ArmName = 'native' | 'squashfuse' | 'go-fuse' | 'clip' | 'clip-base' | 'clip-noslice' | 'clip-turns' | 'clip-128k' | 'clip-nosolo' | `clip@${number}`;
 /** Clip arms of this build with a knob of session 8 turned (what each brings, in one run). */
 const ARM_ENV: Partial<Record<ArmName, Record<string, string>>> = {
   'clip-noslice': { CLIP_FUSE_SLICE_US: '0' },
   'clip-turns': { CLIP_FUSE_TURNS: '1' },
   'clip-128k': { CLIP_FUSE_MAX_PAGES: '32' },
+  'clip-nosolo': { CLIP_FUSE_SOLO: '0' },
 };
 interface Arm {
   name: ArmName;

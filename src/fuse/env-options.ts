@@ -12,6 +12,8 @@ export interface ThreadTuning {
   streamRate: number;
   /** Threads take turns on one client's stream of requests (CLIP_FUSE_TURNS=1). */
   turns: boolean;
+  /** Threads read the one connection's descriptor blocking while a lone client asks (solo-reads.ts; CLIP_FUSE_SOLO=0: never). */
+  solo: boolean;
 }
 
 const DEFAULT_SLEEP_MS = 120_000;
@@ -21,15 +23,20 @@ const DEFAULT_STREAM_RATE = 2000;
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Read when a connection's policy is made, so that a bad value fails the mount, not a thread. */
+function zeroOrOne(name: string): string | undefined {
+  const v = process.env[name];
+  if (v !== undefined && v !== '' && v !== '0' && v !== '1') throw new ClipError('EINVAL', 'not 0 or 1', { object: `${name}=${v}` });
+  return v;
+}
+
 export function threadTuning(): ThreadTuning {
-  const turns = process.env.CLIP_FUSE_TURNS;
-  if (turns !== undefined && turns !== '' && turns !== '0' && turns !== '1') {
-    throw new ClipError('EINVAL', 'not 0 or 1', { object: `CLIP_FUSE_TURNS=${turns}` });
-  }
+  const turns = zeroOrOne('CLIP_FUSE_TURNS');
+  const solo = zeroOrOne('CLIP_FUSE_SOLO');
   return {
     sleepMs: wholeNumberSetting({ env: 'CLIP_FUSE_SLEEP_MS' }, 1, MAX_TIMER_MS, 'ms') ?? DEFAULT_SLEEP_MS,
     sliceNs: (wholeNumberSetting({ env: 'CLIP_FUSE_SLICE_US' }, 0, 1_000_000, 'µs') ?? DEFAULT_SLICE_US) * 1000,
     streamRate: wholeNumberSetting({ env: 'CLIP_FUSE_STREAM_RATE' }, 1, 1_000_000_000, 'requests a second') ?? DEFAULT_STREAM_RATE,
     turns: turns === '1',
+    solo: solo !== '0',
   };
 }

@@ -1,5 +1,5 @@
 /**
- * The few libc calls the FUSE reader needs and Node lacks (epoll, pipe2, fcntl, read, fadvise), through koffi.
+ * The few libc calls the FUSE reader needs and Node lacks (epoll, pipe2, fcntl, read, fadvise, tgkill), through koffi.
  * Loaded only where they are used: the reader thread, and the channel that wakes it.
  */
 import { loadKoffi } from '../util/koffi.js';
@@ -21,6 +21,8 @@ export interface Libc {
   /** A close-on-exec pipe: [read end, write end]. */
   pipe(): [number, number];
   setNonBlocking(fd: number): void;
+  /** Clear O_NONBLOCK on `fd`'s open file description (every descriptor sharing it reads blocking). */
+  setBlocking(fd: number): void;
   /**
    * close(2), for descriptors a worker thread made through libc: Node's closeSync there warns
    * ("closed but not opened in unmanaged mode") about descriptors it did not open itself.
@@ -59,6 +61,8 @@ export interface Libc {
   willNeed(fd: number, offset: number, len: number): number;
   /** The calling thread's id (gettid(2)): its /proc/self/task entry. */
   gettid(): number;
+  /** tgkill(2): send `signal` to thread `tid` of this process; 0, or minus the errno. */
+  signalThread(tid: number, signal: number): number;
   errno(): number;
 }
 
@@ -85,6 +89,7 @@ const EPOLL_EVENTS = 16;
 /** sched_getattr / sched_setattr system call numbers (no glibc wrappers). */
 const SYS_SCHED = process.arch === 'x64' ? { set: 314, get: 315 } : process.arch === 'arm64' ? { set: 274, get: 275 } : undefined;
 const SYS_GETTID = process.arch === 'x64' ? 186 : process.arch === 'arm64' ? 178 : -1;
+const SYS_TGKILL = process.arch === 'x64' ? 234 : process.arch === 'arm64' ? 131 : -1;
 /** struct sched_attr up to sched_period (SCHED_ATTR_SIZE_VER0); sched_runtime is at byte 24. */
 const SCHED_ATTR_SIZE = 48;
 const ENOSYS = 38;
@@ -124,6 +129,10 @@ export function loadLibc(): Libc {
     setNonBlocking: (fd) => {
       const flags = fcntl(fd, F_GETFL);
       if (flags < 0 || fcntl(fd, F_SETFL, 'int', flags | O_NONBLOCK) < 0) throw new Error(`fcntl of fd ${fd} failed (errno ${koffi.errno()})`);
+    },
+    setBlocking: (fd) => {
+      const flags = fcntl(fd, F_GETFL);
+      if (flags < 0 || fcntl(fd, F_SETFL, 'int', flags & ~O_NONBLOCK) < 0) throw new Error(`fcntl of fd ${fd} failed (errno ${koffi.errno()})`);
     },
     close: (fd) => void close(fd),
     setPipeSize: (fd, size) => fcntl(fd, F_SETPIPE_SZ, 'int', size),
@@ -174,6 +183,10 @@ export function loadLibc(): Libc {
     },
     willNeed: (fd, offset, len) => fadvise(fd, offset, len, POSIX_FADV_WILLNEED),
     gettid: () => Number(syscall(SYS_GETTID)),
+    signalThread: (tid, signal) => {
+      if (SYS_TGKILL < 0) return -ENOSYS;
+      return Number(syscall(SYS_TGKILL, 'int', process.pid, 'int', tid, 'int', signal)) === 0 ? 0 : -koffi.errno();
+    },
     errno: () => koffi.errno(),
   };
   return libc;

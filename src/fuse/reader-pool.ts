@@ -9,14 +9,17 @@
  * thread, may have more), the last thread ends too after 2 minutes without a request: the main
  * thread then waits for the descriptors in epoll_wait on a thread of libuv's pool (no isolate, no
  * heap) and starts a reader thread when one has a request (bench/server/RESULTS.md: the idle
- * server's cost of the thread, and the first request's wait).
+ * server's cost of the thread, and the first request's wait). With one connection and a lone
+ * client, one thread reads its descriptor blocking and the others sit out (solo-reads.ts).
  */
 import { closeSync, writeSync } from 'node:fs';
-import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
+import { constants } from 'node:os';
+import { isMainThread, MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { siblingModule, startWorker } from '../util/worker.js';
 import type { ThreadTuning } from './env-options.js';
 import { loadLibc } from './libc.js';
 import type { ReaderControl, ReaderEvent, ReaderWorkerData, ThreadAnswering } from './reader-worker.js';
+import { POSTED, SERVED, SOLO, SOLO_SIGNAL, soloWords, TID } from './solo-reads.js';
 
 /** How many threads read a connection: always `min`, up to `max` while requests queue. */
 export interface ReaderPolicy {
@@ -53,6 +56,10 @@ const WAKE = Buffer.from([1]);
 const BUSY_WINDOW_MS = 250;
 /** A thread started ahead of its connection (prestart) ends if none opens within this. */
 const PRESTART_MS = 60_000;
+/** Solo reads end after this long without a request (the threads' idle times then run). */
+const SOLO_QUIET_MS = 5_000;
+/** A lone client this soon after a 'busy' keeps the added threads (the tail of a busy load). */
+const LONE_AFTER_BUSY_MS = 2_000;
 
 /*
  * Their tuning comes from the environment (env-options.ts threadTuning): CLIP_FUSE_SLEEP_MS, how
@@ -87,6 +94,11 @@ class ReaderThread {
   idle = false;
   /** When it last said 'busy' (it says so at most every 50 ms). */
   lastBusy = 0;
+  /** Shared with the thread (solo-reads.ts). */
+  readonly words = soloWords();
+  /** Solo reads: 'asked' to stop reading (park `parkSeq`), 'yes' once it said so. */
+  parked: 'no' | 'asked' | 'yes' = 'no';
+  parkSeq = 0;
   private closed = false;
 
   constructor(
@@ -94,6 +106,7 @@ class ReaderThread {
     idleMs: number,
     { sliceNs, turns, streamRate }: ThreadTuning,
     preload: string[],
+    solo: boolean,
     onEvent: (t: ReaderThread, e: ReaderEvent) => void,
     onExit: (t: ReaderThread, why: string) => void,
   ) {
@@ -102,7 +115,8 @@ class ReaderThread {
     libc.setNonBlocking(this.wakeRead);
     const { port1, port2 } = new MessageChannel();
     this.control = port1;
-    const data: ReaderWorkerData = { wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate, ...(preload.length ? { preload } : {}) };
+    Atomics.store(this.words, SOLO, solo ? 1 : 0);
+    const data: ReaderWorkerData = { wakeFd: this.wakeRead, bufferSize, idleMs, control: port2, sliceNs, turns, streamRate, words: this.words, ...(preload.length ? { preload } : {}) };
     this.worker = startWorker(siblingModule(import.meta.url, 'reader-worker'), { workerData: data, transferList: [port2] });
     this.worker.on('message', (e: ReaderEvent) => onEvent(this, e));
     let exited = false;
@@ -121,11 +135,19 @@ class ReaderThread {
   tell(msg: ReaderControl): void {
     if (this.closed) return;
     this.control.postMessage(msg);
+    // After the message: a thread that sees the new count finds it on its port.
+    Atomics.add(this.words, POSTED, 1);
     try {
       writeSync(this.wakeWrite, WAKE);
     } catch {
       // the thread is gone already
     }
+  }
+
+  /** Interrupt a blocked read (solo-reads.ts); a thread that has not read yet needs none. */
+  interrupt(signal: number): void {
+    const tid = Atomics.load(this.words, TID);
+    if (!this.closed && tid > 0) loadLibc().signalThread(tid, signal);
   }
 }
 
@@ -142,6 +164,13 @@ class ReaderPool {
   private wake: (() => void) | undefined;
   /** Ends a thread started ahead (prestart) that no connection came for. */
   private prestarted: NodeJS.Timeout | undefined;
+  /** The descriptor the threads read blocking (solo-reads.ts), or -1. */
+  private soloFd = -1;
+  /** Ends solo reads once requests stop. */
+  private soloQuiet: NodeJS.Timeout | undefined;
+  private signalHandled = false;
+  /** When a thread last said 'busy'. */
+  private lastBusy = 0;
 
   open(fd: number, bufferSize: number, policy: ReaderPolicy, callbacks: ReaderCallbacks, answering?: ThreadAnswering): { readers(): number } {
     if (this.entries.size > 0 && bufferSize > this.bufferSize) {
@@ -175,14 +204,127 @@ class ReaderPool {
     return this.threads.filter((t) => t.ready).map((t) => t.slice);
   }
 
+  /** The threads read a connection's descriptor blocking (solo-reads.ts). */
+  get solo(): boolean {
+    return this.soloFd >= 0;
+  }
+
+  /** Threads sitting out while one serves a lone client (solo-reads.ts). */
+  get parked(): number {
+    return this.threads.filter((t) => t.parked === 'yes').length;
+  }
+
   /** Each ready thread's kernel thread id (tests look at /proc/self/task/TID). */
   threadIds(): number[] {
     return this.threads.filter((t) => t.ready).map((t) => t.tid);
   }
 
-  private add(t: ReaderThread, e: Entry): void {
+  /** `fresh`: a thread just started, which takes its messages before it first reads. */
+  private add(t: ReaderThread, e: Entry, fresh = false): void {
     e.readers.add(t);
-    t.tell({ op: 'add', id: e.id, fd: e.fd, ...(e.answering ? { answering: e.answering } : {}) });
+    const msg: ReaderControl = { op: 'add', id: e.id, fd: e.fd, ...(e.answering ? { answering: e.answering } : {}) };
+    if (fresh) t.tell(msg);
+    else this.tell(t, msg);
+  }
+
+  /** A message the thread must see: solo reads end first (a thread blocked in read sees none). */
+  private tell(t: ReaderThread, msg: ReaderControl): void {
+    this.endSolo();
+    t.tell(msg);
+  }
+
+  /**
+   * A thread saw a lone client. One thread serves it best: with two reading blocking, the kernel
+   * wakes them in turn, and one reader's cold 4 KiB preads ran at 10 453/s against 13 632/s with
+   * one (bench/mount/RESULTS.md, session 18). So added threads end first (unless a queue was seen
+   * within LONE_AFTER_BUSY_MS: the client may be the tail of a busy load), and the next 'lone' of
+   * the one thread left starts solo reads.
+   */
+  private onLone(): void {
+    const e = this.soloEntry();
+    if (!e) return;
+    const active = this.threads.filter((t) => t.parked === 'no' && !t.leaving);
+    if (active.length === 1) {
+      this.startSolo(e);
+      return;
+    }
+    if (active.length === 0 || Date.now() - this.lastBusy < LONE_AFTER_BUSY_MS) return;
+    // The newest sit out; the oldest serves. Not while solo: a parked thread must not be blocked in read.
+    this.endSolo(false);
+    for (const t of active.slice(1)) {
+      t.parked = 'asked';
+      t.tell({ op: 'park', seq: ++t.parkSeq });
+    }
+  }
+
+  /** A queue while threads sit out: one reads again (no start, no compiling), as solo reads go on. */
+  private unpark(): boolean {
+    const t = this.threads.find((th) => th.parked === 'yes' && !th.leaving);
+    if (!t) return false;
+    t.parked = 'no';
+    t.tell({ op: 'unpark' });
+    return true;
+  }
+
+  /**
+   * The connection that solo reads would be for: the process's only one. Not in a worker thread,
+   * where no signal listener can be set; not with CLIP_FUSE_SOLO=0.
+   */
+  private soloEntry(): Entry | undefined {
+    const e = [...this.entries.values()][0];
+    if (!isMainThread || this.entries.size !== 1 || !e || e.ended || this.wake || !e.policy.tuning.solo) return undefined;
+    return e;
+  }
+
+  /** The one thread reading saw a lone client: it reads the descriptor blocking (solo-reads.ts). */
+  private startSolo(e: Entry): void {
+    if (this.soloFd >= 0) return;
+    // Every other thread has parked: none is in epoll_wait or read on the descriptor.
+    if (this.threads.some((t) => !t.ready || t.leaving || !e.readers.has(t) || t.parked === 'asked')) return;
+    if (!this.signalHandled) {
+      // A no-op listener: the signal then interrupts a blocked read (its default action ignores it).
+      process.on(SOLO_SIGNAL, () => undefined);
+      this.signalHandled = true;
+    }
+    try {
+      loadLibc().setBlocking(e.fd);
+    } catch {
+      return; // reads stay non-blocking
+    }
+    this.soloFd = e.fd;
+    for (const t of this.threads) Atomics.store(t.words, SOLO, 1);
+    let served = -1;
+    this.soloQuiet = setInterval(() => {
+      const now = this.threads.reduce((n, t) => n + Atomics.load(t.words, SERVED), 0);
+      if (now === served) this.endSolo();
+      served = now;
+    }, SOLO_QUIET_MS).unref();
+  }
+
+  /**
+   * The descriptor non-blocking again, and every thread blocked on it interrupted (solo-reads.ts);
+   * `unpark`: the threads sitting out read again.
+   */
+  private endSolo(unpark = true): void {
+    if (unpark) {
+      for (const t of this.threads) {
+        if (t.parked === 'no') continue;
+        t.parked = 'no';
+        t.tell({ op: 'unpark' });
+      }
+    }
+    if (this.soloFd < 0) return;
+    const fd = this.soloFd;
+    this.soloFd = -1;
+    clearInterval(this.soloQuiet);
+    try {
+      loadLibc().setNonBlocking(fd);
+    } catch {
+      // closed: no thread reads it any more
+    }
+    for (const t of this.threads) Atomics.store(t.words, SOLO, 0);
+    // After the flag: a read about to wait takes the pending signal at once.
+    for (const t of this.threads) t.interrupt(constants.signals[SOLO_SIGNAL]);
   }
 
   /**
@@ -219,11 +361,11 @@ class ReaderPool {
     // Every connection's policy read the same environment: the first one's tuning stands for all.
     const tuning = live[0]?.policy.tuning ?? [...this.entries.values()][0]!.policy.tuning;
     const t = this.launch(sleeps ? tuning.sleepMs : slot < kept ? 0 : Math.min(...live.map((e) => e.policy.idleMs)), tuning);
-    for (const e of live) if (slot < e.policy.max) this.add(t, e);
+    for (const e of live) if (slot < e.policy.max) this.add(t, e, true);
   }
 
   private launch(idleMs: number, tuning: ThreadTuning, preload: string[] = []): ReaderThread {
-    const t = new ReaderThread(this.bufferSize, idleMs, tuning, preload, (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
+    const t = new ReaderThread(this.bufferSize, idleMs, tuning, preload, this.soloFd >= 0, (th, e) => this.onEvent(th, e), (th, why) => this.onExit(th, why));
     this.threads.push(t);
     this.lastStart = Date.now();
     this.tellPeers();
@@ -232,13 +374,14 @@ class ReaderPool {
 
   /** Every thread ends (no connection left, or none came for a thread started ahead). */
   private endAll(): void {
+    this.endSolo();
     for (const th of this.threads.splice(0)) {
       th.leaving = true;
       th.tell({ op: 'exit' });
     }
   }
 
-  /** Every thread learns how many read (they take turns when more than one does). */
+  /** Every thread learns how many read (they take turns when more than one does); not urgent, solo reads go on. */
   private tellPeers(): void {
     for (const t of this.threads) t.tell({ op: 'peers', n: this.threads.length });
   }
@@ -263,6 +406,7 @@ class ReaderPool {
         t.tid = e.tid;
         return;
       case 'busy': {
+        this.lastBusy = Date.now();
         // A queue one thread saw twice within BUSY_WINDOW_MS (a thread says 'busy' at most every
         // 50 ms; two threads seeing one burst are not twice): a lone burst of READs (a program's
         // start, the kernel's read-ahead) is over before a new thread (~80 ms of CPU, then its
@@ -270,7 +414,7 @@ class ReaderPool {
         const now = Date.now();
         const again = now - t.lastBusy < BUSY_WINDOW_MS;
         t.lastBusy = now;
-        if (again) this.grow();
+        if (again && !this.unpark()) this.grow();
         return;
       }
       case 'stream':
@@ -283,6 +427,12 @@ class ReaderPool {
         return;
       case 'active':
         t.idle = false;
+        return;
+      case 'lone':
+        this.onLone();
+        return;
+      case 'parked':
+        if (t.parked === 'asked' && e.seq === t.parkSeq) t.parked = 'yes';
         return;
     }
   }
@@ -323,7 +473,7 @@ class ReaderPool {
       if ([...this.entries.values()].some((e) => !e.ended && slot < e.policy.min && !(slot === 0 && maySleep(e.policy)))) return;
       this.threads.pop();
       t.leaving = true;
-      t.tell({ op: 'exit' });
+      this.tell(t, { op: 'exit' });
       this.tellPeers();
     }
   }
@@ -336,7 +486,7 @@ class ReaderPool {
       // One thread seeing the end ends the connection for all: the others let go of it.
       e.ended = why;
       e.callbacks.onStopped(why);
-      for (const r of e.readers) r.tell({ op: 'remove', id });
+      for (const r of e.readers) this.tell(r, { op: 'remove', id });
     }
     if (e.ended && e.readers.size === 0) {
       this.entries.delete(id);

@@ -20,6 +20,7 @@ import { IN_HEADER_SIZE, Opcode, OUT_HEADER_SIZE, readInHeader, writeReplyHeader
 import { Splicer } from './splice.js';
 import { answerRead, answerSync, type SyncAnswerOptions, type SyncFilesystem, type ThreadAnswers } from './sync-answers.js';
 import { EAGAIN, EINTR, ENODEV, ENOENT, loadLibc } from './libc.js';
+import { POSTED, SERVED, SOLO, TID } from './solo-reads.js';
 
 export interface ReaderWorkerData {
   /** Read end of the pipe the main thread writes to after each control message. */
@@ -37,6 +38,8 @@ export interface ReaderWorkerData {
   streamRate: number;
   /** Modules to load before reading (a thread started ahead of its first connection: its answering module). */
   preload?: string[];
+  /** Words shared with the pool (solo-reads.ts: SharedArrayBuffer). */
+  words: Int32Array;
 }
 
 /** Requests of a connection answered here: how to build its filesystem, and what the server answers with. */
@@ -52,6 +55,9 @@ export type ReaderControl =
   | { op: 'remove'; id: number }
   /** How many threads read now: more than one take turns on a stream (see rotate()). */
   | { op: 'peers'; n: number }
+  /** Stop reading the descriptors until 'unpark' (solo reads: one thread serves a lone client); say 'parked' with `seq`. */
+  | { op: 'park'; seq: number }
+  | { op: 'unpark' }
   | { op: 'exit' };
 
 /** What the thread tells the main thread. */
@@ -68,6 +74,10 @@ export type ReaderEvent =
   | { type: 'idle' }
   /** Serving again after an 'idle'. */
   | { type: 'active' }
+  /** Requests come one at a time (a lone client): reading blocking would save a system call each (solo-reads.ts). */
+  | { type: 'lone' }
+  /** Park `seq` done: the descriptors are out of the epoll set and were read until EAGAIN. */
+  | { type: 'parked'; seq: number }
   /** A connection removed on the main thread's word: this thread no longer touches its descriptor. */
   | { type: 'removed'; id: number }
   | {
@@ -78,7 +88,7 @@ export type ReaderEvent =
     message: string;
   };
 
-const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload } = workerData as ReaderWorkerData;
+const { wakeFd, bufferSize, idleMs, control, sliceNs, turns: TURNS, streamRate: STREAM_RATE, preload, words } = workerData as ReaderWorkerData;
 /**
  * Requests answered in the thread in one wake-up (read to EAGAIN) from which it says it is busy.
  * Requests it hands to the main thread do not count: while they are the load (a cold start's
@@ -100,6 +110,8 @@ const PROBE_EVERY = 16;
 const port = parentPort;
 if (!port) throw new Error('reader-worker must run as a worker thread');
 const libc = loadLibc();
+// Before any read: the pool signals the threads whose id it sees (solo-reads.ts).
+Atomics.store(words, TID, libc.gettid());
 // A short slice: woken by a request while the CPU runs something else, the thread gets an early
 // deadline and runs within about this long, instead of after the other task's whole slice (ms
 // under load: the one-request-at-a-time rows' tails). Its share of the CPU is unchanged.
@@ -122,6 +134,10 @@ let peers = 1;
  * now and then, where without turns the oldest serves them and the added ones end when idle.
  */
 let streaming = true;
+/** Told to park: the descriptors are out of the epoll set and not read (solo-reads.ts). */
+let parked = false;
+/** The park to say 'parked' for once the queue is read (-1: none). */
+let parkSeq = -1;
 /** Made on first use; null: splicing failed to set up here (a pipe too small), never tried again. */
 let splicer: Splicer | undefined | null;
 /** Replies built here (header, then the answer, or a READ's bytes read straight into it); made on first use. */
@@ -132,6 +148,8 @@ let replyBuf: Buffer | undefined;
  * answering module loads (the requests wait in the kernel meanwhile).
  */
 function takeControl(): boolean | Promise<boolean> {
+  // Read before the port: a message posted after this load counts as not taken yet.
+  taken = Atomics.load(words, POSTED);
   const loads: Promise<void>[] = [];
   for (let m = receiveMessageOnPort(control); m; m = receiveMessageOnPort(control)) {
     const msg = m.message as ReaderControl;
@@ -143,13 +161,25 @@ function takeControl(): boolean | Promise<boolean> {
       peers = msg.n;
       continue;
     }
+    if (msg.op === 'park') {
+      if (!parked) for (const fd of conns.values()) libc.epollDel(ep, fd);
+      parked = true;
+      parkSeq = msg.seq;
+      continue;
+    }
+    if (msg.op === 'unpark') {
+      if (parked) for (const fd of conns.values()) libc.epollAdd(ep, fd, true);
+      parked = false;
+      parkSeq = -1;
+      continue;
+    }
     if (msg.op === 'remove') {
       dropAnswering(msg.id);
       if (unwatch(msg.id)) port!.postMessage({ type: 'removed', id: msg.id } satisfies ReaderEvent);
       continue;
     }
     conns.set(msg.id, msg.fd);
-    libc.epollAdd(ep, msg.fd, true);
+    if (!parked) libc.epollAdd(ep, msg.fd, true);
     const a = msg.answering;
     if (a) {
       loads.push(
@@ -181,7 +211,7 @@ function rotate(fd: number): void {
 function unwatch(id: number): boolean {
   const fd = conns.get(id);
   if (fd === undefined) return false;
-  libc.epollDel(ep, fd);
+  if (!parked) libc.epollDel(ep, fd);
   conns.delete(id);
   return true;
 }
@@ -263,6 +293,40 @@ function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req
 
 /** Requests this wake-up answered in the thread (readOne counts them). */
 let answeredHere = 0;
+/** Control messages taken (POSTED when the port was last drained). */
+let taken = 0;
+/** Requests read while solo, for the probe. */
+let soloReads = 0;
+let lastQueued = 0;
+/** Probes in a row that found no queue (solo). */
+let quietProbes = 0;
+
+/**
+ * Solo, every PROBE_EVERY-th request: is another queued behind the one just read? Asked before
+ * answering it, when a lone client cannot have sent its next one yet, so only a real queue shows.
+ */
+function probeQueue(fd: number): boolean {
+  let queued = false;
+  const fired = libc.epollWait(ep, 0);
+  for (let i = 0; i < fired; i++) {
+    const ready = libc.readyFd(i);
+    if (ready === wakeFd) {
+      woken = true;
+      libc.read(wakeFd, wakeBuf);
+    } else if (ready === fd) queued = true;
+  }
+  return queued;
+}
+
+/** A queue seen twice within the window, behind requests answered here, makes a 'busy' (the pool may add a thread). */
+function noteQueue(): void {
+  const now = Date.now();
+  if (now - lastQueued < BUSY_EVERY_MS * 2 && now - lastBusy >= BUSY_EVERY_MS) {
+    lastBusy = now;
+    port!.postMessage({ type: 'busy' } satisfies ReaderEvent);
+  }
+  lastQueued = now;
+}
 
 /** Read one request from `fd`; true if one came (or the connection stopped), false on EAGAIN. */
 function readOne(id: number, fd: number): boolean {
@@ -284,8 +348,20 @@ function readOne(id: number, fd: number): boolean {
     port!.postMessage({ type: 'stopped', id, code: 'ENODEV', message: 'end of file on /dev/fuse' } satisfies ReaderEvent);
     return true;
   }
+  let queued = false;
+  if (solo) {
+    Atomics.add(words, SERVED, 1);
+    if (++soloReads % PROBE_EVERY === 0) {
+      queued = probeQueue(fd);
+      // A lone client (8 probes, 128 requests, without a queue; said again every 128): one thread would do (the pool trims).
+      if (queued) quietProbes = 0;
+      else if (++quietProbes % SINGLES_BEFORE_ONE_READ === 0) port!.postMessage({ type: 'lone' } satisfies ReaderEvent);
+    }
+  }
   if (answerHere(id, fd, n)) {
     answeredHere++;
+    // Requests handed to the main thread do not count (BUSY_BURST).
+    if (queued) noteQueue();
     return true;
   }
   const data = new ArrayBuffer(n);
@@ -299,6 +375,8 @@ function readOne(id: number, fd: number): boolean {
 if (preload?.length) await Promise.all(preload.map((m) => import(m).catch(() => undefined)));
 
 let ready = false;
+/** The pool has the descriptor blocking (SOLO): read until EAGAIN, which comes only once it is not. */
+let solo = false;
 let lastServed = Date.now();
 let lastBusy = 0;
 /** 'idle' said, and nothing served since. */
@@ -324,15 +402,30 @@ for (;;) {
     ready = true;
     port.postMessage({ type: 'ready', slice, tid: libc.gettid() } satisfies ReaderEvent);
   }
+  if (parkSeq >= 0) {
+    // Parked: what is queued is read first (this thread's epoll entry may have taken a request's
+    // wake-up). The descriptor is non-blocking until the pool has this 'parked'.
+    for (const [id, fd] of conns) while (conns.has(id) && readOne(id, fd));
+    port.postMessage({ type: 'parked', seq: parkSeq } satisfies ReaderEvent);
+    parkSeq = -1;
+  }
   // Serve whoever has requests, one each in turn, until none has; or, while requests come one at
   // a time, one read each and back to epoll_wait, which returns at once if another is queued.
-  const greedy = singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
+  solo = Atomics.load(words, SOLO) === 1;
+  const wasSolo = solo;
+  const greedy = solo || singles < SINGLES_BEFORE_ONE_READ || ++wakeups % PROBE_EVERY === 0;
   let served = 0;
   answeredHere = 0;
   let busy = true;
-  while (busy) {
+  while (busy && !parked) {
     busy = false;
     for (const [id, fd] of conns) {
+      // A message posted: take it before a read that may block (solo-reads.ts).
+      if (solo && (woken || Atomics.load(words, POSTED) !== taken)) {
+        woken = true;
+        busy = false;
+        break;
+      }
       if (readOne(id, fd)) {
         busy = greedy;
         served++;
@@ -340,7 +433,15 @@ for (;;) {
       }
     }
   }
-  if (greedy) singles = served <= 1 ? singles + 1 : 0;
+  solo = false;
+  // A lone client still there after solo ends says so again after SINGLES_BEFORE_ONE_READ wake-ups.
+  if (wasSolo) singles = 0;
+  else if (greedy && !parked) {
+    singles = served <= 1 ? singles + 1 : 0;
+    // Not while taking turns: a stream's turns are decided after each wake-up, which solo reads have not.
+    // Said again every 8 of the probing wake-ups that follow (every 128 wake-ups) while it lasts.
+    if (singles > 0 && singles % SINGLES_BEFORE_ONE_READ === 0 && !TURNS) port.postMessage({ type: 'lone' } satisfies ReaderEvent);
+  }
   const now = Date.now();
   if (served > 0) {
     lastServed = now;
@@ -349,7 +450,7 @@ for (;;) {
       port.postMessage({ type: 'active' } satisfies ReaderEvent);
     }
   }
-  if (answeredHere >= BUSY_BURST && now - lastBusy >= BUSY_EVERY_MS) {
+  if (!wasSolo && answeredHere >= BUSY_BURST && now - lastBusy >= BUSY_EVERY_MS) {
     lastBusy = now;
     port.postMessage({ type: 'busy' } satisfies ReaderEvent);
   }
@@ -376,6 +477,8 @@ for (;;) {
       timeout = idleMs;
     }
   }
+  // A message seen while solo (the probe may have emptied the pipe): taken before waiting.
+  if (woken) continue;
   const fired = libc.epollWait(ep, timeout);
   // The pipe and the control port only when the pipe woke us: a request's wake-up goes straight to
   // its read (two calls fewer per request). The pipe is this thread's own, written after each

@@ -39,14 +39,14 @@ function switches(tid: number): number {
 
 describe('the reader thread policy', () => {
   it('is fixed when a count is given, else one thread growing up to the cap', () => {
-    expect(readerPolicy({ readerThreads: 3, readerIdleMs: 100 })).toMatchObject({ min: 3, max: 3, idleMs: 100, tuning: { sleepMs: 120_000, sliceNs: 100_000, turns: false } });
+    expect(readerPolicy({ readerThreads: 3, readerIdleMs: 100 })).toMatchObject({ min: 3, max: 3, idleMs: 100, tuning: { sleepMs: 120_000, sliceNs: 100_000, turns: false, solo: true } });
     expect(readerPolicy({ maxReaderThreads: 5, readerIdleMs: 100 })).toMatchObject({ min: 1, max: 5, idleMs: 100 });
     expect(readerPolicy({}).max).toBeGreaterThanOrEqual(2);
     expect(() => readerPolicy({ readerThreads: 0 })).toThrow('readerThreads=0: not a whole number of reader threads from 1 to 16');
     expect(() => readerPolicy({ maxReaderThreads: 17 })).toThrow('maxReaderThreads=17: not a whole number');
   });
 
-  it('refuses a bad CLIP_FUSE_THREADS, MAX_THREADS, IDLE_MS, SLEEP_MS, SLICE_US or STREAM_RATE as a usage error naming it', () => {
+  it('refuses a bad CLIP_FUSE_THREADS, MAX_THREADS, IDLE_MS, SLEEP_MS, SLICE_US, STREAM_RATE, TURNS or SOLO as a usage error naming it', () => {
     const bad: [string, string][] = [
       ['CLIP_FUSE_THREADS', '0'], ['CLIP_FUSE_MAX_THREADS', 'lots'], ['CLIP_FUSE_IDLE_MS', '-5'], ['CLIP_FUSE_IDLE_MS', '1.5'],
       // Read when a thread starts: checked with the policy, so that a mount fails before serving.
@@ -64,11 +64,19 @@ describe('the reader thread policy', () => {
         delete process.env[name];
       }
     }
-    process.env.CLIP_FUSE_TURNS = 'yes';
+    for (const name of ['CLIP_FUSE_TURNS', 'CLIP_FUSE_SOLO']) {
+      process.env[name] = 'yes';
+      try {
+        expect(thrown(() => readerPolicy())).toMatchObject({ code: 'EINVAL', message: `${name}=yes: not 0 or 1` });
+      } finally {
+        delete process.env[name];
+      }
+    }
+    process.env.CLIP_FUSE_SOLO = '0';
     try {
-      expect(thrown(() => readerPolicy())).toMatchObject({ code: 'EINVAL', message: 'CLIP_FUSE_TURNS=yes: not 0 or 1' });
+      expect(readerPolicy().tuning.solo).toBe(false);
     } finally {
-      delete process.env.CLIP_FUSE_TURNS;
+      delete process.env.CLIP_FUSE_SOLO;
     }
     process.env.CLIP_FUSE_IDLE_MS = '250';
     process.env.CLIP_FUSE_SLICE_US = '0';
