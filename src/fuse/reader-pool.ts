@@ -171,6 +171,8 @@ class ReaderPool {
   private signalHandled = false;
   /** When a thread last said 'busy'. */
   private lastBusy = 0;
+  /** Threads told to exit that have not yet: out of `threads`, they may still be blocked in read. */
+  private readonly leavingThreads = new Set<ReaderThread>();
 
   open(fd: number, bufferSize: number, policy: ReaderPolicy, callbacks: ReaderCallbacks, answering?: ThreadAnswering): { readers(): number } {
     if (this.entries.size > 0 && bufferSize > this.bufferSize) {
@@ -243,7 +245,7 @@ class ReaderPool {
   private onLone(): void {
     const e = this.soloEntry();
     if (!e) return;
-    const active = this.threads.filter((t) => t.parked === 'no' && !t.leaving);
+    const active = this.threads.filter((t) => t.parked === 'no');
     if (active.length === 1) {
       this.startSolo(e);
       return;
@@ -259,7 +261,7 @@ class ReaderPool {
 
   /** A queue while threads sit out: one reads again (no start, no compiling), as solo reads go on. */
   private unpark(): boolean {
-    const t = this.threads.find((th) => th.parked === 'yes' && !th.leaving);
+    const t = this.threads.find((th) => th.parked === 'yes');
     if (!t) return false;
     t.parked = 'no';
     t.tell({ op: 'unpark' });
@@ -279,8 +281,8 @@ class ReaderPool {
   /** The one thread reading saw a lone client: it reads the descriptor blocking (solo-reads.ts). */
   private startSolo(e: Entry): void {
     if (this.soloFd >= 0) return;
-    // Every other thread has parked: none is in epoll_wait or read on the descriptor.
-    if (this.threads.some((t) => !t.ready || t.leaving || !e.readers.has(t) || t.parked === 'asked')) return;
+    // Every other thread has parked: none is in epoll_wait or read on the descriptor; none is leaving.
+    if (this.leavingThreads.size > 0 || this.threads.some((t) => !t.ready || !e.readers.has(t) || t.parked === 'asked')) return;
     if (!this.signalHandled) {
       // A no-op listener: the signal then interrupts a blocked read (its default action ignores it).
       process.on(SOLO_SIGNAL, () => undefined);
@@ -322,9 +324,10 @@ class ReaderPool {
     } catch {
       // closed: no thread reads it any more
     }
-    for (const t of this.threads) Atomics.store(t.words, SOLO, 0);
+    const all = [...this.threads, ...this.leavingThreads];
+    for (const t of all) Atomics.store(t.words, SOLO, 0);
     // After the flag: a read about to wait takes the pending signal at once.
-    for (const t of this.threads) t.interrupt(constants.signals[SOLO_SIGNAL]);
+    for (const t of all) t.interrupt(constants.signals[SOLO_SIGNAL]);
   }
 
   /**
@@ -377,6 +380,7 @@ class ReaderPool {
     this.endSolo();
     for (const th of this.threads.splice(0)) {
       th.leaving = true;
+      this.leavingThreads.add(th);
       th.tell({ op: 'exit' });
     }
   }
@@ -414,7 +418,8 @@ class ReaderPool {
         const now = Date.now();
         const again = now - t.lastBusy < BUSY_WINDOW_MS;
         t.lastBusy = now;
-        if (again && !this.unpark()) this.grow();
+        // A parked thread reads again at the first: it costs no start.
+        if (!this.unpark() && again) this.grow();
         return;
       }
       case 'stream':
@@ -471,9 +476,13 @@ class ReaderPool {
       const t = this.threads[slot];
       if (!t?.idle) return;
       if ([...this.entries.values()].some((e) => !e.ended && slot < e.policy.min && !(slot === 0 && maySleep(e.policy)))) return;
+      // Ended solo first, while `t` is still among the threads it interrupts; a parked thread is not
+      // blocked in read, and solo reads go on without it.
+      if (t.parked === 'no') this.endSolo();
       this.threads.pop();
       t.leaving = true;
-      this.tell(t, { op: 'exit' });
+      this.leavingThreads.add(t);
+      t.tell({ op: 'exit' });
       this.tellPeers();
     }
   }
@@ -483,6 +492,8 @@ class ReaderPool {
     const e = this.entries.get(id);
     if (!e || !e.readers.delete(t)) return;
     if (why && !e.ended) {
+      // Before the descriptor may be closed (onReleased): the pool touches it no more.
+      if (this.soloFd === e.fd) this.endSolo();
       // One thread seeing the end ends the connection for all: the others let go of it.
       e.ended = why;
       e.callbacks.onStopped(why);
@@ -499,6 +510,7 @@ class ReaderPool {
   }
 
   private onExit(t: ReaderThread, why: string): void {
+    this.leavingThreads.delete(t);
     const i = this.threads.indexOf(t);
     if (i >= 0) {
       this.threads.splice(i, 1);

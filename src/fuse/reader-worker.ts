@@ -110,8 +110,10 @@ const PROBE_EVERY = 16;
 const port = parentPort;
 if (!port) throw new Error('reader-worker must run as a worker thread');
 const libc = loadLibc();
-// Before any read: the pool signals the threads whose id it sees (solo-reads.ts).
+// Before any read: the pool signals the threads whose id it sees (solo-reads.ts); cleared at the
+// end, so that a thread id the kernel gives out again is not signalled.
 Atomics.store(words, TID, libc.gettid());
+process.once('exit', () => Atomics.store(words, TID, 0));
 // A short slice: woken by a request while the CPU runs something else, the thread gets an early
 // deadline and runs within about this long, instead of after the other task's whole slice (ms
 // under load: the one-request-at-a-time rows' tails). Its share of the CPU is unchanged.
@@ -149,7 +151,7 @@ let replyBuf: Buffer | undefined;
  */
 function takeControl(): boolean | Promise<boolean> {
   // Read before the port: a message posted after this load counts as not taken yet.
-  taken = Atomics.load(words, POSTED);
+  takenCount = Atomics.load(words, POSTED);
   const loads: Promise<void>[] = [];
   for (let m = receiveMessageOnPort(control); m; m = receiveMessageOnPort(control)) {
     const msg = m.message as ReaderControl;
@@ -294,7 +296,7 @@ function spliceReply(fs: SyncFilesystem, h: ReturnType<typeof readInHeader>, req
 /** Requests this wake-up answered in the thread (readOne counts them). */
 let answeredHere = 0;
 /** Control messages taken (POSTED when the port was last drained). */
-let taken = 0;
+let takenCount = 0;
 /** Requests read while solo, for the probe. */
 let soloReads = 0;
 let lastQueued = 0;
@@ -351,6 +353,11 @@ function readOne(id: number, fd: number): boolean {
   let queued = false;
   if (solo) {
     Atomics.add(words, SERVED, 1);
+    // Serving while solo never gets back to the loop's own 'active' (a parked thread read again).
+    if (saidIdle) {
+      saidIdle = false;
+      port!.postMessage({ type: 'active' } satisfies ReaderEvent);
+    }
     if (++soloReads % PROBE_EVERY === 0) {
       queued = probeQueue(fd);
       // A lone client (8 probes, 128 requests, without a queue; said again every 128): one thread would do (the pool trims).
@@ -383,6 +390,8 @@ let lastBusy = 0;
 let saidIdle = false;
 /** The wake pipe said a control message came (the first pass looks anyway). */
 let woken = true;
+/** The last epoll_wait was interrupted by a signal (not counted as a wake-up). */
+let interrupted = false;
 /** Wake-ups in a row that found at most one request (read until EAGAIN). */
 let singles = 0;
 let wakeups = 0;
@@ -421,7 +430,7 @@ for (;;) {
     busy = false;
     for (const [id, fd] of conns) {
       // A message posted: take it before a read that may block (solo-reads.ts).
-      if (solo && (woken || Atomics.load(words, POSTED) !== taken)) {
+      if (solo && (woken || Atomics.load(words, POSTED) !== takenCount)) {
         woken = true;
         busy = false;
         break;
@@ -436,7 +445,7 @@ for (;;) {
   solo = false;
   // A lone client still there after solo ends says so again after SINGLES_BEFORE_ONE_READ wake-ups.
   if (wasSolo) singles = 0;
-  else if (greedy && !parked) {
+  else if (greedy && !parked && !interrupted) {
     singles = served <= 1 ? singles + 1 : 0;
     // Not while taking turns: a stream's turns are decided after each wake-up, which solo reads have not.
     // Said again every 8 of the probing wake-ups that follow (every 128 wake-ups) while it lasts.
@@ -480,6 +489,8 @@ for (;;) {
   // A message seen while solo (the probe may have emptied the pipe): taken before waiting.
   if (woken) continue;
   const fired = libc.epollWait(ep, timeout);
+  // EINTR: the pool's signal (solo-reads.ts) also reaches a thread waiting here; not a request's wake-up.
+  interrupted = fired < 0;
   // The pipe and the control port only when the pipe woke us: a request's wake-up goes straight to
   // its read (two calls fewer per request). The pipe is this thread's own, written after each
   // message; a pipe not yet empty after one read wakes the next wait at once.

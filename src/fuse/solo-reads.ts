@@ -4,13 +4,13 @@
  * then a non-blocking read: one system call fewer per request (on this VM a system call is
  * ~1.4 µs of a ~33 µs getxattr round trip; bench/mount/RESULTS.md, session 18).
  *
- * Blocking is a property of the descriptor's open file description (O_NONBLOCK), so the pool sets
- * it for every thread at once, and clears it the same way. A thread blocked in read(2) sees no
- * control message; to take one back the pool clears O_NONBLOCK and sends each thread a signal
- * (SOLO_SIGNAL, handled by a no-op listener in the main thread): the interrupted read restarts,
- * finds the descriptor non-blocking and returns EAGAIN, and the thread goes back to its epoll loop
- * and its messages. The signal is sent after the flag is cleared: a thread about to wait takes the
- * pending signal at once, so none can sleep through it.
+ * Blocking is a property of the descriptor's open file description (O_NONBLOCK), so the pool
+ * clears the flag for every thread at once, and sets it again the same way. A thread blocked in
+ * read(2) sees no control message; to take it back the pool sets O_NONBLOCK again and sends each
+ * thread a signal (SOLO_SIGNAL, handled by a no-op listener in the main thread): the interrupted
+ * read restarts, finds the descriptor non-blocking and returns EAGAIN, and the thread goes back to
+ * its epoll loop and its messages. The signal is sent after O_NONBLOCK is set: a thread about to
+ * wait takes the pending signal at once, so none can sleep through it.
  *
  * Solo reads start when the one thread reading says its client is lone. Other threads sit out
  * first ('park': the descriptor out of their epoll sets, read until EAGAIN before they say so):
