@@ -365,10 +365,14 @@ function readOne(id: number, fd: number): boolean {
       else if (++quietProbes % SINGLES_BEFORE_ONE_READ === 0) port!.postMessage({ type: 'lone' } satisfies ReaderEvent);
     }
   }
+  // Nor do big READs: a stream's READs queue behind each other, and one thread serves a stream
+  // best (the kernel reads ahead in the cache file for one reader; bench/mount/RESULTS.md,
+  // sessions 12 and 18), where queued small READs want their disk reads side by side.
+  const big = queued && buf.readUInt32LE(4) === Opcode.READ && buf.readUInt32LE(IN_HEADER_SIZE + 16) >= SPLICE_FROM;
   if (answerHere(id, fd, n)) {
     answeredHere++;
     // Requests handed to the main thread do not count (BUSY_BURST).
-    if (queued) noteQueue();
+    if (queued && !big) noteQueue();
     return true;
   }
   const data = new ArrayBuffer(n);
