@@ -22,13 +22,14 @@ const DEFAULT_STREAM_RATE = 2000;
 /** The longest a Node timer waits (2^31 - 1 ms); a longer time would fire at once. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** Read when a connection's policy is made, so that a bad value fails the mount, not a thread. */
+/** A 0-or-1 switch from the environment (unset and empty pass); anything else is a usage error naming it. */
 function zeroOrOne(name: string): string | undefined {
   const v = process.env[name];
   if (v !== undefined && v !== '' && v !== '0' && v !== '1') throw new ClipError('EINVAL', 'not 0 or 1', { object: `${name}=${v}` });
   return v;
 }
 
+/** Read when a connection's policy is made, so that a bad value fails the mount, not a thread. */
 export function threadTuning(): ThreadTuning {
   const turns = zeroOrOne('CLIP_FUSE_TURNS');
   const solo = zeroOrOne('CLIP_FUSE_SOLO');

@@ -114,6 +114,11 @@ export function loadLibc(): Libc {
   const fadvise = c.func('int posix_fadvise(int fd, long offset, long len, int advice)');
   const event = Buffer.alloc(16);
   const events = Buffer.alloc(EPOLL_EVENT_SIZE * EPOLL_EVENTS);
+  /** O_NONBLOCK on or off, the other status flags kept. */
+  const setNonBlock = (fd: number, on: boolean): void => {
+    const flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, 'int', on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) < 0) throw new Error(`fcntl of fd ${fd} failed (errno ${koffi.errno()})`);
+  };
   /** For epollWaitAsync: one wait at a time (the reader pool's, while no thread runs). */
   const asyncEvents = Buffer.alloc(EPOLL_EVENT_SIZE * EPOLL_EVENTS);
   libc = {
@@ -126,14 +131,8 @@ export function loadLibc(): Libc {
       if (pipe2(fds, O_CLOEXEC) !== 0) throw new Error(`pipe2 failed (errno ${koffi.errno()})`);
       return [fds[0]!, fds[1]!];
     },
-    setNonBlocking: (fd) => {
-      const flags = fcntl(fd, F_GETFL);
-      if (flags < 0 || fcntl(fd, F_SETFL, 'int', flags | O_NONBLOCK) < 0) throw new Error(`fcntl of fd ${fd} failed (errno ${koffi.errno()})`);
-    },
-    setBlocking: (fd) => {
-      const flags = fcntl(fd, F_GETFL);
-      if (flags < 0 || fcntl(fd, F_SETFL, 'int', flags & ~O_NONBLOCK) < 0) throw new Error(`fcntl of fd ${fd} failed (errno ${koffi.errno()})`);
-    },
+    setNonBlocking: (fd) => setNonBlock(fd, true),
+    setBlocking: (fd) => setNonBlock(fd, false),
     close: (fd) => void close(fd),
     setPipeSize: (fd, size) => fcntl(fd, F_SETPIPE_SZ, 'int', size),
     spliceIn: (fdIn, at, pipeOut, len) => {

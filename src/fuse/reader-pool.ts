@@ -238,9 +238,9 @@ class ReaderPool {
   /**
    * A thread saw a lone client. One thread serves it best: with two reading blocking, the kernel
    * wakes them in turn, and one reader's cold 4 KiB preads ran at 10 453/s against 13 632/s with
-   * one (bench/mount/RESULTS.md, session 18). So added threads end first (unless a queue was seen
-   * within LONE_AFTER_BUSY_MS: the client may be the tail of a busy load), and the next 'lone' of
-   * the one thread left starts solo reads.
+   * one (bench/mount/RESULTS.md, session 18). So the newer threads park first (unless a queue was
+   * seen within LONE_AFTER_BUSY_MS: the client may be the tail of a busy load), and the next 'lone'
+   * of the one thread left reading starts solo reads.
    */
   private onLone(): void {
     const e = this.soloEntry();
@@ -297,9 +297,9 @@ class ReaderPool {
     for (const t of this.threads) Atomics.store(t.words, SOLO, 1);
     let served = -1;
     this.soloQuiet = setInterval(() => {
-      const now = this.threads.reduce((n, t) => n + Atomics.load(t.words, SERVED), 0);
-      if (now === served) this.endSolo();
-      served = now;
+      const count = this.threads.reduce((n, t) => n + Atomics.load(t.words, SERVED), 0);
+      if (count === served) this.endSolo();
+      served = count;
     }, SOLO_QUIET_MS).unref();
   }
 
@@ -410,12 +410,12 @@ class ReaderPool {
         t.tid = e.tid;
         return;
       case 'busy': {
-        this.lastBusy = Date.now();
         // A queue one thread saw twice within BUSY_WINDOW_MS (a thread says 'busy' at most every
         // 50 ms; two threads seeing one burst are not twice): a lone burst of READs (a program's
         // start, the kernel's read-ahead) is over before a new thread (~80 ms of CPU, then its
         // compiling) could serve any of it.
         const now = Date.now();
+        this.lastBusy = now;
         const again = now - t.lastBusy < BUSY_WINDOW_MS;
         t.lastBusy = now;
         // A parked thread reads again at the first (it costs no start: 8 random readers ran 5 %

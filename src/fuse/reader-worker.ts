@@ -360,7 +360,7 @@ function readOne(id: number, fd: number): boolean {
     }
     if (++soloReads % PROBE_EVERY === 0) {
       queued = probeQueue(fd);
-      // A lone client (8 probes, 128 requests, without a queue; said again every 128): one thread would do (the pool trims).
+      // A lone client (8 probes, 128 requests, without a queue; said again every 128): one thread would do (the pool parks the others).
       if (queued) quietProbes = 0;
       else if (++quietProbes % SINGLES_BEFORE_ONE_READ === 0) port!.postMessage({ type: 'lone' } satisfies ReaderEvent);
     }

@@ -19,17 +19,9 @@ import { fixture } from '../support/fixtures/index.js';
 import { umociUnpack } from '../support/tools.js';
 import { indexImage, mountIndex, type MountedImage } from '../fs/helpers.js';
 import { waitUntil } from '../mount/helpers.js';
-import { python, RANDOM_PREADS, run } from './tools.js';
+import { during, python, RANDOM_PREADS, run, XATTRS } from './tools.js';
 
 const FILE = 'opt/app/large.bin';
-
-/** n getxattr calls of a missing attribute, one at a time (each a GETXATTR the kernel never caches). */
-const XATTRS = String.raw`
-import os, sys
-for _ in range(int(sys.argv[2])):
-    try: os.getxattr(sys.argv[1], "user.missing")
-    except OSError: pass
-`;
 
 /** A thread's voluntary context switches: one per wait for a request it was then woken for. */
 function switches(tid: number): number {
@@ -107,12 +99,9 @@ describe.skipIf(skipUnlessRoot())('FUSE reader threads under load', () => {
   /** The most threads seen reading the mount while `load` runs. */
   async function peakDuring(m: MountedImage, load: Promise<unknown>): Promise<number> {
     let peak = m.mount.server.readerThreads;
-    let done = false;
-    void load.finally(() => (done = true));
-    while (!done) {
+    await during(load, () => {
       peak = Math.max(peak, m.mount.server.readerThreads);
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    }).catch(() => undefined); // the caller awaits the load itself, and sees its failure there
     return peak;
   }
 

@@ -18,18 +18,10 @@ import { fixture } from '../support/fixtures/index.js';
 import { umociUnpack } from '../support/tools.js';
 import { indexImage, mountIndex, type MountedImage } from '../fs/helpers.js';
 import { waitUntil } from '../mount/helpers.js';
-import { python, RANDOM_PREADS, run } from './tools.js';
+import { during, python, RANDOM_PREADS, run, XATTRS } from './tools.js';
 
 const FILE = 'opt/app/large.bin';
 const O_NONBLOCK = 0o4000;
-
-/** n getxattr calls of a missing attribute, one at a time (each a GETXATTR the kernel never caches). */
-const XATTRS = String.raw`
-import os, sys
-for _ in range(int(sys.argv[2])):
-    try: os.getxattr(sys.argv[1], "user.missing")
-    except OSError: pass
-`;
 
 /** This process's /dev/fuse descriptors. */
 function fuseFds(): number[] {
@@ -61,17 +53,6 @@ function waits(): string[] {
 }
 
 const blockedInRead = (): boolean => waits().includes('fuse_dev_do_read');
-
-/** `load`'s result, calling `look` every 5 ms while it runs. */
-async function during<T>(load: Promise<T>, look: () => void): Promise<T> {
-  let done = false;
-  void load.finally(() => (done = true));
-  while (!done) {
-    look();
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return load;
-}
 
 describe.skipIf(skipUnlessRoot())('solo reads', () => {
   let work: string;

@@ -52,6 +52,25 @@ for k in range(readers):
 print(sum(os.waitpid(p, 0)[1] >> 8 for p in kids))
 `;
 
+/** n getxattr calls of a missing attribute, one at a time (each a GETXATTR the kernel never caches). argv: PATH N. */
+export const XATTRS = String.raw`
+import os, sys
+for _ in range(int(sys.argv[2])):
+    try: os.getxattr(sys.argv[1], "user.missing")
+    except OSError: pass
+`;
+
+/** `load`'s result, calling `look` every 5 ms while it runs. */
+export async function during<T>(load: Promise<T>, look: () => void): Promise<T> {
+  let done = false;
+  void load.finally(() => (done = true));
+  while (!done) {
+    look();
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return load;
+}
+
 export { spawn };
 
 const serveChild = fileURLToPath(new URL('./serve-child.ts', import.meta.url));
