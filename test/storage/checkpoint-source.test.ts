@@ -376,11 +376,15 @@ describe('reading gzip layers by range from the nearest checkpoint', () => {
     const dir = await tempDir();
     const disk = await DiskCache.open({ dir });
     try {
-      const s = new Storage({ disk, source: new CheckpointSource(breaking), readaheadChunks: 0, retryBackoffMs: 5 });
+      const source = new CheckpointSource(breaking);
+      const s = new Storage({ disk, source, readaheadChunks: 0, retryBackoffMs: 5 });
       const a = s.read(layer, c * CHUNK + 3, 100);
       await expect.poll(() => breaking.ranges.length).toBe(1);
       const b = s.read(layer, (c + 1) * CHUNK + 5, 100);
       await expect.poll(() => breaking.ranges.length).toBe(2);
+      // And the second read has planned (joined the first one's flight or launched its own): under
+      // load it could plan only after the gate opened and the flight failed, and never see the failure.
+      await expect.poll(() => source.stats.flights + source.stats.joined).toBeGreaterThanOrEqual(2);
       open();
       expect((await a).equals(tar.subarray(c * CHUNK + 3, c * CHUNK + 103))).toBe(true);
       expect((await b).equals(tar.subarray((c + 1) * CHUNK + 5, (c + 1) * CHUNK + 105))).toBe(true);
